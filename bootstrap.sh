@@ -20,9 +20,12 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         "$VPY" -m pip install --quiet "torch>=2.6"
     else
-        # CPU-only machine: a local CPU wheel if pip's find-links has one, else PyTorch's CPU index.
-        "$VPY" -m pip install --quiet --no-index "torch==2.13.0" 2>/dev/null \
-            || "$VPY" -m pip install --quiet "torch>=2.6" --index-url https://download.pytorch.org/whl/cpu
+        # CPU-only machine: the CPU wheel from pip's local find-links when there is one (its
+        # dependencies then come from the package index with the project's), else from
+        # PyTorch's CPU index.
+        "$VPY" -m pip install --quiet --no-deps --no-index "torch==2.13.0" 2>/dev/null \
+            || "$VPY" -m pip install --quiet "torch>=2.6" --index-url https://download.pytorch.org/whl/cpu \
+                --extra-index-url https://pypi.org/simple
     fi
 fi
 "$VPY" -m pip install --quiet -e ".[dev]"
