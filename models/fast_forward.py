@@ -43,7 +43,9 @@ def training_forward(model: torch.nn.Module) -> Forward:
     return forward
 
 
-def _native_mirror(model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, torch.Tensor]] | None:
+def _native_mirror(
+    model: torch.nn.Module,
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]] | None:
     original = getattr(model, "original_model", None)
     try:
         from transformer_lens.model_bridge.sources.native.model import NativeModel

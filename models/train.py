@@ -328,7 +328,9 @@ def train(
     sampler = BatchSampler(task, config, device)
     eval_steps = set(config.eval_steps)
     eval_sets = {
-        s: task.sample(config.eval_n, s, config.seed + 7919) for s in config.eval_splits if eval_steps
+        s: task.sample(config.eval_n, s, config.seed + 7919)
+        for s in config.eval_splits
+        if eval_steps
     }
     ckpt_steps = set(config.checkpoint_steps)
     forward = training_forward(model)

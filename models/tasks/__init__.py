@@ -1,6 +1,15 @@
 """Hierarchical tasks with gold trees: the task protocol, the registry and the tasks."""
 
-from .base import IGNORE_INDEX, SPLITS, Batch, Example, Task, gold_depths, iter_batches, pad_examples
+from .base import (
+    IGNORE_INDEX,
+    SPLITS,
+    Batch,
+    Example,
+    Task,
+    gold_depths,
+    iter_batches,
+    pad_examples,
+)
 from .dyck import DyckTask
 from .registry import get_task, list_tasks, register_task, task_class, task_parameters
 

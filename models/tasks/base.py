@@ -136,6 +136,8 @@ class Task(Config, abc.ABC):
     #: "next_token" (targets are the next token: needs a causal model) or "masked"
     #: (targets at masked positions: any attention direction).
     objective: ClassVar[str] = "next_token"
+    #: the headline metric among those :meth:`evaluate` returns
+    main_metric: ClassVar[str] = "accuracy"
 
     # ----------------------------------------------------------------- vocabulary
     @property

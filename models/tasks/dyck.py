@@ -65,6 +65,7 @@ class DyckTask(Task):
     """
 
     name: ClassVar[str] = "dyck"
+    main_metric: ClassVar[str] = "closing_acc"
     description: ClassVar[str] = (
         "Dyck-(k,d) bracket language modelling; OOD = strings with held-out segments or deeper nesting"
     )
