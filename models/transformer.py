@@ -98,8 +98,7 @@ class ModelConfig(Config):
         """A config whose vocabulary and context fit ``task`` (other fields from ``kwargs``)."""
         kwargs.setdefault("d_vocab", len(task.vocab))
         kwargs.setdefault("n_ctx", task.max_len)
-        if task.objective == "next_token":
-            kwargs.setdefault("attention_dir", "causal")
+        kwargs.setdefault("attention_dir", "causal" if task.objective == "next_token" else "bidirectional")
         return cls(**kwargs)
 
 

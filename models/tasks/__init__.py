@@ -29,3 +29,18 @@ __all__ = [
     "task_class",
     "task_parameters",
 ]
+
+# the hierarchical task suite
+from .concepts import ConceptSample, ConceptTree, HierarchicalConcepts  # noqa: E402
+from .hierarchical_filtering import HierarchicalFilteringTask  # noqa: E402
+from .question_formation import QuestionFormationTask  # noqa: E402
+from .tense_inflection import TenseInflectionTask  # noqa: E402
+
+__all__ += [
+    "ConceptSample",
+    "ConceptTree",
+    "HierarchicalConcepts",
+    "HierarchicalFilteringTask",
+    "QuestionFormationTask",
+    "TenseInflectionTask",
+]
