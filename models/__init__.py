@@ -4,16 +4,27 @@ Importing this package is cheap: TransformerLens is imported only when a model i
 """
 
 from .atomic_io import CorruptFileError
+from .capture import capture, model_fingerprint
 from .checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint_capture import activations_dir, capture_checkpoints
 from .config import Config
 from .device import resolve_device, resolve_dtype
 from .forward import model_logits
+from .hooks import available_hook_names, resolve_hook_names
 from .run import Run, open_run
+from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks
 from .train import TrainConfig, TrainResult, train
 from .transformer import ModelConfig, build_transformer
 
 __all__ = [
+    "ActivationStore",
+    "activations_dir",
+    "available_hook_names",
+    "capture",
+    "capture_checkpoints",
+    "model_fingerprint",
+    "resolve_hook_names",
     "Config",
     "CorruptFileError",
     "Example",

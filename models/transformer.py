@@ -98,7 +98,9 @@ class ModelConfig(Config):
         """A config whose vocabulary and context fit ``task`` (other fields from ``kwargs``)."""
         kwargs.setdefault("d_vocab", len(task.vocab))
         kwargs.setdefault("n_ctx", task.max_len)
-        kwargs.setdefault("attention_dir", "causal" if task.objective == "next_token" else "bidirectional")
+        kwargs.setdefault(
+            "attention_dir", "causal" if task.objective == "next_token" else "bidirectional"
+        )
         return cls(**kwargs)
 
 

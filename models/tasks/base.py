@@ -222,7 +222,8 @@ class Task(Config, abc.ABC):
         if examples is None:
             examples = self.sample(n, split, seed)
         was_training = model.training
-        model.eval()
+        if was_training:  # switching modes walks every submodule of a bridge: skip when idle
+            model.eval()
         totals: dict[str, list[torch.Tensor]] = {}
         try:
             with torch.inference_mode():
@@ -237,7 +238,8 @@ class Task(Config, abc.ABC):
                         )
                         totals[key] = [acc[0] + num.double(), acc[1] + den.double()]
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train()
         out = {
             k: (float(num / den) if float(den) > 0 else float("nan"))
             for k, (num, den) in totals.items()

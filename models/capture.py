@@ -1,0 +1,642 @@
+"""Batched activation capture into an :class:`~hierlens.models.store.ActivationStore`.
+
+``capture(model, data, hooks, batch_size=...)`` runs ``model`` over ``data`` in padded
+batches under ``torch.inference_mode()`` and keeps, for every requested hook, the
+activation of every selected real token (pad positions are never stored). The forward pass
+is cut short by an exception raised from the last requested hook once all of them have
+fired, so nothing past the deepest requested layer runs (this works for TransformerLens
+bridges of every source and for plain modules alike). On CUDA the selected rows are copied
+device -> pinned host buffers with non-blocking copies and synchronised once per shard;
+shards are written by a background thread while the next shard computes, so host memory
+holds at most two shards whatever the number of tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .device import resolve_device, resolve_dtype
+from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
+from .store import ActivationStore, StoreWriter, hook_dir_name
+
+#: what ``positions`` may be: None (all real tokens), a boolean mask, or a per-sequence callable
+Positions = Any
+DEFAULT_SHARD_BYTES = 1 << 26
+
+
+class _StopForward(Exception):
+    """Raised from the last requested hook to skip the rest of the forward pass."""
+
+
+# ---------------------------------------------------------------------- data preparation
+@dataclass
+class _Data:
+    """Sequences as one flat token array plus offsets (CSR layout), and per-token labels."""
+
+    tokens: torch.Tensor  # (n_input_tokens,) int64
+    offsets: torch.Tensor  # (n_sequences + 1,) int64
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)  # flat, aligned with tokens
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def _as_int_tensor(x: Any, what: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if t.numel() == 0:
+        return t.to(torch.int64).cpu()
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{what} must hold integers, got dtype {t.dtype}")
+    return t.to(torch.int64).cpu()
+
+
+def _flatten_sequences(seqs: Sequence[Any], what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [_as_int_tensor(s, f"{what}[{i}]").reshape(-1) for i, s in enumerate(seqs)]
+    for i, p in enumerate(parts):
+        if p.numel() == 0:
+            raise ValueError(f"{what}[{i}] is empty; every sequence needs at least one token")
+    lengths = torch.tensor([len(p) for p in parts], dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    return torch.cat(parts), offsets
+
+
+def _is_task_split(data: Any) -> bool:
+    from .tasks.base import SPLITS, Task
+
+    return (
+        isinstance(data, tuple)
+        and len(data) == 4
+        and isinstance(data[0], (Task, str))
+        and isinstance(data[1], str)
+        and data[1] in SPLITS
+    )
+
+
+def _prepare_data(data: Any, labels: Mapping[str, Any] | None) -> _Data:
+    from .tasks.base import Example
+    from .tasks.registry import get_task
+
+    source: dict[str, Any] = {}
+    if _is_task_split(data):
+        task, split, n, seed = data
+        task = get_task(task) if isinstance(task, str) else task
+        source = {"task": task.name, "params": task.to_dict(), "split": split}
+        source.update(n=int(n), seed=int(seed))
+        data = task.sample(n, split, seed)
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        tokens = _as_int_tensor(data, "data")
+        if tokens.dim() != 2 or tokens.numel() == 0:
+            raise ValueError(
+                f"a token tensor must be (n_sequences, seq_len) and non-empty, got shape "
+                f"{tuple(tokens.shape)}"
+            )
+        n, t = tokens.shape
+        out = _Data(tokens.reshape(-1), torch.arange(n + 1, dtype=torch.int64) * t, source=source)
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) == 0:
+            raise ValueError("data is empty")
+        if all(isinstance(e, Example) for e in data):
+            flat, offsets = _flatten_sequences([e.tokens for e in data], "data")
+            out = _Data(flat, offsets, source=source)
+            names = set(data[0].token_labels)
+            for e in data:
+                if set(e.token_labels) != names:
+                    raise ValueError("all examples must carry the same token_labels")
+            for name in sorted(names):
+                out.labels[name], _ = _flatten_sequences(
+                    [e.token_labels[name] for e in data], f"token_labels[{name!r}]"
+                )
+        else:
+            flat, offsets = _flatten_sequences(data, "data")
+            out = _Data(flat, offsets, source=source)
+    else:
+        raise TypeError(
+            "data must be a (n_sequences, seq_len) token tensor, a list of token sequences, "
+            "a list of Examples or a task split (task, split, n, seed); got "
+            f"{type(data).__name__}"
+        )
+    if out.tokens.numel() and int(out.tokens.min()) < 0:
+        raise ValueError("token ids must be non-negative")
+    for name, value in (labels or {}).items():
+        flat = _flat_like(value, out, f"labels[{name!r}]", torch.int64)
+        if name in out.labels:
+            raise ValueError(f"label {name!r} is given twice (by the examples and by labels=)")
+        out.labels[name] = flat
+    for name, value in out.labels.items():
+        if value.shape != out.tokens.shape:
+            raise ValueError(f"token label {name!r} is not aligned with the tokens")
+    return out
+
+
+def _flat_like(value: Any, data: _Data, what: str, dtype: torch.dtype) -> torch.Tensor:
+    """A per-token array given as a padded 2-D array ``(n_sequences, >= max_len)`` or as a
+    list of per-sequence arrays, flattened to ``data``'s layout."""
+    lengths = data.lengths
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(value).cpu()
+        if t.dim() != 2 or t.shape[0] != len(data) or t.shape[1] < int(lengths.max()):
+            raise ValueError(
+                f"{what}: expected shape ({len(data)}, >= {int(lengths.max())}), "
+                f"got {tuple(t.shape)}"
+            )
+        valid = torch.arange(t.shape[1])[None, :] < lengths[:, None]
+        return t[valid].to(dtype)
+    if isinstance(value, Sequence) and len(value) == len(data):
+        parts = [torch.as_tensor(np.asarray(v)).reshape(-1) for v in value]
+        for i, p in enumerate(parts):
+            if len(p) != int(lengths[i]):
+                raise ValueError(f"{what}[{i}] has {len(p)} entries, sequence {i} has {lengths[i]}")
+        return torch.cat(parts).to(dtype)
+    raise ValueError(f"{what} must be a 2-D array or a list of {len(data)} per-sequence arrays")
+
+
+def _position_mask(positions: Positions, data: _Data) -> torch.Tensor:
+    """The flat boolean selection mask (True = store this token)."""
+    if positions is None:
+        return torch.ones(data.tokens.shape, dtype=torch.bool)
+    if callable(positions):
+        parts = []
+        for i in range(len(data)):
+            seq = data.tokens[data.offsets[i] : data.offsets[i + 1]]
+            chosen = torch.as_tensor(positions(seq.clone())).reshape(-1)
+            mask = torch.zeros(len(seq), dtype=torch.bool)
+            if chosen.dtype == torch.bool:
+                if len(chosen) != len(seq):
+                    raise ValueError(
+                        f"positions(sequence {i}) returned a mask of length {len(chosen)} "
+                        f"for a sequence of {len(seq)} tokens"
+                    )
+                mask = chosen.cpu()
+            else:
+                idx = chosen.to(torch.int64).cpu()
+                if len(idx) and (int(idx.min()) < -len(seq) or int(idx.max()) >= len(seq)):
+                    raise ValueError(f"positions(sequence {i}) returned an out-of-range index")
+                mask[idx] = True
+            parts.append(mask)
+        return torch.cat(parts)
+    mask = _flat_like(positions, data, "positions", torch.bool)
+    if isinstance(positions, (torch.Tensor, np.ndarray)) and torch.as_tensor(
+        positions
+    ).dtype not in (torch.bool,):
+        raise TypeError("a positions mask must be boolean")
+    return mask
+
+
+def _data_sha256(data: _Data, mask: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for name, t in [("tokens", data.tokens), ("offsets", data.offsets), ("mask", mask)]:
+        h.update(name.encode())
+        h.update(t.numpy().tobytes())
+    for name in sorted(data.labels):
+        h.update(f"label.{name}".encode())
+        h.update(data.labels[name].numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+    """The default model identity recorded in a store: class name and the sha256 of the
+    state dict (names, dtypes, shapes and bytes of every tensor)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return {"class": type(model).__name__, "state_dict_sha256": h.hexdigest()}
+
+
+# ---------------------------------------------------------------------- the forward pass
+def _model_device(model: torch.nn.Module) -> torch.device | None:
+    for p in model.parameters():
+        return p.device
+    return None
+
+
+def _accepts_attention_mask(model: torch.nn.Module) -> bool:
+    if is_hooked_model(model):
+        return True
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return "attention_mask" in params
+
+
+class _Runner:
+    """Runs padded batches through the model with capture hooks attached."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], device: torch.device) -> None:
+        self.model = model
+        self.names = names
+        self.device = device
+        self.pass_mask = _accepts_attention_mask(model)
+        self.sink: Callable[[str, torch.Tensor], None] | None = None
+        self.fired: dict[str, int] = {}
+        self.early_stop = False
+
+    def on_hook(self, name: str, x: torch.Tensor) -> None:
+        if name in self.fired:
+            self.fired[name] += 1
+            if self.early_stop:
+                raise ValueError(f"hook {name!r} fired twice in one forward pass")
+            return
+        self.fired[name] = 1
+        assert self.sink is not None
+        self.sink(name, x)
+        if self.early_stop and len(self.fired) == len(self.names):
+            raise _StopForward
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        self.fired = {}
+        try:
+            if attention_mask is not None and self.pass_mask:
+                self.model(tokens, attention_mask=attention_mask)
+            else:
+                self.model(tokens)
+        except _StopForward:
+            pass
+        missing = [n for n in self.names if n not in self.fired]
+        if missing:
+            raise ValueError(
+                f"hook(s) {missing} did not fire in the forward pass (on a TransformerBridge "
+                "some hooks must be switched on first, e.g. model.set_use_attn_result(True))"
+            )
+
+
+def _pad_batch(
+    data: _Data, mask: torch.Tensor, a: int, b: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Right-padded tokens ``(B, T)``, the padding mask (None when nothing is padded) and
+    the flat indices into ``B * T`` of the selected tokens (in row order)."""
+    lengths = data.lengths[a:b]
+    t = int(lengths.max())
+    valid = torch.arange(t)[None, :] < lengths[:, None]
+    lo, hi = int(data.offsets[a]), int(data.offsets[b])
+    tokens = torch.full((b - a, t), pad_id, dtype=torch.int64)
+    tokens[valid] = data.tokens[lo:hi]
+    chosen = torch.zeros((b - a, t), dtype=torch.bool)
+    chosen[valid] = mask[lo:hi]
+    attn = None if bool(valid.all()) else valid.to(torch.int64)
+    return tokens, attn, chosen.reshape(-1).nonzero().squeeze(1)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ---------------------------------------------------------------------- capture
+def capture(
+    model: torch.nn.Module,
+    data: Any,
+    hooks: str | Sequence[str],
+    *,
+    batch_size: int,
+    out_dir: str | Path | None = None,
+    positions: Positions = None,
+    labels: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    model_id: dict[str, Any] | None = None,
+    allow_nonfinite: bool = False,
+    overwrite: bool = False,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = True,
+) -> ActivationStore:
+    """Capture the activations of ``hooks`` for every selected token of ``data``.
+
+    Args:
+        model: a TransformerLens ``TransformerBridge`` (native or booted from a local Hugging
+            Face model), or any ``nn.Module`` taking ``(batch, seq)`` token ids (then hook
+            names are module names and the module outputs are captured). Padding is passed
+            as ``attention_mask`` (1 = real token) to bridges and to modules whose
+            ``forward`` takes ``attention_mask``; other modules must be causal for padding not
+            to leak. The model is run in eval mode (restored afterwards) and moved to
+            ``device`` when one is given.
+        data: a ``(n_sequences, seq_len)`` token tensor, a list of variable-length token
+            sequences (right-padded internally), a list of task ``Example`` s (their
+            ``token_labels`` become :attr:`ActivationStore.labels`), or a task split
+            ``(task_or_name, split, n, seed)``.
+        hooks: hook names or glob patterns (``"blocks.*.hook_resid_post"``); see
+            :func:`hierlens.models.hooks.resolve_hook_names`.
+        batch_size: sequences per forward pass.
+        out_dir: None for an in-memory store; else a folder of checksummed safetensors shards
+            and ``manifest.json``. An existing store there with the same model, data, hooks,
+            dtype and batch size is resumed (complete shards kept); a different one is a
+            ``ValueError`` unless ``overwrite``.
+        positions: None (every real token), a boolean mask (``(n_sequences, >= len)`` or a
+            list of per-sequence masks), or a callable ``f(tokens_1d) -> bool mask or
+            indices`` selecting positions of each sequence.
+        labels: extra per-token integer labels, laid out like ``positions`` masks.
+        dtype: storage dtype of the activations.
+        device: where to run (None: where the model is; CUDA else CPU for a parameterless
+            model).
+        model_id: identity recorded in the manifest (e.g. run and checkpoint step); default
+            :func:`model_fingerprint` of the state dict.
+        allow_nonfinite: keep NaN/inf activations (counted in
+            :attr:`ActivationStore.nonfinite`) instead of raising ``ValueError``.
+        shard_bytes: target size of a shard across all hooks (a shard holds whole batches).
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        The :class:`ActivationStore`; ``store[hook]`` has shape ``(n_selected_tokens, d)``
+        with ``d`` the product of the hook's per-token dimensions.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(shard_bytes, int) or shard_bytes <= 0:
+        raise ValueError(f"shard_bytes must be a positive integer, got {shard_bytes!r}")
+    dtype = resolve_dtype(dtype)
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    if model_id is not None:
+        if not isinstance(model_id, dict):
+            raise TypeError(f"model_id must be a dict or None, got {type(model_id).__name__}")
+        try:
+            json.dumps(model_id)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"model_id must be JSON-serialisable ({exc})") from None
+    names = resolve_hook_names(model, hooks)
+    d = _prepare_data(data, labels)
+    mask = _position_mask(positions, d)
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if isinstance(d_vocab, int) and d_vocab > 0 and int(d.tokens.max()) >= d_vocab:
+        raise ValueError(f"token id {int(d.tokens.max())} is out of range for d_vocab={d_vocab}")
+    n_rows = int(mask.sum())
+    if n_rows == 0:
+        raise ValueError("positions select no token: nothing to capture")
+
+    model_dev = _model_device(model)
+    dev = resolve_device(device) if device is not None else (model_dev or resolve_device(None))
+    if model_dev is not None and model_dev != dev:
+        model.to(dev)
+    tokenizer = getattr(model, "tokenizer", None)
+    pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+    pad_id = int(pad_id) if isinstance(pad_id, int) else 0
+
+    was_training = model.training
+    if was_training:  # (a bridge's train()/eval() walks every submodule: only when needed)
+        model.eval()
+    runner = _Runner(model, names, dev)
+    try:
+        with torch.inference_mode(), attached_hooks(model, names, runner.on_hook):
+            shapes = _probe(runner, d, pad_id)
+            header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
+            header["model"] = model_id if model_id is not None else model_fingerprint(model)
+            runner.early_stop = True
+            return _run(
+                runner,
+                d,
+                mask,
+                header,
+                index,
+                out_dir,
+                pad_id,
+                dtype,
+                allow_nonfinite,
+                overwrite,
+                progress,
+            )
+    finally:
+        if was_training:
+            model.train()
+
+
+def _probe(runner: _Runner, d: _Data, pad_id: int) -> dict[str, tuple[int, ...]]:
+    """One full forward on the first sequence: checks that every hook fires exactly once
+    with a ``(batch, pos, ...)`` activation and returns the per-token shapes."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    length = int(d.lengths[0])
+
+    def sink(name: str, x: torch.Tensor) -> None:
+        if x.dim() < 2 or x.shape[0] != 1 or x.shape[1] != length:
+            raise ValueError(
+                f"hook {name!r} gives shape {tuple(x.shape)} for one sequence of {length} "
+                "tokens; capture stores per-token activations of shape (batch, pos, ...)"
+            )
+        shapes[name] = tuple(x.shape[2:])
+
+    runner.sink = sink
+    tokens, _, _ = _pad_batch(d, torch.ones_like(d.tokens, dtype=torch.bool), 0, 1, pad_id)
+    runner.forward(_to_device(tokens, runner.device), None)
+    twice = [n for n, c in runner.fired.items() if c > 1]
+    if twice:
+        raise ValueError(
+            f"hook(s) {twice} fired more than once in one forward pass (a module used "
+            "several times); capture needs hooks that fire once per forward"
+        )
+    return shapes
+
+
+def _plan(
+    d: _Data,
+    mask: torch.Tensor,
+    names: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    dtype: torch.dtype,
+    batch_size: int,
+    shard_bytes: int,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The manifest header (shard plan) and the token index of the stored rows."""
+    dims = {n: int(np.prod(shapes[n], dtype=np.int64)) for n in names}
+    row_bytes = sum(dims.values()) * torch.empty((), dtype=dtype).element_size()
+    shard_rows = max(1, shard_bytes // max(row_bytes, 1))
+    cs = torch.cat([torch.zeros(1, dtype=torch.int64), mask.to(torch.int64).cumsum(0)])
+    rows_before = cs[d.offsets]  # rows stored before each sequence
+    shards, start = [], 0
+    n_seq = len(d)
+    for a in range(0, n_seq, batch_size):
+        b = min(a + batch_size, n_seq)
+        if int(rows_before[b] - rows_before[start]) >= shard_rows or b == n_seq:
+            shards.append(
+                dict(
+                    seq_start=start,
+                    seq_end=b,
+                    row_start=int(rows_before[start]),
+                    row_end=int(rows_before[b]),
+                )
+            )
+            start = b
+    dirs: dict[str, str] = {}
+    for n in names:
+        base = hook_dir_name(n)
+        dirs[n] = base if base not in dirs.values() else f"{base}_{len(dirs)}"
+    seq_id = torch.repeat_interleave(torch.arange(n_seq, dtype=torch.int64), d.lengths)
+    pos = torch.arange(len(d.tokens), dtype=torch.int64) - d.offsets[:-1][seq_id]
+    index = {"sequence": seq_id[mask], "position": pos[mask], "token": d.tokens[mask]}
+    index.update({f"label.{k}": v[mask] for k, v in d.labels.items()})
+    header = {
+        "data": {
+            "sha256": _data_sha256(d, mask),
+            "n_sequences": n_seq,
+            "n_input_tokens": len(d.tokens),
+            "source": d.source,
+        },
+        "hooks": {n: {"shape": list(shapes[n]), "dim": dims[n], "dir": dirs[n]} for n in names},
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        "shards": shards,
+        "n_tokens": int(mask.sum()),
+        "labels": sorted(d.labels),
+    }
+    return header, index
+
+
+def _run(
+    runner: _Runner,
+    d: _Data,
+    mask: torch.Tensor,
+    header: dict[str, Any],
+    index_all: dict[str, torch.Tensor],
+    out_dir: str | Path | None,
+    pad_id: int,
+    dtype: torch.dtype,
+    allow_nonfinite: bool,
+    overwrite: bool,
+    progress: bool,
+) -> ActivationStore:
+    index = {k: v for k, v in index_all.items() if not k.startswith("label.")}
+    labels = {k[len("label.") :]: v for k, v in index_all.items() if k.startswith("label.")}
+    names, dev = runner.names, runner.device
+    dims = {n: header["hooks"][n]["dim"] for n in names}
+    plan = header["shards"]
+    writer = None
+    if out_dir is not None:
+        writer = StoreWriter(out_dir, header, index, labels, overwrite=overwrite)
+        pending = writer.pending()
+    else:
+        pending = list(range(len(plan)))
+        arrays = {n: torch.empty((header["n_tokens"], dims[n]), dtype=dtype) for n in names}
+    max_rows = max(s["row_end"] - s["row_start"] for s in plan)
+    pin = dev.type == "cuda"
+    n_buffers = 2 if writer is not None else 1
+    buffers = [
+        {n: torch.empty((max_rows, dims[n]), dtype=dtype, pin_memory=pin) for n in names}
+        for _ in range(n_buffers)
+    ]
+    in_flight: list[Future | None] = [None] * n_buffers
+    n_batches = sum(
+        -(-(plan[k]["seq_end"] - plan[k]["seq_start"]) // header["batch_size"]) for k in pending
+    )
+    bar = tqdm(total=n_batches, disable=not progress, desc="capture", unit="batch")
+    executor = ThreadPoolExecutor(max_workers=1) if writer is not None else None
+    try:
+        for j, k in enumerate(pending):
+            slot = j % n_buffers
+            if in_flight[slot] is not None:
+                in_flight[slot].result()  # the buffer is free once its shard is on disk
+            buf = buffers[slot]
+            counts = _fill_shard(
+                runner,
+                d,
+                mask,
+                plan[k],
+                buf,
+                header["batch_size"],
+                pad_id,
+                dtype,
+                allow_nonfinite,
+                bar,
+            )
+            rows = plan[k]["row_end"] - plan[k]["row_start"]
+            if writer is not None:
+                shard = {n: buf[n][:rows] for n in names}
+                in_flight[slot] = executor.submit(writer.write_shard, k, shard, counts)
+            else:
+                r0 = plan[k]["row_start"]
+                for n in names:
+                    arrays[n][r0 : r0 + rows] = buf[n][:rows]
+                total = header.setdefault("nonfinite", {n: 0 for n in names})
+                for n in names:
+                    total[n] += counts[n]
+        for f in in_flight:
+            if f is not None:
+                f.result()
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.shutdown(wait=True)
+    if writer is not None:
+        return writer.finish()
+    manifest = {"format": "hierlens.activation_store", "version": 1, **header, "complete": True}
+    manifest.setdefault("nonfinite", {n: 0 for n in names})
+    return ActivationStore(manifest, index, labels, arrays=arrays)
+
+
+def _fill_shard(
+    runner: _Runner,
+    d: _Data,
+    mask: torch.Tensor,
+    shard: dict[str, int],
+    buf: dict[str, torch.Tensor],
+    batch_size: int,
+    pad_id: int,
+    dtype: torch.dtype,
+    allow_nonfinite: bool,
+    bar: tqdm,
+) -> dict[str, int]:
+    """Run the batches of one shard, copying the selected rows into ``buf`` (non-blocking
+    on CUDA; one synchronisation at the end). Returns the non-finite count per hook."""
+    dev = runner.device
+    names = runner.names
+    bad: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    offset = 0
+    state: dict[str, Any] = {}
+
+    def sink(name: str, x: torch.Tensor) -> None:
+        b, t = state["shape"]
+        if x.dim() < 2 or x.shape[0] != b or x.shape[1] != t:
+            raise ValueError(
+                f"hook {name!r} gives shape {tuple(x.shape)} for a batch of shape {(b, t)}; "
+                "capture stores per-token activations of shape (batch, pos, ...)"
+            )
+        rows = x.reshape(b * t, -1).index_select(0, state["idx"]).to(dtype)
+        bad[name].append((~torch.isfinite(rows)).sum())
+        buf[name][offset : offset + len(rows)].copy_(rows, non_blocking=dev.type == "cuda")
+
+    runner.sink = sink
+    batch_starts = list(range(shard["seq_start"], shard["seq_end"], batch_size))
+    for a in batch_starts:
+        b = min(a + batch_size, shard["seq_end"])
+        tokens, attn, idx = _pad_batch(d, mask, a, b, pad_id)
+        state["shape"] = tuple(tokens.shape)
+        state["idx"] = _to_device(idx, dev)
+        runner.forward(_to_device(tokens, dev), None if attn is None else _to_device(attn, dev))
+        offset += len(idx)
+        bar.update(1)
+    if dev.type == "cuda":
+        torch.cuda.current_stream(dev).synchronize()
+    counts = {}
+    for n in names:
+        per_batch = torch.stack(bad[n]).cpu()
+        counts[n] = int(per_batch.sum())
+        if counts[n] and not allow_nonfinite:
+            first = int(per_batch.nonzero()[0, 0])
+            seq0 = batch_starts[first]
+            raise ValueError(
+                f"hook {n!r} has {int(per_batch[first])} non-finite activation value(s) in "
+                f"batch {seq0 // batch_size} (sequences {seq0}.."
+                f"{min(seq0 + batch_size, shard['seq_end']) - 1}); pass allow_nonfinite=True "
+                "to keep and count them"
+            )
+    return counts

@@ -1,0 +1,81 @@
+"""Capture activations of a run's checkpoints into its run directory.
+
+Each checkpoint gets its own store, ``run_dir/activations/step_XXXXXXX/`` (shards per hook and
+``manifest.json``), identified by the run and the checksum of the checkpoint's weights, so
+re-running resumes unfinished captures and refuses to mix in a different model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic_io import read_json
+from .capture import capture
+from .checkpoint import checkpoint_path
+from .run import open_run
+from .store import ActivationStore
+
+ACTIVATIONS = "activations"
+
+
+def activations_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """``run_dir/activations/step_XXXXXXX``."""
+    return Path(run_dir) / ACTIVATIONS / f"step_{step:07d}"
+
+
+def capture_checkpoints(
+    run_dir: str | os.PathLike,
+    hooks: str | Sequence[str],
+    *,
+    steps: Sequence[int] | None = None,
+    data: Any = None,
+    split: str = "test_id",
+    n: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **capture_kwargs: Any,
+) -> dict[int, ActivationStore]:
+    """Capture ``hooks`` at each checkpoint ``steps`` (default: all) of a run.
+
+    ``data`` defaults to ``n`` examples of the run task's ``split`` drawn with ``seed`` (their
+    per-token labels go into each store); any ``data`` accepted by
+    :func:`~hierlens.models.capture.capture` works. Every step uses the same data. Other
+    keyword arguments go to ``capture``. Returns ``{step: store}``.
+    """
+    run = open_run(run_dir)
+    available = run.steps
+    steps = list(available if steps is None else steps)
+    missing = [s for s in steps if s not in available]
+    if not steps or missing:
+        raise ValueError(
+            f"{run_dir}: no checkpoint at step(s) {missing or steps}; available: {available}"
+        )
+    if data is None:
+        data = run.task.sample(n, split, seed)
+    stores = {}
+    for step in steps:
+        weights_sha = read_json(checkpoint_path(run_dir, step) / "state.json")["sha256"][
+            "model.safetensors"
+        ]
+        model = run.load_model(step, device=device)
+        stores[step] = capture(
+            model,
+            data,
+            hooks,
+            batch_size=batch_size,
+            out_dir=activations_dir(run_dir, step),
+            model_id={"run": run.config, "step": step, "weights_sha256": weights_sha},
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+            **capture_kwargs,
+        )
+    return stores
