@@ -1,0 +1,131 @@
+"""The BatchTopK SAE (Bussmann, Leask and Nanda 2024, "BatchTopK Sparse Autoencoders")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .base import (
+    StackedOutput,
+    StepContext,
+    check_nonneg,
+    config_kwargs,
+    dense_decode,
+    squared_error,
+)
+from .topk import TopKSAE, TopKSAEConfig, auxk_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTopKSAEConfig(TopKSAEConfig):
+    """Config of :class:`BatchTopKSAE` (fields of :class:`TopKSAEConfig` plus):
+
+    Parameters:
+        topk_threshold_lr: rate of the running average that estimates the inference
+            threshold from the smallest positive selected activation of each training batch.
+    """
+
+    topk_threshold_lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonneg(self, "topk_threshold_lr")
+        if self.topk_threshold_lr > 1:
+            raise ValueError(f"topk_threshold_lr must be in [0, 1], got {self.topk_threshold_lr}")
+
+
+class BatchTopKSAE(TopKSAE):
+    """In training, keep the ``k * B`` largest rectified pre-activations of the whole batch of
+    ``B`` rows (so ``k`` per row on average, adaptively distributed); at inference, keep the
+    rectified pre-activations above a global threshold ``theta`` learned during training as a
+    running average of the smallest positive activation the batch selection kept (the first
+    training batch sets it directly).
+
+    The threshold is stored as the buffer ``threshold`` ``(d_sae,)`` (all entries equal), so
+    the inference SAE is a JumpReLU SAE with a shared threshold, as in SAELens. Loss: squared
+    error plus ``aux_coefficient * AuxK`` (as :class:`TopKSAE`).
+
+    Args:
+        d_in: activation width. d_sae: number of latents. k: mean active latents per row.
+        topk_threshold_lr: rate of the threshold's running average.
+        k_aux, aux_coefficient, dead_window: the AuxK loss (see :class:`TopKSAEConfig`).
+        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
+        device: where the parameters live (``None``: CUDA when available, else CPU).
+    """
+
+    architecture = "batchtopk"
+    config_class = BatchTopKSAEConfig
+    continuous_hparams = ("aux_coefficient", "topk_threshold_lr")
+    tensor_names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        k: int = 32,
+        topk_threshold_lr: float = 0.01,
+        k_aux: int | None = None,
+        aux_coefficient: float = 1.0 / 32.0,
+        dead_window: int = 1_000_000,
+        hook_name: str | None = None,
+        apply_b_dec_to_input: bool = True,
+        unit_norm_decoder: bool = True,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str | torch.device | None = None,
+    ) -> None:
+        super(TopKSAE, self).__init__(BatchTopKSAEConfig(**config_kwargs(locals())), device)
+
+    def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        t = super()._init_tensors(gen)
+        t["threshold"] = torch.zeros(self.cfg.d_sae, dtype=torch.float64)
+        return t
+
+    @classmethod
+    def _stacked_encode(cls, cfg, p, x):
+        pre = torch.relu(cls._pre(cfg, p, x))
+        return pre * (pre > p["threshold"].unsqueeze(1))
+
+    @classmethod
+    def stacked_forward(
+        cls,
+        cfg: BatchTopKSAEConfig,
+        p: dict[str, torch.Tensor],
+        hp: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        ctx: StepContext,
+    ) -> StackedOutput:
+        pre = cls._pre(cfg, p, x)
+        if ctx.training:
+            S, B, d_sae = pre.shape
+            flat = torch.relu(pre).reshape(S, B * d_sae)
+            vals, idx = flat.topk(cfg.k * B, dim=-1, sorted=False)
+            codes = torch.zeros_like(flat).scatter(-1, idx, vals).view(S, B, d_sae)
+            if ctx.update_buffers:
+                _update_threshold(p["threshold"], vals.detach(), hp["topk_threshold_lr"])
+        else:
+            relu = torch.relu(pre)
+            codes = relu * (relu > p["threshold"].unsqueeze(1))
+        recon = dense_decode(codes, p)
+        mse = squared_error(x, recon)
+        aux = auxk_loss(cfg, p, pre, x, recon, ctx.dead_mask)
+        loss = mse + hp["aux_coefficient"] * aux
+        return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux})
+
+
+@torch.no_grad()
+def _update_threshold(threshold: torch.Tensor, vals: torch.Tensor, rate: torch.Tensor) -> None:
+    """``theta <- theta + rate * (min positive kept value - theta)`` per member, in place.
+
+    A threshold still at its initial 0 is set to the first batch's value directly (so short
+    runs do not start from a long ramp); a member whose batch kept no positive value keeps
+    its threshold."""
+    pos = vals > 0
+    min_pos = vals.masked_fill(~pos, float("inf")).amin(-1)  # (S,)
+    current = threshold[:, 0].float()
+    new = current + rate.float() * (min_pos.float() - current)
+    new = torch.where(current == 0, min_pos.float(), new)
+    new = torch.where(pos.any(-1), new, current)
+    threshold.copy_(new.to(threshold.dtype).unsqueeze(1).expand_as(threshold))

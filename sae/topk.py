@@ -1,0 +1,150 @@
+"""The TopK SAE with the AuxK loss on dead latents (Gao et al. 2024, "Scaling and evaluating
+sparse autoencoders")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .base import (
+    SAE,
+    SAEConfig,
+    StackedOutput,
+    StepContext,
+    check_k,
+    check_nonneg,
+    config_kwargs,
+    count_fires,
+    dense_decode,
+    encoder_preacts,
+    sparse_decode,
+    squared_error,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKSAEConfig(SAEConfig):
+    """Config of :class:`TopKSAE` (see :class:`SAEConfig` for the shared fields).
+
+    Parameters:
+        k: number of active latents per row.
+        k_aux: latents the AuxK loss may use (``None``: ``d_in // 2``, as in Gao et al.;
+            capped at ``d_sae``).
+        aux_coefficient: weight of the AuxK loss (Gao et al. use 1/32; 0 turns it off).
+        dead_window: a latent that has not fired for this many training tokens is dead and
+            takes part in the AuxK loss (the trainer tracks firing every step on the device
+            and switches AuxK on at the first logging step that finds a dead latent, so the
+            loop never syncs with the host just for this).
+    """
+
+    k: int = 32
+    k_aux: int | None = None
+    aux_coefficient: float = 1.0 / 32.0
+    dead_window: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_k(self)
+        if self.k_aux is not None and (not isinstance(self.k_aux, int) or self.k_aux < 1):
+            raise ValueError(f"k_aux must be a positive int or None, got {self.k_aux!r}")
+        check_nonneg(self, "aux_coefficient")
+        if not isinstance(self.dead_window, int) or self.dead_window < 1:
+            raise ValueError(f"dead_window must be a positive int, got {self.dead_window!r}")
+
+    @property
+    def effective_k_aux(self) -> int:
+        k_aux = self.k_aux if self.k_aux is not None else max(1, self.d_in // 2)
+        return min(k_aux, self.d_sae)
+
+
+def auxk_loss(
+    cfg: TopKSAEConfig,
+    p: dict[str, torch.Tensor],
+    pre: torch.Tensor,
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    dead_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """AuxK (Gao et al. 2024, section A.2): reconstruct the main residual ``x - x_hat``
+    (detached) from the ``k_aux`` largest pre-activations among dead latents, through the
+    decoder without bias; the loss is the squared error, ``0`` for a member with no dead
+    latent. ``pre`` ``(S, B, d_sae)``, ``dead_mask`` ``(S, d_sae)`` bool."""
+    S = pre.shape[0]
+    if dead_mask is None or cfg.aux_coefficient == 0:
+        return torch.zeros(S, device=pre.device)
+    resid = (x.float() - recon.float()).detach()
+    masked = pre.masked_fill(~dead_mask.unsqueeze(1), float("-inf"))
+    vals, idx = masked.topk(cfg.effective_k_aux, dim=-1, sorted=False)
+    vals = torch.relu(vals)
+    aux_codes = torch.zeros_like(pre).scatter(-1, idx, vals)
+    e_hat = torch.bmm(aux_codes, p["W_dec"]).float()
+    loss = (e_hat - resid).pow(2).sum(-1).mean(-1)
+    return torch.where(dead_mask.any(-1), loss, torch.zeros_like(loss))
+
+
+class TopKSAE(SAE):
+    """``f = TopK_k(ReLU((x - b_dec) W_enc + b_enc))``: keep the ``k`` largest
+    pre-activations of each row, rectified; ``x_hat = f W_dec + b_dec``.
+
+    Loss: ``||x - x_hat||^2 + aux_coefficient * AuxK`` (Gao et al. 2024). Decoder rows are
+    kept at unit norm by default.
+
+    Args:
+        d_in: activation width. d_sae: number of latents. k: active latents per row.
+        k_aux, aux_coefficient, dead_window: the AuxK loss (see :class:`TopKSAEConfig`).
+        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
+        device: where the parameters live (``None``: CUDA when available, else CPU).
+    """
+
+    architecture = "topk"
+    config_class = TopKSAEConfig
+    continuous_hparams = ("aux_coefficient",)
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        k: int = 32,
+        k_aux: int | None = None,
+        aux_coefficient: float = 1.0 / 32.0,
+        dead_window: int = 1_000_000,
+        hook_name: str | None = None,
+        apply_b_dec_to_input: bool = True,
+        unit_norm_decoder: bool = True,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(TopKSAEConfig(**config_kwargs(locals())), device)
+
+    @classmethod
+    def _pre(cls, cfg, p, x):
+        return encoder_preacts(x, p, cfg.apply_b_dec_to_input)
+
+    @classmethod
+    def _stacked_encode(cls, cfg, p, x):
+        pre = cls._pre(cfg, p, x)
+        vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+
+    @classmethod
+    def stacked_forward(
+        cls,
+        cfg: TopKSAEConfig,
+        p: dict[str, torch.Tensor],
+        hp: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        ctx: StepContext,
+    ) -> StackedOutput:
+        pre = cls._pre(cfg, p, x)
+        vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
+        vals = torch.relu(vals)
+        codes = torch.zeros_like(pre).scatter(-1, idx, vals)
+        recon = sparse_decode(vals, idx, p) if ctx.sparse_decode else dense_decode(codes, p)
+        mse = squared_error(x, recon)
+        aux = auxk_loss(cfg, p, pre, x, recon, ctx.dead_mask)
+        loss = mse + hp["aux_coefficient"] * aux
+        fires = count_fires(idx, vals, cfg.d_sae)
+        return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux}, fires)
