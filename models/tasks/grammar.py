@@ -539,6 +539,11 @@ class TransductionTask(Task):
             "depth": (0, *gold_depths(n, spans), *([0] * len(rest))),
             "pos": (-1, *(pos_index[w] for w in words), *rest),
         }
+        in_rc = [0] * n
+        for label, i, j in tree.spans():
+            if label == "RC":
+                in_rc[i:j] = [1] * (j - i)
+        tl["in_relative_clause"] = (-1, *in_rc, *rest)
         for key, values in token_labels.items():
             tl[key] = (-1, *values, *rest)
         return Example(

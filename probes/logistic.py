@@ -1,0 +1,278 @@
+"""Batched L2-regularised logistic regression: many independent binary problems in one program.
+
+Each problem ``p`` has its own design matrix ``X[p]`` (``n`` rows, ``k`` columns), labels
+``y[p]`` in {0, 1} and sample weights ``s[p]``, and minimises scikit-learn's
+``LogisticRegression`` objective (same ``C`` convention, intercept not penalised)::
+
+    0.5 * ||w||^2 + C * sum_i s_i * log(1 + exp(-(2 y_i - 1) (x_i . w + b)))
+
+``class_weight="balanced"`` multiplies ``s_i`` by ``S / (2 S_c)`` where ``S`` is the total weight
+and ``S_c`` the weight of the example's class, as scikit-learn does. Rows of weight 0 take no
+part, so a 0/1 weight is how a problem uses a subset of shared rows.
+
+The solver is a damped Newton method with a batched Cholesky solve of the ``(k+1, k+1)``
+Hessians and a backtracking (Armijo) line search per problem: for the small ``k`` of sparse
+probing (Gurnee et al. 2023, "Finding Neurons in a Haystack") it converges in a handful of
+iterations to machine precision, on CPU or GPU. Cost per iteration is ``O(P n k^2)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from hierlens.models.device import resolve_device, resolve_dtype
+
+__all__ = [
+    "LogisticFit",
+    "balanced_weights",
+    "fit_logistic",
+    "fit_logistic_rows",
+    "logistic_loss",
+]
+
+
+@dataclasses.dataclass
+class LogisticFit:
+    """The result of :func:`fit_logistic` for ``P`` problems.
+
+    Attributes:
+        coef: ``(P, k)`` weights.
+        intercept: ``(P,)`` intercepts (zeros without ``fit_intercept``).
+        loss: ``(P,)`` weighted mean log loss on the training rows (the data term only,
+            ``sum_i s_i l_i / sum_i s_i`` with the class-balanced weights).
+        objective: ``(P,)`` the penalised objective divided by ``C * sum_i s_i``.
+        n_iter: Newton iterations run.
+        converged: ``(P,)`` bool, gradient below ``tol`` (or no further decrease possible).
+    """
+
+    coef: torch.Tensor
+    intercept: torch.Tensor
+    loss: torch.Tensor
+    objective: torch.Tensor
+    n_iter: int
+    converged: torch.Tensor
+
+
+def balanced_weights(y: torch.Tensor, sample_weight: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's ``class_weight="balanced"`` for binary labels, per problem.
+
+    ``y`` and ``sample_weight`` are ``(P, n)``; returns ``sample_weight * S / (2 S_c)`` where
+    ``S_c`` is the total weight of the row's class (0 where a class has no weight).
+    """
+    pos = (sample_weight * y).sum(-1, keepdim=True)
+    tot = sample_weight.sum(-1, keepdim=True)
+    neg = tot - pos
+    w_pos = torch.where(pos > 0, tot / (2 * pos.clamp_min(1e-30)), torch.zeros_like(pos))
+    w_neg = torch.where(neg > 0, tot / (2 * neg.clamp_min(1e-30)), torch.zeros_like(neg))
+    return sample_weight * torch.where(y > 0.5, w_pos, w_neg)
+
+
+def logistic_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Elementwise log loss of logits ``z`` for labels ``y`` in {0, 1} (numerically stable)."""
+    return torch.nn.functional.softplus(z) - y * z
+
+
+def _as_batched(X, y, sample_weight, device, dtype, check=True):
+    X = torch.as_tensor(X)
+    if not (X.is_floating_point() or X.dtype in (torch.int32, torch.int64, torch.bool)):
+        raise TypeError(f"X must be a real-valued tensor, got dtype {X.dtype}")
+    if X.ndim == 2:
+        X = X[None]
+    if X.ndim != 3:
+        raise ValueError(f"X must be (n, k) or (P, n, k), got shape {tuple(X.shape)}")
+    P, n, k = X.shape
+    y = torch.as_tensor(y)
+    if y.ndim == 1:
+        y = y[None].expand(P, -1)
+    if tuple(y.shape) != (P, n):
+        raise ValueError(f"y must be (n,) or (P, n) = {(P, n)}, got shape {tuple(y.shape)}")
+    if sample_weight is None:
+        s = torch.ones(P, n, dtype=dtype, device=device)
+    else:
+        s = torch.as_tensor(sample_weight)
+        if s.ndim == 1:
+            s = s[None].expand(P, -1)
+        if tuple(s.shape) != (P, n):
+            raise ValueError(
+                f"sample_weight must be (n,) or (P, n) = {(P, n)}, got shape {tuple(s.shape)}"
+            )
+    X = X.to(device=device, dtype=dtype)
+    y = y.to(device=device, dtype=dtype)
+    s = s.to(device=device, dtype=dtype)
+    if not check:
+        return X, y, s
+    if not torch.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values")
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError("y must hold binary labels 0/1")
+    if not torch.isfinite(s).all() or (s < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if (s.sum(-1) <= 0).any():
+        raise ValueError("every problem needs a positive total sample weight")
+    return X, y, s
+
+
+def fit_logistic(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    C: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    class_weight: str | None = None,
+    fit_intercept: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    check_input: bool = True,
+) -> LogisticFit:
+    """Fit ``P`` independent L2-regularised logistic regressions at once (damped Newton).
+
+    Args:
+        X: ``(P, n, k)`` stacked design matrices (or ``(n, k)`` for one problem).
+        y: ``(P, n)`` or ``(n,)`` labels in {0, 1}.
+        C: inverse regularisation strength, as in scikit-learn (``> 0``, ``inf`` allowed
+            only when the data are not separable).
+        sample_weight: ``(P, n)`` or ``(n,)`` non-negative weights (0 = row not used).
+        class_weight: ``None`` or ``"balanced"`` (scikit-learn's weighted heuristic).
+        fit_intercept: fit an unpenalised intercept.
+        max_iter: maximum Newton iterations.
+        tol: stop when the largest gradient entry of the normalised objective (penalised
+            objective divided by ``C * sum(s)``) is below ``tol``.
+        device: where to compute (``None``: CUDA when available, else the CPU).
+        dtype: compute dtype (default float64; float32 is faster and good to ~1e-4).
+        init: optional starting point ``(coef (P, k), intercept (P,))`` (a warm start; the
+            default starts from zero weights and the intercept-only solution).
+        check_input: validate ``X``, ``y`` and the weights (NaN/inf, binary labels); callers
+            that already validated them may skip the passes over the data.
+
+    Returns:
+        A :class:`LogisticFit` with tensors on ``device``.
+    """
+    if not (isinstance(C, (int, float)) and C > 0):
+        raise ValueError(f"C must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, default=torch.float64)
+    X, y, s = _as_batched(X, y, sample_weight, dev, dt, check_input)
+    P, n, k = X.shape
+    # Feature-major layout (P, m, n): contiguous rows for the batched products below.
+    Xt = X.transpose(1, 2)
+    if fit_intercept:
+        Xt = torch.cat([Xt, torch.ones(P, 1, n, dtype=dt, device=dev)], dim=1)
+    return fit_logistic_rows(
+        Xt.contiguous(),
+        y,
+        s,
+        C=C,
+        class_weight=class_weight,
+        fit_intercept=fit_intercept,
+        max_iter=max_iter,
+        tol=tol,
+        init=init,
+    )
+
+
+def fit_logistic_rows(
+    Xt: torch.Tensor,
+    y: torch.Tensor,
+    s: torch.Tensor,
+    *,
+    C: float = 1.0,
+    class_weight: str | None = None,
+    fit_intercept: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> LogisticFit:
+    """The solver behind :func:`fit_logistic`, on validated tensors in feature-major layout.
+
+    ``Xt`` is ``(P, m, n)``: row ``j`` of problem ``p`` is feature ``j`` over the ``n`` rows,
+    and with ``fit_intercept`` the last row is all ones (the intercept's column). ``y`` and
+    ``s`` are ``(P, n)`` on ``Xt``'s device and dtype. Nothing is checked here.
+    """
+    dev, dt = Xt.device, Xt.dtype
+    if class_weight == "balanced":
+        s = balanced_weights(y, s)
+    P, m, n = Xt.shape
+    k = m - 1 if fit_intercept else m
+    S = s.sum(-1)
+    sn = s / S[:, None]  # normalised weights: the data term is a weighted mean
+    lam = (0.0 if math.isinf(C) else 1.0 / C) / S[:, None]
+    reg = torch.ones(m, dtype=dt, device=dev)
+    if fit_intercept:
+        reg[-1] = 0.0
+    lam_reg = lam * reg  # (P, m) diagonal of the penalty's Hessian
+    eye = torch.eye(m, dtype=dt, device=dev)
+    jitter = 1e-12 if dt == torch.float64 else 1e-6
+    eps = torch.finfo(dt).eps
+
+    def objective(beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.bmm(beta[:, None, :], Xt)[:, 0]
+        data = (sn * logistic_loss(z, y)).sum(-1)
+        return data + 0.5 * (lam_reg * beta * beta).sum(-1), z
+
+    beta = torch.zeros(P, m, dtype=dt, device=dev)
+    if init is not None:
+        beta[:, :k] = torch.as_tensor(init[0]).to(device=dev, dtype=dt).reshape(P, k)
+        if fit_intercept:
+            beta[:, k] = torch.as_tensor(init[1]).to(device=dev, dtype=dt).reshape(P)
+    elif fit_intercept:
+        # The intercept-only optimum: the log-odds of the weighted positive rate.
+        pos = (sn * y).sum(-1).clamp(1e-6, 1 - 1e-6)
+        beta[:, k] = torch.log(pos / (1 - pos))
+    f, z = objective(beta)
+    done = torch.zeros(P, dtype=torch.bool, device=dev)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is reported)
+        p = torch.sigmoid(z)
+        grad = torch.bmm(Xt, (sn * (p - y))[..., None])[..., 0] + lam_reg * beta
+        done = done | (grad.abs().amax(-1) <= tol)
+        if bool(done.all()):
+            break
+        h = sn * p * (1 - p)
+        H = torch.bmm(Xt * h[:, None, :], Xt.transpose(1, 2))
+        H = H + torch.diag_embed(lam_reg) + jitter * eye
+        L, info = torch.linalg.cholesky_ex(H)
+        if bool((info != 0).any()):
+            bad = info != 0
+            L[bad] = torch.linalg.cholesky(H[bad] + 1e-6 * eye)
+        step = -torch.cholesky_solve(grad[..., None], L)[..., 0]
+        step = torch.where(done[:, None], torch.zeros_like(step), step)
+        slope = (grad * step).sum(-1)  # minus the squared Newton decrement
+        # Once the predicted decrease (half the squared Newton decrement) is at the
+        # resolution of the objective, take the full Newton step and stop.
+        final = ~done & (-slope <= 16 * eps * f.abs().clamp_min(1.0))
+        t = torch.ones(P, dtype=dt, device=dev)
+        accepted = done | final
+        new_beta = torch.where(final[:, None], beta + step, beta)
+        new_f, new_z = f.clone(), z.clone()
+        if bool(final.any()):
+            fc, zc = objective(new_beta)
+            new_f = torch.where(final, fc, new_f)
+            new_z = torch.where(final[:, None], zc, new_z)
+        for _ in range(30):
+            if bool(accepted.all()):
+                break
+            cand = beta + t[:, None] * step
+            fc, zc = objective(cand)
+            ok = ~accepted & (fc <= f + 1e-4 * t * slope) & (fc < f)
+            new_beta = torch.where(ok[:, None], cand, new_beta)
+            new_f = torch.where(ok, fc, new_f)
+            new_z = torch.where(ok[:, None], zc, new_z)
+            accepted = accepted | ok
+            t = torch.where(accepted, t, t * 0.5)
+        # A problem whose line search finds no decrease is at the precision limit.
+        done = done | final | ~accepted
+        beta, f, z = new_beta, new_f, new_z
+    loss = (sn * logistic_loss(z, y)).sum(-1)
+    coef = beta[:, :k]
+    intercept = beta[:, k] if fit_intercept else torch.zeros(P, dtype=dt, device=dev)
+    return LogisticFit(coef, intercept, loss, f, n_iter, done)

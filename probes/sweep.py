@@ -1,0 +1,323 @@
+"""Sparse-probe sweeps: every (hook) x (feature) x (k) probe as one batched program.
+
+Following Gurnee et al. 2023 ("Finding Neurons in a Haystack"), a sweep asks, for every
+layer (hook) and every feature, how well a k-sparse probe recovers the feature as ``k``
+grows. Per hook, the neurons of all features' problems are selected together
+(:func:`hierlens.probes.select.select_features`); per ``k``, the probes of all hooks and
+features are fitted as one stack of logistic regressions (:func:`fit_logistic_rows`) and scored on
+a stratified held-out split with batched metrics.
+
+Features with more than two classes are probed one-vs-rest: feature ``"nesting"`` with
+values 1..4 becomes the binary problems ``"nesting=1"``, ..., ``"nesting=4"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.models.device import resolve_device, resolve_dtype
+
+from .logistic import fit_logistic_rows
+from .metrics import binary_metrics
+from .select import SELECTIONS, feature_major, select_features
+
+__all__ = ["BinaryProblem", "binary_problems", "probe_sweep", "stratified_split"]
+
+_MAX_ELEMENTS = 1 << 25
+
+
+def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> np.ndarray:
+    """A boolean test mask over ``labels`` that holds ``round(test_size * count)`` rows of
+    every class (at least one when the class has two or more rows, never all of them)."""
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for value in np.unique(labels):
+        idx = np.flatnonzero(labels == value)
+        count = len(idx)
+        n_test = min(max(int(round(test_size * count)), 1 if count >= 2 else 0), count - 1)
+        test[rng.permutation(idx)[:n_test]] = True
+    return test
+
+
+class BinaryProblem:
+    """One binary probing problem on shared rows: ``name``, source ``feature``, ``positive``
+    value, labels ``y (n,)``, and ``train``/``test`` row masks."""
+
+    def __init__(self, name, feature, positive, y, train, test):
+        self.name, self.feature, self.positive = name, feature, positive
+        self.y, self.train, self.test = y, train, test
+
+
+def binary_problems(
+    labels: Mapping[str, np.ndarray],
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    ignore_label: int = -1,
+    min_class_count: int = 4,
+) -> list[BinaryProblem]:
+    """Turn labelled features into binary problems with a stratified split per feature.
+
+    A two-valued feature gives one problem (positive = the larger value, name = feature); a
+    feature with more values gives one-vs-rest problems ``"feature=value"``. Rows labelled
+    ``ignore_label`` take no part. A class with fewer than ``min_class_count`` rows is not
+    probed (with a warning), though its rows stay negatives of the other classes.
+    """
+    problems: list[BinaryProblem] = []
+    for f_idx, (feature, lab) in enumerate(labels.items()):
+        lab = np.asarray(lab)
+        if lab.ndim != 1:
+            raise ValueError(f"labels[{feature!r}] must be 1-D, got shape {lab.shape}")
+        if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+            raise TypeError(
+                f"labels[{feature!r}] must hold integer or boolean classes, got dtype {lab.dtype}"
+            )
+        lab = lab.astype(np.int64)
+        valid = lab != ignore_label
+        values, counts = np.unique(lab[valid], return_counts=True)
+        if len(values) < 2:
+            raise ValueError(
+                f"labels[{feature!r}] has {len(values)} class(es) among its non-ignored rows; "
+                "a probe needs at least two"
+            )
+        test = np.zeros(len(lab), dtype=bool)
+        test[valid] = stratified_split(lab[valid], test_size, seed + 7919 * f_idx)
+        train = valid & ~test
+        test = valid & test
+        positives = values[1:] if len(values) == 2 else values
+        for v, c in zip(values, counts):
+            if v not in positives:
+                continue
+            if c < min_class_count:
+                warnings.warn(
+                    f"labels[{feature!r}]: class {int(v)} has {int(c)} rows "
+                    f"(< min_class_count={min_class_count}); not probed",
+                    stacklevel=2,
+                )
+                continue
+            name = feature if len(values) == 2 else f"{feature}={int(v)}"
+            problems.append(BinaryProblem(name, feature, int(v), lab == v, train, test))
+    if not problems:
+        raise ValueError("no binary problem left to probe (all classes too rare?)")
+    return problems
+
+
+def _validate_activations(activations, device, dtype):
+    if not isinstance(activations, Mapping) or not activations:
+        raise ValueError("activations must be a non-empty dict {hook: (n, d) array}")
+    out, n = {}, None
+    for hook, a in activations.items():
+        t = torch.as_tensor(a)
+        if t.ndim != 2:
+            raise ValueError(f"activations[{hook!r}] must be (n, d), got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"activations[{hook!r}] must be floating point, got {t.dtype}")
+        if n is None:
+            n = t.shape[0]
+        elif t.shape[0] != n:
+            raise ValueError(
+                f"activations[{hook!r}] has {t.shape[0]} rows, but other hooks have {n}"
+            )
+        t = t.to(device=device, dtype=dtype)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"activations[{hook!r}] contains NaN or infinite values")
+        out[hook] = t
+    return out, n
+
+
+def probe_sweep(
+    activations: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    *,
+    ks: Iterable[int] = (1, 2, 4, 8, 16),
+    selection: str | Sequence[str] = "mean_diff",
+    test_size: float = 0.2,
+    seed: int = 0,
+    C: float = 1.0,
+    class_weight: str | None = "balanced",
+    standardize: bool = True,
+    ignore_label: int = -1,
+    min_class_count: int = 4,
+    selection_options: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = torch.float32,
+    out_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train and score k-sparse probes for every hook x feature x k x selection method.
+
+    Args:
+        activations: ``{hook: (n, d)}`` activations; row ``i`` of every hook is the same token.
+        labels: ``{feature: (n,)}`` integer/boolean labels (``ignore_label`` = not applicable).
+        ks: sparsity levels (each at most the smallest hook width).
+        selection: a method of :data:`hierlens.probes.select.SELECTIONS` or several.
+        test_size: held-out fraction, stratified per feature.
+        seed: seed of the split (and of the ``random`` selection).
+        C, class_weight: the L2 logistic probe (scikit-learn's conventions).
+        standardize: z-score each hook's neurons (mean and standard deviation over all rows,
+            no labels involved) before selection and fitting.
+        ignore_label, min_class_count: see :func:`binary_problems`.
+        selection_options: extra keyword arguments of ``select_features`` (``n_candidates``,
+            ``shrink``, ``l1_C``, ``n_bins``).
+        device, dtype: where and in what precision to compute (default float32).
+        out_path: if given, the records are written there as JSONL (atomically).
+        progress: show a progress bar.
+
+    Returns:
+        One record per probe: ``hook``, ``feature`` (binary problem name), ``label`` (source
+        feature), ``positive`` (the positive class), ``k``, ``selection``, ``f1``, ``mcc``,
+        ``accuracy`` (on the test rows), ``train_loss``, ``selected`` (neuron indices, best
+        first), ``n_train``, ``n_test``.
+    """
+    methods = [selection] if isinstance(selection, str) else list(selection)
+    bad = [m for m in methods if m not in SELECTIONS]
+    if bad or not methods:
+        raise ValueError(f"unknown selection(s) {bad}; expected from {', '.join(SELECTIONS)}")
+    if not (isinstance(C, (int, float)) and C > 0):
+        raise ValueError(f"C must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    acts, n = _validate_activations(activations, dev, dt)
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError("labels must be a non-empty dict {feature: (n,) array}")
+    for feature, lab in labels.items():
+        if np.asarray(lab).shape[:1] != (n,):
+            raise ValueError(
+                f"labels[{feature!r}] has shape {np.asarray(lab).shape}; activations have {n} rows"
+            )
+    ks = sorted({int(k) for k in ks})
+    width = min(a.shape[1] for a in acts.values())
+    if not ks or ks[0] < 1 or ks[-1] > width:
+        raise ValueError(f"every k must be in [1, smallest hook width={width}], got {ks}")
+    problems = binary_problems(
+        labels,
+        test_size=test_size,
+        seed=seed,
+        ignore_label=ignore_label,
+        min_class_count=min_class_count,
+    )
+    Y = torch.as_tensor(np.stack([p.y for p in problems]), dtype=dt, device=dev)
+    W = torch.as_tensor(np.stack([p.train for p in problems]), dtype=dt, device=dev)
+    test = torch.as_tensor(np.stack([p.test for p in problems]), device=dev)
+    opts = dict(selection_options or {})
+
+    hooks = list(acts)
+    if standardize:
+        for h in hooks:
+            a = acts[h]
+            acts[h] = (a - a.mean(0)) / a.std(0, correction=0).clamp_min(1e-6)
+    steps = len(hooks) * len(methods) + len(methods) * len(ks)
+    bar = tqdm(total=steps, desc="probe sweep", disable=not progress)
+    selected: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for m in methods:
+        for h in hooks:
+            selected[(m, h)] = select_features(
+                acts[h],
+                Y,
+                ks,
+                method=m,
+                sample_weight=W,
+                C=C,
+                class_weight=class_weight,
+                seed=seed,
+                device=dev,
+                dtype=dt,
+                tol=1e-6 if dt != torch.float64 else 1e-8,
+                **opts,
+            )
+            bar.update()
+    # All hooks' neurons in one feature-major matrix (each hook followed by a row of ones),
+    # so that the designs of a whole chunk of hooks are gathered in one indexing pass.
+    XT = torch.cat([feature_major(acts[h]) for h in hooks])
+    offset, start = {}, 0
+    for h in hooks:
+        offset[h] = start
+        start += acts[h].shape[1] + 1
+    records: list[dict[str, Any]] = []
+    P = len(problems)
+    n_train = W.sum(-1).long().tolist()
+    n_test = test.sum(-1).tolist()
+    for m in methods:
+        previous: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for k in ks:
+            # All hooks' problems for this k, fitted in chunks of bounded memory.
+            per_chunk = max(1, _MAX_ELEMENTS // max(1, P * n * (k + 1)))
+            for a in range(0, len(hooks), per_chunk):
+                chunk = hooks[a : a + per_chunk]
+                idx = [selected[(m, h)][k] for h in chunk]
+                ones_row = [torch.full_like(i[:, :1], acts[h].shape[1]) for h, i in zip(chunk, idx)]
+                rows = torch.cat(
+                    [torch.cat([i, o], 1) + offset[h] for h, i, o in zip(chunk, idx, ones_row)]
+                )
+                Xg = XT.index_select(0, rows.reshape(-1)).reshape(rows.shape[0], k + 1, n)
+                Yc = Y.repeat(len(chunk), 1)
+                init = None
+                if all(h in previous for h in chunk):
+                    # Warm start from the previous k's probe on the neurons both share.
+                    coefs, inters = [], []
+                    for h, i in zip(chunk, idx):
+                        p_idx, p_coef, p_b = previous[h]
+                        match = (i[:, :, None] == p_idx[:, None, :]).to(dt)
+                        coefs.append((match @ p_coef[..., None])[..., 0])
+                        inters.append(p_b)
+                    init = (torch.cat(coefs), torch.cat(inters))
+                fit = fit_logistic_rows(
+                    Xg,
+                    Yc,
+                    W.repeat(len(chunk), 1),
+                    C=C,
+                    class_weight=class_weight,
+                    tol=1e-6 if dt != torch.float64 else 1e-10,
+                    init=init,
+                )
+                for c, (h, i) in enumerate(zip(chunk, idx)):
+                    rows = slice(c * P, (c + 1) * P)
+                    previous[h] = (i, fit.coef[rows], fit.intercept[rows])
+                beta = torch.cat([fit.coef, fit.intercept[:, None]], 1)
+                z = torch.bmm(beta[:, None, :], Xg)[:, 0]
+                met = binary_metrics(z > 0, Yc > 0.5, test.repeat(len(chunk), 1))
+                met = {key: v.cpu().tolist() for key, v in met.items()}
+                losses = fit.loss.cpu().tolist()
+                for c, h in enumerate(chunk):
+                    sel = idx[c].cpu().tolist()
+                    for p, prob in enumerate(problems):
+                        r = c * P + p
+                        records.append(
+                            {
+                                "hook": h,
+                                "feature": prob.name,
+                                "label": prob.feature,
+                                "positive": prob.positive,
+                                "k": k,
+                                "selection": m,
+                                "f1": met["f1"][r],
+                                "mcc": met["mcc"][r],
+                                "accuracy": met["accuracy"][r],
+                                "train_loss": losses[r],
+                                "selected": sel[p],
+                                "n_train": n_train[p],
+                                "n_test": n_test[p],
+                            }
+                        )
+            bar.update()
+    bar.close()
+    if out_path is not None:
+        data = "".join(json.dumps(r) + "\n" for r in records).encode()
+        atomic_write_bytes(out_path, data)
+    return records

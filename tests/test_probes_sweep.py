@@ -1,0 +1,130 @@
+"""probe_sweep against per-probe scikit-learn fits, planted features, splits and errors."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from hierlens.models.atomic_io import read_jsonl
+from hierlens.probes import binary_problems, probe_sweep, stratified_split
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _data(seed=0, n=500):
+    """Hook "b" carries feature "f" in neurons 4 and 9 and the 3-class "g" in neuron 1;
+    hook "a" is noise. Feature "f" is ignored (-1) on some rows."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 12))
+    b = rng.normal(size=(n, 16)) * 2 + 1
+    f = (b[:, 4] - b[:, 9] + rng.normal(size=n) > 0).astype(np.int64)
+    f[rng.random(n) < 0.1] = -1
+    g = np.digitize(b[:, 1] + 0.3 * rng.normal(size=n), [0.0, 2.0])
+    return {"a": a, "b": b}, {"f": f, "g": g}
+
+
+def test_records_match_sklearn_reference(tmp_path):
+    acts, labels = _data(1)
+    path = tmp_path / "probes" / "results.jsonl"
+    recs = probe_sweep(
+        acts,
+        labels,
+        ks=[1, 2, 3],
+        dtype=torch.float64,
+        device="cpu",
+        out_path=path,
+        progress=False,
+        C=0.5,
+    )
+    assert read_jsonl(path) == recs
+    # 2 hooks x (1 + 3 one-vs-rest problems) x 3 values of k
+    assert len(recs) == 2 * 4 * 3
+    assert {r["feature"] for r in recs} == {"f", "g=0", "g=1", "g=2"}
+    problems = {p.name: p for p in binary_problems(labels, test_size=0.2, seed=0)}
+    for r in recs:
+        X = acts[r["hook"]]
+        Xs = (X - X.mean(0)) / X.std(0)
+        prob = problems[r["feature"]]
+        # Selection reference: top-k absolute class-mean difference on the training rows.
+        tr = prob.train
+        md = np.abs(Xs[tr & prob.y].mean(0) - Xs[tr & ~prob.y].mean(0))
+        assert r["selected"] == np.argsort(-md, kind="stable")[: r["k"]].tolist()
+        ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-12, max_iter=10_000)
+        ref.fit(Xs[tr][:, r["selected"]], prob.y[tr])
+        pred = ref.predict(Xs[prob.test][:, r["selected"]])
+        truth = prob.y[prob.test]
+        assert r["f1"] == pytest.approx(f1_score(truth, pred, zero_division=0), abs=1e-12)
+        assert r["mcc"] == pytest.approx(matthews_corrcoef(truth, pred), abs=1e-12)
+        assert r["accuracy"] == pytest.approx(accuracy_score(truth, pred), abs=1e-12)
+        assert r["n_train"] == tr.sum() and r["n_test"] == prob.test.sum()
+
+
+def test_planted_feature_found_in_the_right_hook():
+    acts, labels = _data(2, n=800)
+    recs = probe_sweep(
+        acts,
+        labels,
+        ks=[2],
+        selection=["mean_diff", "anova", "telescope"],
+        device="cpu",
+        progress=False,
+    )
+    for m in ("mean_diff", "anova", "telescope"):
+        (rb,) = [
+            r for r in recs if r["hook"] == "b" and r["feature"] == "f" and r["selection"] == m
+        ]
+        (ra,) = [
+            r for r in recs if r["hook"] == "a" and r["feature"] == "f" and r["selection"] == m
+        ]
+        assert sorted(rb["selected"]) == [4, 9]
+        assert rb["f1"] > 0.8 and ra["f1"] < 0.65 and rb["mcc"] > ra["mcc"] + 0.4
+
+
+def test_stratified_split_keeps_class_proportions():
+    labels = np.repeat([0, 1, 2, 7], [100, 40, 10, 1])
+    test = stratified_split(labels, 0.25, seed=3)
+    for v, want in [(0, 25), (1, 10), (2, 2), (7, 0)]:  # 2.5 rounds to 2 (banker's rounding)
+        assert test[labels == v].sum() == want
+    assert not np.array_equal(test, stratified_split(labels, 0.25, seed=4))
+    np.testing.assert_array_equal(test, stratified_split(labels, 0.25, seed=3))
+
+
+def test_rare_classes_are_skipped_with_warning():
+    labels = {"h": np.array([0] * 50 + [1] * 40 + [2] * 2)}
+    with pytest.warns(UserWarning, match="class 2 has 2 rows"):
+        probs = binary_problems(labels, min_class_count=4)
+    assert [p.name for p in probs] == ["h=0", "h=1"]
+
+
+def test_bad_input():
+    acts, labels = _data(3, n=60)
+    kw = {"device": "cpu", "progress": False}
+    with pytest.raises(ValueError, match="smallest hook width"):
+        probe_sweep(acts, labels, ks=[13], **kw)
+    with pytest.raises(ValueError, match="rows"):
+        probe_sweep({"a": acts["a"], "b": acts["b"][:-1]}, labels, ks=[1], **kw)
+    bad = acts["a"].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        probe_sweep({"a": bad}, labels, ks=[1], **kw)
+    with pytest.raises(ValueError, match="at least two"):
+        probe_sweep(acts, {"c": np.zeros(60, dtype=int)}, ks=[1], **kw)
+    with pytest.raises(ValueError, match="unknown selection"):
+        probe_sweep(acts, labels, ks=[1], selection="lasso", **kw)
+    with pytest.raises(TypeError, match="integer or boolean"):
+        probe_sweep(acts, {"c": np.linspace(0, 1, 60)}, ks=[1], **kw)
+    with pytest.raises(ValueError, match="shape"):
+        probe_sweep(acts, {"c": np.zeros(59, dtype=int)}, ks=[1], **kw)
+    with pytest.raises(ValueError, match="C must be"):
+        probe_sweep(acts, labels, ks=[1], C=-1.0, **kw)
+    with pytest.raises(ValueError, match="class_weight"):
+        probe_sweep(acts, labels, ks=[1], class_weight="auto", **kw)
+    with pytest.raises(ValueError, match="test_size"):
+        probe_sweep(acts, labels, ks=[1], test_size=1.5, **kw)
