@@ -1,0 +1,490 @@
+"""Choosing among SAEs by description length under a distortion bound (Ayonrinde, Pearce &
+Sharkey 2024, "Interpretability as Compression", section 3: the MDL-SAE objective is the
+description length of the codes subject to the reconstruction staying within a bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .mdl import (
+    DescriptionLength,
+    _check_bin_width,
+    _Encoded,
+    _measure,
+    _sae_dims,
+    _search,
+    check_activations,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "MDLFit",
+    "MDLSelection",
+    "NoSAEMeetsBoundError",
+    "fit_mdl_sae",
+    "mdl_select",
+]
+
+
+class NoSAEMeetsBoundError(ValueError):
+    """No candidate SAE meets the distortion bound; ``table`` holds every candidate's row."""
+
+    def __init__(self, message: str, table: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+@dataclasses.dataclass
+class MDLSelection:
+    """Result of :func:`mdl_select`.
+
+    Attributes:
+        best: the selected SAE (shortest description among those meeting the bound).
+        best_name: its name; best_index: its position in the input.
+        best_length: its :class:`~hierlens.sae.mdl.DescriptionLength`.
+        ranking: names of the eligible SAEs, shortest description first.
+        table: one row per candidate, in input order: ``name``, ``index``, ``eligible``,
+            ``rank`` (1-based among eligible, else None), ``reason`` (why it was excluded,
+            else None), ``d_sae``, ``architecture``, ``k`` (when the SAE has one),
+            ``fvu_unquantised``, ``ce_increase_unquantised`` (with a model), and, when its
+            description length was computed, every field of ``DescriptionLength.to_dict()``.
+        lengths: name -> DescriptionLength for every candidate that got one.
+    """
+
+    best: Any
+    best_name: str
+    best_index: int
+    best_length: DescriptionLength
+    ranking: list[str]
+    table: list[dict[str, Any]]
+    lengths: dict[str, DescriptionLength]
+
+
+def _candidates(saes) -> list[tuple[str, Any]]:
+    if isinstance(saes, Mapping):
+        items = [(str(k), v) for k, v in saes.items()]
+    elif isinstance(saes, Sequence) and not isinstance(saes, (str, bytes)):
+        items = [(f"sae_{i}", s) for i, s in enumerate(saes)]
+    else:
+        raise TypeError(
+            "saes must be a list of SAEs or a dict name -> SAE, got " + type(saes).__name__
+        )
+    if not items:
+        raise ValueError("mdl_select needs at least one SAE")
+    return items
+
+
+def _bound(name: str, value: float | None) -> None:
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
+
+
+@torch.no_grad()
+def mdl_select(
+    saes: Sequence[Any] | Mapping[str, Any],
+    activations: torch.Tensor,
+    *,
+    max_fvu: float | None = None,
+    max_ce_increase: float | None = None,
+    model: torch.nn.Module | None = None,
+    tokens: torch.Tensor | None = None,
+    hook_name: str | None = None,
+    bin_width: float | None = None,
+    max_fvu_increase: float | None = None,
+    rtol: float = 1e-3,
+    batch_size: int = 4096,
+    progress: bool = False,
+) -> MDLSelection:
+    """Rank SAEs by description length among those whose quantised reconstruction meets the
+    distortion bound, and say why the others were excluded (Ayonrinde et al. 2024).
+
+    Every SAE is compared at the precision the bound allows it: unless ``bin_width`` or
+    ``max_fvu_increase`` is given, its codes are quantised as coarsely as keeps
+    ``FVU <= max_fvu`` (the slack between its exact FVU and the bound) and, with a model,
+    ``CE increase <= max_ce_increase``; so every candidate is measured at (about) the same
+    distortion, and the one that sends it in the fewest bits wins.
+
+    Args:
+        saes: a list of SAEs (named ``sae_0``, ``sae_1``, ...) or a dict name -> SAE; each
+            with ``encode``/``decode`` and ``cfg.d_in``/``cfg.d_sae``.
+        activations: ``(n, d_in)`` activations (finite).
+        max_fvu: bound on the FVU of the quantised reconstruction.
+        max_ce_increase: bound on the spliced cross-entropy of the quantised reconstruction
+            minus the clean cross-entropy (nats per scored position); needs ``model``,
+            ``tokens`` ``(N, T)`` and ``hook_name`` (see :func:`hierlens.sae.spliced_ce`).
+        bin_width: one fixed quantisation width for every SAE (no precision search).
+        max_fvu_increase: a fixed FVU-increase budget for every SAE's precision search
+            instead of the slack up to ``max_fvu`` (default 0.01 when there is no ``max_fvu``).
+        rtol: relative precision of the bin-width search. batch_size: rows per encode/decode.
+        progress: tqdm bar over the SAEs.
+
+    Returns:
+        An :class:`MDLSelection`.
+
+    Raises:
+        ValueError: NaN/inf activations or an SAE whose ``d_in`` differs from the
+            activations' width (before any SAE is measured), bad bounds, or
+            :class:`NoSAEMeetsBoundError` (a ValueError) when no SAE meets the bound: the
+            message gives the best distortion reached and every exclusion reason.
+    """
+    items = _candidates(saes)
+    _bound("max_fvu", max_fvu)
+    _bound("max_ce_increase", max_ce_increase)
+    _bound("max_fvu_increase", max_fvu_increase)
+    if bin_width is not None:
+        _check_bin_width(bin_width)
+    if max_ce_increase is not None and (model is None or tokens is None):
+        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+    names = [n for n, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("SAE names must be distinct")
+    for name, sae in items:
+        d_in, _ = _sae_dims(sae)
+        if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
+            break  # check_activations below reports it
+        if activations.shape[1] != d_in:
+            raise ValueError(
+                f"SAE {name!r} expects d_in={d_in} but the activations have width "
+                f"{activations.shape[1]}"
+            )
+    for _, sae in items:
+        check_activations(sae, activations)
+    use_ce = model is not None and tokens is not None
+
+    table: list[dict[str, Any]] = []
+    lengths: dict[str, DescriptionLength] = {}
+    for index, (name, sae) in enumerate(tqdm(items, disable=not progress, desc="mdl_select")):
+        cfg = sae.cfg
+        row: dict[str, Any] = {
+            "name": name,
+            "index": index,
+            "architecture": getattr(sae, "architecture", None) or type(sae).__name__,
+            "d_sae": cfg.d_sae,
+        }
+        if getattr(cfg, "k", None) is not None:
+            row["k"] = cfg.k
+        enc = _Encoded(sae, activations, batch_size, model if use_ce else None, tokens, hook_name)
+        row["fvu_unquantised"] = fvu0 = enc.fvu(None)
+        ce0 = None
+        if use_ce:
+            res = enc.spliced(None)
+            row["ce_increase_unquantised"] = ce0 = res["ce_spliced"] - res["ce_clean"]
+        reason = None
+        if max_fvu is not None and fvu0 > max_fvu:
+            reason = f"FVU {fvu0:.4g} without quantisation already exceeds max_fvu={max_fvu}"
+        elif max_ce_increase is not None and ce0 > max_ce_increase:
+            reason = (
+                f"CE increase {ce0:.4g} without quantisation already exceeds "
+                f"max_ce_increase={max_ce_increase}"
+            )
+        width = bin_width
+        if reason is None and width is None:
+            fvu_budget = max_fvu_increase
+            if fvu_budget is None:
+                # the slack up to the bound, less a hair so float rounding cannot tip over it
+                fvu_budget = 0.01 if max_fvu is None else max(0.0, (max_fvu - fvu0) - 1e-12)
+            ce_budget = None if max_ce_increase is None else max_ce_increase - ce0
+            try:
+                width = _search(enc, fvu_budget, ce_budget, rtol).bin_width
+            except ValueError as exc:
+                reason = f"precision search failed: {exc}"
+        if width is not None and reason is None:
+            dl = _measure(enc, width)
+            lengths[name] = dl
+            row.update(dl.to_dict())
+            if max_fvu is not None and dl.fvu > max_fvu:
+                reason = (
+                    f"FVU {dl.fvu:.4g} of the quantised reconstruction exceeds max_fvu={max_fvu}"
+                )
+            elif max_ce_increase is not None and dl.ce_increase > max_ce_increase:
+                reason = (
+                    f"CE increase {dl.ce_increase:.4g} of the quantised reconstruction "
+                    f"exceeds max_ce_increase={max_ce_increase}"
+                )
+        row["eligible"] = reason is None
+        row["reason"] = reason
+        row["rank"] = None
+        table.append(row)
+
+    eligible = [r for r in table if r["eligible"]]
+    if not eligible:
+        best_fvu = min(r.get("fvu", r["fvu_unquantised"]) for r in table)
+        msg = f"no SAE meets the distortion bound (max_fvu={max_fvu}"
+        msg += f", max_ce_increase={max_ce_increase}): best FVU reached {best_fvu:.4g}"
+        if use_ce:
+            best_ce = min(
+                r.get("ce_increase")
+                if r.get("ce_increase") is not None
+                else r["ce_increase_unquantised"]
+                for r in table
+            )
+            msg += f", best CE increase reached {best_ce:.4g}"
+        msg += "; " + "; ".join(f"{r['name']}: {r['reason']}" for r in table)
+        raise NoSAEMeetsBoundError(msg, table)
+    eligible.sort(key=lambda r: (r["bits"], r["index"]))
+    for rank, r in enumerate(eligible, start=1):
+        r["rank"] = rank
+    top = eligible[0]
+    return MDLSelection(
+        best=items[top["index"]][1],
+        best_name=top["name"],
+        best_index=top["index"],
+        best_length=lengths[top["name"]],
+        ranking=[r["name"] for r in eligible],
+        table=table,
+        lengths=lengths,
+    )
+
+
+# ----- fitting a grid ----------------------------------------------------------------------------
+# architecture name -> (module, class name, the sparsity hyperparameter set from the grid)
+ARCHITECTURES: dict[str, tuple[str, str, str]] = {
+    "topk": ("topk", "TopKSAE", "k"),
+    "batch_topk": ("batch_topk", "BatchTopKSAE", "k"),
+    "mp": ("matching_pursuit", "MatchingPursuitSAE", "k"),
+    "relu": ("relu", "ReluSAE", "l1_coefficient"),
+    "jumprelu": ("jumprelu", "JumpReLUSAE", "l0_coefficient"),
+}
+
+TABLE_FILE = "mdl_table.jsonl"
+SELECTION_FILE = "mdl_selection.json"
+
+
+def _sae_class(architecture: str):
+    import importlib
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
+        )
+    module, cls, knob = ARCHITECTURES[architecture]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls), knob
+
+
+@dataclasses.dataclass
+class MDLFit:
+    """Result of :func:`fit_mdl_sae`.
+
+    Attributes:
+        best: the MDL-optimal SAE. selection: the :class:`MDLSelection` over the grid.
+        saes: name -> trained SAE, for every grid point. skipped: grid points not trained
+            (``k`` larger than the width), as ``"name: reason"``.
+        train: the trainer's :class:`~hierlens.sae.train.TrainResult`.
+        out_dir: where the SAEs and the table were written (None when not saved).
+    """
+
+    best: Any
+    selection: MDLSelection
+    saes: dict[str, Any]
+    skipped: list[str]
+    train: Any
+    out_dir: Path | None
+
+
+def _grid_values(name: str, values, kind: type) -> list:
+    if values is None:
+        return []
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    for v in values:
+        if kind is int:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok = ok and math.isfinite(v) and v >= 0
+        if not ok:
+            what = "positive ints" if kind is int else "finite numbers >= 0"
+            raise ValueError(f"{name} must hold {what}, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has repeated values: {values}")
+    return values
+
+
+def fit_mdl_sae(
+    activations: torch.Tensor,
+    widths: Sequence[int],
+    ks: Sequence[int] | None = None,
+    *,
+    sparsity_coefficients: Sequence[float] | None = None,
+    architecture: str = "topk",
+    max_fvu: float | None = None,
+    max_ce_increase: float | None = None,
+    model: torch.nn.Module | None = None,
+    tokens: torch.Tensor | None = None,
+    hook_name: str | None = None,
+    eval_activations: torch.Tensor | None = None,
+    steps: int = 1000,
+    batch_size: int = 4096,
+    lr: float = 3e-4,
+    seed: int = 0,
+    sae_kwargs: dict[str, Any] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> MDLFit:
+    """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
+    Pearce & Sharkey 2024).
+
+    Every ``(width, k)`` (or ``(width, coefficient)``) pair becomes one SAE, initialised
+    from ``seed``; all are trained together by :func:`hierlens.sae.train_saes` (one read of
+    each batch; each SAE follows the trajectory it would follow alone). Then
+    :func:`mdl_select` measures every SAE's description length at the precision the bound
+    allows and picks the shortest among those meeting the bound.
+
+    Args:
+        activations: ``(n, d_in)`` training activations (finite).
+        widths: dictionary sizes ``d_sae``.
+        ks: active latents per row, for ``"topk"``, ``"batch_topk"`` and ``"mp"``; grid
+            points with ``k > width`` are skipped (listed in ``MDLFit.skipped``).
+        sparsity_coefficients: the penalty coefficient for ``"relu"`` (``l1_coefficient``)
+            and ``"jumprelu"`` (``l0_coefficient``).
+        architecture: one of ``ARCHITECTURES``.
+        max_fvu, max_ce_increase, model, tokens, hook_name: the distortion bound (see
+            :func:`mdl_select`; at least one bound is needed).
+        eval_activations: ``(m, d_in)`` held-out activations for the description lengths
+            (default: ``activations``).
+        steps, batch_size, lr, seed: training length, rows per step, Adam learning rate,
+            seed of the initialisations and of the batch order.
+        sae_kwargs: extra constructor arguments of every SAE (e.g. ``hook_name``).
+        train_kwargs: extra arguments of :func:`hierlens.sae.train_saes`.
+        out_dir: when given, each SAE is saved to ``out_dir/<name>/`` (SAELens layout), the
+            full table to ``out_dir/mdl_table.jsonl`` (one JSON object per SAE) and the choice
+            to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
+            the bound.
+        device: ``None``: CUDA when available, else CPU. progress: tqdm bars.
+
+    Returns:
+        An :class:`MDLFit`.
+
+    Raises:
+        ValueError: bad grid or architecture, no bound, NaN/inf activations, mismatched
+            ``eval_activations`` width (all before training), or
+            :class:`NoSAEMeetsBoundError` after training when no SAE meets the bound.
+    """
+    from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records
+
+    from .train import train_saes
+
+    cls, knob = _sae_class(architecture)
+    widths = _grid_values("widths", widths, int)
+    if knob == "k":
+        if ks is None:
+            raise ValueError(f"architecture {architecture!r} needs ks=")
+        if sparsity_coefficients is not None:
+            raise ValueError(f"architecture {architecture!r} takes ks=, not sparsity_coefficients=")
+        knobs = _grid_values("ks", ks, int)
+    else:
+        if sparsity_coefficients is None:
+            raise ValueError(f"architecture {architecture!r} needs sparsity_coefficients=")
+        if ks is not None:
+            raise ValueError(f"architecture {architecture!r} takes sparsity_coefficients=, not ks=")
+        knobs = _grid_values("sparsity_coefficients", sparsity_coefficients, float)
+    if max_fvu is None and max_ce_increase is None:
+        raise ValueError("give a distortion bound: max_fvu and/or max_ce_increase")
+    _bound("max_fvu", max_fvu)
+    _bound("max_ce_increase", max_ce_increase)
+    if max_ce_increase is not None and (model is None or tokens is None):
+        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+    if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
+        raise ValueError("activations must be a tensor of shape (n, d_in)")
+    if not activations.is_floating_point():
+        raise TypeError(f"activations must be floating point, got {activations.dtype}")
+    if not bool(torch.isfinite(activations).all()):
+        raise ValueError("activations contain NaN or inf values")
+    d_in = activations.shape[1]
+    evals = activations if eval_activations is None else eval_activations
+    if not isinstance(evals, torch.Tensor) or evals.dim() != 2 or evals.shape[1] != d_in:
+        shape = tuple(evals.shape) if isinstance(evals, torch.Tensor) else type(evals).__name__
+        raise ValueError(f"eval_activations must have shape (m, d_in={d_in}), got {shape}")
+    if not bool(torch.isfinite(evals).all()):
+        raise ValueError("eval_activations contain NaN or inf values")
+
+    saes: dict[str, Any] = {}
+    skipped: list[str] = []
+    extra = dict(sae_kwargs or {})
+    for width in widths:
+        for value in knobs:
+            tag = f"k{value}" if knob == "k" else f"c{value:g}"
+            name = f"{architecture}_w{width}_{tag}"
+            if knob == "k" and value > width:
+                skipped.append(f"{name}: k={value} > width={width}")
+                continue
+            saes[name] = cls(d_in, width, **{knob: value}, seed=seed, device=device, **extra)
+    if not saes:
+        raise ValueError(f"every grid point was skipped: {skipped}")
+
+    train = train_saes(
+        list(saes.values()),
+        activations,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        progress=progress,
+        **(train_kwargs or {}),
+    )
+    for sae in saes.values():
+        sae.eval()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        for name, sae in saes.items():
+            sae.save(out / name)
+
+    def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keyed = []
+        for row in table:
+            sae = saes[row["name"]]
+            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
+        return keyed
+
+    try:
+        selection = mdl_select(
+            saes,
+            evals,
+            max_fvu=max_fvu,
+            max_ce_increase=max_ce_increase,
+            model=model,
+            tokens=tokens,
+            hook_name=hook_name,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    except NoSAEMeetsBoundError as exc:
+        if out is not None:
+            atomic_write_jsonl_records(out / TABLE_FILE, rows_of(exc.table))
+        raise
+    selection.table = rows_of(selection.table)
+    if out is not None:
+        atomic_write_jsonl_records(out / TABLE_FILE, selection.table)
+        atomic_write_json(
+            out / SELECTION_FILE,
+            {
+                "best": selection.best_name,
+                "ranking": selection.ranking,
+                "architecture": architecture,
+                "max_fvu": max_fvu,
+                "max_ce_increase": max_ce_increase,
+                "skipped": skipped,
+                "steps": steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+            },
+        )
+    return MDLFit(selection.best, selection, saes, skipped, train, out)
