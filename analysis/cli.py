@@ -3,7 +3,9 @@
 hierlens tasks                      list tasks and their parameters
 hierlens train --task dyck ...      train a model, writing a run directory
 hierlens eval RUN_DIR               evaluate a run's checkpoint on its task's splits
-hierlens demo                       the main job: train a small Dyck model, report accuracy
+hierlens capture / fit-sae / probe  activations, SAE grids (MDL), sparse probes of a run
+hierlens tree-score / track / sweep tree projections, grokking curves, depth sweeps
+hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 """
 
 from __future__ import annotations
@@ -151,44 +153,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from hierlens.models.tasks import get_task
-    from hierlens.models.train import TrainConfig, train
-    from hierlens.models.transformer import ModelConfig, build_transformer
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
 
-    task = get_task("dyck", n_types=2, max_depth=6, min_length=4, max_length=32)
-    model_config = ModelConfig.for_task(task, d_model=64, n_layers=2, n_heads=4, seed=0)
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=64,
-        lr=3e-3,
-        warmup_steps=50,
-        eval_every=max(args.steps // 4, 1),
-        eval_n=500,
-        checkpoint_every=max(args.steps // 4, 1),
-        train_pool=10_000,
-        device=args.device,
-    )
-    model = build_transformer(model_config, device=config.device)
-    log.info(
-        "demo: training a %d-layer transformer on Dyck-(2,6) for %d steps into %s",
-        model_config.n_layers,
-        config.steps,
+    path = write_report(
         args.run_dir,
+        args.out,
+        max_sentences=args.max_sentences,
+        device=args.device,
+        progress=not args.no_progress,
     )
-    result = train(
-        model, task, config, args.run_dir, model_config=model_config, progress=not args.no_progress
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    run_dir = run(args.config, progress=not args.no_progress)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hierlens.models.run import open_run
+
+    from .pipeline import DEMO_CONFIG, run
+
+    config = {**DEMO_CONFIG, "out_dir": str(args.out_dir)}
+    if args.device:
+        config["train"] = {**config["train"], "device": args.device}
+    log.info(
+        "demo: Dyck-(2,6) -> 2-layer transformer -> capture -> SAEs -> probes -> tree tracking -> report"
     )
-    final = {
-        s: task.evaluate(model, s, n=2000, device=config.device) for s in ("test_id", "test_ood")
-    }
-    print(
-        f"in-domain (test_id)        closing-bracket accuracy: {final['test_id']['closing_acc']:.4f}"
-    )
-    print(
-        f"out-of-domain (test_ood)   closing-bracket accuracy: {final['test_ood']['closing_acc']:.4f}"
-    )
-    print(f"run directory: {result.run_dir}")
+    run_dir = run(config, progress=not args.no_progress)
+    final = {r["split"]: r for r in open_run(run_dir).metrics() if r["split"] != "train"}
+    for split, name in (("test_id", "in-domain"), ("test_ood", "out-of-domain")):
+        print(f"{name:14s} ({split}) closing-bracket accuracy: {final[split]['closing_acc']:.4f}")
+    print(f"report: {run_dir / 'report.html'}")
     return 0
 
 
@@ -254,12 +256,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="train a small Dyck model and print its ID/OOD accuracy")
-    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--steps", type=int, default=1500)
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained, works offline)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--out", type=Path, default=None, help="output file (default RUN_DIR/report.html)"
+    )
+    p.add_argument("--max-sentences", type=int, default=4, help="span-score heatmaps to draw")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("run", help="run (or resume) the whole pipeline from a TOML/JSON config")
+    p.add_argument("config", type=Path, help="pipeline config (see hierlens.analysis.pipeline)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the demo pipeline on Dyck; writes runs/demo/report.html")
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("runs"), help="parent of the demo run directory"
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from .cli_capture import add_capture_command
+    from .cli_probe import add_probe_command
+    from .cli_sae import add_sae_command
+    from .cli_tree import add_tree_commands
+
+    add_capture_command(sub)
+    add_probe_command(sub)
+    add_sae_command(sub)
+    add_tree_commands(sub)
     return parser
 
 

@@ -6,11 +6,35 @@ from hierlens.analysis.cli import main
 from hierlens.models import list_checkpoints, open_run
 
 TINY = [
-    "--task", "dyck", "--task-param", "max_length=12", "--task-param", "max_depth=4",
-    "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-    "--steps", "20", "--batch-size", "8", "--eval-every", "10", "--eval-n", "16",
-    "--checkpoint-every", "10", "--train-pool", "100", "--log-every", "5",
-    "--device", "cpu", "--no-progress",
+    "--task",
+    "dyck",
+    "--task-param",
+    "max_length=12",
+    "--task-param",
+    "max_depth=4",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--steps",
+    "20",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "10",
+    "--eval-n",
+    "16",
+    "--checkpoint-every",
+    "10",
+    "--train-pool",
+    "100",
+    "--log-every",
+    "5",
+    "--device",
+    "cpu",
+    "--no-progress",
 ]
 
 
@@ -31,9 +55,27 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
 def test_clear_errors(tmp_path, caplog):
     assert main(["train", "--task", "dyk", "--run-dir", str(tmp_path / "x")]) == 2
     assert "did you mean 'dyck'" in caplog.text
-    assert main(["train", "--task", "dyck", "--task-param", "depth=3", "--run-dir", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            ["train", "--task", "dyck", "--task-param", "depth=3", "--run-dir", str(tmp_path / "y")]
+        )
+        == 2
+    )
     assert "no parameter 'depth'" in caplog.text
-    assert main(["train", "--task", "dyck", "--task-param", "max_depth=abc", "--run-dir", str(tmp_path / "z")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "dyck",
+                "--task-param",
+                "max_depth=abc",
+                "--run-dir",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "not a hierlens run directory" in caplog.text
 
@@ -41,9 +83,157 @@ def test_clear_errors(tmp_path, caplog):
 def test_console_script_help_and_tasks():
     exe = [sys.executable, "-m", "hierlens.analysis.cli"]
     out = subprocess.run([*exe, "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("tasks", "train", "eval", "demo"):
+    for command in (
+        "tasks",
+        "train",
+        "eval",
+        "capture",
+        "fit-sae",
+        "probe",
+        "tree-score",
+        "track",
+        "sweep",
+        "report",
+        "run",
+        "demo",
+    ):
         assert command in out
     out = subprocess.run([*exe, "tasks"], capture_output=True, text=True, check=True).stdout
     assert "dyck:" in out and "max_depth (int) = 8" in out
     bad = subprocess.run([*exe, "train", "--steps", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid int value" in bad.stderr
+
+
+def test_tree_score_and_track_commands(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["tree-score", str(run_dir), "--n", "6", "--no-progress", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["parse_f1"] <= 1.0 and {
+        "parse_f1_left",
+        "parse_f1_right",
+        "parse_f1_random",
+    } <= set(out)
+    assert (
+        main(
+            [
+                "track",
+                str(run_dir),
+                "--n",
+                "8",
+                "--n-trees",
+                "4",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert 0.0 <= summary["final_id"] <= 1.0
+    assert len((run_dir / "tracking.jsonl").read_text().splitlines()) == 2
+
+
+def test_capture_command_and_checkpoint_capture(tmp_path):
+    import torch
+
+    from hierlens.models import ActivationStore, capture_checkpoints
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    args = [
+        "capture",
+        str(run_dir),
+        "--hooks",
+        "blocks.*.hook_resid_post",
+        "--n",
+        "12",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, "--all-steps"]) == 0
+    for step in (10, 20):
+        store = ActivationStore.open(run_dir / "activations" / f"step_{step:07d}")
+        assert store.hooks == ["blocks.0.hook_resid_post"] and "depth" in store.labels
+    # the CLI stores equal a direct capture of the same checkpoint; rerunning resumes (no change)
+    again = capture_checkpoints(
+        run_dir, "blocks.0.hook_resid_post", steps=[20], n=12, device="cpu", progress=False
+    )
+    assert torch.equal(again[20]["blocks.0.hook_resid_post"], store["blocks.0.hook_resid_post"])
+    first = ActivationStore.open(run_dir / "activations" / "step_0000010")[
+        "blocks.0.hook_resid_post"
+    ]
+    assert not torch.equal(first, store["blocks.0.hook_resid_post"])  # different weights
+    assert main([*args, "--steps", "15"]) == 2
+
+
+def test_probe_command(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    args = [
+        "probe",
+        str(run_dir),
+        "--hooks",
+        "blocks.0.hook_resid_post",
+        "--labels",
+        "is_close,nesting",
+        "--ks",
+        "1,2",
+        "--n",
+        "40",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {"is_close", "nesting=1"} <= {r["feature"] for r in lines}
+    records = [
+        json.loads(x) for x in (run_dir / "probes" / "results.jsonl").read_text().splitlines()
+    ]
+    assert {r["k"] for r in records} == {1, 2} and all(0.0 <= r["f1"] <= 1.0 for r in records)
+    bad = [
+        "probe",
+        str(run_dir),
+        "--hooks",
+        "blocks.0.hook_resid_post",
+        "--labels",
+        "colour",
+        "--n",
+        "40",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert main(bad) == 2
+
+
+def test_fit_sae_command_with_mdl(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    args = "fit-sae {} --hook blocks.0.hook_resid_post --widths 8,16 --ks 2,4 --steps 150 --lr 0.01"
+    args = [
+        *args.format(run_dir).split(),
+        "--batch-size",
+        "64",
+        "--n",
+        "30",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    names = {"topk_w8_k2", "topk_w8_k4", "topk_w16_k2", "topk_w16_k4"}
+    assert main([*args, "--mdl"]) == 2  # no bound given
+    assert main([*args, "--mdl", "--max-fvu", "0.9"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {r["name"] for r in rows} == names and any(r["eligible"] for r in rows)
+    assert (run_dir / "saes" / "mdl" / "mdl_table.jsonl").exists()
+    assert main(args) == 0  # plain grid, ranked without a bound
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {r["name"] for r in rows} == names
+    assert all((run_dir / "saes" / "grid" / n / "cfg.json").exists() for n in names)

@@ -91,8 +91,12 @@ def test_depth_ood_is_deeper_than_training():
 
 def test_sampling_is_deterministic():
     task = DyckTask()
-    assert [e.tokens for e in task.sample(50, "train", 7)] == [e.tokens for e in task.sample(50, "train", 7)]
-    assert [e.tokens for e in task.sample(50, "train", 7)] != [e.tokens for e in task.sample(50, "train", 8)]
+    assert [e.tokens for e in task.sample(50, "train", 7)] == [
+        e.tokens for e in task.sample(50, "train", 7)
+    ]
+    assert [e.tokens for e in task.sample(50, "train", 7)] != [
+        e.tokens for e in task.sample(50, "train", 8)
+    ]
 
 
 def test_gold_tree_and_labels_by_hand():
@@ -142,7 +146,9 @@ def test_metric_perfect_and_wrong_predictors():
     perfect = task.evaluate(_StackOracle(task), examples=examples, device="cpu")
     assert perfect["closing_acc"] == 1.0 and perfect["seq_acc"] == 1.0
     first = int(task.close_ids[0])
-    always_first = task.evaluate(_StackOracle(task, fixed_closer=first), examples=examples, device="cpu")
+    always_first = task.evaluate(
+        _StackOracle(task, fixed_closer=first), examples=examples, device="cpu"
+    )
     batch = pad_examples(examples, task.pad_id)
     closers = batch.targets[torch.isin(batch.targets, torch.as_tensor(task.close_ids))]
     assert always_first["closing_acc"] == pytest.approx((closers == first).float().mean().item())

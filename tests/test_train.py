@@ -27,8 +27,16 @@ from hierlens.models.schedule import lr_at, scheduled_steps
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
 CFG = TrainConfig(
-    steps=40, batch_size=8, lr=3e-3, warmup_steps=5, log_every=5, eval_every=20, eval_n=16,
-    checkpoint_every=10, train_pool=200, device="cpu",
+    steps=40,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=5,
+    log_every=5,
+    eval_every=20,
+    eval_n=16,
+    checkpoint_every=10,
+    train_pool=200,
+    device="cpu",
 )
 
 

@@ -6,10 +6,14 @@ from hierlens.models import ModelConfig, build_transformer, get_task
 
 @pytest.mark.parametrize("direction", ["causal", "bidirectional"])
 def test_forward_shapes_and_hooks(direction):
-    cfg = ModelConfig(d_vocab=11, n_ctx=16, d_model=32, n_layers=2, n_heads=4, attention_dir=direction)
+    cfg = ModelConfig(
+        d_vocab=11, n_ctx=16, d_model=32, n_layers=2, n_heads=4, attention_dir=direction
+    )
     model = build_transformer(cfg, device="cpu")
     tokens = torch.randint(0, 11, (3, 9))
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
+    logits, cache = model.run_with_cache(
+        tokens, names_filter=lambda n: n.endswith("hook_resid_post")
+    )
     assert logits.shape == (3, 9, 11)
     assert cache["blocks.1.hook_resid_post"].shape == (3, 9, 32)
     assert model.cfg.attention_dir == direction
@@ -17,7 +21,9 @@ def test_forward_shapes_and_hooks(direction):
 
 @pytest.mark.parametrize("direction", ["causal", "bidirectional"])
 def test_attention_direction_controls_what_a_position_sees(direction):
-    model = build_transformer(ModelConfig(d_vocab=11, n_ctx=16, d_model=32, attention_dir=direction))
+    model = build_transformer(
+        ModelConfig(d_vocab=11, n_ctx=16, d_model=32, attention_dir=direction)
+    )
     a = torch.tensor([[1, 2, 3, 4, 5, 6]])
     b = a.clone()
     b[0, -1] = 7  # change only the last token
@@ -80,7 +86,9 @@ def test_training_fast_path_matches_bridge_and_trains_its_parameters(direction):
     mask[0, 6:] = False
     forward = training_forward(model)
     fast = forward(tokens, mask)
-    slow = model(tokens, attention_mask=mask.long()) if direction == "bidirectional" else model(tokens)
+    slow = (
+        model(tokens, attention_mask=mask.long()) if direction == "bidirectional" else model(tokens)
+    )
     assert torch.allclose(fast[mask], slow[mask], atol=1e-5)
     fast.sum().backward()
     grads = [p.grad for p in model.parameters()]

@@ -1,0 +1,247 @@
+"""Structural grokking: evaluate every checkpoint of a run and summarise when it generalises.
+
+After Murty et al., "Grokking of Hierarchical Structure in Vanilla Transformers" (ACL 2023):
+in-domain accuracy saturates early, out-of-domain accuracy rises much later, and the rise
+goes with the model's computation becoming tree-structured (tree score, parse F1 of the tree
+projection against the gold trees).
+
+``track`` writes one record per checkpoint to ``run_dir/tracking.jsonl``; an interrupted
+``track`` resumes (steps already recorded with the same settings are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hierlens.models.atomic_io import append_jsonl, atomic_write_jsonl_records, read_jsonl
+from hierlens.models.device import resolve_device
+from hierlens.models.run import open_run
+from hierlens.models.tasks import Task, iter_batches
+
+from .tree_decode import tree_projection
+from .tree_metrics import parse_f1, tree_score
+from .tree_projection import span_scores
+
+log = logging.getLogger(__name__)
+
+TRACKING = "tracking.jsonl"
+METRICS = ("accuracy", "tree_score", "parse_f1", "param_norm", "attention_entropy")
+
+
+def main_metric(task: Task) -> str:
+    """The name of the task's headline accuracy in :meth:`Task.evaluate` results."""
+    return getattr(task, "main_metric", "") or "accuracy"
+
+
+def parameter_norm(model: torch.nn.Module) -> float:
+    """Euclidean norm of all parameters, concatenated."""
+    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
+
+
+def attention_entropy(
+    model: torch.nn.Module, task: Task, examples: Sequence[Any], batch_size: int = 128
+) -> float:
+    """Mean entropy (nats) of the attention distributions of all heads, layers and real query
+    positions, read from ``blocks.*.attn.hook_pattern``."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    with torch.inference_mode():
+        for batch in iter_batches(examples, batch_size, task.pad_id):
+            batch = batch.to(device)
+            kwargs = {}
+            if getattr(model.cfg, "attention_dir", "causal") != "causal":
+                kwargs["attention_mask"] = batch.attention_mask.long()
+            _, cache = model.run_with_cache(
+                batch.tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"), **kwargs
+            )
+            rows = batch.attention_mask[:, None, :]  # (B, 1, T) real query positions
+            for name in cache:
+                p = cache[name].double()  # (B, H, T, T)
+                h = -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(-1)  # (B, H, T)
+                total += (h * rows).sum().cpu()
+                count += int(rows.sum()) * p.shape[1]
+    return float(total) / max(count, 1)
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """What a tracking record was computed with (a record is reused only if these match)."""
+
+    n: int
+    n_trees: int
+    tree_split: str
+    layer: int
+    seed: int
+    metrics: tuple[str, ...]
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "n_trees": self.n_trees,
+            "tree_split": self.tree_split,
+            "layer": self.layer,
+            "seed": self.seed,
+            "metrics": list(self.metrics),
+        }
+
+
+def track(
+    run_dir: str | os.PathLike,
+    task: Task | None = None,
+    *,
+    steps: Sequence[int] | None = None,
+    metrics: Sequence[str] = METRICS,
+    n: int = 500,
+    n_trees: int = 100,
+    tree_split: str = "test_id",
+    layer: int = -1,
+    seed: int = 4242,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate checkpoints of a run; returns the records (also in ``run_dir/tracking.jsonl``).
+
+    Each record holds ``step`` and, per requested metric:
+
+    - ``accuracy``: the task's metrics on ``test_id`` and ``test_ood`` (keys
+      ``test_id/<metric>``, ``test_ood/<metric>``), ``n`` examples each;
+    - ``tree_score`` / ``parse_f1``: span scores at block ``layer`` for ``n_trees`` sentences
+      of ``tree_split``, greedy tree projection, mean tree score and corpus parse F1 against
+      the gold trees (Murty et al., ICLR 2023);
+    - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy.
+
+    The same examples (drawn with ``seed``) are used at every step.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {METRICS}")
+    for name, value in (("n", n), ("n_trees", n_trees)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    run = open_run(run_dir)
+    task = task or run.task
+    available = run.steps
+    if not available:
+        raise ValueError(f"{run_dir}: no checkpoints to track")
+    steps = list(available if steps is None else steps)
+    missing = [s for s in steps if s not in available]
+    if missing:
+        raise ValueError(f"{run_dir}: no checkpoint at step(s) {missing}; available: {available}")
+    dev = resolve_device(device)
+    settings = TrackSettings(n, n_trees, tree_split, layer, seed, tuple(metrics))
+
+    path = Path(run_dir) / TRACKING
+    existing = [r for r in read_jsonl(path) if r.get("settings") == settings.key()]
+    if len(existing) != len(read_jsonl(path)):
+        atomic_write_jsonl_records(path, existing)  # settings changed: recompute everything
+    done = {r["step"]: r for r in existing}
+
+    eval_sets = (
+        {s: task.sample(n, s, seed) for s in ("test_id", "test_ood")}
+        if "accuracy" in metrics
+        else {}
+    )
+    tree_examples = (
+        task.sample(n_trees, tree_split, seed + 1)
+        if {"tree_score", "parse_f1"} & set(metrics)
+        else []
+    )
+    records = []
+    for step in tqdm(steps, disable=not progress, desc="track", leave=False):
+        if step in done:
+            records.append(done[step])
+            continue
+        model = run.load_model(step, device=dev)
+        record: dict[str, Any] = {"step": step, "main_metric": main_metric(task)}
+        for split, examples in eval_sets.items():
+            for key, value in task.evaluate(model, split, examples=examples, device=dev).items():
+                record[f"{split}/{key}"] = value
+        if tree_examples:
+            scores = span_scores(model, tree_examples, layer=layer, device=dev, progress=False)
+            trees = [tree_projection(s, "greedy") for s in scores]
+            if "tree_score" in metrics:
+                record["tree_score"] = tree_score(scores, trees)
+            if "parse_f1" in metrics:
+                record["parse_f1"] = parse_f1(trees, [ex.tree for ex in tree_examples])
+        if "param_norm" in metrics:
+            record["param_norm"] = parameter_norm(model)
+        if "attention_entropy" in metrics:
+            record["attention_entropy"] = attention_entropy(
+                model, task, tree_examples or task.sample(64, "test_id", seed)
+            )
+        record["settings"] = settings.key()
+        append_jsonl(path, [record])
+        records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class GrokkingSummary:
+    """When a run learned in-domain and when it generalised out of domain."""
+
+    id_saturation_step: int | None
+    ood_threshold_step: int | None
+    gap: int | None
+    final_id: float
+    final_ood: float
+    final_tree_score: float | None
+    final_parse_f1: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def grokking_summary(
+    records: Sequence[dict[str, Any]] | str | os.PathLike,
+    *,
+    metric: str | None = None,
+    saturation: float = 0.98,
+    ood_threshold: float = 0.8,
+) -> GrokkingSummary:
+    """Summarise tracking records (or a run directory's ``tracking.jsonl``).
+
+    ``id_saturation_step``: first step whose in-domain value reaches ``saturation`` (an
+    absolute accuracy); ``ood_threshold_step``: first step whose OOD value reaches
+    ``ood_threshold``; ``gap``: their difference (None when either never happens).
+    ``metric`` defaults to the task metric found in the records (``test_id/<metric>``).
+    """
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+        path = Path(records)
+        records = read_jsonl(path / TRACKING if path.is_dir() else path)
+    records = sorted(records, key=lambda r: r["step"])
+    if not records:
+        raise ValueError("no tracking records to summarise")
+    if metric is None:
+        metric = records[0].get("main_metric")
+        if metric is None or f"test_id/{metric}" not in records[0]:
+            raise ValueError(
+                "records hold no in-domain accuracy; track with metrics including 'accuracy'"
+            )
+
+    def first(split: str, level: float) -> int | None:
+        for r in records:
+            if r.get(f"{split}/{metric}", -1.0) >= level:
+                return int(r["step"])
+        return None
+
+    sat, ood = first("test_id", saturation), first("test_ood", ood_threshold)
+    last = records[-1]
+    return GrokkingSummary(
+        id_saturation_step=sat,
+        ood_threshold_step=ood,
+        gap=None if sat is None or ood is None else ood - sat,
+        final_id=float(last.get(f"test_id/{metric}", float("nan"))),
+        final_ood=float(last.get(f"test_ood/{metric}", float("nan"))),
+        final_tree_score=last.get("tree_score"),
+        final_parse_f1=last.get("parse_f1"),
+    )

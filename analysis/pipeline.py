@@ -1,0 +1,402 @@
+"""The whole hierlens pipeline from one config: task -> train -> capture -> SAEs -> probes ->
+tree projections and tracking -> report.
+
+Every stage writes into the run directory ``<out_dir>/<name>/`` and skips work whose outputs
+already exist and are valid, so an interrupted pipeline resumes where it stopped:
+
+- training resumes from the newest valid checkpoint (bitwise like an uninterrupted run);
+- activation capture resumes per shard (``activations/step_XXXXXXX/``);
+- SAEs that are already saved (``saes/<name>/``) are not retrained; ``saes/table.jsonl`` is
+  recomputed from the saved SAEs;
+- the probe sweep is skipped when ``probes/results.jsonl`` exists;
+- tracking (``tracking.jsonl``) skips checkpoints already evaluated;
+- the report is rewritten at the end.
+
+Configs are TOML, JSON or dicts with the sections below; every field is checked before any
+training starts, and errors name the section and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hierlens.models.atomic_io import atomic_write_jsonl_records
+from hierlens.models.checkpoint_capture import capture_checkpoints
+from hierlens.models.config import Config, unknown_keys_error
+from hierlens.models.run import open_run
+from hierlens.models.tasks import get_task
+from hierlens.models.train import TrainConfig, train
+from hierlens.models.transformer import ModelConfig, build_transformer
+
+log = logging.getLogger(__name__)
+
+_ARCHS = ("topk", "batch_topk", "mp", "relu", "jumprelu")
+
+
+def _tuple(value: Any, name: str, kind: type = int) -> tuple:
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(value)
+    raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureStage(Config):
+    """Which activations to capture: ``hooks`` (names or globs) on ``n`` sequences of
+    ``split``, at the final checkpoint (or every checkpoint with ``all_checkpoints``)."""
+
+    hooks: tuple[str, ...] = ("blocks.*.hook_resid_post",)
+    split: str = "test_id"
+    n: int = 500
+    batch_size: int = 64
+    all_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "capture.hooks", str))
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"capture.n must be a positive integer, got {self.n!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SAEStage(Config):
+    """The SAE grid trained on ``hook`` of the final checkpoint: every architecture in
+    ``architectures`` ("topk", "batch_topk", "mp", "relu", "jumprelu") at every width; k-sparse
+    ones at every ``ks``, penalised ones at every ``coefficients``."""
+
+    enabled: bool = True
+    hook: str = "blocks.0.hook_resid_post"
+    architectures: tuple[str, ...] = ("topk", "mp", "relu")
+    widths: tuple[int, ...] = (64, 128, 256)
+    ks: tuple[int, ...] = (4, 8)
+    coefficients: tuple[float, ...] = (1e-2,)
+    steps: int = 300
+    batch_size: int = 1024
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "architectures", _tuple(list(self.architectures), "sae.architectures", str)
+        )
+        bad = [a for a in self.architectures if a not in _ARCHS]
+        if bad:
+            raise ValueError(f"sae.architectures: unknown {bad}; choose from {_ARCHS}")
+        object.__setattr__(self, "widths", _tuple(list(self.widths), "sae.widths"))
+        object.__setattr__(self, "ks", _tuple(list(self.ks), "sae.ks"))
+        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+        if any(w < 1 for w in self.widths) or any(k < 1 for k in self.ks):
+            raise ValueError("sae.widths and sae.ks must be positive")
+        if any(k > min(self.widths) for k in self.ks):
+            raise ValueError(
+                f"sae.ks {self.ks} must not exceed the smallest width {min(self.widths)}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeStage(Config):
+    """k-sparse probes (Gurnee et al. 2023) on every captured hook for the task's per-token
+    ``labels`` (default: all of them)."""
+
+    enabled: bool = True
+    labels: tuple[str, ...] = ()
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    selection: str = "mean_diff"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _tuple(list(self.labels), "probes.labels", str))
+        object.__setattr__(self, "ks", _tuple(list(self.ks), "probes.ks"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeStage(Config):
+    """Tracking over checkpoints (accuracy, tree score, parse F1, norms, attention entropy)."""
+
+    enabled: bool = True
+    n: int = 300
+    n_trees: int = 40
+    layer: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """A whole pipeline: ``task`` ({"name", "params"}), ``model`` (ModelConfig fields but the
+    vocabulary and context, which come from the task), ``train`` (TrainConfig fields) and the
+    stages."""
+
+    name: str
+    out_dir: str = "runs"
+    task: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"name": "dyck", "params": {}}
+    )
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    capture: CaptureStage = CaptureStage()
+    sae: SAEStage = SAEStage()
+    probes: ProbeStage = ProbeStage()
+    tree: TreeStage = TreeStage()
+    report: bool = True
+
+    _SECTIONS = {
+        "train": TrainConfig,
+        "capture": CaptureStage,
+        "sae": SAEStage,
+        "probes": ProbeStage,
+        "tree": TreeStage,
+    }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """Build and validate; every error names the section and field."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise unknown_keys_error("pipeline config", unknown, names)
+        if "name" not in data or not isinstance(data["name"], str) or not data["name"]:
+            raise ValueError("pipeline config needs a non-empty 'name'")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            section = cls._SECTIONS.get(key)
+            if section is not None:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"[{key}] must be a table of fields, got {value!r}")
+                try:
+                    kwargs[key] = section.from_dict(dict(value))
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"[{key}] {exc}") from exc
+            else:
+                kwargs[key] = value
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, Config) else value
+        return out
+
+    def validate(self) -> None:
+        """Check the task and model sections by building their configs (cheap)."""
+        if not isinstance(self.task, Mapping) or "name" not in self.task:
+            raise ValueError("[task] needs a 'name' (see `hierlens tasks`)")
+        try:
+            task = get_task(self.task["name"], **dict(self.task.get("params", {})))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"[task] {exc}") from exc
+        for key in ("d_vocab", "n_ctx"):
+            if key in self.model:
+                raise ValueError(f"[model] {key} comes from the task; remove it")
+        try:
+            ModelConfig.for_task(task, **dict(self.model))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"[model] {exc}") from exc
+
+
+def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike) -> PipelineConfig:
+    """A validated :class:`PipelineConfig` from a config object, a dict, or a TOML/JSON file."""
+    if isinstance(config, PipelineConfig):
+        return config
+    if isinstance(config, Mapping):
+        return PipelineConfig.from_dict(config)
+    path = Path(config)
+    if not path.exists():
+        raise FileNotFoundError(f"pipeline config {path} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot parse ({exc})") from exc
+    return PipelineConfig.from_dict(data)
+
+
+def build_sae_grid(stage: SAEStage, d_in: int, hook: str) -> dict[str, Any]:
+    """``{name: untrained SAE}`` for the grid described by ``stage``."""
+    from hierlens import sae as S
+
+    grid: dict[str, Any] = {}
+    for arch in stage.architectures:
+        for width in stage.widths:
+            common = {"hook_name": hook, "device": "cpu"}
+            if arch in ("topk", "batch_topk", "mp"):
+                cls = {"topk": S.TopKSAE, "batch_topk": S.BatchTopKSAE, "mp": S.MatchingPursuitSAE}[
+                    arch
+                ]
+                for k in stage.ks:
+                    grid[f"{arch}_w{width}_k{k}"] = cls(d_in, width, k=k, **common)
+            else:
+                for c in stage.coefficients:
+                    if arch == "relu":
+                        grid[f"relu_w{width}_l1{c:g}"] = S.ReluSAE(
+                            d_in, width, l1_coefficient=c, **common
+                        )
+                    else:
+                        grid[f"jumprelu_w{width}_l0{c:g}"] = S.JumpReLUSAE(
+                            d_in, width, l0_coefficient=c, **common
+                        )
+    return grid
+
+
+def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
+    from hierlens import sae as S
+
+    if cfg.sae.hook not in store.hooks:
+        raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
+    acts = store[cfg.sae.hook]
+    grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook)
+    root = run_dir / "saes"
+    missing = {name: s for name, s in grid.items() if not (root / name / "cfg.json").exists()}
+    if missing:
+        log.info("training %d SAEs on %s", len(missing), cfg.sae.hook)
+        S.train_saes(
+            list(missing.values()),
+            acts,
+            steps=cfg.sae.steps,
+            batch_size=cfg.sae.batch_size,
+            lr=cfg.sae.lr,
+            device="cpu",
+            progress=progress,
+        )
+        for name, sae in missing.items():
+            sae.save(root / name)
+    rows = []
+    for name in grid:
+        sae = S.load(root / name)
+        metrics = S.evaluate_sae(sae, acts)
+        dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
+        row = {
+            "name": name,
+            "architecture": type(sae).__name__,
+            "d_sae": sae.d_sae,
+            "k": getattr(sae.cfg, "k", None),
+            **metrics,
+            "dead": metrics["dead_fraction"],
+            "description_length_bits": dl.bits,
+            "bin_width": dl.bin_width,
+        }
+        rows.append(row)
+    atomic_write_jsonl_records(root / "table.jsonl", rows)
+
+
+def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
+    from hierlens.probes import probe_sweep
+
+    out = run_dir / "probes" / "results.jsonl"
+    if out.exists():
+        return
+    names = list(cfg.probes.labels) or sorted(store.labels)
+    missing = [n for n in names if n not in store.labels]
+    if missing:
+        raise ValueError(
+            f"[probes] unknown label(s) {missing}; the task provides {sorted(store.labels)}"
+        )
+    width = min(store[h].shape[1] for h in store.hooks)
+    probe_sweep(
+        {h: store[h] for h in store.hooks},
+        {n: store.labels[n].numpy() for n in names},
+        ks=[k for k in cfg.probes.ks if k <= width],
+        selection=cfg.probes.selection,
+        out_path=out,
+        progress=progress,
+    )
+
+
+def run(
+    config: PipelineConfig | Mapping[str, Any] | str | os.PathLike, *, progress: bool = True
+) -> Path:
+    """Run (or resume) the pipeline; returns the run directory."""
+    cfg = load_config(config)
+    task = get_task(cfg.task["name"], **dict(cfg.task.get("params", {})))
+    model_config = ModelConfig.for_task(task, **dict(cfg.model))
+    run_dir = Path(cfg.out_dir) / cfg.name
+    model = build_transformer(model_config, device=cfg.train.device)
+    from hierlens.models.hooks import resolve_hook_names
+
+    resolve_hook_names(model, list(cfg.capture.hooks))  # unknown hooks fail before training
+    if cfg.probes.labels:
+        available = set(task.sample(1, "train", 0)[0].token_labels)
+        bad = [n for n in cfg.probes.labels if n not in available]
+        if bad:
+            raise ValueError(
+                f"[probes] unknown label(s) {bad}; the task provides {sorted(available)}"
+            )
+
+    log.info("stage 1/6: train -> %s", run_dir)
+    train(model, task, cfg.train, run_dir, model_config=model_config, progress=progress)
+    steps = open_run(run_dir).steps
+    capture_steps = steps if cfg.capture.all_checkpoints else [steps[-1]]
+    log.info("stage 2/6: capture %s at steps %s", list(cfg.capture.hooks), capture_steps)
+    stores = capture_checkpoints(
+        run_dir,
+        list(cfg.capture.hooks),
+        steps=capture_steps,
+        split=cfg.capture.split,
+        n=cfg.capture.n,
+        batch_size=cfg.capture.batch_size,
+        device=cfg.train.device,
+        progress=progress,
+    )
+    store = stores[steps[-1]]
+    if cfg.sae.enabled:
+        log.info("stage 3/6: SAE grid")
+        _sae_stage(cfg, run_dir, store, progress)
+    if cfg.probes.enabled:
+        log.info("stage 4/6: sparse probes")
+        _probe_stage(cfg, run_dir, store, progress)
+    if cfg.tree.enabled:
+        from .grokking import track
+
+        log.info("stage 5/6: tree projections and tracking over %d checkpoints", len(steps))
+        track(
+            run_dir,
+            task,
+            n=cfg.tree.n,
+            n_trees=cfg.tree.n_trees,
+            layer=cfg.tree.layer,
+            device=cfg.train.device,
+            progress=progress,
+        )
+    if cfg.report:
+        from .report import write_report
+
+        log.info("stage 6/6: report")
+        write_report(run_dir)
+    return run_dir
+
+
+DEMO_CONFIG: dict[str, Any] = {
+    "name": "demo",
+    "task": {
+        "name": "dyck",
+        "params": {"n_types": 2, "max_depth": 6, "min_length": 4, "max_length": 24},
+    },
+    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4},
+    "train": {
+        "steps": 800,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "warmup_steps": 50,
+        "eval_every": 100,
+        "checkpoint_every": 200,
+        "eval_n": 300,
+        "train_pool": 8000,
+    },
+    "capture": {"hooks": ["blocks.*.hook_resid_post"], "n": 300},
+    "sae": {
+        "hook": "blocks.1.hook_resid_post",
+        "architectures": ["topk", "mp", "relu"],
+        "widths": [32, 64, 128, 256],
+        "ks": [4],
+        "coefficients": [3e-3],
+        "steps": 400,
+    },
+    "probes": {"labels": ["nesting", "is_close", "bracket_type"], "ks": [1, 2, 4, 8]},
+    "tree": {"n": 300, "n_trees": 30},
+}

@@ -1,0 +1,245 @@
+"""HTML building blocks of the run report: escaping, tables, inline plotly charts, tree drawings.
+
+Everything here produces strings of HTML for one self-contained page. Every string that comes
+from data (config values, token strings, hook and SAE names) goes through :func:`esc`; chart
+specifications are embedded as JSON with ``<``, ``>`` and ``&`` written as unicode escapes, so
+no data can close a ``<script>`` element. Nothing here refers to a network resource.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Span = tuple[int, int]
+
+
+def esc(value: object) -> str:
+    """``str(value)`` with HTML special characters (quotes included) escaped."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: object, digits: int = 4) -> str:
+    """A short, escaped display form of a number or other value."""
+    if isinstance(value, bool) or value is None:
+        return esc(value)
+    if isinstance(value, int):
+        return esc(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return esc(f"{value:.{digits - 1}e}")
+        return esc(f"{value:.{digits}g}")
+    if isinstance(value, (list, tuple)):
+        return esc(json.dumps(value))
+    return esc(value)
+
+
+def table(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], cls: str = "") -> str:
+    """An HTML table with one column per name in ``columns`` (missing values left blank)."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{fmt(row[c]) if c in row else ''}</td>" for c in columns)
+        body.append(f"<tr>{cells}</tr>")
+    attr = f' class="{esc(cls)}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def key_values(items: Mapping[str, Any]) -> str:
+    """A two-column table of names and values (nested dicts shown as compact JSON)."""
+    rows = []
+    for key, value in items.items():
+        shown = esc(json.dumps(value, default=str)) if isinstance(value, dict) else fmt(value)
+        rows.append(f"<tr><th>{esc(key)}</th><td>{shown}</td></tr>")
+    return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _script_json(obj: object) -> str:
+    """JSON safe to place inside a ``<script>`` element."""
+    text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _clean(obj: Any) -> Any:
+    """Plotly JSON with non-finite floats as null (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+class Charts:
+    """Collects plotly figures of one page; each gets a ``div.chart`` and an inline script."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, figure: Any, height: int = 360) -> str:
+        """HTML for ``figure`` (a ``plotly.graph_objects.Figure``): a div and the script that
+        draws it with the page's inlined plotly.js."""
+        import plotly.io as pio
+
+        self.count += 1
+        div_id = f"chart-{self.count}"
+        figure.update_layout(
+            template="plotly_white",
+            height=height,
+            margin=dict(l=60, r=60, t=40, b=50),
+            legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"),
+        )
+        if len(figure.data) > 1:  # room for the legend below the x axis title
+            figure.update_layout(height=height + 40, margin_b=110)
+        spec = _clean(json.loads(pio.to_json(figure, validate=True)))
+        config = {"displaylogo": False, "showLink": False}
+        payload = _script_json(
+            {"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": config}
+        )
+        return (
+            f'<div class="chart" id="{div_id}" style="height:{int(figure.layout.height)}px"></div>'
+            # drawn once the page is laid out, so the chart takes its final width
+            f'<script>document.addEventListener("DOMContentLoaded",function(){{var s={payload};'
+            f'Plotly.newPlot("{div_id}",s.data,s.layout,s.config);}});</script>'
+        )
+
+
+def plotly_script() -> str:
+    """The plotly.js library as one inline ``<script>`` element (no network access)."""
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs().replace("</script", "<\\/script")
+    return f"<script>{js}</script>"
+
+
+# ----------------------------------------------------------------------------- trees
+def children(tree: Iterable[Span], n: int) -> dict[Span, list[Span]]:
+    """Children of every node of a tree given as constituent spans over ``n`` words: the
+    maximal spans strictly inside it, with uncovered words as one-word spans ``(i, i + 1)``."""
+    spans = sorted({tuple(s) for s in tree} | {(0, n)}, key=lambda s: (s[0], -s[1]))
+    out: dict[Span, list[Span]] = {}
+    for parent in spans:
+        a, b = parent
+        inner = [s for s in spans if a <= s[0] and s[1] <= b and s != parent]
+        kids: list[Span] = []
+        i = a
+        while i < b:
+            longest = max((s for s in inner if s[0] == i), key=lambda s: s[1], default=None)
+            kids.append(longest if longest is not None else (i, i + 1))
+            i = kids[-1][1]
+        out[parent] = kids
+    return out
+
+
+def bracketing(tree: Iterable[Span], words: Sequence[str]) -> str:
+    """The tree as a bracketed string, e.g. ``[[( )] [( )]]`` (not escaped)."""
+    n = len(words)
+    kids = children(tree, n)
+
+    def show(span: Span) -> str:
+        if span[1] - span[0] == 1:
+            return words[span[0]]
+        return "[" + " ".join(show(c) for c in kids[span]) + "]"
+
+    return show((0, n))
+
+
+def tree_svg(tree: Iterable[Span], words: Sequence[str], title: str, highlight=()) -> str:
+    """A small inline SVG drawing of the tree over ``words``; spans in ``highlight`` (e.g. the
+    ones shared with the gold tree) are drawn in a second colour."""
+    n = len(words)
+    kids = children(tree, n)
+    dx, dy, pad = 34, 28, 14
+    height_of: dict[Span, int] = {}
+
+    def height(span: Span) -> int:
+        if span not in height_of:
+            sub = kids.get(span)
+            height_of[span] = 0 if not sub else 1 + max(height(c) for c in sub)
+        return height_of[span]
+
+    top = height((0, n))
+    width = max(n * dx, 60) + 2 * pad
+    h = (top + 1) * dy + 2 * pad + 14
+
+    def x(span: Span) -> float:
+        return pad + dx * ((span[0] + span[1] - 1) / 2) + dx / 2
+
+    def y(span: Span) -> float:
+        return pad + 14 + (top - height(span)) * dy
+
+    marks = set(highlight)
+    parts = [
+        f'<svg class="tree" width="{width}" height="{h}" '
+        f'viewBox="0 0 {width} {h}" role="img"><title>{esc(title)}</title>',
+        f'<text x="{pad}" y="{pad}" class="tree-title">{esc(title)}</text>',
+    ]
+    for parent, sub in kids.items():
+        for c in sub:
+            parts.append(
+                f'<line x1="{x(parent):.1f}" y1="{y(parent):.1f}" x2="{x(c):.1f}" '
+                f'y2="{y(c):.1f}" stroke="#888"/>'
+            )
+    for parent in kids:
+        colour = "#d62728" if parent in marks else "#1f77b4"
+        parts.append(f'<circle cx="{x(parent):.1f}" cy="{y(parent):.1f}" r="4" fill="{colour}"/>')
+    for i, word in enumerate(words):
+        leaf = (i, i + 1)
+        parts.append(
+            f'<text x="{x(leaf):.1f}" y="{y(leaf) + 4:.1f}" text-anchor="middle" '
+            f'class="leaf">{esc(word)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- page
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
+color:#222;background:#fafafa}
+header{background:#263238;color:#fff;padding:14px 24px}
+header h1{margin:0;font-size:22px}
+nav{padding:6px 24px;background:#eceff1;font-size:14px}
+nav a{margin-right:14px;color:#1565c0;text-decoration:none}
+main{padding:0 24px 40px}
+section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;margin:18px 0;padding:8px 18px}
+h2{font-size:18px;border-bottom:1px solid #eee;padding-bottom:4px}
+h3{font-size:15px;margin:14px 0 6px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+thead th{background:#f5f5f5}
+table.kv th{background:#f5f5f5;font-weight:600}
+.grid{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+.grid>div{flex:1 1 420px;min-width:320px}
+.chart{width:100%;min-height:200px}
+.note{color:#666;font-size:13px}
+.error{color:#b71c1c;background:#ffebee;border:1px solid #ef9a9a;padding:6px 10px}
+.card{border:1px solid #e0e0e0;border-radius:4px;padding:6px 10px;margin:8px 0}
+.ctx{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin:2px 0}
+.ctx mark{background:#ffe082;padding:0 2px}
+code.br{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
+svg.tree text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+svg.tree .tree-title{font-family:system-ui,sans-serif;font-size:12px;fill:#555}
+"""
+
+
+def page(title: str, sections: Sequence[tuple[str, str, str]], plotly: bool) -> str:
+    """The whole document; ``sections`` are ``(anchor, heading, body_html)``."""
+    nav = "".join(f'<a href="#{esc(a)}">{esc(h)}</a>' for a, h, _ in sections)
+    body = "".join(
+        f'<section id="{esc(a)}"><h2>{esc(h)}</h2>{content}</section>' for a, h, content in sections
+    )
+    lib = plotly_script() if plotly else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style>{lib}</head><body>"
+        f"<header><h1>{esc(title)}</h1></header><nav>{nav}</nav><main>{body}</main>"
+        "</body></html>\n"
+    )

@@ -1,0 +1,163 @@
+"""Batched span scores vs one forward pass per span, on the same model and sentences.
+
+Times :func:`hierlens.analysis.tree_projection.span_scores` against a plain implementation that
+runs the model once per sentence (full context) and once per span (a ``(1, 1, T, T)`` mask
+hiding the words outside the span), both through the same blocks of the same model, and
+reports the speed ratio and the largest absolute difference between their scores.
+
+Full setting (the issue's): 64 sentences of 10-20 words (plus ``<bos>``/``<eos>``), a model
+with 4 layers and d_model 128, causal and bidirectional. ``--quick`` runs a tiny version.
+
+    python benchmarks/tree_projection.py            # full
+    python benchmarks/tree_projection.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from hierlens.analysis.tree_projection import span_scores
+from hierlens.models.transformer import ModelConfig, build_transformer
+
+BOS, EOS = 1, 2
+
+
+def make_sentences(n: int, min_words: int, max_words: int, vocab: int, seed: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        words = rng.integers(3, vocab, size=int(rng.integers(min_words, max_words + 1)))
+        out.append([BOS, *words.tolist(), EOS])
+    return out
+
+
+def one_forward_per_span(model, sentences, layer: int) -> list[torch.Tensor]:
+    """The baseline: a batch-1 forward for every span (words are tokens 1..n)."""
+    base = model.original_model
+    n_layers = model.cfg.n_layers
+    layer = layer % n_layers
+
+    def run(tokens, masked):
+        toks = torch.tensor([tokens])
+        positions = torch.arange(len(tokens))[None]
+        hidden = base.tok_embed(toks)
+        if base.pos is not None:
+            hidden = hidden + base.pos(positions)
+        mask = None if masked is None else masked[None, None, None, :]
+        for index in range(layer + 1):
+            out = base.layers[index](hidden, attention_mask=mask, position_ids=positions)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden[0].double()
+
+    results = []
+    with torch.inference_mode():
+        for tokens in sentences:
+            n = len(tokens) - 2
+            full = run(tokens, None)
+            scores = torch.full((n, n), float("nan"))
+            for i in range(n):
+                for j in range(i, n):
+                    masked = torch.zeros(len(tokens), dtype=torch.bool)
+                    masked[1 : 1 + i] = True
+                    masked[2 + j : 1 + n] = True
+                    iso = run(tokens, masked)
+                    u = full[1 + i : 2 + j].sum(0)
+                    v = iso[1 + i : 2 + j].sum(0)
+                    scores[i, j] = float(torch.dot(u, v) / (u.norm() * v.norm()))
+            results.append(scores)
+    return results
+
+
+def bench(attention_dir: str, args) -> dict:
+    cfg = ModelConfig(
+        d_vocab=args.vocab,
+        n_ctx=args.max_words + 2,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        attention_dir=attention_dir,
+        seed=args.seed,
+    )
+    model = build_transformer(cfg, device="cpu")
+    model.eval()
+    sentences = make_sentences(
+        args.sentences, args.min_words, args.max_words, args.vocab, args.seed
+    )
+    word_spans = [[(t, t + 1) for t in range(1, len(s) - 1)] for s in sentences]
+
+    # warm-up (allocator, kernels) on one sentence each
+    span_scores(model, sentences[:1], word_spans=word_spans[:1], device="cpu", progress=False)
+    one_forward_per_span(model, sentences[:1], -1)
+
+    t0 = time.perf_counter()
+    batched = span_scores(
+        model,
+        sentences,
+        word_spans=word_spans,
+        batch_size=args.batch_size,
+        device="cpu",
+        progress=False,
+    )
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reference = one_forward_per_span(model, sentences, -1)
+    t_reference = time.perf_counter() - t0
+    diff = max(float(np.nanmax(np.abs((a - b).numpy()))) for a, b in zip(batched, reference))
+    n_spans = sum((len(s) - 2) * (len(s) - 1) // 2 for s in sentences)
+    return {
+        "attention_dir": attention_dir,
+        "sentences": len(sentences),
+        "spans": n_spans,
+        "batched_s": round(t_batched, 4),
+        "one_per_span_s": round(t_reference, 4),
+        "ratio": round(t_reference / t_batched, 2),
+        "max_abs_diff": diff,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run (seconds)")
+    parser.add_argument("--sentences", type=int, default=64)
+    parser.add_argument("--min-words", type=int, default=10)
+    parser.add_argument("--max-words", type=int, default=20)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention", choices=["causal", "bidirectional", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.sentences, args.min_words, args.max_words = 4, 5, 8
+        args.layers, args.d_model = 2, 32
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dirs = ["causal", "bidirectional"] if args.attention == "both" else [args.attention]
+    rows = [bench(d, args) for d in dirs]
+    print(
+        f"{args.sentences} sentences of {args.min_words}-{args.max_words} words, "
+        f"{args.layers} layers, d_model {args.d_model}, torch threads {torch.get_num_threads()}"
+    )
+    header = f"{'attention':<14}{'spans':>7}{'batched s':>11}{'1/span s':>11}{'ratio':>8}{'max |diff|':>13}"
+    print(header)
+    for r in rows:
+        print(
+            f"{r['attention_dir']:<14}{r['spans']:>7}{r['batched_s']:>11.3f}"
+            f"{r['one_per_span_s']:>11.3f}{r['ratio']:>8.1f}{r['max_abs_diff']:>13.2e}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "results": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

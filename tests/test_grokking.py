@@ -1,0 +1,111 @@
+import json
+import math
+
+import pytest
+
+from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+
+TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("grok")
+    model = build_transformer(
+        ModelConfig.for_task(TASK, d_model=16, n_layers=2, n_heads=2), device="cpu"
+    )
+    cfg = TrainConfig(
+        steps=30,
+        batch_size=8,
+        warmup_steps=2,
+        eval_every=0,
+        checkpoint_every=10,
+        train_pool=100,
+        device="cpu",
+    )
+    train(model, TASK, cfg, run, progress=False)
+    return run
+
+
+def test_track_one_record_per_checkpoint_and_resume(run_dir):
+    records = track(run_dir, n=20, n_trees=6, device="cpu", progress=False)
+    assert [r["step"] for r in records] == [10, 20, 30]
+    for r in records:
+        assert 0.0 <= r["test_id/closing_acc"] <= 1.0 and 0.0 <= r["test_ood/closing_acc"] <= 1.0
+        assert math.isfinite(r["tree_score"]) and 0.0 <= r["parse_f1"] <= 1.0
+        assert r["param_norm"] > 0 and r["attention_entropy"] >= 0
+    lines = (run_dir / "tracking.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    again = track(run_dir, n=20, n_trees=6, device="cpu", progress=False)
+    assert again == records
+    assert (run_dir / "tracking.jsonl").read_text().splitlines() == lines  # nothing recomputed
+    # changed settings recompute
+    subset = track(
+        run_dir, steps=[20], n=10, n_trees=4, metrics=("param_norm",), device="cpu", progress=False
+    )
+    assert len(subset) == 1 and set(subset[0]) == {"step", "main_metric", "param_norm", "settings"}
+    assert subset[0]["param_norm"] == pytest.approx(records[1]["param_norm"])
+
+
+def test_param_norm_closed_form():
+    import torch
+
+    m = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+        m.bias.fill_(2.0)
+    assert parameter_norm(m) == pytest.approx(math.sqrt(4 + 8))
+
+
+def test_track_errors(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint at step"):
+        track(run_dir, steps=[15], progress=False)
+    with pytest.raises(ValueError, match="unknown tracking metric"):
+        track(run_dir, metrics=("loss",), progress=False)
+    with pytest.raises(FileNotFoundError):
+        track(tmp_path, progress=False)
+
+
+def test_grokking_summary_by_hand(tmp_path):
+    records = [
+        {"step": s, "main_metric": "acc", "test_id/acc": i, "test_ood/acc": o, "tree_score": t}
+        for s, i, o, t in [
+            (0, 0.1, 0.0, 0.0),
+            (100, 0.99, 0.2, 0.1),
+            (200, 1.0, 0.5, 0.2),
+            (300, 1.0, 0.85, 0.4),
+        ]
+    ]
+    summary = grokking_summary(records)
+    assert (summary.id_saturation_step, summary.ood_threshold_step, summary.gap) == (100, 300, 200)
+    assert summary.final_ood == 0.85 and summary.final_tree_score == 0.4
+    never = grokking_summary(records, ood_threshold=0.9)
+    assert never.ood_threshold_step is None and never.gap is None
+    path = tmp_path / "tracking.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert grokking_summary(tmp_path) == summary
+
+
+def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
+    from hierlens.analysis.sweep import sweep
+
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=4,
+        warmup_steps=1,
+        eval_every=0,
+        checkpoint_every=3,
+        train_pool=40,
+        device="cpu",
+    )
+    kwargs = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
+    rows = sweep(TASK, [1, 2], [0], cfg, tmp_path, **kwargs)
+    assert [(r["depth"], r["seed"]) for r in rows] == [(1, 0), (2, 0)]
+    assert all(0.0 <= r["final_ood"] <= 1.0 for r in rows)
+    done = tmp_path / "depth01_seed0" / "done.json"
+    stamp = done.stat().st_mtime_ns
+    again = sweep(TASK, [1, 2], [0], cfg, tmp_path, **kwargs)
+    assert again == rows and done.stat().st_mtime_ns == stamp  # finished jobs are skipped
+    with pytest.raises(ValueError, match="set by the sweep"):
+        sweep(TASK, [1], [0], cfg, tmp_path, model={"n_layers": 3})

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from hierlens.analysis.pipeline import DEMO_CONFIG, PipelineConfig, load_config, run
+
+TINY = {
+    "name": "tiny",
+    "task": {"name": "dyck", "params": {"max_depth": 4, "min_length": 4, "max_length": 10}},
+    "model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
+    "train": {
+        "steps": 20,
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "eval_every": 10,
+        "eval_n": 16,
+        "checkpoint_every": 10,
+        "train_pool": 100,
+        "device": "cpu",
+    },
+    "capture": {"hooks": ["blocks.*.hook_resid_post"], "n": 24},
+    "sae": {
+        "hook": "blocks.1.hook_resid_post",
+        "architectures": ["topk", "relu"],
+        "widths": [8, 16],
+        "ks": [2],
+        "steps": 5,
+        "batch_size": 32,
+    },
+    "probes": {"labels": ["is_close"], "ks": [1, 2]},
+    "tree": {"n": 8, "n_trees": 3},
+    "report": False,
+}
+
+
+def _with(section, **changes):
+    cfg = json.loads(json.dumps(TINY))
+    cfg[section] = {**cfg[section], **changes} if isinstance(cfg[section], dict) else changes
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({**TINY, "trian": {}}, "did you mean 'train'"),
+        (_with("train", stpes=3), r"\[train\].*did you mean 'steps'"),
+        (_with("task", name="dyk"), r"\[task\].*did you mean 'dyck'"),
+        (_with("model", d_vocab=3), r"\[model\] d_vocab comes from the task"),
+        (_with("sae", ks=[32]), r"\[sae\].*smallest width"),
+        (_with("sae", architectures=["topk", "gated"]), r"\[sae\].*unknown \['gated'\]"),
+        ({k: v for k, v in TINY.items() if k != "name"}, "name"),
+    ],
+)
+def test_config_errors_are_clear(config, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(config)
+
+
+def test_toml_and_json_configs(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        'name = "x"\n[task]\nname = "dyck"\n[train]\nsteps = 7\n[sae]\nwidths = [8, 16]\nks = [2]\n'
+    )
+    cfg = load_config(toml)
+    assert cfg.train.steps == 7 and cfg.sae.widths == (8, 16)
+    (tmp_path / "c.json").write_text(json.dumps(TINY))
+    assert load_config(tmp_path / "c.json").to_dict()["sae"]["widths"] == [8, 16]
+    (tmp_path / "bad.toml").write_text("name = \n")
+    with pytest.raises(ValueError, match="cannot parse"):
+        load_config(tmp_path / "bad.toml")
+    assert isinstance(load_config(DEMO_CONFIG), PipelineConfig)
+
+
+def test_bad_hook_and_label_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="closest"):
+        run(
+            {**_with("capture", hooks=["blocks.*.hook_resid_postt"]), "out_dir": str(tmp_path)},
+            progress=False,
+        )
+    with pytest.raises(ValueError, match=r"\[probes\] unknown label"):
+        run({**_with("probes", labels=["colour"]), "out_dir": str(tmp_path)}, progress=False)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
+    cfg = {**TINY, "out_dir": str(tmp_path)}
+    run_dir = run(cfg, progress=False)
+    table = [json.loads(x) for x in (run_dir / "saes" / "table.jsonl").read_text().splitlines()]
+    assert {r["name"] for r in table} == {
+        "topk_w8_k2",
+        "topk_w16_k2",
+        "relu_w8_l10.01",
+        "relu_w16_l10.01",
+    }
+    assert all(r["fvu"] >= 0 for r in table)
+    probes = (run_dir / "probes" / "results.jsonl").read_text().splitlines()
+    assert len(probes) == 2 * 2  # 2 hooks x 2 ks for the binary label
+    tracking = (run_dir / "tracking.jsonl").read_text().splitlines()
+    assert len(tracking) == 2
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in [
+            *(run_dir / "saes").glob("*/sae_weights.safetensors"),
+            run_dir / "probes" / "results.jsonl",
+            run_dir / "tracking.jsonl",
+            run_dir / "checkpoints" / "step_0000020" / "model.safetensors",
+        ]
+    }
+    run(cfg, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
