@@ -1,6 +1,6 @@
 """Sparse probing of a small Dyck transformer: F1 vs k per layer (Gurnee et al. 2023).
 
-Trains a 2-layer transformer on Dyck-(2, 4) for 150 steps with a plain AdamW loop,
+Trains a 2-layer transformer on Dyck-(2, 4) for 150 steps with hierlens' training loop,
 captures the residual stream after the embedding and after each block on held-out strings,
 and fits k-sparse probes for the per-token hierarchy labels the task provides (depth in the
 gold tree, bracket nesting, bracket type, whether the token closes a bracket) at every layer
@@ -15,6 +15,7 @@ multi-class labels) for every layer and k.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,31 +24,10 @@ import numpy as np
 import torch
 
 from hierlens.models.tasks import get_task
-from hierlens.models.tasks.base import IGNORE_INDEX, pad_examples
+from hierlens.models.tasks.base import pad_examples
+from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.probes import flatten_activations, probe_sweep, token_labels
-
-
-def train_by_hand(model, task, steps: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0):
-    """A minimal next-token training loop (the project's training loop does much more)."""
-    pool = task.sample(2000, "train", seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    model.train()
-    for step in range(steps):
-        batch = pad_examples([pool[i] for i in rng.integers(0, len(pool), batch_size)], task.pad_id)
-        logits = model(batch.tokens)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            batch.targets.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % 50 == 0:
-            print(f"step {step + 1:4d}  loss {loss.item():.3f}")
-    model.eval()
 
 
 def main() -> None:
@@ -73,8 +53,19 @@ def main() -> None:
     task = get_task("dyck", n_types=2, max_depth=4, min_length=4, max_length=24)
     config = ModelConfig.for_task(task, d_model=64, n_layers=2, n_heads=4, seed=0)
     model = build_transformer(config, device=args.device)
-    train_by_hand(model, task, args.steps)
     if args.steps:
+        cfg = TrainConfig(
+            steps=args.steps,
+            batch_size=32,
+            lr=3e-3,
+            warmup_steps=10,
+            eval_every=0,
+            checkpoint_every=args.steps,
+            train_pool=2000,
+            device=args.device,
+        )
+        with tempfile.TemporaryDirectory() as run_dir:
+            train(model, task, cfg, run_dir, progress=False)
         metrics = task.evaluate(model, "test_id", n=500, device=args.device)
         print(f"test_id closing-bracket accuracy {metrics['closing_acc']:.3f}")
 
