@@ -40,6 +40,9 @@ import torch
 from ..models.device import resolve_device
 from ..models.forward import is_bidirectional
 from ..models.tasks.base import Example
+from .tree_decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
+
+__all__ = ["span_scores", "tree_projection"]
 
 WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")

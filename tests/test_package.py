@@ -44,3 +44,14 @@ def test_dependency_arrows_point_down():
             if bad:
                 violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert not violations, violations
+
+
+def test_analysis_exports_resolve():
+    import hierlens.analysis as analysis
+
+    for name in analysis.__all__:
+        assert getattr(analysis, name) is not None
+    import pytest
+
+    with pytest.raises(AttributeError):
+        analysis.not_a_name  # noqa: B018
