@@ -3,7 +3,8 @@
 One loop serves CPU and GPU. Batches are gathered as tensor slices of a pre-sampled pool of
 training examples; the rows of step ``s`` are a pure function of ``(seed, s)``, and the
 learning rate a pure function of ``s``, so resuming from a checkpoint (weights, optimizer
-state, RNG state) reproduces an uninterrupted run bit for bit on CPU. Inside a step nothing
+state, RNG state) reproduces an uninterrupted run bit for bit on CPU (with the same number of torch
+threads: the order of floating-point reductions depends on it). Inside a step nothing
 waits for the device: the loss is accumulated on the device and read every ``log_every``
 steps. On CUDA the loop uses fused AdamW, bf16 autocast (``amp=True``), pinned host memory
 with non-blocking copies, and optionally ``torch.compile``.

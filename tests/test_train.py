@@ -91,6 +91,8 @@ def test_killed_process_resumes_bitwise(straight, tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, sys
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})  # bitwise equality needs the same threads
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_train import _train
         def kill(step):
