@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--filter-level", type=int, default=2)
     parser.add_argument("--run-dir", default="runs/example_filtering")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--n-eval", type=int, default=2000, help="evaluation examples per split")
     args = parser.parse_args()
 
     task = get_task(
@@ -37,10 +38,12 @@ def main() -> None:
     )
     model = build_transformer(model_config, device=config.device)
     train(model, task, config, args.run_dir, resume=False, overwrite=True)
-    examples = task.sample(2000, "test_id", seed=99)
+    examples = task.sample(args.n_eval, "test_id", seed=99)
     model_acc = task.evaluate(model, examples=examples, device=config.device)["root_acc"]
     bp_acc = task.bp_accuracy(examples=examples)
-    print(f"root accuracy on 2000 held-out sequences: model {model_acc:.4f}, exact BP {bp_acc:.4f}")
+    print(
+        f"root accuracy on {args.n_eval} held-out sequences: model {model_acc:.4f}, exact BP {bp_acc:.4f}"
+    )
 
 
 if __name__ == "__main__":

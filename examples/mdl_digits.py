@@ -122,7 +122,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("runs/mdl_digits"))
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    parser.add_argument("--max-fvu", type=float, default=0.2)
+    parser.add_argument(
+        "--max-fvu",
+        type=float,
+        default=None,
+        help="distortion bound (default 0.2; 0.3 with --quick)",
+    )
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quick:
         args.widths, args.ks, args.steps = [8, 32, 128], [2, 6], 200
+    if args.max_fvu is None:
+        args.max_fvu = 0.3 if args.quick else 0.2
 
     if args.mnist_images is not None:
         images, _ = load_mnist(args.mnist_images)

@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--run-dir", default="runs/example_dyck")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--n-eval", type=int, default=2000, help="evaluation examples per split")
     args = parser.parse_args()
 
     task = get_task("dyck", n_types=2, max_depth=6, min_length=4, max_length=32)
@@ -39,7 +40,7 @@ def main() -> None:
     )
     seconds = time.perf_counter() - start
     for split in ("test_id", "test_ood"):
-        metrics = task.evaluate(model, split, n=2000, device=config.device)
+        metrics = task.evaluate(model, split, n=args.n_eval, device=config.device)
         print(
             f"{split:9s} closing-bracket accuracy {metrics['closing_acc']:.4f}  "
             f"sequence accuracy {metrics['seq_acc']:.4f}"

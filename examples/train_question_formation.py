@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--run-dir", default="runs/example_question_formation")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--n-eval", type=int, default=1000, help="evaluation examples per split")
     args = parser.parse_args()
 
     task = get_task("question_formation")
@@ -37,7 +38,7 @@ def main() -> None:
     model = build_transformer(model_config, device=config.device)
     train(model, task, config, args.run_dir, resume=False, overwrite=True)
     for split in ("test_id", "test_ood"):
-        m = task.evaluate(model, split, n=1000, device=config.device)
+        m = task.evaluate(model, split, n=args.n_eval, device=config.device)
         print(
             f"{split:9s} first-word accuracy {m['first_word_acc']:.3f}  "
             f"errors following move-first {m['error_move_first']:.3f}"

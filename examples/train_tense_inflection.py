@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--run-dir", default="runs/example_tense_inflection")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--n-eval", type=int, default=500, help="evaluation examples per split")
     args = parser.parse_args()
 
     task = get_task("tense_inflection")
@@ -34,7 +35,7 @@ def main() -> None:
     model = build_transformer(model_config, device=config.device)
     train(model, task, config, args.run_dir, resume=False, overwrite=True)
     for split in ("test_id", "test_ood"):
-        m = task.greedy_evaluate(model, split, n=500, device=config.device, progress=False)
+        m = task.greedy_evaluate(model, split, n=args.n_eval, device=config.device, progress=False)
         print(
             f"{split:9s} main-verb accuracy (greedy) {m['main_verb_acc']:.3f}  sequence {m['seq_acc']:.3f}"
         )

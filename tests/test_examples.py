@@ -10,10 +10,10 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 CASES = {
-    "train_dyck.py": ["--steps", "5", "--run-dir", "{tmp}/run"],
-    "train_question_formation.py": ["--steps", "5", "--run-dir", "{tmp}/run"],
-    "train_tense_inflection.py": ["--steps", "5", "--run-dir", "{tmp}/run"],
-    "hierarchical_filtering_vs_bp.py": ["--steps", "5", "--run-dir", "{tmp}/run"],
+    "train_dyck.py": ["--steps", "5", "--n-eval", "40", "--run-dir", "{tmp}/run"],
+    "train_question_formation.py": ["--steps", "5", "--n-eval", "40", "--run-dir", "{tmp}/run"],
+    "train_tense_inflection.py": ["--steps", "5", "--n-eval", "40", "--run-dir", "{tmp}/run"],
+    "hierarchical_filtering_vs_bp.py": ["--steps", "5", "--n-eval", "40", "--run-dir", "{tmp}/run"],
     "sparse_probing.py": ["--steps", "5", "--n-examples", "60", "--ks", "1,2"],
     "sae_quickstart.py": ["--quick", "--out", "{tmp}/out"],
     "mdl_digits.py": ["--quick", "--out", "{tmp}/out"],
@@ -38,4 +38,4 @@ def test_example_runs(script, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip(), "the example printed nothing"
+    assert (proc.stdout + proc.stderr).strip(), "the example printed nothing"
