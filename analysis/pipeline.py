@@ -5,7 +5,7 @@ Every stage writes into the run directory ``<out_dir>/<name>/`` and skips work w
 already exist and are valid, so an interrupted pipeline resumes where it stopped:
 
 - training resumes from the newest valid checkpoint (bitwise like an uninterrupted run);
-- activation capture resumes per shard (``activations/step_XXXXXXX/``);
+- activation capture resumes per shard (``activations/step_NNNNNNN/``);
 - SAEs that are already saved (``saes/<name>/``) are not retrained; ``saes/table.jsonl`` is
   recomputed from the saved SAEs;
 - the probe sweep is skipped when ``probes/results.jsonl`` exists;

@@ -10,7 +10,7 @@ Sections, each omitted when the stage that produces its inputs did not run:
 - span-score heatmaps of example sentences with the greedy tree projection and the gold tree,
   computed from the newest checkpoint (Murty et al., ICLR 2023);
 - SAEs (``saes/``): table of metrics, description length against width, feature cards built
-  from the run's activation stores (``activations/step_XXXXXXX/``);
+  from the run's activation stores (``activations/step_NNNNNNN/``);
 - sparse probes (``probes/results.jsonl``): F1 against k per hook (Gurnee et al., 2023);
 - model accuracy against exact belief propagation for tasks that have it
   (hierarchical filtering, Garnier-Brun et al., ICML 2025).

@@ -132,7 +132,7 @@ def sae_section(ctx: ReportContext) -> str | None:
     elif loaded and all(found is None for _, found in loaded.values()):
         parts.append(
             '<p class="note">No activation store of the run holds the SAEs\' hooks '
-            "(activations/step_XXXXXXX/), so there are no feature cards.</p>"
+            "(activations/step_NNNNNNN/), so there are no feature cards.</p>"
         )
     return "".join(parts)
 

@@ -1,6 +1,6 @@
 """Atomic, checksummed training checkpoints.
 
-A checkpoint is a folder ``checkpoints/step_XXXXXXX/`` holding
+A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` holding
 
 - ``model.safetensors``: the model's ``state_dict`` (TransformerLens parameter names);
 - ``state.safetensors``: optimizer tensors and RNG states;
@@ -40,7 +40,7 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/checkpoints/step_XXXXXXX``."""
+    """``run_dir/checkpoints/step_NNNNNNN``."""
     return Path(run_dir) / CHECKPOINTS / f"step_{step:07d}"
 
 

@@ -1,6 +1,6 @@
 """Capture activations of a run's checkpoints into its run directory.
 
-Each checkpoint gets its own store, ``run_dir/activations/step_XXXXXXX/`` (shards per hook and
+Each checkpoint gets its own store, ``run_dir/activations/step_NNNNNNN/`` (shards per hook and
 ``manifest.json``), identified by the run and the checksum of the checkpoint's weights, so
 re-running resumes unfinished captures and refuses to mix in a different model.
 """
@@ -24,7 +24,7 @@ ACTIVATIONS = "activations"
 
 
 def activations_dir(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/activations/step_XXXXXXX``."""
+    """``run_dir/activations/step_NNNNNNN``."""
     return Path(run_dir) / ACTIVATIONS / f"step_{step:07d}"
 
 

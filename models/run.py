@@ -4,7 +4,7 @@
 runs/<name>/
   config.json      # {"task": {"name", "params"}, "model": ModelConfig, "train": TrainConfig}
   metrics.jsonl    # one JSON object per log/eval: step, split, metric values
-  checkpoints/step_XXXXXXX/
+  checkpoints/step_NNNNNNN/
 ```
 """
 
