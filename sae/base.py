@@ -16,6 +16,7 @@ one stack; they arrive as ``(S,)`` tensors.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import os
@@ -206,7 +207,7 @@ def sparse_decode(
     return p["b_dec"].unsqueeze(1) + torch.einsum("sbk,sbkd->sbd", values.to(rows.dtype), rows)
 
 
-class SAE(nn.Module):
+class SAE(nn.Module, abc.ABC):
     """Base class of the SAE architectures.
 
     Subclasses set ``architecture`` (the SAELens architecture name written to ``cfg.json``),
@@ -297,6 +298,7 @@ class SAE(nn.Module):
 
     # ----- the stacked computation ----------------------------------------------------------
     @classmethod
+    @abc.abstractmethod
     def stacked_forward(
         cls,
         cfg: SAEConfig,
@@ -307,14 +309,13 @@ class SAE(nn.Module):
     ) -> StackedOutput:
         """Run ``S`` stacked SAEs on ``x`` ``(B, d_in)``: tensors in ``p`` have a leading
         ``S`` axis, ``hp`` holds ``(S,)`` continuous hyperparameters."""
-        raise NotImplementedError
 
     @classmethod
+    @abc.abstractmethod
     def _stacked_encode(
         cls, cfg: SAEConfig, p: dict[str, torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor:
         """Inference codes ``(S, B, d_sae)`` of stacked SAEs on ``x`` ``(B, d_in)``."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def post_step(self) -> None:

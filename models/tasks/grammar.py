@@ -25,6 +25,7 @@ subject of a relative clause is the noun it modifies.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import zlib
@@ -34,7 +35,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
+from .base import BOS, EOS, IGNORE_INDEX, PAD, SPLITS, Batch, Example, Task, gold_depths
+
+_MAX_ROUNDS = 100_000
 
 __all__ = [
     "AUX_ANY",
@@ -512,6 +515,33 @@ class TransductionTask(Task):
         return table
 
     # ----------------------------------------------------------------- examples
+    #: salt of the per-split sampling RNG (differs between tasks)
+    _seed_salt: ClassVar[int] = 0
+
+    @abc.abstractmethod
+    def _draw(self, rng: np.random.Generator, split: str) -> tuple[Tree, str]:
+        """One candidate sentence tree and its marker for ``split``."""
+
+    @abc.abstractmethod
+    def example(self, tree: Tree, marker: str) -> Example:
+        """The :class:`Example` of a sentence tree under ``marker``."""
+
+    def _sample(self, n: int, split: str, seed: int) -> list[Example]:
+        """Draw candidates until ``n`` belong to ``split`` (``train``/``test_id`` are told apart
+        by the sentence hash; ``test_ood`` candidates come from ``_draw`` directly)."""
+        rng = np.random.default_rng([seed, SPLITS.index(split), self._seed_salt])
+        out: list[Example] = []
+        for _ in range(_MAX_ROUNDS):
+            tree, marker = self._draw(rng, split)
+            if split != "test_ood" and self.is_test_id_sentence(tree.words()) != (
+                split == "test_id"
+            ):
+                continue
+            out.append(self.example(tree, marker))
+            if len(out) == n:
+                return out
+        raise RuntimeError(f"{type(self).__name__}: could not draw {n} {split} examples")
+
     def is_test_id_sentence(self, words: Sequence[str]) -> bool:
         """Whether a sentence is reserved for ``test_id`` (a seeded hash of its words)."""
         key = f"{self.name}-{self.split_seed}|{' '.join(words)}".encode()

@@ -51,7 +51,6 @@ from .grammar import (
 from .registry import register_task
 
 ALL_AUX = AUX_ANY + AUX_SG + AUX_PL
-_MAX_ROUNDS = 100_000
 
 
 def main_aux_index(tree: Tree) -> int:
@@ -87,6 +86,7 @@ class QuestionFormationTask(TransductionTask):
             see :class:`~.grammar.TransductionTask`.
     """
 
+    _seed_salt: ClassVar[int] = 0x0F5
     name: ClassVar[str] = "question_formation"
     description: ClassVar[str] = (
         "front the main auxiliary (McCoy et al.); OOD = subjects with a relative clause, where "
@@ -165,20 +165,6 @@ class QuestionFormationTask(TransductionTask):
                 else "none"
             )
         return gen.sentence(rng, kind), "quest" if quest else "decl"
-
-    def _sample(self, n: int, split: str, seed: int) -> list[Example]:
-        rng = np.random.default_rng([seed, ("train", "test_id", "test_ood").index(split), 0x0F5])
-        out: list[Example] = []
-        for _ in range(_MAX_ROUNDS):
-            tree, marker = self._draw(rng, split)
-            if split != "test_ood" and self.is_test_id_sentence(tree.words()) != (
-                split == "test_id"
-            ):
-                continue
-            out.append(self.example(tree, marker))
-            if len(out) == n:
-                return out
-        raise RuntimeError(f"QuestionFormationTask: could not draw {n} {split} examples")
 
     def example(self, tree: Tree, marker: str) -> Example:
         """The :class:`Example` of a sentence tree under ``marker`` ("decl" or "quest")."""

@@ -43,7 +43,6 @@ from .base import IGNORE_INDEX, Batch, Example, iter_batches
 from .grammar import NOUNS, RELS, TransductionTask, Tree, first_unless_after
 from .registry import register_task
 
-_MAX_ROUNDS = 100_000
 _PLURAL_NOUNS = frozenset(pl for _, pl in NOUNS)
 
 
@@ -70,6 +69,7 @@ class TenseInflectionTask(TransductionTask):
             see :class:`~.grammar.TransductionTask`.
     """
 
+    _seed_salt: ClassVar[int] = 0x7E5
     name: ClassVar[str] = "tense_inflection"
     description: ClassVar[str] = (
         "re-inflect past-tense sentences to the present (McCoy et al.); OOD = an attractor noun "
@@ -122,20 +122,6 @@ class TenseInflectionTask(TransductionTask):
             subj, attractors = subject_and_attractors(tree)
             if not present or all(a == subj for a in attractors):
                 return tree, "PRESENT" if present else "PAST"
-
-    def _sample(self, n: int, split: str, seed: int) -> list[Example]:
-        rng = np.random.default_rng([seed, ("train", "test_id", "test_ood").index(split), 0x7E5])
-        out: list[Example] = []
-        for _ in range(_MAX_ROUNDS):
-            tree, marker = self._draw(rng, split)
-            if split != "test_ood" and self.is_test_id_sentence(tree.words()) != (
-                split == "test_id"
-            ):
-                continue
-            out.append(self.example(tree, marker))
-            if len(out) == n:
-                return out
-        raise RuntimeError(f"TenseInflectionTask: could not draw {n} {split} examples")
 
     def example(self, tree: Tree, marker: str) -> Example:
         """The :class:`Example` of a past-tense sentence tree under ``marker``."""
