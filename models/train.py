@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Fields that may differ between an interrupted run and its resumption.
 _RUNTIME_FIELDS = ("device", "compile", "log_every")
+LOSS_ON = ("targets", "sequence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,11 @@ class TrainConfig(Config):
         device: "cpu", "cuda", ... (None: CUDA when available).
         amp: bf16 autocast on CUDA (ignored on CPU).
         compile: wrap the model in ``torch.compile``.
+        loss_on: ``"targets"`` trains only the positions the task gives a target (for the
+            transduction tasks, the output after the marker); ``"sequence"`` trains a language
+            model on every position (the next token of the whole padded-free sequence), as
+            Murty et al. (2023) train question formation and tense inflection. Needs a
+            next-token task. Evaluation always uses the task's own targets.
     """
 
     steps: int = 2000
@@ -88,6 +94,7 @@ class TrainConfig(Config):
     device: str | None = None
     amp: bool = True
     compile: bool = False
+    loss_on: str = "targets"
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "eval_n", "train_pool")
@@ -123,6 +130,8 @@ class TrainConfig(Config):
             raise ValueError(
                 f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}"
             )
+        if self.loss_on not in LOSS_ON:
+            raise ValueError(f"TrainConfig.loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
         bad = [s for s in self.eval_splits if s not in SPLITS]
         if bad:
             raise ValueError(
@@ -150,6 +159,16 @@ class TrainResult:
     eval: dict[str, dict[str, float]]
 
 
+def next_token_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Language-model targets for padded ``(N, T)`` tokens: position ``t`` predicts token
+    ``t + 1``; the last real position and the padding get :data:`IGNORE_INDEX`."""
+    targets = torch.full_like(tokens, IGNORE_INDEX)
+    targets[:, :-1] = tokens[:, 1:]
+    pos = torch.arange(tokens.shape[1])
+    targets[pos[None, :] >= (lengths[:, None] - 1)] = IGNORE_INDEX
+    return targets
+
+
 class BatchSampler:
     """Draws training batches from a padded pool of examples; the rows of step ``s`` are a
     pure function of ``(seed, s)`` and each batch is cut to its longest sequence."""
@@ -157,9 +176,12 @@ class BatchSampler:
     def __init__(self, task: Task, config: TrainConfig, device: torch.device):
         examples = task.sample(config.train_pool, "train", config.seed)
         pool = pad_examples(examples, task.pad_id)
+        targets = pool.targets
+        if config.loss_on == "sequence":
+            targets = next_token_targets(pool.tokens, pool.lengths)
         pin = device.type == "cuda"
         self.tokens = pool.tokens.pin_memory() if pin else pool.tokens
-        self.targets = pool.targets.pin_memory() if pin else pool.targets
+        self.targets = targets.pin_memory() if pin else targets
         self.lengths = pool.lengths.numpy()
         self.seed = config.seed
         self.batch_size = config.batch_size
@@ -289,6 +311,11 @@ def train(
         raise ValueError(
             f"task {task.name!r} trains next-token prediction, which a bidirectional model solves "
             "by looking ahead; use a causal model (attention_dir='causal')"
+        )
+    if config.loss_on == "sequence" and task.objective != "next_token":
+        raise ValueError(
+            f"TrainConfig.loss_on='sequence' trains a language model on the whole sequence; "
+            f"task {task.name!r} has objective {task.objective!r}, not 'next_token'"
         )
     model_config = model_config or getattr(model, "hierlens_config", None)
     if model_config is not None:

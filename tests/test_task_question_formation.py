@@ -318,3 +318,87 @@ def test_bad_n_and_split(task):
         task.sample(0)
     with pytest.raises(ValueError, match="split"):
         task.sample(3, "dev")
+
+
+# ----------------------------------------------------------------------------- object relatives
+# ``RC -> Rel NPb Aux Vt``: the relative clause's object is the gap
+RULES_OBJECT_RC = {**RULES, "RC": [["Rel", "Pred"], ["Rel", "NPb", "Aux", "Vt"]]}
+
+
+def _recognises_with(rules, words):
+    global RULES
+    saved, RULES = RULES, rules
+    try:
+        return recognises(words)
+    finally:
+        RULES = saved
+
+
+@pytest.fixture(scope="module")
+def object_rc_task():
+    return get_task("question_formation", p_object_rc=0.5)
+
+
+def test_object_relatives_are_grammatical_and_move_the_main_aux(object_rc_task):
+    task = object_rc_task
+    exs = task.sample(400, "test_ood", 3) + task.sample(400, "train", 3)
+    n_object = 0
+    for e in exs:
+        words = e.labels["sentence"].split()
+        assert _recognises_with(RULES_OBJECT_RC, words), words
+        tree = parse_brackets(e.labels["tree"])
+        assert leaves(tree) == words
+        rc = [k for k in tree[1][0][1] if not isinstance(k, str) and k[0] == "RC"]
+        is_object = bool(rc) and len(rc[0][1]) == 3
+        assert e.labels["object_rc"] == is_object
+        if is_object:
+            n_object += 1
+            inner_subject, pred = rc[0][1][1], rc[0][1][2]
+            aux = pred[1][0][1][0]
+            if aux in ("does", "doesn't"):
+                assert not head_is_plural(inner_subject)
+            if aux in ("do", "don't"):
+                assert head_is_plural(inner_subject)
+            assert len(pred[1][1][1]) == 1  # the gap: a transitive verb without object
+            assert pred[1][1][1][0][1][0] in POS["Vt"]
+    assert n_object > 100
+    ood = [e for e in exs if e.labels["transformation"] == "quest" and e.labels["object_rc"]]
+    assert ood and all(not e.labels["rules_agree"] for e in ood)
+
+
+def test_object_relatives_remove_the_surface_cue(object_rc_task):
+    """With object RCs, "the first auxiliary not right after who/that" is no longer the
+    main auxiliary, while ``main_aux_positions`` still finds it."""
+    from hierlens.models.tasks.grammar import RELS, first_unless_after
+
+    task = object_rc_task
+    exs = task.sample(300, "test_ood", 5)
+    batch = pad_examples(exs, task.pad_id)
+    pos = task.main_aux_positions(batch.tokens)
+    assert all(e.token_labels["is_main_aux"][p] == 1 for p, e in zip(pos.tolist(), exs))
+    cue = first_unless_after(
+        torch.isin(batch.tokens, task.aux_ids),
+        torch.isin(batch.tokens, task.ids_of(list(RELS))),
+    )
+    for p, e in zip(cue.tolist(), exs):
+        assert (e.token_labels["is_main_aux"][p] == 1) != e.labels["object_rc"]
+
+
+def test_default_fragment_has_no_object_relatives():
+    exs = get_task("question_formation").sample(300, "test_ood", 9)
+    assert not any(e.labels["object_rc"] for e in exs)
+    assert all(e.labels["subject_modifier"] == "rc" for e in exs)
+
+
+def test_object_rc_validated():
+    with pytest.raises(ValueError, match="p_object_rc"):
+        get_task("question_formation", p_object_rc=1.5)
+
+
+def test_sampling_more_than_the_base_round_budget(monkeypatch):
+    """The number of draws allowed grows with ``n`` (``test_id`` keeps ~10% of draws)."""
+    from hierlens.models.tasks import grammar
+
+    monkeypatch.setattr(grammar, "_MAX_ROUNDS", 10)
+    exs = get_task("question_formation").sample(30, "test_id", 0)
+    assert len(exs) == 30

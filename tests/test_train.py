@@ -176,3 +176,71 @@ def test_lr_schedule_closed_forms():
     assert scheduled_steps(100, every=40) == [40, 80, 100]
     steps = scheduled_steps(1000, log_count=4, include_zero=True)
     assert steps == [0, 1, 10, 100, 1000]
+
+
+# ----------------------------------------------------------------------------- loss_on="sequence"
+def test_next_token_targets_against_a_loop():
+    from hierlens.models.tasks import IGNORE_INDEX
+    from hierlens.models.train import next_token_targets
+
+    tokens = torch.tensor([[5, 6, 7, 8, 0, 0], [1, 2, 3, 4, 5, 6], [9, 9, 0, 0, 0, 0]])
+    lengths = torch.tensor([4, 6, 2])
+    got = next_token_targets(tokens, lengths)
+    for b in range(3):
+        for t in range(6):
+            want = int(tokens[b, t + 1]) if t + 1 < int(lengths[b]) else IGNORE_INDEX
+            assert int(got[b, t]) == want
+
+
+def test_sequence_loss_is_the_language_model_loss(tmp_path):
+    """The logged loss of the first step is the cross-entropy of the untrained model over
+    every next token of the step's batch (and differs from the output-only loss)."""
+    import torch.nn.functional as F
+
+    from hierlens.models.tasks import IGNORE_INDEX
+    from hierlens.models.train import BatchSampler
+
+    task = get_task("question_formation")
+    model_cfg = ModelConfig.for_task(task, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=3)
+    losses = {}
+    for loss_on in ("targets", "sequence"):
+        cfg = TrainConfig(
+            steps=1,
+            batch_size=6,
+            log_every=1,
+            eval_every=0,
+            checkpoint_every=0,
+            train_pool=50,
+            device="cpu",
+            loss_on=loss_on,
+        )
+        reference = build_transformer(model_cfg, device="cpu")
+        tokens, targets, mask, _ = BatchSampler(task, cfg, torch.device("cpu"))(0)
+        with torch.no_grad():
+            logits = reference(tokens, attention_mask=mask.long())
+        if loss_on == "sequence":
+            want_targets = torch.full_like(tokens, IGNORE_INDEX)
+            for b in range(tokens.shape[0]):
+                n = int(mask[b].sum())
+                want_targets[b, : n - 1] = tokens[b, 1:n]
+            assert torch.equal(targets, want_targets)
+        want = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+        model = build_transformer(model_cfg, device="cpu")
+        train(model, task, cfg, tmp_path / loss_on, progress=False)
+        rec = json.loads((tmp_path / loss_on / "metrics.jsonl").read_text().splitlines()[0])
+        assert rec["loss"] == pytest.approx(float(want), rel=1e-4)
+        losses[loss_on] = rec["loss"]
+    assert losses["sequence"] != pytest.approx(losses["targets"], rel=1e-3)
+
+
+def test_sequence_loss_needs_a_next_token_task(tmp_path):
+    with pytest.raises(ValueError, match="loss_on"):
+        TrainConfig(loss_on="all")
+    task = get_task("hierarchical_filtering", q=2, depth=2, subtask="root")
+    model = build_transformer(ModelConfig.for_task(task, d_model=16, n_layers=1, n_heads=2))
+    cfg = TrainConfig(steps=1, device="cpu", loss_on="sequence", eval_every=0, train_pool=20)
+    with pytest.raises(ValueError, match="next_token"):
+        train(model, task, cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

@@ -187,8 +187,9 @@ def first_unless_after(is_target: torch.Tensor, is_blocker: torch.Tensor) -> tor
     """Index (per row) of the first position where ``is_target`` holds and the previous
     position is not ``is_blocker``; -1 where there is none. Both are ``(B, T)`` bool tensors.
 
-    In this fragment the verb or auxiliary of a relative clause always follows the relative
-    pronoun, so the main-clause auxiliary/verb is the first one not preceded by *who/that*.
+    In the fragment's subject relative clauses the verb or auxiliary follows the relative
+    pronoun, so the main-clause auxiliary/verb is the first one not preceded by *who/that*
+    (object relative clauses, an option of question formation, break this cue).
     """
     ok = is_target.clone()
     ok[:, 1:] &= ~is_blocker[:, :-1]
@@ -233,12 +234,21 @@ class SentenceGenerator:
             produced by :meth:`inflect`).
         p_transitive: probability that a verb (main or relative clause) is transitive.
         p_object_modifier: probability that a main-clause object gets a PP or RC (half each).
+        p_object_rc: probability that a relative clause is object-extracted,
+            ``RC -> Rel NP Aux V_tr`` (*the newt who the yak can amuse*): its auxiliary then
+            agrees with its own subject and does not follow the relative pronoun. Mode "aux"
+            only; 0 draws no random number for it, so the other sentences are unchanged.
     """
 
     lexicon: Lexicon
     mode: str = "aux"
     p_transitive: float = 0.5
     p_object_modifier: float = 0.3
+    p_object_rc: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.p_object_rc and self.mode != "aux":
+            raise ValueError("SentenceGenerator: object relative clauses need mode 'aux'")
 
     @functools.cached_property
     def _numbers(self) -> tuple[bool, ...]:
@@ -321,9 +331,32 @@ class SentenceGenerator:
             return Tree("NP", (head, pp))
         if kind == "rc":
             rel = _pt("Rel", _pick(rng, RELS))
+            if self.p_object_rc and rng.random() < self.p_object_rc:
+                # a given auxiliary was chosen to agree with the head: the inner subject
+                # then takes the head's number
+                inner = plural if inner_plural is None and rc_aux is not None else inner_plural
+                return Tree("NP", (head, self.object_rc(rng, rel, rc_aux, inner)))
             pred = self.pred(rng, plural, False, rc_aux, object_plural=inner_plural)
             return Tree("NP", (head, Tree("RC", (rel, pred))))
         raise ValueError(f"unknown modifier kind {kind!r}")
+
+    def object_rc(
+        self,
+        rng: np.random.Generator,
+        rel: Tree,
+        aux: str | None = None,
+        plural: bool | None = None,
+    ) -> Tree:
+        """``RC -> Rel NP Pred`` with a gap for the object: ``Pred -> Aux VP``,
+        ``VP -> V_tr``; the auxiliary agrees with the clause's bare subject (number
+        ``plural``, drawn when None)."""
+        pl = self._plural(rng) if plural is None else plural
+        subject = self.np_bare(rng, pl)
+        verb = _pick(rng, self.lexicon.verbs_tr)[0]
+        if aux is None:
+            aux = _pick(rng, self.lexicon.aux_for(pl))
+        pred = Tree("Pred", (_pt("Aux", aux), Tree("VP", (_pt("V", verb),))))
+        return Tree("RC", (rel, subject, pred))
 
     def sentence(
         self,
@@ -464,7 +497,13 @@ class TransductionTask(Task):
 
     @functools.cached_property
     def generator(self) -> SentenceGenerator:
-        return SentenceGenerator(self.lexicon, self.mode, self.p_transitive, self.p_object_modifier)
+        return SentenceGenerator(
+            self.lexicon,
+            self.mode,
+            self.p_transitive,
+            self.p_object_modifier,
+            getattr(self, "p_object_rc", 0.0),
+        )
 
     @functools.cached_property
     def words_by_pos(self) -> dict[str, tuple[str, ...]]:
@@ -531,7 +570,7 @@ class TransductionTask(Task):
         by the sentence hash; ``test_ood`` candidates come from ``_draw`` directly)."""
         rng = np.random.default_rng([seed, SPLITS.index(split), self._seed_salt])
         out: list[Example] = []
-        for _ in range(_MAX_ROUNDS):
+        for _ in range(_MAX_ROUNDS + 100 * n):
             tree, marker = self._draw(rng, split)
             if split != "test_ood" and self.is_test_id_sentence(tree.words()) != (
                 split == "test_id"

@@ -46,7 +46,6 @@ from .grammar import (
     Lexicon,
     TransductionTask,
     Tree,
-    first_unless_after,
 )
 from .registry import register_task
 
@@ -82,6 +81,11 @@ class QuestionFormationTask(TransductionTask):
         p_subject_rc, p_subject_pp: probabilities that a subject carries a relative clause or a
             prepositional phrase (``train``/``test_id``; both in [0, 1], sum <= 1).
         quest_fraction: fraction of ``quest`` examples in ``train``/``test_id`` (in [0, 1]).
+        p_object_rc: fraction of relative clauses that are object-extracted (*the newt who
+            the yak can amuse*), whose auxiliary does not follow *who/that*; without them the
+            main auxiliary is also "the first one not right after a relative pronoun", a
+            surface cue that solves ``test_ood`` without hierarchy. In [0, 1]; 0 keeps the
+            subject-relative fragment.
         n_nouns, n_verbs, p_transitive, p_object_modifier, test_id_fraction, split_seed:
             see :class:`~.grammar.TransductionTask`.
     """
@@ -100,6 +104,7 @@ class QuestionFormationTask(TransductionTask):
     p_subject_rc: float = 0.3
     p_subject_pp: float = 0.2
     quest_fraction: float = 0.5
+    p_object_rc: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.auxiliaries, list):
@@ -123,7 +128,7 @@ class QuestionFormationTask(TransductionTask):
             "auxiliaries must include at least two that agree with the same subject number "
             f"(e.g. two of can, can't, will, won't), got {self.auxiliaries!r}",
         )
-        for field in ("p_subject_rc", "p_subject_pp", "quest_fraction"):
+        for field in ("p_subject_rc", "p_subject_pp", "quest_fraction", "p_object_rc"):
             v = getattr(self, field)
             need(0.0 <= v <= 1.0, f"{field} must be in [0, 1], got {v!r}")
         need(
@@ -186,6 +191,7 @@ class QuestionFormationTask(TransductionTask):
                 "first_aux": words[first],
                 "rules_agree": main == first,
                 "subject_modifier": kind,
+                "object_rc": kind == "rc" and len(subj.children[1].children) == 3,  # type: ignore[union-attr]
             },
             token_labels={
                 "is_aux": is_aux,
@@ -226,7 +232,17 @@ class QuestionFormationTask(TransductionTask):
 
     def main_aux_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B,)`` token position of the main auxiliary in the input part of ``tokens``,
-        recomputed from the words: the first auxiliary not right after *who*/*that*."""
-        is_aux = torch.isin(tokens, self.aux_ids.to(tokens.device))
-        is_rel = torch.isin(tokens, self.ids_of(list(RELS)).to(tokens.device))
-        return first_unless_after(is_aux, is_rel)
+        recomputed from the words: a subject's relative clause holds the sentence's first
+        auxiliary, so the main one is the second auxiliary when *who*/*that* comes before the
+        first, and the first otherwise (-1 where there is none)."""
+        dev = tokens.device
+        is_aux = torch.isin(tokens, self.aux_ids.to(dev))
+        is_rel = torch.isin(tokens, self.ids_of(list(RELS)).to(dev))
+        T = tokens.shape[1]
+        pos = torch.arange(T, device=dev).expand_as(tokens)
+        rank = is_aux.cumsum(1)  # 1 from the first auxiliary on, 2 from the second, ...
+        first = torch.where(is_aux & (rank == 1), pos, T).min(1).values
+        second = torch.where(is_aux & (rank == 2), pos, T).min(1).values
+        rel_first = torch.where(is_rel, pos, T).min(1).values < first
+        out = torch.where(rel_first, second, first)
+        return torch.where(out >= T, -1, out)
