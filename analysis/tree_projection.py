@@ -47,6 +47,7 @@ __all__ = ["span_scores", "tree_projection"]
 WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
+_LENGTH_BUCKETS = 4  # isolated rows are run in this many groups of similar length
 
 
 @dataclass(frozen=True)
@@ -480,19 +481,30 @@ def _isolated_run(
     dropped instead of masked: each row is packed to its kept tokens (original order and
     position ids), the rows are right-padded to a common length (pad keys masked in a
     bidirectional model; in a causal one they come after every real token), and the outputs
-    are put back at their original positions, with zeros at the dropped ones.
+    are put back at their original positions, with zeros at the dropped ones. The rows are
+    run in :data:`_LENGTH_BUCKETS` groups of similar length to keep the padding small.
     """
     rows, seq, d = hidden.shape
     lengths = keep.sum(1)
-    width = int(lengths.max())
-    # Kept positions first, in order (a stable sort of "dropped" flags), then the rest.
-    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-    valid = torch.arange(width, device=keep.device)[None, :] < lengths[:, None]
-    packed = hidden.gather(1, order[..., None].expand(-1, -1, d))
-    pad_keys = None if causal or bool(valid.all()) else ~valid
-    out = runner.blocks(packed, first, last, pad_keys, positions=order)
-    out = out * valid[..., None].to(out.dtype)
-    return hidden.new_zeros(rows, seq, d).scatter_(1, order[..., None].expand(-1, -1, d), out)
+    result = hidden.new_zeros(rows, seq, d)
+    # Rows of similar length run together, so that little of each run is padding.
+    by_length = torch.argsort(lengths)
+    for part in by_length.tensor_split(min(_LENGTH_BUCKETS, rows)):
+        if part.numel() == 0:
+            continue
+        part_keep, part_len = keep[part], lengths[part]
+        width = int(part_len.max())
+        # Kept positions first, in order (a stable sort of "dropped" flags), then the rest.
+        order = torch.sort((~part_keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+        valid = torch.arange(width, device=keep.device)[None, :] < part_len[:, None]
+        packed = hidden[part].gather(1, order[..., None].expand(-1, -1, d))
+        pad_keys = None if causal or bool(valid.all()) else ~valid
+        out = runner.blocks(packed, first, last, pad_keys, positions=order)
+        out = out * valid[..., None].to(out.dtype)
+        result[part] = hidden.new_zeros(len(part), seq, d).scatter_(
+            1, order[..., None].expand(-1, -1, d), out
+        )
+    return result
 
 
 def _pooled_sim(
