@@ -6,6 +6,8 @@ hierlens eval RUN_DIR               evaluate a run's checkpoint on its task's sp
 hierlens capture / fit-sae / probe  activations, SAE grids (MDL), sparse probes of a run
 hierlens tree-score / track / sweep tree projections, grokking curves, depth sweeps
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
+hierlens report RUN_DIR             the self-contained HTML report of a run
+hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from .cli_capture import add_capture_command
+    from .cli_figures import add_figures_command
     from .cli_probe import add_probe_command
     from .cli_sae import add_sae_command
     from .cli_tree import add_tree_commands
@@ -288,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_command(sub)
     add_sae_command(sub)
     add_tree_commands(sub)
+    add_figures_command(sub)
     return parser
 
 

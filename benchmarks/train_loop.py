@@ -36,9 +36,18 @@ class _TokenDataset(Dataset):
 def run_hierlens(model_cfg, task, steps, batch_size, pool, device) -> float:
     model = build_transformer(model_cfg, device=device)
     cfg = TrainConfig(
-        steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=0, schedule="constant",
-        weight_decay=0.0, grad_clip=None, log_every=50, eval_every=0, checkpoint_every=0,
-        train_pool=pool, device=str(device),
+        steps=steps,
+        batch_size=batch_size,
+        lr=1e-3,
+        warmup_steps=0,
+        schedule="constant",
+        weight_decay=0.0,
+        grad_clip=None,
+        log_every=50,
+        eval_every=0,
+        checkpoint_every=0,
+        train_pool=pool,
+        device=str(device),
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -54,8 +63,16 @@ def run_transformer_lens(model_cfg, task, steps, batch_size, pool, device) -> fl
     t0 = time.perf_counter()  # sampling the pool is part of both timings
     tokens = pad_examples(task.sample(pool, "train", 0), task.pad_id).tokens
     data = _TokenDataset(tokens[torch.randint(0, pool, (steps * batch_size,))])
-    cfg = TLConfig(num_epochs=1, batch_size=batch_size, lr=1e-3, optimizer_name="AdamW",
-                   weight_decay=0.0, device=device, print_every=50, max_steps=steps - 1)
+    cfg = TLConfig(
+        num_epochs=1,
+        batch_size=batch_size,
+        lr=1e-3,
+        optimizer_name="AdamW",
+        weight_decay=0.0,
+        device=device,
+        print_every=50,
+        max_steps=steps - 1,
+    )
     import contextlib
     import io
 

@@ -17,6 +17,7 @@ CASES = {
     "sparse_probing.py": ["--steps", "5", "--n-examples", "60", "--ks", "1,2"],
     "sae_quickstart.py": ["--quick", "--out", "{tmp}/out"],
     "mdl_digits.py": ["--quick", "--out", "{tmp}/out"],
+    "structural_grokking.py": ["--steps", "30", "--quick", "--run-dir", "{tmp}/run"],
 }
 
 
