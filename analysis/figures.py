@@ -7,14 +7,15 @@ one CPU core (measured 4-35 s of compute per figure on an idle core, up to 71 s 
 one; all seven in 4 minutes); the tests run each at an even smaller size.
 
 - ``grokking-curves`` (Murty et al. 2023): in-domain vs OOD first-word accuracy over training
-  on question formation, :data:`GROKKING_FULL` (a 4-layer causal transformer, d_model 128,
-  50k steps at batch 64, sequence loss, constant learning rate; every checkpoint tracked).
-  Estimated ~3 h on a 2-core CPU from a measured 0.22 s per step.
+  on question formation, :data:`GROKKING_FULL` (a 4-layer causal transformer, d_model 64,
+  30k steps at batch 64, sequence loss, constant learning rate 1e-3; every checkpoint
+  tracked). Measured 76 min of training on one thread of a shared 2-core CPU, plus 37 s to
+  track its 24 checkpoints (``examples/structural_grokking.py``).
 - ``tree-score-over-training``: tree score and parse F1 of the tree projections beside OOD
   accuracy, from the same run (drawn into the same folder, the run is reused).
 - ``depth-inverted-u``: final and best OOD accuracy and tree score vs number of layers,
-  :data:`DEPTH_FULL` (depths 2, 4, 6, 8 x 3 seeds, 30k steps each). Estimated ~25 h on a
-  2-core CPU (measured 0.22 s per step at 4 layers, 0.35 s at 8).
+  :data:`DEPTH_FULL` (depths 2, 4, 6, 8 x 3 seeds, 30k steps each). Estimated 15-20 h on one
+  CPU core, from the measured 4-layer run above (deeper models take longer per step).
 - ``mpsae-hierarchy`` (Costa et al. 2025): MP-SAE vs TopK/ReLU concept recovery per tree
   level, :data:`CONCEPTS_FULL` (8 parents x 4 children, d=64). Measured 48 s on 2 CPU cores.
 - ``mdl-digits`` (Ayonrinde et al. 2024): description length vs width and atoms,
@@ -154,8 +155,8 @@ FIGURES: dict[str, FigureSpec] = {
             fp.plot_grokking_curves,
             {"setting": GROKKING_QUICK},
             {"setting": GROKKING_FULL},
-            "estimated ~3 h on a 2-core CPU (measured 0.22 s/step x 50k steps, plus 39 "
-            "checkpoints tracked at ~5 s each); the run is shared with tree-score-over-training",
+            "measured 76 min of training on one thread of a shared 2-core CPU plus 37 s of "
+            "tracking (24 checkpoints); the run is shared with tree-score-over-training",
             _GROK_OPTIONS,
         ),
         FigureSpec(
@@ -175,8 +176,8 @@ FIGURES: dict[str, FigureSpec] = {
             fp.plot_depth_inverted_u,
             {"setting": DEPTH_QUICK},
             {"setting": DEPTH_FULL},
-            "estimated ~25 h on a 2-core CPU (12 runs of 30k steps; measured 0.22 s/step at "
-            "4 layers, 0.35 s/step at 8)",
+            "estimated 15-20 h on one CPU core (12 runs of 30k steps, from the measured "
+            "76 min of the 4-layer grokking run)",
             ("steps",),
         ),
         FigureSpec(
