@@ -283,3 +283,22 @@ def test_cli_reproduce_run_and_errors(tmp_path, capsys):
     assert main(["reproduce", "nope", "--out", str(out)]) == 2
     assert main(["reproduce", "mdl-digits", "--run-dir", str(out), "--out", str(out)]) == 2
     assert main(["reproduce", "--out", str(out)]) == 2
+
+
+def test_unmodified_quick_setting_runs(tmp_path, monkeypatch):
+    """One figure at exactly its ``--quick`` setting (no size overrides), through the CLI."""
+    seen = _capture(monkeypatch, "mpsae-hierarchy")
+    out = tmp_path / "figs"
+    assert main(["reproduce", "mpsae-hierarchy", "--quick", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mpsae-hierarchy.json",
+        "mpsae-hierarchy.pdf",
+        "mpsae-hierarchy.png",
+    ]
+    _assert_png(out / "mpsae-hierarchy.png")
+    record = json.loads((out / "mpsae-hierarchy.json").read_text())
+    assert record["quick"] is True
+    assert record["settings"] == json.loads(json.dumps(FIGURES["mpsae-hierarchy"].quick))
+    assert len(seen) == 1
+    assert json.dumps(record["data"], sort_keys=True) == json.dumps(seen[0], sort_keys=True)
+    assert set(record["data"]["methods"]) == {"MP-SAE", "TopK", "ReLU"}
