@@ -47,7 +47,8 @@ __all__ = ["span_scores", "tree_projection"]
 WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
-_LENGTH_BUCKETS = 4  # isolated rows are run in this many groups of similar length
+_LENGTH_BUCKETS = 4  # isolated rows are run in up to this many groups of similar length,
+_MIN_BUCKET_ROWS = 64  # each of at least this many rows (small batches are not split)
 
 
 @dataclass(frozen=True)
@@ -482,14 +483,15 @@ def _isolated_run(
     position ids), the rows are right-padded to a common length (pad keys masked in a
     bidirectional model; in a causal one they come after every real token), and the outputs
     are put back at their original positions, with zeros at the dropped ones. The rows are
-    run in :data:`_LENGTH_BUCKETS` groups of similar length to keep the padding small.
+    run in up to :data:`_LENGTH_BUCKETS` groups of similar length (of at least
+    :data:`_MIN_BUCKET_ROWS` rows) to keep the padding small.
     """
     rows, seq, d = hidden.shape
     lengths = keep.sum(1)
     result = hidden.new_zeros(rows, seq, d)
     # Rows of similar length run together, so that little of each run is padding.
     by_length = torch.argsort(lengths)
-    for part in by_length.tensor_split(min(_LENGTH_BUCKETS, rows)):
+    for part in by_length.tensor_split(max(1, min(_LENGTH_BUCKETS, rows // _MIN_BUCKET_ROWS))):
         if part.numel() == 0:
             continue
         part_keep, part_len = keep[part], lengths[part]

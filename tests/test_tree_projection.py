@@ -235,3 +235,17 @@ def test_scores_feed_the_decoders(dyck_examples):
         assert constituent_score(s, e) >= constituent_score(s, g) - 1e-9
     assert tree_score(scores) >= 0.0
     assert 0.0 <= parse_f1(greedy, [ex.tree for ex in dyck_examples]) <= 1.0
+
+
+@pytest.mark.parametrize("attention_dir", ["causal", "bidirectional"])
+def test_length_buckets_match_reference(attention_dir, monkeypatch):
+    """Isolated rows split into several length buckets give the reference's scores."""
+    from hierlens.analysis import tree_projection as tp
+
+    monkeypatch.setattr(tp, "_MIN_BUCKET_ROWS", 1)
+    model = _model(attention_dir, n_layers=2, seed=3, pos="rotary")
+    seqs = [[3, 4, 5, 6, 7, 8, 9], [8, 9, 10, 3], [5, 6, 7, 8, 9, 10]]
+    scores = span_scores(model, seqs, layer=-1, batch_size=64)
+    for toks, sc in zip(seqs, scores):
+        words = [(t, t + 1) for t in range(len(toks))]
+        _assert_matches(sc, _reference(model, toks, words, layer=-1, mask_from=0))
