@@ -11,6 +11,25 @@ from .cli_tree import _ints
 log = logging.getLogger("hierlens")
 
 
+def capture_one_step(args: argparse.Namespace, hooks: list[str]):
+    """The activation store of one checkpoint (``--step``, default the last) of
+    ``args.run_dir`` at ``hooks``, captured (or reused) with the command's options."""
+    from hierlens.models.checkpoint_capture import capture_checkpoints
+    from hierlens.models.run import open_run
+
+    step = args.step if args.step is not None else open_run(args.run_dir).steps[-1]
+    return capture_checkpoints(
+        args.run_dir,
+        hooks,
+        steps=[step],
+        split=args.split,
+        n=args.n,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )[step]
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from hierlens.models.checkpoint_capture import capture_checkpoints
     from hierlens.models.run import open_run

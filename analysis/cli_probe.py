@@ -7,28 +7,16 @@ import json
 import logging
 from pathlib import Path
 
+from .cli_capture import capture_one_step
 from .cli_tree import _ints
 
 log = logging.getLogger("hierlens")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.run import open_run
     from hierlens.probes import probe_sweep
 
-    run = open_run(args.run_dir)
-    step = args.step if args.step is not None else run.steps[-1]
-    store = capture_checkpoints(
-        args.run_dir,
-        args.hooks.split(","),
-        steps=[step],
-        split=args.split,
-        n=args.n,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )[step]
+    store = capture_one_step(args, args.hooks.split(","))
     names = args.labels.split(",") if args.labels else sorted(store.labels)
     missing = [name for name in names if name not in store.labels]
     if missing:

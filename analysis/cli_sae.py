@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from .cli_capture import capture_one_step
 from .cli_tree import _ints
 
 log = logging.getLogger("hierlens")
@@ -22,24 +23,11 @@ def _floats(text: str) -> list[float]:
 
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
-    from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.run import open_run
     from hierlens.sae import fit_mdl_sae, mdl_select, train_saes
 
     from .pipeline import SAEStage, build_sae_grid
 
-    run = open_run(args.run_dir)
-    step = args.step if args.step is not None else run.steps[-1]
-    store = capture_checkpoints(
-        args.run_dir,
-        [args.hook],
-        steps=[step],
-        split=args.split,
-        n=args.n,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )[step]
+    store = capture_one_step(args, [args.hook])
     hook = store.hooks[0]
     acts = store[hook]
     out_dir = Path(args.run_dir) / "saes" / ("mdl" if args.mdl else "grid")
