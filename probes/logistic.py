@@ -27,11 +27,16 @@ from hierlens.models.device import resolve_device, resolve_dtype
 
 __all__ = [
     "LogisticFit",
+    "all_finite",
     "balanced_weights",
     "fit_logistic",
     "fit_logistic_rows",
     "logistic_loss",
 ]
+
+# Designs wider than this many rows get a contiguous transposed copy for the Hessians
+# (measured on CPU: batched GEMM with the strided operand is slower from about 16 rows up).
+_CONTIGUOUS_FROM = 15
 
 
 @dataclasses.dataclass
@@ -70,6 +75,17 @@ def balanced_weights(y: torch.Tensor, sample_weight: torch.Tensor) -> torch.Tens
     return sample_weight * torch.where(y > 0.5, w_pos, w_neg)
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite, in one summing pass in the common case.
+
+    A finite sum implies finite entries (NaN and inf propagate); only when the sum is not
+    finite (which overflow alone can also cause) are the entries checked one by one.
+    """
+    if t.is_floating_point() and bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def logistic_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Elementwise log loss of logits ``z`` for labels ``y`` in {0, 1} (numerically stable)."""
     return torch.nn.functional.softplus(z) - y * z
@@ -104,11 +120,11 @@ def _as_batched(X, y, sample_weight, device, dtype, check=True):
     s = s.to(device=device, dtype=dtype)
     if not check:
         return X, y, s
-    if not torch.isfinite(X).all():
+    if not all_finite(X):
         raise ValueError("X contains NaN or infinite values")
     if not ((y == 0) | (y == 1)).all():
         raise ValueError("y must hold binary labels 0/1")
-    if not torch.isfinite(s).all() or (s < 0).any():
+    if not all_finite(s) or (s < 0).any():
         raise ValueError("sample_weight must be finite and non-negative")
     if (s.sum(-1) <= 0).any():
         raise ValueError("every problem needs a positive total sample weight")
@@ -213,11 +229,18 @@ def fit_logistic_rows(
     eye = torch.eye(m, dtype=dt, device=dev)
     jitter = 1e-12 if dt == torch.float64 else 1e-6
     eps = torch.finfo(dt).eps
+    # With v = (1 - 2y) z for logits z = beta . x, a row's loss is softplus(v), its gradient
+    # with respect to z is (1 - 2y) sigmoid(v) and its curvature sigmoid(v) (1 - sigmoid(v)).
+    sign = 1.0 - 2.0 * y
+    signed_sn = sign * sn
+    # Batched GEMM with a transposed (strided) operand is slow on CPU for wider designs;
+    # one contiguous copy serves every Hessian of the fit.
+    XT = Xt.transpose(1, 2).contiguous() if m > _CONTIGUOUS_FROM else Xt.transpose(1, 2)
 
     def objective(beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.bmm(beta[:, None, :], Xt)[:, 0]
-        data = (sn * logistic_loss(z, y)).sum(-1)
-        return data + 0.5 * (lam_reg * beta * beta).sum(-1), z
+        v = torch.bmm(beta[:, None, :], Xt)[:, 0].mul_(sign)
+        data = torch.bmm(torch.nn.functional.softplus(v)[:, None, :], sn[:, :, None])[:, 0, 0]
+        return data + 0.5 * (lam_reg * beta * beta).sum(-1), v
 
     beta = torch.zeros(P, m, dtype=dt, device=dev)
     if init is not None:
@@ -228,17 +251,17 @@ def fit_logistic_rows(
         # The intercept-only optimum: the log-odds of the weighted positive rate.
         pos = (sn * y).sum(-1).clamp(1e-6, 1 - 1e-6)
         beta[:, k] = torch.log(pos / (1 - pos))
-    f, z = objective(beta)
+    f, v = objective(beta)
     done = torch.zeros(P, dtype=torch.bool, device=dev)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is reported)
-        p = torch.sigmoid(z)
-        grad = torch.bmm(Xt, (sn * (p - y))[..., None])[..., 0] + lam_reg * beta
+        prob = torch.sigmoid(v)
+        grad = torch.bmm(Xt, (signed_sn * prob)[..., None])[..., 0] + lam_reg * beta
         done = done | (grad.abs().amax(-1) <= tol)
         if bool(done.all()):
             break
-        h = sn * p * (1 - p)
-        H = torch.bmm(Xt * h[:, None, :], Xt.transpose(1, 2))
+        h = sn * prob * (1.0 - prob)
+        H = torch.bmm(Xt * h[:, None, :], XT)
         H = H + torch.diag_embed(lam_reg) + jitter * eye
         L, info = torch.linalg.cholesky_ex(H)
         if bool((info != 0).any()):
@@ -250,29 +273,29 @@ def fit_logistic_rows(
         # Once the predicted decrease (half the squared Newton decrement) is at the
         # resolution of the objective, take the full Newton step and stop.
         final = ~done & (-slope <= 16 * eps * f.abs().clamp_min(1.0))
+        # Backtracking (Armijo) line search, all problems at once from t = 1.
         t = torch.ones(P, dtype=dt, device=dev)
-        accepted = done | final
-        new_beta = torch.where(final[:, None], beta + step, beta)
-        new_f, new_z = f.clone(), z.clone()
-        if bool(final.any()):
-            fc, zc = objective(new_beta)
-            new_f = torch.where(final, fc, new_f)
-            new_z = torch.where(final[:, None], zc, new_z)
-        for _ in range(30):
-            if bool(accepted.all()):
-                break
+        accepted = done.clone()
+        new_beta, new_f, new_v = beta, f, v
+        for trial in range(30):
             cand = beta + t[:, None] * step
-            fc, zc = objective(cand)
-            ok = ~accepted & (fc <= f + 1e-4 * t * slope) & (fc < f)
+            fc, vc = objective(cand)
+            ok = ~accepted & (final | ((fc <= f + 1e-4 * t * slope) & (fc < f)))
+            if trial == 0 and bool((ok | accepted).all()):
+                new_beta, new_f, new_v = cand, fc, vc  # the common case: full steps
+                accepted = accepted | ok
+                break
             new_beta = torch.where(ok[:, None], cand, new_beta)
             new_f = torch.where(ok, fc, new_f)
-            new_z = torch.where(ok[:, None], zc, new_z)
+            new_v = torch.where(ok[:, None], vc, new_v)
             accepted = accepted | ok
+            if bool(accepted.all()):
+                break
             t = torch.where(accepted, t, t * 0.5)
         # A problem whose line search finds no decrease is at the precision limit.
         done = done | final | ~accepted
-        beta, f, z = new_beta, new_f, new_z
-    loss = (sn * logistic_loss(z, y)).sum(-1)
+        beta, f, v = new_beta, new_f, new_v
     coef = beta[:, :k]
+    loss = f - 0.5 * (lam_reg * beta * beta).sum(-1)
     intercept = beta[:, k] if fit_intercept else torch.zeros(P, dtype=dt, device=dev)
     return LogisticFit(coef, intercept, loss, f, n_iter, done)

@@ -32,7 +32,7 @@ import torch
 
 from hierlens.models.device import resolve_device, resolve_dtype
 
-from .logistic import balanced_weights, fit_logistic_rows
+from .logistic import all_finite, balanced_weights, fit_logistic_rows
 
 __all__ = [
     "SELECTIONS",
@@ -347,9 +347,9 @@ def select_features(
         raise ValueError("ks is empty")
     if ks[0] < 1 or ks[-1] > d:
         raise ValueError(f"every k must be in [1, n_features={d}], got {ks}")
-    if not torch.isfinite(X).all():
+    if not all_finite(X):
         raise ValueError("X contains NaN or infinite values")
-    if not (torch.isfinite(w).all() and bool((w >= 0).all())):
+    if not (all_finite(w) and bool((w >= 0).all())):
         raise ValueError("sample_weight must be finite and non-negative")
     if not 0 < shrink < 1:
         raise ValueError(f"shrink must be in (0, 1), got {shrink!r}")
