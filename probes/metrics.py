@@ -32,10 +32,15 @@ def binary_metrics(
     if m.shape != y.shape:
         raise ValueError(f"mask must be {tuple(y.shape)}, got {tuple(m.shape)}")
     f64 = torch.float64
+    # Two passes over the rows: true positives and predicted positives; the rest of the
+    # confusion matrix follows from the masked label counts.
     tp = (pred & y & m).sum(-1).to(f64)
-    fp = (pred & ~y & m).sum(-1).to(f64)
-    fn = (~pred & y & m).sum(-1).to(f64)
-    tn = (~pred & ~y & m).sum(-1).to(f64)
+    predicted = (pred & m).sum(-1).to(f64)
+    positives = (y & m).sum(-1).to(f64)
+    total_rows = m.sum(-1).to(f64)
+    fp = predicted - tp
+    fn = positives - tp
+    tn = total_rows - tp - fp - fn
     total = tp + fp + fn + tn
     f1_den = 2 * tp + fp + fn
     f1 = torch.where(f1_den > 0, 2 * tp / f1_den.clamp_min(1), torch.zeros_like(tp))
