@@ -269,7 +269,8 @@ def probe_sweep(
     P = len(problems)
     n_train = W.sum(-1).long().tolist()
     n_test = test.sum(-1).tolist()
-    repeated: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    # Labels, fit weights, boolean labels and test masks stacked for a chunk of c hooks.
+    repeated: dict[int, tuple[torch.Tensor, ...]] = {}
     for m in methods:
         previous: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for k in ks:
@@ -284,8 +285,10 @@ def probe_sweep(
                 )
                 Xg = XT.index_select(0, rows.reshape(-1)).reshape(rows.shape[0], k + 1, n)
                 if len(chunk) not in repeated:
-                    repeated[len(chunk)] = (Y.repeat(len(chunk), 1), W_fit.repeat(len(chunk), 1))
-                Yc, Wc = repeated[len(chunk)]
+                    repeated[len(chunk)] = tuple(
+                        t.repeat(len(chunk), 1) for t in (Y, W_fit, Y > 0.5, test)
+                    )
+                Yc, Wc, Yc_bool, test_c = repeated[len(chunk)]
                 init = None
                 if all(h in previous for h in chunk):
                     # Warm start from the previous k's probe on the neurons both share.
@@ -309,7 +312,7 @@ def probe_sweep(
                     previous[h] = (i, fit.coef[rows], fit.intercept[rows])
                 beta = torch.cat([fit.coef, fit.intercept[:, None]], 1)
                 z = torch.bmm(beta[:, None, :], Xg)[:, 0]
-                met = binary_metrics(z > 0, Yc > 0.5, test.repeat(len(chunk), 1))
+                met = binary_metrics(z > 0, Yc_bool, test_c)
                 met = {key: v.cpu().tolist() for key, v in met.items()}
                 losses = fit.loss.cpu().tolist()
                 for c, h in enumerate(chunk):
