@@ -126,3 +126,32 @@ def test_warm_start_and_unpenalised_fit():
     for p in range(3):
         ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(X[p], y[p])
         np.testing.assert_allclose(free.coef[p].numpy(), ref.coef_[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 20])  # 20: wide enough for the contiguous Hessian operand
+def test_mixed_batch_drops_converged_problems_without_changing_results(k):
+    """A batch where most problems start at their optimum (so they are moved out of the
+    iterations early) gives each problem what it gets when fitted alone, and what
+    scikit-learn gets; the unconverged ones keep iterating on their own data."""
+    X, y = _problems(11, P=8, n=300, k=k)
+    alone = [fit_logistic(X[p], y[p], C=0.5, class_weight="balanced", device="cpu") for p in range(8)]
+    coef0 = torch.stack([f.coef[0] for f in alone])
+    b0 = torch.stack([f.intercept[0] for f in alone])
+    # Problems 0-5 start at their solution, 6-7 from far away.
+    init_coef, init_b = coef0.clone(), b0.clone()
+    init_coef[6:] = 2.0
+    init_b[6:] = -1.0
+    batch = fit_logistic(
+        X, y, C=0.5, class_weight="balanced", init=(init_coef, init_b), device="cpu"
+    )
+    assert bool(batch.converged.all())
+    assert batch.n_iter > 2  # the far-away problems needed iterations after the others left
+    np.testing.assert_allclose(batch.coef.numpy(), coef0.numpy(), atol=1e-8)
+    np.testing.assert_allclose(batch.intercept.numpy(), b0.numpy(), atol=1e-8)
+    np.testing.assert_allclose(
+        batch.loss.numpy(), torch.stack([f.loss[0] for f in alone]).numpy(), atol=1e-10
+    )
+    for p in (0, 7):
+        ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-12, max_iter=10_000)
+        ref.fit(X[p], y[p])
+        np.testing.assert_allclose(batch.coef[p].numpy(), ref.coef_[0], atol=1e-6, rtol=1e-5)

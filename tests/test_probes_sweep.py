@@ -8,6 +8,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from hierlens.models.atomic_io import read_jsonl
 from hierlens.probes import binary_problems, probe_sweep, stratified_split
+from hierlens.probes.logistic import all_finite
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,15 @@ def test_bad_input():
         probe_sweep(acts, labels, ks=[1], class_weight="auto", **kw)
     with pytest.raises(ValueError, match="test_size"):
         probe_sweep(acts, labels, ks=[1], test_size=1.5, **kw)
+    with pytest.raises(ValueError, match="tol must be"):
+        probe_sweep(acts, labels, ks=[1], tol=0.0, **kw)
+
+
+def test_all_finite_checks_entries_when_the_sum_overflows():
+    t = torch.full((4,), 3e38)
+    assert all_finite(t)  # the sum is inf, but every entry is finite
+    t[1] = float("inf")
+    assert not all_finite(t)
+    t[1] = float("nan")
+    assert not all_finite(t)
+    assert not all_finite(torch.tensor([1.0, float("-inf")]))
