@@ -40,6 +40,7 @@ import torch
 from ..models.device import resolve_device
 from ..models.forward import is_bidirectional
 from ..models.tasks.base import Example
+from .block_runner import BlockRunner
 from .tree_decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
 
 __all__ = ["span_scores", "tree_projection"]
@@ -47,8 +48,9 @@ __all__ = ["span_scores", "tree_projection"]
 WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
-_LENGTH_BUCKETS = 4  # isolated rows are run in up to this many groups of similar length,
-_MIN_BUCKET_ROWS = 64  # each of at least this many rows (small batches are not split)
+# Isolated rows run in groups of equal length (no padding, no mask); a length with fewer rows
+# than this joins the next length up (its rows padded) so that no forward pass is tiny.
+_MIN_BUCKET_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -175,55 +177,6 @@ def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) ->
     return layer, mask_from_layer
 
 
-def _native_parts(model: torch.nn.Module):
-    base = getattr(model, "original_model", None)
-    needed = ("tok_embed", "pos", "layers")
-    if base is None or not all(hasattr(base, name) for name in needed):
-        raise TypeError(
-            "span_scores needs a TransformerBridge built on TransformerLens' native source "
-            "(hierlens.models.transformer.build_transformer); got "
-            f"{type(model).__name__}"
-        )
-    return base
-
-
-class _Runner:
-    """Runs the blocks of a native bridge directly, with per-row key masks and a stop layer."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.base = _native_parts(model)
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
-        hidden = self.base.tok_embed(tokens)
-        if self.base.pos is not None:
-            hidden = hidden + self.base.pos(positions)
-        return hidden
-
-    def blocks(
-        self,
-        hidden: torch.Tensor,
-        first: int,
-        last: int,
-        masked_keys: torch.Tensor | None,
-        positions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Run blocks ``first..last`` (inclusive) on ``hidden`` ``(B, T, d)``.
-
-        ``masked_keys`` ``(B, T)`` bool, True = hidden from every query; ``positions``
-        ``(B, T)`` the position id of each slot (default ``0..T-1``, used by rotary models)."""
-        batch, seq = hidden.shape[:2]
-        if positions is None:
-            positions = torch.arange(seq, device=hidden.device).expand(batch, -1)
-        mask = None if masked_keys is None else masked_keys[:, None, None, :]
-        for index in range(first, last + 1):
-            out = self.base.layers[index](hidden, attention_mask=mask, position_ids=positions)
-            hidden = out[0] if isinstance(out, tuple) else out
-        return hidden
-
-
 def _word_matrix(sentences: Sequence[_Sentence], n_words: int, seq: int) -> torch.Tensor:
     """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
     mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
@@ -256,7 +209,7 @@ def span_scores(
     mask_from_layer: int = 0,
     pool: str = "sum",
     sim: str = "cosine",
-    batch_size: int = 256,
+    batch_size: int = 1024,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> list[torch.Tensor]:
@@ -277,7 +230,8 @@ def span_scores(
             "t-shaped" variant for larger values); must lie in ``[0, layer]``.
         pool: "sum" or "mean" of the word vectors over the span.
         sim: "cosine" (cosine similarity) or "neg_l2" (minus the Euclidean distance).
-        batch_size: masked sequences per forward pass.
+        batch_size: masked sequences per batch; a batch runs as a few forward passes of
+            rows of equal length (memory grows with ``batch_size`` times the sequence length).
         device: where to compute; ``None`` uses the device the model's parameters are on
             (the model is never moved; a different device is a ``ValueError``).
         progress: show a tqdm progress bar (one step per sentence).
@@ -299,7 +253,7 @@ def span_scores(
         raise ValueError(f"sim must be one of {_SIMS}, got {sim!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    runner = _Runner(model)
+    runner = BlockRunner(model)
     layer, mask_from = _resolve_layers(model, layer, mask_from_layer)
     sentences = _prepare(model, sequences, word_spans)
     if device is not None:
@@ -374,7 +328,7 @@ def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> lis
 
 
 def _score_group(
-    runner: _Runner,
+    runner: BlockRunner,
     sentences: Sequence[_Sentence],
     out: Sequence[torch.Tensor],
     *,
@@ -434,9 +388,9 @@ def _score_group(
         outside = (positions[None, :] < lo[:, None]) | (positions[None, :] >= hi[:, None])
         src_d = src.to(dev)
         keep = ~(outside.to(dev) & is_word[src_d]) & ~is_pad[src_d]
-        iso = _isolated_run(runner, shared[src_d], keep, mask_from, layer, causal)
-        iso_prefix = _prefix(word_mat[src_d], iso)
         if causal:
+            iso = _isolated_run(runner, shared[src_d], keep, mask_from, layer, causal)
+            iso_prefix = _prefix(word_mat[src_d], iso)
             # Spans (i, j) for every j >= i, from the one row of start i.
             first_d = first.to(dev)
             base_iso = iso_prefix.gather(
@@ -457,56 +411,84 @@ def _score_group(
                 n = len(sentences[row].words)
                 out[row][i, i:n] = values[k, i:n]
         else:
+            # Only the span's summed word vectors are needed: pooled inside the runs.
+            in_span = ~outside.to(dev) & is_word[src_d]
+            iso_sums = _isolated_run(
+                runner, shared[src_d], keep, mask_from, layer, causal, pool_weight=in_span
+            )
             idx = torch.arange(len(chunk), device=dev)
             first_d, last_d = first.to(dev), last.to(dev)
-            iso_sums = iso_prefix[idx, last_d + 1] - iso_prefix[idx, first_d]
             full_p = full_prefix[src_d]
             full_sums = full_p[idx, last_d + 1] - full_p[idx, first_d]
             sizes = (last_d - first_d + 1).double()
             values = _pooled_sim(full_sums, iso_sums, sizes, pool, sim).float().cpu()
-            for k, (row, i, j) in enumerate(chunk):
-                out[row][i, j] = values[k]
+            # One write per sentence (the jobs are in sentence order).
+            cuts = [0] + [k for k in range(1, len(chunk)) if chunk[k][0] != chunk[k - 1][0]]
+            for a, b in zip(cuts, [*cuts[1:], len(chunk)]):
+                out[chunk[a][0]][first[a:b], last[a:b]] = values[a:b]
 
 
 def _isolated_run(
-    runner: _Runner,
+    runner: BlockRunner,
     hidden: torch.Tensor,
     keep: torch.Tensor,
     first: int,
     last: int,
     causal: bool,
+    pool_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Blocks ``first..last`` on rows that see only the tokens where ``keep`` (``(R, T)``) holds.
 
+    Returns the outputs ``(R, T, d)``, or with ``pool_weight`` ``(R, T)`` (zero wherever
+    ``keep`` is False) only their weighted sums over the tokens, ``(R, d)`` in float64.
+
     The hidden tokens are keys of no query and their outputs are never read, so they are
     dropped instead of masked: each row is packed to its kept tokens (original order and
-    position ids), the rows are right-padded to a common length (pad keys masked in a
-    bidirectional model; in a causal one they come after every real token), and the outputs
-    are put back at their original positions, with zeros at the dropped ones. The rows are
-    run in up to :data:`_LENGTH_BUCKETS` groups of similar length (of at least
-    :data:`_MIN_BUCKET_ROWS` rows) to keep the padding small.
+    position ids) and the outputs are put back at their original positions, with zeros at
+    the dropped ones. Rows of equal length run together, so most runs have no padding and no
+    mask at all; a length with fewer than :data:`_MIN_BUCKET_ROWS` rows joins the next longer
+    one (its rows right-padded, pad keys masked in a bidirectional model; in a causal one
+    they come after every real token).
     """
     rows, seq, d = hidden.shape
     lengths = keep.sum(1)
-    result = hidden.new_zeros(rows, seq, d)
-    # Rows of similar length run together, so that little of each run is padding.
-    by_length = torch.argsort(lengths)
-    for part in by_length.tensor_split(max(1, min(_LENGTH_BUCKETS, rows // _MIN_BUCKET_ROWS))):
-        if part.numel() == 0:
-            continue
+    if pool_weight is None:
+        result = hidden.new_zeros(rows, seq, d)
+    else:
+        result = torch.zeros(rows, d, dtype=torch.float64, device=hidden.device)
+    by_length = torch.argsort(lengths, stable=True)
+    for part in _length_buckets(lengths[by_length].tolist(), by_length):
         part_keep, part_len = keep[part], lengths[part]
         width = int(part_len.max())
         # Kept positions first, in order (a stable sort of "dropped" flags), then the rest.
         order = torch.sort((~part_keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-        valid = torch.arange(width, device=keep.device)[None, :] < part_len[:, None]
         packed = hidden[part].gather(1, order[..., None].expand(-1, -1, d))
-        pad_keys = None if causal or bool(valid.all()) else ~valid
-        out = runner.blocks(packed, first, last, pad_keys, positions=order)
-        out = out * valid[..., None].to(out.dtype)
-        result[part] = hidden.new_zeros(len(part), seq, d).scatter_(
-            1, order[..., None].expand(-1, -1, d), out
-        )
+        if bool((part_len == width).all()):
+            out = runner.blocks(packed, first, last, None, positions=order)
+        else:
+            valid = torch.arange(width, device=keep.device)[None, :] < part_len[:, None]
+            out = runner.blocks(packed, first, last, None if causal else ~valid, positions=order)
+            out = out * valid[..., None].to(out.dtype)
+        if pool_weight is not None:
+            weight = pool_weight[part].gather(1, order).to(torch.float64)
+            result[part] = torch.bmm(weight[:, None, :], out.to(torch.float64))[:, 0]
+        else:
+            result[part] = hidden.new_zeros(len(part), seq, d).scatter_(
+                1, order[..., None].expand(-1, -1, d), out
+            )
     return result
+
+
+def _length_buckets(sorted_lengths: list[int], order: torch.Tensor) -> list[torch.Tensor]:
+    """Split row indices ``order`` (sorted by length, ``sorted_lengths``) into runs of equal
+    length, each run with fewer than :data:`_MIN_BUCKET_ROWS` rows merged into the next."""
+    parts, start = [], 0
+    for end in range(1, len(sorted_lengths) + 1):
+        boundary = end == len(sorted_lengths) or sorted_lengths[end] != sorted_lengths[end - 1]
+        if boundary and (end - start >= _MIN_BUCKET_ROWS or end == len(sorted_lengths)):
+            parts.append(order[start:end])
+            start = end
+    return parts
 
 
 def _pooled_sim(

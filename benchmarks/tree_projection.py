@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attention", choices=["causal", "bidirectional", "both"], default="both")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
