@@ -119,19 +119,30 @@ class StackedOutput:
 
     Attributes:
         recon: ``(S, B, d_in)`` reconstructions.
-        codes: ``(S, B, d_sae)`` codes.
+        codes: ``(S, B, d_sae)`` codes, or ``None`` when only ``sparse_codes`` were formed
+            (use :meth:`dense_codes` to get them either way).
         loss: ``(S,)`` training loss of each member (the sum of its terms).
         terms: named ``(S,)`` loss terms (``mse`` always: squared error summed over
             ``d_in``, averaged over the batch).
         fires: ``(S, d_sae)`` float, on how many rows each latent fired, when the
             architecture can count it cheaply (else the trainer counts non-zero codes).
+        sparse_codes: ``(values, indices)`` ``(S, B, k)`` of a k-sparse code, when formed.
     """
 
     recon: torch.Tensor
-    codes: torch.Tensor
+    codes: torch.Tensor | None
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
     fires: torch.Tensor | None = None
+    sparse_codes: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def dense_codes(self, d_sae: int) -> torch.Tensor:
+        """The ``(S, B, d_sae)`` codes (built from ``sparse_codes`` if need be)."""
+        if self.codes is not None:
+            return self.codes
+        values, indices = self.sparse_codes
+        zeros = values.new_zeros(*values.shape[:-1], d_sae)
+        return zeros.scatter(-1, indices, values)
 
 
 @dataclasses.dataclass
@@ -164,18 +175,16 @@ def encoder_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: bo
     """Stacked pre-activations ``(x - b_dec) @ W_enc + b_enc`` ``(S, B, d_sae)`` for a batch
     ``x`` ``(B, d_in)`` shared by all members.
 
-    Because ``x`` is shared, every member's encoder product is one GEMM
-    ``x @ [W_enc_1 | ... | W_enc_S]`` (``(B, S * d_sae)``), which runs closer to the machine's
-    peak than ``S`` small products; ``b_dec`` enters as the per-member bias
+    One batched product with the bias fused in (``baddbmm``, ``x`` broadcast over members,
+    the output already in member-major layout); ``b_dec`` enters as the per-member bias
     ``b_enc - b_dec @ W_enc``.
     """
     W = p["W_enc"]
-    S, d_in, d_sae = W.shape
-    pre = (x.to(W.dtype) @ W.permute(1, 0, 2).reshape(d_in, S * d_sae)).view(-1, S, d_sae)
-    bias = p["b_enc"].unsqueeze(1)
+    S = W.shape[0]
+    bias = p["b_enc"]
     if apply_b_dec:
-        bias = bias - torch.bmm(p["b_dec"].unsqueeze(1).to(W.dtype), W)
-    return (pre.transpose(0, 1) + bias).contiguous()
+        bias = bias - torch.bmm(p["b_dec"].unsqueeze(1).to(W.dtype), W).squeeze(1)
+    return torch.baddbmm(bias.unsqueeze(1), x.to(W.dtype).expand(S, *x.shape), W)
 
 
 def dense_decode(codes: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -379,7 +388,7 @@ class SAE(nn.Module, abc.ABC):
         lead = x.shape[:-1]
         return SAEOutput(
             recon=out.recon[0].reshape(*lead, self.d_in),
-            codes=out.codes[0].reshape(*lead, self.d_sae),
+            codes=out.dense_codes(self.d_sae)[0].reshape(*lead, self.d_sae),
             loss=out.loss[0],
             terms={k: v[0] for k, v in out.terms.items()},
         )

@@ -21,6 +21,7 @@ from .base import (
     sparse_decode,
     squared_error,
 )
+from .sparse_step import sparse_topk_step, uses_sparse_kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +139,17 @@ class TopKSAE(SAE):
         x: torch.Tensor,
         ctx: StepContext,
     ) -> StackedOutput:
+        aux_active = ctx.dead_mask is not None and cfg.aux_coefficient != 0
+        if ctx.sparse_decode and not aux_active and uses_sparse_kernels(x, p):
+            # The whole step through the k active latents (CPU sparse kernels); AuxK needs
+            # the dense pre-activations with gradients, so it takes the path below.
+            vals, idx, recon = sparse_topk_step(x, p, cfg.k, cfg.apply_b_dec_to_input)
+            mse = squared_error(x, recon)
+            aux = torch.zeros_like(mse)
+            loss = mse + hp["aux_coefficient"] * aux
+            fires = count_fires(idx, vals, cfg.d_sae)
+            terms = {"mse": mse, "auxk": aux}
+            return StackedOutput(recon, None, loss, terms, fires, sparse_codes=(vals, idx))
         pre = cls._pre(cfg, p, x)
         vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
         vals = torch.relu(vals)

@@ -197,8 +197,10 @@ def train_saes(
         autocast: bf16 autocast of the forward pass (``None``: on CUDA only).
         compile: ``torch.compile`` each stack's forward.
         fused: fused Adam (``None``: on; PyTorch has fused Adam kernels for CUDA and CPU).
-        sparse_decode: TopK decoding through the ``k`` active rows only (``None``: on CUDA
-            when ``16 k <= d_sae``).
+        sparse_decode: TopK steps through the ``k`` active latents only (``None``: when
+            ``16 k <= d_sae``): on the CPU the whole step runs on sparse kernels
+            (:mod:`hierlens.sae.sparse_step`; steps with AuxK active stay dense), on CUDA
+            the decoder gathers the active rows.
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
 
@@ -229,7 +231,7 @@ def train_saes(
         k = getattr(g.cfg, "k", None)
         use_sparse = sparse_decode
         if use_sparse is None:
-            use_sparse = dev.type == "cuda" and k is not None and 16 * k <= g.cfg.d_sae
+            use_sparse = k is not None and 16 * k <= g.cfg.d_sae
         g.sparse = bool(use_sparse)
         if compile:
             g.fn = torch.compile(g.cls.stacked_forward)
@@ -314,7 +316,8 @@ def train_saes(
                     g.cls.post_step_stacked(g.cfg, {n: t.data for n, t in g.tensors.items()})
                     fires = out.fires
                     if fires is None:
-                        fires = (out.codes.detach() != 0).sum(1).float()  # (S, d_sae)
+                        codes = out.dense_codes(g.cfg.d_sae).detach()
+                        fires = (codes != 0).sum(1).float()  # (S, d_sae)
                     g.since_fired = torch.where(fires > 0, 0, g.since_fired + x.shape[0])
                     g.acc["loss"] += out.loss.detach().float()
                     g.acc["sse"] += out.terms["mse"].detach().float() * x.shape[0]
@@ -368,13 +371,21 @@ def _prepare_grads(g: _Group, max_grad_norm: float | None) -> None:
     if g.cfg.unit_norm_decoder:
         w = g.tensors["W_dec"]
         if w.grad is not None:
-            w.grad -= (w.grad * w).sum(-1, keepdim=True) * w
+            along = torch.linalg.vecdot(w.grad, w, dim=-1).unsqueeze(-1)
+            w.grad.addcmul_(along, w, value=-1.0)
     if max_grad_norm is None:
         return
     grads = [p.grad for p in g.params if p.grad is not None]
     if not grads:
         return
-    sq = sum(gr.float().pow(2).reshape(g.S, -1).sum(1) for gr in grads)
+    # Per-member squared norms in one pass each (no copies, whatever the gradient's layout).
+    sq = sum(
+        torch.linalg.vector_norm(
+            gr, dim=tuple(range(1, gr.dim())), dtype=torch.promote_types(gr.dtype, torch.float32)
+        )
+        ** 2
+        for gr in grads
+    )
     coef = (max_grad_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     for gr in grads:
         gr.mul_(coef.view(-1, *([1] * (gr.dim() - 1))).to(gr.dtype))
