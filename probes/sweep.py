@@ -138,6 +138,23 @@ def _validate_activations(activations, device, dtype):
     return out, n
 
 
+def _lda_start(Xt: torch.Tensor, y: torch.Tensor, s: torch.Tensor):
+    """A starting point for one-neuron probes (``Xt`` ``(P, 2, n)``: the neuron, then ones):
+    the linear discriminant of two classes with a shared variance (weights ``s``), which is
+    the logistic model when the neuron is Gaussian within each class. Newton from here needs
+    about half the iterations it needs from the intercept-only start."""
+    x = Xt[:, 0]
+    w1, w0 = s * y, s * (1 - y)
+    n1, n0 = w1.sum(-1).clamp_min(1e-12), w0.sum(-1).clamp_min(1e-12)
+    m1, m0 = (w1 * x).sum(-1) / n1, (w0 * x).sum(-1) / n0
+    var = 0.5 * (
+        (w1 * (x - m1[:, None]) ** 2).sum(-1) / n1 + (w0 * (x - m0[:, None]) ** 2).sum(-1) / n0
+    )
+    var = var.clamp_min(1e-6)
+    coef = ((m1 - m0) / var).clamp(-10.0, 10.0)
+    return coef[:, None], -coef * (m1 + m0) / 2
+
+
 def probe_sweep(
     activations: Mapping[str, Any],
     labels: Mapping[str, Any],
@@ -289,7 +306,7 @@ def probe_sweep(
                         t.repeat(len(chunk), 1) for t in (Y, W_fit, Y > 0.5, test)
                     )
                 Yc, Wc, Yc_bool, test_c = repeated[len(chunk)]
-                init = None
+                init = _lda_start(Xg, Yc, Wc) if k == 1 else None
                 if all(h in previous for h in chunk):
                     # Warm start from the previous k's probe on the neurons both share.
                     coefs, inters = [], []
