@@ -141,3 +141,28 @@ def test_all_finite_checks_entries_when_the_sum_overflows():
     t[1] = float("nan")
     assert not all_finite(t)
     assert not all_finite(torch.tensor([1.0, float("-inf")]))
+
+
+def test_one_neuron_start_is_the_shared_variance_discriminant():
+    from hierlens.probes.logistic import fit_logistic_rows
+    from hierlens.probes.sweep import _lda_start
+
+    rng = np.random.default_rng(4)
+    y = (rng.random((3, 500)) < 0.4).astype(float)
+    x = rng.normal(size=(3, 500)) + 1.3 * y  # Gaussian classes, shared variance
+    w = (rng.random((3, 500)) < 0.8).astype(float)
+    Xt = torch.tensor(np.stack([x, np.ones_like(x)], 1))
+    coef, b = _lda_start(Xt, torch.tensor(y), torch.tensor(w))
+    for p in range(3):
+        m = w[p] > 0
+        x1, x0 = x[p][m & (y[p] == 1)], x[p][m & (y[p] == 0)]
+        var = 0.5 * (x1.var() + x0.var())
+        assert coef[p, 0].item() == pytest.approx((x1.mean() - x0.mean()) / var, rel=1e-10)
+        assert b[p].item() == pytest.approx(
+            -(x1.mean() ** 2 - x0.mean() ** 2) / (2 * var), rel=1e-10
+        )
+    y_t, w_t = torch.tensor(y), torch.tensor(w)
+    cold = fit_logistic_rows(Xt, y_t, w_t, tol=1e-10)
+    warm = fit_logistic_rows(Xt, y_t, w_t, tol=1e-10, init=(coef, b))
+    torch.testing.assert_close(warm.coef, cold.coef, atol=1e-8, rtol=1e-8)
+    assert warm.n_iter < cold.n_iter
