@@ -14,7 +14,7 @@ from .base import (
     dense_decode,
     squared_error,
 )
-from .topk import TopKSAE, TopKSAEConfig, auxk_loss
+from .topk import TopKSAE, TopKSAEConfig, aux_dead_mask, auxk_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ class BatchTopKSAE(TopKSAE):
             codes = relu * (relu > p["threshold"].unsqueeze(1))
         recon = dense_decode(codes, p)
         mse = squared_error(x, recon)
-        aux = auxk_loss(cfg, p, pre, x, recon, ctx.dead_mask)
+        aux = auxk_loss(cfg, p, pre, x, recon, aux_dead_mask(ctx, hp))
         loss = mse + hp["aux_coefficient"] * aux
         return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux})
 

@@ -70,9 +70,11 @@ def auxk_loss(
     """AuxK (Gao et al. 2024, section A.2): reconstruct the main residual ``x - x_hat``
     (detached) from the ``k_aux`` largest pre-activations among dead latents, through the
     decoder without bias; the loss is the squared error, ``0`` for a member with no dead
-    latent. ``pre`` ``(S, B, d_sae)``, ``dead_mask`` ``(S, d_sae)`` bool."""
+    latent. ``pre`` ``(S, B, d_sae)``, ``dead_mask`` ``(S, d_sae)`` bool (``None``: no
+    member has a dead latent or uses AuxK; each member's coefficient is applied by the caller,
+    as it may differ between the members of a stack)."""
     S = pre.shape[0]
-    if dead_mask is None or cfg.aux_coefficient == 0:
+    if dead_mask is None:
         return torch.zeros(S, device=pre.device)
     resid = (x.float() - recon.float()).detach()
     masked = pre.masked_fill(~dead_mask.unsqueeze(1), float("-inf"))
@@ -82,6 +84,14 @@ def auxk_loss(
     e_hat = torch.bmm(aux_codes, p["W_dec"]).float()
     loss = (e_hat - resid).pow(2).sum(-1).mean(-1)
     return torch.where(dead_mask.any(-1), loss, torch.zeros_like(loss))
+
+
+def aux_dead_mask(ctx: StepContext, hp: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The dead-latent mask AuxK works on, or ``None`` when no member uses AuxK this step
+    (no dead latent, or every member's ``aux_coefficient`` is 0)."""
+    if ctx.dead_mask is None or not bool((hp["aux_coefficient"] != 0).any()):
+        return None
+    return ctx.dead_mask
 
 
 class TopKSAE(SAE):
@@ -139,8 +149,8 @@ class TopKSAE(SAE):
         x: torch.Tensor,
         ctx: StepContext,
     ) -> StackedOutput:
-        aux_active = ctx.dead_mask is not None and cfg.aux_coefficient != 0
-        if ctx.sparse_decode and not aux_active and uses_sparse_kernels(x, p):
+        dead = aux_dead_mask(ctx, hp)
+        if ctx.sparse_decode and dead is None and uses_sparse_kernels(x, p):
             # The whole step through the k active latents (CPU sparse kernels); AuxK needs
             # the dense pre-activations with gradients, so it takes the path below.
             vals, idx, recon = sparse_topk_step(x, p, cfg.k, cfg.apply_b_dec_to_input)
@@ -156,7 +166,7 @@ class TopKSAE(SAE):
         codes = torch.zeros_like(pre).scatter(-1, idx, vals)
         recon = sparse_decode(vals, idx, p) if ctx.sparse_decode else dense_decode(codes, p)
         mse = squared_error(x, recon)
-        aux = auxk_loss(cfg, p, pre, x, recon, ctx.dead_mask)
+        aux = auxk_loss(cfg, p, pre, x, recon, dead)
         loss = mse + hp["aux_coefficient"] * aux
         fires = count_fires(idx, vals, cfg.d_sae)
         return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux}, fires)

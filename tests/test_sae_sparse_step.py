@@ -1,5 +1,7 @@
 """The sparse-kernel TopK training step against the dense computation it replaces."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -99,3 +101,25 @@ def test_auxk_steps_take_the_dense_path():
     out = TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True, dead_mask=dead))
     assert out.codes is not None
     assert bool((out.terms["auxk"] > 0).all())
+
+
+def test_auxk_follows_each_members_coefficient_in_a_stack():
+    """The first member's AuxK coefficient is 0, the others' are not: AuxK must still run for
+    them (dense path), and contribute nothing for the first."""
+    cfg, p, hp = _stack()
+    cfg = dataclasses.replace(cfg, aux_coefficient=0.0)  # the stack's config is the first's
+    hp = {"aux_coefficient": torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)}
+    dead = torch.zeros(S, D_SAE, dtype=torch.bool)
+    dead[:, ::3] = True
+    x = _x()
+    out = TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True, dead_mask=dead))
+    assert out.codes is not None
+    assert bool((out.terms["auxk"][1:] > 0).all())
+    torch.testing.assert_close(
+        out.loss, out.terms["mse"] + hp["aux_coefficient"] * out.terms["auxk"]
+    )
+    none = {"aux_coefficient": torch.zeros(S, dtype=torch.float64)}
+    quiet = TopKSAE.stacked_forward(
+        cfg, p, none, x, StepContext(sparse_decode=True, dead_mask=dead)
+    )
+    assert quiet.codes is None  # no member uses AuxK: the sparse step runs
