@@ -3,9 +3,11 @@
 (a) fused sweep: 8 TopK SAEs trained by ``train_saes`` (one stack, batched matmuls, each
     batch read once) vs the same 8 trained one after another by a plain single-SAE loop
     (``x @ W_enc``, top-k, ``codes @ W_dec``, Adam) on the same batches;
-(b) arithmetic limit: the time of one TopK training step vs the time of the five dense
-    matrix products such a step must do (encoder and decoder forward, the decoder-weight,
-    code and encoder-weight gradients), measured on the same shapes in the same run;
+(b) arithmetic reference: the time of one TopK training step vs the time of the five dense
+    matrix products of a dense step (encoder and decoder forward, the decoder-weight, code
+    and encoder-weight gradients), measured on the same shapes in the same run; a step on
+    the sparse kernels (``16 k <= d_sae`` on the CPU) does only the first of them densely,
+    so it can take less than this reference;
 (c) MP-SAE memory vs k: bytes autograd keeps for the backward pass (and peak CUDA memory on
     a GPU) for hierlens' MP-SAE, which picks atoms without gradients and recomputes values
     from gathered atoms, vs a direct implementation that updates dense ``(B, d_sae)`` codes
