@@ -28,6 +28,8 @@ from torch import nn
 from hierlens.models.config import Config
 from hierlens.models.device import resolve_device, resolve_dtype
 
+from .workspace import Workspace
+
 _FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -105,12 +107,16 @@ class StepContext:
         update_buffers: update running buffers (BatchTopK's inference threshold).
         dead_mask: ``(S, d_sae)`` bool, latents counted dead by the trainer (for AuxK), or None.
         sparse_decode: decode TopK codes by gathering only the ``k`` active decoder rows.
+        workspace: scratch tensors kept across steps by a training loop that owns the
+            parameters (:class:`~hierlens.sae.workspace.Workspace`); a TopK step on the sparse
+            CPU kernels then writes the weight gradients into ``.grad`` itself.
     """
 
     training: bool = True
     update_buffers: bool = False
     dead_mask: torch.Tensor | None = None
     sparse_decode: bool = False
+    workspace: Workspace | None = None
 
 
 @dataclasses.dataclass
@@ -228,6 +234,9 @@ class SAE(nn.Module, abc.ABC):
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     continuous_hparams: ClassVar[tuple[str, ...]] = ()
     tensor_names: ClassVar[tuple[str, ...]] = ("W_enc", "b_enc", "W_dec", "b_dec")
+    # Training steps with ``ctx.sparse_decode`` on the CPU run on the kernels of
+    # :mod:`hierlens.sae.sparse_step` (the trainer then keeps ``W_enc`` in their layout).
+    sparse_cpu_step: ClassVar[bool] = False
 
     def __init__(self, cfg: SAEConfig, device: str | torch.device | None = None) -> None:
         super().__init__()

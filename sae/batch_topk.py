@@ -58,6 +58,7 @@ class BatchTopKSAE(TopKSAE):
     config_class = BatchTopKSAEConfig
     continuous_hparams = ("aux_coefficient", "topk_threshold_lr")
     tensor_names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+    sparse_cpu_step = False  # the batch-wide selection has no per-row sparse step
 
     def __init__(
         self,

@@ -37,9 +37,13 @@ def save_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, ss
         for name, t in g.acc.items():
             tensors[f"g{gi}.acc.{name}"] = t
     index = {id(p): i for i, p in enumerate(p for pg in opt.param_groups for p in pg["params"])}
+    transposed = _transposed_leaves(groups)
     for p, state in opt.state.items():
         for key, value in state.items():
-            tensors[f"opt.{index[id(p)]}.{key}"] = torch.as_tensor(value).reshape(-1)
+            value = torch.as_tensor(value)
+            if id(p) in transposed and value.shape == p.shape:  # saved in the SAEs' layout
+                value = value.transpose(1, 2)
+            tensors[f"opt.{index[id(p)]}.{key}"] = value.reshape(-1)
     save_tensors(step_dir / "trainer_state.safetensors", tensors)
     for g in groups:
         g.sync_back(saes)
@@ -85,13 +89,18 @@ def load_checkpoint(ckpt, groups, opt, fingerprint, sst):
             g.acc = {k: t[f"g{gi}.acc.{k}"].to(dev) for k in meta["acc_keys"][gi]}
             g.aux_dead = meta["aux_dead"][gi]
     params = [p for pg in opt.param_groups for p in pg["params"]]
+    transposed = _transposed_leaves(groups)
     state = opt.state_dict()
     new_state = {}
     for i, p in enumerate(params):
         keys = [k.split(".", 2)[2] for k in t if k.startswith(f"opt.{i}.")]
         if keys:
             new_state[i] = {
-                k: (t[f"opt.{i}.{k}"].reshape(()) if k == "step" else t[f"opt.{i}.{k}"].view_as(p))
+                k: (
+                    t[f"opt.{i}.{k}"].reshape(())
+                    if k == "step"
+                    else _param_shaped(t[f"opt.{i}.{k}"], p, id(p) in transposed)
+                )
                 for k in keys
             }
     state["state"] = new_state
@@ -100,3 +109,15 @@ def load_checkpoint(ckpt, groups, opt, fingerprint, sst):
     text = "".join(json.dumps(r) + "\n" for r in records)
     atomic_write_bytes(ckpt / "metrics.jsonl", text.encode())
     return meta["step"], records, meta["window_steps"]
+
+
+def _transposed_leaves(groups) -> set[int]:
+    """``id``s of the trained tensors stored transposed from the SAEs' layout (a checkpoint
+    keeps their optimiser state in the SAEs' layout, so it resumes whatever the storage)."""
+    return {id(g.leaves[n]) for g in groups for n in g.transposed}
+
+
+def _param_shaped(flat: torch.Tensor, p: torch.Tensor, transposed: bool) -> torch.Tensor:
+    if not transposed:
+        return flat.view_as(p)
+    return flat.view(p.shape[0], p.shape[2], p.shape[1]).transpose(1, 2).contiguous()

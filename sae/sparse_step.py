@@ -17,17 +17,21 @@ import warnings
 
 import torch
 
-__all__ = ["selection_preacts", "sparse_topk_step", "uses_sparse_kernels"]
+from .topk_select import grouped_topk
+from .workspace import Workspace
+
+__all__ = [
+    "selection_preacts",
+    "sparse_topk_step",
+    "uses_sparse_kernels",
+]
 
 
-def uses_sparse_kernels(x: torch.Tensor, p: dict[str, torch.Tensor]) -> bool:
-    """Whether :func:`sparse_topk_step` runs on these tensors: on the CPU, in float32 or
-    float64 (CUDA keeps the gather-based decoding of :func:`hierlens.sae.base.sparse_decode`)."""
-    W = p["W_dec"]
-    return W.device.type == "cpu" and x.device.type == "cpu" and W.dtype in (
-        torch.float32,
-        torch.float64,
-    )
+def uses_sparse_kernels(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :func:`sparse_topk_step` runs for weights on ``device`` in ``dtype``: on the
+    CPU, in float32 or float64 (CUDA keeps the gather-based decoding of
+    :func:`hierlens.sae.base.sparse_decode`)."""
+    return torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
 
 
 def _csr(values: torch.Tensor, columns: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -41,10 +45,14 @@ def _csr(values: torch.Tensor, columns: torch.Tensor, n_cols: int) -> torch.Tens
         )
 
 
-def _spmm(sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``sparse @ dense`` into a fresh uninitialised output (``torch.sparse.mm`` zero-fills a
-    temporary and copies it, which costs more than the product itself here)."""
-    out = dense.new_empty(sparse.shape[0], dense.shape[1])
+def _spmm(
+    sparse: torch.Tensor, dense: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``sparse @ dense`` written into ``out`` (``None``: a fresh uninitialised tensor);
+    ``torch.sparse.mm`` zero-fills a temporary and copies it, which costs more than the
+    product itself here."""
+    if out is None:
+        out = dense.new_empty(sparse.shape[0], dense.shape[1])
     return torch.addmm(out, sparse, dense, beta=0.0, out=out)
 
 
@@ -71,10 +79,18 @@ class _Transposer:
 
 class _SparseTopK(torch.autograd.Function):
     """``(vals, recon)`` of stacked TopK SAEs from the selected latents, with sparse
-    backward products (see the module docstring)."""
+    backward products (see the module docstring).
+
+    With a :class:`~hierlens.sae.workspace.Workspace`, the weight gradients are written into
+    its kept buffers and handed to ``W_enc.grad`` / ``W_dec.grad`` directly (added when a
+    gradient is already there), so a training loop allocates no weight-sized memory per step.
+    This needs leaf weights whose strides match the buffers: ``W_dec`` contiguous and
+    ``W_enc`` stored as the transpose of a contiguous ``(S, d_sae, d_in)`` tensor (see
+    :func:`encoder_weight_layout`); otherwise the gradients go back through autograd.
+    """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, W_dec, idx, pre_sel, apply_b_dec):
+    def forward(ctx, x, W_enc, b_enc, b_dec, W_dec, idx, pre_sel, apply_b_dec, workspace):
         S, d_sae, d_in = W_dec.shape
         B, k = idx.shape[1], idx.shape[2]
         columns = (idx + torch.arange(S, device=idx.device).view(S, 1, 1) * d_sae).reshape(-1, k)
@@ -84,6 +100,9 @@ class _SparseTopK(torch.autograd.Function):
         recon = recon + b_dec.unsqueeze(1)
         ctx.save_for_backward(x, W_enc, b_dec, W_dec, columns, vals, pre_sel > 0)
         ctx.apply_b_dec = apply_b_dec
+        ctx.workspace = workspace
+        # With a workspace: the leaves whose .grad the backward fills in directly.
+        ctx.leaves = (_grad_leaf(W_enc), _grad_leaf(W_dec)) if workspace is not None else None
         return vals, recon
 
     @staticmethod
@@ -91,6 +110,8 @@ class _SparseTopK(torch.autograd.Function):
         x, W_enc, b_dec, W_dec, columns, vals, active = ctx.saved_tensors
         S, d_sae, d_in = W_dec.shape
         B = x.shape[0]
+        ws = ctx.workspace
+        enc_leaf, dec_leaf = ctx.leaves if ws is not None else (None, None)
         g = g_recon.reshape(S * B, d_in)
         transpose = _Transposer(columns, S * d_sae)
         W_flat = W_dec.reshape(S * d_sae, d_in)
@@ -101,7 +122,9 @@ class _SparseTopK(torch.autograd.Function):
         if g_vals is not None:
             g_codes = g_codes + g_vals
         g_pre = g_codes * active
-        grad_W_dec = _spmm(transpose(vals), g).view(S, d_sae, d_in)
+        codes_t = transpose(vals)
+        grad_W_dec = _spmm(codes_t, g, _buffer(ws, "grad_W_dec", dec_leaf, codes_t, g))
+        grad_W_dec = grad_W_dec.view(S, d_sae, d_in)
         grad_b_enc = torch.zeros(S * d_sae, dtype=g_pre.dtype, device=g_pre.device)
         grad_b_enc.index_add_(0, columns.reshape(-1), g_pre.reshape(-1))
         grad_b_enc = grad_b_enc.view(S, d_sae)
@@ -109,26 +132,92 @@ class _SparseTopK(torch.autograd.Function):
         if ctx.apply_b_dec:
             x_in = x_in - b_dec.unsqueeze(1)
         x_in = x_in.expand(S, B, d_in).reshape(S * B, d_in)
-        grad_W_enc = _spmm(transpose(g_pre), x_in).view(S, d_sae, d_in).transpose(1, 2)
+        g_pre_t = transpose(g_pre)
+        grad_W_enc = _spmm(g_pre_t, x_in, _buffer(ws, "grad_W_enc", enc_leaf, g_pre_t, x_in))
+        grad_W_enc = grad_W_enc.view(S, d_sae, d_in).transpose(1, 2)
         grad_b_dec = g_recon.sum(1)
         if ctx.apply_b_dec:
             grad_b_dec = grad_b_dec - torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1)
-        return None, grad_W_enc, grad_b_enc, grad_b_dec, grad_W_dec, None, None, None
+        if ws is not None:
+            grad_W_enc = _deliver(W_enc, enc_leaf, grad_W_enc)
+            grad_W_dec = _deliver(W_dec, dec_leaf, grad_W_dec)
+        return None, grad_W_enc, grad_b_enc, grad_b_dec, grad_W_dec, None, None, None, None
+
+
+def _grad_leaf(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """The leaf whose ``.grad`` receives ``weight``'s gradient directly: ``weight`` itself, or
+    the leaf it is the plain transpose of (as the trainer passes ``W_enc``); ``None`` when
+    neither holds and the gradient must go through autograd."""
+    if weight is None:
+        return None
+    leaf = weight if weight.is_leaf else weight._base
+    if leaf is None or not (leaf.is_leaf and leaf.requires_grad):
+        return None
+    if leaf is not weight and not (
+        weight.data_ptr() == leaf.data_ptr()
+        and weight.shape == leaf.mT.shape
+        and weight.stride() == leaf.mT.stride()
+    ):
+        return None
+    return leaf
+
+
+def _buffer(ws, name: str, leaf, sparse: torch.Tensor, dense: torch.Tensor):
+    """The workspace's output buffer for ``sparse @ dense``, the gradient of ``leaf``
+    (``None``: a fresh tensor, without a workspace or leaf, or while ``leaf.grad`` still
+    holds that buffer, as in a loop that zeroes gradients instead of dropping them)."""
+    if ws is None or leaf is None:
+        return None
+    out = ws.get(name, (sparse.shape[0], dense.shape[1]), dense.dtype, dense.device)
+    held = leaf.grad
+    if held is not None and held.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+        return None
+    return out
+
+
+def _deliver(weight: torch.Tensor, leaf, grad: torch.Tensor) -> torch.Tensor | None:
+    """Put ``grad`` (``weight``'s gradient, in a workspace buffer) into ``leaf.grad`` and
+    return ``None`` for autograd; return ``grad`` to autograd when the layouts differ."""
+    if leaf is None:
+        return grad
+    g = grad if leaf is weight else grad.mT
+    if g.stride() != leaf.stride():
+        return grad
+    if leaf.grad is None:
+        leaf.grad = g
+    else:
+        leaf.grad.add_(g)
+    return None
+
+
+def _stored_transposed(W: torch.Tensor) -> bool:
+    return W.shape[-1] > 1 and W.transpose(-1, -2).is_contiguous()
 
 
 @torch.no_grad()
-def selection_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: bool):
+def selection_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: bool, out=None):
     """The stacked pre-activations ``(S, B, d_sae)`` the top-k selection reads, without
     gradient: one batched product with the bias folded in as an extra input column (cheaper
-    than adding it to the large output)."""
+    than adding it to the large output). ``out``: a workspace to keep the large tensors in."""
     W = p["W_enc"]
     S, d_in, d_sae = W.shape
     bias = p["b_enc"]
     if apply_b_dec:
         bias = bias - torch.bmm(p["b_dec"].unsqueeze(1).to(W.dtype), W).squeeze(1)
-    W_aug = torch.cat([W, bias.unsqueeze(1)], 1)  # (S, d_in + 1, d_sae)
     x_aug = torch.cat([x.to(W.dtype), x.new_ones(x.shape[0], 1, dtype=W.dtype)], 1)
-    return torch.bmm(x_aug.expand(S, *x_aug.shape), W_aug)
+    if _stored_transposed(W):  # build the augmented weight in the storage's order
+        parts, dim, shape = [W.transpose(1, 2), bias.unsqueeze(2)], 2, (S, d_sae, d_in + 1)
+    else:
+        parts, dim, shape = [W, bias.unsqueeze(1)], 1, (S, d_in + 1, d_sae)
+    if out is None:
+        W_aug = torch.cat(parts, dim)
+        pre = None
+    else:
+        W_aug = torch.cat(parts, dim, out=out.get("W_aug", shape, W.dtype, W.device))
+        pre = out.get("preacts", (S, x.shape[0], d_sae), W.dtype, W.device)
+    if dim == 2:
+        W_aug = W_aug.transpose(1, 2)
+    return torch.bmm(x_aug.expand(S, *x_aug.shape), W_aug, out=pre)
 
 
 def sparse_topk_step(
@@ -136,13 +225,20 @@ def sparse_topk_step(
     p: dict[str, torch.Tensor],
     k: int,
     apply_b_dec: bool,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Select the top ``k`` stacked pre-activations of ``x`` ``(B, d_in)`` (computed without
     gradient) and decode them: returns ``(vals, idx, recon)``, with gradients to ``W_enc``,
-    ``b_enc``, ``b_dec`` and ``W_dec`` in ``p`` through sparse products only."""
+    ``b_enc``, ``b_dec`` and ``W_dec`` in ``p`` through sparse products only.
+
+    ``workspace``: keep the step's large temporaries there between calls, and write the
+    weight gradients into kept buffers set as the weights' ``.grad`` (see
+    :class:`_SparseTopK`); for a training loop that owns the weights.
+    """
     with torch.no_grad():
-        pre_sel, idx = selection_preacts(x, p, apply_b_dec).topk(k, dim=-1, sorted=False)
+        pre = selection_preacts(x, p, apply_b_dec, workspace)
+        pre_sel, idx = grouped_topk(pre, k)
     vals, recon = _SparseTopK.apply(
-        x, p["W_enc"], p["b_enc"], p["b_dec"], p["W_dec"], idx, pre_sel, apply_b_dec
+        x, p["W_enc"], p["b_enc"], p["b_dec"], p["W_dec"], idx, pre_sel, apply_b_dec, workspace
     )
     return vals, idx, recon

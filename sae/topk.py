@@ -111,6 +111,7 @@ class TopKSAE(SAE):
     architecture = "topk"
     config_class = TopKSAEConfig
     continuous_hparams = ("aux_coefficient",)
+    sparse_cpu_step = True
 
     def __init__(
         self,
@@ -150,10 +151,13 @@ class TopKSAE(SAE):
         ctx: StepContext,
     ) -> StackedOutput:
         dead = aux_dead_mask(ctx, hp)
-        if ctx.sparse_decode and dead is None and uses_sparse_kernels(x, p):
+        W_dec = p["W_dec"]
+        if ctx.sparse_decode and dead is None and uses_sparse_kernels(W_dec.device, W_dec.dtype):
             # The whole step through the k active latents (CPU sparse kernels); AuxK needs
             # the dense pre-activations with gradients, so it takes the path below.
-            vals, idx, recon = sparse_topk_step(x, p, cfg.k, cfg.apply_b_dec_to_input)
+            vals, idx, recon = sparse_topk_step(
+                x, p, cfg.k, cfg.apply_b_dec_to_input, ctx.workspace
+            )
             mse = squared_error(x, recon)
             aux = torch.zeros_like(mse)
             loss = mse + hp["aux_coefficient"] * aux

@@ -28,6 +28,8 @@ from hierlens.models.device import resolve_device
 from .base import SAE, StepContext
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sources import BatchStream, Source
+from .sparse_step import uses_sparse_kernels
+from .workspace import Workspace
 
 
 @dataclasses.dataclass
@@ -64,21 +66,47 @@ def lr_multiplier(step: int, steps: int, warmup_steps: int, decay_fraction: floa
 class _Group:
     """One stack of SAEs trained as batched tensors."""
 
-    def __init__(self, members: list[int], saes: list[SAE], lr: float, device: torch.device):
+    def __init__(
+        self,
+        members: list[int],
+        saes: list[SAE],
+        lr: float,
+        device: torch.device,
+        sparse_decode: bool | None,
+    ):
         first = saes[members[0]]
         self.members = members
         self.cls = type(first)
         self.cfg = first.cfg
         self.lr = lr
         self.S = len(members)
+        k = getattr(self.cfg, "k", None)
+        if sparse_decode is None:
+            sparse_decode = k is not None and 16 * k <= self.cfg.d_sae
+        self.sparse = bool(sparse_decode)
+        # TopK steps on the sparse CPU kernels compute W_enc's gradient as (S, d_sae, d_in):
+        # train W_enc stored that way (no transposition per step, contiguous for fused Adam)
+        # and keep the steps' large temporaries in a workspace.
+        transposed = (
+            {"W_enc"}
+            if self.sparse and self.cls.sparse_cpu_step and uses_sparse_kernels(device, first.dtype)
+            else set()
+        )
+        self.workspace = Workspace()
         trainable = first.trainable_names()
+        # tensors: in the SAEs' shapes, for everything but the forward (views of the leaves
+        # for the transposed ones); leaves: what Adam trains and gradients reach.
         self.tensors: dict[str, torch.Tensor] = {}
+        self.leaves: dict[str, torch.Tensor] = {}
+        self.transposed = transposed
         for name in first.tensor_names:
             t = torch.stack([getattr(saes[i], name).detach() for i in members]).to(device).clone()
+            leaf = t.transpose(1, 2).contiguous() if name in transposed else t
             if name in trainable:
-                t.requires_grad_(True)
-            self.tensors[name] = t
-        self.params = [self.tensors[n] for n in first.tensor_names if n in trainable]
+                leaf.requires_grad_(True)
+            self.leaves[name] = leaf
+            self.tensors[name] = leaf.detach().transpose(1, 2) if name in transposed else leaf
+        self.params = [self.leaves[n] for n in first.tensor_names if n in trainable]
         self.hp = {
             n: torch.tensor([float(getattr(saes[i].cfg, n)) for i in members], device=device)
             for n in first.continuous_hparams
@@ -88,6 +116,13 @@ class _Group:
         self.acc = self._zero_acc(device)
         self.aux_dead = False  # any member has a dead latent (refreshed at logging steps)
         self.fn = self.cls.stacked_forward
+
+    def forward_tensors(self) -> dict[str, torch.Tensor]:
+        """The stacked tensors in the SAEs' shapes, connected to the leaves for autograd."""
+        return {
+            n: (leaf.transpose(1, 2) if n in self.transposed else leaf)
+            for n, leaf in self.leaves.items()
+        }
 
     def _zero_acc(self, device: torch.device) -> dict[str, torch.Tensor]:
         z = torch.zeros(self.S, device=device)
@@ -225,14 +260,10 @@ def train_saes(
     stream = BatchStream(source, d_in, batch_size, dev, seed=seed, shuffle=shuffle)
 
     groups = [
-        _Group(m, saes, float(lrs[m[0]]), dev) for m in _group_saes(saes, [float(v) for v in lrs])
+        _Group(m, saes, float(lrs[m[0]]), dev, sparse_decode)
+        for m in _group_saes(saes, [float(v) for v in lrs])
     ]
     for g in groups:
-        k = getattr(g.cfg, "k", None)
-        use_sparse = sparse_decode
-        if use_sparse is None:
-            use_sparse = k is not None and 16 * k <= g.cfg.d_sae
-        g.sparse = bool(use_sparse)
         if compile:
             g.fn = torch.compile(g.cls.stacked_forward)
     opt = torch.optim.Adam(
@@ -299,9 +330,13 @@ def train_saes(
                     if g.aux_dead and hasattr(g.cfg, "dead_window"):
                         dead = g.since_fired >= g.cfg.dead_window
                     ctx = StepContext(
-                        training=True, update_buffers=True, dead_mask=dead, sparse_decode=g.sparse
+                        training=True,
+                        update_buffers=True,
+                        dead_mask=dead,
+                        sparse_decode=g.sparse,
+                        workspace=g.workspace,
                     )
-                    out = g.fn(g.cfg, g.tensors, g.hp, x, ctx)
+                    out = g.fn(g.cfg, g.forward_tensors(), g.hp, x, ctx)
                     total = out.loss.sum() if total is None else total + out.loss.sum()
                     outs.append(out)
             total.backward()
@@ -371,7 +406,10 @@ def _prepare_grads(g: _Group, max_grad_norm: float | None) -> None:
     if g.cfg.unit_norm_decoder:
         w = g.tensors["W_dec"]
         if w.grad is not None:
-            along = torch.linalg.vecdot(w.grad, w, dim=-1).unsqueeze(-1)
+            # Row-wise <grad, w> as a batch of (1, d_in) @ (d_in, 1) products: vecdot would
+            # build a weight-sized product temporary first (2.4x slower, measured).
+            rows = w.reshape(-1, 1, w.shape[-1])
+            along = torch.bmm(w.grad.reshape(rows.shape), rows.mT).view(*w.shape[:-1], 1)
             w.grad.addcmul_(along, w, value=-1.0)
     if max_grad_norm is None:
         return

@@ -8,6 +8,7 @@ import torch
 from hierlens.sae import TopKSAE, train_saes
 from hierlens.sae.base import StepContext
 from hierlens.sae.sparse_step import sparse_topk_step
+from hierlens.sae.workspace import Workspace
 
 D_IN, D_SAE, K, S = 12, 96, 5, 3
 
@@ -123,3 +124,65 @@ def test_auxk_follows_each_members_coefficient_in_a_stack():
         cfg, p, none, x, StepContext(sparse_decode=True, dead_mask=dead)
     )
     assert quiet.codes is None  # no member uses AuxK: the sparse step runs
+
+
+def _transposed_leaf_stack(seed=0):
+    """The stack as the trainer holds it: ``W_enc`` trained as a contiguous
+    ``(S, d_sae, d_in)`` leaf and passed to the step as its transpose."""
+    cfg, p, hp = _stack(seed=seed)
+    leaves = {n: t.detach().clone() for n, t in p.items()}
+    leaves["W_enc"] = leaves["W_enc"].transpose(1, 2).contiguous()
+    for t in leaves.values():
+        t.requires_grad_(True)
+    view = {**leaves, "W_enc": leaves["W_enc"].transpose(1, 2)}
+    return cfg, p, hp, leaves, view
+
+
+def test_workspace_delivers_weight_gradients_into_kept_buffers():
+    cfg, p, hp, leaves, view = _transposed_leaf_stack()
+    ws = Workspace()
+    x = _x()
+    ctx = StepContext(sparse_decode=True, workspace=ws)
+    TopKSAE.stacked_forward(cfg, view, hp, x, ctx).loss.sum().backward()
+    TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True)).loss.sum().backward()
+    for name in p:
+        got = leaves[name].grad.transpose(1, 2) if name == "W_enc" else leaves[name].grad
+        torch.testing.assert_close(got, p[name].grad, atol=1e-12, rtol=1e-12)
+    # the weight gradients are the workspace's buffers, not copies of them
+    for name, leaf in (("grad_W_enc", leaves["W_enc"]), ("grad_W_dec", leaves["W_dec"])):
+        buf = ws.get(name, leaf.grad.reshape(-1, D_IN).shape, leaf.dtype, leaf.device)
+        assert leaf.grad.data_ptr() == buf.data_ptr()
+    # a second step with gradients zeroed in place (not dropped): the buffer held by .grad
+    # must not be overwritten before the addition, and the result is one step's gradient
+    kept = {n: t.grad for n, t in leaves.items()}
+    for t in leaves.values():
+        t.grad.zero_()
+    TopKSAE.stacked_forward(cfg, view, hp, x, ctx).loss.sum().backward()
+    for name in p:
+        assert leaves[name].grad is kept[name]
+        got = leaves[name].grad.transpose(1, 2) if name == "W_enc" else leaves[name].grad
+        torch.testing.assert_close(got, p[name].grad, atol=1e-12, rtol=1e-12)
+    # and without zeroing, gradients accumulate
+    TopKSAE.stacked_forward(cfg, view, hp, x, ctx).loss.sum().backward()
+    torch.testing.assert_close(leaves["W_dec"].grad, 2 * p["W_dec"].grad, atol=1e-12, rtol=1e-12)
+
+
+def test_workspace_leaves_non_leaf_weights_to_autograd():
+    """Weights computed from other tensors get their gradient through autograd as usual."""
+    cfg, p, hp = _stack(seed=2)
+    base = {n: t.detach().clone().requires_grad_(True) for n, t in p.items()}
+    scaled = {n: 1.0 * t for n, t in base.items()}  # non-leaf weights
+    x = _x()
+    ctx = StepContext(sparse_decode=True, workspace=Workspace())
+    TopKSAE.stacked_forward(cfg, scaled, hp, x, ctx).loss.sum().backward()
+    TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True)).loss.sum().backward()
+    for name in p:
+        torch.testing.assert_close(base[name].grad, p[name].grad, atol=1e-12, rtol=1e-12)
+
+
+def test_workspace_reuses_memory_for_equal_requests():
+    ws = Workspace()
+    a = ws.get("t", (3, 4), torch.float32, torch.device("cpu"))
+    assert ws.get("t", (3, 4), torch.float32, torch.device("cpu")) is a
+    assert ws.get("t", (4, 3), torch.float32, torch.device("cpu")) is not a
+    assert ws.get("t", (4, 3), torch.float64, torch.device("cpu")).dtype == torch.float64

@@ -77,7 +77,10 @@ def _plain_loop(sae, x, steps, lr, warmup, decay_fraction, max_norm):
                 sae.threshold.clamp_(min=0)
 
 
-def test_fused_training_equals_separate_plain_loops():
+@pytest.mark.parametrize("sparse_decode", [None, True])
+def test_fused_training_equals_separate_plain_loops(sparse_decode):
+    """``sparse_decode=True`` puts the TopK stack on the sparse CPU kernels (``W_enc`` stored
+    transposed, gradients in workspace buffers); BatchTopK then decodes by gathering rows."""
     x = _data()
     steps, lr, warmup, decay, clip = 24, 2e-3, 5, 0.25, 0.5
     fused = _make_saes()
@@ -93,6 +96,7 @@ def test_fused_training_equals_separate_plain_loops():
         shuffle=False,
         progress=False,
         log_every=8,
+        sparse_decode=sparse_decode,
     )
     separate = _make_saes()
     for sae in separate:
@@ -114,9 +118,18 @@ def test_fused_training_equals_separate_plain_loops():
             torch.testing.assert_close(a.W_dec.norm(dim=1), torch.ones(D_SAE))
 
 
-def test_exact_resume_after_interruption(tmp_path):
+@pytest.mark.parametrize("sparse_decode", [None, True])
+def test_exact_resume_after_interruption(tmp_path, sparse_decode):
     x = _data()
-    kwargs = dict(steps=12, batch_size=BS, lr=3e-3, warmup_steps=3, log_every=2, progress=False)
+    kwargs = dict(
+        steps=12,
+        batch_size=BS,
+        lr=3e-3,
+        warmup_steps=3,
+        log_every=2,
+        progress=False,
+        sparse_decode=sparse_decode,
+    )
 
     def saes():
         return [
@@ -244,3 +257,40 @@ def test_trainer_bad_input():
         train_saes([sae, sae], x, steps=1, progress=False)
     with pytest.raises(ValueError, match="lr"):
         train_saes([sae], x, steps=1, lr=[1e-3, 1e-3], progress=False)
+
+
+def test_resume_across_encoder_layouts(tmp_path):
+    """A checkpoint keeps the optimiser state in the SAEs' layout: a run on the sparse CPU
+    kernels (``W_enc`` stored transposed) resumes on the dense path and vice versa."""
+    x = _data().double()
+    kwargs = dict(steps=10, batch_size=BS, lr=3e-3, log_every=2, progress=False)
+
+    def saes():
+        return [TopKSAE(D_IN, D_SAE, k=4, seed=i, dtype="float64", device="cpu") for i in (0, 1)]
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(records):
+        if records[0]["step"] == 6:
+            raise Crash
+
+    for first, second in ((True, False), (False, True)):
+        straight = saes()
+        train_saes(straight, x, sparse_decode=first, **kwargs)
+        ckpt = tmp_path / f"from_{first}"
+        with pytest.raises(Crash):
+            train_saes(
+                saes(),
+                x,
+                checkpoint_dir=ckpt,
+                checkpoint_every=3,
+                callback=crash,
+                sparse_decode=first,
+                **kwargs,
+            )
+        resumed = saes()
+        train_saes(resumed, x, checkpoint_dir=ckpt, resume=True, sparse_decode=second, **kwargs)
+        for a, b in zip(straight, resumed):
+            for name in a.tensor_names:
+                torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-9, rtol=1e-8)
