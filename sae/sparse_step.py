@@ -9,6 +9,12 @@ sparse CSR kernels (``torch.sparse.mm`` and ``torch.sparse.sampled_addmm``), so 
 one dense product plus ``O(B k d_in)`` work instead of five dense products. ``S`` stacked
 SAEs share one block-diagonal sparse matrix (member ``s``'s latents are columns
 ``s * d_sae ...``), so the whole stack runs as single sparse products.
+
+The selection itself is :func:`hierlens.sae.topk_select.grouped_topk` (exact, faster than
+``torch.topk`` on wide rows). Given a :class:`~hierlens.sae.workspace.Workspace`, the step
+keeps its large tensors (the pre-activations, the augmented encoder weight, the weight
+gradients) between calls instead of zero-filling fresh pages for them at every step (see
+:mod:`hierlens.sae.workspace`).
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ class _Transposer:
     def __init__(self, columns: torch.Tensor, n_cols: int) -> None:
         R, k = columns.shape
         flat = columns.reshape(-1)
-        self.order = torch.argsort(flat, stable=True)
+        # int32 keys sort in half the time of int64 (measured); the order is the same
+        keys = flat.to(torch.int32) if n_cols <= torch.iinfo(torch.int32).max else flat
+        self.order = torch.argsort(keys, stable=True)
         counts = torch.bincount(flat, minlength=n_cols)
         self.crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
         self.cols = torch.div(self.order, k, rounding_mode="floor")  # the entry's row
@@ -237,7 +245,7 @@ def sparse_topk_step(
     """
     with torch.no_grad():
         pre = selection_preacts(x, p, apply_b_dec, workspace)
-        pre_sel, idx = grouped_topk(pre, k)
+        pre_sel, idx = grouped_topk(pre, k, workspace=workspace)
     vals, recon = _SparseTopK.apply(
         x, p["W_enc"], p["b_enc"], p["b_dec"], p["W_dec"], idx, pre_sel, apply_b_dec, workspace
     )

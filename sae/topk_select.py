@@ -22,28 +22,37 @@ from __future__ import annotations
 
 import torch
 
+from .workspace import Workspace
+
 __all__ = ["grouped_topk"]
 
 GROUP = 8  # elements per group: fastest of 4, 8, 16 at 8192 x 4096, k = 32 (measured)
 
 
-def grouped_topk(x: torch.Tensor, k: int, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+def grouped_topk(
+    x: torch.Tensor, k: int, group: int = GROUP, workspace: Workspace | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, indices)`` of the ``k`` largest entries along the last dimension of ``x``,
     in no particular order (as ``x.topk(k, dim=-1, sorted=False)``).
 
     Falls back to ``torch.topk`` when the width is not a multiple of ``group`` or is below
-    ``2 group k`` (too few groups for the maxima to save work).
+    ``2 group k`` (too few groups for the maxima to save work). ``workspace``: keep the
+    group maxima there between calls.
     """
     n = x.shape[-1]
     if n % group or n < 2 * group * k:
         return x.topk(k, dim=-1, sorted=False)
     n_groups = n // group
     slabs = x.reshape(*x.shape[:-1], group, n_groups)  # group c = column c of the slabs
-    _, kept = slabs.amax(-2).topk(k, dim=-1, sorted=False)  # (..., k)
+    maxima = None
+    if workspace is not None:
+        shape = (*x.shape[:-1], n_groups)
+        maxima = workspace.get("group_maxima", shape, x.dtype, x.device)
+    _, kept = torch.amax(slabs, -2, out=maxima).topk(k, dim=-1, sorted=False)  # (..., k)
     members = kept.unsqueeze(-2).expand(*kept.shape[:-1], group, k)  # (..., group, k)
     candidates = slabs.gather(-1, members).flatten(-2)  # (..., group * k)
     values, pos = candidates.topk(k, dim=-1, sorted=False)
     # candidate (m, j) is element kept[j] + m * n_groups
-    slab, which = torch.div(pos, k, rounding_mode="floor"), pos.remainder(k)
-    indices = kept.gather(-1, which).add_(slab, alpha=n_groups)
+    offsets = torch.arange(0, n, n_groups, device=x.device).view(group, 1)
+    indices = (kept.unsqueeze(-2) + offsets).flatten(-2).gather(-1, pos)
     return values, indices

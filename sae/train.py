@@ -234,8 +234,10 @@ def train_saes(
         fused: fused Adam (``None``: on; PyTorch has fused Adam kernels for CUDA and CPU).
         sparse_decode: TopK steps through the ``k`` active latents only (``None``: when
             ``16 k <= d_sae``): on the CPU the whole step runs on sparse kernels
-            (:mod:`hierlens.sae.sparse_step`; steps with AuxK active stay dense), on CUDA
-            the decoder gathers the active rows.
+            (:mod:`hierlens.sae.sparse_step`; steps with AuxK active stay dense; ``W_enc``
+            is trained stored as ``(S, d_sae, d_in)``, the layout of its sparse gradient,
+            and large temporaries are kept between steps), on CUDA the decoder gathers the
+            active rows.
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
 
@@ -266,6 +268,8 @@ def train_saes(
     for g in groups:
         if compile:
             g.fn = torch.compile(g.cls.stacked_forward)
+            # A traced step cannot set .grad from its backward: gradients go through autograd.
+            g.workspace = None
     opt = torch.optim.Adam(
         [{"params": g.params, "lr": g.lr} for g in groups],
         betas=betas,

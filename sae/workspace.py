@@ -3,9 +3,10 @@
 A stack of SAEs makes temporaries of tens to hundreds of megabytes per step (the stacked
 pre-activations, the weight gradients). Allocators return blocks that large to the operating
 system when they are freed (glibc maps every block over 32 MiB afresh), so a loop that
-allocates them anew pays for zero-filling fresh pages at every step: a third of a CPU
-TopK step at ``S = 8, d_sae = 4096, B = 1024`` (measured). :class:`Workspace` keeps one tensor
-per name and hands the same memory back while shape, dtype and device stay the same.
+allocates them anew pays for zero-filling fresh pages at every step: with the allocator
+told to keep such blocks, a CPU TopK step of 8 stacked SAEs (``d_sae = 4096, B = 1024``) took
+517 instead of 710 ms (measured). :class:`Workspace` keeps one tensor per name and hands the
+same memory back while shape, dtype and device stay the same.
 """
 
 from __future__ import annotations

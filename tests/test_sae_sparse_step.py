@@ -186,3 +186,51 @@ def test_workspace_reuses_memory_for_equal_requests():
     assert ws.get("t", (3, 4), torch.float32, torch.device("cpu")) is a
     assert ws.get("t", (4, 3), torch.float32, torch.device("cpu")) is not a
     assert ws.get("t", (4, 3), torch.float64, torch.device("cpu")).dtype == torch.float64
+
+
+def test_compiled_training_on_the_sparse_step_equals_eager():
+    """``compile=True`` traces the sparse step (without the workspace's direct gradients)."""
+    data = _x(dtype=torch.float32, n=64 * 4, seed=4)
+
+    def run(compile):
+        saes = [TopKSAE(D_IN, D_SAE, k=K, seed=i, device="cpu") for i in range(2)]
+        kw = dict(steps=4, batch_size=64, shuffle=False, progress=False, device="cpu")
+        train_saes(saes, data, compile=compile, sparse_decode=True, **kw)
+        return saes
+
+    for a, b in zip(run(False), run(True)):
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-6, rtol=1e-5)
+
+
+def test_training_that_switches_to_auxk_steps_equals_dense_training():
+    """Once latents die, AuxK steps take the dense path inside a stack trained on the sparse
+    layout (``W_enc`` stored transposed): the result still equals all-dense training."""
+    g = torch.Generator().manual_seed(7)
+    data = torch.relu(torch.randn(64 * 8, D_IN, generator=g, dtype=torch.float64)) * 3.0
+
+    def run(sparse):
+        saes = [
+            TopKSAE(D_IN, D_SAE, k=K, seed=i, dtype="float64", dead_window=64, device="cpu")
+            for i in range(S)
+        ]
+        res = train_saes(
+            saes,
+            data,
+            steps=8,
+            batch_size=64,
+            lr=5e-2,
+            shuffle=False,
+            progress=False,
+            log_every=2,
+            device="cpu",
+            sparse_decode=sparse,
+        )
+        return saes, res.history
+
+    (a, hist_a), (b, _) = run(True), run(False)
+    assert any(r["auxk"] > 0 for r in hist_a)  # AuxK did run
+    assert any(r["auxk"] == 0 for r in hist_a)  # after sparse steps
+    for sa, sb in zip(a, b):
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            torch.testing.assert_close(getattr(sa, name), getattr(sb, name), atol=1e-9, rtol=1e-8)
