@@ -93,8 +93,9 @@ class _SparseTopK(torch.autograd.Function):
     its kept buffers and handed to ``W_enc.grad`` / ``W_dec.grad`` directly (added when a
     gradient is already there), so a training loop allocates no weight-sized memory per step.
     This needs leaf weights whose strides match the buffers: ``W_dec`` contiguous and
-    ``W_enc`` stored as the transpose of a contiguous ``(S, d_sae, d_in)`` tensor (see
-    :func:`encoder_weight_layout`); otherwise the gradients go back through autograd.
+    ``W_enc`` stored as the transpose of a contiguous ``(S, d_sae, d_in)`` tensor, as the
+    trainer keeps it (either the leaf itself or its ``.mT`` view); otherwise the gradient
+    goes back through autograd.
     """
 
     @staticmethod
@@ -109,8 +110,12 @@ class _SparseTopK(torch.autograd.Function):
         ctx.save_for_backward(x, W_enc, b_dec, W_dec, columns, vals, pre_sel > 0)
         ctx.apply_b_dec = apply_b_dec
         ctx.workspace = workspace
-        # With a workspace: the leaves whose .grad the backward fills in directly.
-        ctx.leaves = (_grad_leaf(W_enc), _grad_leaf(W_dec)) if workspace is not None else None
+        # With a workspace: the leaves whose .grad the backward fills in directly (the
+        # gradients are computed as contiguous (S, d_sae, d_in) tensors; W_enc's transposed).
+        ctx.leaves = None
+        if workspace is not None:
+            enc_stride, dec_stride = (d_sae * d_in, 1, d_in), (d_sae * d_in, d_in, 1)
+            ctx.leaves = (_grad_leaf(W_enc, enc_stride), _grad_leaf(W_dec, dec_stride))
         return vals, recon
 
     @staticmethod
@@ -152,22 +157,21 @@ class _SparseTopK(torch.autograd.Function):
         return None, grad_W_enc, grad_b_enc, grad_b_dec, grad_W_dec, None, None, None, None
 
 
-def _grad_leaf(weight: torch.Tensor | None) -> torch.Tensor | None:
-    """The leaf whose ``.grad`` receives ``weight``'s gradient directly: ``weight`` itself, or
-    the leaf it is the plain transpose of (as the trainer passes ``W_enc``); ``None`` when
-    neither holds and the gradient must go through autograd."""
-    if weight is None:
+def _grad_leaf(weight: torch.Tensor, grad_stride: tuple[int, ...]) -> torch.Tensor | None:
+    """The leaf whose ``.grad`` can take ``weight``'s gradient (computed with strides
+    ``grad_stride``) without a copy: ``weight`` itself when it is a leaf with those strides,
+    or the leaf ``weight`` is the plain transpose of (as the trainer passes ``W_enc``).
+    ``None`` when neither holds: the gradient then goes through autograd."""
+    if weight.is_leaf:
+        leaf, stride = weight, weight.stride()
+    else:
+        leaf = weight._base
+        if leaf is None or weight.shape != leaf.mT.shape or weight.data_ptr() != leaf.data_ptr():
+            return None
+        stride = leaf.mT.stride()
+    if not (leaf.is_leaf and leaf.requires_grad) or weight.stride() != stride:
         return None
-    leaf = weight if weight.is_leaf else weight._base
-    if leaf is None or not (leaf.is_leaf and leaf.requires_grad):
-        return None
-    if leaf is not weight and not (
-        weight.data_ptr() == leaf.data_ptr()
-        and weight.shape == leaf.mT.shape
-        and weight.stride() == leaf.mT.stride()
-    ):
-        return None
-    return leaf
+    return leaf if stride == grad_stride else None
 
 
 def _buffer(ws, name: str, leaf, sparse: torch.Tensor, dense: torch.Tensor):
@@ -184,13 +188,11 @@ def _buffer(ws, name: str, leaf, sparse: torch.Tensor, dense: torch.Tensor):
 
 
 def _deliver(weight: torch.Tensor, leaf, grad: torch.Tensor) -> torch.Tensor | None:
-    """Put ``grad`` (``weight``'s gradient, in a workspace buffer) into ``leaf.grad`` and
-    return ``None`` for autograd; return ``grad`` to autograd when the layouts differ."""
+    """Put ``grad`` (``weight``'s gradient) into ``leaf.grad`` (see :func:`_grad_leaf`) and
+    return ``None`` for autograd; without a leaf, return ``grad`` to autograd."""
     if leaf is None:
         return grad
     g = grad if leaf is weight else grad.mT
-    if g.stride() != leaf.stride():
-        return grad
     if leaf.grad is None:
         leaf.grad = g
     else:

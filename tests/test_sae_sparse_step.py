@@ -167,16 +167,20 @@ def test_workspace_delivers_weight_gradients_into_kept_buffers():
     torch.testing.assert_close(leaves["W_dec"].grad, 2 * p["W_dec"].grad, atol=1e-12, rtol=1e-12)
 
 
-def test_workspace_leaves_non_leaf_weights_to_autograd():
-    """Weights computed from other tensors get their gradient through autograd as usual."""
+@pytest.mark.parametrize("weights", ["computed", "contiguous W_enc"])
+def test_workspace_leaves_other_weights_to_autograd(weights):
+    """Weights computed from other tensors, or a ``W_enc`` leaf in the SAEs' own layout, get
+    their gradient through autograd as usual."""
     cfg, p, hp = _stack(seed=2)
     base = {n: t.detach().clone().requires_grad_(True) for n, t in p.items()}
-    scaled = {n: 1.0 * t for n, t in base.items()}  # non-leaf weights
     x = _x()
     ctx = StepContext(sparse_decode=True, workspace=Workspace())
-    TopKSAE.stacked_forward(cfg, scaled, hp, x, ctx).loss.sum().backward()
-    TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True)).loss.sum().backward()
+    for _ in range(2):  # the second step adds to gradients already there
+        used = {n: 1.0 * t for n, t in base.items()} if weights == "computed" else base
+        TopKSAE.stacked_forward(cfg, used, hp, x, ctx).loss.sum().backward()
+        TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True)).loss.sum().backward()
     for name in p:
+        assert base[name].grad.stride() == base[name].stride()
         torch.testing.assert_close(base[name].grad, p[name].grad, atol=1e-12, rtol=1e-12)
 
 
