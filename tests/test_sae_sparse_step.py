@@ -32,6 +32,34 @@ def _x(dtype=torch.float64, n=40, seed=1):
     return torch.randn(n, D_IN, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def _train(data, steps, lr=1e-2, log_every=3, n=S, **options):
+    """Train ``n`` TopK SAEs (float64 unless ``dtype`` is given) on ``data`` in batches of 64;
+    ``options`` go to the SAEs (``dtype``, ``dead_window``) or to ``train_saes``."""
+    sae_kw = {"dtype": options.pop("dtype", "float64")}
+    if "dead_window" in options:
+        sae_kw["dead_window"] = options.pop("dead_window")
+    saes = [TopKSAE(D_IN, D_SAE, k=K, seed=i, device="cpu", **sae_kw) for i in range(n)]
+    res = train_saes(
+        saes,
+        data,
+        steps=steps,
+        batch_size=64,
+        lr=lr,
+        shuffle=False,
+        progress=False,
+        log_every=log_every,
+        device="cpu",
+        **options,
+    )
+    return saes, res.history
+
+
+def _assert_same_weights(a, b, atol, rtol):
+    for sa, sb in zip(a, b):
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            torch.testing.assert_close(getattr(sa, name), getattr(sb, name), atol=atol, rtol=rtol)
+
+
 @pytest.mark.parametrize("apply_b_dec", [True, False])
 def test_sparse_step_equals_dense_forward_and_gradients(apply_b_dec):
     cfg, p, hp = _stack(apply_b_dec)
@@ -72,26 +100,9 @@ def test_sparse_step_matches_a_per_sample_reference():
 
 def test_training_with_sparse_steps_equals_dense_training():
     data = _x(n=64 * 6, seed=3)
-
-    def run(sparse):
-        saes = [TopKSAE(D_IN, D_SAE, k=K, seed=i, dtype="float64", device="cpu") for i in range(S)]
-        train_saes(
-            saes,
-            data,
-            steps=6,
-            batch_size=64,
-            lr=1e-2,
-            shuffle=False,
-            progress=False,
-            log_every=3,
-            device="cpu",
-            sparse_decode=sparse,
-        )
-        return saes
-
-    for a, b in zip(run(True), run(False)):
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-9, rtol=1e-8)
+    sparse, _ = _train(data, 6, sparse_decode=True)
+    dense, _ = _train(data, 6, sparse_decode=False)
+    _assert_same_weights(sparse, dense, atol=1e-9, rtol=1e-8)
 
 
 def test_auxk_steps_take_the_dense_path():
@@ -178,7 +189,9 @@ def test_workspace_leaves_other_weights_to_autograd(weights):
     for _ in range(2):  # the second step adds to gradients already there
         used = {n: 1.0 * t for n, t in base.items()} if weights == "computed" else base
         TopKSAE.stacked_forward(cfg, used, hp, x, ctx).loss.sum().backward()
-        TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True)).loss.sum().backward()
+        TopKSAE.stacked_forward(
+            cfg, p, hp, x, StepContext(sparse_decode=True)
+        ).loss.sum().backward()
     for name in p:
         assert base[name].grad.stride() == base[name].stride()
         torch.testing.assert_close(base[name].grad, p[name].grad, atol=1e-12, rtol=1e-12)
@@ -195,16 +208,10 @@ def test_workspace_reuses_memory_for_equal_requests():
 def test_compiled_training_on_the_sparse_step_equals_eager():
     """``compile=True`` traces the sparse step (without the workspace's direct gradients)."""
     data = _x(dtype=torch.float32, n=64 * 4, seed=4)
-
-    def run(compile):
-        saes = [TopKSAE(D_IN, D_SAE, k=K, seed=i, device="cpu") for i in range(2)]
-        kw = dict(steps=4, batch_size=64, shuffle=False, progress=False, device="cpu")
-        train_saes(saes, data, compile=compile, sparse_decode=True, **kw)
-        return saes
-
-    for a, b in zip(run(False), run(True)):
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-6, rtol=1e-5)
+    kw = dict(n=2, dtype="float32", sparse_decode=True)
+    eager, _ = _train(data, 4, compile=False, **kw)
+    compiled, _ = _train(data, 4, compile=True, **kw)
+    _assert_same_weights(eager, compiled, atol=1e-6, rtol=1e-5)
 
 
 def test_training_that_switches_to_auxk_steps_equals_dense_training():
@@ -213,28 +220,9 @@ def test_training_that_switches_to_auxk_steps_equals_dense_training():
     g = torch.Generator().manual_seed(7)
     data = torch.relu(torch.randn(64 * 8, D_IN, generator=g, dtype=torch.float64)) * 3.0
 
-    def run(sparse):
-        saes = [
-            TopKSAE(D_IN, D_SAE, k=K, seed=i, dtype="float64", dead_window=64, device="cpu")
-            for i in range(S)
-        ]
-        res = train_saes(
-            saes,
-            data,
-            steps=8,
-            batch_size=64,
-            lr=5e-2,
-            shuffle=False,
-            progress=False,
-            log_every=2,
-            device="cpu",
-            sparse_decode=sparse,
-        )
-        return saes, res.history
-
-    (a, hist_a), (b, _) = run(True), run(False)
-    assert any(r["auxk"] > 0 for r in hist_a)  # AuxK did run
-    assert any(r["auxk"] == 0 for r in hist_a)  # after sparse steps
-    for sa, sb in zip(a, b):
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            torch.testing.assert_close(getattr(sa, name), getattr(sb, name), atol=1e-9, rtol=1e-8)
+    kw = dict(lr=5e-2, log_every=2, dead_window=64)
+    sparse, history = _train(data, 8, sparse_decode=True, **kw)
+    dense, _ = _train(data, 8, sparse_decode=False, **kw)
+    assert any(r["auxk"] > 0 for r in history)  # AuxK did run
+    assert any(r["auxk"] == 0 for r in history)  # after sparse steps
+    _assert_same_weights(sparse, dense, atol=1e-9, rtol=1e-8)
