@@ -106,7 +106,7 @@ class _SparseTopK(torch.autograd.Function):
         vals = torch.relu(pre_sel)
         codes = _csr(vals, columns, S * d_sae)
         recon = _spmm(codes, W_dec.reshape(S * d_sae, d_in)).view(S, B, d_in)
-        recon = recon + b_dec.unsqueeze(1)
+        recon.add_(b_dec.unsqueeze(1))
         ctx.save_for_backward(x, W_enc, b_dec, W_dec, columns, vals, pre_sel > 0)
         ctx.apply_b_dec = apply_b_dec
         ctx.workspace = workspace

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hierlens.sae.topk_select import grouped_topk
+from hierlens.sae.workspace import Workspace
 
 
 def _check(x, k, v, i):
@@ -51,3 +52,13 @@ def test_grouped_topk_falls_back_for_narrow_or_uneven_rows():
     for n, k in ((100, 4), (256, 32), (1000, 3)):  # 100, 1000 % 8 != 0; 256 < 2 * 8 * 32
         x = torch.randn(10, n, generator=torch.Generator().manual_seed(n))
         _check(x, k, *grouped_topk(x, k))
+
+
+def test_grouped_topk_with_a_workspace_keeps_results_apart():
+    """The group maxima live in the workspace between calls; earlier results stay valid."""
+    ws = Workspace()
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(40, 1024, generator=g) for _ in range(3)]
+    results = [grouped_topk(x, 16, workspace=ws) for x in xs]
+    for x, (v, i) in zip(xs, results):
+        _check(x, 16, v, i)
