@@ -245,10 +245,12 @@ def sparse_topk_step(
     weight gradients into kept buffers set as the weights' ``.grad`` (see
     :class:`_SparseTopK`); for a training loop that owns the weights.
     """
-    with torch.no_grad():
-        pre = selection_preacts(x, p, apply_b_dec, workspace)
-        pre_sel, idx = grouped_topk(pre, k, workspace=workspace)
-    vals, recon = _SparseTopK.apply(
-        x, p["W_enc"], p["b_enc"], p["b_dec"], p["W_dec"], idx, pre_sel, apply_b_dec, workspace
-    )
+    # The sparse kernels take one dtype: the step runs in the weights' dtype under autocast.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.no_grad():
+            pre = selection_preacts(x, p, apply_b_dec, workspace)
+            pre_sel, idx = grouped_topk(pre, k, workspace=workspace)
+        vals, recon = _SparseTopK.apply(
+            x, p["W_enc"], p["b_enc"], p["b_dec"], p["W_dec"], idx, pre_sel, apply_b_dec, workspace
+        )
     return vals, idx, recon

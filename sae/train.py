@@ -229,7 +229,8 @@ def train_saes(
             result equals an uninterrupted run for tensor and re-iterable sources).
         shuffle, seed: order of rows drawn from a tensor source.
         device: ``None``: CUDA when available, else CPU.
-        autocast: bf16 autocast of the forward pass (``None``: on CUDA only).
+        autocast: bf16 autocast of the forward pass (``None``: on CUDA only; TopK steps on
+            the sparse CPU kernels stay in the weights' dtype).
         compile: ``torch.compile`` each stack's forward.
         fused: fused Adam (``None``: on; PyTorch has fused Adam kernels for CUDA and CPU).
         sparse_decode: TopK steps through the ``k`` active latents only (``None``: when

@@ -226,3 +226,13 @@ def test_training_that_switches_to_auxk_steps_equals_dense_training():
     assert any(r["auxk"] > 0 for r in history)  # AuxK did run
     assert any(r["auxk"] == 0 for r in history)  # after sparse steps
     _assert_same_weights(sparse, dense, atol=1e-9, rtol=1e-8)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_autocast_leaves_the_sparse_step_in_the_weights_dtype(compile):
+    """bf16 autocast on the CPU does not reach the sparse kernels (they take one dtype)."""
+    data = _x(dtype=torch.float32, n=64 * 3, seed=6)
+    kw = dict(n=2, dtype="float32", sparse_decode=True, compile=compile)
+    plain, _ = _train(data, 3, **kw)
+    autocast, _ = _train(data, 3, autocast=True, **kw)
+    _assert_same_weights(plain, autocast, atol=1e-6, rtol=1e-5)
