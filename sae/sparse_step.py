@@ -205,10 +205,16 @@ def _stored_transposed(W: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def selection_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: bool, out=None):
+def selection_preacts(
+    x: torch.Tensor,
+    p: dict[str, torch.Tensor],
+    apply_b_dec: bool,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
     """The stacked pre-activations ``(S, B, d_sae)`` the top-k selection reads, without
     gradient: one batched product with the bias folded in as an extra input column (cheaper
-    than adding it to the large output). ``out``: a workspace to keep the large tensors in."""
+    than adding it to the large output). ``workspace``: keep the large tensors there (the
+    result is then the workspace's buffer, overwritten by the next call)."""
     W = p["W_enc"]
     S, d_in, d_sae = W.shape
     bias = p["b_enc"]
@@ -219,12 +225,12 @@ def selection_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: 
         parts, dim, shape = [W.transpose(1, 2), bias.unsqueeze(2)], 2, (S, d_sae, d_in + 1)
     else:
         parts, dim, shape = [W, bias.unsqueeze(1)], 1, (S, d_in + 1, d_sae)
-    if out is None:
+    if workspace is None:
         W_aug = torch.cat(parts, dim)
         pre = None
     else:
-        W_aug = torch.cat(parts, dim, out=out.get("W_aug", shape, W.dtype, W.device))
-        pre = out.get("preacts", (S, x.shape[0], d_sae), W.dtype, W.device)
+        W_aug = torch.cat(parts, dim, out=workspace.get("W_aug", shape, W.dtype, W.device))
+        pre = workspace.get("preacts", (S, x.shape[0], d_sae), W.dtype, W.device)
     if dim == 2:
         W_aug = W_aug.transpose(1, 2)
     return torch.bmm(x_aug.expand(S, *x_aug.shape), W_aug, out=pre)

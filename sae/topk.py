@@ -164,6 +164,8 @@ class TopKSAE(SAE):
             fires = count_fires(idx, vals, cfg.d_sae)
             terms = {"mse": mse, "auxk": aux}
             return StackedOutput(recon, None, loss, terms, fires, sparse_codes=(vals, idx))
+        if ctx.workspace is not None:  # a dense step: do not hold the sparse step's buffers too
+            ctx.workspace.clear()
         pre = cls._pre(cfg, p, x)
         vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
         vals = torch.relu(vals)

@@ -34,6 +34,12 @@ class Workspace:
             self._tensors[name] = t
         return t
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kept tensors."""
+        return sum(t.untyped_storage().nbytes() for t in self._tensors.values())
+
     def clear(self) -> None:
-        """Drop every kept tensor."""
+        """Drop every kept tensor (a dense TopK step does, so as not to hold both its own
+        tensors and the sparse step's)."""
         self._tensors.clear()

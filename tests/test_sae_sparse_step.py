@@ -197,6 +197,19 @@ def test_workspace_leaves_other_weights_to_autograd(weights):
         torch.testing.assert_close(base[name].grad, p[name].grad, atol=1e-12, rtol=1e-12)
 
 
+def test_a_dense_step_releases_the_workspace():
+    cfg, p, hp = _stack()
+    ws = Workspace()
+    x = _x()
+    TopKSAE.stacked_forward(cfg, p, hp, x, StepContext(sparse_decode=True, workspace=ws))
+    assert ws.nbytes >= S * x.shape[0] * D_SAE * 8  # the float64 pre-activations at least
+    dead = torch.zeros(S, D_SAE, dtype=torch.bool)
+    dead[:, ::3] = True
+    ctx = StepContext(sparse_decode=True, dead_mask=dead, workspace=ws)
+    assert TopKSAE.stacked_forward(cfg, p, hp, x, ctx).codes is not None  # the dense path
+    assert ws.nbytes == 0
+
+
 def test_workspace_reuses_memory_for_equal_requests():
     ws = Workspace()
     a = ws.get("t", (3, 4), torch.float32, torch.device("cpu"))
