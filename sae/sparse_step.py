@@ -77,12 +77,15 @@ class _Transposer:
         self.cols = torch.div(self.order, k, rounding_mode="floor")  # the entry's row
         self.shape = (n_cols, R)
 
-    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+    def permute(self, values: torch.Tensor) -> torch.Tensor:
+        """Entry values ``(R, k)`` in the transpose's (column-major) order, flat."""
+        return values.reshape(-1)[self.order]
+
+    def csr(self, permuted: torch.Tensor) -> torch.Tensor:
+        """The transposed CSR matrix with values already in its order (see :meth:`permute`)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(
-                self.crow, self.cols, values.reshape(-1)[self.order], size=self.shape
-            )
+            return torch.sparse_csr_tensor(self.crow, self.cols, permuted, size=self.shape)
 
 
 class _SparseTopK(torch.autograd.Function):
@@ -127,25 +130,22 @@ class _SparseTopK(torch.autograd.Function):
         enc_leaf, dec_leaf = ctx.leaves if ws is not None else (None, None)
         g = g_recon.reshape(S * B, d_in)
         transpose = _Transposer(columns, S * d_sae)
+        codes_t = transpose.csr(transpose.permute(vals))
+        # Code gradient at the active latents only: (W_dec @ g^T) sampled at the transposed
+        # pattern, visited latent by latent so that each decoder row is read once (16 vs
+        # 23 ms in row order at S = 8, d_sae = 4096, B = 1024, k = 32, measured).
         W_flat = W_dec.reshape(S * d_sae, d_in)
-        pattern = _csr(vals, columns, S * d_sae)
-        # Code gradient at the active latents only: (g @ W_dec^T) sampled at the pattern.
-        g_codes = torch.sparse.sampled_addmm(pattern, g, W_flat.T, beta=0.0).values()
-        g_codes = g_codes.view_as(vals)
+        g_codes_t = torch.sparse.sampled_addmm(codes_t, W_flat, g.T, beta=0.0).values()
         if g_vals is not None:
-            g_codes = g_codes + g_vals
-        g_pre = g_codes * active
-        codes_t = transpose(vals)
+            g_codes_t = g_codes_t + transpose.permute(g_vals)
+        g_pre_t = transpose.csr(g_codes_t * transpose.permute(active))
         grad_W_dec = _spmm(codes_t, g, _buffer(ws, "grad_W_dec", dec_leaf, codes_t, g))
         grad_W_dec = grad_W_dec.view(S, d_sae, d_in)
-        grad_b_enc = torch.zeros(S * d_sae, dtype=g_pre.dtype, device=g_pre.device)
-        grad_b_enc.index_add_(0, columns.reshape(-1), g_pre.reshape(-1))
-        grad_b_enc = grad_b_enc.view(S, d_sae)
+        grad_b_enc = _spmm(g_pre_t, g.new_ones(S * B, 1)).view(S, d_sae)  # row sums
         x_in = x.to(W_enc.dtype).unsqueeze(0)
         if ctx.apply_b_dec:
             x_in = x_in - b_dec.unsqueeze(1)
         x_in = x_in.expand(S, B, d_in).reshape(S * B, d_in)
-        g_pre_t = transpose(g_pre)
         grad_W_enc = _spmm(g_pre_t, x_in, _buffer(ws, "grad_W_enc", enc_leaf, g_pre_t, x_in))
         grad_W_enc = grad_W_enc.view(S, d_sae, d_in).transpose(1, 2)
         grad_b_dec = g_recon.sum(1)
