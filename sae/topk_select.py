@@ -1,7 +1,7 @@
 """Exact top-k along the last dimension through group maxima, for wide rows on the CPU.
 
 ``torch.topk`` on the CPU runs a partial sort per row at about 5 ns per element (measured for
-rows of 4096), which is a quarter of a TopK SAE training step on the sparse kernels. With
+rows of 4096), which was a third of a TopK SAE training step on the sparse kernels. With
 ``k`` much smaller than the row width most of that work is spent on elements that cannot
 be selected. :func:`grouped_topk` first takes the maxima of ``n // g`` strided groups
 (``{c, c + n/g, c + 2n/g, ...}``: elementwise maxima of ``g`` contiguous slabs, which
