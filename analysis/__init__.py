@@ -1,9 +1,12 @@
 """hierlens.analysis: tree projections and scores, grokking tracking, depth sweeps, the
-pipeline, reports and the CLI.
+pipeline, reports, paper figures and the CLI.
 
-Names are imported on first use, so ``hierlens --help`` stays fast. The decoder
-``tree_projection(scores, method)`` is imported from :mod:`hierlens.analysis.tree_projection`
-(the package attribute of that name is the submodule).
+Rooms: :mod:`.trees` (span scores, tree decoding, tree metrics; imports only
+:mod:`hierlens.models`), :mod:`.report`, :mod:`.figures`, :mod:`.cli`; beside them
+:mod:`.grokking` (tracking over checkpoints), :mod:`.sweep` and :mod:`.pipeline`.
+
+Names are imported on first use, so ``hierlens --help`` stays fast:
+``from hierlens.analysis import span_scores, tree_projection`` gives the two functions.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from hierlens.models.moved import alias_moved_modules
+
 _EXPORTS = {
-    "span_scores": "tree_projection",
-    "tree_splits": "tree_decode",
-    "constituent_score": "tree_decode",
-    "tree_score": "tree_metrics",
-    "sentence_tree_score": "tree_metrics",
-    "parse_f1": "tree_metrics",
-    "parse_prf": "tree_metrics",
-    "left_branching": "tree_metrics",
-    "right_branching": "tree_metrics",
-    "random_tree": "tree_metrics",
-    "baseline_parse_f1": "tree_metrics",
+    "span_scores": "trees",
+    "tree_projection": "trees",
+    "tree_splits": "trees",
+    "constituent_score": "trees",
+    "tree_score": "trees",
+    "sentence_tree_score": "trees",
+    "parse_f1": "trees",
+    "parse_prf": "trees",
+    "left_branching": "trees",
+    "right_branching": "trees",
+    "random_tree": "trees",
+    "baseline_parse_f1": "trees",
     "track": "grokking",
     "grokking_summary": "grokking",
     "sweep": "sweep",
@@ -31,9 +37,34 @@ _EXPORTS = {
     "PipelineConfig": "pipeline",
     "DEMO_CONFIG": "pipeline",
     "write_report": "report",
+    "reproduce": "figures",
 }
 
 __all__ = sorted(_EXPORTS)
+
+# modules of the flat 0.1 layout -> their rooms (old paths warn for one release)
+alias_moved_modules(
+    __name__,
+    {
+        "tree_projection": f"{__name__}.trees.spans",
+        "tree_decode": f"{__name__}.trees.decode",
+        "tree_metrics": f"{__name__}.trees.metrics",
+        "block_runner": f"{__name__}.trees.block_runner",
+        "report_html": f"{__name__}.report.html",
+        "report_saes": f"{__name__}.report.saes",
+        "report_sections": f"{__name__}.report.sections",
+        "figures_experiments": f"{__name__}.figures.experiments",
+        "figures_plot": f"{__name__}.figures.plot",
+        "figures_settings": f"{__name__}.figures.settings",
+        "figures_training": f"{__name__}.figures.training",
+        "cli_capture": f"{__name__}.cli.capture",
+        "cli_figures": f"{__name__}.cli.figures",
+        "cli_probe": f"{__name__}.cli.probe",
+        "cli_sae": f"{__name__}.cli.sae",
+        "cli_tree": f"{__name__}.cli.tree",
+    },
+    callable_attrs={"tree_projection": "tree_projection"},
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """Batched span scores vs one forward pass per span, on the same model and sentences.
 
-Times :func:`hierlens.analysis.tree_projection.span_scores` against a plain implementation that
+Times :func:`hierlens.analysis.trees.spans` against a plain implementation that
 runs the model once per sentence (full context) and once per span (a ``(1, 1, T, T)`` mask
 hiding the words outside the span) through the model's own blocks, and reports the speed
 ratio and the largest absolute difference between their scores. The same baseline is also
@@ -24,8 +24,8 @@ import time
 import numpy as np
 import torch
 
-from hierlens.analysis.block_runner import BlockRunner
-from hierlens.analysis.tree_projection import span_scores
+from hierlens.analysis.trees import span_scores
+from hierlens.analysis.trees.block_runner import BlockRunner
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 BOS, EOS = 1, 2

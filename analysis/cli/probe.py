@@ -1,0 +1,73 @@
+"""``hierlens probe``: k-sparse probe sweep on a run's activations and task labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .capture import capture_one_step
+from .common import ints
+
+log = logging.getLogger("hierlens")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from hierlens.probes import probe_sweep
+
+    store = capture_one_step(args, args.hooks.split(","))
+    names = args.labels.split(",") if args.labels else sorted(store.labels)
+    missing = [name for name in names if name not in store.labels]
+    if missing:
+        raise ValueError(
+            f"unknown label(s) {missing}; the task provides: {', '.join(sorted(store.labels))}"
+        )
+    out = Path(args.run_dir) / "probes" / "results.jsonl"
+    records = probe_sweep(
+        {hook: store[hook] for hook in store.hooks},
+        {name: store.labels[name].numpy() for name in names},
+        ks=args.ks,
+        selection=args.selection.split(","),
+        seed=args.seed,
+        device=args.device,
+        out_path=out,
+        progress=not args.no_progress,
+    )
+    best: dict[tuple[str, str], dict] = {}
+    for r in records:
+        key = (r["feature"], r["hook"])
+        if key not in best or r["f1"] > best[key]["f1"]:
+            best[key] = r
+    for (feature, hook), r in sorted(best.items()):
+        print(
+            json.dumps(
+                {"feature": feature, "hook": hook, "best_f1": round(r["f1"], 4), "k": r["k"]}
+            )
+        )
+    log.info("%d probes written to %s", len(records), out)
+    return 0
+
+
+def add_probe_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="k-sparse probe sweep on a run's activations and task labels")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--hooks", required=True, help="comma-separated hook names or globs")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="comma-separated per-token task labels (default: all, e.g. depth,nesting)",
+    )
+    p.add_argument("--ks", type=ints, default=[1, 2, 4, 8, 16], help="sparsity levels")
+    p.add_argument(
+        "--selection",
+        default="mean_diff",
+        help="mean_diff, anova, mutual_info, l1, telescope, random, exhaustive (comma-separated)",
+    )
+    p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
+    p.add_argument("--split", default="test_id")
+    p.add_argument("--n", type=int, default=500, help="sequences to capture")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_probe)

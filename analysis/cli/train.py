@@ -1,0 +1,150 @@
+"""``hierlens tasks``, ``hierlens train`` and ``hierlens eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .common import fmt, task_from_args
+
+log = logging.getLogger("hierlens")
+
+# flag -> (type, help, choices)
+_MODEL_FLAGS: dict[str, tuple[type, str, tuple[str, ...] | None]] = {
+    "d_model": (int, "residual width (default 128)", None),
+    "n_layers": (int, "number of blocks (default 2)", None),
+    "n_heads": (int, "attention heads (default 4)", None),
+    "d_mlp": (int, "MLP width (default 4 * d_model)", None),
+    "act_fn": (str, "MLP activation", ("gelu", "gelu_new", "relu", "silu", "solu_ln")),
+    "attention_dir": (str, "attention direction", ("causal", "bidirectional")),
+    "positional_embedding_type": (str, "positions", ("standard", "rotary")),
+}
+_TRAIN_FLAGS: dict[str, tuple[type, str, tuple[str, ...] | None]] = {
+    "steps": (int, "optimizer steps (default 2000)", None),
+    "batch_size": (int, "sequences per step (default 64)", None),
+    "lr": (float, "peak learning rate (default 1e-3)", None),
+    "warmup_steps": (int, "linear warmup steps (default 100)", None),
+    "schedule": (str, "learning-rate decay", ("cosine", "linear", "constant")),
+    "weight_decay": (float, "AdamW weight decay on matrices (default 0.01)", None),
+    "grad_clip": (float, "gradient-norm clip (default 1.0)", None),
+    "log_every": (int, "steps between train-loss records (default 50)", None),
+    "eval_every": (int, "steps between evaluations, 0 = off (default 500)", None),
+    "eval_log_points": (int, "extra log-spaced evaluations (default 0)", None),
+    "eval_n": (int, "examples per evaluated split (default 500)", None),
+    "checkpoint_every": (int, "steps between checkpoints (default 500)", None),
+    "checkpoint_log_points": (int, "extra log-spaced checkpoints (default 0)", None),
+    "train_pool": (int, "training examples sampled up front (default 20000)", None),
+}
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from hierlens.models.tasks import list_tasks, task_class, task_parameters
+
+    for name in list_tasks():
+        print(f"{name}: {task_class(name).description}")
+        for pname, ptype, default in task_parameters(name):
+            print(f"    {pname} ({ptype}) = {default!r}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hierlens.models.train import TrainConfig, train
+    from hierlens.models.transformer import ModelConfig, build_transformer
+
+    task = task_from_args(args.task, args.task_param)
+    model_kwargs = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
+    model_config = ModelConfig.for_task(task, seed=args.seed, **model_kwargs)
+    train_kwargs = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    config = TrainConfig(seed=args.seed, device=args.device, **train_kwargs)
+    model = build_transformer(model_config, device=config.device)
+    log.info("training %s on %s into %s", model_config.to_dict(), task.to_dict(), args.run_dir)
+    result = train(
+        model,
+        task,
+        config,
+        args.run_dir,
+        model_config=model_config,
+        resume=not args.no_resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    log.info("finished at step %d; train loss %s", result.step, result.train_loss)
+    for split, metrics in result.eval.items():
+        log.info("%s: %s", split, fmt(metrics))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hierlens.models.run import open_run
+
+    run = open_run(args.run_dir)
+    task = run.task
+    model = run.load_model(args.step, device=args.device)
+    splits = args.splits.split(",")
+    results = {
+        s: task.evaluate(model, s, n=args.n, seed=args.seed, device=args.device) for s in splits
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for split, metrics in results.items():
+            print(f"{split}: {fmt(metrics)}")
+    return 0
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list tasks and their parameters")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("train", help="train a model on a task into a run directory")
+    p.add_argument("--task", required=True, help="task name (see `hierlens tasks`)")
+    p.add_argument(
+        "--task-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task parameter, repeatable (e.g. --task-param max_depth=8)",
+    )
+    p.add_argument("--run-dir", required=True, type=Path, help="where to write the run")
+    g = p.add_argument_group("model")
+    for flag, (typ, text, choices) in _MODEL_FLAGS.items():
+        g.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=typ,
+            default=None,
+            help=text,
+            choices=choices,
+        )
+    g = p.add_argument_group("training")
+    for flag, (typ, text, choices) in _TRAIN_FLAGS.items():
+        g.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=typ,
+            default=None,
+            help=text,
+            choices=choices,
+        )
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and batches")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument("--no-resume", action="store_true", help="do not continue an existing run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="with --no-resume: replace an existing run"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its task")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p.add_argument("--splits", default="test_id,test_ood", help="comma-separated splits")
+    p.add_argument("--n", type=int, default=1000, help="examples per split")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,136 @@
+"""``hierlens tree-score``, ``hierlens track`` and ``hierlens sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import ints, task_from_args
+
+
+def cmd_tree_score(args: argparse.Namespace) -> int:
+    from hierlens.models.run import open_run
+
+    from ..trees.decode import tree_projection
+    from ..trees.metrics import baseline_parse_f1, parse_f1, tree_score
+    from ..trees.spans import span_scores
+
+    run = open_run(args.run_dir)
+    task = run.task
+    model = run.load_model(args.step, device=args.device)
+    examples = task.sample(args.n, args.split, args.seed)
+    scores = span_scores(
+        model,
+        examples,
+        layer=args.layer,
+        mask_from_layer=args.mask_from_layer,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    trees = [tree_projection(s, args.method) for s in scores]
+    gold = [ex.tree for ex in examples]
+    result = {
+        "split": args.split,
+        "n": args.n,
+        "layer": args.layer,
+        "tree_score": tree_score(scores, trees),
+        "parse_f1": parse_f1(trees, gold),
+        **{
+            f"parse_f1_{kind}": baseline_parse_f1(gold, kind)
+            for kind in ("left", "right", "random")
+        },
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from ..grokking import grokking_summary, track
+
+    track(
+        args.run_dir,
+        steps=args.steps,
+        n=args.n,
+        n_trees=args.n_trees,
+        layer=args.layer,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(grokking_summary(args.run_dir).to_dict(), indent=2))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hierlens.models.train import TrainConfig
+
+    from ..sweep import sweep
+
+    task = task_from_args(args.task, args.task_param)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=0,
+        device=args.device,
+    )
+    model = {"d_model": args.d_model, "n_heads": args.n_heads}
+    rows = sweep(
+        task,
+        args.depths,
+        args.seeds,
+        config,
+        args.out_dir,
+        model=model,
+        track_options={"n": args.n, "n_trees": args.n_trees},
+    )
+    for row in rows:
+        print(json.dumps(row))
+    return 0
+
+
+def add_tree_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tree-score", help="tree score and parse F1 of a run's tree projections")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", default="test_id", help="task split (default test_id)")
+    p.add_argument(
+        "--layer", type=int, default=-1, help="block whose output is compared (default last)"
+    )
+    p.add_argument(
+        "--mask-from-layer", type=int, default=0, help="first masked block (t-shaped variant)"
+    )
+    p.add_argument("--method", default="greedy", choices=("greedy", "exact"))
+    p.add_argument("--n", type=int, default=200, help="sentences")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tree_score)
+
+    p = sub.add_parser("track", help="evaluate every checkpoint of a run (grokking curves)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--steps", type=ints, default=None, help="comma-separated steps (default all)")
+    p.add_argument("--n", type=int, default=500, help="examples per split for accuracy")
+    p.add_argument("--n-trees", type=int, default=100, help="sentences for tree score / parse F1")
+    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("sweep", help="train and track models of several depths and seeds")
+    p.add_argument("--task", required=True)
+    p.add_argument("--task-param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--depths", type=ints, required=True, help="e.g. 2,4,6")
+    p.add_argument("--seeds", type=ints, default=[0], help="e.g. 0,1,2")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--n-trees", type=int, default=100)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_sweep)

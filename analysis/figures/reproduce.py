@@ -1,0 +1,324 @@
+"""Paper figures: a registry of seven figures and :func:`reproduce`, which computes a figure's
+data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
+and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
+
+Full settings and their run times. ``--quick`` runs each figure in about a minute or less on
+one CPU core (measured 4-35 s of compute per figure on an idle core, up to 71 s on a shared
+one; all seven in 4 minutes); the tests run each at an even smaller size.
+
+- ``grokking-curves`` (Murty et al. 2023): in-domain vs OOD first-word accuracy over training
+  on question formation, :data:`GROKKING_FULL` (a 4-layer causal transformer, d_model 64,
+  30k steps at batch 64, sequence loss, constant learning rate 1e-3; every checkpoint
+  tracked). Measured 76 min of training on one thread of a shared 2-core CPU, plus 37 s to
+  track its 24 checkpoints (``examples/structural_grokking.py``).
+- ``tree-score-over-training``: tree score and parse F1 of the tree projections beside OOD
+  accuracy, from the same run (drawn into the same folder, the run is reused).
+- ``depth-inverted-u``: final and best OOD accuracy and tree score vs number of layers,
+  :data:`DEPTH_FULL` (depths 2, 4, 6, 8 x 3 seeds, 30k steps each). Estimated 15-20 h on one
+  CPU core, from the measured 4-layer run above (deeper models take longer per step).
+- ``mpsae-hierarchy`` (Costa et al. 2025): MP-SAE vs TopK/ReLU concept recovery per tree
+  level, :data:`CONCEPTS_FULL` (8 parents x 4 children, d=64). Measured 48 s on 2 CPU cores.
+- ``mdl-digits`` (Ayonrinde et al. 2024): description length vs width and atoms,
+  :data:`MDL_FULL` (TopK widths 8-256 x k 2-32, 800 steps). Measured ~15 min on 2 busy cores.
+- ``sparse-probing-f1-vs-k`` (Gurnee et al. 2023): probe F1 vs k per layer of a Dyck
+  transformer, :data:`PROBING_FULL`. Measured 28 s on one CPU core.
+- ``filtering-vs-bp`` (Garnier-Brun et al. 2025): transformer vs exact belief propagation per
+  filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
+  one CPU core shared with other jobs (13 min of CPU time).
+
+Each figure is one data function (in :mod:`.training` and :mod:`.experiments`) and one
+pure plotting function (:mod:`.plot`); a
+figure's ``NAME.json`` holds ``{"name", "quick", "settings", "seconds", "data"}``, and
+:func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
+times (:attr:`FigureSpec.full_runtime`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hierlens.models.atomic_io import atomic_write_json, read_json
+
+from . import plot as fp
+from .settings import (
+    CONCEPTS_FULL,
+    CONCEPTS_QUICK,
+    DEPTH_FULL,
+    DEPTH_QUICK,
+    FILTERING_FULL,
+    FILTERING_QUICK,
+    GROKKING_FULL,
+    GROKKING_QUICK,
+    MDL_FULL,
+    MDL_QUICK,
+    PROBING_FULL,
+    PROBING_QUICK,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _grokking(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .training import training_curves
+
+    return training_curves(out_dir=out_dir, device=device, progress=progress, **settings)
+
+
+def _depth(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .training import depth_sweep
+
+    return depth_sweep(out_dir=out_dir, device=device, **settings)
+
+
+def _concepts(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from hierlens.models.tasks.concepts import HierarchicalConcepts
+
+    from .experiments import concept_recovery
+
+    params = dict(settings.pop("concepts"))
+    params["n_children"] = tuple(params.get("n_children", (3,)))
+    return concept_recovery(
+        HierarchicalConcepts(**params), device=device, progress=progress, **settings
+    )
+
+
+def _mdl(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .experiments import mdl_digits
+
+    return mdl_digits(device=device, progress=progress, **settings)
+
+
+def _probing(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .experiments import sparse_probing
+
+    return sparse_probing(device=device, progress=progress, **settings)
+
+
+def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .experiments import filtering_vs_bp
+
+    return filtering_vs_bp(
+        run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """One paper figure.
+
+    Attributes:
+        name: registry name (``hierlens reproduce NAME``).
+        description: one line.
+        compute: ``compute(out_dir, device, progress, **settings) -> data`` (JSON-able).
+        plot: ``plot(data) -> matplotlib Figure`` (pure).
+        quick, full: the settings of ``--quick`` and of the full figure.
+        options: extra keyword options ``compute`` accepts beyond the settings' keys.
+        full_runtime: the full setting's run time, saying whether measured or estimated.
+    """
+
+    name: str
+    description: str
+    compute: Callable[..., dict[str, Any]]
+    plot: Callable[[dict[str, Any]], Any]
+    quick: dict[str, Any]
+    full: dict[str, Any]
+    full_runtime: str
+    options: tuple[str, ...] = ()
+
+    def settings(self, quick: bool, **options: Any) -> dict[str, Any]:
+        """The setting to compute with: ``quick`` or ``full``, updated by ``options``
+        (ValueError for a name the figure does not take)."""
+        allowed = set(self.quick) | set(self.full) | set(self.options)
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(
+                f"figure {self.name!r} takes no option(s) {unknown}; options: {sorted(allowed)}"
+            )
+        return {**(self.quick if quick else self.full), **options}
+
+
+_GROK_OPTIONS = ("steps", "run_dir")
+FIGURES: dict[str, FigureSpec] = {
+    spec.name: spec
+    for spec in (
+        FigureSpec(
+            "grokking-curves",
+            "in-domain vs OOD accuracy over training steps on question formation (Murty et al.)",
+            _grokking,
+            fp.plot_grokking_curves,
+            {"setting": GROKKING_QUICK},
+            {"setting": GROKKING_FULL},
+            "measured 76 min of training on one thread of a shared 2-core CPU plus 37 s of "
+            "tracking (24 checkpoints); the run is shared with tree-score-over-training",
+            _GROK_OPTIONS,
+        ),
+        FigureSpec(
+            "tree-score-over-training",
+            "tree score and parse F1 of tree projections beside OOD accuracy over training",
+            _grokking,
+            fp.plot_tree_score_over_training,
+            {"setting": GROKKING_QUICK},
+            {"setting": GROKKING_FULL},
+            "the same run as grokking-curves (reused when both are drawn into one folder)",
+            _GROK_OPTIONS,
+        ),
+        FigureSpec(
+            "depth-inverted-u",
+            "final/best OOD accuracy and tree score vs number of layers, over seeds",
+            _depth,
+            fp.plot_depth_inverted_u,
+            {"setting": DEPTH_QUICK},
+            {"setting": DEPTH_FULL},
+            "estimated 15-20 h on one CPU core (12 runs of 30k steps, from the measured "
+            "76 min of the 4-layer grokking run)",
+            ("steps",),
+        ),
+        FigureSpec(
+            "mpsae-hierarchy",
+            "MP-SAE vs TopK vs ReLU recovery of synthetic hierarchical concepts per tree level",
+            _concepts,
+            fp.plot_mpsae_hierarchy,
+            CONCEPTS_QUICK,
+            CONCEPTS_FULL,
+            "measured 48 s on a 2-core CPU",
+            ("lr", "d_sae", "seed"),
+        ),
+        FigureSpec(
+            "mdl-digits",
+            "description length vs dictionary width on 8x8 digits, with SAE atoms",
+            _mdl,
+            fp.plot_mdl_digits,
+            MDL_QUICK,
+            MDL_FULL,
+            "measured ~15 min on 2 busy CPU cores (examples/mdl_digits.py)",
+            ("batch_size", "lr", "seed", "mnist_images", "n_atoms"),
+        ),
+        FigureSpec(
+            "sparse-probing-f1-vs-k",
+            "k-sparse probe F1 vs k per layer for Dyck hierarchy labels (Gurnee et al.)",
+            _probing,
+            fp.plot_sparse_probing,
+            PROBING_QUICK,
+            PROBING_FULL,
+            "measured 28 s on one CPU core",
+            ("selection", "seed"),
+        ),
+        FigureSpec(
+            "filtering-vs-bp",
+            "transformer vs exact belief propagation root accuracy per filtering level",
+            _filtering,
+            fp.plot_filtering_vs_bp,
+            FILTERING_QUICK,
+            FILTERING_FULL,
+            "measured 29 min on one busy CPU core (13 min of CPU time)",
+            ("q", "depth", "d_model", "n_layers", "batch_size", "train_pool"),
+        ),
+    )
+}
+
+
+def _spec(name: str) -> FigureSpec:
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; figures: {', '.join(FIGURES)} (or 'all')")
+    return FIGURES[name]
+
+
+def _jsonable(data: Any) -> Any:
+    """``data`` as it reads back from JSON (tuples become lists, keys and paths strings)."""
+    return json.loads(json.dumps(data, default=str))
+
+
+def reproduce(
+    name: str,
+    out_dir: str | os.PathLike = "figures",
+    *,
+    quick: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> list[Path]:
+    """Compute figure ``name``'s data and write ``NAME.json``, ``NAME.png`` and ``NAME.pdf``
+    into ``out_dir``; ``name="all"`` draws every figure. Returns the written paths.
+
+    Args:
+        quick: the small setting (minutes on a CPU) instead of the full one.
+        device: where to train (None: CUDA when available, else CPU).
+        options: overrides of the setting's entries (see ``FIGURES[name].quick``), e.g.
+            ``steps=50``; for the grokking figures ``run_dir=RUN`` draws an existing run
+            (tracking it first when needed) instead of training one.
+
+    Raises:
+        ValueError: an unknown figure or option, before any work.
+    """
+    if name == "all" and options:
+        raise ValueError("options apply to one figure; pass a figure name, not 'all'")
+    specs = list(FIGURES.values()) if name == "all" else [_spec(name)]
+    settings = [spec.settings(quick, **options) for spec in specs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for i, spec in enumerate(specs):
+        setting = settings[i]
+        log.info("figure %s (%s setting)", spec.name, "quick" if quick else "full")
+        start = time.perf_counter()
+        data = _jsonable(spec.compute(out, device, progress, **dict(setting)))
+        seconds = time.perf_counter() - start
+        record = {
+            "name": spec.name,
+            "quick": quick,
+            "settings": _jsonable(setting),
+            "seconds": round(seconds, 2),
+            "data": data,
+        }
+        json_path = out / f"{spec.name}.json"
+        atomic_write_json(json_path, record)
+        paths.append(json_path)
+        paths.extend(fp.save_figure(spec.plot(data), out, spec.name))
+        log.info("figure %s: %.1f s, wrote %s", spec.name, seconds, out / f"{spec.name}.png")
+    return paths
+
+
+def redraw(json_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Draw a figure again from its ``NAME.json`` (into ``out_dir``, default its folder)."""
+    record = read_json(json_path)
+    spec = _spec(record["name"])
+    out = Path(out_dir) if out_dir is not None else Path(json_path).parent
+    return fp.save_figure(spec.plot(record["data"]), out, spec.name)
+
+
+def describe() -> list[str]:
+    """One line per figure: name, description, and the full setting's run time."""
+    width = max(len(n) for n in FIGURES)
+    return [
+        f"{spec.name:{width}s}  {spec.description}\n{'':{width}s}  full setting: "
+        f"{spec.full_runtime}"
+        for spec in FIGURES.values()
+    ]
+
+
+__all__ = [
+    "CONCEPTS_FULL",
+    "CONCEPTS_QUICK",
+    "DEPTH_FULL",
+    "DEPTH_QUICK",
+    "FIGURES",
+    "FILTERING_FULL",
+    "FILTERING_QUICK",
+    "FigureSpec",
+    "GROKKING_FULL",
+    "GROKKING_QUICK",
+    "MDL_FULL",
+    "MDL_QUICK",
+    "PROBING_FULL",
+    "PROBING_QUICK",
+    "describe",
+    "redraw",
+    "reproduce",
+]

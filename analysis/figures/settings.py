@@ -1,0 +1,123 @@
+"""The settings of the paper figures (:mod:`hierlens.analysis.figures`): for each figure a
+``*_QUICK`` setting (seconds to a minute on one CPU core) and a ``*_FULL`` one.
+
+The grokking and depth settings are ``{"task": {"name", "params"}, "model": ModelConfig
+kwargs, "train": TrainConfig kwargs, "track": track kwargs}`` (the depth sweep adds
+``"depths"`` and ``"seeds"``); the others are keyword arguments of the experiment functions
+in :mod:`hierlens.analysis.figures.experiments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Question formation trained as a language model on the whole sequence with a constant
+# learning rate (Murty et al. 2023). GROKKING_QUICK finishes in well under a minute on one
+# CPU core and need not grok; GROKKING_FULL is the setting of the full figures.
+GROKKING_QUICK: dict[str, Any] = {
+    "task": {"name": "question_formation", "params": {}},
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "seed": 0},
+    "train": {
+        "steps": 600,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_steps": 20,
+        "schedule": "constant",
+        "loss_on": "sequence",
+        "eval_every": 0,
+        "checkpoint_every": 200,
+        "checkpoint_log_points": 6,
+        "train_pool": 4000,
+        "log_every": 10,
+        "seed": 0,
+    },
+    "track": {"n": 200, "n_trees": 30},
+}
+GROKKING_FULL: dict[str, Any] = {
+    "task": {"name": "question_formation", "params": {}},
+    "model": {"d_model": 64, "n_layers": 4, "n_heads": 4, "seed": 0},
+    "train": {
+        "steps": 30_000,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "warmup_steps": 500,
+        "schedule": "constant",
+        "weight_decay": 0.01,
+        "loss_on": "sequence",
+        "eval_every": 500,
+        "eval_n": 500,
+        "checkpoint_every": 2000,
+        "checkpoint_log_points": 10,
+        "train_pool": 50_000,
+        "log_every": 50,
+        "seed": 0,
+    },
+    "track": {"n": 500, "n_trees": 100},
+}
+DEPTH_QUICK: dict[str, Any] = {
+    **GROKKING_QUICK,
+    "model": {"d_model": 32, "n_heads": 2},
+    "train": {**GROKKING_QUICK["train"], "steps": 200, "checkpoint_every": 100},
+    "track": {"n": 100, "n_trees": 20},
+    "depths": [1, 2],
+    "seeds": [0],
+}
+DEPTH_FULL: dict[str, Any] = {
+    **GROKKING_FULL,
+    "model": {"d_model": 64, "n_heads": 4},
+    "train": {**GROKKING_FULL["train"], "steps": 30_000, "checkpoint_every": 5000},
+    "track": {"n": 500, "n_trees": 100},
+    "depths": [2, 4, 6, 8],
+    "seeds": [0, 1, 2],
+}
+CONCEPTS_QUICK: dict[str, Any] = {
+    "concepts": {"n_top": 4, "n_children": [3], "dim": 24, "p_child": 0.8, "seed": 0},
+    "k": 2,
+    "n_train": 2000,
+    "n_eval": 500,
+    "steps": 150,
+    "batch_size": 256,
+}
+CONCEPTS_FULL: dict[str, Any] = {
+    "concepts": {
+        "n_top": 8,
+        "n_children": [4],
+        "dim": 64,
+        "sibling_cosine": 0.3,
+        "p_child": 0.8,
+        "noise_std": 0.01,
+        "seed": 0,
+    },
+    "k": 2,
+    "n_train": 20_000,
+    "n_eval": 4000,
+    "steps": 3000,
+    "batch_size": 512,
+}
+MDL_QUICK: dict[str, Any] = {"widths": [8, 32, 128], "ks": [2, 6], "steps": 200, "max_fvu": 0.3}
+MDL_FULL: dict[str, Any] = {
+    "widths": [8, 16, 32, 64, 128, 256],
+    "ks": [2, 4, 8, 16, 32],
+    "steps": 800,
+    "max_fvu": 0.2,
+}
+PROBING_QUICK: dict[str, Any] = {"steps": 60, "n_examples": 150, "ks": [1, 2, 4, 8]}
+PROBING_FULL: dict[str, Any] = {"steps": 150, "n_examples": 300, "ks": [1, 2, 4, 8, 16]}
+FILTERING_QUICK: dict[str, Any] = {
+    "filter_levels": [0, 2, 4],
+    "steps": 150,
+    "n_eval": 500,
+    "d_model": 32,
+    "n_layers": 2,
+    "batch_size": 64,
+    "train_pool": 10_000,
+}
+FILTERING_FULL: dict[str, Any] = {
+    "filter_levels": [0, 1, 2, 3, 4],
+    "steps": 1000,
+    "n_eval": 2000,
+    "d_model": 64,
+    "n_layers": 4,
+    "batch_size": 128,
+    "train_pool": 60_000,
+}

@@ -1,0 +1,44 @@
+"""Tree projections (Murty et al., ICLR 2023): span scores of a model on sentences, their
+decoding into binary trees, tree scores and parse F1 against gold trees.
+
+- :mod:`.spans`: :func:`span_scores`, one (n, n) matrix per sentence, every span run
+  isolated in batched masked forwards;
+- :mod:`.decode`: :func:`tree_projection` (greedy or exact), :func:`tree_splits`,
+  :func:`constituent_score`;
+- :mod:`.metrics`: :func:`tree_score`, :func:`parse_f1` and the branching baselines;
+- :mod:`.block_runner`: the fused-kernel transformer blocks ``span_scores`` runs on.
+
+This room imports only :mod:`hierlens.models`.
+"""
+
+from .block_runner import BlockRunner
+from .decode import constituent_score, tree_projection, tree_splits
+from .metrics import (
+    baseline_parse_f1,
+    baseline_trees,
+    left_branching,
+    parse_f1,
+    parse_prf,
+    random_tree,
+    right_branching,
+    sentence_tree_score,
+    tree_score,
+)
+from .spans import span_scores
+
+__all__ = [
+    "BlockRunner",
+    "baseline_parse_f1",
+    "baseline_trees",
+    "constituent_score",
+    "left_branching",
+    "parse_f1",
+    "parse_prf",
+    "random_tree",
+    "right_branching",
+    "sentence_tree_score",
+    "span_scores",
+    "tree_projection",
+    "tree_score",
+    "tree_splits",
+]

@@ -1,0 +1,501 @@
+"""Span contextual invariance scores, computed for all spans of many sentences in batched forwards.
+
+Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
+Projections" (ICLR 2023), as used in "Grokking of Hierarchical Structure in Vanilla
+Transformers" (ACL 2023). For a span of words ``i..j`` of a sentence, the model is run twice:
+
+- in the *full context*: the sentence as it is;
+- *isolated*: the same token sequence at the same positions, with every attention key that
+  belongs to a word outside ``i..j`` masked out for every query (tokens that are not words --
+  ``<bos>``, ``<eos>``, task markers -- stay visible). With ``mask_from_layer=L`` the mask is
+  applied only in the attention of blocks ``L`` and above (the "t-shaped" variant); blocks below
+  ``L`` see the whole sentence.
+
+The span's vector in each run is the pool (sum or mean over words; a word's vector is the sum
+of its tokens' vectors) of the residual stream after block ``layer``
+(``blocks.{layer}.hook_resid_post``) over the span's tokens, and the span's score is the
+similarity of the two vectors: a span the model computes the same way whatever surrounds it
+scores high. :func:`hierlens.analysis.trees.tree_projection` turns the scores into the
+tree that best explains them.
+
+Batching (the same numbers as one forward per span, see the tests): all isolated runs of a
+group of sentences go through the blocks as one batch. A hidden token is a key of no query and
+its output is never read, so each isolated row holds only the tokens it may see (at their
+original positions) and the rows are right-padded together. Below ``mask_from_layer`` the
+isolated runs equal the full run, so those blocks are run once per sentence and their output
+is shared. In a causal model the outputs at positions up to the end of span ``(i, j)`` only
+see keys up to there, so one isolated row that hides the words before word ``i`` serves every
+span starting at ``i``: ``n - 1`` rows per sentence instead of ``n (n + 1) / 2`` (the spans
+starting at word 0, like the whole sentence in a bidirectional model, equal the full run).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from hierlens.models.device import resolve_device
+from hierlens.models.forward import is_bidirectional
+from hierlens.models.tasks.base import Example
+
+from .block_runner import BlockRunner
+from .decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
+
+__all__ = ["span_scores", "tree_projection"]
+
+WordSpan = tuple[int, int]
+_POOLS = ("sum", "mean")
+_SIMS = ("cosine", "neg_l2")
+# Isolated rows run in groups of equal length (no padding, no mask); a length with fewer rows
+# than this joins the next length up (its rows padded) so that no forward pass is tiny.
+_MIN_BUCKET_ROWS = 32
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    tokens: tuple[int, ...]
+    words: tuple[WordSpan, ...]  # token spans (half-open) of the words, increasing
+
+
+def _as_tokens(seq: object, index: int) -> tuple[int, ...]:
+    if isinstance(seq, Example):
+        return tuple(int(t) for t in seq.tokens)
+    if isinstance(seq, torch.Tensor):
+        if seq.dim() != 1 or seq.is_floating_point() or seq.is_complex():
+            raise TypeError(
+                f"sequences[{index}] must be a 1-D integer tensor of token ids, "
+                f"got shape {tuple(seq.shape)} dtype {seq.dtype}"
+            )
+        return tuple(int(t) for t in seq.tolist())
+    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
+        raise TypeError(
+            f"sequences[{index}] must be an Example, a 1-D token tensor or a sequence of token "
+            f"ids, got {type(seq).__name__}"
+        )
+    out = []
+    for t in seq:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise TypeError(
+                f"sequences[{index}] must hold integer token ids, got {type(t).__name__}"
+            )
+        out.append(int(t))
+    return tuple(out)
+
+
+def _check_words(words: object, n_tokens: int, index: int) -> tuple[WordSpan, ...]:
+    if isinstance(words, (str, bytes)) or not isinstance(words, Sequence):
+        raise TypeError(f"word_spans[{index}] must be a sequence of (start, end) token spans")
+    out: list[WordSpan] = []
+    prev_end = 0
+    for k, span in enumerate(words):
+        try:
+            start, end = (int(x) for x in span)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"word_spans[{index}][{k}] must be a (start, end) pair of token positions, "
+                f"got {span!r}"
+            ) from None
+        if not 0 <= start < end <= n_tokens:
+            raise ValueError(
+                f"word_spans[{index}][{k}] = ({start}, {end}) does not lie in the sequence's "
+                f"{n_tokens} tokens: expected 0 <= start < end <= {n_tokens}"
+            )
+        if start < prev_end:
+            raise ValueError(
+                f"word_spans[{index}][{k}] = ({start}, {end}) overlaps or precedes the previous "
+                f"word (which ends at token {prev_end}); word spans must be disjoint and in order"
+            )
+        out.append((start, end))
+        prev_end = end
+    if not out:
+        raise ValueError(f"sentence {index} has no words (empty sentence)")
+    return tuple(out)
+
+
+def _prepare(
+    model: torch.nn.Module,
+    sequences: Sequence[object],
+    word_spans: Sequence[Sequence[WordSpan]] | None,
+) -> list[_Sentence]:
+    if isinstance(sequences, (Example, torch.Tensor, str, bytes)) or not isinstance(
+        sequences, Sequence
+    ):
+        raise TypeError(
+            "sequences must be a list of Examples, 1-D token tensors or token-id sequences"
+        )
+    if len(sequences) == 0:
+        raise ValueError("sequences is empty: nothing to score")
+    if word_spans is not None and len(word_spans) != len(sequences):
+        raise ValueError(
+            f"word_spans has {len(word_spans)} entries but there are {len(sequences)} sequences"
+        )
+    n_ctx = int(model.cfg.n_ctx)
+    d_vocab = int(model.cfg.d_vocab)
+    sentences = []
+    for index, seq in enumerate(sequences):
+        tokens = _as_tokens(seq, index)
+        if not tokens:
+            raise ValueError(f"sequence {index} is empty")
+        if len(tokens) > n_ctx:
+            raise ValueError(
+                f"sequence {index} has {len(tokens)} tokens, longer than the model's context "
+                f"n_ctx={n_ctx}"
+            )
+        bad = [t for t in tokens if not 0 <= t < d_vocab]
+        if bad:
+            raise ValueError(
+                f"sequence {index} holds token id {bad[0]} outside the vocabulary [0, {d_vocab})"
+            )
+        if word_spans is not None:
+            words = word_spans[index]
+        elif isinstance(seq, Example):
+            words = [(p, p + 1) for p in seq.word_positions]
+        else:
+            words = [(t, t + 1) for t in range(len(tokens))]
+        sentences.append(_Sentence(tokens, _check_words(words, len(tokens), index)))
+    return sentences
+
+
+def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) -> tuple[int, int]:
+    n_layers = int(model.cfg.n_layers)
+    for name, value in (("layer", layer), ("mask_from_layer", mask_from_layer)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(
+            f"layer={layer} is out of range for a model with {n_layers} layers: expected "
+            f"{-n_layers} <= layer < {n_layers}"
+        )
+    layer = layer % n_layers
+    if not 0 <= mask_from_layer <= layer:
+        raise ValueError(
+            f"mask_from_layer={mask_from_layer} must lie in [0, layer={layer}]: masking only "
+            "above the read-out layer would leave every span in full context"
+        )
+    return layer, mask_from_layer
+
+
+def _word_matrix(sentences: Sequence[_Sentence], n_words: int, seq: int) -> torch.Tensor:
+    """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
+    mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
+    for row, sent in enumerate(sentences):
+        for w, (a, b) in enumerate(sent.words):
+            mat[row, w, a:b] = 1.0
+    return mat
+
+
+def _prefix(word_mat: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Prefix sums over words of the word vectors: ``(R, n_words + 1, d)`` in float64."""
+    words = torch.bmm(word_mat, hidden.double())
+    return torch.cat([words.new_zeros(words.shape[0], 1, words.shape[2]), words.cumsum(1)], 1)
+
+
+def _similarity(full: torch.Tensor, iso: torch.Tensor, sim: str) -> torch.Tensor:
+    if sim == "cosine":
+        num = (full * iso).sum(-1)
+        den = full.norm(dim=-1) * iso.norm(dim=-1)
+        return num / den.clamp_min(1e-12)
+    return -(full - iso).norm(dim=-1)
+
+
+def span_scores(
+    model: torch.nn.Module,
+    sequences: Sequence[Example] | Sequence[Sequence[int]] | Sequence[torch.Tensor],
+    *,
+    layer: int = -1,
+    word_spans: Sequence[Sequence[WordSpan]] | None = None,
+    mask_from_layer: int = 0,
+    pool: str = "sum",
+    sim: str = "cosine",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """Span contextual invariance scores of every span of every sentence (Murty et al., 2023).
+
+    Parameters:
+        model: a TransformerBridge from :func:`hierlens.models.transformer.build_transformer`
+            (causal or bidirectional).
+        sequences: :class:`~hierlens.models.tasks.base.Example` objects (their
+            ``word_positions`` are the words) or token-id sequences / 1-D tensors (every token
+            is a word unless ``word_spans`` says otherwise).
+        layer: the block whose output (``blocks.{layer}.hook_resid_post``) is compared;
+            negative values count from the end. Blocks after it are not run.
+        word_spans: per sequence, the half-open token span ``(start, end)`` of each word, in
+            order and disjoint (sub-word vectors are summed into the word). Tokens in no word
+            stay visible in every isolated run.
+        mask_from_layer: first block whose attention is masked (0: all blocks; the
+            "t-shaped" variant for larger values); must lie in ``[0, layer]``.
+        pool: "sum" or "mean" of the word vectors over the span.
+        sim: "cosine" (cosine similarity) or "neg_l2" (minus the Euclidean distance).
+        batch_size: masked sequences per batch; a batch runs as a few forward passes of
+            rows of equal length (memory grows with ``batch_size`` times the sequence length).
+        device: where to compute; ``None`` uses the device the model's parameters are on
+            (the model is never moved; a different device is a ``ValueError``).
+        progress: show a tqdm progress bar (one step per sentence).
+
+    Returns:
+        One float32 CPU tensor of shape ``(n, n)`` per sentence (``n`` words):
+        ``scores[i, j]`` is the score of the span of words ``i..j`` inclusive (the half-open
+        word span ``(i, j + 1)``) for ``i <= j``, and NaN below the diagonal.
+
+    Raises:
+        ValueError: before any forward pass, for an empty list, an empty sequence or one with
+            no words, a sequence longer than ``n_ctx``, token ids outside the vocabulary, word
+            spans outside the tokens, overlapping or out of order, ``layer`` or
+            ``mask_from_layer`` out of range, or an unknown ``pool``/``sim``.
+    """
+    if pool not in _POOLS:
+        raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+    if sim not in _SIMS:
+        raise ValueError(f"sim must be one of {_SIMS}, got {sim!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    runner = BlockRunner(model)
+    layer, mask_from = _resolve_layers(model, layer, mask_from_layer)
+    sentences = _prepare(model, sequences, word_spans)
+    if device is not None:
+        wanted = resolve_device(device)
+        if wanted.type != runner.device.type or (
+            wanted.index is not None and wanted.index != runner.device.index
+        ):
+            raise ValueError(
+                f"device={str(wanted)!r} but the model's parameters are on {runner.device}; "
+                "move the model first (model.to(device)) or pass device=None"
+            )
+        runner.device = wanted if wanted.index is not None else runner.device
+    causal = not is_bidirectional(model)
+
+    results = [torch.full((len(s.words), len(s.words)), float("nan")) for s in sentences]
+    groups = _group(sentences, batch_size, causal)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sentences), desc="span scores", unit="sent")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for group in groups:
+                _score_group(
+                    runner,
+                    [sentences[k] for k in group],
+                    [results[k] for k in group],
+                    layer=layer,
+                    mask_from=mask_from,
+                    causal=causal,
+                    pool=pool,
+                    sim=sim,
+                    batch_size=batch_size,
+                )
+                if bar is not None:
+                    bar.update(len(group))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _rows(sent: _Sentence, causal: bool) -> list[tuple[int, int]]:
+    """The isolated runs a sentence needs, as word spans ``(i, j)`` inclusive; in a causal model
+    ``j`` is the last word (the row serves every span starting at ``i``). The span starting at
+    word 0 (causal) or covering the whole sentence (bidirectional) equals the full run."""
+    n = len(sent.words)
+    if causal:
+        return [(i, n - 1) for i in range(1, n)]
+    return [(i, j) for i in range(n) for j in range(i, n) if (i, j) != (0, n - 1)]
+
+
+def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> list[list[int]]:
+    """Consecutive sentences whose isolated rows fit (roughly) one batch."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    rows = 0
+    for k, sent in enumerate(sentences):
+        r = max(1, len(_rows(sent, causal)))
+        if current and (rows + r > batch_size or len(current) >= batch_size):
+            groups.append(current)
+            current, rows = [], 0
+        current.append(k)
+        rows += r
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _score_group(
+    runner: BlockRunner,
+    sentences: Sequence[_Sentence],
+    out: Sequence[torch.Tensor],
+    *,
+    layer: int,
+    mask_from: int,
+    causal: bool,
+    pool: str,
+    sim: str,
+    batch_size: int,
+) -> None:
+    dev = runner.device
+    seq = max(len(s.tokens) for s in sentences)
+    n_max = max(len(s.words) for s in sentences)
+    tokens = torch.zeros(len(sentences), seq, dtype=torch.long)
+    is_pad = torch.ones(len(sentences), seq, dtype=torch.bool)
+    for row, sent in enumerate(sentences):
+        tokens[row, : len(sent.tokens)] = torch.tensor(sent.tokens)
+        is_pad[row, : len(sent.tokens)] = False
+    tokens, is_pad = tokens.to(dev), is_pad.to(dev)
+    pad_mask = None if causal or not bool(is_pad.any()) else is_pad
+    word_mat = _word_matrix(sentences, n_max, seq).to(dev)
+
+    # Full-context run; blocks below mask_from are shared with the isolated runs.
+    shared = runner.blocks(runner.embed(tokens), 0, mask_from - 1, pad_mask)
+    full = runner.blocks(shared, mask_from, layer, pad_mask)
+    full_prefix = _prefix(word_mat, full)  # (S, n_max + 1, d)
+
+    # Every sentence's spans in full context, and the ones equal to the full run.
+    for row, sent in enumerate(sentences):
+        n = len(sent.words)
+        if causal:
+            iso_sums = full_prefix[row, 1 : n + 1]  # spans (0, j)
+            full_sums = iso_sums
+            sizes = torch.arange(1, n + 1, device=dev, dtype=torch.float64)
+            out[row][0, :n] = _pooled_sim(full_sums, iso_sums, sizes, pool, sim).float().cpu()
+        else:
+            whole = full_prefix[row, n : n + 1] - full_prefix[row, 0:1]
+            size = torch.tensor([float(n)], device=dev, dtype=torch.float64)
+            out[row][0, n - 1] = _pooled_sim(whole, whole, size, pool, sim).float().cpu()[0]
+
+    jobs = [(row, i, j) for row, s in enumerate(sentences) for i, j in _rows(s, causal)]
+    word_start = torch.tensor(
+        [[s.words[min(w, len(s.words) - 1)][0] for w in range(n_max)] for s in sentences]
+    )
+    word_end = torch.tensor(
+        [[s.words[min(w, len(s.words) - 1)][1] for w in range(n_max)] for s in sentences]
+    )
+    is_word = word_mat.sum(1) > 0  # (S, seq)
+    positions = torch.arange(seq)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        src = torch.tensor([r for r, _, _ in chunk])
+        first = torch.tensor([i for _, i, _ in chunk])
+        last = torch.tensor([j for _, _, j in chunk])
+        lo = word_start[src, first]  # first token of the span
+        hi = word_end[src, last]  # one past its last token
+        outside = (positions[None, :] < lo[:, None]) | (positions[None, :] >= hi[:, None])
+        src_d = src.to(dev)
+        keep = ~(outside.to(dev) & is_word[src_d]) & ~is_pad[src_d]
+        if causal:
+            iso = _isolated_run(runner, shared[src_d], keep, mask_from, layer, causal)
+            iso_prefix = _prefix(word_mat[src_d], iso)
+            # Spans (i, j) for every j >= i, from the one row of start i.
+            first_d = first.to(dev)
+            base_iso = iso_prefix.gather(
+                1, first_d[:, None, None].expand(-1, 1, iso_prefix.shape[2])
+            )
+            base_full = full_prefix[src_d].gather(
+                1, first_d[:, None, None].expand(-1, 1, iso_prefix.shape[2])
+            )
+            iso_sums = iso_prefix[:, 1:] - base_iso  # (R, n_max, d): span (i, j) at index j
+            full_sums = full_prefix[src_d, 1:] - base_full
+            sizes = (
+                torch.arange(1, n_max + 1, device=dev, dtype=torch.float64)[None, :]
+                - first_d[:, None].double()
+            )
+            values = _pooled_sim(full_sums, iso_sums, sizes.clamp_min(1.0), pool, sim).float()
+            values = values.cpu()
+            for k, (row, i, _) in enumerate(chunk):
+                n = len(sentences[row].words)
+                out[row][i, i:n] = values[k, i:n]
+        else:
+            # Only the span's summed word vectors are needed: pooled inside the runs.
+            in_span = ~outside.to(dev) & is_word[src_d]
+            iso_sums = _isolated_run(
+                runner, shared[src_d], keep, mask_from, layer, causal, pool_weight=in_span
+            )
+            idx = torch.arange(len(chunk), device=dev)
+            first_d, last_d = first.to(dev), last.to(dev)
+            full_p = full_prefix[src_d]
+            full_sums = full_p[idx, last_d + 1] - full_p[idx, first_d]
+            sizes = (last_d - first_d + 1).double()
+            values = _pooled_sim(full_sums, iso_sums, sizes, pool, sim).float().cpu()
+            # One write per sentence (the jobs are in sentence order).
+            cuts = [0] + [k for k in range(1, len(chunk)) if chunk[k][0] != chunk[k - 1][0]]
+            for a, b in zip(cuts, [*cuts[1:], len(chunk)]):
+                out[chunk[a][0]][first[a:b], last[a:b]] = values[a:b]
+
+
+def _isolated_run(
+    runner: BlockRunner,
+    hidden: torch.Tensor,
+    keep: torch.Tensor,
+    first: int,
+    last: int,
+    causal: bool,
+    pool_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Blocks ``first..last`` on rows that see only the tokens where ``keep`` (``(R, T)``) holds.
+
+    Returns the outputs ``(R, T, d)``, or with ``pool_weight`` ``(R, T)`` (zero wherever
+    ``keep`` is False) only their weighted sums over the tokens, ``(R, d)`` in float64.
+
+    The hidden tokens are keys of no query and their outputs are never read, so they are
+    dropped instead of masked: each row is packed to its kept tokens (original order and
+    position ids) and the outputs are put back at their original positions, with zeros at
+    the dropped ones. Rows of equal length run together, so most runs have no padding and no
+    mask at all; a length with fewer than :data:`_MIN_BUCKET_ROWS` rows joins the next longer
+    one (its rows right-padded, pad keys masked in a bidirectional model; in a causal one
+    they come after every real token).
+    """
+    rows, seq, d = hidden.shape
+    lengths = keep.sum(1)
+    if pool_weight is None:
+        result = hidden.new_zeros(rows, seq, d)
+    else:
+        result = torch.zeros(rows, d, dtype=torch.float64, device=hidden.device)
+    by_length = torch.argsort(lengths, stable=True)
+    for part in _length_buckets(lengths[by_length].tolist(), by_length):
+        part_keep, part_len = keep[part], lengths[part]
+        width = int(part_len.max())
+        # Kept positions first, in order (a stable sort of "dropped" flags), then the rest.
+        order = torch.sort((~part_keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+        packed = hidden[part].gather(1, order[..., None].expand(-1, -1, d))
+        if bool((part_len == width).all()):
+            out = runner.blocks(packed, first, last, None, positions=order)
+        else:
+            valid = torch.arange(width, device=keep.device)[None, :] < part_len[:, None]
+            out = runner.blocks(packed, first, last, None if causal else ~valid, positions=order)
+            out = out * valid[..., None].to(out.dtype)
+        if pool_weight is not None:
+            weight = pool_weight[part].gather(1, order).to(torch.float64)
+            result[part] = torch.bmm(weight[:, None, :], out.to(torch.float64))[:, 0]
+        else:
+            result[part] = hidden.new_zeros(len(part), seq, d).scatter_(
+                1, order[..., None].expand(-1, -1, d), out
+            )
+    return result
+
+
+def _length_buckets(sorted_lengths: list[int], order: torch.Tensor) -> list[torch.Tensor]:
+    """Split row indices ``order`` (sorted by length, ``sorted_lengths``) into runs of equal
+    length, each run with fewer than :data:`_MIN_BUCKET_ROWS` rows merged into the next."""
+    parts, start = [], 0
+    for end in range(1, len(sorted_lengths) + 1):
+        boundary = end == len(sorted_lengths) or sorted_lengths[end] != sorted_lengths[end - 1]
+        if boundary and (end - start >= _MIN_BUCKET_ROWS or end == len(sorted_lengths)):
+            parts.append(order[start:end])
+            start = end
+    return parts
+
+
+def _pooled_sim(
+    full_sums: torch.Tensor, iso_sums: torch.Tensor, sizes: torch.Tensor, pool: str, sim: str
+) -> torch.Tensor:
+    if pool == "mean":
+        full_sums = full_sums / sizes[..., None]
+        iso_sums = iso_sums / sizes[..., None]
+    return _similarity(full_sums, iso_sums, sim)

@@ -1,0 +1,305 @@
+"""Paper figures: the registry, the pure plotting functions, ``reproduce`` at tiny settings and
+``hierlens reproduce``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from hierlens.analysis import figures
+from hierlens.analysis.cli import main
+from hierlens.analysis.figures import FIGURES, redraw, reproduce
+from hierlens.analysis.figures import plot as figures_plot
+from hierlens.analysis.grokking import TRACKING, track
+from hierlens.models.atomic_io import read_jsonl
+from hierlens.models.run import open_run
+
+NAMES = {
+    "grokking-curves",
+    "depth-inverted-u",
+    "tree-score-over-training",
+    "mpsae-hierarchy",
+    "mdl-digits",
+    "sparse-probing-f1-vs-k",
+    "filtering-vs-bp",
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Overrides that make each quick setting run in seconds on one core.
+TINY = {
+    "grokking-curves": {"steps": 40},
+    "tree-score-over-training": {"steps": 40},
+    "depth-inverted-u": {"steps": 12},
+    "mpsae-hierarchy": {"n_train": 400, "n_eval": 200, "steps": 30, "batch_size": 100},
+    "mdl-digits": {"widths": [16, 32], "ks": [6], "steps": 60, "max_fvu": 0.8},
+    "sparse-probing-f1-vs-k": {"steps": 10, "n_examples": 40, "ks": [1, 2]},
+    "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
+}
+
+
+def _curves() -> dict:
+    steps = [0, 10, 100, 1000, 10000]
+    return {
+        "task": "question_formation",
+        "metric": "first_word_acc",
+        "run_dir": "runs/x",
+        "steps": steps,
+        "test_id": [0.1, 0.6, 0.99, 1.0, 1.0],
+        "test_ood": [0.0, 0.1, 0.2, 0.5, 0.9],
+        "tree_score": [0.1, 0.2, None, 0.8, 1.1],
+        "parse_f1": [0.3, 0.3, 0.4, 0.5, 0.7],
+        "train": {"steps": [5, 10, 50, 100, 5000, 10000], "loss": [4, 3, 1, 0.5, 0.1, 0.05]},
+        "summary": {"id_saturation_step": 100, "ood_threshold_step": 10000},
+        "saturation": 0.98,
+        "ood_threshold": 0.8,
+    }
+
+
+def hand_made(name: str) -> dict:
+    """Small data of the shape each figure's compute function returns."""
+    if name in ("grokking-curves", "tree-score-over-training"):
+        return _curves()
+    if name == "depth-inverted-u":
+        runs = [
+            {"depth": d, "seed": s, "final_ood": o, "best_ood": o + 0.05, "final_tree_score": t}
+            for d, s, o, t in [
+                (2, 0, 0.3, 0.5),
+                (2, 1, 0.4, 0.6),
+                (4, 0, 0.8, 1.2),
+                (4, 1, 0.7, 1.0),
+            ]
+        ]
+        runs.append({"depth": 6, "seed": 0, "final_ood": 0.5, "best_ood": 0.6})
+        return {"task": "qf", "metric": "acc", "depths": [2, 4, 6], "seeds": [0, 1], "runs": runs}
+    if name == "mpsae-hierarchy":
+        level = {"0": {"mean_best_cosine": 0.9, "hungarian_cosine": 0.8}}
+        level["1"] = {"mean_best_cosine": 0.7, "hungarian_cosine": 0.6}
+        methods = {m: {"l0": 2.0, "fvu": 0.05, "per_level": level} for m in ("MP-SAE", "TopK")}
+        return {"true_l0": 1.8, "methods": methods}
+    if name == "mdl-digits":
+        atoms = [[(i * j) % 5 - 2.0 for j in range(4)] for i in range(5)]
+        curve = [
+            {"width": 4, "bits": None, "k": None, "fvu": None, "name": None},
+            {"width": 8, "bits": 12.0, "k": 2, "fvu": 0.1, "name": "w8"},
+            {"width": 16, "bits": 13.5, "k": 2, "fvu": 0.1, "name": "w16"},
+        ]
+        panels = [{"title": "selected", "name": "w8", "n_latents": 8, "atoms": atoms}]
+        return {"max_fvu": 0.2, "curve": curve, "selected": "w8", "side": 2, "atoms": panels}
+    if name == "sparse-probing-f1-vs-k":
+        hooks = ["hook_embed", "blocks.0.hook_resid_post"]
+        f1 = {lab: {h: [0.5, 0.7] for h in hooks} for lab in ("depth", "is_close")}
+        return {
+            "steps": 0,
+            "selection": "mean_diff",
+            "ks": [1, 2],
+            "hooks": hooks,
+            "labels": ["depth", "is_close"],
+            "f1": f1,
+        }
+    if name == "filtering-vs-bp":
+        return {
+            "q": 4,
+            "depth": 4,
+            "steps": 10,
+            "n_eval": 50,
+            "filter_levels": [0, 2, 4],
+            "model_acc": [0.4, 0.6, 0.8],
+            "bp_acc": [0.5, 0.8, 1.0],
+        }
+    raise KeyError(name)
+
+
+def _assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 2000, path
+
+
+def _assert_pdf(path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], path
+
+
+def test_registry_names_and_settings():
+    assert set(FIGURES) == NAMES
+    for name, spec in FIGURES.items():
+        assert spec.name == name and spec.description and spec.full_runtime
+        assert spec.quick.keys() == spec.full.keys(), name
+        assert set(TINY[name]) <= set(spec.quick) | set(spec.options), name
+    for constant in (figures.GROKKING_QUICK, figures.GROKKING_FULL):
+        assert set(constant) == {"task", "model", "train", "track"}
+        assert constant["train"]["loss_on"] == "sequence"
+        assert constant["train"]["schedule"] == "constant"
+    assert figures.GROKKING_FULL["train"]["steps"] >= 10 * figures.GROKKING_QUICK["train"]["steps"]
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_plot_from_hand_made_data_writes_png_and_pdf(name, tmp_path):
+    paths = figures_plot.save_figure(FIGURES[name].plot(hand_made(name)), tmp_path, name)
+    assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
+    _assert_png(paths[0])
+    _assert_pdf(paths[1])
+
+
+def test_unknown_name_and_option_fail_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="unknown figure 'nope'.*grokking-curves"):
+        reproduce("nope", out, quick=True)
+    with pytest.raises(ValueError, match="takes no option"):
+        reproduce("filtering-vs-bp", out, quick=True, layers=3)
+    with pytest.raises(ValueError, match="options apply to one figure"):
+        reproduce("all", out, quick=True, steps=3)
+    assert not out.exists()
+
+
+def _capture(monkeypatch, name: str) -> list:
+    """Replace the figure's plot function by one that records the data it is given."""
+    seen = []
+    spec = FIGURES[name]
+
+    def plot(data):
+        seen.append(data)
+        return spec.plot(data)
+
+    monkeypatch.setitem(FIGURES, name, dataclasses.replace(spec, plot=plot))
+    return seen
+
+
+def _check_outputs(tmp_path, name: str, paths, seen) -> dict:
+    assert sorted(p.name for p in paths) == sorted(f"{name}.{x}" for x in ("json", "pdf", "png"))
+    _assert_png(tmp_path / f"{name}.png")
+    _assert_pdf(tmp_path / f"{name}.pdf")
+    record = json.loads((tmp_path / f"{name}.json").read_text())
+    assert record["name"] == name and record["quick"] is True and record["seconds"] >= 0
+    assert record["settings"] == json.loads(json.dumps(FIGURES[name].settings(True, **TINY[name])))
+    assert len(seen) == 1
+    # the JSON holds exactly what was plotted (NaN-safe comparison through its text)
+    assert json.dumps(record["data"], sort_keys=True) == json.dumps(seen[0], sort_keys=True)
+    return record["data"]
+
+
+@pytest.fixture(scope="module")
+def grok_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("grok")
+
+
+@pytest.mark.parametrize("name", ["grokking-curves", "tree-score-over-training"])
+def test_reproduce_grokking_figures(name, grok_dir, monkeypatch):
+    seen = _capture(monkeypatch, name)
+    paths = reproduce(name, grok_dir, quick=True, device="cpu", progress=False, **TINY[name])
+    data = _check_outputs(grok_dir, name, paths, seen)
+    run = open_run(grok_dir / "grokking_run")
+    assert data["steps"] == run.steps and run.steps[-1] == 40  # every checkpoint tracked
+    assert data["metric"] == "first_word_acc" and data["task"] == "question_formation"
+    assert run.train_config.loss_on == "sequence" and run.model_config.d_model == 32
+    records = read_jsonl(grok_dir / "grokking_run" / TRACKING)
+    assert data["test_ood"] == [r["test_ood/first_word_acc"] for r in records]
+    assert data["train"]["steps"] == [r["step"] for r in run.metrics("train")]
+    assert all(0.0 <= a <= 1.0 for a in data["test_id"] + data["test_ood"])
+
+
+def test_existing_run_is_tracked_then_continued_with_its_own_settings(grok_dir, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(grok_dir / "grokking_run", run_dir)
+    (run_dir / TRACKING).unlink()
+    steps = open_run(run_dir).steps
+    first = track(run_dir, steps=steps[:2], n=7, n_trees=3, device="cpu", progress=False)
+    lines = (run_dir / TRACKING).read_text().splitlines()
+    paths = reproduce("grokking-curves", tmp_path / "fig", quick=True, run_dir=run_dir)
+    assert (tmp_path / "fig" / "grokking-curves.png") in paths
+    records = read_jsonl(run_dir / TRACKING)
+    assert [r["step"] for r in records] == steps
+    assert (run_dir / TRACKING).read_text().splitlines()[:2] == lines  # kept, not recomputed
+    assert all(r["settings"] == first[0]["settings"] for r in records)  # n=7 kept
+    assert not (tmp_path / "fig" / "grokking_run").exists()  # nothing trained
+    # a tracking file without the plotted metrics is an error, not silently replaced
+    track(run_dir, n=5, n_trees=2, metrics=("param_norm",), device="cpu", progress=False)
+    with pytest.raises(ValueError, match="tracked without"):
+        reproduce("tree-score-over-training", tmp_path / "fig", quick=True, run_dir=run_dir)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "depth-inverted-u",
+        "mpsae-hierarchy",
+        "mdl-digits",
+        "sparse-probing-f1-vs-k",
+        "filtering-vs-bp",
+    ],
+)
+def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch):
+    seen = _capture(monkeypatch, name)
+    paths = reproduce(name, tmp_path, quick=True, device="cpu", progress=False, **TINY[name])
+    data = _check_outputs(tmp_path, name, paths, seen)
+    if name == "depth-inverted-u":
+        assert [(r["depth"], r["seed"]) for r in data["runs"]] == [(1, 0), (2, 0)]
+        for r in data["runs"]:
+            assert 0.0 <= r["final_ood"] <= r["best_ood"] <= 1.0
+            assert math.isfinite(r["final_tree_score"])
+    elif name == "mpsae-hierarchy":
+        assert set(data["methods"]) == {"MP-SAE", "TopK", "ReLU"}
+        assert set(data["methods"]["TopK"]["per_level"]) == {"0", "1"}
+    elif name == "mdl-digits":
+        assert [p["width"] for p in data["curve"]] == [16, 32]
+        assert data["side"] == 8 and [p["title"] for p in data["atoms"]][1] == "MDL-selected"
+        assert all(len(a) == 64 for p in data["atoms"] for a in p["atoms"])
+    elif name == "sparse-probing-f1-vs-k":
+        assert data["ks"] == [1, 2] and len(data["hooks"]) == 3
+        assert all(len(v) == 2 for lab in data["f1"].values() for v in lab.values())
+    elif name == "filtering-vs-bp":
+        assert data["filter_levels"] == [0, 4] and data["n_eval"] == 100
+        assert all(0.0 <= a <= 1.0 for a in data["model_acc"] + data["bp_acc"])
+    # the JSON alone redraws the figure
+    (tmp_path / f"{name}.png").unlink()
+    redraw(tmp_path / f"{name}.json")
+    _assert_png(tmp_path / f"{name}.png")
+
+
+def test_cli_list(capsys):
+    assert main(["reproduce", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in NAMES:
+        assert name in out
+    assert out.count("full setting:") == len(NAMES)
+    assert main(["reproduce", "--list"]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_cli_reproduce_run_and_errors(tmp_path, capsys):
+    out = tmp_path / "figs"
+    argv = ["reproduce", "sparse-probing-f1-vs-k", "--quick", "--out", str(out), "--steps", "5"]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(out))]
+    assert sorted(printed) == sorted(
+        str(out / f"sparse-probing-f1-vs-k.{x}") for x in ("json", "png", "pdf")
+    )
+    _assert_png(out / "sparse-probing-f1-vs-k.png")
+    record = json.loads((out / "sparse-probing-f1-vs-k.json").read_text())
+    assert record["settings"]["steps"] == 5 and record["settings"]["n_examples"] == 150
+    assert main(["reproduce", "nope", "--out", str(out)]) == 2
+    assert main(["reproduce", "mdl-digits", "--run-dir", str(out), "--out", str(out)]) == 2
+    assert main(["reproduce", "--out", str(out)]) == 2
+
+
+def test_unmodified_quick_setting_runs(tmp_path, monkeypatch):
+    """One figure at exactly its ``--quick`` setting (no size overrides), through the CLI."""
+    seen = _capture(monkeypatch, "mpsae-hierarchy")
+    out = tmp_path / "figs"
+    assert main(["reproduce", "mpsae-hierarchy", "--quick", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mpsae-hierarchy.json",
+        "mpsae-hierarchy.pdf",
+        "mpsae-hierarchy.png",
+    ]
+    _assert_png(out / "mpsae-hierarchy.png")
+    record = json.loads((out / "mpsae-hierarchy.json").read_text())
+    assert record["quick"] is True
+    assert record["settings"] == json.loads(json.dumps(FIGURES["mpsae-hierarchy"].quick))
+    assert len(seen) == 1
+    assert json.dumps(record["data"], sort_keys=True) == json.dumps(seen[0], sort_keys=True)
+    assert set(record["data"]["methods"]) == {"MP-SAE", "TopK", "ReLU"}

@@ -1,0 +1,169 @@
+"""The HTML report in a real browser: headless Chromium opens it from disk with networking
+off; no console errors; every chart was drawn; a screenshot goes to test-artifacts/.
+
+Needs Chromium and its driver (Debian: ``apt-get install -y chromium chromium-driver``) and
+``selenium``. If they are missing the test fails with a message saying so; set
+``HIERLENS_SKIP_BROWSER=1`` to skip it instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from test_report import build_run
+
+from hierlens.analysis.report import write_report
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SKIP = os.environ.get("HIERLENS_SKIP_BROWSER") == "1"
+pytestmark = pytest.mark.skipif(SKIP, reason="HIERLENS_SKIP_BROWSER=1")
+
+
+def _binary(*names: str) -> str | None:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _start_chromium(profile: str):
+    hint = (
+        "the browser test needs Chromium, chromedriver and selenium "
+        "(apt-get install -y chromium chromium-driver; pip install selenium); "
+        "set HIERLENS_SKIP_BROWSER=1 to skip it"
+    )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as err:
+        pytest.fail(f"selenium is not installed ({err}): {hint}")
+    browser = _binary("chromium", "chromium-browser", "google-chrome")
+    driver = _binary("chromedriver")
+    if browser is None or driver is None:
+        pytest.fail(f"no Chromium binary or chromedriver on PATH: {hint}")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--no-first-run",
+        "--allow-file-access-from-files",
+        f"--user-data-dir={profile}",
+        # networking off: every request goes to a proxy that does not exist
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--window-size=1280,2400",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        return webdriver.Chrome(service=Service(driver), options=opts)
+    except Exception as err:  # WebDriverException and OS errors alike
+        pytest.fail(f"could not start headless Chromium ({type(err).__name__}: {err}): {hint}")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = build_run(tmp_path_factory.mktemp("browser_run"))
+    return write_report(run, max_sentences=2)
+
+
+def test_report_renders_offline_in_chromium(report):
+    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
+    driver = _start_chromium(profile)
+    try:
+        driver.set_page_load_timeout(120)
+        driver.get(report.resolve().as_uri())
+        # Plotly draws synchronously in newPlot; wait until every chart has its svg.
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        count_drawn = (
+            "return [document.querySelectorAll('div.chart').length,"
+            " document.querySelectorAll('div.chart svg.main-svg').length > 0 ?"
+            " Array.from(document.querySelectorAll('div.chart')).filter("
+            "   d => d.querySelector('svg.main-svg') !== null).length : 0];"
+        )
+        WebDriverWait(driver, 60).until(
+            lambda d: (lambda c: c[0] > 0 and c[0] == c[1])(d.execute_script(count_drawn))
+        )
+        n_charts, n_drawn = driver.execute_script(count_drawn)
+        assert driver.execute_script("return typeof window.Plotly") == "object"
+        html = report.read_text()
+        assert n_charts == html.count('<div class="chart"') and n_charts >= 8
+        assert n_drawn == n_charts
+        # every chart has a drawing area with real size and at least one trace group
+        sizes = driver.execute_script(
+            "return Array.from(document.querySelectorAll('div.chart')).map(d => {"
+            " const s = d.querySelector('svg.main-svg'); const r = s.getBoundingClientRect();"
+            " return [r.width, r.height, d.querySelectorAll('g.trace, g.hm, g.heatmaplayer"
+            " image, g.barlayer g.point').length]; });"
+        )
+        for width, height, traces in sizes:
+            assert width > 100 and height > 100 and traces > 0, sizes
+        # the inline SVG tree drawings are present too
+        assert driver.execute_script("return document.querySelectorAll('svg.tree').length") >= 4
+        # nothing was requested besides the page itself (inline scripts, styles and SVG only)
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);"
+        )
+        assert fetched == [], fetched
+        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, f"console errors: {errors}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "report.png"
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(max(int(height), 800), 16000))
+        assert driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_harness_sees_fetches_and_blocks_them(tmp_path):
+    """A negative control: a page that loads a remote image and a CDN script is caught by
+    both checks above, and the requests fail because networking is off."""
+    page = tmp_path / "fetches.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="http://example.com/x.png">'
+        '<script src="https://cdn.example.com/lib.js"></script></body></html>'
+    )
+    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
+    driver = _start_chromium(profile)
+    try:
+        driver.get(page.resolve().as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);"
+        )
+        assert sorted(fetched) == ["http://example.com/x.png", "https://cdn.example.com/lib.js"]
+        severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert len(severe) == 2 and all("ERR_" in m for m in severe), severe
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_missing_browser_is_a_clear_failure(monkeypatch, tmp_path):
+    import test_report_browser as me
+
+    monkeypatch.setattr(me, "_binary", lambda *names: None)
+    with pytest.raises(pytest.fail.Exception, match="HIERLENS_SKIP_BROWSER=1"):
+        me._start_chromium(str(tmp_path))
