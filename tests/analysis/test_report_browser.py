@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_report import build_run
+from tests.analysis.test_report import build_run
 
 from hierlens.analysis.report import write_report
 
@@ -162,7 +162,7 @@ def test_harness_sees_fetches_and_blocks_them(tmp_path):
 
 
 def test_missing_browser_is_a_clear_failure(monkeypatch, tmp_path):
-    import test_report_browser as me
+    import tests.analysis.test_report_browser as me
 
     monkeypatch.setattr(me, "_binary", lambda *names: None)
     with pytest.raises(pytest.fail.Exception, match="HIERLENS_SKIP_BROWSER=1"):
