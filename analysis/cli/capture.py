@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import ints
+from .common import ints, newest_step
 
 log = logging.getLogger("hierlens")
 
@@ -15,9 +15,8 @@ def capture_one_step(args: argparse.Namespace, hooks: list[str]):
     """The activation store of one checkpoint (``--step``, default the last) of
     ``args.run_dir`` at ``hooks``, captured (or reused) with the command's options."""
     from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.run import open_run
 
-    step = args.step if args.step is not None else open_run(args.run_dir).steps[-1]
+    step = args.step if args.step is not None else newest_step(args.run_dir)
     return capture_checkpoints(
         args.run_dir,
         hooks,
@@ -32,9 +31,12 @@ def capture_one_step(args: argparse.Namespace, hooks: list[str]):
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.run import open_run
 
-    steps = args.steps or [open_run(args.run_dir).steps[-1]] if not args.all_steps else None
+    if args.all_steps:
+        steps = None
+        newest_step(args.run_dir)  # a clear error for a run without checkpoints
+    else:
+        steps = args.steps or [newest_step(args.run_dir)]
     stores = capture_checkpoints(
         args.run_dir,
         args.hooks.split(","),
@@ -69,8 +71,11 @@ def add_capture_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test_id", help="task split to run (default test_id)")
     p.add_argument("--n", type=int, default=1000, help="sequences")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=ints, default=None, help="checkpoint steps (default: newest)")
-    p.add_argument("--all-steps", action="store_true", help="every checkpoint")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--steps", type=ints, default=None, help="checkpoint steps (default: newest)"
+    )
+    which.add_argument("--all-steps", action="store_true", help="every checkpoint")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None)
     p.add_argument(

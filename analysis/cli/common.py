@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,3 +69,15 @@ def fmt(metrics: dict[str, float]) -> str:
     return ", ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
     )
+
+
+def newest_step(run_dir: str | os.PathLike) -> int:
+    """The newest checkpoint step of ``run_dir``; a :class:`CLIError` when it has none."""
+    from hierlens.models.run import open_run
+
+    steps = open_run(run_dir).steps
+    if not steps:
+        raise CLIError(
+            f"{run_dir}: the run has no checkpoints yet; train it first (hierlens train)"
+        )
+    return steps[-1]

@@ -83,16 +83,16 @@ def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` reports bad input rather than a bug.
 
     User errors are :class:`CLIError`, an ``OSError`` naming a file (missing file, full
-    disk, read-only folder), and a ``ValueError``/``TypeError`` that hierlens raised on
-    purpose: the innermost frame of its traceback is a ``raise`` statement in hierlens' own
-    code. The same types raised anywhere else (inside torch, or by a failing expression in
+    disk, read-only folder), and a ``ValueError``, ``TypeError`` or ``OSError`` that hierlens
+    raised on purpose: the innermost frame of its traceback is a ``raise`` statement in
+    hierlens' own code. The same types raised anywhere else (inside torch, or by a failing expression in
     hierlens) are bugs and keep their traceback.
     """
     if isinstance(exc, CLIError):
         return True
-    if isinstance(exc, OSError):
-        return exc.filename is not None
-    if not isinstance(exc, (ValueError, TypeError)):
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return True
+    if not isinstance(exc, (ValueError, TypeError, OSError)):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:

@@ -237,3 +237,84 @@ def test_fit_sae_command_with_mdl(tmp_path, capsys):
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == names
     assert all((run_dir / "saes" / "grid" / n / "cfg.json").exists() for n in names)
+
+
+def _tiny_run(tmp_path, *extra):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir), *extra]) == 0
+    return run_dir
+
+
+def test_capture_steps_and_all_steps_are_exclusive(tmp_path, capsys):
+    """``--steps`` with ``--all-steps`` was silently ignored; now it is a usage error."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-steps"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_commands_on_a_run_without_checkpoints(tmp_path, caplog):
+    """A run with no checkpoint gave an uncaught IndexError; now a one-line error."""
+    import shutil
+
+    run_dir = _tiny_run(tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "checkpoints").mkdir()
+    for argv in (
+        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
+        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-steps"],
+        ["probe", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
+    ):
+        caplog.clear()
+        assert main(argv) == 2, argv
+        assert "no checkpoints" in caplog.text
+
+
+def test_library_bugs_are_not_reported_as_bad_input(tmp_path, monkeypatch, caplog):
+    """A TypeError from a failing expression (a bug) keeps its traceback (exit 1 through the
+    console script); a ValueError hierlens raises on purpose is one line and exit 2, with the
+    traceback under ``-v`` or ``HIERLENS_DEBUG=1``."""
+    import pytest
+
+    import hierlens.models.run as run_module
+
+    def buggy(*args, **kwargs):
+        return len(None)  # a TypeError that no raise statement wrote
+
+    monkeypatch.setattr(run_module, "open_run", buggy)
+    with pytest.raises(TypeError, match="NoneType"):
+        main(["eval", str(tmp_path)])
+    monkeypatch.undo()
+
+    caplog.clear()
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert not any(r.exc_info for r in caplog.records)
+    caplog.clear()
+    assert main(["-v", "eval", str(tmp_path / "missing")]) == 2
+    assert any(r.exc_info for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setenv("HIERLENS_DEBUG", "1")
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert any(r.exc_info for r in caplog.records)
+
+
+def test_is_user_error_tells_raises_from_failures():
+    import pytest
+    import torch
+
+    from hierlens.analysis.cli.common import CLIError
+    from hierlens.analysis.cli.main import is_user_error
+    from hierlens.models.tasks import get_task
+
+    assert is_user_error(CLIError("bad flag"))
+    assert is_user_error(FileNotFoundError(2, "No such file", "/x/y"))
+    assert not is_user_error(OSError("no file name"))
+    with pytest.raises(ValueError) as deliberate:
+        get_task("no_such_task")
+    assert is_user_error(deliberate.value)
+    with pytest.raises(TypeError) as inside_torch:
+        torch.zeros("a")
+    assert not is_user_error(inside_torch.value)
+    assert not is_user_error(KeyError("x"))

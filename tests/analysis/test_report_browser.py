@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from tests.analysis.test_report import build_run
 
 from hierlens.analysis.report import write_report
+from tests.analysis.test_report import build_run
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SKIP = os.environ.get("HIERLENS_SKIP_BROWSER") == "1"
