@@ -27,9 +27,9 @@ from hierlens.models.device import resolve_device
 from hierlens.models.run import open_run
 from hierlens.models.tasks import Task, iter_batches
 
-from .tree_decode import tree_projection
-from .tree_metrics import parse_f1, tree_score
-from .tree_projection import span_scores
+from .trees.decode import tree_projection
+from .trees.metrics import parse_f1, tree_score
+from .trees.spans import span_scores
 
 log = logging.getLogger(__name__)
 
