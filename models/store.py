@@ -305,6 +305,18 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class StoreMismatchError(ValueError):
+    """A folder already holds a different capture (another model, data, hooks or plan)."""
+
+    def __init__(self, path: Path, diffs: list[str]) -> None:
+        self.path = path
+        self.diffs = diffs
+        super().__init__(
+            f"{path} holds a different capture (differs in: {', '.join(diffs)}); "
+            "pass overwrite=True to replace it or choose another out_dir"
+        )
+
+
 class StoreWriter:
     """Writes (or resumes) a store on disk, one shard at a time; used by ``capture``.
 
@@ -332,10 +344,7 @@ class StoreWriter:
             diffs = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
             diffs = [f"{k} (shard_bytes)" if k == "shards" else k for k in diffs]
             if diffs:
-                raise ValueError(
-                    f"{self.path} holds a different capture (differs in: {', '.join(diffs)}); "
-                    "pass overwrite=True to replace it or choose another out_dir"
-                )
+                raise StoreMismatchError(self.path, diffs)
         if existing is not None and overwrite:
             self._remove_store(existing)
             existing = None

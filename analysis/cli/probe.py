@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .capture import capture_one_step
+from .capture import add_capture_data_flags, capture_one_step
 from .common import ints
 
 log = logging.getLogger("hierlens")
@@ -16,7 +16,7 @@ log = logging.getLogger("hierlens")
 def cmd_probe(args: argparse.Namespace) -> int:
     from hierlens.probes import probe_sweep
 
-    store = capture_one_step(args, args.hooks.split(","))
+    store, hooks = capture_one_step(args, args.hooks.split(","))
     names = args.labels.split(",") if args.labels else sorted(store.labels)
     missing = [name for name in names if name not in store.labels]
     if missing:
@@ -25,11 +25,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
     out = Path(args.run_dir) / "probes" / "results.jsonl"
     records = probe_sweep(
-        {hook: store[hook] for hook in store.hooks},
+        {hook: store[hook] for hook in hooks},
         {name: store.labels[name].numpy() for name in names},
         ks=args.ks,
         selection=args.selection.split(","),
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else 0,
         device=args.device,
         out_path=out,
         progress=not args.no_progress,
@@ -65,9 +65,7 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
         help="mean_diff, anova, mutual_info, l1, telescope, random, exhaustive (comma-separated)",
     )
     p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
-    p.add_argument("--split", default="test_id")
-    p.add_argument("--n", type=int, default=500, help="sequences to capture")
-    p.add_argument("--seed", type=int, default=0)
+    add_capture_data_flags(p)
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_probe)

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .capture import capture_one_step
+from .capture import add_capture_data_flags, capture_one_step
 from .common import ints
 
 log = logging.getLogger("hierlens")
@@ -27,8 +27,8 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
 
     from ..pipeline import SAEStage, build_sae_grid
 
-    store = capture_one_step(args, [args.hook])
-    hook = store.hooks[0]
+    store, hooks = capture_one_step(args, [args.hook])
+    hook = hooks[0]
     acts = store[hook]
     out_dir = Path(args.run_dir) / "saes" / ("mdl" if args.mdl else "grid")
     k_sparse = args.architecture in ("topk", "batch_topk", "mp")
@@ -45,7 +45,7 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
-            seed=args.seed,
+            seed=args.seed if args.seed is not None else 0,
             sae_kwargs={"hook_name": hook},
             out_dir=out_dir,
             device=args.device,
@@ -67,7 +67,7 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
-            seed=args.seed,
+            seed=args.seed if args.seed is not None else 0,
             device=args.device,
             progress=not args.no_progress,
         )
@@ -113,9 +113,7 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
-    p.add_argument("--split", default="test_id")
-    p.add_argument("--n", type=int, default=500, help="sequences to capture")
-    p.add_argument("--seed", type=int, default=0)
+    add_capture_data_flags(p)
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_fit_sae)

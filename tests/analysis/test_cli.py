@@ -318,3 +318,54 @@ def test_is_user_error_tells_raises_from_failures():
         torch.zeros("a")
     assert not is_user_error(inside_torch.value)
     assert not is_user_error(KeyError("x"))
+
+
+def test_readme_workflow_round_trip(tmp_path, capsys):
+    """train -> capture (every layer) -> fit-sae -> probe -> report, with default options
+    as in the README: the later commands reuse the capture, and the report shows the SAEs
+    that fit-sae trained and the probes."""
+    run_dir = _tiny_run(tmp_path)
+    r = str(run_dir)
+    assert (
+        main(["capture", r, "--hooks", "blocks.*.hook_resid_post", "--n", "40", "--no-progress"])
+        == 0
+    )
+    hook = "blocks.0.hook_resid_post"
+    fit = [
+        "fit-sae",
+        r,
+        "--hook",
+        hook,
+        "--widths",
+        "16",
+        "--ks",
+        "2",
+        "--steps",
+        "30",
+        "--no-progress",
+    ]
+    assert main(fit) == 0
+    probe = [
+        "probe",
+        r,
+        "--hooks",
+        "blocks.*.hook_resid_post",
+        "--labels",
+        "depth",
+        "--ks",
+        "1,2",
+        "--no-progress",
+    ]
+    assert main(probe) == 0
+    assert main(["report", r, "--no-progress"]) == 0
+    capsys.readouterr()
+    html = (run_dir / "report.html").read_text()
+    sae_names = sorted(p.parent.name for p in (run_dir / "saes").rglob("cfg.json"))
+    assert sae_names, "fit-sae wrote no SAE"
+    for name in sae_names:
+        assert name in html, f"SAE {name} missing from the report"
+    assert "Sparse probes" in html and hook in html
+    # an explicit, different capture in the way names the flag that replaces it
+    assert (
+        main(["probe", r, "--hooks", hook, "--n", "7", "--labels", "depth", "--no-progress"]) == 2
+    )
