@@ -89,8 +89,8 @@ def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
     assert {r["name"] for r in table} == {
         "topk_w8_k2",
         "topk_w16_k2",
-        "relu_w8_l10.01",
-        "relu_w16_l10.01",
+        "relu_w8_l1c0.01",
+        "relu_w16_l1c0.01",
     }
     assert all(r["fvu"] >= 0 for r in table)
     probes = (run_dir / "probes" / "results.jsonl").read_text().splitlines()
