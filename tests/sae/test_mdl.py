@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hierlens.sae import TopKSAE, fvu
+from hierlens.sae import NoSAEMeetsBoundError, TopKSAE, fit_mdl_sae, fvu, mdl_select
 from hierlens.sae.mdl import description_length, quantise, search_bin_width
-from hierlens.sae import NoSAEMeetsBoundError, fit_mdl_sae, mdl_select
 
 
 class IdentitySAE:
