@@ -30,7 +30,7 @@ import os
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hierlens.models.device import resolve_device, resolve_dtype
 
@@ -38,6 +38,8 @@ from .config import SAEConfig, check_k, check_nonneg
 from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
 from .saelens_format import write_sae_files
 from .stacked import count_fires, dense_decode, sparse_decode, squared_error
+
+Tensors = dict[str, Tensor]  # stacked tensors or (S,) hyperparameters, by name
 
 __all__ = [
     "SAE",
@@ -195,12 +197,7 @@ class SAE(nn.Module, abc.ABC):
     @classmethod
     @abc.abstractmethod
     def train_encode(
-        cls,
-        cfg: SAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, ctx: StepContext
     ) -> Encoded:
         """The codes of ``S`` stacked SAEs on ``x`` ``(B, d_in)`` in a forward pass with
         ``ctx``'s behaviour (training or inference), as an :class:`Encoded`."""
@@ -214,27 +211,15 @@ class SAE(nn.Module, abc.ABC):
 
     @classmethod
     def penalties(
-        cls,
-        cfg: SAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        enc: Encoded,
-        recon: torch.Tensor,
-        ctx: StepContext,
-    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, enc: Encoded, recon: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
         """Named loss terms beyond the squared error: ``name -> (term, coefficient)``, both
         ``(S,)``; the loss adds ``coefficient * term``. None by default."""
         return {}
 
     @classmethod
     def stacked_forward(
-        cls,
-        cfg: SAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, ctx: StepContext
     ) -> StackedOutput:
         """Run ``S`` stacked SAEs on ``x`` ``(B, d_in)``: tensors in ``p`` have a leading
         ``S`` axis, ``hp`` holds ``(S,)`` continuous hyperparameters.
@@ -253,7 +238,7 @@ class SAE(nn.Module, abc.ABC):
         mse = squared_error(x, recon)
         terms = {"mse": mse}
         loss = mse
-        for name, (term, coefficient) in cls.penalties(cfg, p, hp, x, enc, recon, ctx).items():
+        for name, (term, coefficient) in cls.penalties(cfg, p, hp, x, enc, recon).items():
             terms[name] = term
             loss = loss + coefficient * term
         fires = None

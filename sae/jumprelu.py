@@ -125,7 +125,7 @@ class JumpReLUSAE(SAE, name="jumprelu"):
         return Encoded(jumprelu(pre, theta, eps), pre=pre, extras={"theta": theta, "eps": eps})
 
     @classmethod
-    def penalties(cls, cfg, p, hp, x, enc, recon, ctx):
+    def penalties(cls, cfg, p, hp, x, enc, recon):
         l0 = heaviside_step(enc.pre, enc.extras["theta"], enc.extras["eps"])
         return {"l0_penalty": (l0.float().sum(-1).mean(-1), hp["l0_coefficient"])}
 

@@ -153,11 +153,9 @@ class MatchingPursuitSAE(SAE, name="mp", aliases=("matching_pursuit",)):
     config_class = MatchingPursuitSAEConfig
     continuous_hparams = ()
     tensor_names = ("W_dec", "b_dec")
+    # the same names in cfg.json
     saelens_fields = {
-        "k": "k",
-        "residual_threshold": "residual_threshold",
-        "max_iterations": "max_iterations",
-        "stop_on_duplicate_support": "stop_on_duplicate_support",
+        n: n for n in ("k", "residual_threshold", "max_iterations", "stop_on_duplicate_support")
     }
     grid_knob = "k"
 

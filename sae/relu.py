@@ -61,7 +61,7 @@ class ReluSAE(SAE, name="relu", aliases=("standard",)):
         return Encoded(cls.stacked_encode(cfg, p, x))
 
     @classmethod
-    def penalties(cls, cfg, p, hp, x, enc, recon, ctx):
+    def penalties(cls, cfg, p, hp, x, enc, recon):
         norms = p["W_dec"].float().norm(dim=-1)  # (S, d_sae)
         l1 = (enc.codes.float() * norms.unsqueeze(1)).sum(-1).mean(-1)
         return {"l1": (l1, hp["l1_coefficient"])}

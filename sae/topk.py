@@ -133,7 +133,7 @@ class TopKSAE(SAE, name="topk"):
         return Encoded(codes, sparse=(vals, idx), pre=pre, extras={"dead": dead})
 
     @classmethod
-    def penalties(cls, cfg, p, hp, x, enc, recon, ctx):
+    def penalties(cls, cfg, p, hp, x, enc, recon):
         dead = enc.extras.get("dead")
         if dead is None:
             aux = torch.zeros(recon.shape[0], device=recon.device)

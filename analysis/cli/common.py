@@ -57,14 +57,21 @@ def task_from_args(name: str, params: Sequence[str]) -> Any:
     return get_task(name, **kwargs)
 
 
+def _numbers(text: str, kind: type, what: str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
+
 def ints(text: str) -> list[int]:
     """Parse ``"1,2,4"`` into ``[1, 2, 4]`` (an argparse ``type``)."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+    return _numbers(text, int, "integers")
+
+
+def floats(text: str) -> list[float]:
+    """Parse ``"0.1,1e-2"`` into ``[0.1, 0.01]`` (an argparse ``type``)."""
+    return _numbers(text, float, "numbers")
 
 
 def fmt(metrics: dict[str, float]) -> str:
@@ -137,16 +144,6 @@ def _bool(text: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def floats(text: str) -> list[float]:
-    """Parse ``"0.1,1e-2"`` into ``[0.1, 0.01]`` (an argparse ``type``)."""
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
 
 
 def _strings(text: str) -> list[str]:
