@@ -34,10 +34,9 @@ from hierlens.models.run import open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
+from hierlens.sae import SAE, SAETrainConfig
 
 log = logging.getLogger(__name__)
-
-_ARCHS = ("topk", "batch_topk", "mp", "relu", "jumprelu")
 
 
 def _tuple(value: Any, name: str, kind: type = int) -> tuple:
@@ -65,11 +64,21 @@ class CaptureStage(Config):
             raise ValueError(f"capture.n must be a positive integer, got {self.n!r}")
 
 
+# The pipeline's SAE training settings where they differ from SAETrainConfig's: short runs on
+# the small grids of a pipeline.
+_SAE_STAGE_TRAINING = {"steps": 300, "batch_size": 1024, "lr": 1e-3}
+
+
 @dataclasses.dataclass(frozen=True)
 class SAEStage(Config):
     """The SAE grid trained on ``hook`` of the final checkpoint: every architecture in
-    ``architectures`` ("topk", "batch_topk", "mp", "relu", "jumprelu") at every width; k-sparse
-    ones at every ``ks``, penalised ones at every ``coefficients``."""
+    ``architectures`` (registered SAE names: "topk", "batch_topk", "mp", "relu", "jumprelu")
+    at every width; k-sparse ones at every ``ks``, penalised ones at every ``coefficients``.
+
+    ``train`` holds the training settings (:class:`hierlens.sae.SAETrainConfig`); in a config
+    file they sit in the ``[sae]`` table itself (``steps``, ``batch_size``, ``lr``, ...). Its
+    ``device`` defaults to the pipeline's ``[train] device``.
+    """
 
     enabled: bool = True
     hook: str = "blocks.0.hook_resid_post"
@@ -77,17 +86,17 @@ class SAEStage(Config):
     widths: tuple[int, ...] = (64, 128, 256)
     ks: tuple[int, ...] = (4, 8)
     coefficients: tuple[float, ...] = (1e-2,)
-    steps: int = 300
-    batch_size: int = 1024
-    lr: float = 1e-3
+    train: SAETrainConfig = SAETrainConfig(**_SAE_STAGE_TRAINING)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "architectures", _tuple(list(self.architectures), "sae.architectures", str)
         )
-        bad = [a for a in self.architectures if a not in _ARCHS]
+        bad = [a for a in self.architectures if a not in SAE.registry]
         if bad:
-            raise ValueError(f"sae.architectures: unknown {bad}; choose from {_ARCHS}")
+            raise ValueError(
+                f"sae.architectures: unknown {bad}; choose from {tuple(sorted(SAE.registry))}"
+            )
         object.__setattr__(self, "widths", _tuple(list(self.widths), "sae.widths"))
         object.__setattr__(self, "ks", _tuple(list(self.ks), "sae.ks"))
         object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
@@ -97,6 +106,30 @@ class SAEStage(Config):
             raise ValueError(
                 f"sae.ks {self.ks} must not exceed the smallest width {min(self.widths)}"
             )
+        if not isinstance(self.train, SAETrainConfig):
+            raise TypeError(f"sae.train must be an SAETrainConfig, got {self.train!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAEStage:
+        """Build from a flat table: the stage's own fields plus SAETrainConfig fields."""
+        if not isinstance(data, dict):
+            raise TypeError(f"SAEStage.from_dict expects a dict, got {type(data).__name__}")
+        own = {f.name for f in dataclasses.fields(cls)} - {"train"}
+        training = {f.name for f in dataclasses.fields(SAETrainConfig)}
+        unknown = [k for k in data if k not in own | training]
+        if unknown:
+            raise unknown_keys_error("SAEStage", unknown, sorted(own | training))
+        settings = {k: v for k, v in data.items() if k in training}
+        stage = super().from_dict({k: v for k, v in data.items() if k in own})
+        if "steps" in settings or "tokens" in settings:
+            settings = {"steps": None, "tokens": None, **settings}
+        return stage.replace(train=stage.train.replace(**settings))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat table :meth:`from_dict` reads."""
+        out = super().to_dict()
+        out.update(out.pop("train").to_dict())
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,31 +250,30 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike) 
     return PipelineConfig.from_dict(data)
 
 
-def build_sae_grid(stage: SAEStage, d_in: int, hook: str) -> dict[str, Any]:
-    """``{name: untrained SAE}`` for the grid described by ``stage``."""
-    from hierlens import sae as S
+def build_sae_grid(
+    stage: SAEStage, d_in: int, hook: str, device: str | None = None
+) -> dict[str, Any]:
+    """``{name: untrained SAE}`` for the grid described by ``stage`` (names from
+    :func:`hierlens.sae.grid_name`: ``topk_w64_k8``, ``relu_w64_l1c0.01``)."""
+    from hierlens.sae import build_sae_grid as sae_grid
 
-    grid: dict[str, Any] = {}
-    for arch in stage.architectures:
-        for width in stage.widths:
-            common = {"hook_name": hook, "device": "cpu"}
-            if arch in ("topk", "batch_topk", "mp"):
-                cls = {"topk": S.TopKSAE, "batch_topk": S.BatchTopKSAE, "mp": S.MatchingPursuitSAE}[
-                    arch
-                ]
-                for k in stage.ks:
-                    grid[f"{arch}_w{width}_k{k}"] = cls(d_in, width, k=k, **common)
-            else:
-                for c in stage.coefficients:
-                    if arch == "relu":
-                        grid[f"relu_w{width}_l1{c:g}"] = S.ReluSAE(
-                            d_in, width, l1_coefficient=c, **common
-                        )
-                    else:
-                        grid[f"jumprelu_w{width}_l0{c:g}"] = S.JumpReLUSAE(
-                            d_in, width, l0_coefficient=c, **common
-                        )
+    grid, _ = sae_grid(
+        stage.architectures,
+        d_in,
+        stage.widths,
+        ks=stage.ks,
+        coefficients=stage.coefficients,
+        device=device,
+        hook_name=hook,
+    )
     return grid
+
+
+def sae_train_config(cfg: PipelineConfig) -> SAETrainConfig:
+    """The SAE stage's training settings, on the pipeline's ``[train] device`` unless the
+    ``[sae]`` table names its own."""
+    train = cfg.sae.train
+    return train if train.device is not None else train.replace(device=cfg.train.device)
 
 
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
@@ -250,20 +282,13 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     if cfg.sae.hook not in store.hooks:
         raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
     acts = store[cfg.sae.hook]
-    grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook)
+    train_config = sae_train_config(cfg)
+    grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
     root = run_dir / "saes"
     missing = {name: s for name, s in grid.items() if not (root / name / "cfg.json").exists()}
     if missing:
-        log.info("training %d SAEs on %s", len(missing), cfg.sae.hook)
-        S.train_saes(
-            list(missing.values()),
-            acts,
-            steps=cfg.sae.steps,
-            batch_size=cfg.sae.batch_size,
-            lr=cfg.sae.lr,
-            device="cpu",
-            progress=progress,
-        )
+        log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
+        S.train_saes(list(missing.values()), acts, config=train_config, progress=progress)
         for name, sae in missing.items():
             sae.save(root / name)
     rows = []

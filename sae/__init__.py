@@ -1,15 +1,19 @@
-"""hierlens.sae: sparse autoencoders (MP-SAE and the ReLU/TopK/BatchTopK/JumpReLU family),
-the fused multi-SAE trainer, SAE metrics, SAELens-format files, and description length / MDL
-selection (Ayonrinde et al. 2024)."""
+"""hierlens.sae: sparse autoencoders (MP-SAE and the ReLU/TopK/BatchTopK/JumpReLU family) in
+one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
+grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
 
-from .base import SAE, SAEConfig, SAEOutput, StackedOutput, StepContext
+import warnings as _warnings
+
+from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
 from .files import load_sae, save_sae
+from .grid import build_sae_grid, grid_name
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
 from .mdl import DescriptionLength, PrecisionSearch, description_length, quantise, search_bin_width
-from .mdl_select import MDLFit, MDLSelection, NoSAEMeetsBoundError, fit_mdl_sae, mdl_select
+from .mdl_fit import MDLFit, fit_mdl_sae
+from .mdl_select import MDLSelection, NoSAEMeetsBoundError, mdl_select
 from .metrics import (
     cosine_matrix,
     dead_latents,
@@ -24,10 +28,24 @@ from .metrics import (
 )
 from .relu import ReluSAE, ReluSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
-from .train import TrainResult, lr_multiplier, train_saes
+from .train import SAETrainResult, lr_multiplier, train_saes
+from .train_config import SAETrainConfig
 
 load = load_sae
 save = save_sae
+
+
+def __getattr__(name: str):
+    if name == "TrainResult":
+        _warnings.warn(
+            "hierlens.sae.TrainResult was renamed hierlens.sae.SAETrainResult (the old name "
+            "will be removed in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SAETrainResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DescriptionLength",
@@ -46,6 +64,7 @@ __all__ = [
     "SAE",
     "BatchTopKSAE",
     "BatchTopKSAEConfig",
+    "Encoded",
     "JumpReLUSAE",
     "JumpReLUSAEConfig",
     "MatchingPursuitSAE",
@@ -54,11 +73,13 @@ __all__ = [
     "ReluSAEConfig",
     "SAEConfig",
     "SAEOutput",
+    "SAETrainConfig",
+    "SAETrainResult",
     "StackedOutput",
     "StepContext",
     "TopKSAE",
     "TopKSAEConfig",
-    "TrainResult",
+    "build_sae_grid",
     "cosine_matrix",
     "dead_latents",
     "dense_latents",
@@ -66,11 +87,13 @@ __all__ = [
     "feature_recovery",
     "firing_counts",
     "fvu",
+    "grid_name",
     "l0",
     "load",
     "load_sae",
     "lr_multiplier",
     "mse",
+    "sae_class",
     "save",
     "save_sae",
     "spliced_ce",

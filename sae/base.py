@@ -5,9 +5,17 @@ with parameters named as in SAELens: ``W_enc`` ``(d_in, d_sae)``, ``b_enc`` ``(d
 ``W_dec`` ``(d_sae, d_in)``, ``b_dec`` ``(d_in,)`` (and ``threshold`` ``(d_sae,)`` where
 an architecture uses one).
 
-Each architecture implements one *stacked* computation, :meth:`SAE.stacked_forward`, that
-takes parameters with a leading member axis ``S`` and runs ``S`` SAEs of the same
-architecture and shape on one shared batch as batched matrix products. A single SAE's
+Every architecture registers itself on :class:`SAE` under a canonical name and aliases
+(``class TopKSAE(SAE, name="topk", aliases=("TopKSAE",))``): :func:`sae_class` and
+``SAE.registry`` are the one table of architectures that files, grids, MDL fitting, the
+pipeline and the CLI use. An architecture's config dataclass is the only place its defaults
+live: ``TopKSAE(64, 256, k=4)`` builds a ``TopKSAEConfig(d_in=64, d_sae=256, k=4)``.
+
+The training computation is one *stacked* template, :meth:`SAE.stacked_forward`: it takes
+parameters with a leading member axis ``S`` and runs ``S`` SAEs of the same architecture and
+shape on one shared batch as batched matrix products. Architectures fill in two hooks:
+:meth:`SAE.train_encode` (the codes, and the reconstruction when the encoder forms it) and
+:meth:`SAE.penalties` (the sparsity terms added to the squared error). A single SAE's
 :meth:`SAE.forward` is the ``S = 1`` case of the same code, and the fused trainer
 (:func:`hierlens.sae.train_saes`) stacks many SAEs into one call. Hyperparameters listed in
 ``continuous_hparams`` (penalty coefficients, bandwidths) may differ between the members of
@@ -18,227 +26,98 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 import os
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from hierlens.models.config import Config
 from hierlens.models.device import resolve_device, resolve_dtype
 
-from .workspace import Workspace
+from .config import SAEConfig, check_k, check_nonneg
+from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
+from .saelens_format import write_sae_files
+from .stacked import count_fires, dense_decode, sparse_decode, squared_error
 
-_FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+Tensors = dict[str, Tensor]  # stacked tensors or (S,) hyperparameters, by name
 
-
-@dataclasses.dataclass(frozen=True)
-class SAEConfig(Config):
-    """Fields shared by every SAE architecture.
-
-    Parameters:
-        d_in: width of the activations the SAE reads.
-        d_sae: number of latents (dictionary size).
-        hook_name: the TransformerLens hook the SAE was trained on (metadata; used by the
-            CE-recovered metric and written to ``cfg.json``).
-        apply_b_dec_to_input: subtract ``b_dec`` from the input before encoding (as in
-            SAELens and Bricken et al. 2023).
-        unit_norm_decoder: keep every decoder row at unit norm: the trainer removes the
-            gradient component parallel to each row before the optimiser step and
-            renormalises the rows after it.
-        seed: seed of the parameter initialisation (the global RNG is never touched).
-        dtype: parameter dtype name.
-    """
-
-    d_in: int
-    d_sae: int
-    hook_name: str | None = None
-    apply_b_dec_to_input: bool = True
-    unit_norm_decoder: bool = True
-    seed: int = 0
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        for name in ("d_in", "d_sae"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{type(self).__name__}.{name} must be a positive int, got {value!r}"
-                )
-        if self.hook_name is not None and not isinstance(self.hook_name, str):
-            raise TypeError(
-                f"hook_name must be a string or None, got {type(self.hook_name).__name__}"
-            )
-        if not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        if self.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {self.dtype!r}")
-
-
-def check_nonneg(cfg: SAEConfig, *names: str) -> None:
-    """``ValueError`` unless every named field of ``cfg`` is a finite number >= 0."""
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"{type(cfg).__name__}.{name} must be a finite number >= 0, got {value!r}"
-            )
-
-
-def check_k(cfg: SAEConfig, name: str = "k") -> None:
-    """``ValueError`` unless ``cfg.<name>`` is an int in ``[1, d_sae]``."""
-    k = getattr(cfg, name)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{type(cfg).__name__}.{name} must be a positive int, got {k!r}")
-    if k > cfg.d_sae:
-        raise ValueError(
-            f"{type(cfg).__name__}.{name}={k} is larger than the number of latents d_sae={cfg.d_sae}"
-        )
-
-
-@dataclasses.dataclass
-class StepContext:
-    """Run-time switches of one stacked forward pass (not hyperparameters).
-
-    Attributes:
-        training: training behaviour (BatchTopK selects over the batch, MP-SAE runs exactly
-            ``k`` steps) rather than inference behaviour.
-        update_buffers: update running buffers (BatchTopK's inference threshold).
-        dead_mask: ``(S, d_sae)`` bool, latents counted dead by the trainer (for AuxK), or None.
-        sparse_decode: decode TopK codes by gathering only the ``k`` active decoder rows.
-        workspace: scratch tensors kept across steps by a training loop that owns the
-            parameters (:class:`~hierlens.sae.workspace.Workspace`); a TopK step on the sparse
-            CPU kernels then writes the weight gradients into ``.grad`` itself.
-    """
-
-    training: bool = True
-    update_buffers: bool = False
-    dead_mask: torch.Tensor | None = None
-    sparse_decode: bool = False
-    workspace: Workspace | None = None
-
-
-@dataclasses.dataclass
-class StackedOutput:
-    """Result of :meth:`SAE.stacked_forward` for ``S`` stacked SAEs on a batch of ``B`` rows.
-
-    Attributes:
-        recon: ``(S, B, d_in)`` reconstructions.
-        codes: ``(S, B, d_sae)`` codes, or ``None`` when only ``sparse_codes`` were formed
-            (use :meth:`dense_codes` to get them either way).
-        loss: ``(S,)`` training loss of each member (the sum of its terms).
-        terms: named ``(S,)`` loss terms (``mse`` always: squared error summed over
-            ``d_in``, averaged over the batch).
-        fires: ``(S, d_sae)`` float, on how many rows each latent fired, when the
-            architecture can count it cheaply (else the trainer counts non-zero codes).
-        sparse_codes: ``(values, indices)`` ``(S, B, k)`` of a k-sparse code, when formed.
-    """
-
-    recon: torch.Tensor
-    codes: torch.Tensor | None
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor]
-    fires: torch.Tensor | None = None
-    sparse_codes: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def dense_codes(self, d_sae: int) -> torch.Tensor:
-        """The ``(S, B, d_sae)`` codes (built from ``sparse_codes`` if need be)."""
-        if self.codes is not None:
-            return self.codes
-        values, indices = self.sparse_codes
-        zeros = values.new_zeros(*values.shape[:-1], d_sae)
-        return zeros.scatter(-1, indices, values)
-
-
-@dataclasses.dataclass
-class SAEOutput:
-    """Result of :meth:`SAE.forward`: ``recon`` ``(..., d_in)``, ``codes`` ``(..., d_sae)``,
-    the scalar training ``loss`` and its named scalar ``terms``."""
-
-    recon: torch.Tensor
-    codes: torch.Tensor
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor]
-
-
-def count_fires(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """``(S, d_sae)`` number of rows in which each latent has a non-zero value, from the
-    ``(S, B, k)`` indices/values of a sparse code whose indices are distinct within a row."""
-    S = indices.shape[0]
-    ones = (values.detach() != 0).to(torch.float32).reshape(S, -1)
-    out = torch.zeros(S, d_sae, device=indices.device, dtype=torch.float32)
-    return out.scatter_add_(1, indices.reshape(S, -1), ones)
-
-
-def squared_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """``(S,)`` squared error summed over features, averaged over the batch; ``x`` ``(B, d)``
-    or ``(S, B, d)``, ``recon`` ``(S, B, d)``."""
-    return (recon.float() - x.float()).pow(2).sum(-1).mean(-1)
-
-
-def encoder_preacts(x: torch.Tensor, p: dict[str, torch.Tensor], apply_b_dec: bool) -> torch.Tensor:
-    """Stacked pre-activations ``(x - b_dec) @ W_enc + b_enc`` ``(S, B, d_sae)`` for a batch
-    ``x`` ``(B, d_in)`` shared by all members.
-
-    One batched product with the bias fused in (``baddbmm``, ``x`` broadcast over members,
-    the output already in member-major layout); ``b_dec`` enters as the per-member bias
-    ``b_enc - b_dec @ W_enc``.
-    """
-    W = p["W_enc"]
-    S = W.shape[0]
-    bias = p["b_enc"]
-    if apply_b_dec:
-        bias = bias - torch.bmm(p["b_dec"].unsqueeze(1).to(W.dtype), W).squeeze(1)
-    return torch.baddbmm(bias.unsqueeze(1), x.to(W.dtype).expand(S, *x.shape), W)
-
-
-def dense_decode(codes: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``codes @ W_dec + b_dec`` for stacked codes ``(S, B, d_sae)`` -> ``(S, B, d_in)``."""
-    return torch.baddbmm(p["b_dec"].unsqueeze(1), codes, p["W_dec"])
-
-
-def gather_rows(W: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows of stacked matrices ``W`` ``(S, n, d)`` at ``idx`` ``(S, ...)`` -> ``(S, ..., d)``.
-
-    One ``index_select`` on the flattened rows: its backward is a single ``index_add`` into
-    the gradient of ``W``, and the index stays ``(S, ...)`` (never expanded to ``d``).
-    """
-    S, n, d = W.shape
-    offset = (torch.arange(S, device=idx.device) * n).view(S, *([1] * (idx.dim() - 1)))
-    flat = (idx + offset).reshape(-1)
-    return W.reshape(S * n, d).index_select(0, flat).view(*idx.shape, d)
-
-
-def sparse_decode(
-    values: torch.Tensor, indices: torch.Tensor, p: dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """Decode from the ``k`` active latents only: ``values``/``indices`` ``(S, B, k)``.
-
-    Gathers the ``k`` decoder rows each row uses, so the work is ``B * k * d_in`` instead of
-    ``B * d_sae * d_in`` (worth it when ``k << d_sae``; the dense product wins on CPU BLAS).
-    """
-    rows = gather_rows(p["W_dec"], indices)  # (S, B, k, d_in)
-    return p["b_dec"].unsqueeze(1) + torch.einsum("sbk,sbkd->sbd", values.to(rows.dtype), rows)
+__all__ = [
+    "SAE",
+    "Encoded",
+    "SAEConfig",
+    "SAEOutput",
+    "StackedOutput",
+    "StepContext",
+    "check_k",
+    "check_nonneg",
+    "sae_class",
+]
 
 
 class SAE(nn.Module, abc.ABC):
-    """Base class of the SAE architectures.
+    """Base class of the SAE architectures, and their registry.
 
-    Subclasses set ``architecture`` (the SAELens architecture name written to ``cfg.json``),
-    ``config_class``, ``continuous_hparams`` and implement :meth:`stacked_forward` and
-    :meth:`_stacked_encode`. Parameters are created deterministically from ``cfg.seed``.
+    A subclass registers itself with class keywords: ``name`` (the canonical name used by
+    grids, the pipeline and the CLI) and ``aliases`` (other names it answers to, such as
+    SAELens' architecture name; the class name is added automatically). It sets
+    ``config_class`` (its frozen config dataclass: the only place defaults live),
+    ``architecture`` (the SAELens architecture name written to ``cfg.json``),
+    ``continuous_hparams``, ``saelens_fields`` (config field -> ``cfg.json`` key) and
+    ``grid_knob`` (the sparsity field a grid varies), and implements :meth:`train_encode`,
+    :meth:`stacked_encode` and, when it has one, :meth:`penalties`.
+
+    ``Cls(d_in, d_sae, **fields)`` builds ``Cls.config_class(d_in=d_in, d_sae=d_sae,
+    **fields)``; ``device`` says where the parameters live (``None``: CUDA when available,
+    else CPU). Parameters are created deterministically from ``cfg.seed``.
     """
 
+    registry: ClassVar[dict[str, type[SAE]]] = {}
+    _aliases: ClassVar[dict[str, str]] = {}
+
+    name: ClassVar[str] = ""
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     continuous_hparams: ClassVar[tuple[str, ...]] = ()
     tensor_names: ClassVar[tuple[str, ...]] = ("W_enc", "b_enc", "W_dec", "b_dec")
+    saelens_fields: ClassVar[dict[str, str]] = {}
+    grid_knob: ClassVar[str] = "k"
     # Training steps with ``ctx.sparse_decode`` on the CPU run on the kernels of
     # :mod:`hierlens.sae.sparse_step` (the trainer then keeps ``W_enc`` in their layout).
     sparse_cpu_step: ClassVar[bool] = False
 
-    def __init__(self, cfg: SAEConfig, device: str | torch.device | None = None) -> None:
+    def __init_subclass__(
+        cls, *, name: str | None = None, aliases: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is None:
+            return
+        names = (name, cls.__name__, *aliases)
+        taken = [n for n in names if SAE._aliases.get(n, name) != name]
+        if taken:
+            raise ValueError(f"SAE names already registered to another architecture: {taken}")
+        cls.name = name
+        SAE.registry[name] = cls
+        for alias in names:
+            SAE._aliases[alias] = name
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        device: str | torch.device | None = None,
+        **fields: Any,
+    ) -> None:
+        valid = {f.name for f in dataclasses.fields(self.config_class)} - {"d_in", "d_sae"}
+        unknown = sorted(set(fields) - valid)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown argument(s) {unknown}; "
+                f"its config fields are {sorted(valid)} (see {self.config_class.__name__})"
+            )
+        self._setup(self.config_class(d_in=d_in, d_sae=d_sae, **fields), device)
+
+    def _setup(self, cfg: SAEConfig, device: str | torch.device | None) -> None:
         super().__init__()
         if not isinstance(cfg, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
@@ -258,7 +137,7 @@ class SAE(nn.Module, abc.ABC):
     def from_config(cls, cfg: SAEConfig, device: str | torch.device | None = None) -> SAE:
         """Build a freshly initialised SAE from its config."""
         obj = cls.__new__(cls)
-        SAE.__init__(obj, cfg, device)
+        obj._setup(cfg, device)
         return obj
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -314,38 +193,67 @@ class SAE(nn.Module, abc.ABC):
             for n in self.continuous_hparams
         }
 
-    # ----- the stacked computation ----------------------------------------------------------
+    # ----- the stacked computation: a template and its hooks ----------------------------------
     @classmethod
     @abc.abstractmethod
-    def stacked_forward(
-        cls,
-        cfg: SAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
-        """Run ``S`` stacked SAEs on ``x`` ``(B, d_in)``: tensors in ``p`` have a leading
-        ``S`` axis, ``hp`` holds ``(S,)`` continuous hyperparameters."""
+    def train_encode(
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, ctx: StepContext
+    ) -> Encoded:
+        """The codes of ``S`` stacked SAEs on ``x`` ``(B, d_in)`` in a forward pass with
+        ``ctx``'s behaviour (training or inference), as an :class:`Encoded`."""
 
     @classmethod
     @abc.abstractmethod
-    def _stacked_encode(
+    def stacked_encode(
         cls, cfg: SAEConfig, p: dict[str, torch.Tensor], x: torch.Tensor
     ) -> torch.Tensor:
         """Inference codes ``(S, B, d_sae)`` of stacked SAEs on ``x`` ``(B, d_in)``."""
 
-    @torch.no_grad()
-    def post_step(self) -> None:
-        """Re-impose constraints after a manual optimiser step (unit decoder rows, ...)."""
-        self.post_step_stacked(
-            self.cfg, {n: getattr(self, n).data.unsqueeze(0) for n in self.tensor_names}
-        )
+    @classmethod
+    def penalties(
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, enc: Encoded, recon: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Named loss terms beyond the squared error: ``name -> (term, coefficient)``, both
+        ``(S,)``; the loss adds ``coefficient * term``. None by default."""
+        return {}
+
+    @classmethod
+    def stacked_forward(
+        cls, cfg: SAEConfig, p: Tensors, hp: Tensors, x: Tensor, ctx: StepContext
+    ) -> StackedOutput:
+        """Run ``S`` stacked SAEs on ``x`` ``(B, d_in)``: tensors in ``p`` have a leading
+        ``S`` axis, ``hp`` holds ``(S,)`` continuous hyperparameters.
+
+        The template: :meth:`train_encode`; decode (through the ``k`` active rows when the
+        code is k-sparse and ``ctx.sparse_decode``, else densely) unless the encoder formed
+        the reconstruction; loss = squared error + each of :meth:`penalties`.
+        """
+        enc = cls.train_encode(cfg, p, hp, x, ctx)
+        recon = enc.recon
+        if recon is None:
+            if enc.sparse is not None and ctx.sparse_decode:
+                recon = sparse_decode(*enc.sparse, p)
+            else:
+                recon = dense_decode(enc.codes, p)
+        mse = squared_error(x, recon)
+        terms = {"mse": mse}
+        loss = mse
+        for name, (term, coefficient) in cls.penalties(cfg, p, hp, x, enc, recon).items():
+            terms[name] = term
+            loss = loss + coefficient * term
+        fires = None
+        if enc.sparse is not None:
+            values, indices = enc.sparse
+            fires = count_fires(indices, values, cfg.d_sae)
+        sparse = enc.sparse if enc.codes is None else None
+        return StackedOutput(recon, enc.codes, loss, terms, fires, sparse_codes=sparse)
 
     @classmethod
     @torch.no_grad()
     def post_step_stacked(cls, cfg: SAEConfig, p: dict[str, torch.Tensor]) -> None:
-        """In place, on stacked tensors: renormalise decoder rows when ``unit_norm_decoder``."""
+        """Re-impose constraints after an optimiser step, in place, on stacked tensors
+        (the trainer calls it after every step): renormalise decoder rows when
+        ``unit_norm_decoder``."""
         if cfg.unit_norm_decoder:
             w = p["W_dec"]
             w.div_(w.norm(dim=-1, keepdim=True).clamp_min(1e-12))
@@ -368,7 +276,7 @@ class SAE(nn.Module, abc.ABC):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Inference codes ``(..., d_sae)`` of activations ``x`` ``(..., d_in)``."""
         flat = self._check_input(x)
-        codes = self._stacked_encode(self.cfg, self.stacked_tensors(), flat)[0]
+        codes = self.stacked_encode(self.cfg, self.stacked_tensors(), flat)[0]
         return codes.reshape(*x.shape[:-1], self.d_sae)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -404,16 +312,26 @@ class SAE(nn.Module, abc.ABC):
 
     # ----- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``cfg.json`` and ``sae_weights.safetensors`` (SAELens layout) to ``path``."""
-        from .files import save_sae
-
-        save_sae(self, path)
+        """Write ``cfg.json`` and ``sae_weights.safetensors`` (SAELens 6 layout) to the folder
+        ``path`` (see :mod:`hierlens.sae.saelens_format`)."""
+        write_sae_files(self, path)
 
     def extra_repr(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.cfg.to_dict().items())
-        return fields
+        return ", ".join(f"{k}={v!r}" for k, v in self.cfg.to_dict().items())
 
 
-def config_kwargs(local: dict[str, Any]) -> dict[str, Any]:
-    """Constructor arguments (from ``locals()``) minus ``self``, ``device`` and ``__class__``."""
-    return {k: v for k, v in local.items() if k not in ("self", "device", "__class__")}
+def sae_class(name: str) -> type[SAE]:
+    """The SAE class registered under ``name``: a canonical name (``"topk"``,
+    ``"batch_topk"``, ``"mp"``, ``"relu"``, ``"jumprelu"``), a class name (``"TopKSAE"``) or a
+    SAELens architecture name (``"standard"``, ``"batchtopk"``, ``"matching_pursuit"``).
+
+    Raises:
+        ValueError: an unknown name (the message lists the registered names).
+    """
+    canonical = SAE._aliases.get(name) if isinstance(name, str) else None
+    if canonical is None:
+        raise ValueError(
+            f"unknown architecture {name!r}; registered SAE architectures: "
+            f"{sorted(SAE.registry)} (also accepted: {sorted(set(SAE._aliases) - set(SAE.registry))})"
+        )
+    return SAE.registry[canonical]

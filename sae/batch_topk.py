@@ -6,15 +6,8 @@ import dataclasses
 
 import torch
 
-from .base import (
-    StackedOutput,
-    StepContext,
-    check_nonneg,
-    config_kwargs,
-    dense_decode,
-    squared_error,
-)
-from .topk import TopKSAE, TopKSAEConfig, aux_dead_mask, auxk_loss
+from .base import Encoded, check_nonneg
+from .topk import TopKSAE, TopKSAEConfig, aux_dead_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +28,7 @@ class BatchTopKSAEConfig(TopKSAEConfig):
             raise ValueError(f"topk_threshold_lr must be in [0, 1], got {self.topk_threshold_lr}")
 
 
-class BatchTopKSAE(TopKSAE):
+class BatchTopKSAE(TopKSAE, name="batch_topk", aliases=("batchtopk",)):
     """In training, keep the ``k * B`` largest rectified pre-activations of the whole batch of
     ``B`` rows (so ``k`` per row on average, adaptively distributed); at inference, keep the
     rectified pre-activations above a global threshold ``theta`` learned during training as a
@@ -43,41 +36,20 @@ class BatchTopKSAE(TopKSAE):
     training batch sets it directly).
 
     The threshold is stored as the buffer ``threshold`` ``(d_sae,)`` (all entries equal), so
-    the inference SAE is a JumpReLU SAE with a shared threshold, as in SAELens. Loss: squared
-    error plus ``aux_coefficient * AuxK`` (as :class:`TopKSAE`).
+    the inference SAE is a JumpReLU SAE with a shared threshold; files say so (architecture
+    ``jumprelu``, as SAELens stores a BatchTopK SAE for inference). Loss: squared error plus
+    ``aux_coefficient * AuxK`` (as :class:`TopKSAE`).
 
-    Args:
-        d_in: activation width. d_sae: number of latents. k: mean active latents per row.
-        topk_threshold_lr: rate of the threshold's running average.
-        k_aux, aux_coefficient, dead_window: the AuxK loss (see :class:`TopKSAEConfig`).
-        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
-        device: where the parameters live (``None``: CUDA when available, else CPU).
+    ``BatchTopKSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
+    :class:`BatchTopKSAEConfig` (``k`` is the mean number of active latents per row).
     """
 
-    architecture = "batchtopk"
+    architecture = "jumprelu"
     config_class = BatchTopKSAEConfig
     continuous_hparams = ("aux_coefficient", "topk_threshold_lr")
     tensor_names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+    saelens_fields = {**TopKSAE.saelens_fields, "topk_threshold_lr": "topk_threshold_lr"}
     sparse_cpu_step = False  # the batch-wide selection has no per-row sparse step
-
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        k: int = 32,
-        topk_threshold_lr: float = 0.01,
-        k_aux: int | None = None,
-        aux_coefficient: float = 1.0 / 32.0,
-        dead_window: int = 1_000_000,
-        hook_name: str | None = None,
-        apply_b_dec_to_input: bool = True,
-        unit_norm_decoder: bool = True,
-        seed: int = 0,
-        dtype: str = "float32",
-        device: str | torch.device | None = None,
-    ) -> None:
-        super(TopKSAE, self).__init__(BatchTopKSAEConfig(**config_kwargs(locals())), device)
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         t = super()._init_tensors(gen)
@@ -85,19 +57,12 @@ class BatchTopKSAE(TopKSAE):
         return t
 
     @classmethod
-    def _stacked_encode(cls, cfg, p, x):
+    def stacked_encode(cls, cfg, p, x):
         pre = torch.relu(cls._pre(cfg, p, x))
         return pre * (pre > p["threshold"].unsqueeze(1))
 
     @classmethod
-    def stacked_forward(
-        cls,
-        cfg: BatchTopKSAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
+    def train_encode(cls, cfg, p, hp, x, ctx) -> Encoded:
         pre = cls._pre(cfg, p, x)
         if ctx.training:
             S, B, d_sae = pre.shape
@@ -109,11 +74,7 @@ class BatchTopKSAE(TopKSAE):
         else:
             relu = torch.relu(pre)
             codes = relu * (relu > p["threshold"].unsqueeze(1))
-        recon = dense_decode(codes, p)
-        mse = squared_error(x, recon)
-        aux = auxk_loss(cfg, p, pre, x, recon, aux_dead_mask(ctx, hp))
-        loss = mse + hp["aux_coefficient"] * aux
-        return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux})
+        return Encoded(codes, pre=pre, extras={"dead": aux_dead_mask(ctx, hp)})
 
 
 @torch.no_grad()

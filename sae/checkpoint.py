@@ -23,7 +23,7 @@ from hierlens.models.atomic_io import (
 )
 
 
-def save_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst) -> None:
+def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst) -> None:
     """Write the trainer state after ``step`` to ``ckpt/step_<step>/``: stacked tensors, Adam
     state, dead-latent trackers and metric accumulators (``trainer_state.safetensors`` and
     ``trainer_state.json``) plus every SAE in SAELens layout (``sae_<i>/``); then point
@@ -63,8 +63,8 @@ def save_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, ss
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(ckpt, groups, opt, fingerprint, sst):
-    """Restore the state written by :func:`save_checkpoint` into ``groups``, ``opt`` and
+def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
+    """Restore the state written by :func:`save_trainer_checkpoint` into ``groups``, ``opt`` and
     ``sst`` (in place); returns ``(step, metric records up to step, window_steps)``, or
     ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A checkpoint of a different run
     (``fingerprint`` differs) is a ``ValueError``."""

@@ -1,163 +1,68 @@
-"""SAE files in SAELens' layout: a folder with ``cfg.json`` and ``sae_weights.safetensors``.
+"""Reading and writing SAE folders in SAELens' layout (``cfg.json`` + ``sae_weights.safetensors``).
 
-``cfg.json`` carries SAELens' field names (``architecture``, ``d_in``, ``d_sae``, ``dtype``,
-``device``, ``hook_name`` at the top level and in ``metadata``, ``apply_b_dec_to_input``,
-``normalize_activations``, ``k`` and ``activation_fn_kwargs.k`` for TopK-style SAEs,
-``l1_coefficient``, ``l0_coefficient``, ``jumprelu_bandwidth``, ``jumprelu_init_threshold``,
-``topk_threshold_lr``, ``aux_loss_coefficient``, and the MP-SAE fields
-``residual_threshold``, ``max_iterations``, ``stop_on_duplicate_support``) plus a
-``hierlens`` block with the exact config, so our own files round-trip exactly.
-``sae_weights.safetensors`` holds ``W_enc`` ``(d_in, d_sae)``, ``W_dec`` ``(d_sae, d_in)``,
-``b_enc``, ``b_dec`` and ``threshold`` where the architecture has one. Files written by other
-tools that follow this layout load too (architectures ``standard``, ``topk``, ``batchtopk``,
-``jumprelu``, ``matching_pursuit``).
+:func:`save_sae` writes the SAELens 6 layout described in :mod:`hierlens.sae.saelens_format`.
+:func:`load_sae` reads our files exactly (from their ``hierlens`` block) and files written by
+other tools that follow the layout: the ``architecture`` is looked up in the SAE registry
+(:func:`hierlens.sae.sae_class`, which knows SAELens' names ``standard``, ``topk``,
+``batchtopk``, ``jumprelu`` and ``matching_pursuit``) and each architecture's
+``saelens_fields`` say which ``cfg.json`` keys hold its hyperparameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_json, load_tensors, read_json, save_tensors
+from hierlens.models.atomic_io import load_tensors, read_json
 from hierlens.models.config import unknown_keys_error
 
-from .base import SAE
-from .batch_topk import BatchTopKSAE
-from .jumprelu import JumpReLUSAE
-from .matching_pursuit import MatchingPursuitSAE
-from .relu import ReluSAE
-from .topk import TopKSAE
+# The architectures register themselves on SAE when their modules are imported.
+from . import batch_topk, jumprelu, matching_pursuit, relu, topk  # noqa: F401
+from .base import SAE, sae_class
+from .saelens_format import CFG_FILE, WEIGHTS_FILE, sae_cfg_dict, write_sae_files
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
-
-SAE_CLASSES: dict[str, type[SAE]] = {
-    c.__name__: c for c in (ReluSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE)
-}
-ARCHITECTURES: dict[str, type[SAE]] = {
-    "standard": ReluSAE,
-    "relu": ReluSAE,
-    "topk": TopKSAE,
-    "batchtopk": BatchTopKSAE,
-    "jumprelu": JumpReLUSAE,
-    "matching_pursuit": MatchingPursuitSAE,
-}
-
-
-def _hook_layer(hook_name: str | None) -> int | None:
-    m = re.match(r"blocks\.(\d+)\.", hook_name or "")
-    return int(m.group(1)) if m else None
-
-
-def sae_cfg_dict(sae: SAE) -> dict[str, Any]:
-    """The ``cfg.json`` contents for ``sae`` (SAELens names plus the ``hierlens`` block)."""
-    c = sae.cfg
-    out: dict[str, Any] = {
-        "architecture": sae.architecture,
-        "d_in": c.d_in,
-        "d_sae": c.d_sae,
-        "dtype": c.dtype,
-        "device": str(sae.device),
-        "apply_b_dec_to_input": c.apply_b_dec_to_input,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "hook_name": c.hook_name,
-        "hook_layer": _hook_layer(c.hook_name),
-        "hook_head_index": None,
-        "metadata": {"hook_name": c.hook_name, "hook_head_index": None},
-    }
-    if isinstance(sae, TopKSAE):  # includes BatchTopK
-        out["k"] = c.k
-        out["activation_fn_kwargs"] = {"k": c.k}
-        out["aux_loss_coefficient"] = c.aux_coefficient
-    if isinstance(sae, BatchTopKSAE):
-        out["topk_threshold_lr"] = c.topk_threshold_lr
-    if isinstance(sae, ReluSAE):
-        out["l1_coefficient"] = c.l1_coefficient
-    if isinstance(sae, JumpReLUSAE):
-        out["l0_coefficient"] = c.l0_coefficient
-        out["jumprelu_bandwidth"] = c.bandwidth
-        out["jumprelu_init_threshold"] = c.init_threshold
-    if isinstance(sae, MatchingPursuitSAE):
-        out["k"] = c.k
-        out["residual_threshold"] = c.residual_threshold
-        out["max_iterations"] = c.max_iterations
-        out["stop_on_duplicate_support"] = c.stop_on_duplicate_support
-    out["hierlens"] = {"class": type(sae).__name__, "config": c.to_dict()}
-    return out
+__all__ = ["CFG_FILE", "WEIGHTS_FILE", "load_sae", "sae_cfg_dict", "save_sae"]
 
 
 def save_sae(sae: SAE, path: str | os.PathLike) -> None:
-    """Write ``sae`` to the folder ``path`` (created if needed) in SAELens' layout.
-
-    Both files are written atomically (weights first), so an interrupted save never leaves a
-    config that points at missing weights of a new shape.
-    """
+    """Write ``sae`` to the folder ``path`` (created if needed) in SAELens 6's layout; both
+    files are written atomically, weights first."""
     if not isinstance(sae, SAE):
         raise TypeError(f"save_sae expects a hierlens SAE, got {type(sae).__name__}")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "W_enc": sae.W_enc.detach().contiguous(),
-        "b_enc": sae.b_enc.detach(),
-        "W_dec": sae.W_dec.detach(),
-        "b_dec": sae.b_dec.detach(),
-    }
-    if "threshold" in sae.tensor_names:
-        tensors["threshold"] = sae.threshold.detach()
-    save_tensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    atomic_write_json(path / CFG_FILE, sae_cfg_dict(sae))
+    write_sae_files(sae, path)
 
 
-def _foreign_config(cls: type[SAE], cfg: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Constructor fields of ``cls`` from a SAELens-style ``cfg.json`` we did not write."""
+def _foreign_config(cls: type[SAE], cfg: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
+    """Config fields of ``cls`` from a SAELens-style ``cfg.json`` we did not write."""
     meta = cfg.get("metadata") or {}
-    dtype = str(cfg.get("dtype", "float32")).removeprefix("torch.")
     norm = cfg.get("normalize_activations", "none")
     if norm not in (None, "none"):
         raise ValueError(
-            f"{path / CFG_FILE}: normalize_activations={norm!r} is not supported (only 'none'); "
+            f"{cfg_path}: normalize_activations={norm!r} is not supported (only 'none'); "
             "rescale the activations before using this SAE"
         )
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)}
     fields: dict[str, Any] = {
         "d_in": cfg["d_in"],
         "d_sae": cfg["d_sae"],
-        "hook_name": cfg.get("hook_name", meta.get("hook_name")),
-        "dtype": dtype,
+        "hook_name": cfg.get("hook_name") or meta.get("hook_name"),
+        "dtype": str(cfg.get("dtype", "float32")).removeprefix("torch."),
+        "apply_b_dec_to_input": bool(
+            cfg.get("apply_b_dec_to_input", defaults["apply_b_dec_to_input"])
+        ),
     }
-    if cls is not MatchingPursuitSAE:
-        fields["apply_b_dec_to_input"] = bool(cfg.get("apply_b_dec_to_input", True))
-    else:
-        fields["apply_b_dec_to_input"] = bool(cfg.get("apply_b_dec_to_input", False))
-    if cls is ReluSAE:
-        fields["unit_norm_decoder"] = False
-        if "l1_coefficient" in cfg:
-            fields["l1_coefficient"] = float(cfg["l1_coefficient"])
-    if issubclass(cls, (TopKSAE, MatchingPursuitSAE)):
+    for ours, theirs in cls.saelens_fields.items():
+        if cfg.get(theirs) is not None:
+            fields[ours] = cfg[theirs]
+    if "k" in cls.saelens_fields:
         k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
         if k is None:
-            raise ValueError(f"{path / CFG_FILE}: architecture {cfg['architecture']!r} needs 'k'")
+            raise ValueError(f"{cfg_path}: architecture {cfg['architecture']!r} needs 'k'")
         fields["k"] = int(k)
-    if issubclass(cls, TopKSAE) and "aux_loss_coefficient" in cfg:
-        fields["aux_coefficient"] = float(cfg["aux_loss_coefficient"])
-    if cls is BatchTopKSAE and "topk_threshold_lr" in cfg:
-        fields["topk_threshold_lr"] = float(cfg["topk_threshold_lr"])
-    if cls is JumpReLUSAE:
-        for ours, theirs in (
-            ("l0_coefficient", "l0_coefficient"),
-            ("bandwidth", "jumprelu_bandwidth"),
-            ("init_threshold", "jumprelu_init_threshold"),
-        ):
-            if cfg.get(theirs) is not None:
-                fields[ours] = float(cfg[theirs])
-    if cls is MatchingPursuitSAE:
-        for name in ("residual_threshold", "max_iterations", "stop_on_duplicate_support"):
-            if cfg.get(name) is not None:
-                fields[name] = cfg[name]
     return fields
 
 
@@ -188,18 +93,20 @@ def load_sae(
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_path}: expected a JSON object")
     ours = cfg.get("hierlens")
-    if isinstance(ours, dict) and ours.get("class") in SAE_CLASSES:
-        cls = SAE_CLASSES[ours["class"]]
+    if isinstance(ours, dict) and isinstance(ours.get("class"), str):
+        cls = sae_class(ours["class"])
         fields = dict(ours["config"])
     else:
         arch = cfg.get("architecture", "standard")
-        if arch not in ARCHITECTURES:
-            raise unknown_keys_error(f"{cfg_path}: SAE architecture", [arch], sorted(ARCHITECTURES))
+        try:
+            cls = sae_class(arch)
+        except ValueError:
+            names = sorted(a for a in SAE._aliases if a.lower() == a)
+            raise unknown_keys_error(f"{cfg_path}: SAE architecture", [arch], names) from None
         missing = [k for k in ("d_in", "d_sae") if k not in cfg]
         if missing:
             raise ValueError(f"{cfg_path}: missing field(s) {missing}")
-        cls = ARCHITECTURES[arch]
-        fields = _foreign_config(cls, cfg, path)
+        fields = _foreign_config(cls, cfg, cfg_path)
     if dtype is not None:
         fields["dtype"] = str(dtype).removeprefix("torch.")
     config = cls.config_class.from_dict(fields)

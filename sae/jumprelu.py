@@ -7,17 +7,8 @@ import dataclasses
 
 import torch
 
-from .base import (
-    SAE,
-    SAEConfig,
-    StackedOutput,
-    StepContext,
-    check_nonneg,
-    config_kwargs,
-    dense_decode,
-    encoder_preacts,
-    squared_error,
-)
+from .base import SAE, Encoded, SAEConfig, check_nonneg
+from .stacked import encoder_preacts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +79,7 @@ def heaviside_step(z: torch.Tensor, theta: torch.Tensor, bandwidth: torch.Tensor
     return _Step.apply(z, theta, bandwidth)
 
 
-class JumpReLUSAE(SAE):
+class JumpReLUSAE(SAE, name="jumprelu"):
     """``f = z * H(z - theta)`` with ``z = (x - b_dec) W_enc + b_enc`` and a learned threshold
     ``theta`` per latent (parameter ``threshold``), ``x_hat = f W_dec + b_dec``.
 
@@ -96,34 +87,20 @@ class JumpReLUSAE(SAE):
     through a straight-through estimator with a rectangle kernel of width ``bandwidth``.
     Thresholds are clamped at 0 after each optimiser step.
 
-    Args:
-        d_in: activation width. d_sae: number of latents.
-        l0_coefficient, bandwidth, init_threshold: see :class:`JumpReLUSAEConfig`.
-        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
-        device: where the parameters live (``None``: CUDA when available, else CPU).
+    ``JumpReLUSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
+    :class:`JumpReLUSAEConfig` (``l0_coefficient``, ``bandwidth``, ``init_threshold``, ...).
     """
 
     architecture = "jumprelu"
     config_class = JumpReLUSAEConfig
     continuous_hparams = ("l0_coefficient", "bandwidth")
     tensor_names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
-
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        l0_coefficient: float = 1.0,
-        bandwidth: float = 0.001,
-        init_threshold: float = 0.001,
-        hook_name: str | None = None,
-        apply_b_dec_to_input: bool = True,
-        unit_norm_decoder: bool = True,
-        seed: int = 0,
-        dtype: str = "float32",
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(JumpReLUSAEConfig(**config_kwargs(locals())), device)
+    saelens_fields = {
+        "l0_coefficient": "l0_coefficient",
+        "bandwidth": "jumprelu_bandwidth",
+        "init_threshold": "jumprelu_init_threshold",
+    }
+    grid_knob = "l0_coefficient"
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         t = super()._init_tensors(gen)
@@ -136,32 +113,21 @@ class JumpReLUSAE(SAE):
         return ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 
     @classmethod
-    def _pre(cls, cfg, p, x):
-        return encoder_preacts(x, p, cfg.apply_b_dec_to_input)
-
-    @classmethod
-    def _stacked_encode(cls, cfg, p, x):
-        pre = cls._pre(cfg, p, x)
+    def stacked_encode(cls, cfg, p, x):
+        pre = encoder_preacts(x, p, cfg.apply_b_dec_to_input)
         return pre * (pre > p["threshold"].unsqueeze(1))
 
     @classmethod
-    def stacked_forward(
-        cls,
-        cfg: JumpReLUSAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
-        pre = cls._pre(cfg, p, x)
+    def train_encode(cls, cfg, p, hp, x, ctx) -> Encoded:
+        pre = encoder_preacts(x, p, cfg.apply_b_dec_to_input)
         theta = p["threshold"].unsqueeze(1)  # (S, 1, d_sae)
         eps = hp["bandwidth"].to(pre.dtype).view(-1, 1, 1)
-        codes = jumprelu(pre, theta, eps)
-        recon = dense_decode(codes, p)
-        mse = squared_error(x, recon)
-        l0 = heaviside_step(pre, theta, eps).float().sum(-1).mean(-1)
-        loss = mse + hp["l0_coefficient"] * l0
-        return StackedOutput(recon, codes, loss, {"mse": mse, "l0_penalty": l0})
+        return Encoded(jumprelu(pre, theta, eps), pre=pre, extras={"theta": theta, "eps": eps})
+
+    @classmethod
+    def penalties(cls, cfg, p, hp, x, enc, recon):
+        l0 = heaviside_step(enc.pre, enc.extras["theta"], enc.extras["eps"])
+        return {"l0_penalty": (l0.float().sum(-1).mean(-1), hp["l0_coefficient"])}
 
     @classmethod
     @torch.no_grad()

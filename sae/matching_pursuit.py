@@ -20,16 +20,8 @@ import dataclasses
 
 import torch
 
-from .base import (
-    SAE,
-    SAEConfig,
-    StackedOutput,
-    StepContext,
-    check_k,
-    config_kwargs,
-    gather_rows,
-    squared_error,
-)
+from .base import SAE, Encoded, SAEConfig, check_k
+from .stacked import gather_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +137,7 @@ def pursue(
     return torch.stack(values, dim=-1), atoms
 
 
-class MatchingPursuitSAE(SAE):
+class MatchingPursuitSAE(SAE, name="mp", aliases=("matching_pursuit",)):
     """MP-SAE (Costa et al. 2025): a matching-pursuit encoder over the decoder's atoms.
 
     The encoder is tied to the decoder: ``W_enc`` is ``W_dec.T`` (a read-only property) and
@@ -153,37 +145,19 @@ class MatchingPursuitSAE(SAE):
     pre-centering). Training runs exactly ``k`` pursuit steps; inference runs
     ``max_iterations`` (default ``k``) with the optional stopping rules. Loss: squared error.
 
-    Args:
-        d_in: activation width. d_sae: number of atoms. k: pursuit steps in training.
-        residual_threshold, max_iterations, stop_on_duplicate_support: inference stopping
-            (see :class:`MatchingPursuitSAEConfig`).
-        apply_b_dec_to_input: pre-centering by a learned ``b_dec`` (off by default).
-        hook_name, seed, dtype: see :class:`SAEConfig`.
-        device: where the parameters live (``None``: CUDA when available, else CPU).
+    ``MatchingPursuitSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
+    :class:`MatchingPursuitSAEConfig` (``k``, the inference stopping rules, pre-centering).
     """
 
     architecture = "matching_pursuit"
     config_class = MatchingPursuitSAEConfig
     continuous_hparams = ()
     tensor_names = ("W_dec", "b_dec")
-
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        k: int = 16,
-        residual_threshold: float | None = None,
-        max_iterations: int | None = None,
-        stop_on_duplicate_support: bool = False,
-        apply_b_dec_to_input: bool = False,
-        hook_name: str | None = None,
-        unit_norm_decoder: bool = True,
-        seed: int = 0,
-        dtype: str = "float32",
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(MatchingPursuitSAEConfig(**config_kwargs(locals())), device)
+    # the same names in cfg.json
+    saelens_fields = {
+        n: n for n in ("k", "residual_threshold", "max_iterations", "stop_on_duplicate_support")
+    }
+    grid_knob = "k"
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         t = super()._init_tensors(gen)
@@ -228,18 +202,10 @@ class MatchingPursuitSAE(SAE):
         return codes, recon
 
     @classmethod
-    def _stacked_encode(cls, cfg, p, x):
+    def stacked_encode(cls, cfg, p, x):
         return cls._run(cfg, p, x, training=False)[0]
 
     @classmethod
-    def stacked_forward(
-        cls,
-        cfg: MatchingPursuitSAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
+    def train_encode(cls, cfg, p, hp, x, ctx) -> Encoded:
         codes, recon = cls._run(cfg, p, x, training=ctx.training)
-        mse = squared_error(x, recon)
-        return StackedOutput(recon, codes, mse, {"mse": mse})
+        return Encoded(codes, recon=recon)

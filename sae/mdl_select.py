@@ -1,6 +1,7 @@
 """Choosing among SAEs by description length under a distortion bound (Ayonrinde, Pearce &
 Sharkey 2024, "Interpretability as Compression", section 3: the MDL-SAE objective is the
 description length of the codes subject to the reconstruction staying within a bound).
+Training a grid and choosing from it is :mod:`hierlens.sae.mdl_fit`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,14 +24,7 @@ from .mdl import (
     check_activations,
 )
 
-__all__ = [
-    "ARCHITECTURES",
-    "MDLFit",
-    "MDLSelection",
-    "NoSAEMeetsBoundError",
-    "fit_mdl_sae",
-    "mdl_select",
-]
+__all__ = ["MDLSelection", "NoSAEMeetsBoundError", "mdl_select"]
 
 
 class NoSAEMeetsBoundError(ValueError):
@@ -171,7 +164,7 @@ def mdl_select(
         row: dict[str, Any] = {
             "name": name,
             "index": index,
-            "architecture": getattr(sae, "architecture", None) or type(sae).__name__,
+            "architecture": getattr(sae, "name", None) or type(sae).__name__,
             "d_sae": cfg.d_sae,
         }
         if getattr(cfg, "k", None) is not None:
@@ -249,242 +242,18 @@ def mdl_select(
     )
 
 
-# ----- fitting a grid ----------------------------------------------------------------------------
-# architecture name -> (module, class name, the sparsity hyperparameter set from the grid)
-ARCHITECTURES: dict[str, tuple[str, str, str]] = {
-    "topk": ("topk", "TopKSAE", "k"),
-    "batch_topk": ("batch_topk", "BatchTopKSAE", "k"),
-    "mp": ("matching_pursuit", "MatchingPursuitSAE", "k"),
-    "relu": ("relu", "ReluSAE", "l1_coefficient"),
-    "jumprelu": ("jumprelu", "JumpReLUSAE", "l0_coefficient"),
-}
+def __getattr__(name: str) -> Any:
+    # fit_mdl_sae and MDLFit moved to hierlens.sae.mdl_fit (resolved lazily: it imports this)
+    if name in ("fit_mdl_sae", "MDLFit"):
+        import warnings
 
-TABLE_FILE = "mdl_table.jsonl"
-SELECTION_FILE = "mdl_selection.json"
+        from . import mdl_fit
 
-
-def _sae_class(architecture: str):
-    import importlib
-
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
+        warnings.warn(
+            f"hierlens.sae.mdl_select.{name} moved to hierlens.sae.mdl_fit.{name} "
+            f"(also hierlens.sae.{name}); the old path will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    module, cls, knob = ARCHITECTURES[architecture]
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls), knob
-
-
-@dataclasses.dataclass
-class MDLFit:
-    """Result of :func:`fit_mdl_sae`.
-
-    Attributes:
-        best: the MDL-optimal SAE. selection: the :class:`MDLSelection` over the grid.
-        saes: name -> trained SAE, for every grid point. skipped: grid points not trained
-            (``k`` larger than the width), as ``"name: reason"``.
-        train: the trainer's :class:`~hierlens.sae.train.TrainResult`.
-        out_dir: where the SAEs and the table were written (None when not saved).
-    """
-
-    best: Any
-    selection: MDLSelection
-    saes: dict[str, Any]
-    skipped: list[str]
-    train: Any
-    out_dir: Path | None
-
-
-def _grid_values(name: str, values, kind: type) -> list:
-    if values is None:
-        return []
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        if kind is int:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
-        else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            ok = ok and math.isfinite(v) and v >= 0
-        if not ok:
-            what = "positive ints" if kind is int else "finite numbers >= 0"
-            raise ValueError(f"{name} must hold {what}, got {v!r}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} has repeated values: {values}")
-    return values
-
-
-def fit_mdl_sae(
-    activations: torch.Tensor,
-    widths: Sequence[int],
-    ks: Sequence[int] | None = None,
-    *,
-    sparsity_coefficients: Sequence[float] | None = None,
-    architecture: str = "topk",
-    max_fvu: float | None = None,
-    max_ce_increase: float | None = None,
-    model: torch.nn.Module | None = None,
-    tokens: torch.Tensor | None = None,
-    hook_name: str | None = None,
-    eval_activations: torch.Tensor | None = None,
-    steps: int = 1000,
-    batch_size: int = 4096,
-    lr: float = 3e-4,
-    seed: int = 0,
-    sae_kwargs: dict[str, Any] | None = None,
-    train_kwargs: dict[str, Any] | None = None,
-    out_dir: str | Path | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> MDLFit:
-    """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
-    Pearce & Sharkey 2024).
-
-    Every ``(width, k)`` (or ``(width, coefficient)``) pair becomes one SAE, initialised
-    from ``seed``; all are trained together by :func:`hierlens.sae.train_saes` (one read of
-    each batch; each SAE follows the trajectory it would follow alone). Then
-    :func:`mdl_select` measures every SAE's description length at the precision the bound
-    allows and picks the shortest among those meeting the bound.
-
-    Args:
-        activations: ``(n, d_in)`` training activations (finite).
-        widths: dictionary sizes ``d_sae``.
-        ks: active latents per row, for ``"topk"``, ``"batch_topk"`` and ``"mp"``; grid
-            points with ``k > width`` are skipped (listed in ``MDLFit.skipped``).
-        sparsity_coefficients: the penalty coefficient for ``"relu"`` (``l1_coefficient``)
-            and ``"jumprelu"`` (``l0_coefficient``).
-        architecture: one of ``ARCHITECTURES``.
-        max_fvu, max_ce_increase, model, tokens, hook_name: the distortion bound (see
-            :func:`mdl_select`; at least one bound is needed).
-        eval_activations: ``(m, d_in)`` held-out activations for the description lengths
-            (default: ``activations``).
-        steps, batch_size, lr, seed: training length, rows per step, Adam learning rate,
-            seed of the initialisations and of the batch order.
-        sae_kwargs: extra constructor arguments of every SAE (e.g. ``hook_name``).
-        train_kwargs: extra arguments of :func:`hierlens.sae.train_saes`.
-        out_dir: when given, each SAE is saved to ``out_dir/<name>/`` (SAELens layout), the
-            full table to ``out_dir/mdl_table.jsonl`` (one JSON object per SAE) and the choice
-            to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
-            the bound.
-        device: ``None``: CUDA when available, else CPU. progress: tqdm bars.
-
-    Returns:
-        An :class:`MDLFit`.
-
-    Raises:
-        ValueError: bad grid or architecture, no bound, NaN/inf activations, mismatched
-            ``eval_activations`` width (all before training), or
-            :class:`NoSAEMeetsBoundError` after training when no SAE meets the bound.
-    """
-    from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records
-
-    from .train import train_saes
-
-    cls, knob = _sae_class(architecture)
-    widths = _grid_values("widths", widths, int)
-    if knob == "k":
-        if ks is None:
-            raise ValueError(f"architecture {architecture!r} needs ks=")
-        if sparsity_coefficients is not None:
-            raise ValueError(f"architecture {architecture!r} takes ks=, not sparsity_coefficients=")
-        knobs = _grid_values("ks", ks, int)
-    else:
-        if sparsity_coefficients is None:
-            raise ValueError(f"architecture {architecture!r} needs sparsity_coefficients=")
-        if ks is not None:
-            raise ValueError(f"architecture {architecture!r} takes sparsity_coefficients=, not ks=")
-        knobs = _grid_values("sparsity_coefficients", sparsity_coefficients, float)
-    if max_fvu is None and max_ce_increase is None:
-        raise ValueError("give a distortion bound: max_fvu and/or max_ce_increase")
-    _bound("max_fvu", max_fvu)
-    _bound("max_ce_increase", max_ce_increase)
-    if max_ce_increase is not None and (model is None or tokens is None):
-        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
-    if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
-        raise ValueError("activations must be a tensor of shape (n, d_in)")
-    if not activations.is_floating_point():
-        raise TypeError(f"activations must be floating point, got {activations.dtype}")
-    if not bool(torch.isfinite(activations).all()):
-        raise ValueError("activations contain NaN or inf values")
-    d_in = activations.shape[1]
-    evals = activations if eval_activations is None else eval_activations
-    if not isinstance(evals, torch.Tensor) or evals.dim() != 2 or evals.shape[1] != d_in:
-        shape = tuple(evals.shape) if isinstance(evals, torch.Tensor) else type(evals).__name__
-        raise ValueError(f"eval_activations must have shape (m, d_in={d_in}), got {shape}")
-    if not bool(torch.isfinite(evals).all()):
-        raise ValueError("eval_activations contain NaN or inf values")
-
-    saes: dict[str, Any] = {}
-    skipped: list[str] = []
-    extra = dict(sae_kwargs or {})
-    for width in widths:
-        for value in knobs:
-            tag = f"k{value}" if knob == "k" else f"c{value:g}"
-            name = f"{architecture}_w{width}_{tag}"
-            if knob == "k" and value > width:
-                skipped.append(f"{name}: k={value} > width={width}")
-                continue
-            saes[name] = cls(d_in, width, **{knob: value}, seed=seed, device=device, **extra)
-    if not saes:
-        raise ValueError(f"every grid point was skipped: {skipped}")
-
-    train = train_saes(
-        list(saes.values()),
-        activations,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        device=device,
-        progress=progress,
-        **(train_kwargs or {}),
-    )
-    for sae in saes.values():
-        sae.eval()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        for name, sae in saes.items():
-            sae.save(out / name)
-
-    def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        keyed = []
-        for row in table:
-            sae = saes[row["name"]]
-            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
-        return keyed
-
-    try:
-        selection = mdl_select(
-            saes,
-            evals,
-            max_fvu=max_fvu,
-            max_ce_increase=max_ce_increase,
-            model=model,
-            tokens=tokens,
-            hook_name=hook_name,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    except NoSAEMeetsBoundError as exc:
-        if out is not None:
-            atomic_write_jsonl_records(out / TABLE_FILE, rows_of(exc.table))
-        raise
-    selection.table = rows_of(selection.table)
-    if out is not None:
-        atomic_write_jsonl_records(out / TABLE_FILE, selection.table)
-        atomic_write_json(
-            out / SELECTION_FILE,
-            {
-                "best": selection.best_name,
-                "ranking": selection.ranking,
-                "architecture": architecture,
-                "max_fvu": max_fvu,
-                "max_ce_increase": max_ce_increase,
-                "skipped": skipped,
-                "steps": steps,
-                "batch_size": batch_size,
-                "lr": lr,
-                "seed": seed,
-            },
-        )
-    return MDLFit(selection.best, selection, saes, skipped, train, out)
+        return getattr(mdl_fit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

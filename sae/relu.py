@@ -7,17 +7,8 @@ import dataclasses
 
 import torch
 
-from .base import (
-    SAE,
-    SAEConfig,
-    StackedOutput,
-    StepContext,
-    check_nonneg,
-    config_kwargs,
-    dense_decode,
-    encoder_preacts,
-    squared_error,
-)
+from .base import SAE, Encoded, SAEConfig, check_nonneg
+from .stacked import encoder_preacts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,37 +29,21 @@ class ReluSAEConfig(SAEConfig):
         check_nonneg(self, "l1_coefficient")
 
 
-class ReluSAE(SAE):
+class ReluSAE(SAE, name="relu", aliases=("standard",)):
     """``f = ReLU((x - b_dec) W_enc + b_enc)``, ``x_hat = f W_dec + b_dec``.
 
     Loss: ``||x - x_hat||^2 + l1_coefficient * sum_i f_i ||W_dec[i]||`` (per row, averaged
     over the batch). Decoder rows start at norm ``0.1`` (Conerly et al. 2024).
 
-    Args:
-        d_in: activation width. d_sae: number of latents.
-        l1_coefficient: weight of the decoder-norm-weighted L1 penalty.
-        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
-        device: where the parameters live (``None``: CUDA when available, else CPU).
+    ``ReluSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
+    :class:`ReluSAEConfig` (``l1_coefficient``, ...).
     """
 
     architecture = "standard"
     config_class = ReluSAEConfig
     continuous_hparams = ("l1_coefficient",)
-
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        l1_coefficient: float = 1.0,
-        hook_name: str | None = None,
-        apply_b_dec_to_input: bool = True,
-        unit_norm_decoder: bool = False,
-        seed: int = 0,
-        dtype: str = "float32",
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(ReluSAEConfig(**config_kwargs(locals())), device)
+    saelens_fields = {"l1_coefficient": "l1_coefficient"}
+    grid_knob = "l1_coefficient"
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         t = super()._init_tensors(gen)
@@ -78,22 +53,15 @@ class ReluSAE(SAE):
         return t
 
     @classmethod
-    def _stacked_encode(cls, cfg, p, x):
+    def stacked_encode(cls, cfg, p, x):
         return torch.relu(encoder_preacts(x, p, cfg.apply_b_dec_to_input))
 
     @classmethod
-    def stacked_forward(
-        cls,
-        cfg: ReluSAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
-        codes = cls._stacked_encode(cfg, p, x)
-        recon = dense_decode(codes, p)
-        mse = squared_error(x, recon)
+    def train_encode(cls, cfg, p, hp, x, ctx) -> Encoded:
+        return Encoded(cls.stacked_encode(cfg, p, x))
+
+    @classmethod
+    def penalties(cls, cfg, p, hp, x, enc, recon):
         norms = p["W_dec"].float().norm(dim=-1)  # (S, d_sae)
-        l1 = (codes.float() * norms.unsqueeze(1)).sum(-1).mean(-1)
-        loss = mse + hp["l1_coefficient"] * l1
-        return StackedOutput(recon, codes, loss, {"mse": mse, "l1": l1})
+        l1 = (enc.codes.float() * norms.unsqueeze(1)).sum(-1).mean(-1)
+        return {"l1": (l1, hp["l1_coefficient"])}

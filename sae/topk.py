@@ -7,21 +7,9 @@ import dataclasses
 
 import torch
 
-from .base import (
-    SAE,
-    SAEConfig,
-    StackedOutput,
-    StepContext,
-    check_k,
-    check_nonneg,
-    config_kwargs,
-    count_fires,
-    dense_decode,
-    encoder_preacts,
-    sparse_decode,
-    squared_error,
-)
+from .base import SAE, Encoded, SAEConfig, StepContext, check_k, check_nonneg
 from .sparse_step import sparse_topk_step, uses_sparse_kernels
+from .stacked import encoder_preacts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,85 +82,61 @@ def aux_dead_mask(ctx: StepContext, hp: dict[str, torch.Tensor]) -> torch.Tensor
     return ctx.dead_mask
 
 
-class TopKSAE(SAE):
+class TopKSAE(SAE, name="topk"):
     """``f = TopK_k(ReLU((x - b_dec) W_enc + b_enc))``: keep the ``k`` largest
     pre-activations of each row, rectified; ``x_hat = f W_dec + b_dec``.
 
     Loss: ``||x - x_hat||^2 + aux_coefficient * AuxK`` (Gao et al. 2024). Decoder rows are
     kept at unit norm by default.
 
-    Args:
-        d_in: activation width. d_sae: number of latents. k: active latents per row.
-        k_aux, aux_coefficient, dead_window: the AuxK loss (see :class:`TopKSAEConfig`).
-        hook_name, apply_b_dec_to_input, unit_norm_decoder, seed, dtype: see :class:`SAEConfig`.
-        device: where the parameters live (``None``: CUDA when available, else CPU).
+    ``TopKSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
+    :class:`TopKSAEConfig` (``k``, ``k_aux``, ``aux_coefficient``, ``dead_window``) and
+    :class:`SAEConfig` (``hook_name``, ``apply_b_dec_to_input``, ``unit_norm_decoder``,
+    ``seed``, ``dtype``); ``device``: where the parameters live (``None``: CUDA when
+    available, else CPU).
     """
 
     architecture = "topk"
     config_class = TopKSAEConfig
     continuous_hparams = ("aux_coefficient",)
+    saelens_fields = {"k": "k", "aux_coefficient": "aux_loss_coefficient"}
+    grid_knob = "k"
     sparse_cpu_step = True
-
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        *,
-        k: int = 32,
-        k_aux: int | None = None,
-        aux_coefficient: float = 1.0 / 32.0,
-        dead_window: int = 1_000_000,
-        hook_name: str | None = None,
-        apply_b_dec_to_input: bool = True,
-        unit_norm_decoder: bool = True,
-        seed: int = 0,
-        dtype: str = "float32",
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(TopKSAEConfig(**config_kwargs(locals())), device)
 
     @classmethod
     def _pre(cls, cfg, p, x):
         return encoder_preacts(x, p, cfg.apply_b_dec_to_input)
 
     @classmethod
-    def _stacked_encode(cls, cfg, p, x):
+    def stacked_encode(cls, cfg, p, x):
         pre = cls._pre(cfg, p, x)
         vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
     @classmethod
-    def stacked_forward(
-        cls,
-        cfg: TopKSAEConfig,
-        p: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        ctx: StepContext,
-    ) -> StackedOutput:
-        dead = aux_dead_mask(ctx, hp)
+    def train_encode(cls, cfg, p, hp, x, ctx) -> Encoded:
         W_dec = p["W_dec"]
+        dead = aux_dead_mask(ctx, hp)
         if ctx.sparse_decode and dead is None and uses_sparse_kernels(W_dec.device, W_dec.dtype):
             # The whole step through the k active latents (CPU sparse kernels); AuxK needs
             # the dense pre-activations with gradients, so it takes the path below.
             vals, idx, recon = sparse_topk_step(
                 x, p, cfg.k, cfg.apply_b_dec_to_input, ctx.workspace
             )
-            mse = squared_error(x, recon)
-            aux = torch.zeros_like(mse)
-            loss = mse + hp["aux_coefficient"] * aux
-            fires = count_fires(idx, vals, cfg.d_sae)
-            terms = {"mse": mse, "auxk": aux}
-            return StackedOutput(recon, None, loss, terms, fires, sparse_codes=(vals, idx))
+            return Encoded(None, sparse=(vals, idx), recon=recon)
         if ctx.workspace is not None:  # a dense step: do not hold the sparse step's buffers too
             ctx.workspace.clear()
         pre = cls._pre(cfg, p, x)
         vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
         vals = torch.relu(vals)
         codes = torch.zeros_like(pre).scatter(-1, idx, vals)
-        recon = sparse_decode(vals, idx, p) if ctx.sparse_decode else dense_decode(codes, p)
-        mse = squared_error(x, recon)
-        aux = auxk_loss(cfg, p, pre, x, recon, dead)
-        loss = mse + hp["aux_coefficient"] * aux
-        fires = count_fires(idx, vals, cfg.d_sae)
-        return StackedOutput(recon, codes, loss, {"mse": mse, "auxk": aux}, fires)
+        return Encoded(codes, sparse=(vals, idx), pre=pre, extras={"dead": dead})
+
+    @classmethod
+    def penalties(cls, cfg, p, hp, x, enc, recon):
+        dead = enc.extras.get("dead")
+        if dead is None:
+            aux = torch.zeros(recon.shape[0], device=recon.device)
+        else:
+            aux = auxk_loss(cfg, p, enc.pre, x, recon, dead)
+        return {"auxk": (aux, hp["aux_coefficient"])}

@@ -26,14 +26,15 @@ from hierlens.models.atomic_io import append_jsonl
 from hierlens.models.device import resolve_device
 
 from .base import SAE, StepContext
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
 from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
+from .train_config import SAETrainConfig
 from .workspace import Workspace
 
 
 @dataclasses.dataclass
-class TrainResult:
+class SAETrainResult:
     """What :func:`train_saes` returns.
 
     Attributes:
@@ -48,6 +49,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     steps: int
     tokens: int
+    config: SAETrainConfig | None = None
 
 
 def lr_multiplier(step: int, steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -152,7 +154,7 @@ def _fingerprint(saes: list[SAE], config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _validate(saes: Sequence[SAE], batch_size: int, steps: int | None, tokens: int | None):
+def _validate(saes: Sequence[SAE], config: SAETrainConfig) -> tuple[list[SAE], int]:
     if isinstance(saes, SAE):
         raise TypeError("train_saes takes a list of SAEs; wrap a single SAE as [sae]")
     saes = list(saes)
@@ -168,45 +170,39 @@ def _validate(saes: Sequence[SAE], batch_size: int, steps: int | None, tokens: i
         raise ValueError(
             f"all SAEs must read the same activation width, got d_in values {sorted(d_ins)}"
         )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if (steps is None) == (tokens is None):
-        raise ValueError("give exactly one of steps= or tokens=")
-    n = steps if steps is not None else tokens
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"steps/tokens must be a positive int, got {n!r}")
-    return saes, d_ins.pop(), steps if steps is not None else math.ceil(tokens / batch_size)
+    return saes, d_ins.pop()
+
+
+def _config_of(config: SAETrainConfig | None, fields: dict[str, Any]) -> SAETrainConfig:
+    """``config`` with keyword ``fields`` applied (a fresh :class:`SAETrainConfig` without)."""
+    if config is not None and not isinstance(config, SAETrainConfig):
+        raise TypeError(f"config must be an SAETrainConfig, got {type(config).__name__}")
+    valid = {f.name for f in dataclasses.fields(SAETrainConfig)}
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        raise TypeError(
+            f"train_saes got unknown argument(s) {unknown}; SAETrainConfig fields: {sorted(valid)}"
+        )
+    if isinstance(fields.get("lr"), Sequence):
+        fields["lr"] = tuple(fields["lr"])
+    if config is None:
+        return SAETrainConfig(**fields)
+    if "steps" in fields or "tokens" in fields:  # one run length replaces the other
+        fields = {"steps": None, "tokens": None, **fields}
+    return config.replace(**fields)
 
 
 def train_saes(
     saes: Sequence[SAE],
     source: Source,
     *,
-    steps: int | None = None,
-    tokens: int | None = None,
-    batch_size: int = 4096,
-    lr: float | Sequence[float] = 3e-4,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    warmup_steps: int = 0,
-    decay_fraction: float = 0.2,
-    max_grad_norm: float | None = 1.0,
-    dead_after_tokens: int = 1_000_000,
-    dense_threshold: float = 0.1,
-    log_every: int = 100,
+    config: SAETrainConfig | None = None,
     checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int | None = None,
     resume: bool = False,
-    shuffle: bool = True,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    autocast: bool | None = None,
-    compile: bool = False,
-    fused: bool | None = None,
-    sparse_decode: bool | None = None,
     progress: bool = True,
     callback: Callable[[list[dict[str, Any]]], None] | None = None,
-) -> TrainResult:
+    **fields: Any,
+) -> SAETrainResult:
     """Train ``saes`` together on one stream of activation batches.
 
     Args:
@@ -214,67 +210,56 @@ def train_saes(
         source: activations: a tensor ``(n, d_in)``, an iterable of ``(b, d_in)`` tensors
             (an activation store's ``store.batches(...)`` plugs in here), or a callable
             (see :mod:`hierlens.sae.sources`).
-        steps / tokens: run length, exactly one (``tokens`` rounds up to whole batches).
-        batch_size: rows per step. lr: Adam learning rate, one for all or one per SAE.
-        betas, eps: Adam's. warmup_steps, decay_fraction: see :func:`lr_multiplier`.
-        max_grad_norm: per-SAE gradient-norm clip (``None``: off).
-        dead_after_tokens: a latent that has not fired for this many tokens counts as dead
-            in the metrics. dense_threshold: a latent firing on more than this fraction of a
-            logging window's rows counts as dense.
-        log_every: steps between metric records (the only host-device syncs of the loop).
-        checkpoint_dir, checkpoint_every: write a checkpoint (SAEs in SAELens layout,
-            optimiser and tracker state) every ``checkpoint_every`` steps and at the end;
-            metrics go to ``checkpoint_dir/metrics.jsonl``.
+        config: the optimisation settings (:class:`SAETrainConfig`: run length, batch size,
+            learning rate and schedule, clipping, dead-latent settings, checkpoint cadence,
+            seed, device, autocast, compile, fused Adam, sparse TopK steps).
+        **fields: :class:`SAETrainConfig` fields given as keywords, applied over ``config``
+            (``train_saes(saes, x, steps=100, lr=1e-3)`` builds the config from them).
+        checkpoint_dir: write a checkpoint (SAEs in SAELens layout, optimiser and tracker
+            state) every ``config.checkpoint_every`` steps and at the end; metrics go to
+            ``checkpoint_dir/metrics.jsonl``.
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (exactly: the
             result equals an uninterrupted run for tensor and re-iterable sources).
-        shuffle, seed: order of rows drawn from a tensor source.
-        device: ``None``: CUDA when available, else CPU.
-        autocast: bf16 autocast of the forward pass (``None``: on CUDA only; TopK steps on
-            the sparse CPU kernels stay in the weights' dtype).
-        compile: ``torch.compile`` each stack's forward.
-        fused: fused Adam (``None``: on; PyTorch has fused Adam kernels for CUDA and CPU).
-        sparse_decode: TopK steps through the ``k`` active latents only (``None``: when
-            ``16 k <= d_sae``): on the CPU the whole step runs on sparse kernels
-            (:mod:`hierlens.sae.sparse_step`; steps with AuxK active stay dense; ``W_enc``
-            is trained stored as ``(S, d_sae, d_in)``, the layout of its sparse gradient,
-            and large temporaries are kept between steps), on CUDA the decoder gathers the
-            active rows.
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
 
     Returns:
-        A :class:`TrainResult`; the SAEs are updated in place.
+        A :class:`SAETrainResult`; the SAEs are updated in place.
+
+    Raises:
+        TypeError / ValueError: bad SAEs, settings or activations, before any step.
     """
-    saes, d_in, total_steps = _validate(saes, batch_size, steps, tokens)
-    lrs = list(lr) if isinstance(lr, Sequence) else [lr] * len(saes)
-    if len(lrs) != len(saes) or any(not (isinstance(v, (int, float)) and v > 0) for v in lrs):
-        raise ValueError("lr must be a positive number or one positive number per SAE")
-    if not 0 <= decay_fraction <= 1:
-        raise ValueError(f"decay_fraction must be in [0, 1], got {decay_fraction}")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
-    if not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"log_every must be a positive int, got {log_every!r}")
-    if checkpoint_every is not None and checkpoint_dir is None:
+    cfg = _config_of(config, fields)
+    saes, d_in = _validate(saes, cfg)
+    total_steps = cfg.total_steps
+    lrs = cfg.lrs(len(saes))
+    if cfg.checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs checkpoint_dir")
-    dev = resolve_device(device)
+    batch_size, max_grad_norm, log_every = cfg.batch_size, cfg.max_grad_norm, cfg.log_every
+    warmup_steps, decay_fraction, checkpoint_every = (
+        cfg.warmup_steps,
+        cfg.decay_fraction,
+        cfg.checkpoint_every,
+    )
+    autocast, fused, sparse_decode = cfg.autocast, cfg.fused, cfg.sparse_decode
+    dev = resolve_device(cfg.device)
     use_autocast = (dev.type == "cuda") if autocast is None else bool(autocast)
     use_fused = True if fused is None else bool(fused)
-    stream = BatchStream(source, d_in, batch_size, dev, seed=seed, shuffle=shuffle)
+    stream = BatchStream(source, d_in, batch_size, dev, seed=cfg.seed, shuffle=cfg.shuffle)
 
     groups = [
         _Group(m, saes, float(lrs[m[0]]), dev, sparse_decode)
         for m in _group_saes(saes, [float(v) for v in lrs])
     ]
     for g in groups:
-        if compile:
+        if cfg.compile:
             g.fn = torch.compile(g.cls.stacked_forward)
             # A traced step cannot set .grad from its backward: gradients go through autograd.
             g.workspace = None
     opt = torch.optim.Adam(
         [{"params": g.params, "lr": g.lr} for g in groups],
-        betas=betas,
-        eps=eps,
+        betas=cfg.betas,
+        eps=cfg.eps,
         fused=True if use_fused else None,
         foreach=None if use_fused else True,
     )
@@ -282,13 +267,13 @@ def train_saes(
         "batch_size": batch_size,
         "steps": total_steps,
         "lr": [float(v) for v in lrs],
-        "betas": list(betas),
-        "eps": eps,
+        "betas": list(cfg.betas),
+        "eps": cfg.eps,
         "warmup_steps": warmup_steps,
         "decay_fraction": decay_fraction,
         "max_grad_norm": max_grad_norm,
-        "seed": seed,
-        "shuffle": shuffle,
+        "seed": cfg.seed,
+        "shuffle": cfg.shuffle,
     }
     fingerprint = _fingerprint(saes, config)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -297,7 +282,9 @@ def train_saes(
     if resume:
         if ckpt is None:
             raise ValueError("resume=True needs checkpoint_dir")
-        start_step, history, window_steps = load_checkpoint(ckpt, groups, opt, fingerprint, sst)
+        start_step, history, window_steps = load_trainer_checkpoint(
+            ckpt, groups, opt, fingerprint, sst
+        )
 
     autocast_ctx = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))
@@ -382,8 +369,8 @@ def train_saes(
                     window_steps,
                     sst,
                     opt,
-                    dead_after_tokens,
-                    dense_threshold,
+                    cfg.dead_after_tokens,
+                    cfg.dense_threshold,
                 )
                 sst.zero_()
                 window_steps = 0
@@ -396,12 +383,16 @@ def train_saes(
             if ckpt is not None and (
                 (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
             ):
-                save_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst)
+                save_trainer_checkpoint(
+                    ckpt, step, groups, saes, opt, fingerprint, window_steps, sst
+                )
     finally:
         bar.close()
         for g in groups:  # also after an exception: the SAEs hold the last completed step
             g.sync_back(saes)
-    return TrainResult(saes=saes, history=history, steps=step, tokens=step * batch_size)
+    return SAETrainResult(
+        saes=saes, history=history, steps=step, tokens=step * batch_size, config=cfg
+    )
 
 
 @torch.no_grad()
@@ -459,7 +450,7 @@ def _log(groups, saes, step, batch_size, window_steps, sst, opt, dead_after, den
                 "step": step,
                 "tokens": step * batch_size,
                 "sae": i,
-                "architecture": saes[i].architecture,
+                "architecture": saes[i].name,
                 "loss": loss[j],
                 "mse": mse[j],
                 "fvu": fvu[j],

@@ -7,34 +7,33 @@ import json
 import logging
 from pathlib import Path
 
+from hierlens.sae import SAE, SAETrainConfig
+
 from .capture import add_capture_data_flags, capture_one_step
-from .common import ints
+from .common import CLIError, add_config_flags, config_from_flags, floats, ints
 
 log = logging.getLogger("hierlens")
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+# Flags the command shares with activation capture (one --device and --seed for both).
+_SHARED = ("device", "seed")
 
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
-    from hierlens.sae import fit_mdl_sae, mdl_select, train_saes
+    from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
 
-    from ..pipeline import SAEStage, build_sae_grid
-
+    seed = args.seed if args.seed is not None else 0
+    config = config_from_flags(args, SAETrainConfig, device=args.device, seed=seed)
+    if config.steps is None and config.tokens is None:
+        raise CLIError("fit-sae needs a run length: --steps or --tokens")
+    k_sparse = SAE.registry[args.architecture].grid_knob == "k"
+    if args.mdl and args.max_fvu is None:
+        raise CLIError("--mdl needs a distortion bound: --max-fvu")
     store, hooks = capture_one_step(args, [args.hook])
     hook = hooks[0]
     acts = store[hook]
     out_dir = Path(args.run_dir) / "saes" / ("mdl" if args.mdl else "grid")
-    k_sparse = args.architecture in ("topk", "batch_topk", "mp")
+    progress = not args.no_progress
     if args.mdl:
-        if args.max_fvu is None:
-            raise ValueError("--mdl needs a distortion bound: --max-fvu")
         fit = fit_mdl_sae(
             acts,
             args.widths,
@@ -42,35 +41,26 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
             sparsity_coefficients=None if k_sparse else args.coefficients,
             architecture=args.architecture,
             max_fvu=args.max_fvu,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed if args.seed is not None else 0,
+            config=config,
             sae_kwargs={"hook_name": hook},
             out_dir=out_dir,
-            device=args.device,
-            progress=not args.no_progress,
+            progress=progress,
         )
         selection = fit.selection
     else:
-        stage = SAEStage(
-            hook=hook,
-            architectures=(args.architecture,),
-            widths=tuple(args.widths),
-            ks=tuple(args.ks),
-            coefficients=tuple(args.coefficients),
+        grid, skipped = build_sae_grid(
+            [args.architecture],
+            acts.shape[1],
+            args.widths,
+            ks=args.ks if k_sparse else None,
+            coefficients=None if k_sparse else args.coefficients,
+            device=config.device,
+            hook_name=hook,
+            seed=config.seed,
         )
-        grid = build_sae_grid(stage, acts.shape[1], hook)
-        train_saes(
-            list(grid.values()),
-            acts,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed if args.seed is not None else 0,
-            device=args.device,
-            progress=not args.no_progress,
-        )
+        for reason in skipped:
+            log.info("skipped %s", reason)
+        train_saes(list(grid.values()), acts, config=config, progress=progress)
         for name, sae in grid.items():
             sae.save(out_dir / name)
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
@@ -91,14 +81,12 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--hook", required=True, help="hook name, e.g. blocks.1.hook_resid_post")
-    p.add_argument(
-        "--architecture", default="topk", choices=("topk", "batch_topk", "mp", "relu", "jumprelu")
-    )
+    p.add_argument("--architecture", default="topk", choices=sorted(SAE.registry))
     p.add_argument("--widths", type=ints, required=True, help="dictionary sizes, e.g. 32,64,128")
     p.add_argument("--ks", type=ints, default=[4, 8], help="k for topk / batch_topk / mp")
     p.add_argument(
         "--coefficients",
-        type=_floats,
+        type=floats,
         default=[1e-2],
         help="sparsity penalties for relu / jumprelu",
     )
@@ -109,11 +97,10 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
         "the whole grid is trained and tabulated (bits computed at FVU <= 1)",
     )
     p.add_argument("--max-fvu", type=float, default=None, help="distortion bound for --mdl")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
     add_capture_data_flags(p)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="capture and training device")
     p.add_argument("--no-progress", action="store_true")
+    training = p.add_argument_group("SAE training (SAETrainConfig; unset: its default)")
+    add_config_flags(training, SAETrainConfig, exclude=_SHARED)
     p.set_defaults(func=cmd_fit_sae)

@@ -89,8 +89,8 @@ def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
     assert {r["name"] for r in table} == {
         "topk_w8_k2",
         "topk_w16_k2",
-        "relu_w8_l10.01",
-        "relu_w16_l10.01",
+        "relu_w8_l1c0.01",
+        "relu_w16_l1c0.01",
     }
     assert all(r["fvu"] >= 0 for r in table)
     probes = (run_dir / "probes" / "results.jsonl").read_text().splitlines()
@@ -108,3 +108,46 @@ def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
     }
     run(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_sae_stage_trains_on_the_configured_device(tmp_path, monkeypatch):
+    """The SAE stage used to train on the CPU whatever [train] device said."""
+    import torch
+
+    import hierlens.sae as S
+    from hierlens.analysis import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(saes, acts, **kwargs):
+        config = kwargs.get("config")
+        seen["device"] = config.device if config is not None else kwargs.get("device")
+        raise Stop
+
+    class Store:
+        hooks = ["blocks.1.hook_resid_post"]
+
+        def __getitem__(self, hook):
+            return torch.randn(40, 16)
+
+    monkeypatch.setattr(S, "train_saes", fake_train)
+    for device, own in (("cuda:1", None), ("cuda:1", "cuda:2")):
+        sae = {**TINY["sae"], **({"device": own} if own else {})}
+        cfg = load_config({**TINY, "train": {**TINY["train"], "device": device}, "sae": sae})
+        with pytest.raises(Stop):
+            pipeline._sae_stage(cfg, tmp_path, Store(), progress=False)
+        assert seen["device"] == (own or device)
+
+
+def test_sae_section_is_flat_and_round_trips():
+    cfg = load_config({**TINY, "out_dir": "x"})
+    assert cfg.sae.train.steps == 5 and cfg.sae.train.batch_size == 32
+    assert cfg.sae.train.lr == 1e-3  # the stage's own setting for short runs
+    flat = cfg.to_dict()["sae"]
+    assert flat["steps"] == 5 and "train" not in flat
+    assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"\[sae\].*'stepz'"):
+        load_config(_with("sae", stepz=3))

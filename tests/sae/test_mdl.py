@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hierlens.sae import TopKSAE, fvu
+from hierlens.sae import NoSAEMeetsBoundError, TopKSAE, fit_mdl_sae, fvu, mdl_select
 from hierlens.sae.mdl import description_length, quantise, search_bin_width
-from hierlens.sae.mdl_select import NoSAEMeetsBoundError, fit_mdl_sae, mdl_select
 
 
 class IdentitySAE:
@@ -506,7 +505,7 @@ def test_fit_grid_errors(tmp_path):
     fit = fit_mdl_sae(
         x, [4], sparsity_coefficients=[0.1, 1.0], architecture="relu", max_fvu=2.0, **kw
     )
-    assert sorted(fit.saes) == ["relu_w4_c0.1", "relu_w4_c1"]
+    assert sorted(fit.saes) == ["relu_w4_l1c0.1", "relu_w4_l1c1"]
 
 
 # ----- digits data -------------------------------------------------------------------------------

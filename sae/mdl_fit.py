@@ -1,0 +1,209 @@
+"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one (Ayonrinde,
+Pearce & Sharkey 2024, "Interpretability as Compression")."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records
+
+from .base import sae_class
+from .grid import build_sae_grid, check_grid_values
+from .mdl_select import MDLSelection, NoSAEMeetsBoundError, _bound, mdl_select
+from .train import SAETrainResult, train_saes
+from .train_config import SAETrainConfig
+
+__all__ = ["MDLFit", "SELECTION_FILE", "TABLE_FILE", "fit_mdl_sae"]
+
+TABLE_FILE = "mdl_table.jsonl"
+SELECTION_FILE = "mdl_selection.json"
+
+
+@dataclasses.dataclass
+class MDLFit:
+    """Result of :func:`fit_mdl_sae`.
+
+    Attributes:
+        best: the MDL-optimal SAE. selection: the :class:`MDLSelection` over the grid.
+        saes: name -> trained SAE, for every grid point. skipped: grid points not trained
+            (``k`` larger than the width), as ``"name: reason"``.
+        train: the trainer's :class:`~hierlens.sae.SAETrainResult`.
+        out_dir: where the SAEs and the table were written (None when not saved).
+    """
+
+    best: Any
+    selection: MDLSelection
+    saes: dict[str, Any]
+    skipped: list[str]
+    train: SAETrainResult
+    out_dir: Path | None
+
+
+def _check_activations(name: str, x: Any, d_in: int | None = None) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or (d_in is not None and x.shape[1] != d_in):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        want = "(n, d_in)" if d_in is None else f"(m, d_in={d_in})"
+        raise ValueError(f"{name} must be a tensor of shape {want}, got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contain NaN or inf values")
+
+
+def fit_mdl_sae(
+    activations: torch.Tensor,
+    widths: Sequence[int],
+    ks: Sequence[int] | None = None,
+    *,
+    sparsity_coefficients: Sequence[float] | None = None,
+    architecture: str = "topk",
+    max_fvu: float | None = None,
+    max_ce_increase: float | None = None,
+    model: torch.nn.Module | None = None,
+    tokens: torch.Tensor | None = None,
+    hook_name: str | None = None,
+    eval_activations: torch.Tensor | None = None,
+    config: SAETrainConfig | None = None,
+    sae_kwargs: dict[str, Any] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    **train_fields: Any,
+) -> MDLFit:
+    """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
+    Pearce & Sharkey 2024).
+
+    Every ``(width, k)`` (or ``(width, coefficient)``) pair becomes one SAE named by
+    :func:`hierlens.sae.grid_name` (``topk_w16_k2``, ``relu_w16_l1c0.1``) and initialised from
+    the training seed; all are trained together by :func:`hierlens.sae.train_saes` (one read
+    of each batch; each SAE follows the trajectory it would follow alone). Then
+    :func:`mdl_select` measures every SAE's description length at the precision the bound
+    allows and picks the shortest among those meeting the bound.
+
+    Args:
+        activations: ``(n, d_in)`` training activations (finite).
+        widths: dictionary sizes ``d_sae``.
+        ks: active latents per row, for ``"topk"``, ``"batch_topk"`` and ``"mp"``; grid
+            points with ``k > width`` are skipped (listed in ``MDLFit.skipped``).
+        sparsity_coefficients: the penalty coefficient for ``"relu"`` (``l1_coefficient``)
+            and ``"jumprelu"`` (``l0_coefficient``).
+        architecture: a registered SAE name (see :func:`hierlens.sae.sae_class`).
+        max_fvu, max_ce_increase, model, tokens, hook_name: the distortion bound (see
+            :func:`mdl_select`; at least one bound is needed). ``tokens`` here are the
+            model's ``(N, T)`` token ids, not a run length.
+        eval_activations: ``(m, d_in)`` held-out activations for the description lengths
+            (default: ``activations``).
+        config: the training settings (:class:`SAETrainConfig`; its ``seed`` also seeds the
+            initialisations); it needs a run length (``steps`` or ``tokens``).
+        **train_fields: :class:`SAETrainConfig` fields as keywords, over ``config``
+            (``steps=``, ``batch_size=``, ``lr=``, ``seed=``, ``device=``, ...).
+        sae_kwargs: extra config fields of every SAE (e.g. ``hook_name``).
+        train_kwargs: more :class:`SAETrainConfig` fields (merged with ``train_fields``).
+        out_dir: when given, each SAE is saved to ``out_dir/<name>/`` (SAELens layout), the
+            full table to ``out_dir/mdl_table.jsonl`` (one JSON object per SAE) and the choice
+            to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
+            the bound.
+        progress: tqdm bars.
+
+    Returns:
+        An :class:`MDLFit`.
+
+    Raises:
+        ValueError: bad grid, architecture or settings, no bound, NaN/inf activations,
+            mismatched ``eval_activations`` width (all before training), or
+            :class:`NoSAEMeetsBoundError` after training when no SAE meets the bound.
+    """
+    cls = sae_class(architecture)
+    knob = cls.grid_knob
+    fields = {**(train_kwargs or {}), **train_fields}
+    base = config if config is not None else SAETrainConfig()
+    if "steps" in fields or "tokens" in fields:
+        fields = {"steps": None, "tokens": None, **fields}
+    cfg = base.replace(**fields)
+    cfg.total_steps  # noqa: B018 (a ValueError now when there is no run length)
+    check_grid_values("widths", widths, int)
+    if knob == "k":
+        if ks is None:
+            raise ValueError(f"architecture {architecture!r} needs ks=")
+        if sparsity_coefficients is not None:
+            raise ValueError(f"architecture {architecture!r} takes ks=, not sparsity_coefficients=")
+    else:
+        if sparsity_coefficients is None:
+            raise ValueError(f"architecture {architecture!r} needs sparsity_coefficients=")
+        if ks is not None:
+            raise ValueError(f"architecture {architecture!r} takes sparsity_coefficients=, not ks=")
+    if max_fvu is None and max_ce_increase is None:
+        raise ValueError("give a distortion bound: max_fvu and/or max_ce_increase")
+    _bound("max_fvu", max_fvu)
+    _bound("max_ce_increase", max_ce_increase)
+    if max_ce_increase is not None and (model is None or tokens is None):
+        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+    _check_activations("activations", activations)
+    d_in = activations.shape[1]
+    evals = activations if eval_activations is None else eval_activations
+    _check_activations("eval_activations", evals, d_in)
+
+    saes, skipped = build_sae_grid(
+        [cls.name],
+        d_in,
+        widths,
+        ks=ks,
+        coefficients=sparsity_coefficients,
+        device=cfg.device,
+        **{"seed": cfg.seed, **(sae_kwargs or {})},
+    )
+    if not saes:
+        raise ValueError(f"every grid point was skipped: {skipped}")
+
+    train = train_saes(list(saes.values()), activations, config=cfg, progress=progress)
+    for sae in saes.values():
+        sae.eval()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        for name, sae in saes.items():
+            sae.save(out / name)
+
+    def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keyed = []
+        for row in table:
+            sae = saes[row["name"]]
+            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
+        return keyed
+
+    try:
+        selection = mdl_select(
+            saes,
+            evals,
+            max_fvu=max_fvu,
+            max_ce_increase=max_ce_increase,
+            model=model,
+            tokens=tokens,
+            hook_name=hook_name,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
+    except NoSAEMeetsBoundError as exc:
+        if out is not None:
+            atomic_write_jsonl_records(out / TABLE_FILE, rows_of(exc.table))
+        raise
+    selection.table = rows_of(selection.table)
+    if out is not None:
+        atomic_write_jsonl_records(out / TABLE_FILE, selection.table)
+        atomic_write_json(
+            out / SELECTION_FILE,
+            {
+                "best": selection.best_name,
+                "ranking": selection.ranking,
+                "architecture": cls.name,
+                "max_fvu": max_fvu,
+                "max_ce_increase": max_ce_increase,
+                "skipped": skipped,
+                "train": cfg.to_dict(),
+            },
+        )
+    return MDLFit(selection.best, selection, saes, skipped, train, out)
