@@ -34,7 +34,7 @@ def test_shipped_files_agree():
         assert b.heads.count(-1) == 1  # one root, and Sentence checked there is no cycle
         assert len(a.spans) >= 2 and a.spans[0] == (0, len(a))
         for i, j in a.spans:
-            assert 0 <= i and j <= len(a) and j - i >= 2
+            assert i >= 0 and j <= len(a) and j - i >= 2
         for x in a.spans:  # laminar: spans nest or are disjoint
             assert all(not (x[0] < y[0] < x[1] < y[1]) for y in a.spans)
     assert {"?", ",", "."} <= {w for s in ptb for w in s.words}
