@@ -11,13 +11,27 @@ from .config import Config
 from .device import resolve_device, resolve_dtype
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
+from .pretrained import Pretrained, load_pretrained
 from .run import Run, open_run
+from .sentence import Sentence
 from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks
+from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainConfig, TrainResult, train
 from .transformer import ModelConfig, build_transformer
+from .treebank import read_conllu, read_ptb, shipped_treebank
 
 __all__ = [
+    "Pretrained",
+    "Sentence",
+    "label_vocabulary",
+    "load_pretrained",
+    "pool_words",
+    "read_conllu",
+    "read_ptb",
+    "read_text",
+    "shipped_treebank",
+    "tokenize_words",
     "ActivationStore",
     "activations_dir",
     "available_hook_names",

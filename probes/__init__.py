@@ -5,6 +5,7 @@
 - :mod:`.logistic`: batched L2 logistic regression (Newton) matching scikit-learn;
 - :class:`SparseProbe`: the scikit-learn estimator;
 - :func:`probe_sweep`: hooks x features x k sweeps as one batched program, saved as JSONL;
+- :mod:`.structural`: structural probes (Hewitt & Manning 2019) and their metrics;
 - :mod:`.labels`: per-token labels from task examples and token/span aggregation.
 """
 
@@ -19,9 +20,19 @@ from .logistic import LogisticFit, balanced_weights, fit_logistic
 from .metrics import binary_metrics
 from .select import SELECTIONS, select_features
 from .sparse import SparseProbe
+from .structural import StructuralProbe, fit_structural, predict_structural, structural_probe_sweep
+from .structural_metrics import distance_spearman, norm_spearman, root_accuracy, uuas
 from .sweep import BinaryProblem, binary_problems, probe_sweep, stratified_split
 
 __all__ = [
+    "StructuralProbe",
+    "distance_spearman",
+    "fit_structural",
+    "norm_spearman",
+    "predict_structural",
+    "root_accuracy",
+    "structural_probe_sweep",
+    "uuas",
     "IGNORE_LABEL",
     "SELECTIONS",
     "BinaryProblem",

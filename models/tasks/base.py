@@ -52,6 +52,9 @@ class Example:
             root included) that contain the token's word, so 1 for a word directly under the
             root and 0 for tokens that are not words.
         labels: per-example labels (ints, floats, bools or strings).
+        word_spans: half-open token range ``(i, j)`` of each input word, for inputs whose words
+            span several sub-word tokens (real sentences); empty when each word is the one
+            token at ``word_positions``.
     """
 
     tokens: tuple[int, ...]
@@ -60,6 +63,7 @@ class Example:
     tree: tuple[Span, ...]
     token_labels: Mapping[str, tuple[int, ...]]
     labels: Mapping[str, Any]
+    word_spans: tuple[Span, ...] = ()
 
     @property
     def loss_mask(self) -> tuple[bool, ...]:

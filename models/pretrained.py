@@ -1,0 +1,153 @@
+"""Pretrained Hugging Face models from local folders, as TransformerLens bridges.
+
+``load_pretrained(path)`` boots a :class:`~transformer_lens.model_bridge.TransformerBridge`
+with ``TransformerBridge.boot_transformers`` on a folder that holds a Hugging Face model
+(``config.json``, weights, a fast tokenizer's ``tokenizer.json``) and returns it with its
+tokenizer and the facts the rest of hierlens needs (causal or not, layers, width, hook
+names, special-token ids). Only local folders load: a hub name such as
+``"bert-base-uncased"`` is refused, so nothing is ever downloaded.
+
+The tokenizer is the model's *fast* tokenizer, set up for word alignment: a byte-level BPE
+tokenizer (GPT-2 family) is loaded with ``add_prefix_space=True`` so that pre-split words
+tokenize as they would inside a sentence. The bridge's tokenizer setup then makes it
+prepend the model's BOS token where the model has one (GPT-2's ``<|endoftext|>``); BERT-style
+tokenizers keep ``[CLS] ... [SEP]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .device import resolve_device, resolve_dtype
+
+__all__ = ["Pretrained", "load_pretrained"]
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A pretrained model loaded from a local folder.
+
+    Attributes:
+        model: the ``TransformerBridge`` (in eval mode).
+        tokenizer: its fast tokenizer (the bridge's own, ``model.tokenizer``).
+        path: the folder it was loaded from.
+        causal: True for a causal (left-to-right) language model, False for an encoder.
+        n_layers: number of transformer blocks.
+        d_model: width of the residual stream.
+        hook_names: every hook name of the bridge, sorted.
+        resid_hooks: ``blocks.{l}.hook_resid_post`` for every layer, in layer order.
+        special_ids: the tokenizer's special-token ids (``bos``, ``eos``, ``cls``, ``sep``,
+            ``pad``, ``unk``, ``mask``: those it defines).
+    """
+
+    model: Any
+    tokenizer: Any
+    path: Path
+    causal: bool
+    n_layers: int
+    d_model: int
+    hook_names: tuple[str, ...]
+    resid_hooks: tuple[str, ...]
+    special_ids: dict[str, int]
+
+    @property
+    def all_special_ids(self) -> frozenset[int]:
+        """Every id the tokenizer treats as special."""
+        return frozenset(int(i) for i in self.tokenizer.all_special_ids)
+
+
+def _local_folder(path: str | Path) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"no folder at {str(path)!r}: only local Hugging Face folders load "
+            "(hub names are never downloaded)"
+        )
+    if not folder.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; only local Hugging Face folders load")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{str(folder)!r} has no config.json; it is not a Hugging Face model")
+    return folder
+
+
+def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
+    """Whether a fast tokenizer pre-tokenizes byte-level without a prefix space (GPT-2)."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    parts = state.get("pretokenizers", [state]) if state.get("type") == "Sequence" else [state]
+    return any(p.get("type") == "ByteLevel" and not p.get("add_prefix_space") for p in parts)
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(
+            f"{str(folder)!r} has no fast tokenizer (tokenizer.json); word alignment needs one"
+        )
+    if _byte_level_without_prefix_space(tok):
+        tok = AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, add_prefix_space=True
+        )
+    return tok
+
+
+def _special_ids(tokenizer: Any) -> dict[str, int]:
+    out = {}
+    for name in ("bos", "eos", "cls", "sep", "pad", "unk", "mask"):
+        value = getattr(tokenizer, f"{name}_token_id", None)
+        if isinstance(value, int):
+            out[name] = value
+    return out
+
+
+def load_pretrained(
+    path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Pretrained:
+    """Load the Hugging Face model in the local folder ``path`` as a TransformerBridge.
+
+    Args:
+        path: a folder with ``config.json``, the weights and a fast tokenizer.
+        device: where the model lives (default: CUDA when available, else CPU).
+        dtype: its parameter dtype (default float32).
+
+    Returns:
+        a :class:`Pretrained` with the bridge (eval mode), its tokenizer and its facts.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (hub names are not downloaded).
+        ValueError: ``path`` is not a model folder, or has no fast tokenizer.
+    """
+    folder = _local_folder(path)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype) if dtype is not None else torch.float32
+    tokenizer = _load_tokenizer(folder)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = TransformerBridge.boot_transformers(
+        str(folder), device=str(dev), dtype=dt, tokenizer=tokenizer
+    )
+    model.eval()
+    cfg = model.cfg
+    n_layers, d_model = int(cfg.n_layers), int(cfg.d_model)
+    tok = model.tokenizer
+    return Pretrained(
+        model=model,
+        tokenizer=tok,
+        path=folder,
+        causal=getattr(cfg, "attention_dir", "causal") == "causal",
+        n_layers=n_layers,
+        d_model=d_model,
+        hook_names=tuple(sorted(model.hook_dict)),
+        resid_hooks=tuple(f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)),
+        special_ids=_special_ids(tok),
+    )

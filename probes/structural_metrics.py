@@ -1,0 +1,177 @@
+"""Evaluation metrics of structural probes, as defined by Hewitt & Manning (2019),
+"A Structural Probe for Finding Syntax in Word Representations" (NAACL), section 3.
+
+- :func:`uuas`: undirected unlabelled attachment score of the minimum spanning tree of the
+  predicted distances against the gold tree's edges, punctuation excluded, over a corpus
+  (correct edges / gold edges, summed over sentences);
+- :func:`distance_spearman`: Spearman correlation of each word's row of predicted
+  distances with its gold row, averaged over the sentences of each length, then over the
+  lengths 5 to 50;
+- :func:`root_accuracy`: the share of sentences whose shallowest predicted word
+  (punctuation excluded) is the gold root;
+- :func:`norm_spearman`: Spearman correlation of predicted and gold depths per sentence,
+  averaged per length, then over the lengths 5 to 50.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.sparse.csgraph import minimum_spanning_tree
+from scipy.stats import spearmanr
+
+__all__ = [
+    "distance_spearman",
+    "mst_edges",
+    "norm_spearman",
+    "root_accuracy",
+    "uuas",
+]
+
+LENGTHS = (5, 50)
+
+
+def _square(x, k: int, what: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"{what}[{k}] must be a square (n, n) matrix, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}[{k}] holds NaN or inf")
+    return a
+
+
+def _vector(x, k: int, what: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{what}[{k}] must be a vector (n,), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}[{k}] holds NaN or inf")
+    return a
+
+
+def _pairs(pred: Sequence, gold: Sequence, what: str) -> None:
+    if len(pred) != len(gold):
+        raise ValueError(f"{len(pred)} predicted and {len(gold)} gold {what}")
+    if len(pred) == 0:
+        raise ValueError(f"no {what} to score")
+
+
+def _keep(punct: Sequence | None, k: int, n: int) -> np.ndarray:
+    if punct is None:
+        return np.ones(n, dtype=bool)
+    mask = np.asarray(punct[k], dtype=bool)
+    if mask.shape != (n,):
+        raise ValueError(f"punct[{k}] has shape {mask.shape} for {n} words")
+    return ~mask
+
+
+def mst_edges(dist: np.ndarray) -> set[tuple[int, int]]:
+    """Undirected edges ``(i, j)``, ``i < j``, of a minimum spanning tree of the ``(n, n)``
+    distance matrix (scipy's ``minimum_spanning_tree``; zero distances are kept as edges)."""
+    d = np.asarray(dist, dtype=np.float64)
+    n = d.shape[0]
+    # csgraph reads zeros as missing edges: shift every off-diagonal weight up by a constant
+    # (a spanning tree has n - 1 edges, so the same tree minimises both)
+    w = d - d.min() + 1.0
+    np.fill_diagonal(w, 0.0)
+    tree = minimum_spanning_tree(np.triu(w)).tocoo()
+    edges = {(min(i, j), max(i, j)) for i, j in zip(tree.row.tolist(), tree.col.tolist())}
+    if len(edges) != n - 1:
+        raise ValueError("the distance matrix does not connect all words")
+    return edges
+
+
+def uuas(
+    pred: Sequence[np.ndarray], gold: Sequence[np.ndarray], punct: Sequence | None = None
+) -> float:
+    """Corpus UUAS: predicted ``(n, n)`` distances vs gold tree distances, per sentence.
+
+    Gold edges are those of the gold tree restricted to non-punctuation words (the minimum
+    spanning tree of the gold distances over them, which is the tree's own edges when
+    punctuation words are leaves); predicted edges are the minimum spanning tree of the
+    predicted distances over the same words. ``punct``: per-sentence boolean masks.
+    """
+    _pairs(pred, gold, "distance matrices")
+    correct = total = 0
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _square(p, k, "pred"), _square(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+        keep = _keep(punct, k, len(g))
+        if keep.sum() < 2:
+            raise ValueError(f"sentence {k} has fewer than 2 non-punctuation words; UUAS needs 2")
+        idx = np.flatnonzero(keep)
+        gold_edges = mst_edges(g[np.ix_(idx, idx)])
+        pred_edges = mst_edges(p[np.ix_(idx, idx)])
+        correct += len(gold_edges & pred_edges)
+        total += len(gold_edges)
+    return correct / total
+
+
+def _rowwise_spearman(p: np.ndarray, g: np.ndarray) -> list[float]:
+    out = []
+    for i in range(len(g)):
+        if np.ptp(p[i]) == 0 or np.ptp(g[i]) == 0:
+            continue
+        out.append(float(spearmanr(p[i], g[i]).statistic))
+    return out
+
+
+def _per_length_mean(values: dict[int, list[float]], lengths: tuple[int, int]) -> float:
+    lo, hi = lengths
+    means = [np.mean(v) for n, v in sorted(values.items()) if lo <= n <= hi and v]
+    return float(np.mean(means)) if means else float("nan")
+
+
+def distance_spearman(
+    pred: Sequence[np.ndarray], gold: Sequence[np.ndarray], lengths: tuple[int, int] = LENGTHS
+) -> float:
+    """Mean over sentence lengths in ``lengths`` (inclusive) of the mean, over the words of
+    all sentences of that length, of the Spearman correlation between the word's predicted
+    and gold distance rows. NaN when no sentence has such a length."""
+    _pairs(pred, gold, "distance matrices")
+    by_len: dict[int, list[float]] = defaultdict(list)
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _square(p, k, "pred"), _square(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+        by_len[len(g)].extend(_rowwise_spearman(p, g))
+    return _per_length_mean(by_len, lengths)
+
+
+def root_accuracy(
+    pred: Sequence[np.ndarray], gold: Sequence[np.ndarray], punct: Sequence | None = None
+) -> float:
+    """Share of sentences whose shallowest predicted non-punctuation word is the gold root
+    (the shallowest gold non-punctuation word; ties in gold count as any of them)."""
+    _pairs(pred, gold, "depth vectors")
+    hits = 0
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _vector(p, k, "pred"), _vector(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} depths")
+        keep = _keep(punct, k, len(g))
+        if not keep.any():
+            raise ValueError(f"sentence {k} has no non-punctuation word")
+        idx = np.flatnonzero(keep)
+        guess = idx[np.argmin(p[idx])]
+        hits += bool(g[guess] == g[idx].min())
+    return hits / len(pred)
+
+
+def norm_spearman(
+    pred: Sequence[np.ndarray], gold: Sequence[np.ndarray], lengths: tuple[int, int] = LENGTHS
+) -> float:
+    """Mean over sentence lengths in ``lengths`` of the mean per-sentence Spearman
+    correlation between predicted and gold depths. NaN when no sentence qualifies."""
+    _pairs(pred, gold, "depth vectors")
+    by_len: dict[int, list[float]] = defaultdict(list)
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _vector(p, k, "pred"), _vector(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} depths")
+        if np.ptp(p) > 0 and np.ptp(g) > 0:
+            by_len[len(g)].append(float(spearmanr(p, g).statistic))
+    return _per_length_mean(by_len, lengths)
