@@ -51,14 +51,17 @@ def _hf_config(model: torch.nn.Module):
 
 
 def infer_causal(model: torch.nn.Module, causal: bool | None) -> bool:
-    """Whether ``model``'s attention is causal: ``causal`` when given, else the bridge config's
+    """Whether ``model``'s attention is causal: ``causal`` when given (a ``ValueError`` if the
+    bridge config says otherwise), else the bridge config's
     ``attention_dir``, else a Hugging Face config (``is_decoder``, a ``...ForCausalLM`` /
     ``...LMHeadModel`` architecture, or a bidirectional encoder family)."""
+    attention_dir = getattr(getattr(model, "cfg", None), "attention_dir", None)
     if causal is not None:
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be True, False or None, got {causal!r}")
+        if attention_dir in ("causal", "bidirectional") and causal != (attention_dir == "causal"):
+            raise ValueError(f"causal={causal} but the model's config says {attention_dir=}")
         return causal
-    attention_dir = getattr(getattr(model, "cfg", None), "attention_dir", None)
     if attention_dir in ("causal", "bidirectional"):
         return attention_dir == "causal"
     config = _hf_config(model)
