@@ -27,13 +27,16 @@ is shared. In a causal model the outputs at positions up to the end of span ``(i
 see keys up to there, so one isolated row that hides the words before word ``i`` serves every
 span starting at ``i``: ``n - 1`` rows per sentence instead of ``n (n + 1) / 2`` (the spans
 starting at word 0, like the whole sentence in a bidirectional model, equal the full run).
+
+TL-native bridges run on fused-kernel blocks (:mod:`.block_runner`); any other bridge (e.g. a
+BERT or GPT-2 booted from a local Hugging Face folder) and plain modules taking an attention
+mask run the same packed rows through their own forward (:mod:`.forward_runner`), with the
+tokens' original positions as ``position_ids`` when the forward takes them.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -43,118 +46,14 @@ from hierlens.models.tasks.base import Example
 
 from .block_runner import BlockRunner
 from .decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
-from .forward_runner import ForwardRows, model_limits
+from .forward_runner import ForwardRows
 from .isolation import NativeRows
+from .sentences import Sentence, WordSpan, prepare_sentences
 
 __all__ = ["span_scores", "tree_projection"]
 
-WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
-
-
-@dataclass(frozen=True)
-class _Sentence:
-    tokens: tuple[int, ...]
-    words: tuple[WordSpan, ...]  # token spans (half-open) of the words, increasing
-
-
-def _as_tokens(seq: object, index: int) -> tuple[int, ...]:
-    if isinstance(seq, Example):
-        return tuple(int(t) for t in seq.tokens)
-    if isinstance(seq, torch.Tensor):
-        if seq.dim() != 1 or seq.is_floating_point() or seq.is_complex():
-            raise TypeError(
-                f"sequences[{index}] must be a 1-D integer tensor of token ids, "
-                f"got shape {tuple(seq.shape)} dtype {seq.dtype}"
-            )
-        return tuple(int(t) for t in seq.tolist())
-    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
-        raise TypeError(
-            f"sequences[{index}] must be an Example, a 1-D token tensor or a sequence of token "
-            f"ids, got {type(seq).__name__}"
-        )
-    out = []
-    for t in seq:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-            raise TypeError(
-                f"sequences[{index}] must hold integer token ids, got {type(t).__name__}"
-            )
-        out.append(int(t))
-    return tuple(out)
-
-
-def _check_words(words: object, n_tokens: int, index: int) -> tuple[WordSpan, ...]:
-    if isinstance(words, (str, bytes)) or not isinstance(words, Sequence):
-        raise TypeError(f"word_spans[{index}] must be a sequence of (start, end) token spans")
-    out: list[WordSpan] = []
-    prev_end = 0
-    for k, span in enumerate(words):
-        try:
-            start, end = (int(x) for x in span)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"word_spans[{index}][{k}] must be a (start, end) pair of token positions, "
-                f"got {span!r}"
-            ) from None
-        if not 0 <= start < end <= n_tokens:
-            raise ValueError(
-                f"word_spans[{index}][{k}] = ({start}, {end}) does not lie in the sequence's "
-                f"{n_tokens} tokens: expected 0 <= start < end <= {n_tokens}"
-            )
-        if start < prev_end:
-            raise ValueError(
-                f"word_spans[{index}][{k}] = ({start}, {end}) overlaps or precedes the previous "
-                f"word (which ends at token {prev_end}); word spans must be disjoint and in order"
-            )
-        out.append((start, end))
-        prev_end = end
-    if not out:
-        raise ValueError(f"sentence {index} has no words (empty sentence)")
-    return tuple(out)
-
-
-def _prepare(
-    model: torch.nn.Module,
-    sequences: Sequence[object],
-    word_spans: Sequence[Sequence[WordSpan]] | None,
-) -> list[_Sentence]:
-    if isinstance(sequences, (Example, torch.Tensor, str, bytes)) or not isinstance(
-        sequences, Sequence
-    ):
-        raise TypeError(
-            "sequences must be a list of Examples, 1-D token tensors or token-id sequences"
-        )
-    if len(sequences) == 0:
-        raise ValueError("sequences is empty: nothing to score")
-    if word_spans is not None and len(word_spans) != len(sequences):
-        raise ValueError(
-            f"word_spans has {len(word_spans)} entries but there are {len(sequences)} sequences"
-        )
-    n_ctx, d_vocab = model_limits(model)
-    sentences = []
-    for index, seq in enumerate(sequences):
-        tokens = _as_tokens(seq, index)
-        if not tokens:
-            raise ValueError(f"sequence {index} is empty")
-        if n_ctx is not None and len(tokens) > n_ctx:
-            raise ValueError(
-                f"sequence {index} has {len(tokens)} tokens, longer than the model's context "
-                f"n_ctx={n_ctx}"
-            )
-        bad = [t for t in tokens if t < 0 or (d_vocab is not None and t >= d_vocab)]
-        if bad:
-            raise ValueError(
-                f"sequence {index} holds token id {bad[0]} outside the vocabulary [0, {d_vocab})"
-            )
-        if word_spans is not None:
-            words = word_spans[index]
-        elif isinstance(seq, Example):
-            words = [(p, p + 1) for p in seq.word_positions]
-        else:
-            words = [(t, t + 1) for t in range(len(tokens))]
-        sentences.append(_Sentence(tokens, _check_words(words, len(tokens), index)))
-    return sentences
 
 
 def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) -> tuple[int, int]:
@@ -176,7 +75,7 @@ def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) ->
     return layer, mask_from_layer
 
 
-def _word_matrix(sentences: Sequence[_Sentence], n_words: int, seq: int) -> torch.Tensor:
+def _word_matrix(sentences: Sequence[Sentence], n_words: int, seq: int) -> torch.Tensor:
     """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
     mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
     for row, sent in enumerate(sentences):
@@ -298,7 +197,7 @@ def span_scores(
             )
         rows = ForwardRows(model, layer, causal=causal)
         causal = rows.causal
-    sentences = _prepare(model, sequences, word_spans)
+    sentences = prepare_sentences(model, sequences, word_spans)
     model_device = runner.device if runner is not None else rows.device
     if device is not None:
         wanted = resolve_device(device)
@@ -347,7 +246,7 @@ def span_scores(
     return results
 
 
-def _rows(sent: _Sentence, causal: bool) -> list[tuple[int, int]]:
+def _rows(sent: Sentence, causal: bool) -> list[tuple[int, int]]:
     """The isolated runs a sentence needs, as word spans ``(i, j)`` inclusive; in a causal model
     ``j`` is the last word (the row serves every span starting at ``i``). The span starting at
     word 0 (causal) or covering the whole sentence (bidirectional) equals the full run."""
@@ -357,7 +256,7 @@ def _rows(sent: _Sentence, causal: bool) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i, n) if (i, j) != (0, n - 1)]
 
 
-def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> list[list[int]]:
+def _group(sentences: Sequence[Sentence], batch_size: int, causal: bool) -> list[list[int]]:
     """Consecutive sentences whose isolated rows fit (roughly) one batch."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -376,7 +275,7 @@ def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> lis
 
 def _score_group(
     rows: NativeRows | ForwardRows,
-    sentences: Sequence[_Sentence],
+    sentences: Sequence[Sentence],
     out: Sequence[torch.Tensor],
     *,
     causal: bool,
