@@ -308,3 +308,35 @@ def test_plain_module_errors():
         span_scores(_WithPositions(False), _PLAIN_SEQS, layer=1, causal=False)
     with pytest.raises(ValueError, match="layers.1"):
         span_scores(_WithPositions(False), _PLAIN_SEQS, layer="layers.one", causal=False)
+
+
+@pytest.mark.parametrize("attention_dir", ["causal", "bidirectional"])
+def test_native_bridge_by_hook_name_runs_its_forward(attention_dir):
+    """A hook name sends a TL-native bridge through its own forward instead of the fused
+    blocks; both give the one-forward-per-span reference's scores."""
+    from hierlens.models.transformer import ModelConfig, build_transformer
+
+    cfg = ModelConfig(
+        d_vocab=30, n_ctx=16, d_model=32, n_layers=2, n_heads=4, attention_dir=attention_dir
+    )
+    model = build_transformer(cfg, device="cpu")
+    kwargs = dict(word_spans=_PLAIN_WORDS, progress=False, batch_size=4)
+    fused = span_scores(model, _PLAIN_SEQS, layer=1, **kwargs)
+    forward = span_scores(model, _PLAIN_SEQS, layer="blocks.1.hook_resid_post", **kwargs)
+
+    def hidden(tokens, keep):
+        ids = torch.tensor([tokens])
+        positions = torch.arange(len(tokens))[None]
+        mask = torch.ones_like(ids) if keep is None else torch.tensor([keep]).long()
+        with torch.no_grad():
+            _, cache = model.run_with_cache(
+                ids,
+                attention_mask=mask,
+                position_ids=positions,
+                names_filter="blocks.1.hook_resid_post",
+            )
+        return cache["blocks.1.hook_resid_post"][0]
+
+    for toks, words, a, b in zip(_PLAIN_SEQS, _PLAIN_WORDS, fused, forward):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, equal_nan=True)
+        _assert_matches(b, _reference(hidden, toks, words), atol=1e-5)
