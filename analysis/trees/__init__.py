@@ -6,7 +6,12 @@ decoding into binary trees, tree scores and parse F1 against gold trees.
 - :mod:`.decode`: :func:`tree_projection` (greedy or exact), :func:`tree_splits`,
   :func:`constituent_score`;
 - :mod:`.metrics`: :func:`tree_score`, :func:`parse_f1` and the branching baselines;
-- :mod:`.block_runner`: the fused-kernel transformer blocks ``span_scores`` runs on.
+- :mod:`.sentences`: checks of the token sequences and word spans;
+- :mod:`.isolation`: packing isolated rows to their visible tokens, length buckets;
+- :mod:`.block_runner`: the fused-kernel transformer blocks ``span_scores`` runs TL-native
+  bridges on;
+- :mod:`.forward_runner`: isolated rows through a model's own forward with attention masks
+  (bridges booted from Hugging Face folders, plain modules).
 
 This room imports only :mod:`hierlens.models`.
 """

@@ -27,13 +27,16 @@ is shared. In a causal model the outputs at positions up to the end of span ``(i
 see keys up to there, so one isolated row that hides the words before word ``i`` serves every
 span starting at ``i``: ``n - 1`` rows per sentence instead of ``n (n + 1) / 2`` (the spans
 starting at word 0, like the whole sentence in a bidirectional model, equal the full run).
+
+TL-native bridges run on fused-kernel blocks (:mod:`.block_runner`); any other bridge (e.g. a
+BERT or GPT-2 booted from a local Hugging Face folder) and plain modules taking an attention
+mask run the same packed rows through their own forward (:mod:`.forward_runner`), with the
+tokens' original positions as ``position_ids`` when the forward takes them.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -43,120 +46,14 @@ from hierlens.models.tasks.base import Example
 
 from .block_runner import BlockRunner
 from .decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
+from .forward_runner import ForwardRows
+from .isolation import NativeRows
+from .sentences import Sentence, WordSpan, prepare_sentences
 
 __all__ = ["span_scores", "tree_projection"]
 
-WordSpan = tuple[int, int]
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
-# Isolated rows run in groups of equal length (no padding, no mask); a length with fewer rows
-# than this joins the next length up (its rows padded) so that no forward pass is tiny.
-_MIN_BUCKET_ROWS = 32
-
-
-@dataclass(frozen=True)
-class _Sentence:
-    tokens: tuple[int, ...]
-    words: tuple[WordSpan, ...]  # token spans (half-open) of the words, increasing
-
-
-def _as_tokens(seq: object, index: int) -> tuple[int, ...]:
-    if isinstance(seq, Example):
-        return tuple(int(t) for t in seq.tokens)
-    if isinstance(seq, torch.Tensor):
-        if seq.dim() != 1 or seq.is_floating_point() or seq.is_complex():
-            raise TypeError(
-                f"sequences[{index}] must be a 1-D integer tensor of token ids, "
-                f"got shape {tuple(seq.shape)} dtype {seq.dtype}"
-            )
-        return tuple(int(t) for t in seq.tolist())
-    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
-        raise TypeError(
-            f"sequences[{index}] must be an Example, a 1-D token tensor or a sequence of token "
-            f"ids, got {type(seq).__name__}"
-        )
-    out = []
-    for t in seq:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-            raise TypeError(
-                f"sequences[{index}] must hold integer token ids, got {type(t).__name__}"
-            )
-        out.append(int(t))
-    return tuple(out)
-
-
-def _check_words(words: object, n_tokens: int, index: int) -> tuple[WordSpan, ...]:
-    if isinstance(words, (str, bytes)) or not isinstance(words, Sequence):
-        raise TypeError(f"word_spans[{index}] must be a sequence of (start, end) token spans")
-    out: list[WordSpan] = []
-    prev_end = 0
-    for k, span in enumerate(words):
-        try:
-            start, end = (int(x) for x in span)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"word_spans[{index}][{k}] must be a (start, end) pair of token positions, "
-                f"got {span!r}"
-            ) from None
-        if not 0 <= start < end <= n_tokens:
-            raise ValueError(
-                f"word_spans[{index}][{k}] = ({start}, {end}) does not lie in the sequence's "
-                f"{n_tokens} tokens: expected 0 <= start < end <= {n_tokens}"
-            )
-        if start < prev_end:
-            raise ValueError(
-                f"word_spans[{index}][{k}] = ({start}, {end}) overlaps or precedes the previous "
-                f"word (which ends at token {prev_end}); word spans must be disjoint and in order"
-            )
-        out.append((start, end))
-        prev_end = end
-    if not out:
-        raise ValueError(f"sentence {index} has no words (empty sentence)")
-    return tuple(out)
-
-
-def _prepare(
-    model: torch.nn.Module,
-    sequences: Sequence[object],
-    word_spans: Sequence[Sequence[WordSpan]] | None,
-) -> list[_Sentence]:
-    if isinstance(sequences, (Example, torch.Tensor, str, bytes)) or not isinstance(
-        sequences, Sequence
-    ):
-        raise TypeError(
-            "sequences must be a list of Examples, 1-D token tensors or token-id sequences"
-        )
-    if len(sequences) == 0:
-        raise ValueError("sequences is empty: nothing to score")
-    if word_spans is not None and len(word_spans) != len(sequences):
-        raise ValueError(
-            f"word_spans has {len(word_spans)} entries but there are {len(sequences)} sequences"
-        )
-    n_ctx = int(model.cfg.n_ctx)
-    d_vocab = int(model.cfg.d_vocab)
-    sentences = []
-    for index, seq in enumerate(sequences):
-        tokens = _as_tokens(seq, index)
-        if not tokens:
-            raise ValueError(f"sequence {index} is empty")
-        if len(tokens) > n_ctx:
-            raise ValueError(
-                f"sequence {index} has {len(tokens)} tokens, longer than the model's context "
-                f"n_ctx={n_ctx}"
-            )
-        bad = [t for t in tokens if not 0 <= t < d_vocab]
-        if bad:
-            raise ValueError(
-                f"sequence {index} holds token id {bad[0]} outside the vocabulary [0, {d_vocab})"
-            )
-        if word_spans is not None:
-            words = word_spans[index]
-        elif isinstance(seq, Example):
-            words = [(p, p + 1) for p in seq.word_positions]
-        else:
-            words = [(t, t + 1) for t in range(len(tokens))]
-        sentences.append(_Sentence(tokens, _check_words(words, len(tokens), index)))
-    return sentences
 
 
 def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) -> tuple[int, int]:
@@ -178,7 +75,7 @@ def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) ->
     return layer, mask_from_layer
 
 
-def _word_matrix(sentences: Sequence[_Sentence], n_words: int, seq: int) -> torch.Tensor:
+def _word_matrix(sentences: Sequence[Sentence], n_words: int, seq: int) -> torch.Tensor:
     """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
     mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
     for row, sent in enumerate(sentences):
@@ -205,11 +102,12 @@ def span_scores(
     model: torch.nn.Module,
     sequences: Sequence[Example] | Sequence[Sequence[int]] | Sequence[torch.Tensor],
     *,
-    layer: int = -1,
+    layer: int | str = -1,
     word_spans: Sequence[Sequence[WordSpan]] | None = None,
     mask_from_layer: int = 0,
     pool: str = "sum",
     sim: str = "cosine",
+    causal: bool | None = None,
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -217,25 +115,44 @@ def span_scores(
     """Span contextual invariance scores of every span of every sentence (Murty et al., 2023).
 
     Parameters:
-        model: a TransformerBridge from :func:`hierlens.models.transformer.build_transformer`
-            (causal or bidirectional).
+        model: one of
+            - a TransformerBridge from :func:`hierlens.models.transformer.build_transformer`
+              (TL-native source): its blocks run through the fused kernels of
+              :class:`~hierlens.analysis.trees.block_runner.BlockRunner`;
+            - any other TransformerBridge, e.g. ``TransformerBridge.boot_transformers(path)``
+              on a local Hugging Face folder (BERT-style encoders, GPT-2-style causal LMs):
+              the isolated rows run through the model's own forward with per-row attention
+              masks (see :mod:`hierlens.analysis.trees.forward_runner`);
+            - a plain ``nn.Module`` whose ``forward(input_ids, attention_mask=...)`` takes a
+              ``(batch, seq)`` key mask (1 = visible) and, optionally, ``position_ids``.
         sequences: :class:`~hierlens.models.tasks.base.Example` objects (their
-            ``word_positions`` are the words) or token-id sequences / 1-D tensors (every token
-            is a word unless ``word_spans`` says otherwise).
+            ``word_positions`` are the words, unless ``word_spans`` is given) or token-id
+            sequences / 1-D tensors (every token is a word unless ``word_spans`` says
+            otherwise).
         layer: the block whose output (``blocks.{layer}.hook_resid_post``) is compared;
-            negative values count from the end. Blocks after it are not run.
+            negative values count from the end. A bridge also takes a hook name; a plain
+            module needs the name of the submodule whose output ``(batch, seq, d)`` is read.
+            Blocks after it are not run.
         word_spans: per sequence, the half-open token span ``(start, end)`` of each word, in
             order and disjoint (sub-word vectors are summed into the word). Tokens in no word
-            stay visible in every isolated run.
+            (special tokens such as ``[CLS]``, ``[SEP]``, ``<bos>``) stay visible in every
+            isolated run.
         mask_from_layer: first block whose attention is masked (0: all blocks; the
-            "t-shaped" variant for larger values); must lie in ``[0, layer]``.
+            "t-shaped" variant for larger values); must lie in ``[0, layer]``. Only TL-native
+            bridges take a value other than 0.
         pool: "sum" or "mean" of the word vectors over the span.
         sim: "cosine" (cosine similarity) or "neg_l2" (minus the Euclidean distance).
-        batch_size: masked sequences per batch; a batch runs as a few forward passes of
+        causal: whether each token attends only to earlier ones. ``None`` reads it from the
+            model (a bridge's ``cfg.attention_dir``, a Hugging Face config); a plain module
+            that does not say needs it.
+        batch_size: isolated rows per batch; a batch runs as a few forward passes of
             rows of equal length (memory grows with ``batch_size`` times the sequence length).
         device: where to compute; ``None`` uses the device the model's parameters are on
             (the model is never moved; a different device is a ``ValueError``).
         progress: show a tqdm progress bar (one step per sentence).
+
+    An isolated span keeps the absolute positions its tokens have in the sentence (positions
+    do not restart at the span), for every kind of model.
 
     Returns:
         One float32 CPU tensor of shape ``(n, n)`` per sentence (``n`` words):
@@ -244,9 +161,12 @@ def span_scores(
 
     Raises:
         ValueError: before any forward pass, for an empty list, an empty sequence or one with
-            no words, a sequence longer than ``n_ctx``, token ids outside the vocabulary, word
-            spans outside the tokens, overlapping or out of order, ``layer`` or
-            ``mask_from_layer`` out of range, or an unknown ``pool``/``sim``.
+            no words, a sequence longer than the model's context, token ids outside the
+            vocabulary, word spans outside the tokens, overlapping or out of order, ``layer``
+            or ``mask_from_layer`` out of range, an unknown ``pool``/``sim``, or a model whose
+            attention direction cannot be told without ``causal``.
+        TypeError: for a model with no way to hide tokens (a plain module whose forward takes
+            no ``attention_mask``), or a plain module with an int ``layer``.
     """
     if pool not in _POOLS:
         raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
@@ -254,20 +174,47 @@ def span_scores(
         raise ValueError(f"sim must be one of {_SIMS}, got {sim!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    runner = BlockRunner(model)
-    layer, mask_from = _resolve_layers(model, layer, mask_from_layer)
-    sentences = _prepare(model, sequences, word_spans)
+    try:
+        runner = BlockRunner(model)
+    except TypeError:
+        runner = None
+    rows: NativeRows | ForwardRows
+    if runner is not None and not isinstance(layer, str):
+        native_causal = not is_bidirectional(model)
+        if causal is not None and causal != native_causal:
+            raise ValueError(
+                f"causal={causal} but the model's config says attention_dir="
+                f"{model.cfg.attention_dir!r}"
+            )
+        causal = native_causal
+        layer, mask_from = _resolve_layers(model, layer, mask_from_layer)
+    else:
+        if mask_from_layer != 0:
+            raise ValueError(
+                f"mask_from_layer={mask_from_layer!r}: only TL-native bridges (built with "
+                "build_transformer) run the t-shaped variant; this model masks every layer "
+                "(mask_from_layer=0)"
+            )
+        rows = ForwardRows(model, layer, causal=causal)
+        causal = rows.causal
+    sentences = prepare_sentences(model, sequences, word_spans)
+    model_device = runner.device if runner is not None else rows.device
     if device is not None:
         wanted = resolve_device(device)
-        if wanted.type != runner.device.type or (
-            wanted.index is not None and wanted.index != runner.device.index
+        if wanted.type != model_device.type or (
+            wanted.index is not None and wanted.index != model_device.index
         ):
             raise ValueError(
-                f"device={str(wanted)!r} but the model's parameters are on {runner.device}; "
+                f"device={str(wanted)!r} but the model's parameters are on {model_device}; "
                 "move the model first (model.to(device)) or pass device=None"
             )
-        runner.device = wanted if wanted.index is not None else runner.device
-    causal = not is_bidirectional(model)
+        if wanted.index is not None:
+            model_device = wanted
+    if runner is not None and not isinstance(layer, str):
+        runner.device = model_device
+        rows = NativeRows(runner, layer=layer, mask_from=mask_from, causal=causal)
+    else:
+        rows.device = model_device
 
     results = [torch.full((len(s.words), len(s.words)), float("nan")) for s in sentences]
     groups = _group(sentences, batch_size, causal)
@@ -282,11 +229,9 @@ def span_scores(
         with torch.inference_mode():
             for group in groups:
                 _score_group(
-                    runner,
+                    rows,
                     [sentences[k] for k in group],
                     [results[k] for k in group],
-                    layer=layer,
-                    mask_from=mask_from,
                     causal=causal,
                     pool=pool,
                     sim=sim,
@@ -301,7 +246,7 @@ def span_scores(
     return results
 
 
-def _rows(sent: _Sentence, causal: bool) -> list[tuple[int, int]]:
+def _rows(sent: Sentence, causal: bool) -> list[tuple[int, int]]:
     """The isolated runs a sentence needs, as word spans ``(i, j)`` inclusive; in a causal model
     ``j`` is the last word (the row serves every span starting at ``i``). The span starting at
     word 0 (causal) or covering the whole sentence (bidirectional) equals the full run."""
@@ -311,7 +256,7 @@ def _rows(sent: _Sentence, causal: bool) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i, n) if (i, j) != (0, n - 1)]
 
 
-def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> list[list[int]]:
+def _group(sentences: Sequence[Sentence], batch_size: int, causal: bool) -> list[list[int]]:
     """Consecutive sentences whose isolated rows fit (roughly) one batch."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -329,18 +274,16 @@ def _group(sentences: Sequence[_Sentence], batch_size: int, causal: bool) -> lis
 
 
 def _score_group(
-    runner: BlockRunner,
-    sentences: Sequence[_Sentence],
+    rows: NativeRows | ForwardRows,
+    sentences: Sequence[Sentence],
     out: Sequence[torch.Tensor],
     *,
-    layer: int,
-    mask_from: int,
     causal: bool,
     pool: str,
     sim: str,
     batch_size: int,
 ) -> None:
-    dev = runner.device
+    dev = rows.device
     seq = max(len(s.tokens) for s in sentences)
     n_max = max(len(s.words) for s in sentences)
     tokens = torch.zeros(len(sentences), seq, dtype=torch.long)
@@ -349,12 +292,10 @@ def _score_group(
         tokens[row, : len(sent.tokens)] = torch.tensor(sent.tokens)
         is_pad[row, : len(sent.tokens)] = False
     tokens, is_pad = tokens.to(dev), is_pad.to(dev)
-    pad_mask = None if causal or not bool(is_pad.any()) else is_pad
     word_mat = _word_matrix(sentences, n_max, seq).to(dev)
 
-    # Full-context run; blocks below mask_from are shared with the isolated runs.
-    shared = runner.blocks(runner.embed(tokens), 0, mask_from - 1, pad_mask)
-    full = runner.blocks(shared, mask_from, layer, pad_mask)
+    # Full-context run (the native backend keeps the blocks below mask_from for the rows).
+    full = rows.full(tokens, is_pad)
     full_prefix = _prefix(word_mat, full)  # (S, n_max + 1, d)
 
     # Every sentence's spans in full context, and the ones equal to the full run.
@@ -390,7 +331,7 @@ def _score_group(
         src_d = src.to(dev)
         keep = ~(outside.to(dev) & is_word[src_d]) & ~is_pad[src_d]
         if causal:
-            iso = _isolated_run(runner, shared[src_d], keep, mask_from, layer, causal)
+            iso = rows.isolated(src_d, keep)
             iso_prefix = _prefix(word_mat[src_d], iso)
             # Spans (i, j) for every j >= i, from the one row of start i.
             first_d = first.to(dev)
@@ -414,9 +355,7 @@ def _score_group(
         else:
             # Only the span's summed word vectors are needed: pooled inside the runs.
             in_span = ~outside.to(dev) & is_word[src_d]
-            iso_sums = _isolated_run(
-                runner, shared[src_d], keep, mask_from, layer, causal, pool_weight=in_span
-            )
+            iso_sums = rows.isolated(src_d, keep, pool_weight=in_span)
             idx = torch.arange(len(chunk), device=dev)
             first_d, last_d = first.to(dev), last.to(dev)
             full_p = full_prefix[src_d]
@@ -427,69 +366,6 @@ def _score_group(
             cuts = [0] + [k for k in range(1, len(chunk)) if chunk[k][0] != chunk[k - 1][0]]
             for a, b in zip(cuts, [*cuts[1:], len(chunk)]):
                 out[chunk[a][0]][first[a:b], last[a:b]] = values[a:b]
-
-
-def _isolated_run(
-    runner: BlockRunner,
-    hidden: torch.Tensor,
-    keep: torch.Tensor,
-    first: int,
-    last: int,
-    causal: bool,
-    pool_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Blocks ``first..last`` on rows that see only the tokens where ``keep`` (``(R, T)``) holds.
-
-    Returns the outputs ``(R, T, d)``, or with ``pool_weight`` ``(R, T)`` (zero wherever
-    ``keep`` is False) only their weighted sums over the tokens, ``(R, d)`` in float64.
-
-    The hidden tokens are keys of no query and their outputs are never read, so they are
-    dropped instead of masked: each row is packed to its kept tokens (original order and
-    position ids) and the outputs are put back at their original positions, with zeros at
-    the dropped ones. Rows of equal length run together, so most runs have no padding and no
-    mask at all; a length with fewer than :data:`_MIN_BUCKET_ROWS` rows joins the next longer
-    one (its rows right-padded, pad keys masked in a bidirectional model; in a causal one
-    they come after every real token).
-    """
-    rows, seq, d = hidden.shape
-    lengths = keep.sum(1)
-    if pool_weight is None:
-        result = hidden.new_zeros(rows, seq, d)
-    else:
-        result = torch.zeros(rows, d, dtype=torch.float64, device=hidden.device)
-    by_length = torch.argsort(lengths, stable=True)
-    for part in _length_buckets(lengths[by_length].tolist(), by_length):
-        part_keep, part_len = keep[part], lengths[part]
-        width = int(part_len.max())
-        # Kept positions first, in order (a stable sort of "dropped" flags), then the rest.
-        order = torch.sort((~part_keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-        packed = hidden[part].gather(1, order[..., None].expand(-1, -1, d))
-        if bool((part_len == width).all()):
-            out = runner.blocks(packed, first, last, None, positions=order)
-        else:
-            valid = torch.arange(width, device=keep.device)[None, :] < part_len[:, None]
-            out = runner.blocks(packed, first, last, None if causal else ~valid, positions=order)
-            out = out * valid[..., None].to(out.dtype)
-        if pool_weight is not None:
-            weight = pool_weight[part].gather(1, order).to(torch.float64)
-            result[part] = torch.bmm(weight[:, None, :], out.to(torch.float64))[:, 0]
-        else:
-            result[part] = hidden.new_zeros(len(part), seq, d).scatter_(
-                1, order[..., None].expand(-1, -1, d), out
-            )
-    return result
-
-
-def _length_buckets(sorted_lengths: list[int], order: torch.Tensor) -> list[torch.Tensor]:
-    """Split row indices ``order`` (sorted by length, ``sorted_lengths``) into runs of equal
-    length, each run with fewer than :data:`_MIN_BUCKET_ROWS` rows merged into the next."""
-    parts, start = [], 0
-    for end in range(1, len(sorted_lengths) + 1):
-        boundary = end == len(sorted_lengths) or sorted_lengths[end] != sorted_lengths[end - 1]
-        if boundary and (end - start >= _MIN_BUCKET_ROWS or end == len(sorted_lengths)):
-            parts.append(order[start:end])
-            start = end
-    return parts
 
 
 def _pooled_sim(

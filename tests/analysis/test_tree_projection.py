@@ -240,7 +240,7 @@ def test_scores_feed_the_decoders(dyck_examples):
 @pytest.mark.parametrize("attention_dir", ["causal", "bidirectional"])
 def test_length_buckets_match_reference(attention_dir, monkeypatch):
     """Isolated rows split into several length buckets give the reference's scores."""
-    from hierlens.analysis.trees import spans as tp
+    from hierlens.analysis.trees import isolation as tp
 
     monkeypatch.setattr(tp, "_MIN_BUCKET_ROWS", 1)
     model = _model(attention_dir, n_layers=2, seed=3, pos="rotary")
