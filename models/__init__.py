@@ -11,11 +11,20 @@ from .config import Config
 from .device import resolve_device, resolve_dtype
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
+from .moved import alias_moved_modules
 from .run import Run, open_run
 from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks
-from .train import TrainConfig, TrainResult, train
+from .train import TrainResult, train
+from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
+
+# modules folded into the training story: train_config (TrainConfig and its schedules),
+# train (the loop) and forward (evaluation and training forwards)
+alias_moved_modules(
+    __name__,
+    {"schedule": f"{__name__}.train_config", "fast_forward": f"{__name__}.forward"},
+)
 
 __all__ = [
     "ActivationStore",
