@@ -25,6 +25,7 @@ still read: :meth:`Run.sae_dirs` lists those SAEs too.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -101,9 +102,7 @@ class Run:
     ``train_config``) is read from ``config.json`` when first asked for, unless given.
     """
 
-    def __init__(
-        self, path: str | os.PathLike | Run, config: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike | Run, config: dict[str, Any] | None = None) -> None:
         if isinstance(path, Run):
             config = path._config if config is None else config
             path = path.path
@@ -139,9 +138,7 @@ class Run:
         """The contents of ``config.json`` (read once)."""
         if self._config is None:
             if not self.config_path.exists():
-                raise FileNotFoundError(
-                    f"{self.path} is not a hierlens run directory (no {CONFIG})"
-                )
+                raise _not_a_run(self)
             self._config = read_json(self.config_path)
         return self._config
 
@@ -314,12 +311,21 @@ class Run:
         return self.path / FIGURES
 
 
+def _not_a_run(run: Run) -> FileNotFoundError:
+    """The error for a folder without ``config.json`` (naming the missing file)."""
+    return FileNotFoundError(
+        errno.ENOENT,
+        f"{run.path} is not a hierlens run directory (no {CONFIG})",
+        str(run.config_path),
+    )
+
+
 def open_run(run_dir: str | os.PathLike | Run) -> Run:
     """Open an existing run directory (written by :func:`hierlens.models.train`), checking
     that its ``config.json`` names a task and a model."""
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
     if not run.config_path.exists():
-        raise FileNotFoundError(f"{run.path} is not a hierlens run directory (no {CONFIG})")
+        raise _not_a_run(run)
     config = read_json(run.config_path)
     if not isinstance(config, dict) or "task" not in config or "model" not in config:
         raise ValueError(f"{run.config_path}: expected keys 'task' and 'model'")

@@ -23,6 +23,7 @@ def _floats(text: str) -> list[float]:
 
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
+    from hierlens.models.run import Run
     from hierlens.sae import fit_mdl_sae, mdl_select, train_saes
 
     from ..pipeline import SAEStage, build_sae_grid
@@ -30,7 +31,8 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
     store = capture_one_step(args, [args.hook])
     hook = store.hooks[0]
     acts = store[hook]
-    out_dir = Path(args.run_dir) / "saes" / ("mdl" if args.mdl else "grid")
+    run = Run(args.run_dir)
+    out_dir = run.saes_dir
     k_sparse = args.architecture in ("topk", "batch_topk", "mp")
     if args.mdl:
         if args.max_fvu is None:
@@ -72,7 +74,7 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         for name, sae in grid.items():
-            sae.save(out_dir / name)
+            sae.save(run.sae_dir(name))
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
     for row in selection.table:
         print(json.dumps(row, default=str))

@@ -4,6 +4,7 @@ import sys
 
 from hierlens.analysis.cli import main
 from hierlens.models import list_checkpoints, open_run
+from hierlens.models.atomic_io import read_json, read_jsonl
 
 TINY = [
     "--task",
@@ -232,8 +233,26 @@ def test_fit_sae_command_with_mdl(tmp_path, capsys):
     assert main([*args, "--mdl", "--max-fvu", "0.9"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == names and any(r["eligible"] for r in rows)
-    assert (run_dir / "saes" / "mdl" / "mdl_table.jsonl").exists()
+    run = open_run(run_dir)
+    assert run.mdl_table_path == run_dir / "saes" / "mdl_table.jsonl"
+    assert {r["name"] for r in read_jsonl(run.mdl_table_path)} == names
+    assert read_json(run.mdl_selection_path)["best"] in names
+    assert set(run.sae_dirs()) == names
     assert main(args) == 0  # plain grid, ranked without a bound
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == names
-    assert all((run_dir / "saes" / "grid" / n / "cfg.json").exists() for n in names)
+    assert all((run_dir / "saes" / n / "cfg.json").exists() for n in names)
+
+
+def test_saes_from_fit_sae_appear_in_the_report(tmp_path, capsys):
+    """`hierlens fit-sae` writes where `hierlens report` reads: saes/<name>/."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    fit = "fit-sae {} --hook blocks.0.hook_resid_post --widths 8 --ks 2 --steps 20 --n 20"
+    assert main([*fit.format(run_dir).split(), "--device", "cpu", "--no-progress"]) == 0
+    report = ["report", str(run_dir), "--max-sentences", "0", "--device", "cpu", "--no-progress"]
+    assert main(report) == 0
+    html = (run_dir / "report.html").read_text()
+    assert '<section id="saes">' in html
+    saes = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
+    assert "topk_w8_k2" in saes

@@ -1,0 +1,7 @@
+"""``python -m hierlens.analysis.cli``: the ``hierlens`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
