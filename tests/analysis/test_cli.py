@@ -134,7 +134,7 @@ def test_tree_score_and_track_commands(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert 0.0 <= summary["final_id"] <= 1.0
-    assert len((run_dir / "tracking.jsonl").read_text().splitlines()) == 2
+    assert len(open_run(run_dir).tracking_path.read_text().splitlines()) == 2
 
 
 def test_capture_command_and_checkpoint_capture(tmp_path):
@@ -157,16 +157,14 @@ def test_capture_command_and_checkpoint_capture(tmp_path):
     ]
     assert main([*args, "--all-steps"]) == 0
     for step in (10, 20):
-        store = ActivationStore.open(run_dir / "activations" / f"step_{step:07d}")
+        store = ActivationStore.open(open_run(run_dir).activations_dir(step))
         assert store.hooks == ["blocks.0.hook_resid_post"] and "depth" in store.labels
     # the CLI stores equal a direct capture of the same checkpoint; rerunning resumes (no change)
     again = capture_checkpoints(
         run_dir, "blocks.0.hook_resid_post", steps=[20], n=12, device="cpu", progress=False
     )
     assert torch.equal(again[20]["blocks.0.hook_resid_post"], store["blocks.0.hook_resid_post"])
-    first = ActivationStore.open(run_dir / "activations" / "step_0000010")[
-        "blocks.0.hook_resid_post"
-    ]
+    first = ActivationStore.open(open_run(run_dir).activations_dir(10))["blocks.0.hook_resid_post"]
     assert not torch.equal(first, store["blocks.0.hook_resid_post"])  # different weights
     assert main([*args, "--steps", "15"]) == 2
 
@@ -193,9 +191,7 @@ def test_probe_command(tmp_path, capsys):
     assert main(args) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {"is_close", "nesting=1"} <= {r["feature"] for r in lines}
-    records = [
-        json.loads(x) for x in (run_dir / "probes" / "results.jsonl").read_text().splitlines()
-    ]
+    records = read_jsonl(open_run(run_dir).probe_results_path)
     assert {r["k"] for r in records} == {1, 2} and all(0.0 <= r["f1"] <= 1.0 for r in records)
     bad = [
         "probe",
