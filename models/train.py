@@ -8,6 +8,10 @@ threads: the order of floating-point reductions depends on it). Inside a step no
 waits for the device: the loss is accumulated on the device and read every ``log_every``
 steps. On CUDA the loop uses fused AdamW, bf16 autocast (``amp=True``), pinned host memory
 with non-blocking copies, and optionally ``torch.compile``.
+
+The training story reads in three files: this loop, its configuration and schedules
+(:mod:`.train_config`), and the forward pass it differentiates (:mod:`.forward`, a hook-free
+mirror of a TL-native bridge). Every path it writes comes from :class:`~hierlens.models.Run`.
 """
 
 from __future__ import annotations

@@ -161,10 +161,12 @@ class TrainConfig(Config):
 
     @property
     def eval_steps(self) -> list[int]:
+        """Steps evaluated (step 0 included), empty when evaluation is off."""
         if self.eval_every == 0 and self.eval_log_points == 0:
             return []
         return scheduled_steps(self.steps, self.eval_every, self.eval_log_points, include_zero=True)
 
     @property
     def checkpoint_steps(self) -> list[int]:
+        """Steps checkpointed (always including the last)."""
         return scheduled_steps(self.steps, self.checkpoint_every, self.checkpoint_log_points)
