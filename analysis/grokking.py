@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hierlens.models.atomic_io import append_jsonl, atomic_write_jsonl_records, read_jsonl
 from hierlens.models.device import resolve_device
-from hierlens.models.run import open_run
+from hierlens.models.run import TRACKING, Run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
 from .trees.decode import tree_projection
@@ -33,7 +33,18 @@ from .trees.spans import span_scores
 
 log = logging.getLogger(__name__)
 
-TRACKING = "tracking.jsonl"
+__all__ = [
+    "METRICS",
+    "TRACKING",
+    "GrokkingSummary",
+    "TrackSettings",
+    "attention_entropy",
+    "grokking_summary",
+    "main_metric",
+    "parameter_norm",
+    "track",
+]
+
 METRICS = ("accuracy", "tree_score", "parse_f1", "param_norm", "attention_entropy")
 
 
@@ -140,7 +151,7 @@ def track(
     dev = resolve_device(device)
     settings = TrackSettings(n, n_trees, tree_split, layer, seed, tuple(metrics))
 
-    path = Path(run_dir) / TRACKING
+    path = run.tracking_path
     existing = [r for r in read_jsonl(path) if r.get("settings") == settings.key()]
     if len(existing) != len(read_jsonl(path)):
         atomic_write_jsonl_records(path, existing)  # settings changed: recompute everything
@@ -217,7 +228,7 @@ def grokking_summary(
     """
     if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
         path = Path(records)
-        records = read_jsonl(path / TRACKING if path.is_dir() else path)
+        records = read_jsonl(Run(path).tracking_path if path.is_dir() else path)
     records = sorted(records, key=lambda r: r["step"])
     if not records:
         raise ValueError("no tracking records to summarise")

@@ -30,7 +30,7 @@ from typing import Any
 from hierlens.models.atomic_io import atomic_write_jsonl_records
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.config import Config, unknown_keys_error
-from hierlens.models.run import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -284,16 +284,17 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     acts = store[cfg.sae.hook]
     train_config = sae_train_config(cfg)
     grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
-    root = run_dir / "saes"
-    missing = {name: s for name, s in grid.items() if not (root / name / "cfg.json").exists()}
+    run = Run(run_dir)
+    saved = run.sae_dirs()
+    missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
         S.train_saes(list(missing.values()), acts, config=train_config, progress=progress)
         for name, sae in missing.items():
-            sae.save(root / name)
+            sae.save(run.sae_dir(name))
     rows = []
     for name in grid:
-        sae = S.load(root / name)
+        sae = S.load(saved.get(name, run.sae_dir(name)))
         metrics = S.evaluate_sae(sae, acts)
         dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
         row = {
@@ -307,13 +308,13 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             "bin_width": dl.bin_width,
         }
         rows.append(row)
-    atomic_write_jsonl_records(root / "table.jsonl", rows)
+    atomic_write_jsonl_records(run.sae_table_path, rows)
 
 
 def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens.probes import probe_sweep
 
-    out = run_dir / "probes" / "results.jsonl"
+    out = Run(run_dir).probe_results_path
     if out.exists():
         return
     names = list(cfg.probes.labels) or sorted(store.labels)

@@ -7,7 +7,8 @@ every checkpoint is then tracked: in-domain and out-of-domain first-word accurac
 fronted auxiliary the main one?), the tree score and parse F1 of the model's tree projection
 against the gold trees (Murty et al., ICLR 2023), the parameter norm and the attention
 entropy. The curves go to ``RUN_DIR/tracking.jsonl`` and, drawn, to
-``RUN_DIR/grokking-curves.png`` and ``RUN_DIR/tree-score-over-training.png`` (and PDF).
+``RUN_DIR/figures/grokking-curves.png`` and ``RUN_DIR/figures/tree-score-over-training.png``
+(and PDF).
 
     python examples/structural_grokking.py                      # the documented run (hours)
     python examples/structural_grokking.py --object-rc 0.5      # with object relative clauses
@@ -23,7 +24,7 @@ import time
 
 from hierlens.analysis.figures import GROKKING_FULL, reproduce
 from hierlens.analysis.grokking import grokking_summary, track
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 
 
 def main() -> None:
@@ -65,7 +66,8 @@ def main() -> None:
         )
     print(grokking_summary(records))
     for name in ("grokking-curves", "tree-score-over-training"):
-        paths = reproduce(name, args.run_dir, run_dir=args.run_dir, device=args.device)
+        figures = Run(args.run_dir).figures_dir
+        paths = reproduce(name, figures, run_dir=args.run_dir, device=args.device)
         print("wrote", ", ".join(str(p) for p in paths))
 
 

@@ -11,15 +11,24 @@ from .config import Config
 from .device import resolve_device, resolve_dtype
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
+from .moved import alias_moved_modules
 from .pretrained import Pretrained, load_pretrained
 from .run import Run, open_run
 from .sentence import Sentence
 from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
-from .train import TrainConfig, TrainResult, train
+from .train import TrainResult, train
+from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 from .treebank import read_conllu, read_ptb, shipped_treebank
+
+# modules folded into the training story: train_config (TrainConfig and its schedules),
+# train (the loop) and forward (evaluation and training forwards)
+alias_moved_modules(
+    __name__,
+    {"schedule": f"{__name__}.train_config", "fast_forward": f"{__name__}.forward"},
+)
 
 __all__ = [
     "Pretrained",

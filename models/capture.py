@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -30,8 +30,17 @@ from .device import resolve_device, resolve_dtype
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
 from .store import ActivationStore, StoreWriter, hook_dir_name
 
-#: what ``positions`` may be: None (all real tokens), a boolean mask, or a per-sequence callable
-Positions = Any
+#: a per-sequence position selector: ``f(tokens_1d)`` -> a boolean mask or the indices to keep
+PositionSelector = Callable[[torch.Tensor], torch.Tensor | np.ndarray | Sequence[int]]
+#: what ``positions`` may be: None (every real token), a boolean ``(n_sequences, >= len)``
+#: mask (tensor or array), a list of per-sequence boolean masks, or a :data:`PositionSelector`
+Positions: TypeAlias = (
+    torch.Tensor
+    | np.ndarray
+    | Sequence[Sequence[bool] | np.ndarray | torch.Tensor]
+    | PositionSelector
+    | None
+)
 DEFAULT_SHARD_BYTES = 1 << 26
 
 

@@ -1,6 +1,7 @@
 """Atomic, checksummed training checkpoints.
 
-A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` holding
+A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named by
+:meth:`hierlens.models.Run.checkpoint_dir`) holding
 
 - ``model.safetensors``: the model's ``state_dict`` (TransformerLens parameter names);
 - ``state.safetensors``: optimizer tensors and RNG states;
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,29 +32,22 @@ from .atomic_io import (
     read_json,
     save_tensors,
 )
+from .run import Run
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-_STEP_DIR = re.compile(r"^step_(\d{7,})$")
+STATE_FILE = "state.json"
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/checkpoints/step_NNNNNNN``."""
-    return Path(run_dir) / CHECKPOINTS / f"step_{step:07d}"
+    """``run_dir/checkpoints/step_NNNNNNN`` (:meth:`Run.checkpoint_dir`)."""
+    return Run(run_dir).checkpoint_dir(step)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the checkpoint folders in ``run_dir`` (complete by construction), sorted."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    steps = []
-    for entry in root.iterdir():
-        m = _STEP_DIR.match(entry.name)
-        if m and entry.is_dir() and (entry / "state.json").exists():
-            steps.append(int(m.group(1)))
-    return sorted(steps)
+    dirs = Run(run_dir).checkpoint_dirs()
+    return [step for step, path in dirs.items() if (path / STATE_FILE).exists()]
 
 
 @dataclass
@@ -130,7 +123,7 @@ def save_checkpoint(
                 tensors[f"rng.cuda.{i}"] = s
     state_sha = save_tensors(tmp / "state.safetensors", tensors)
     meta["sha256"] = {"model.safetensors": model_sha, "state.safetensors": state_sha}
-    atomic_write_json(tmp / "state.json", meta)
+    atomic_write_json(tmp / STATE_FILE, meta)
     if final.exists():  # re-saving the same step: move the old one aside first
         old = final.parent / f".{final.name}.old-{os.getpid()}"
         os.replace(final, old)
@@ -151,7 +144,7 @@ def load_checkpoint(
     mismatch), so callers can report it and fall back to an earlier checkpoint.
     """
     path = Path(path)
-    meta_path = path / "state.json"
+    meta_path = path / STATE_FILE
     if not meta_path.exists():
         raise CorruptFileError(f"{meta_path}: missing (incomplete checkpoint)")
     meta = read_json(meta_path)

@@ -1,7 +1,7 @@
 """Capture activations of a run's checkpoints into its run directory.
 
 Each checkpoint gets its own store, ``run_dir/activations/step_NNNNNNN/`` (shards per hook and
-``manifest.json``), identified by the run and the checksum of the checkpoint's weights, so
+``manifest.json``; :meth:`hierlens.models.Run.activations_dir`), identified by the run and the checksum of the checkpoint's weights, so
 re-running resumes unfinished captures and refuses to mix in a different model.
 """
 
@@ -16,20 +16,18 @@ import torch
 
 from .atomic_io import read_json
 from .capture import capture
-from .checkpoint import checkpoint_path
-from .run import open_run
+from .checkpoint import STATE_FILE
+from .run import Run, open_run
 from .store import ActivationStore
-
-ACTIVATIONS = "activations"
 
 
 def activations_dir(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/activations/step_NNNNNNN``."""
-    return Path(run_dir) / ACTIVATIONS / f"step_{step:07d}"
+    """``run_dir/activations/step_NNNNNNN`` (:meth:`Run.activations_dir`)."""
+    return Run(run_dir).activations_dir(step)
 
 
 def capture_checkpoints(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | Run,
     hooks: str | Sequence[str],
     *,
     steps: Sequence[int] | None = None,
@@ -56,13 +54,13 @@ def capture_checkpoints(
     missing = [s for s in steps if s not in available]
     if not steps or missing:
         raise ValueError(
-            f"{run_dir}: no checkpoint at step(s) {missing or steps}; available: {available}"
+            f"{run.path}: no checkpoint at step(s) {missing or steps}; available: {available}"
         )
     if data is None:
         data = run.task.sample(n, split, seed)
     stores = {}
     for step in steps:
-        weights_sha = read_json(checkpoint_path(run_dir, step) / "state.json")["sha256"][
+        weights_sha = read_json(run.checkpoint_dir(step) / STATE_FILE)["sha256"][
             "model.safetensors"
         ]
         model = run.load_model(step, device=device)
@@ -71,7 +69,7 @@ def capture_checkpoints(
             data,
             hooks,
             batch_size=batch_size,
-            out_dir=activations_dir(run_dir, step),
+            out_dir=run.activations_dir(step),
             model_id={"run": run.config, "step": step, "weights_sha256": weights_sha},
             device=device,
             overwrite=overwrite,

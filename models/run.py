@@ -1,59 +1,154 @@
-"""A run directory: the config that produced it, its metrics and its checkpoints.
+"""A run directory and its layout: :class:`Run` names every path in it.
 
 ```
 runs/<name>/
-  config.json      # {"task": {"name", "params"}, "model": ModelConfig, "train": TrainConfig}
-  metrics.jsonl    # one JSON object per log/eval: step, split, metric values
-  checkpoints/step_NNNNNNN/
+  config.json                       # {"task": {"name", "params"}, "model": ..., "train": ...}
+  metrics.jsonl                     # one JSON object per log/eval: step, split, metric values
+  checkpoints/step_0000500/         # model.safetensors, state.safetensors, state.json
+  activations/step_0000500/<hook>/  # an ActivationStore: shards per hook, manifest.json
+  saes/<name>/                      # cfg.json + sae_weights.safetensors (SAELens layout)
+  saes/table.jsonl                  # metrics and description length of the SAE grid
+  saes/mdl_table.jsonl              # the MDL selection's table ...
+  saes/mdl_selection.json           # ... and its choice
+  probes/results.jsonl              # one record per (hook, feature, k, selection) probe
+  tracking.jsonl                    # grokking metrics per checkpoint
+  report.html
+  figures/
 ```
+
+No other module builds these paths: writers and readers alike ask a :class:`Run`.
+``Run(path)`` works for a directory that does not exist yet (writers create what they
+write); :func:`open_run` opens an existing run and checks its ``config.json``.
+Runs written before SAEs had one location (``saes/grid/<name>/``, ``saes/mdl/<name>/``) are
+still read: :meth:`Run.sae_dirs` lists those SAEs too.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from dataclasses import dataclass
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .atomic_io import atomic_write_json, read_json, read_jsonl
-from .checkpoint import checkpoint_path, latest_valid_checkpoint, list_checkpoints, load_checkpoint
 from .tasks import Task, get_task
+from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
 
-    from .train import TrainConfig
-
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+ACTIVATIONS = "activations"
+SAES = "saes"
+PROBES = "probes"
+TRACKING = "tracking.jsonl"
+REPORT = "report.html"
+FIGURES = "figures"
+#: folders that held SAEs before ``saes/<name>/`` was their one location
+LEGACY_SAE_GROUPS = ("grid", "mdl")
+SAE_CONFIG_FILE = "cfg.json"
+
+_STEP_DIR = re.compile(r"^step_(\d{7,})$")
+
+
+def step_dir_name(step: int) -> str:
+    """``step_NNNNNNN``: the folder name of a step (checkpoints, activation stores)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"a step must be a non-negative integer, got {step!r}")
+    return f"step_{step:07d}"
+
+
+def _step_dirs(root: Path) -> dict[int, Path]:
+    """``{step: folder}`` of the ``step_NNNNNNN`` folders directly under ``root``."""
+    if not root.is_dir():
+        return {}
+    out = {}
+    for entry in root.iterdir():
+        m = _STEP_DIR.match(entry.name)
+        if m and entry.is_dir():
+            out[int(m.group(1))] = entry
+    return dict(sorted(out.items()))
 
 
 def run_config_dict(
-    task: Task, model_config: ModelConfig, train_config: TrainConfig | None
+    task: Task, model_config: ModelConfig | None, train_config: TrainConfig | None
 ) -> dict[str, Any]:
-    """The JSON object saved as a run's ``config.json``."""
-    out: dict[str, Any] = {
-        "task": {"name": task.name, "params": task.to_dict()},
-        "model": model_config.to_dict(),
-    }
+    """The JSON object saved as a run's ``config.json`` (``model`` and ``train`` only when
+    given)."""
+    out: dict[str, Any] = {"task": {"name": task.name, "params": task.to_dict()}}
+    if model_config is not None:
+        out["model"] = model_config.to_dict()
     if train_config is not None:
         out["train"] = train_config.to_dict()
     return out
 
 
 def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / CONFIG, config)
+    """Write ``config`` as the ``config.json`` of ``run_dir`` (atomically)."""
+    Run(run_dir).write_config(config)
 
 
-@dataclass
 class Run:
-    """A run directory opened for reading: its task, model config, checkpoints and metrics."""
+    """A run directory: the paths of its layout and readers for what is in it.
 
-    path: Path
-    config: dict[str, Any]
+    ``Run(path)`` does not touch the disk, so a writer can name the paths of a run it is
+    about to create; ``config`` (and what derives from it: ``task``, ``model_config``,
+    ``train_config``) is read from ``config.json`` when first asked for, unless given.
+    """
+
+    def __init__(self, path: str | os.PathLike | Run, config: dict[str, Any] | None = None) -> None:
+        if isinstance(path, Run):
+            config = path._config if config is None else config
+            path = path.path
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"a run directory must be a path, got {type(path).__name__}")
+        if config is not None and not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        self.path = Path(path)
+        self._config = config
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # ------------------------------------------------------------------ config and metrics
+    @property
+    def config_path(self) -> Path:
+        """``config.json``: the config that produced the run."""
+        return self.path / CONFIG
+
+    @property
+    def exists(self) -> bool:
+        """Whether the directory holds a run (a config or any checkpoint)."""
+        return self.config_path.exists() or self.checkpoints_dir.exists()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The contents of ``config.json`` (read once)."""
+        if self._config is None:
+            if not self.config_path.exists():
+                raise _not_a_run(self)
+            self._config = read_json(self.config_path)
+        return self._config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically (creating the directory)."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config)
+        self._config = config
 
     @property
     def task(self) -> Task:
@@ -66,24 +161,44 @@ class Run:
 
     @property
     def train_config(self) -> TrainConfig | None:
-        from .train import TrainConfig
-
         return TrainConfig.from_dict(self.config["train"]) if "train" in self.config else None
 
     @property
-    def steps(self) -> list[int]:
-        """Steps that have a checkpoint."""
-        return list_checkpoints(self.path)
+    def metrics_path(self) -> Path:
+        """``metrics.jsonl``: training-loss and evaluation records."""
+        return self.path / METRICS
 
     def metrics(self, split: str | None = None) -> list[dict[str, Any]]:
         """Records of ``metrics.jsonl`` (only those of ``split`` when given)."""
-        records = read_jsonl(self.path / METRICS)
+        records = read_jsonl(self.metrics_path)
         return [r for r in records if split is None or r.get("split") == split]
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoints_dir(self) -> Path:
+        """``checkpoints/``."""
+        return self.path / CHECKPOINTS
+
+    def checkpoint_dir(self, step: int) -> Path:
+        """``checkpoints/step_NNNNNNN/``: the checkpoint of ``step``."""
+        return self.checkpoints_dir / step_dir_name(step)
+
+    def checkpoint_dirs(self) -> dict[int, Path]:
+        """``{step: folder}`` of every checkpoint folder (complete or not), by step."""
+        return _step_dirs(self.checkpoints_dir)
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps that have a complete checkpoint."""
+        from .checkpoint import list_checkpoints
+
+        return list_checkpoints(self.path)
 
     def load_model(
         self, step: int | None = None, device: str | torch.device | None = None
     ) -> TransformerBridge:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
+        from .checkpoint import latest_valid_checkpoint, load_checkpoint
         from .device import resolve_device
 
         dev = resolve_device(device)
@@ -96,20 +211,122 @@ class Run:
                 raise ValueError(
                     f"{self.path}: no checkpoint at step {step}; available steps: {self.steps}"
                 )
-            ckpt = load_checkpoint(checkpoint_path(self.path, step))
+            ckpt = load_checkpoint(self.checkpoint_dir(step))
         model = build_transformer(self.model_config, device=dev)
         model.load_state_dict(ckpt.model_state)
         model.eval()
         return model
 
+    # ------------------------------------------------------------------ activations
+    @property
+    def activations_root(self) -> Path:
+        """``activations/``."""
+        return self.path / ACTIVATIONS
 
-def open_run(run_dir: str | os.PathLike) -> Run:
-    """Open a run directory written by :func:`hierlens.models.train`."""
-    path = Path(run_dir)
-    cfg_path = path / CONFIG
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{path} is not a hierlens run directory (no {CONFIG})")
-    config = read_json(cfg_path)
+    def activations_dir(self, step: int) -> Path:
+        """``activations/step_NNNNNNN/``: the activation store of checkpoint ``step``
+        (one ``<hook>/`` folder of shards per hook, written by the store)."""
+        return self.activations_root / step_dir_name(step)
+
+    def activation_dirs(self) -> dict[int, Path]:
+        """``{step: store folder}`` of the captured checkpoints, by step."""
+        return _step_dirs(self.activations_root)
+
+    # ------------------------------------------------------------------ SAEs
+    @property
+    def saes_dir(self) -> Path:
+        """``saes/``: one folder per SAE, plus the grid and MDL tables."""
+        return self.path / SAES
+
+    def sae_dir(self, name: str) -> Path:
+        """``saes/<name>/``: where the SAE called ``name`` is saved (SAELens layout)."""
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+            raise ValueError(f"an SAE name must be a non-empty folder name, got {name!r}")
+        if name in LEGACY_SAE_GROUPS:
+            raise ValueError(f"{name!r} is reserved (older runs keep SAEs in saes/{name}/)")
+        return self.saes_dir / name
+
+    def sae_dirs(self) -> dict[str, Path]:
+        """``{name: folder}`` of every saved SAE (a folder with ``cfg.json``), by name.
+
+        Reads ``saes/<name>/`` and, for runs written before that was the one location,
+        ``saes/grid/<name>/`` and ``saes/mdl/<name>/`` (a name in ``saes/`` wins).
+        """
+        found: dict[str, Path] = {}
+        roots = [self.saes_dir] + [self.saes_dir / g for g in LEGACY_SAE_GROUPS]
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for entry in sorted(root.iterdir()):
+                if (entry / SAE_CONFIG_FILE).is_file():
+                    found.setdefault(entry.name, entry)
+        return dict(sorted(found.items()))
+
+    @property
+    def sae_table_path(self) -> Path:
+        """``saes/table.jsonl``: one row of metrics and description length per SAE."""
+        return self.saes_dir / "table.jsonl"
+
+    @property
+    def mdl_table_path(self) -> Path:
+        """``saes/mdl_table.jsonl``: the MDL selection's table (``saes/mdl/mdl_table.jsonl``
+        in older runs, returned when only that one exists)."""
+        return self._with_legacy("mdl_table.jsonl")
+
+    @property
+    def mdl_selection_path(self) -> Path:
+        """``saes/mdl_selection.json``: the SAE the MDL selection chose and its ranking
+        (``saes/mdl/mdl_selection.json`` in older runs, returned when only that exists)."""
+        return self._with_legacy("mdl_selection.json")
+
+    def _with_legacy(self, name: str) -> Path:
+        current = self.saes_dir / name
+        legacy = self.saes_dir / "mdl" / name
+        return legacy if legacy.exists() and not current.exists() else current
+
+    # ------------------------------------------------------------------ probes, tracking, output
+    @property
+    def probes_dir(self) -> Path:
+        """``probes/``."""
+        return self.path / PROBES
+
+    @property
+    def probe_results_path(self) -> Path:
+        """``probes/results.jsonl``: one record per probe of the sweep."""
+        return self.probes_dir / "results.jsonl"
+
+    @property
+    def tracking_path(self) -> Path:
+        """``tracking.jsonl``: grokking metrics, one record per tracked checkpoint."""
+        return self.path / TRACKING
+
+    @property
+    def report_path(self) -> Path:
+        """``report.html``."""
+        return self.path / REPORT
+
+    @property
+    def figures_dir(self) -> Path:
+        """``figures/``."""
+        return self.path / FIGURES
+
+
+def _not_a_run(run: Run) -> FileNotFoundError:
+    """The error for a folder without ``config.json`` (naming the missing file)."""
+    return FileNotFoundError(
+        errno.ENOENT,
+        f"{run.path} is not a hierlens run directory (no {CONFIG})",
+        str(run.config_path),
+    )
+
+
+def open_run(run_dir: str | os.PathLike | Run) -> Run:
+    """Open an existing run directory (written by :func:`hierlens.models.train`), checking
+    that its ``config.json`` names a task and a model."""
+    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    if not run.config_path.exists():
+        raise _not_a_run(run)
+    config = read_json(run.config_path)
     if not isinstance(config, dict) or "task" not in config or "model" not in config:
-        raise ValueError(f"{cfg_path}: expected keys 'task' and 'model'")
-    return Run(path, config)
+        raise ValueError(f"{run.config_path}: expected keys 'task' and 'model'")
+    return Run(run.path, config)

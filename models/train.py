@@ -8,6 +8,10 @@ threads: the order of floating-point reductions depends on it). Inside a step no
 waits for the device: the loss is accumulated on the device and read every ``log_every``
 steps. On CUDA the loop uses fused AdamW, bf16 autocast (``amp=True``), pinned host memory
 with non-blocking copies, and optionally ``torch.compile``.
+
+The training story reads in three files: this loop, its configuration and schedules
+(:mod:`.train_config`), and the forward pass it differentiates (:mod:`.forward`, a hook-free
+mirror of a TL-native bridge). Every path it writes comes from :class:`~hierlens.models.Run`.
 """
 
 from __future__ import annotations
@@ -26,127 +30,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_jsonl
-from .checkpoint import CHECKPOINTS, latest_valid_checkpoint, restore_rng, save_checkpoint
-from .config import Config
+from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
+from .checkpoint import latest_valid_checkpoint, restore_rng, save_checkpoint
 from .device import resolve_device
-from .fast_forward import training_forward
-from .forward import is_bidirectional
-from .run import CONFIG, METRICS, run_config_dict, write_run_config
-from .schedule import SCHEDULES, lr_at, scheduled_steps
-from .tasks.base import IGNORE_INDEX, SPLITS, Task, pad_examples
+from .forward import is_bidirectional, training_forward
+from .run import Run, run_config_dict
+from .tasks.base import IGNORE_INDEX, Task, pad_examples
+from .train_config import LOSS_ON, TrainConfig, lr_at
 from .transformer import ModelConfig
+
+__all__ = ["LOSS_ON", "BatchSampler", "TrainConfig", "TrainResult", "make_optimizer", "train"]
 
 log = logging.getLogger(__name__)
 
 # Fields that may differ between an interrupted run and its resumption.
 _RUNTIME_FIELDS = ("device", "compile", "log_every")
-LOSS_ON = ("targets", "sequence")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig(Config):
-    """Training hyper-parameters and schedules.
-
-    Parameters:
-        steps: number of optimizer steps.
-        batch_size: sequences per step.
-        lr, warmup_steps, schedule, min_lr_ratio: peak learning rate, linear warmup, then
-            "cosine", "linear" or "constant" to ``min_lr_ratio * lr``.
-        betas, weight_decay: AdamW (weight decay on matrices only, not on biases/norms).
-        grad_clip: global gradient-norm clip (None: off).
-        log_every: steps between training-loss records (the only host-device sync).
-        eval_every, eval_log_points: evaluation every N steps and/or at this many log-spaced
-            steps (plus step 0 and the last step when either is set).
-        eval_n, eval_splits: examples per split and which splits to evaluate.
-        checkpoint_every, checkpoint_log_points: checkpoints every N steps and/or at
-            log-spaced steps; the last step is always checkpointed.
-        train_pool: number of training examples sampled once and drawn from with replacement.
-        seed: seeds the training pool, the batch order and the RNG.
-        device: "cpu", "cuda", ... (None: CUDA when available).
-        amp: bf16 autocast on CUDA (ignored on CPU).
-        compile: wrap the model in ``torch.compile``.
-        loss_on: ``"targets"`` trains only the positions the task gives a target (for the
-            transduction tasks, the output after the marker); ``"sequence"`` trains a language
-            model on every position (the next token of the whole padded-free sequence), as
-            Murty et al. (2023) train question formation and tense inflection. Needs a
-            next-token task. Evaluation always uses the task's own targets.
-    """
-
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.01
-    grad_clip: float | None = 1.0
-    log_every: int = 50
-    eval_every: int = 500
-    eval_log_points: int = 0
-    eval_n: int = 500
-    eval_splits: tuple[str, ...] = ("test_id", "test_ood")
-    checkpoint_every: int = 500
-    checkpoint_log_points: int = 0
-    train_pool: int = 20_000
-    seed: int = 0
-    device: str | None = None
-    amp: bool = True
-    compile: bool = False
-    loss_on: str = "targets"
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "log_every", "eval_n", "train_pool")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        for name in (
-            "warmup_steps",
-            "eval_every",
-            "eval_log_points",
-            "checkpoint_every",
-            "checkpoint_log_points",
-        ):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}"
-            )
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(
-                f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}"
-            )
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(
-                f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}"
-            )
-        if self.loss_on not in LOSS_ON:
-            raise ValueError(f"TrainConfig.loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
-        bad = [s for s in self.eval_splits if s not in SPLITS]
-        if bad:
-            raise ValueError(
-                f"TrainConfig.eval_splits: unknown split(s) {bad}; expected a subset of {SPLITS}"
-            )
-
-    @property
-    def eval_steps(self) -> list[int]:
-        if self.eval_every == 0 and self.eval_log_points == 0:
-            return []
-        return scheduled_steps(self.steps, self.eval_every, self.eval_log_points, include_zero=True)
-
-    @property
-    def checkpoint_steps(self) -> list[int]:
-        return scheduled_steps(self.steps, self.checkpoint_every, self.checkpoint_log_points)
 
 
 @dataclasses.dataclass
@@ -237,35 +135,31 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    from .atomic_io import read_json
-
-    cfg_path = run_dir / CONFIG
-    has_run = cfg_path.exists() or (run_dir / CHECKPOINTS).exists()
-    if has_run and not resume:
+def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """Check ``run`` against ``config`` (a different saved config is an error), clear it
+    for ``overwrite``, and write ``config.json``."""
+    if run.exists and not resume:
         if not overwrite:
             raise ValueError(
-                f"{run_dir} already holds a run; pass resume=True to continue it or "
+                f"{run.path} already holds a run; pass resume=True to continue it or "
                 "overwrite=True to delete it and start again"
             )
-        for name in (CHECKPOINTS,):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in (CONFIG, METRICS):
-            (run_dir / name).unlink(missing_ok=True)
-    elif has_run and cfg_path.exists():
-        saved = read_json(cfg_path)
-        if _comparable(saved) != _comparable(config):
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration; use another run "
-                "directory, or overwrite=True with resume=False to replace it"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(run_dir, config)
+        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+        run.config_path.unlink(missing_ok=True)
+        run.metrics_path.unlink(missing_ok=True)
+    elif run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
+        config
+    ):
+        raise ValueError(
+            f"{run.path} holds a run with a different configuration; use another run "
+            "directory, or overwrite=True with resume=False to replace it"
+        )
+    run.write_config(config)
 
 
-def _truncate_metrics(run_dir: Path, step: int) -> None:
+def _truncate_metrics(run: Run, step: int) -> None:
     """Drop metric records written after ``step`` (by an interrupted run being resumed)."""
-    path = run_dir / METRICS
+    path = run.metrics_path
     records = read_jsonl(path)
     kept = [r for r in records if r.get("step", 0) <= step]
     if len(kept) != len(records) or (path.exists() and len(records) == 0 and path.stat().st_size):
@@ -326,32 +220,24 @@ def train(
         if model_config.n_ctx < task.max_len:
             raise ValueError(f"model n_ctx={model_config.n_ctx} < task max_len {task.max_len}")
     device = resolve_device(config.device)
-    run_dir = Path(run_dir)
-    run_cfg = (
-        run_config_dict(task, model_config, config)
-        if model_config
-        else {
-            "task": {"name": task.name, "params": task.to_dict()},
-            "train": config.to_dict(),
-        }
-    )
-    _prepare_run_dir(run_dir, run_cfg, resume, overwrite)
+    run = Run(run_dir)
+    _prepare_run_dir(run, run_config_dict(task, model_config, config), resume, overwrite)
 
     model.to(device)
     optimizer = make_optimizer(model, config, device)
     start = 0
     if resume:
-        ckpt = latest_valid_checkpoint(run_dir, map_location=device)
+        ckpt = latest_valid_checkpoint(run.path, map_location=device)
         if ckpt is not None:
             model.load_state_dict(ckpt.model_state)
             if ckpt.optimizer_state is not None:
                 optimizer.load_state_dict(ckpt.optimizer_state)
             restore_rng(ckpt.rng_state)
             start = ckpt.step
-            log.info("resuming %s from step %d", run_dir, start)
-    _truncate_metrics(run_dir, start)
+            log.info("resuming %s from step %d", run.path, start)
+    _truncate_metrics(run, start)
     if start >= config.steps:
-        return TrainResult(run_dir, start, None, {})
+        return TrainResult(run.path, start, None, {})
 
     sampler = BatchSampler(task, config, device)
     eval_steps = set(config.eval_steps)
@@ -374,7 +260,7 @@ def train(
             metrics = task.evaluate(model, split, examples=examples, device=device)
             last_eval[split] = metrics
             records.append({"step": step, "split": split, **metrics})
-        append_jsonl(run_dir / METRICS, records)
+        append_jsonl(run.metrics_path, records)
 
     if start == 0 and 0 in eval_steps:
         evaluate(0)
@@ -427,7 +313,7 @@ def train(
                 now = time.perf_counter()
                 last_loss = float(loss_sum) / n_loss
                 append_jsonl(
-                    run_dir / METRICS,
+                    run.metrics_path,
                     [
                         {
                             "step": step,
@@ -445,7 +331,7 @@ def train(
                 evaluate(step)
                 model.train()
             if step in ckpt_steps:
-                save_checkpoint(run_dir, step, model, optimizer, extra={"train_loss": last_loss})
+                save_checkpoint(run.path, step, model, optimizer, extra={"train_loss": last_loss})
             if callback is not None:
                 callback(step)
             if stop_at is not None and step >= stop_at:
@@ -453,4 +339,4 @@ def train(
     finally:
         bar.close()
     model.eval()
-    return TrainResult(run_dir, step, last_loss, last_eval)
+    return TrainResult(run.path, step, last_loss, last_eval)

@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     final = {r["split"]: r for r in open_run(run_dir).metrics() if r["split"] != "train"}
     for split, name in (("test_id", "in-domain"), ("test_ood", "out-of-domain")):
         print(f"{name:14s} ({split}) closing-bracket accuracy: {final[split]['closing_acc']:.4f}")
-    print(f"report: {run_dir / 'report.html'}")
+    print(f"report: {open_run(run_dir).report_path}")
     return 0
 
 

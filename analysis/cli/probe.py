@@ -14,6 +14,7 @@ log = logging.getLogger("hierlens")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from hierlens.models.run import Run
     from hierlens.probes import probe_sweep
 
     store, hooks = capture_one_step(args, args.hooks.split(","))
@@ -23,7 +24,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown label(s) {missing}; the task provides: {', '.join(sorted(store.labels))}"
         )
-    out = Path(args.run_dir) / "probes" / "results.jsonl"
+    out = Run(args.run_dir).probe_results_path
     records = probe_sweep(
         {hook: store[hook] for hook in hooks},
         {name: store.labels[name].numpy() for name in names},

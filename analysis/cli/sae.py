@@ -19,6 +19,7 @@ _SHARED = ("device", "seed")
 
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
+    from hierlens.models.run import Run
     from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
 
     seed = args.seed if args.seed is not None else 0
@@ -31,7 +32,8 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
     store, hooks = capture_one_step(args, [args.hook])
     hook = hooks[0]
     acts = store[hook]
-    out_dir = Path(args.run_dir) / "saes" / ("mdl" if args.mdl else "grid")
+    run = Run(args.run_dir)
+    out_dir = run.saes_dir
     progress = not args.no_progress
     if args.mdl:
         fit = fit_mdl_sae(
@@ -62,7 +64,7 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
             log.info("skipped %s", reason)
         train_saes(list(grid.values()), acts, config=config, progress=progress)
         for name, sae in grid.items():
-            sae.save(out_dir / name)
+            sae.save(run.sae_dir(name))
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
     for row in selection.table:
         print(json.dumps(row, default=str))

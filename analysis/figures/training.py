@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.run import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
 
-from ..grokking import TRACKING, grokking_summary, main_metric, track
+from ..grokking import grokking_summary, main_metric, track
 from ..sweep import sweep
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,14 @@ def tracked_records(
     run = open_run(run_dir)  # FileNotFoundError when it is not a run directory
     if not run.steps:
         raise ValueError(f"{run_dir}: the run has no checkpoints to draw")
-    existing = read_jsonl(Path(run_dir) / TRACKING)
+    existing = read_jsonl(run.tracking_path)
     options = dict(track_options or {})
     if existing:
         settings = existing[-1].get("settings", {})
         missing = [m for m in _NEEDED if m not in settings.get("metrics", ())]
         if missing:
             raise ValueError(
-                f"{run_dir}/{TRACKING} was tracked without {missing}; rerun "
+                f"{run.tracking_path} was tracked without {missing}; rerun "
                 f"`hierlens track {run_dir}` (all metrics) or move the file away"
             )
         options = {k: settings[k] for k in _TRACK_KEYS if k in settings}
@@ -193,7 +193,7 @@ def depth_sweep(
     metric = main_metric(task)
     runs = []
     for row in rows:
-        records = sorted(read_jsonl(Path(row["run_dir"]) / TRACKING), key=lambda r: r["step"])
+        records = sorted(read_jsonl(Run(row["run_dir"]).tracking_path), key=lambda r: r["step"])
         ood = [float(r[f"test_ood/{metric}"]) for r in records]
         last = records[-1]
         runs.append(

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.checkpoint_capture import ACTIVATIONS
+from hierlens.models.run import Run
 from hierlens.models.store import ActivationStore
 
 from .html import esc, fmt, table
@@ -35,29 +35,11 @@ PREFERRED = (
 MAX_ROWS = 50_000  # activation rows read for metrics and feature cards
 
 
-def _sae_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "cfg.json").is_file())
-
-
-def _stores(run_dir: Path) -> list[tuple[int, Path]]:
-    """Activation stores of the run, newest checkpoint first."""
-    root = run_dir / ACTIVATIONS
-    if not root.is_dir():
-        return []
-    out = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit():
-            out.append((int(p.name[5:]), p))
-    return sorted(out, reverse=True)
-
-
 class _StoreCache:
     """Opens the newest store holding a hook (each store opened once)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.candidates = _stores(run_dir)
+    def __init__(self, run: Run) -> None:
+        self.candidates = sorted(run.activation_dirs().items(), reverse=True)
         self.opened: dict[Path, ActivationStore | None] = {}
 
     def find(self, hook: str | None) -> tuple[int, ActivationStore] | None:
@@ -82,34 +64,33 @@ def sae_section(ctx: ReportContext) -> str | None:
     """SAE table, DL-vs-width curve and feature cards (``saes/``)."""
     from hierlens.sae import evaluate_sae, load_sae
 
-    root = ctx.path / "saes"
-    dirs = _sae_dirs(root)
-    table_rows = {str(r.get("name")): r for r in read_jsonl(root / "table.jsonl")}
+    dirs = ctx.run.sae_dirs()
+    table_rows = {str(r.get("name")): r for r in read_jsonl(ctx.run.sae_table_path)}
     if not dirs and not table_rows:
         return None
-    stores = _StoreCache(ctx.path)
+    stores = _StoreCache(ctx.run)
     rows: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[Any, tuple[int, ActivationStore] | None]] = {}
-    for path in dirs:
+    for name, path in dirs.items():
         sae = load_sae(path, device="cpu")
         hook = sae.cfg.hook_name
         found = stores.find(hook)
-        loaded[path.name] = (sae, found)
+        loaded[name] = (sae, found)
         row: dict[str, Any] = {
-            "name": path.name,
+            "name": name,
             "architecture": sae.architecture,
             "hook_name": hook,
             "d_sae": sae.d_sae,
         }
         if getattr(sae.cfg, "k", None) is not None:
             row["k"] = sae.cfg.k
-        if path.name in table_rows:
-            row.update(table_rows[path.name])
+        if name in table_rows:
+            row.update(table_rows[name])
         elif found is not None and found[1].token_shape(_hook_of(found[1], hook))[-1] == sae.d_in:
             acts = found[1][_hook_of(found[1], hook)][:MAX_ROWS].float()
             metrics = evaluate_sae(sae, acts)
             row.update(fvu=metrics["fvu"], l0=metrics["l0"], dead=metrics["dead_fraction"])
-        rows[path.name] = row
+        rows[name] = row
     for name, r in table_rows.items():  # rows whose SAE files are not in the run
         rows.setdefault(name, dict(r))
     columns = [c for c in PREFERRED if any(c in r for r in rows.values())]

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from hierlens.models.atomic_io import atomic_write_bytes
-from hierlens.models.run import open_run
+from hierlens.models.run import REPORT, open_run
 
 from .html import Charts, esc, page
 from .saes import sae_section
@@ -45,7 +45,7 @@ from .sections import (
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.html"
+__all__ = ["REPORT", "SECTIONS", "write_report"]
 
 SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("summary", "Run summary", summary_section),
@@ -95,7 +95,7 @@ def write_report(
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     run = open_run(run_dir)
-    out_path = Path(out) if out is not None else run.path / REPORT
+    out_path = Path(out) if out is not None else run.report_path
     charts = Charts()
     ctx = ReportContext(
         run=run,

@@ -35,6 +35,7 @@ from .concepts import ConceptSample, ConceptTree, HierarchicalConcepts  # noqa: 
 from .hierarchical_filtering import HierarchicalFilteringTask  # noqa: E402
 from .question_formation import QuestionFormationTask  # noqa: E402
 from .tense_inflection import TenseInflectionTask  # noqa: E402
+from .transduction import TransductionTask  # noqa: E402
 
 __all__ += [
     "ConceptSample",
@@ -43,4 +44,5 @@ __all__ += [
     "HierarchicalFilteringTask",
     "QuestionFormationTask",
     "TenseInflectionTask",
+    "TransductionTask",
 ]

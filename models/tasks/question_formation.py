@@ -44,10 +44,10 @@ from .grammar import (
     AUX_SG,
     RELS,
     Lexicon,
-    TransductionTask,
     Tree,
 )
 from .registry import register_task
+from .transduction import TransductionTask
 
 ALL_AUX = AUX_ANY + AUX_SG + AUX_PL
 

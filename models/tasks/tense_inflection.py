@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 from ..device import resolve_device
 from ..forward import model_logits
 from .base import IGNORE_INDEX, Batch, Example, iter_batches
-from .grammar import NOUNS, RELS, TransductionTask, Tree, first_unless_after
+from .grammar import NOUNS, RELS, Tree, first_unless_after
 from .registry import register_task
+from .transduction import TransductionTask
 
 _PLURAL_NOUNS = frozenset(pl for _, pl in NOUNS)
 

@@ -4,6 +4,7 @@ import sys
 
 from hierlens.analysis.cli import main
 from hierlens.models import list_checkpoints, open_run
+from hierlens.models.atomic_io import read_json, read_jsonl
 
 TINY = [
     "--task",
@@ -133,7 +134,7 @@ def test_tree_score_and_track_commands(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert 0.0 <= summary["final_id"] <= 1.0
-    assert len((run_dir / "tracking.jsonl").read_text().splitlines()) == 2
+    assert len(open_run(run_dir).tracking_path.read_text().splitlines()) == 2
 
 
 def test_capture_command_and_checkpoint_capture(tmp_path):
@@ -156,16 +157,14 @@ def test_capture_command_and_checkpoint_capture(tmp_path):
     ]
     assert main([*args, "--all-steps"]) == 0
     for step in (10, 20):
-        store = ActivationStore.open(run_dir / "activations" / f"step_{step:07d}")
+        store = ActivationStore.open(open_run(run_dir).activations_dir(step))
         assert store.hooks == ["blocks.0.hook_resid_post"] and "depth" in store.labels
     # the CLI stores equal a direct capture of the same checkpoint; rerunning resumes (no change)
     again = capture_checkpoints(
         run_dir, "blocks.0.hook_resid_post", steps=[20], n=12, device="cpu", progress=False
     )
     assert torch.equal(again[20]["blocks.0.hook_resid_post"], store["blocks.0.hook_resid_post"])
-    first = ActivationStore.open(run_dir / "activations" / "step_0000010")[
-        "blocks.0.hook_resid_post"
-    ]
+    first = ActivationStore.open(open_run(run_dir).activations_dir(10))["blocks.0.hook_resid_post"]
     assert not torch.equal(first, store["blocks.0.hook_resid_post"])  # different weights
     assert main([*args, "--steps", "15"]) == 2
 
@@ -192,9 +191,7 @@ def test_probe_command(tmp_path, capsys):
     assert main(args) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {"is_close", "nesting=1"} <= {r["feature"] for r in lines}
-    records = [
-        json.loads(x) for x in (run_dir / "probes" / "results.jsonl").read_text().splitlines()
-    ]
+    records = read_jsonl(open_run(run_dir).probe_results_path)
     assert {r["k"] for r in records} == {1, 2} and all(0.0 <= r["f1"] <= 1.0 for r in records)
     bad = [
         "probe",
@@ -232,11 +229,15 @@ def test_fit_sae_command_with_mdl(tmp_path, capsys):
     assert main([*args, "--mdl", "--max-fvu", "0.9"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == names and any(r["eligible"] for r in rows)
-    assert (run_dir / "saes" / "mdl" / "mdl_table.jsonl").exists()
+    run = open_run(run_dir)
+    assert run.mdl_table_path == run_dir / "saes" / "mdl_table.jsonl"
+    assert {r["name"] for r in read_jsonl(run.mdl_table_path)} == names
+    assert read_json(run.mdl_selection_path)["best"] in names
+    assert set(run.sae_dirs()) == names
     assert main(args) == 0  # plain grid, ranked without a bound
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == names
-    assert all((run_dir / "saes" / "grid" / n / "cfg.json").exists() for n in names)
+    assert all((run_dir / "saes" / n / "cfg.json").exists() for n in names)
 
 
 def _tiny_run(tmp_path, *extra):
@@ -369,3 +370,17 @@ def test_readme_workflow_round_trip(tmp_path, capsys):
     assert (
         main(["probe", r, "--hooks", hook, "--n", "7", "--labels", "depth", "--no-progress"]) == 2
     )
+
+
+def test_saes_from_fit_sae_appear_in_the_report(tmp_path, capsys):
+    """`hierlens fit-sae` writes where `hierlens report` reads: saes/<name>/."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    fit = "fit-sae {} --hook blocks.0.hook_resid_post --widths 8 --ks 2 --steps 20 --n 20"
+    assert main([*fit.format(run_dir).split(), "--device", "cpu", "--no-progress"]) == 0
+    report = ["report", str(run_dir), "--max-sentences", "0", "--device", "cpu", "--no-progress"]
+    assert main(report) == 0
+    html = (run_dir / "report.html").read_text()
+    assert '<section id="saes">' in html
+    saes = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
+    assert "topk_w8_k2" in saes

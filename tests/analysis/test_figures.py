@@ -13,9 +13,9 @@ from hierlens.analysis import figures
 from hierlens.analysis.cli import main
 from hierlens.analysis.figures import FIGURES, redraw, reproduce
 from hierlens.analysis.figures import plot as figures_plot
-from hierlens.analysis.grokking import TRACKING, track
+from hierlens.analysis.grokking import track
 from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.run import open_run
+from hierlens.models.run import Run, open_run
 
 NAMES = {
     "grokking-curves",
@@ -194,7 +194,7 @@ def test_reproduce_grokking_figures(name, grok_dir, monkeypatch):
     assert data["steps"] == run.steps and run.steps[-1] == 40  # every checkpoint tracked
     assert data["metric"] == "first_word_acc" and data["task"] == "question_formation"
     assert run.train_config.loss_on == "sequence" and run.model_config.d_model == 32
-    records = read_jsonl(grok_dir / "grokking_run" / TRACKING)
+    records = read_jsonl(Run(grok_dir / "grokking_run").tracking_path)
     assert data["test_ood"] == [r["test_ood/first_word_acc"] for r in records]
     assert data["train"]["steps"] == [r["step"] for r in run.metrics("train")]
     assert all(0.0 <= a <= 1.0 for a in data["test_id"] + data["test_ood"])
@@ -205,15 +205,15 @@ def test_existing_run_is_tracked_then_continued_with_its_own_settings(grok_dir, 
 
     run_dir = tmp_path / "run"
     shutil.copytree(grok_dir / "grokking_run", run_dir)
-    (run_dir / TRACKING).unlink()
+    Run(run_dir).tracking_path.unlink()
     steps = open_run(run_dir).steps
     first = track(run_dir, steps=steps[:2], n=7, n_trees=3, device="cpu", progress=False)
-    lines = (run_dir / TRACKING).read_text().splitlines()
+    lines = Run(run_dir).tracking_path.read_text().splitlines()
     paths = reproduce("grokking-curves", tmp_path / "fig", quick=True, run_dir=run_dir)
     assert (tmp_path / "fig" / "grokking-curves.png") in paths
-    records = read_jsonl(run_dir / TRACKING)
+    records = read_jsonl(Run(run_dir).tracking_path)
     assert [r["step"] for r in records] == steps
-    assert (run_dir / TRACKING).read_text().splitlines()[:2] == lines  # kept, not recomputed
+    assert Run(run_dir).tracking_path.read_text().splitlines()[:2] == lines  # kept, not recomputed
     assert all(r["settings"] == first[0]["settings"] for r in records)  # n=7 kept
     assert not (tmp_path / "fig" / "grokking_run").exists()  # nothing trained
     # a tracking file without the plotted metrics is an error, not silently replaced

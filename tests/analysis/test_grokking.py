@@ -4,7 +4,7 @@ import math
 import pytest
 
 from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
 
@@ -35,11 +35,11 @@ def test_track_one_record_per_checkpoint_and_resume(run_dir):
         assert 0.0 <= r["test_id/closing_acc"] <= 1.0 and 0.0 <= r["test_ood/closing_acc"] <= 1.0
         assert math.isfinite(r["tree_score"]) and 0.0 <= r["parse_f1"] <= 1.0
         assert r["param_norm"] > 0 and r["attention_entropy"] >= 0
-    lines = (run_dir / "tracking.jsonl").read_text().splitlines()
+    lines = Run(run_dir).tracking_path.read_text().splitlines()
     assert len(lines) == 3
     again = track(run_dir, n=20, n_trees=6, device="cpu", progress=False)
     assert again == records
-    assert (run_dir / "tracking.jsonl").read_text().splitlines() == lines  # nothing recomputed
+    assert Run(run_dir).tracking_path.read_text().splitlines() == lines  # nothing recomputed
     # changed settings recompute
     subset = track(
         run_dir, steps=[20], n=10, n_trees=4, metrics=("param_norm",), device="cpu", progress=False

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from hierlens.analysis.pipeline import DEMO_CONFIG, PipelineConfig, load_config, run
+from hierlens.models.run import Run
 
 TINY = {
     "name": "tiny",
@@ -85,7 +86,8 @@ def test_bad_hook_and_label_fail_before_training(tmp_path):
 def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
     cfg = {**TINY, "out_dir": str(tmp_path)}
     run_dir = run(cfg, progress=False)
-    table = [json.loads(x) for x in (run_dir / "saes" / "table.jsonl").read_text().splitlines()]
+    layout = Run(run_dir)
+    table = [json.loads(x) for x in layout.sae_table_path.read_text().splitlines()]
     assert {r["name"] for r in table} == {
         "topk_w8_k2",
         "topk_w16_k2",
@@ -93,17 +95,18 @@ def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
         "relu_w16_l1c0.01",
     }
     assert all(r["fvu"] >= 0 for r in table)
-    probes = (run_dir / "probes" / "results.jsonl").read_text().splitlines()
+    assert set(layout.sae_dirs()) == {r["name"] for r in table}
+    probes = layout.probe_results_path.read_text().splitlines()
     assert len(probes) == 2 * 2  # 2 hooks x 2 ks for the binary label
-    tracking = (run_dir / "tracking.jsonl").read_text().splitlines()
+    tracking = layout.tracking_path.read_text().splitlines()
     assert len(tracking) == 2
     stamps = {
         p: p.stat().st_mtime_ns
         for p in [
-            *(run_dir / "saes").glob("*/sae_weights.safetensors"),
-            run_dir / "probes" / "results.jsonl",
-            run_dir / "tracking.jsonl",
-            run_dir / "checkpoints" / "step_0000020" / "model.safetensors",
+            *layout.saes_dir.glob("*/sae_weights.safetensors"),
+            layout.probe_results_path,
+            layout.tracking_path,
+            layout.checkpoint_dir(20) / "model.safetensors",
         ]
     }
     run(cfg, progress=False)

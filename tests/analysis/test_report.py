@@ -29,6 +29,7 @@ from hierlens.models import (
     train,
 )
 from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.models.run import Run
 from hierlens.probes import probe_sweep
 from hierlens.sae.mdl import description_length
 
@@ -56,7 +57,7 @@ def build_run(run: Path) -> Path:
     rows = []
     for sae in saes:
         name = f"topk_{sae.d_sae}"
-        sae.save(run / "saes" / name)
+        sae.save(Run(run).sae_dir(name))
         metrics = S.evaluate_sae(sae, acts)
         dl = description_length(sae, acts, bin_width=0.05)
         rows.append(
@@ -64,11 +65,11 @@ def build_run(run: Path) -> Path:
              "fvu": metrics["fvu"], "l0": metrics["l0"], "dead": metrics["dead_fraction"],
              "description_length_bits": dl.bits}
         )  # fmt: skip
-    atomic_write_jsonl_records(run / "saes" / "table.jsonl", rows)
+    atomic_write_jsonl_records(Run(run).sae_table_path, rows)
     labels = {k: store.labels[k].numpy() for k in ("depth", "is_close")}
     probe_sweep(
         {HOOK: acts}, labels, ks=(1, 2, 4), device="cpu",
-        out_path=run / "probes" / "results.jsonl", progress=False,
+        out_path=Run(run).probe_results_path, progress=False,
     )  # fmt: skip
     return run
 
@@ -132,7 +133,7 @@ def report(run_dir):
 
 
 def test_all_sections_and_no_network(report, run_dir):
-    assert report == run_dir / "report.html"
+    assert report == Run(run_dir).report_path == run_dir / "report.html"
     html = report.read_text()
     for anchor in ("summary", "training", "grokking", "trees", "saes", "probes"):
         assert f'<section id="{anchor}">' in html
@@ -158,7 +159,7 @@ def test_all_sections_and_no_network(report, run_dir):
 def test_training_and_grokking_charts_match_files(report, run_dir):
     specs = charts(parse(report))
     by_title = dict(zip(titles(specs), specs))
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(Run(run_dir).metrics_path)
     train_recs = sorted((r for r in metrics if r["split"] == "train"), key=lambda r: r["step"])
     loss = by_title["Loss"]["data"]
     trace = next(t for t in loss if t["name"] == "train loss")
@@ -168,7 +169,7 @@ def test_training_and_grokking_charts_match_files(report, run_dir):
     ood = [r for r in metrics if r["split"] == "test_ood"]
     ood_trace = next(t for t in acc["data"] if "test_ood" in t["name"])
     assert ood_trace["y"] == [r["closing_acc"] for r in sorted(ood, key=lambda r: r["step"])]
-    tracking = read_jsonl(run_dir / "tracking.jsonl")
+    tracking = read_jsonl(Run(run_dir).tracking_path)
     grok = next(s for t, s in by_title.items() if t.startswith("Over checkpoints"))
     names = {t["name"]: t for t in grok["data"]}
     assert names["parse F1"]["y"] == [r["parse_f1"] for r in tracking]
@@ -223,15 +224,15 @@ def test_tree_helpers_by_hand():
 def test_sae_table_dl_curve_and_feature_cards(report, run_dir):
     html = report.read_text()
     specs = charts(parse(report))
-    table_rows = read_jsonl(run_dir / "saes" / "table.jsonl")
+    table_rows = read_jsonl(Run(run_dir).sae_table_path)
     dl = next(s for s in specs if s["layout"]["title"]["text"].startswith("Description length"))
     assert dl["data"][0]["x"] == list(WIDTHS)
     assert dl["data"][0]["y"] == [r["description_length_bits"] for r in table_rows]
     for row in table_rows:
         assert f"<td>{row['name']}</td>" in html
     # feature cards: the top latent of topk_16 and its top token, by a slow row-by-row loop
-    store = ActivationStore.open(run_dir / "activations" / "step_0000020")
-    sae = S.load(run_dir / "saes" / "topk_16", device="cpu")
+    store = ActivationStore.open(Run(run_dir).activations_dir(20))
+    sae = S.load(Run(run_dir).sae_dir("topk_16"), device="cpu")
     acts = store[HOOK].float()
     best = (-math.inf, -1, -1)
     for row in range(acts.shape[0]):
@@ -268,10 +269,10 @@ def test_sae_metrics_computed_when_there_is_no_table(run_dir, tmp_path):
     assert columns == ["name", "architecture", "hook_name", "d_sae", "k", "fvu", "l0", "dead"]
     assert "Description length" not in html and "Feature cards" not in html
     assert "no feature cards" not in html  # the stores exist; max_saes=0 asked for none
-    store = ActivationStore.open(run / "activations" / "step_0000020")
+    store = ActivationStore.open(Run(run).activations_dir(20))
     x = store[HOOK].double().numpy()
     for width in WIDTHS:
-        sae = S.load(run / "saes" / f"topk_{width}", device="cpu")
+        sae = S.load(Run(run).sae_dir(f"topk_{width}"), device="cpu")
         row = re.search(rf"<tr><td>topk_{width}</td>(.*?)</tr>", html).group(1)
         cells = dict(zip(columns[1:], re.findall(r"<td>(.*?)</td>", row)))
         # reference: numpy, one row at a time
@@ -294,7 +295,7 @@ def test_sae_metrics_computed_when_there_is_no_table(run_dir, tmp_path):
 
 
 def test_probe_chart_is_mean_of_best_selection(report, run_dir):
-    records = read_jsonl(run_dir / "probes" / "results.jsonl")
+    records = read_jsonl(Run(run_dir).probe_results_path)
     spec = next(
         s for s in charts(parse(report)) if s["layout"]["title"]["text"].startswith("Mean F1")
     )
@@ -310,18 +311,18 @@ def test_data_strings_are_escaped(run_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("report.html"))
     evil = "</script><img src=http://evil.test/x.png onerror=alert(1)>&\"'"
-    records = read_jsonl(run / "probes" / "results.jsonl")
+    records = read_jsonl(Run(run).probe_results_path)
     for r in records:
         r["hook"], r["feature"] = evil + r["hook"], evil + r["feature"]
-    atomic_write_jsonl_records(run / "probes" / "results.jsonl", records)
-    rows = read_jsonl(run / "saes" / "table.jsonl")
+    atomic_write_jsonl_records(Run(run).probe_results_path, records)
+    rows = read_jsonl(Run(run).sae_table_path)
     rows[0]["architecture"] = evil
     rows.append({"name": evil, "d_sae": 8, "fvu": 0.5, "description_length_bits": 3.0})
-    atomic_write_jsonl_records(run / "saes" / "table.jsonl", rows)
-    (run / "saes" / "topk_16").rename(run / "saes" / "a<b>&'c\"")
+    atomic_write_jsonl_records(Run(run).sae_table_path, rows)
+    (Run(run).sae_dir("topk_16")).rename(Run(run).saes_dir / "a<b>&'c\"")
     out = write_report(run, tmp_path / "out" / "r.html", max_sentences=0)
     html = out.read_text()
-    assert out.parent.name == "out" and not (run / "report.html").exists()
+    assert out.parent.name == "out" and not Run(run).report_path.exists()
     assert "<img" not in html
     assert "alert(1)>" not in html  # escaped wherever it appears
     assert "a&lt;b&gt;&amp;&#x27;c&quot;" in html
@@ -338,19 +339,37 @@ def test_data_strings_are_escaped(run_dir, tmp_path):
 def test_sections_omitted_when_stages_did_not_run(run_dir, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
-    shutil.copy(run_dir / "config.json", bare / "config.json")
+    shutil.copy(Run(run_dir).config_path, Run(bare).config_path)
     html = write_report(bare).read_text()
     assert '<section id="summary">' in html
     assert html.count("<section") == 1 and "Plotly" not in html and "<script" not in html
     assert "dyck" in html
     # metrics only: summary and training curves, no model-dependent sections
-    shutil.copy(run_dir / "metrics.jsonl", bare / "metrics.jsonl")
+    shutil.copy(Run(run_dir).metrics_path, Run(bare).metrics_path)
     html = write_report(bare).read_text()
     assert re.findall(r'<section id="(\w+)">', html) == ["summary", "training"]
     # SAEs without activation stores: table without feature cards
-    shutil.copytree(run_dir / "saes", bare / "saes")
+    shutil.copytree(Run(run_dir).saes_dir, Run(bare).saes_dir)
     html = write_report(bare).read_text()
     assert '<section id="saes">' in html and "no feature cards" in html
+
+
+def test_saes_in_the_older_grid_and_mdl_folders_are_reported(run_dir, tmp_path):
+    """Runs written when ``fit-sae`` saved to ``saes/grid/`` and ``saes/mdl/`` still show
+    those SAEs, with feature cards, next to ``saes/<name>/`` ones."""
+    run = tmp_path / "old"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("report.html", "table.jsonl"))
+    saes = Run(run).saes_dir
+    (saes / "grid").mkdir()
+    (saes / "mdl").mkdir()
+    (saes / "topk_16").rename(saes / "grid" / "topk_16")
+    (saes / "topk_32").rename(saes / "mdl" / "topk_32")
+    assert set(Run(run).sae_dirs()) == {"topk_16", "topk_32", "topk_64"}
+    html = write_report(run, max_sentences=0, max_saes=3).read_text()
+    section = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
+    for name in ("topk_16", "topk_32", "topk_64"):
+        assert f"<td>{name}</td>" in section
+        assert f"<b>{name}</b> on <code>{HOOK}</code>" in section  # its feature cards
 
 
 def test_broken_input_is_an_error_box_not_a_broken_report(run_dir, tmp_path):
@@ -358,7 +377,7 @@ def test_broken_input_is_an_error_box_not_a_broken_report(run_dir, tmp_path):
     shutil.copytree(
         run_dir, run, ignore=shutil.ignore_patterns("activations", "saes", "checkpoints")
     )
-    path = run / "probes" / "results.jsonl"
+    path = Run(run).probe_results_path
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
     html = write_report(run).read_text()

@@ -16,3 +16,23 @@ def test_in_relative_clause_label_marks_exactly_the_relative_clauses():
             seen_rc += n_rc
             assert ex.token_labels["in_relative_clause"][0] == -1  # <bos>
         assert seen_rc > 20
+
+
+def test_transduction_base_lives_in_its_own_module_and_old_path_warns():
+    import pytest
+
+    from hierlens.models.tasks import (
+        QuestionFormationTask,
+        TenseInflectionTask,
+        TransductionTask,
+        grammar,
+    )
+    from hierlens.models.tasks.transduction import TransductionTask as New
+
+    assert TransductionTask is New
+    assert issubclass(QuestionFormationTask, New) and issubclass(TenseInflectionTask, New)
+    with pytest.warns(DeprecationWarning, match="transduction"):
+        from hierlens.models.tasks.grammar import TransductionTask as Old
+    assert Old is New
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        grammar.Nope  # noqa: B018

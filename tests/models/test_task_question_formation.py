@@ -397,8 +397,8 @@ def test_object_rc_validated():
 
 def test_sampling_more_than_the_base_round_budget(monkeypatch):
     """The number of draws allowed grows with ``n`` (``test_id`` keeps ~10% of draws)."""
-    from hierlens.models.tasks import grammar
+    from hierlens.models.tasks import transduction
 
-    monkeypatch.setattr(grammar, "_MAX_ROUNDS", 10)
+    monkeypatch.setattr(transduction, "_MAX_ROUNDS", 10)
     exs = get_task("question_formation").sample(30, "test_id", 0)
     assert len(exs) == 30

@@ -22,7 +22,7 @@ from hierlens.models import (
     train,
 )
 from hierlens.models.checkpoint import checkpoint_path
-from hierlens.models.schedule import lr_at, scheduled_steps
+from hierlens.models.train_config import lr_at, scheduled_steps
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)

@@ -78,7 +78,7 @@ def test_unknown_config_key_suggests_the_right_one():
 
 @pytest.mark.parametrize("direction", ["causal", "bidirectional"])
 def test_training_fast_path_matches_bridge_and_trains_its_parameters(direction):
-    from hierlens.models.fast_forward import training_forward
+    from hierlens.models.forward import training_forward
 
     model = build_transformer(ModelConfig(d_vocab=9, n_ctx=12, d_model=32, attention_dir=direction))
     tokens = torch.randint(0, 9, (4, 10))
@@ -96,7 +96,7 @@ def test_training_fast_path_matches_bridge_and_trains_its_parameters(direction):
 
 
 def test_training_forward_on_a_plain_module():
-    from hierlens.models.fast_forward import training_forward
+    from hierlens.models.forward import training_forward
 
     plain = torch.nn.Sequential(torch.nn.Embedding(5, 8), torch.nn.Linear(8, 5))
     tokens = torch.randint(0, 5, (2, 3))

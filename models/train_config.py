@@ -1,0 +1,172 @@
+"""Training hyper-parameters (:class:`TrainConfig`) and the schedules they describe: the
+learning rate as a pure function of the step, and which steps are evaluated or checkpointed
+(every N steps and/or log-spaced)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .config import Config
+from .tasks.base import SPLITS
+
+LOSS_ON = ("targets", "sequence")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_at(
+    step: int,
+    *,
+    base_lr: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    schedule: str = "cosine",
+    min_lr_ratio: float = 0.0,
+) -> float:
+    """Learning rate for the optimizer step that takes the model from ``step`` to ``step + 1``.
+
+    Linear warmup from ``base_lr / warmup_steps`` to ``base_lr`` over ``warmup_steps`` steps,
+    then ``cosine`` or ``linear`` decay to ``min_lr_ratio * base_lr`` at ``total_steps``, or
+    ``constant``. A pure function of the step, so resuming needs no scheduler state.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    floor = base_lr * min_lr_ratio
+    if schedule == "linear":
+        return floor + (base_lr - floor) * (1.0 - progress)
+    return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def log_spaced_steps(total_steps: int, count: int) -> set[int]:
+    """About ``count`` distinct steps in ``[1, total_steps]`` spaced evenly in log scale."""
+    if count <= 0 or total_steps <= 0:
+        return set()
+    if count == 1:
+        return {total_steps}
+    return {max(1, round(math.exp(math.log(total_steps) * i / (count - 1)))) for i in range(count)}
+
+
+def scheduled_steps(
+    total_steps: int, every: int = 0, log_count: int = 0, *, include_zero: bool = False
+) -> list[int]:
+    """Sorted steps: multiples of ``every``, ``log_count`` log-spaced steps, always the last
+    step, and step 0 when ``include_zero``."""
+    steps = {total_steps} | log_spaced_steps(total_steps, log_count)
+    if every > 0:
+        steps |= set(range(every, total_steps + 1, every))
+    if include_zero:
+        steps.add(0)
+    return sorted(steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training hyper-parameters and schedules.
+
+    Parameters:
+        steps: number of optimizer steps.
+        batch_size: sequences per step.
+        lr, warmup_steps, schedule, min_lr_ratio: peak learning rate, linear warmup, then
+            "cosine", "linear" or "constant" to ``min_lr_ratio * lr``.
+        betas, weight_decay: AdamW (weight decay on matrices only, not on biases/norms).
+        grad_clip: global gradient-norm clip (None: off).
+        log_every: steps between training-loss records (the only host-device sync).
+        eval_every, eval_log_points: evaluation every N steps and/or at this many log-spaced
+            steps (plus step 0 and the last step when either is set).
+        eval_n, eval_splits: examples per split and which splits to evaluate.
+        checkpoint_every, checkpoint_log_points: checkpoints every N steps and/or at
+            log-spaced steps; the last step is always checkpointed.
+        train_pool: number of training examples sampled once and drawn from with replacement.
+        seed: seeds the training pool, the batch order and the RNG.
+        device: "cpu", "cuda", ... (None: CUDA when available).
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        compile: wrap the model in ``torch.compile``.
+        loss_on: ``"targets"`` trains only the positions the task gives a target (for the
+            transduction tasks, the output after the marker); ``"sequence"`` trains a language
+            model on every position (the next token of the whole padded-free sequence), as
+            Murty et al. (2023) train question formation and tense inflection. Needs a
+            next-token task. Evaluation always uses the task's own targets.
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    log_every: int = 50
+    eval_every: int = 500
+    eval_log_points: int = 0
+    eval_n: int = 500
+    eval_splits: tuple[str, ...] = ("test_id", "test_ood")
+    checkpoint_every: int = 500
+    checkpoint_log_points: int = 0
+    train_pool: int = 20_000
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True
+    compile: bool = False
+    loss_on: str = "targets"
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "log_every", "eval_n", "train_pool")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "eval_log_points",
+            "checkpoint_every",
+            "checkpoint_log_points",
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}"
+            )
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(
+                f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}"
+            )
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(
+                f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}"
+            )
+        if self.loss_on not in LOSS_ON:
+            raise ValueError(f"TrainConfig.loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        bad = [s for s in self.eval_splits if s not in SPLITS]
+        if bad:
+            raise ValueError(
+                f"TrainConfig.eval_splits: unknown split(s) {bad}; expected a subset of {SPLITS}"
+            )
+
+    @property
+    def eval_steps(self) -> list[int]:
+        """Steps evaluated (step 0 included), empty when evaluation is off."""
+        if self.eval_every == 0 and self.eval_log_points == 0:
+            return []
+        return scheduled_steps(self.steps, self.eval_every, self.eval_log_points, include_zero=True)
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps checkpointed (always including the last)."""
+        return scheduled_steps(self.steps, self.checkpoint_every, self.checkpoint_log_points)
