@@ -5,7 +5,7 @@ Importing this package is cheap: TransformerLens is imported only when a model i
 
 from .atomic_io import CorruptFileError
 from .capture import capture, model_fingerprint
-from .checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .checkpoint_capture import activations_dir, capture_checkpoints
 from .config import Config
 from .device import resolve_device, resolve_dtype
@@ -13,7 +13,7 @@ from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .moved import alias_moved_modules
 from .pretrained import Pretrained, load_pretrained
-from .run import Run, open_run
+from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
 from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks

@@ -32,22 +32,10 @@ from .atomic_io import (
     read_json,
     save_tensors,
 )
-from .run import Run
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-
-
-def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/checkpoints/step_NNNNNNN`` (:meth:`Run.checkpoint_dir`)."""
-    return Run(run_dir).checkpoint_dir(step)
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint folders in ``run_dir`` (complete by construction), sorted."""
-    dirs = Run(run_dir).checkpoint_dirs()
-    return [step for step, path in dirs.items() if (path / STATE_FILE).exists()]
 
 
 @dataclass
@@ -95,15 +83,16 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def save_checkpoint(
-    run_dir: str | os.PathLike,
+    path: str | os.PathLike,
     step: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
     save_rng: bool = True,
 ) -> Path:
-    """Write the checkpoint for ``step`` atomically and return its folder."""
-    final = checkpoint_path(run_dir, step)
+    """Write the checkpoint for ``step`` atomically into the folder ``path`` (a run's
+    :meth:`~hierlens.models.Run.checkpoint_dir`) and return it."""
+    final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -166,20 +155,6 @@ def load_checkpoint(
     )
     rng = {k: v for k, v in state.items() if k.startswith("rng.")}
     return Checkpoint(step, path, model_state, optimizer_state, rng, meta.get("extra", {}))
-
-
-def latest_valid_checkpoint(
-    run_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-) -> Checkpoint | None:
-    """The newest checkpoint that loads and verifies; corrupt ones are reported (by path, at
-    WARNING level) and skipped for the previous good one. ``None`` when there is none."""
-    for step in reversed(list_checkpoints(run_dir)):
-        path = checkpoint_path(run_dir, step)
-        try:
-            return load_checkpoint(path, map_location=map_location)
-        except CorruptFileError as exc:
-            log.warning("skipping corrupt checkpoint %s: %s", path, exc)
-    return None
 
 
 def restore_rng(rng_state: dict[str, torch.Tensor]) -> None:

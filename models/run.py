@@ -26,6 +26,7 @@ still read: :meth:`Run.sae_dirs` lists those SAEs too.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 from pathlib import Path
@@ -33,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .atomic_io import atomic_write_json, read_json, read_jsonl
+from .atomic_io import CorruptFileError, atomic_write_json, read_json, read_jsonl
+from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .tasks import Task, get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
@@ -43,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+log = logging.getLogger(__name__)
+
 CHECKPOINTS = "checkpoints"
 ACTIVATIONS = "activations"
 SAES = "saes"
@@ -190,15 +194,12 @@ class Run:
     @property
     def steps(self) -> list[int]:
         """Steps that have a complete checkpoint."""
-        from .checkpoint import list_checkpoints
-
-        return list_checkpoints(self.path)
+        return [s for s, path in self.checkpoint_dirs().items() if (path / STATE_FILE).exists()]
 
     def load_model(
         self, step: int | None = None, device: str | torch.device | None = None
     ) -> TransformerBridge:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
-        from .checkpoint import latest_valid_checkpoint, load_checkpoint
         from .device import resolve_device
 
         dev = resolve_device(device)
@@ -330,3 +331,28 @@ def open_run(run_dir: str | os.PathLike | Run) -> Run:
     if not isinstance(config, dict) or "task" not in config or "model" not in config:
         raise ValueError(f"{run.config_path}: expected keys 'task' and 'model'")
     return Run(run.path, config)
+
+
+# ---------------------------------------------------------------- checkpoints by run
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """``run_dir/checkpoints/step_NNNNNNN`` (:meth:`Run.checkpoint_dir`)."""
+    return Run(run_dir).checkpoint_dir(step)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
+    """Steps of the checkpoint folders in ``run_dir`` (complete by construction), sorted."""
+    return Run(run_dir).steps
+
+
+def latest_valid_checkpoint(
+    run_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; corrupt ones are reported (by path, at
+    WARNING level) and skipped for the previous good one. ``None`` when there is none."""
+    for step in reversed(list_checkpoints(run_dir)):
+        path = checkpoint_path(run_dir, step)
+        try:
+            return load_checkpoint(path, map_location=map_location)
+        except CorruptFileError as exc:
+            log.warning("skipping corrupt checkpoint %s: %s", path, exc)
+    return None

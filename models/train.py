@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
-from .checkpoint import latest_valid_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
 from .forward import is_bidirectional, training_forward
-from .run import Run, run_config_dict
+from .run import Run, latest_valid_checkpoint, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig, lr_at
 from .transformer import ModelConfig
@@ -331,7 +331,13 @@ def train(
                 evaluate(step)
                 model.train()
             if step in ckpt_steps:
-                save_checkpoint(run.path, step, model, optimizer, extra={"train_loss": last_loss})
+                save_checkpoint(
+                    run.checkpoint_dir(step),
+                    step,
+                    model,
+                    optimizer,
+                    extra={"train_loss": last_loss},
+                )
             if callback is not None:
                 callback(step)
             if stop_at is not None and step >= stop_at:

@@ -18,8 +18,8 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
     """A complete store of the same checkpoint weights already at ``step`` that holds every
     hook ``patterns`` names (names or globs), with those hooks; None if there is none."""
     from hierlens.models.atomic_io import read_json
-    from hierlens.models.checkpoint import checkpoint_path
     from hierlens.models.checkpoint_capture import activations_dir
+    from hierlens.models.run import Run
     from hierlens.models.store import ActivationStore
 
     path = activations_dir(run_dir, step)
@@ -29,7 +29,7 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
         store = ActivationStore.open(path)
     except (ValueError, OSError):
         return None  # incomplete or damaged: a fresh capture resumes or replaces it
-    sha = read_json(checkpoint_path(run_dir, step) / "state.json")["sha256"]["model.safetensors"]
+    sha = read_json(Run(run_dir).checkpoint_dir(step) / "state.json")["sha256"]["model.safetensors"]
     if (store.model_id or {}).get("weights_sha256") != sha:
         return None
     hooks = [h for h in store.hooks if any(fnmatch.fnmatchcase(h, p) for p in patterns)]

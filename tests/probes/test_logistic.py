@@ -134,7 +134,9 @@ def test_mixed_batch_drops_converged_problems_without_changing_results(k):
     iterations early) gives each problem what it gets when fitted alone, and what
     scikit-learn gets; the unconverged ones keep iterating on their own data."""
     X, y = _problems(11, P=8, n=300, k=k)
-    alone = [fit_logistic(X[p], y[p], C=0.5, class_weight="balanced", device="cpu") for p in range(8)]
+    alone = [
+        fit_logistic(X[p], y[p], C=0.5, class_weight="balanced", device="cpu") for p in range(8)
+    ]
     coef0 = torch.stack([f.coef[0] for f in alone])
     b0 = torch.stack([f.intercept[0] for f in alone])
     # Problems 0-5 start at their solution, 6-7 from far away.
