@@ -44,3 +44,5 @@ __all__ += [
     "QuestionFormationTask",
     "TenseInflectionTask",
 ]
+
+from . import chomsky  # noqa: E402,F401  (registers the Chomsky-hierarchy tasks)
