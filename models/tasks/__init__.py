@@ -46,3 +46,5 @@ __all__ += [
     "TenseInflectionTask",
     "TransductionTask",
 ]
+
+from . import chomsky  # noqa: E402,F401  (registers the Chomsky-hierarchy tasks)
