@@ -1,0 +1,1 @@
+"""Comparing representations and their geometry."""
