@@ -13,8 +13,8 @@ from scipy.stats import ortho_group
 from hierlens.analysis.compare.similarity import (
     hsic,
     linear_cka,
-    pwcca,
     procrustes_distance,
+    pwcca,
     rbf_cka,
     similarity_matrix,
     svcca,
