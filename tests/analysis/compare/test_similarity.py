@@ -86,13 +86,13 @@ def test_debiased_hsic_against_u_statistic():
     n = 7
     x, y = _rand(n, 3, 7), _rand(n, 2, 8)
     y[:, 0] += x[:, 0]
-    k, l = x @ x.T, y @ y.T
+    k, lk = x @ x.T, y @ y.T
     total, count = 0.0, 0
     for i, j, q, r in itertools.permutations(range(n), 4):
-        total += k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
+        total += k[i, j] * lk[i, j] + k[i, j] * lk[q, r] - 2 * k[i, j] * lk[i, q]
         count += 1
     ref = total / count
-    got = hsic(torch.tensor(k), torch.tensor(l), debiased=True)
+    got = hsic(torch.tensor(k), torch.tensor(lk), debiased=True)
     assert float(got) == pytest.approx(ref, rel=1e-10)
     # the streamed linear-kernel estimator gives the same ratio
     kk = (
@@ -104,7 +104,7 @@ def test_debiased_hsic_against_u_statistic():
     )
     ll = (
         sum(
-            l[i, j] * l[i, j] + l[i, j] * l[q, r] - 2 * l[i, j] * l[i, q]
+            lk[i, j] * lk[i, j] + lk[i, j] * lk[q, r] - 2 * lk[i, j] * lk[i, q]
             for i, j, q, r in itertools.permutations(range(n), 4)
         )
         / count
