@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 from .config import Config
 from .tasks.base import SPLITS
@@ -72,16 +73,22 @@ class TrainConfig(Config):
     Parameters:
         steps: number of optimizer steps.
         batch_size: sequences per step.
-        lr, warmup_steps, schedule, min_lr_ratio: peak learning rate, linear warmup, then
-            "cosine", "linear" or "constant" to ``min_lr_ratio * lr``.
-        betas, weight_decay: AdamW (weight decay on matrices only, not on biases/norms).
+        lr: peak learning rate.
+        warmup_steps: steps of linear warmup to ``lr``.
+        schedule: decay after warmup, "cosine", "linear" or "constant", to
+            ``min_lr_ratio * lr``.
+        min_lr_ratio: the final learning rate as a fraction of ``lr``.
+        betas: AdamW's (beta1, beta2).
+        weight_decay: AdamW weight decay (on matrices only, not on biases/norms).
         grad_clip: global gradient-norm clip (None: off).
         log_every: steps between training-loss records (the only host-device sync).
-        eval_every, eval_log_points: evaluation every N steps and/or at this many log-spaced
-            steps (plus step 0 and the last step when either is set).
-        eval_n, eval_splits: examples per split and which splits to evaluate.
-        checkpoint_every, checkpoint_log_points: checkpoints every N steps and/or at
-            log-spaced steps; the last step is always checkpointed.
+        eval_every: evaluate every N steps (0: off; step 0 and the last step are evaluated
+            when this or ``eval_log_points`` is set).
+        eval_log_points: also evaluate at this many log-spaced steps.
+        eval_n: examples per evaluated split.
+        eval_splits: which splits to evaluate.
+        checkpoint_every: checkpoint every N steps (the last step is always checkpointed).
+        checkpoint_log_points: also checkpoint at this many log-spaced steps.
         train_pool: number of training examples sampled once and drawn from with replacement.
         seed: seeds the training pool, the batch order and the RNG.
         device: "cpu", "cuda", ... (None: CUDA when available).
@@ -93,6 +100,8 @@ class TrainConfig(Config):
             Murty et al. (2023) train question formation and tense inflection. Needs a
             next-token task. Evaluation always uses the task's own targets.
     """
+
+    FIELD_CHOICES: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES, "loss_on": LOSS_ON}
 
     steps: int = 2000
     batch_size: int = 64

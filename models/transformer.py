@@ -8,7 +8,7 @@ initialised TL-native model: every TransformerLens hook name (``blocks.0.hook_re
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -33,7 +33,9 @@ class ModelConfig(Config):
     Parameters:
         d_vocab: vocabulary size (use :meth:`for_task` to take it from a task).
         n_ctx: maximum sequence length.
-        d_model, n_layers, n_heads: width, depth and heads.
+        d_model: residual-stream width.
+        n_layers: number of transformer blocks.
+        n_heads: attention heads per block.
         d_head: per-head width (default ``d_model // n_heads``).
         d_mlp: MLP width (default ``4 * d_model``).
         act_fn: MLP activation ("gelu", "gelu_new", "relu", "silu", "solu_ln").
@@ -43,6 +45,13 @@ class ModelConfig(Config):
         attn_only: attention-only blocks (no MLPs).
         seed: initialisation seed (initialisation never touches the global RNG).
     """
+
+    FIELD_CHOICES: ClassVar[dict[str, tuple]] = {
+        "act_fn": _ACTS,
+        "normalization_type": _NORMS,
+        "attention_dir": _ATTENTION_DIRS,
+        "positional_embedding_type": _POS,
+    }
 
     d_vocab: int
     n_ctx: int

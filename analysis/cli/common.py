@@ -95,7 +95,7 @@ def newest_step(run_dir: str | os.PathLike) -> int:
 
 
 # ----- dataclass configs as command-line flags ---------------------------------------------------
-_PREFIX_KEY = "_config_flag_prefix_"  # namespace entry: the prefix a config's flags were added with
+_PREFIX_KEY = "_config_flags_"  # namespace entry: (prefix, flagged fields) of a config class
 
 
 def config_field_docs(config_class: type) -> dict[str, str]:
@@ -177,11 +177,12 @@ def add_config_flags(
     ``Parameters:`` entry, and its default is None, meaning "the config's default" (see
     :func:`config_from_flags`). Fields in ``exclude`` get no flag.
     """
-    parser_or_group.set_defaults(**{_PREFIX_KEY + config_class.__name__: prefix})
+    flagged = [f.name for f in dataclasses.fields(config_class) if f.init and f.name not in exclude]
+    parser_or_group.set_defaults(**{_PREFIX_KEY + config_class.__name__: (prefix, flagged)})
     docs = config_field_docs(config_class)
     fixed = getattr(config_class, "FIELD_CHOICES", {})
     for field in dataclasses.fields(config_class):
-        if field.name in exclude or not field.init:
+        if field.name not in flagged:
             continue
         kind, choices, is_bool = _flag_type(field.type)
         choices = tuple(fixed.get(field.name, ())) or choices
@@ -198,17 +199,23 @@ def add_config_flags(
         )
 
 
+def flag_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """``field -> value`` of the flags :func:`add_config_flags` added for ``config_class``
+    that were given on the command line (unset flags are left out)."""
+    prefix, flagged = getattr(args, _PREFIX_KEY + config_class.__name__, ("", []))
+    values: dict[str, Any] = {}
+    for name in flagged:
+        value = getattr(args, prefix + name, None)
+        if value is not None:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
 def config_from_flags(args: argparse.Namespace, config_class: type, **overrides: Any) -> Any:
     """Build ``config_class`` from the flags :func:`add_config_flags` added (with the
     ``prefix`` it was given): flags left unset keep the config's defaults; ``overrides``
     (field -> value) win over both. A bad value is a :class:`CLIError` naming the flag."""
-    prefix = getattr(args, _PREFIX_KEY + config_class.__name__, "")
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(config_class):
-        value = getattr(args, prefix + field.name, None)
-        if field.init and value is not None:
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-    values.update(overrides)
+    values = {**flag_values(args, config_class), **overrides}
     try:
         return config_class(**values)
     except (TypeError, ValueError) as exc:

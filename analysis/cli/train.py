@@ -7,36 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from .common import fmt, task_from_args
+from .common import CLIError, add_config_flags, config_from_flags, flag_values, fmt, task_from_args
 
 log = logging.getLogger("hierlens")
-
-# flag -> (type, help, choices)
-_MODEL_FLAGS: dict[str, tuple[type, str, tuple[str, ...] | None]] = {
-    "d_model": (int, "residual width (default 128)", None),
-    "n_layers": (int, "number of blocks (default 2)", None),
-    "n_heads": (int, "attention heads (default 4)", None),
-    "d_mlp": (int, "MLP width (default 4 * d_model)", None),
-    "act_fn": (str, "MLP activation", ("gelu", "gelu_new", "relu", "silu", "solu_ln")),
-    "attention_dir": (str, "attention direction", ("causal", "bidirectional")),
-    "positional_embedding_type": (str, "positions", ("standard", "rotary")),
-}
-_TRAIN_FLAGS: dict[str, tuple[type, str, tuple[str, ...] | None]] = {
-    "steps": (int, "optimizer steps (default 2000)", None),
-    "batch_size": (int, "sequences per step (default 64)", None),
-    "lr": (float, "peak learning rate (default 1e-3)", None),
-    "warmup_steps": (int, "linear warmup steps (default 100)", None),
-    "schedule": (str, "learning-rate decay", ("cosine", "linear", "constant")),
-    "weight_decay": (float, "AdamW weight decay on matrices (default 0.01)", None),
-    "grad_clip": (float, "gradient-norm clip (default 1.0)", None),
-    "log_every": (int, "steps between train-loss records (default 50)", None),
-    "eval_every": (int, "steps between evaluations, 0 = off (default 500)", None),
-    "eval_log_points": (int, "extra log-spaced evaluations (default 0)", None),
-    "eval_n": (int, "examples per evaluated split (default 500)", None),
-    "checkpoint_every": (int, "steps between checkpoints (default 500)", None),
-    "checkpoint_log_points": (int, "extra log-spaced checkpoints (default 0)", None),
-    "train_pool": (int, "training examples sampled up front (default 20000)", None),
-}
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -54,10 +27,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)
-    model_kwargs = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
-    model_config = ModelConfig.for_task(task, seed=args.seed, **model_kwargs)
-    train_kwargs = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    config = TrainConfig(seed=args.seed, device=args.device, **train_kwargs)
+    try:
+        model_config = ModelConfig.for_task(task, seed=args.seed, **flag_values(args, ModelConfig))
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    config = config_from_flags(args, TrainConfig, seed=args.seed, device=args.device)
     model = build_transformer(model_config, device=config.device)
     log.info("training %s on %s into %s", model_config.to_dict(), task.to_dict(), args.run_dir)
     result = train(
@@ -94,6 +68,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_config_class() -> type:
+    from hierlens.models.transformer import ModelConfig
+
+    return ModelConfig
+
+
+def _train_config_class() -> type:
+    from hierlens.models.train_config import TrainConfig
+
+    return TrainConfig
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tasks", help="list tasks and their parameters")
     p.set_defaults(func=cmd_tasks)
@@ -108,26 +94,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         help="task parameter, repeatable (e.g. --task-param max_depth=8)",
     )
     p.add_argument("--run-dir", required=True, type=Path, help="where to write the run")
-    g = p.add_argument_group("model")
-    for flag, (typ, text, choices) in _MODEL_FLAGS.items():
-        g.add_argument(
-            "--" + flag.replace("_", "-"),
-            dest=flag,
-            type=typ,
-            default=None,
-            help=text,
-            choices=choices,
-        )
-    g = p.add_argument_group("training")
-    for flag, (typ, text, choices) in _TRAIN_FLAGS.items():
-        g.add_argument(
-            "--" + flag.replace("_", "-"),
-            dest=flag,
-            type=typ,
-            default=None,
-            help=text,
-            choices=choices,
-        )
+    # one flag per config field; help and defaults come from the configs themselves
+    model = p.add_argument_group("model (ModelConfig; unset: its default)")
+    add_config_flags(model, _model_config_class(), exclude=("d_vocab", "n_ctx", "seed"))
+    training = p.add_argument_group("training (TrainConfig; unset: its default)")
+    add_config_flags(training, _train_config_class(), exclude=("seed", "device"))
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and batches")
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"

@@ -384,3 +384,32 @@ def test_saes_from_fit_sae_appear_in_the_report(tmp_path, capsys):
     assert '<section id="saes">' in html
     saes = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
     assert "topk_w8_k2" in saes
+
+
+def test_train_flags_come_from_the_configs():
+    """Every ModelConfig / TrainConfig field (but those the command sets itself) is a flag,
+    with the config's docstring as help and no default restated in the CLI."""
+    import dataclasses
+
+    from hierlens.analysis.cli import build_parser
+    from hierlens.models import ModelConfig, TrainConfig
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    for cls, skip in (
+        (ModelConfig, {"d_vocab", "n_ctx", "seed"}),
+        (TrainConfig, {"seed", "device"}),
+    ):
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            assert f.name in flags, f"--{f.name} missing"
+            assert flags[f.name].default is None  # unset: the config's own default
+            assert flags[f.name].help, f"--{f.name} has no help"
+    assert flags["schedule"].choices == ("cosine", "linear", "constant")
+    args = parser.parse_args(["train", "--task", "dyck", "--run-dir", "x", "--lr", "0.01"])
+    from hierlens.analysis.cli.common import config_from_flags
+
+    cfg = config_from_flags(args, TrainConfig, seed=0, device=None)
+    assert cfg.lr == 0.01 and cfg.steps == TrainConfig().steps
