@@ -9,6 +9,10 @@ bridges of every source and for plain modules alike). On CUDA the selected rows 
 device -> pinned host buffers with non-blocking copies and synchronised once per shard;
 shards are written by a background thread while the next shard computes, so host memory
 holds at most two shards whatever the number of tokens.
+
+Real sentences (examples from :func:`hierlens.models.tokenize_words` run through a
+pretrained bridge) can be stored per word: ``pool="first" | "last" | "mean"`` keeps one
+row per word, pooled over its sub-word tokens, and drops the special tokens.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class _Data:
     offsets: torch.Tensor  # (n_sequences + 1,) int64
     labels: dict[str, torch.Tensor] = field(default_factory=dict)  # flat, aligned with tokens
     source: dict[str, Any] = field(default_factory=dict)
+    #: per sequence, the half-open token span of each word (Examples only; else None)
+    word_spans: list[list[tuple[int, int]]] | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -131,6 +137,12 @@ def _prepare_data(data: Any, labels: Mapping[str, Any] | None) -> _Data:
                 out.labels[name], _ = _flatten_sequences(
                     [e.token_labels[name] for e in data], f"token_labels[{name!r}]"
                 )
+            out.word_spans = [
+                [tuple(s) for s in e.word_spans]
+                if e.word_spans
+                else [(p, p + 1) for p in e.word_positions]
+                for e in data
+            ]
         else:
             flat, offsets = _flatten_sequences(data, "data")
             out = _Data(flat, offsets, source=source)
@@ -205,6 +217,63 @@ def _position_mask(positions: Positions, data: _Data) -> torch.Tensor:
     ).dtype not in (torch.bool,):
         raise TypeError("a positions mask must be boolean")
     return mask
+
+
+POOLS = ("first", "last", "mean")
+
+
+def _word_rows(data: _Data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For word pooling: the flat mask of each word's first token (one stored row per word,
+    in word order), and, aligned with the tokens, each word's length in tokens and its word
+    index (both set at the word's first token, 0 elsewhere)."""
+    if data.word_spans is None:
+        raise ValueError(
+            "pool needs data given as Examples with words (word_spans or word_positions), "
+            "e.g. from hierlens.models.tokenize_words"
+        )
+    n = len(data.tokens)
+    starts, lens, words = [], [], []
+    for i, spans in enumerate(data.word_spans):
+        length, base = int(data.lengths[i]), int(data.offsets[i])
+        if not spans:
+            raise ValueError(f"example {i} has no words to pool")
+        prev_end = 0
+        for w, (a, b) in enumerate(spans):
+            if not (prev_end <= a < b <= length):
+                raise ValueError(
+                    f"example {i}: word {w} spans tokens [{a}, {b}); word spans must be "
+                    f"non-empty, in order, non-overlapping and within the {length} tokens"
+                )
+            prev_end = b
+            starts.append(base + a)
+            lens.append(b - a)
+            words.append(w)
+    idx = torch.tensor(starts, dtype=torch.int64)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[idx] = True
+    word_len = torch.zeros(n, dtype=torch.int64)
+    word_len[idx] = torch.tensor(lens, dtype=torch.int64)
+    word_index = torch.zeros(n, dtype=torch.int64)
+    word_index[idx] = torch.tensor(words, dtype=torch.int64)
+    return mask, word_len, word_index
+
+
+def _pool_plan(
+    idx: torch.Tensor, lens: torch.Tensor, how: str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gather plan for pooling words out of a flattened ``(B * T, d)`` batch.
+
+    ``idx`` are the flat rows of the words' first tokens, ``lens`` their lengths. Returns
+    ``(rows, owner, lens)``: for "first"/"last" the one row per word to take (owner None);
+    for "mean" every member token's row and the word each belongs to."""
+    if how == "first":
+        return idx, None, None
+    if how == "last":
+        return idx + lens - 1, None, None
+    owner = torch.repeat_interleave(torch.arange(len(idx), dtype=torch.int64), lens)
+    before = torch.cumsum(lens, 0) - lens
+    within = torch.arange(int(lens.sum()), dtype=torch.int64) - before[owner]
+    return idx[owner] + within, owner, lens
 
 
 def _data_sha256(data: _Data, mask: torch.Tensor) -> str:
@@ -321,6 +390,7 @@ def capture(
     batch_size: int,
     out_dir: str | Path | None = None,
     positions: Positions = None,
+    pool: str | None = None,
     labels: Mapping[str, Any] | None = None,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
@@ -342,8 +412,12 @@ def capture(
             ``device`` when one is given.
         data: a ``(n_sequences, seq_len)`` token tensor, a list of variable-length token
             sequences (right-padded internally), a list of task ``Example`` s (their
-            ``token_labels`` become :attr:`ActivationStore.labels`), or a task split
-            ``(task_or_name, split, n, seed)``.
+            ``token_labels`` become :attr:`ActivationStore.labels`; real sentences come as
+            examples from :func:`hierlens.models.tokenize_words`), or a task split
+            ``(task_or_name, split, n, seed)``. Padding uses the model tokenizer's pad id
+            (0 when it has none). No sequence may be longer than the model's context
+            (``model.cfg.n_ctx`` where the model has one): that is a ``ValueError`` before
+            any forward pass.
         hooks: hook names or glob patterns (``"blocks.*.hook_resid_post"``); see
             :func:`hierlens.models.hooks.resolve_hook_names`.
         batch_size: sequences per forward pass.
@@ -354,6 +428,18 @@ def capture(
         positions: None (every real token), a boolean mask (``(n_sequences, >= len)`` or a
             list of per-sequence masks), or a callable ``f(tokens_1d) -> bool mask or
             indices`` selecting positions of each sequence.
+        pool: None (one stored row per selected token) or ``"first"``, ``"last"`` or
+            ``"mean"``: one row per *word* of example data, pooled over the word's
+            sub-word tokens as :func:`hierlens.models.pool_words` does (the first or last
+            sub-token, or their mean); tokens outside every word (``[CLS]``, ``[SEP]``,
+            ``<|endoftext|>``) are dropped. Words are ``Example.word_spans`` (or the one token
+            at each of ``word_positions`` when there are no spans). With pooling the index's
+            ``position`` column holds the *word index* within the sentence, ``token`` the
+            word's first sub-token id, and each label is the value at the word's first token
+            (:func:`~hierlens.models.tokenize_words` gives every sub-token of a word the
+            word's labels). The choice is part of the store's data identity
+            (``manifest["data"]["pool"]``), so pooled and unpooled captures never mix in
+            one folder. Cannot be combined with ``positions``.
         labels: extra per-token integer labels, laid out like ``positions`` masks.
         dtype: storage dtype of the activations.
         device: where to run (None: where the model is; CUDA else CPU for a parameterless
@@ -367,7 +453,8 @@ def capture(
 
     Returns:
         The :class:`ActivationStore`; ``store[hook]`` has shape ``(n_selected_tokens, d)``
-        with ``d`` the product of the hook's per-token dimensions.
+        (``(n_words, d)`` with ``pool``) with ``d`` the product of the hook's per-token
+        dimensions.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -385,9 +472,24 @@ def capture(
             json.dumps(model_id)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"model_id must be JSON-serialisable ({exc})") from None
+    if pool is not None and pool not in POOLS:
+        raise ValueError(f"pool must be None, 'first', 'last' or 'mean', got {pool!r}")
+    if pool is not None and positions is not None:
+        raise ValueError("give either positions or pool: pooling stores every word")
     names = resolve_hook_names(model, hooks)
     d = _prepare_data(data, labels)
-    mask = _position_mask(positions, d)
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if isinstance(n_ctx, int) and n_ctx > 0 and int(d.lengths.max()) > n_ctx:
+        k = int(torch.argmax(d.lengths))
+        raise ValueError(
+            f"sequence {k} has {int(d.lengths[k])} tokens, longer than the model's context "
+            f"n_ctx={n_ctx}; drop or shorten it (tokenize_words(..., max_length=n_ctx))"
+        )
+    word_len = word_index = None
+    if pool is None:
+        mask = _position_mask(positions, d)
+    else:
+        mask, word_len, word_index = _word_rows(d)
     d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
     if isinstance(d_vocab, int) and d_vocab > 0 and int(d.tokens.max()) >= d_vocab:
         raise ValueError(f"token id {int(d.tokens.max())} is out of range for d_vocab={d_vocab}")
@@ -412,6 +514,12 @@ def capture(
             shapes = _probe(runner, d, pad_id)
             header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
             header["model"] = model_id if model_id is not None else model_fingerprint(model)
+            if pool is not None:  # rows are words: the pooling is part of the data identity
+                index["position"] = word_index[mask]
+                h = hashlib.sha256(header["data"]["sha256"].encode())
+                h.update(f"pool={pool}".encode())
+                h.update(word_len.numpy().tobytes())
+                header["data"].update(sha256=h.hexdigest(), pool=pool)
             runner.early_stop = True
             return _run(
                 runner,
@@ -425,6 +533,8 @@ def capture(
                 allow_nonfinite,
                 overwrite,
                 progress,
+                pool,
+                word_len,
             )
     finally:
         if was_training:
@@ -523,6 +633,8 @@ def _run(
     allow_nonfinite: bool,
     overwrite: bool,
     progress: bool,
+    pool: str | None = None,
+    word_len: torch.Tensor | None = None,
 ) -> ActivationStore:
     index = {k: v for k, v in index_all.items() if not k.startswith("label.")}
     labels = {k[len("label.") :]: v for k, v in index_all.items() if k.startswith("label.")}
@@ -566,6 +678,8 @@ def _run(
                 dtype,
                 allow_nonfinite,
                 bar,
+                pool,
+                word_len,
             )
             rows = plan[k]["row_end"] - plan[k]["row_start"]
             if writer is not None:
@@ -603,6 +717,8 @@ def _fill_shard(
     dtype: torch.dtype,
     allow_nonfinite: bool,
     bar: tqdm,
+    pool: str | None = None,
+    word_len: torch.Tensor | None = None,
 ) -> dict[str, int]:
     """Run the batches of one shard, copying the selected rows into ``buf`` (non-blocking
     on CUDA; one synchronisation at the end). Returns the non-finite count per hook."""
@@ -619,7 +735,13 @@ def _fill_shard(
                 f"hook {name!r} gives shape {tuple(x.shape)} for a batch of shape {(b, t)}; "
                 "capture stores per-token activations of shape (batch, pos, ...)"
             )
-        rows = x.reshape(b * t, -1).index_select(0, state["idx"]).to(dtype)
+        flat = x.reshape(b * t, -1)
+        if state["owner"] is None:  # one row per selected token (or per word: first/last)
+            rows = flat.index_select(0, state["rows"]).to(dtype)
+        else:  # the mean over each word's tokens
+            total = flat.new_zeros((state["n_words"], flat.shape[1]), dtype=torch.float32)
+            total.index_add_(0, state["owner"], flat.index_select(0, state["rows"]).float())
+            rows = (total / state["lens"][:, None]).to(dtype)
         bad[name].append((~torch.isfinite(rows)).sum())
         buf[name][offset : offset + len(rows)].copy_(rows, non_blocking=dev.type == "cuda")
 
@@ -629,7 +751,16 @@ def _fill_shard(
         b = min(a + batch_size, shard["seq_end"])
         tokens, attn, idx = _pad_batch(d, mask, a, b, pad_id)
         state["shape"] = tuple(tokens.shape)
-        state["idx"] = _to_device(idx, dev)
+        if pool is None:
+            state.update(rows=_to_device(idx, dev), owner=None)
+        else:
+            lo, hi = int(d.offsets[a]), int(d.offsets[b])
+            lens = word_len[lo:hi][mask[lo:hi]]
+            rows, owner, _ = _pool_plan(idx, lens, pool)
+            state.update(rows=_to_device(rows, dev), n_words=len(idx), owner=None)
+            if owner is not None:
+                state["owner"] = _to_device(owner, dev)
+                state["lens"] = _to_device(lens.to(torch.float32), dev)
         runner.forward(_to_device(tokens, dev), None if attn is None else _to_device(attn, dev))
         offset += len(idx)
         bar.update(1)
