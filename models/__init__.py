@@ -12,7 +12,7 @@ from .device import resolve_device, resolve_dtype
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .moved import alias_moved_modules
-from .pretrained import Pretrained, load_pretrained
+from .pretrained import Pretrained, load_pretrained, load_tokenizer
 from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
 from .store import ActivationStore
@@ -35,6 +35,7 @@ __all__ = [
     "Sentence",
     "label_vocabulary",
     "load_pretrained",
+    "load_tokenizer",
     "pool_words",
     "read_conllu",
     "read_ptb",

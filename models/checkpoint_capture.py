@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-from .atomic_io import read_json
 from .capture import capture
-from .checkpoint import STATE_FILE
 from .run import Run, open_run
 from .store import ActivationStore
 
@@ -43,7 +41,8 @@ def capture_checkpoints(
 ) -> dict[int, ActivationStore]:
     """Capture ``hooks`` at each checkpoint ``steps`` (default: all) of a run.
 
-    ``data`` defaults to ``n`` examples of the run task's ``split`` drawn with ``seed`` (their
+    ``data`` defaults to the run's examples (:meth:`Run.examples`: ``n`` examples of the
+    task's ``split`` drawn with ``seed``, or a pretrained run's corpus sentences; their
     per-token labels go into each store); any ``data`` accepted by
     :func:`~hierlens.models.capture.capture` works. Every step uses the same data. Other
     keyword arguments go to ``capture``. Returns ``{step: store}``.
@@ -57,12 +56,10 @@ def capture_checkpoints(
             f"{run.path}: no checkpoint at step(s) {missing or steps}; available: {available}"
         )
     if data is None:
-        data = run.task.sample(n, split, seed)
+        data = run.examples(split, n, seed)
     stores = {}
     for step in steps:
-        weights_sha = read_json(run.checkpoint_dir(step) / STATE_FILE)["sha256"][
-            "model.safetensors"
-        ]
+        model_id = run.model_id(step)
         model = run.load_model(step, device=device)
         stores[step] = capture(
             model,
@@ -70,7 +67,7 @@ def capture_checkpoints(
             hooks,
             batch_size=batch_size,
             out_dir=run.activations_dir(step),
-            model_id={"run": run.config, "step": step, "weights_sha256": weights_sha},
+            model_id=model_id,
             device=device,
             overwrite=overwrite,
             progress=progress,

@@ -99,6 +99,12 @@ def _load_tokenizer(folder: Path) -> Any:
     return tok
 
 
+def load_tokenizer(path: str | Path) -> Any:
+    """The fast tokenizer of the local Hugging Face folder ``path`` as :func:`load_pretrained`
+    loads it (a byte-level BPE one with ``add_prefix_space=True``), without the model."""
+    return _load_tokenizer(_local_folder(path))
+
+
 def _special_ids(tokenizer: Any) -> dict[str, int]:
     out = {}
     for name in ("bos", "eos", "cls", "sep", "pad", "unk", "mask"):

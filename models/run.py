@@ -11,10 +11,20 @@ runs/<name>/
   saes/mdl_table.jsonl              # the MDL selection's table ...
   saes/mdl_selection.json           # ... and its choice
   probes/results.jsonl              # one record per (hook, feature, k, selection) probe
+  probes/structural.jsonl           # structural probes per layer (and their controls)
+  tree_scores.jsonl                 # tree projections per layer: tree score, parse F1
   tracking.jsonl                    # grokking metrics per checkpoint
   report.html
   figures/
 ```
+
+A run is *trained* (``config.json`` names a task, a model config and a training config;
+``checkpoints/`` holds the steps) or *pretrained*: ``config.json`` names a local Hugging Face
+folder and a corpus (``{"pretrained": {"path"}, "data": {...}}``, see
+:func:`pretrained_run_config`), the model is that folder as loaded (its one state is step 0,
+so ``activations/step_0000000/``), and the data are the corpus's sentences
+(:meth:`Run.examples`). Every later stage (SAEs, probes, tree scores, structural probes, the
+report) reads both kinds the same way.
 
 No other module builds these paths: writers and readers alike ask a :class:`Run`.
 ``Run(path)`` works for a directory that does not exist yet (writers create what they
@@ -34,14 +44,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .atomic_io import CorruptFileError, atomic_write_json, read_json, read_jsonl
+from .atomic_io import CorruptFileError, atomic_write_json, read_json, read_jsonl, sha256_file
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
+from .corpus import Corpus
 from .tasks import Task, get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
+
+    from .pretrained import Pretrained
+    from .tasks.base import Example
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -55,6 +69,8 @@ TRACKING = "tracking.jsonl"
 REPORT = "report.html"
 FIGURES = "figures"
 #: folders that held SAEs before ``saes/<name>/`` was their one location
+PRETRAINED = "pretrained"  # config.json key of a pretrained run
+PRETRAINED_STEP = 0  # the one state of a pretrained model
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
 
@@ -91,6 +107,17 @@ def run_config_dict(
     if train_config is not None:
         out["train"] = train_config.to_dict()
     return out
+
+
+def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict[str, Any]:
+    """The ``config.json`` of a run that analyses the pretrained model in the local folder
+    ``model_path`` on ``corpus``."""
+    folder = Path(model_path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no folder at {str(model_path)!r}: only local Hugging Face folders load"
+        )
+    return {PRETRAINED: {"path": str(folder.resolve())}, "data": corpus.to_dict()}
 
 
 def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
@@ -155,7 +182,71 @@ class Run:
         self._config = config
 
     @property
+    def is_pretrained(self) -> bool:
+        """Whether the run analyses a pretrained model (see the module docstring)."""
+        return PRETRAINED in self.config
+
+    @property
+    def corpus(self) -> Corpus:
+        """The sentences of a pretrained run."""
+        if not self.is_pretrained:
+            raise ValueError(f"{self.path} is a trained run; its data come from its task")
+        return Corpus.from_dict(self.config["data"])
+
+    def pretrained(self, device: str | torch.device | None = None) -> Pretrained:
+        """The pretrained model of the run (loaded once per device)."""
+        from .device import resolve_device
+        from .pretrained import load_pretrained
+
+        if not self.is_pretrained:
+            raise ValueError(f"{self.path} is a trained run, not a pretrained model")
+        cache = self.__dict__.setdefault("_pretrained", {})
+        key = str(resolve_device(device))
+        if key not in cache:
+            cache[key] = load_pretrained(self.config[PRETRAINED]["path"], device=device)
+        return cache[key]
+
+    def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
+        """The run's data: ``n`` examples of the task's ``split`` drawn with ``seed`` (trained
+        runs), or the corpus's sentences of ``split`` tokenised for the model (pretrained
+        runs: ``all``, ``train``, ``dev``, ``test``; all of them when ``n`` is None)."""
+        if self.is_pretrained:
+            from .pretrained import load_tokenizer
+
+            tokenizer = load_tokenizer(self.config[PRETRAINED]["path"])
+            return self.corpus.examples(tokenizer, split, n, seed)
+        if n is None:
+            raise ValueError("a task's examples need a count n")
+        return self.task.sample(n, split, seed)
+
+    def model_id(self, step: int) -> dict[str, Any]:
+        """What identifies the model at ``step`` in the stores captured from it: the run's
+        config and the checksum of the checkpoint's weights (trained runs), or the folder
+        and the checksums of its weight files (pretrained runs)."""
+        if self.is_pretrained:
+            folder = Path(self.config[PRETRAINED]["path"])
+            weights = sorted(
+                p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")
+            )
+            return {
+                PRETRAINED: str(folder),
+                "step": step,
+                "weights_sha256": {p.name: sha256_file(p) for p in weights},
+            }
+        state = read_json(self.checkpoint_dir(step) / STATE_FILE)
+        return {
+            "run": self.config,
+            "step": step,
+            "weights_sha256": state["sha256"]["model.safetensors"],
+        }
+
+    @property
     def task(self) -> Task:
+        if self.is_pretrained:
+            raise ValueError(
+                f"{self.path} analyses a pretrained model on a corpus and has no task; "
+                "its data are run.examples(split)"
+            )
         t = self.config["task"]
         return get_task(t["name"], **t.get("params", {}))
 
@@ -193,7 +284,9 @@ class Run:
 
     @property
     def steps(self) -> list[int]:
-        """Steps that have a complete checkpoint."""
+        """Steps that have a complete checkpoint (``[0]`` for a pretrained run)."""
+        if self.is_pretrained:
+            return [PRETRAINED_STEP]
         return [s for s, path in self.checkpoint_dirs().items() if (path / STATE_FILE).exists()]
 
     def load_model(
@@ -203,6 +296,10 @@ class Run:
         from .device import resolve_device
 
         dev = resolve_device(device)
+        if self.is_pretrained:
+            if step not in (None, PRETRAINED_STEP):
+                raise ValueError(f"{self.path}: a pretrained model has only step {PRETRAINED_STEP}")
+            return self.pretrained(dev).model
         if step is None:
             ckpt = latest_valid_checkpoint(self.path)
             if ckpt is None:
@@ -297,6 +394,16 @@ class Run:
         return self.probes_dir / "results.jsonl"
 
     @property
+    def structural_probe_path(self) -> Path:
+        """``probes/structural.jsonl``: structural-probe metrics per layer (and control)."""
+        return self.probes_dir / "structural.jsonl"
+
+    @property
+    def tree_scores_path(self) -> Path:
+        """``tree_scores.jsonl``: tree score and parse F1 of tree projections per layer."""
+        return self.path / "tree_scores.jsonl"
+
+    @property
     def tracking_path(self) -> Path:
         """``tracking.jsonl``: grokking metrics, one record per tracked checkpoint."""
         return self.path / TRACKING
@@ -328,8 +435,13 @@ def open_run(run_dir: str | os.PathLike | Run) -> Run:
     if not run.config_path.exists():
         raise _not_a_run(run)
     config = read_json(run.config_path)
-    if not isinstance(config, dict) or "task" not in config or "model" not in config:
-        raise ValueError(f"{run.config_path}: expected keys 'task' and 'model'")
+    trained = isinstance(config, dict) and "task" in config and "model" in config
+    pretrained = isinstance(config, dict) and PRETRAINED in config and "data" in config
+    if not (trained or pretrained):
+        raise ValueError(
+            f"{run.config_path}: expected keys 'task' and 'model' (a trained run) or "
+            f"'{PRETRAINED}' and 'data' (a pretrained model on a corpus)"
+        )
     return Run(run.path, config)
 
 

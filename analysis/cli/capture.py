@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 from pathlib import Path
 
@@ -17,9 +18,8 @@ log = logging.getLogger("hierlens")
 def _reusable(run_dir: Path, step: int, patterns: list[str]):
     """A complete store of the same checkpoint weights already at ``step`` that holds every
     hook ``patterns`` names (names or globs), with those hooks; None if there is none."""
-    from hierlens.models.atomic_io import read_json
     from hierlens.models.checkpoint_capture import activations_dir
-    from hierlens.models.run import Run
+    from hierlens.models.run import open_run
     from hierlens.models.store import ActivationStore
 
     path = activations_dir(run_dir, step)
@@ -29,8 +29,7 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
         store = ActivationStore.open(path)
     except (ValueError, OSError):
         return None  # incomplete or damaged: a fresh capture resumes or replaces it
-    sha = read_json(Run(run_dir).checkpoint_dir(step) / "state.json")["sha256"]["model.safetensors"]
-    if (store.model_id or {}).get("weights_sha256") != sha:
+    if store.model_id != json.loads(json.dumps(open_run(run_dir).model_id(step))):
         return None
     hooks = [h for h in store.hooks if any(fnmatch.fnmatchcase(h, p) for p in patterns)]
     if not all(any(fnmatch.fnmatchcase(h, p) for h in store.hooks) for p in patterns):
@@ -38,90 +37,140 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
     return store, hooks
 
 
-def capture_one_step(args: argparse.Namespace, patterns: list[str]):
-    """The activation store of one checkpoint (``--step``, default the newest) of
-    ``args.run_dir`` and the hook names ``patterns`` resolve to: ``(store, hooks)``.
+def prepare_run(args: argparse.Namespace):
+    """The run ``args.run_dir``; with ``--model PATH --treebank FILE`` a pretrained run is
+    made there first (or checked to be the same model and corpus)."""
+    from hierlens.models.corpus import Corpus
+    from hierlens.models.run import Run, open_run, pretrained_run_config
 
-    Without ``--n``, ``--split`` or ``--seed``, a capture already in the run that holds the
-    hooks (e.g. one ``hierlens capture`` made of every layer) is reused as it is; otherwise
-    the checkpoint is captured with the given (or default) data. A store of different data in
+    model = getattr(args, "model", None)
+    treebank = getattr(args, "treebank", None)
+    if model is None and treebank is None:
+        return open_run(args.run_dir)
+    if model is None or treebank is None:
+        raise CLIError("--model and --treebank go together (a pretrained model on a corpus)")
+    corpus = Corpus(str(treebank), args.format, args.drop_punct)
+    config = json.loads(json.dumps(pretrained_run_config(model, corpus)))
+    run = Run(args.run_dir)
+    if run.config_path.exists():
+        if open_run(run).config != config:
+            raise CLIError(
+                f"{run.path} already holds another run; choose another run directory "
+                "for this model and corpus"
+            )
+    else:
+        run.write_config(config)
+    return open_run(run)
+
+
+def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs):
+    """``capture_checkpoints`` with the command's data options; a store of other data in
     the way is a one-line error naming ``--overwrite``."""
     from hierlens.models.checkpoint_capture import capture_checkpoints
     from hierlens.models.store import StoreMismatchError
 
-    step = args.step if args.step is not None else newest_step(args.run_dir)
-    explicit = any(getattr(args, k) is not None for k in ("n", "split", "seed"))
-    if not explicit and not args.overwrite:
-        found = _reusable(Path(args.run_dir), step, patterns)
-        if found is not None:
-            log.info("reusing the activations captured at step %d (%s)", step, found[0].path)
-            return found
     try:
-        store = capture_checkpoints(
-            args.run_dir,
+        return capture_checkpoints(
+            run,
             patterns,
-            steps=[step],
-            **capture_data(args),
-            device=args.device,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )[step]
-    except StoreMismatchError as exc:
-        raise CLIError(
-            f"{exc.path} holds a different capture (differs in: {', '.join(exc.diffs)}); "
-            "pass --overwrite to replace it"
-        ) from None
-    return store, store.hooks
-
-
-def capture_data(args: argparse.Namespace) -> dict:
-    """``split``, ``n`` and ``seed`` of the capture, the shared defaults where not given."""
-    return {
-        "split": args.split if args.split is not None else "test_id",
-        "n": args.n if args.n is not None else CAPTURE_N,
-        "seed": args.seed if args.seed is not None else 0,
-    }
-
-
-def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
-    """``--split``, ``--n``, ``--seed`` and ``--overwrite``, the same in every command that
-    captures."""
-    p.add_argument("--split", default=None, help="task split to run (default test_id)")
-    p.add_argument("--n", type=int, default=None, help=f"sequences (default {CAPTURE_N})")
-    p.add_argument("--seed", type=int, default=None, help="data seed (default 0)")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace a store captured from other data"
-    )
-
-
-def cmd_capture(args: argparse.Namespace) -> int:
-    from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.store import StoreMismatchError
-
-    if args.all_steps:
-        steps = None
-        newest_step(args.run_dir)  # a clear error for a run without checkpoints
-    else:
-        steps = args.steps or [newest_step(args.run_dir)]
-    try:
-        stores = capture_checkpoints(
-            args.run_dir,
-            args.hooks.split(","),
             steps=steps,
-            **capture_data(args),
-            batch_size=args.batch_size,
+            **capture_data(args, run),
             device=args.device,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            **kwargs,
         )
     except StoreMismatchError as exc:
         raise CLIError(
             f"{exc.path} holds a different capture (differs in: {', '.join(exc.diffs)}); "
             "pass --overwrite to replace it"
         ) from None
+
+
+def capture_one_step(args: argparse.Namespace, patterns: list[str]):
+    """The activation store of one checkpoint (``--step``, default the newest) of
+    ``args.run_dir`` and the hook names ``patterns`` resolve to: ``(store, hooks)``.
+
+    Without ``--n``, ``--split``, ``--seed`` or ``--pool``, a capture already in the run that
+    holds the hooks (e.g. one ``hierlens capture`` made of every layer) is reused as it is;
+    otherwise the checkpoint is captured with the given (or default) data."""
+    run = prepare_run(args)
+    step = args.step if args.step is not None else newest_step(run.path)
+    explicit = any(getattr(args, k) is not None for k in ("n", "split", "seed", "pool"))
+    if not explicit and not args.overwrite:
+        found = _reusable(run.path, step, patterns)
+        if found is not None:
+            log.info("reusing the activations captured at step %d (%s)", step, found[0].path)
+            return found
+    store = _capture(args, run, patterns, [step])[step]
+    return store, store.hooks
+
+
+def capture_data(args: argparse.Namespace, run) -> dict:
+    """``split``, ``n``, ``seed`` and ``pool`` of the capture, the shared defaults where not
+    given: a task's ``test_id`` split, 1000 sequences; a corpus's sentences, all of them."""
+    pretrained = run.is_pretrained
+    default_split, default_n = ("all", None) if pretrained else ("test_id", CAPTURE_N)
+    out = {
+        "split": args.split if args.split is not None else default_split,
+        "n": args.n if args.n is not None else default_n,
+        "seed": args.seed if args.seed is not None else 0,
+    }
+    if args.pool is not None:
+        out["pool"] = args.pool
+    return out
+
+
+def add_source_flags(p: argparse.ArgumentParser) -> None:
+    """``--model PATH --treebank FILE [--format F] [--drop-punct]``: analyse a pretrained
+    model on a corpus (the run directory is made a pretrained run; see :func:`prepare_run`)."""
+    g = p.add_argument_group("pretrained model (instead of a trained run)")
+    g.add_argument("--model", type=Path, default=None, help="a local Hugging Face model folder")
+    g.add_argument(
+        "--treebank", type=Path, default=None, help="sentences: PTB brackets, CoNLL-U or text"
+    )
+    g.add_argument(
+        "--format", choices=("ptb", "conllu", "text"), default=None, help="(default: suffix)"
+    )
+    g.add_argument("--drop-punct", action="store_true", help="drop punctuation words")
+
+
+def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
+    """The model/data options shared by every command that captures: ``--model`` and
+    ``--treebank`` (a pretrained model on a corpus), ``--split``, ``--n``, ``--seed``,
+    ``--pool`` and ``--overwrite``."""
+    add_source_flags(p)
+    p.add_argument(
+        "--split",
+        default=None,
+        help="task split (default test_id) or corpus split all/train/dev/test (default all)",
+    )
+    p.add_argument(
+        "--n", type=int, default=None, help=f"sequences (default {CAPTURE_N}; corpus: all)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="data seed (default 0)")
+    p.add_argument(
+        "--pool",
+        choices=("first", "last", "mean"),
+        default=None,
+        help="one row per word: its first, last or mean sub-token (default: one per token)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a store captured from other data"
+    )
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    run = prepare_run(args)
+    if args.all_steps:
+        steps = None
+        newest_step(run.path)  # a clear error for a run without checkpoints
+    else:
+        steps = args.steps or [newest_step(run.path)]
+    stores = _capture(args, run, args.hooks.split(","), steps, batch_size=args.batch_size)
     for step, store in stores.items():
         log.info(
-            "step %d: %d tokens x %d hooks in %s",
+            "step %d: %d rows x %d hooks in %s",
             step,
             store.n_tokens,
             len(store.hooks),

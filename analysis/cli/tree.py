@@ -6,42 +6,58 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import ints, task_from_args
+from .capture import add_source_flags
+from .common import CLIError, ints, newest_step, task_from_args
 
 
 def cmd_tree_score(args: argparse.Namespace) -> int:
-    from hierlens.models.run import open_run
+    from hierlens.models.atomic_io import append_jsonl
 
     from ..trees.decode import tree_projection
     from ..trees.metrics import baseline_parse_f1, parse_f1, tree_score
     from ..trees.spans import span_scores
+    from .capture import prepare_run
 
-    run = open_run(args.run_dir)
-    task = run.task
-    model = run.load_model(args.step, device=args.device)
-    examples = task.sample(args.n, args.split, args.seed)
-    scores = span_scores(
-        model,
-        examples,
-        layer=args.layer,
-        mask_from_layer=args.mask_from_layer,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-    trees = [tree_projection(s, args.method) for s in scores]
+    run = prepare_run(args)
+    step = args.step if args.step is not None else newest_step(run.path)
+    split = args.split or ("all" if run.is_pretrained else "test_id")
+    n = args.n if args.n is not None else (None if run.is_pretrained else 200)
+    examples = run.examples(split, n, args.seed)
     gold = [ex.tree for ex in examples]
-    result = {
-        "split": args.split,
-        "n": args.n,
-        "layer": args.layer,
-        "tree_score": tree_score(scores, trees),
-        "parse_f1": parse_f1(trees, gold),
-        **{
-            f"parse_f1_{kind}": baseline_parse_f1(gold, kind)
-            for kind in ("left", "right", "random")
-        },
+    if not examples or not all(gold):
+        raise CLIError(f"{run.path}: tree scores need sentences with gold trees")
+    model = run.load_model(step, device=args.device)
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if args.layers == "all" else ints(args.layers or str(args.layer))
+    baselines = {
+        f"parse_f1_{kind}": baseline_parse_f1(gold, kind) for kind in ("left", "right", "random")
     }
-    print(json.dumps(result, indent=2))
+    records = []
+    for layer in layers:
+        scores = span_scores(
+            model,
+            examples,
+            layer=layer,
+            mask_from_layer=args.mask_from_layer,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        trees = [tree_projection(s, args.method) for s in scores]
+        records.append(
+            {
+                "step": step,
+                "split": split,
+                "n": len(examples),
+                "layer": layer % n_layers,
+                "method": args.method,
+                "tree_score": tree_score(scores, trees),
+                "parse_f1": parse_f1(trees, gold),
+                **baselines,
+            }
+        )
+    for record in records:
+        append_jsonl(run.tree_scores_path, record)
+        print(json.dumps(record))
     return 0
 
 
@@ -93,15 +109,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tree-score", help="tree score and parse F1 of a run's tree projections")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--split", default="test_id", help="task split (default test_id)")
     p.add_argument(
         "--layer", type=int, default=-1, help="block whose output is compared (default last)"
+    )
+    p.add_argument(
+        "--layers", default=None, help="several blocks, e.g. 0,2,4, or 'all' (one record each)"
     )
     p.add_argument(
         "--mask-from-layer", type=int, default=0, help="first masked block (t-shaped variant)"
     )
     p.add_argument("--method", default="greedy", choices=("greedy", "exact"))
-    p.add_argument("--n", type=int, default=200, help="sentences")
+    add_source_flags(p)
+    p.add_argument(
+        "--split", default=None, help="task split (default test_id) or corpus split (default all)"
+    )
+    p.add_argument("--n", type=int, default=None, help="sentences (default 200; corpus: all)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)

@@ -88,8 +88,8 @@ def prepare_sentences(
     word_spans: Sequence[Sequence[WordSpan]] | None,
 ) -> list[Sentence]:
     """Checked sentences (ValueError/TypeError naming the bad entry) of ``sequences`` (Examples,
-    1-D token tensors or token-id sequences) with ``word_spans`` (default: an Example's
-    ``word_positions``, else every token a word); lengths and ids checked against the model's
+    1-D token tensors or token-id sequences) with ``word_spans`` (default: an Example's ``word_spans`` when
+    it has them, else its ``word_positions``, else every token a word); lengths and ids checked against the model's
     context and vocabulary where its config gives them."""
     if isinstance(sequences, (Example, torch.Tensor, str, bytes)) or not isinstance(
         sequences, Sequence
@@ -121,6 +121,8 @@ def prepare_sentences(
             )
         if word_spans is not None:
             words = word_spans[index]
+        elif isinstance(seq, Example) and seq.word_spans:
+            words = seq.word_spans  # sub-word tokens grouped into words (real sentences)
         elif isinstance(seq, Example):
             words = [(p, p + 1) for p in seq.word_positions]
         else:
