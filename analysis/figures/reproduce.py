@@ -60,6 +60,8 @@ from .settings import (
     MDL_QUICK,
     PROBING_FULL,
     PROBING_QUICK,
+    STRUCTURAL_FULL,
+    STRUCTURAL_QUICK,
 )
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,12 @@ def _probing(out_dir: Path, device: str | None, progress: bool, **settings: Any)
     from .experiments import sparse_probing
 
     return sparse_probing(device=device, progress=progress, **settings)
+
+
+def _structural(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .structural import structural_probe_layers
+
+    return structural_probe_layers(device=device, **settings)
 
 
 def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
@@ -220,6 +228,17 @@ FIGURES: dict[str, FigureSpec] = {
             "measured 29 min on one busy CPU core (13 min of CPU time)",
             ("q", "depth", "d_model", "n_layers", "batch_size", "train_pool"),
         ),
+        FigureSpec(
+            "structural-probe-layers",
+            "structural probe UUAS/Spearman per layer of MiniLM vs random weights and a "
+            "linear-chain baseline (Hewitt & Manning)",
+            _structural,
+            fp.plot_structural_probe_layers,
+            STRUCTURAL_QUICK,
+            STRUCTURAL_FULL,
+            "measured TBD",
+            ("model", "lr", "batch_size", "fractions", "seed", "random_seed"),
+        ),
     )
 }
 
@@ -318,6 +337,8 @@ __all__ = [
     "MDL_QUICK",
     "PROBING_FULL",
     "PROBING_QUICK",
+    "STRUCTURAL_FULL",
+    "STRUCTURAL_QUICK",
     "describe",
     "redraw",
     "reproduce",
