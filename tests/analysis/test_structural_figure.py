@@ -86,3 +86,15 @@ def test_reproduce_on_minilm(tmp_path):
     test = _split_ids(10, (0.6, 0.2), 0)[2]
     assert data["baseline"]["test"] == chain_baseline([sentences[i] for i in test])
     assert np.isfinite(data["baseline"]["all"]["uuas"])
+
+
+def test_cli_model_option(tmp_path, caplog):
+    from hierlens.analysis.cli import main
+
+    argv = ["reproduce", "structural-probe-layers", "--quick", "--out", str(tmp_path)]
+    assert main([*argv, "--model", str(tmp_path / "absent")]) == 2
+    assert "no folder at" in caplog.text
+    # other figures take no model
+    assert main(["reproduce", "mdl-digits", "--model", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "takes no option(s) ['model']" in caplog.text
+    assert not list(tmp_path.iterdir())
