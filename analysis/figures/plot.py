@@ -330,7 +330,11 @@ def plot_structural_probe_layers(data: dict[str, Any]) -> Figure:
         if key in base:
             ax.axhline(base[key], color="tab:red", ls=":", lw=1.2, label="linear chain")
         ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 1.02)
+        values = [r.get(key) for w in ("trained", "random") for r in data[w]]
+        low = min((v for v in values if v is not None), default=0.0)
+        ax.set_ylim(min(0.0, low - 0.05), 1.02)  # Spearman can be negative
+        if low < 0:
+            ax.axhline(0, color="0.8", lw=0.8)
         ax.set_xticks(data["layers"])
     for ax in axes[2:]:
         ax.set_xlabel("layer (0 = embeddings)")
