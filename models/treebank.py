@@ -12,6 +12,16 @@
 
 All return :class:`~hierlens.models.sentence.Sentence` lists; ``drop_punct=True`` removes
 punctuation and re-numbers spans and heads.
+
+Writers, so that gold trees from elsewhere feed the same readers:
+
+- :func:`write_ptb`: one bracketed tree per line (``nltk.Tree``), words under their
+  part-of-speech preterminal (``X`` where none is known).
+- :func:`write_conllu`: CoNLL-U (the ``conllu`` package's serializer); the heads are the
+  sentence's own when it has a dependency tree, else derived from the constituency tree by
+  :func:`heads_from_tree` (head rules of :data:`HEAD_RULES`, else the last child).
+- :func:`task_trees`: the gold trees of a task's examples (the English grammar tasks,
+  :func:`exportable_tasks`).
 """
 
 from __future__ import annotations
@@ -23,12 +33,18 @@ from pathlib import Path
 from .sentence import PTB_PUNCT, Sentence, dependency_spans
 
 __all__ = [
+    "HEAD_RULES",
+    "exportable_tasks",
+    "heads_from_tree",
     "parse_conllu",
     "parse_ptb",
     "read_conllu",
     "read_ptb",
     "sentence_from_tree",
     "shipped_treebank",
+    "task_trees",
+    "write_conllu",
+    "write_ptb",
 ]
 
 _UNESCAPE = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
@@ -177,3 +193,219 @@ def shipped_treebank(format: str = "ptb", drop_punct: bool = False) -> list[Sent
         raise ValueError(f"format must be 'ptb' or 'conllu', got {format!r}")
     text = (files("hierlens.models") / "data" / names[format]).read_text(encoding="utf-8")
     return parse_ptb(text, drop_punct) if format == "ptb" else parse_conllu(text, drop_punct)
+
+
+# --- writers -------------------------------------------------------------------------------
+
+_ESCAPE = {v: k for k, v in _UNESCAPE.items()}
+
+#: Head rules of the task grammar's phrases: the head child of a constituent is its first
+#: child (left to right) whose label is the first of the rule's labels present, then the
+#: second, ...; a phrase with no rule, or none of the rule's labels among its children, is
+#: headed by its last child. Content words head (as in Universal Dependencies): the verb
+#: heads the clause and its auxiliary, the noun its determiner and a preposition's phrase.
+HEAD_RULES: dict[str, tuple[str, ...]] = {
+    "S": ("Pred", "VP"),
+    "Pred": ("VP",),
+    "RC": ("Pred", "VP"),
+    "VP": ("V",),
+    "NP": ("N", "NP"),
+    "PP": ("NP",),
+}
+
+#: Universal POS of the task grammar's parts of speech (others are written ``X``).
+_UPOS = {"Det": "DET", "N": "NOUN", "V": "VERB", "Aux": "AUX", "Rel": "PRON", "P": "ADP"}
+
+
+def exportable_tasks() -> list[str]:
+    """The registered tasks whose examples carry gold trees over English words (the
+    grammar tasks), and so can be written as a treebank."""
+    from .tasks.grammar import TransductionTask
+    from .tasks.registry import list_tasks, task_class
+
+    return [n for n in list_tasks() if issubclass(task_class(n), TransductionTask)]
+
+
+def task_trees(task: str | object, n: int, split: str = "train", seed: int = 0) -> list:
+    """The gold trees (``nltk.Tree``, part-of-speech preterminals over words) of ``n``
+    examples of ``split`` of a grammar task (a name or a task object).
+
+    Raises:
+        ValueError: the task has no gold trees over words (only :func:`exportable_tasks` do),
+            before sampling.
+    """
+    from nltk import Tree
+
+    from .tasks.grammar import TransductionTask
+    from .tasks.registry import get_task
+
+    obj = get_task(task) if isinstance(task, str) else task
+    if not isinstance(obj, TransductionTask):
+        name = getattr(obj, "name", type(obj).__name__)
+        raise ValueError(
+            f"task {name!r} has no gold trees over words to export; tasks that can export: "
+            f"{', '.join(exportable_tasks())}"
+        )
+    return [Tree.fromstring(ex.labels["tree"]) for ex in obj.sample(n, split, seed)]
+
+
+def _tree_from_sentence(s: Sentence):
+    """An ``nltk.Tree`` of a :class:`Sentence`: its spans with their labels, words under
+    their part-of-speech tags."""
+    from nltk import Tree
+
+    from .sentence import _children
+
+    labels = dict(zip(s.spans, s.span_labels))
+
+    def build(span: tuple[int, int]):
+        i, j = span
+        if j - i == 1:
+            return Tree(s.pos[i] or "X", [s.words[i]])
+        return Tree(labels.get(span, "X"), [build(c) for c in _children(span, s.spans)])
+
+    return build((0, len(s))) if len(s) >= 2 else Tree("X", [build((0, 1))])
+
+
+def _as_tree(item: object):
+    """``nltk.Tree`` of a tree-like item: an ``nltk.Tree``, a bracketed string, a task
+    :class:`~hierlens.models.tasks.Example` (its ``labels["tree"]``), a grammar
+    :class:`~hierlens.models.tasks.grammar.Tree` or a :class:`Sentence`."""
+    from nltk import Tree
+
+    if isinstance(item, Tree):
+        return item
+    if isinstance(item, Sentence):
+        return _tree_from_sentence(item)
+    if isinstance(item, str):
+        return Tree.fromstring(item)
+    bracketed = getattr(item, "bracketed", None)
+    if callable(bracketed):
+        return Tree.fromstring(bracketed())
+    labels = getattr(item, "labels", None)
+    if isinstance(labels, dict) and isinstance(labels.get("tree"), str):
+        return Tree.fromstring(labels["tree"])
+    raise TypeError(
+        f"cannot write a {type(item).__name__} as a tree: need an nltk.Tree, a bracketed "
+        "string, a grammar task's Example or Tree, or a Sentence"
+    )
+
+
+def _preterminal_tree(tree):
+    """``tree`` with every bare word put under an ``X`` preterminal and brackets escaped."""
+    from nltk import Tree
+
+    def fix(node):
+        if not isinstance(node, Tree):
+            return Tree("X", [_ESCAPE.get(node, node)])
+        if len(node) == 1 and not isinstance(node[0], Tree):
+            return Tree(node.label() or "X", [_ESCAPE.get(node[0], node[0])])
+        return Tree(node.label() or "X", [fix(c) for c in node])
+
+    return fix(tree)
+
+
+def write_ptb(items: object, path: str | Path) -> Path:
+    """Write trees as Penn-Treebank brackets, one tree per line, readable by
+    :func:`read_ptb`.
+
+    Args:
+        items: trees (see :func:`_as_tree`: ``nltk.Tree``, bracketed strings, grammar-task
+            examples or trees, :class:`Sentence` s); a word without a part-of-speech tag is
+            written under ``X``.
+        path: the file to write (its folder must exist).
+
+    Returns:
+        the path written.
+    """
+    trees = [_preterminal_tree(_as_tree(item)) for item in items]  # type: ignore[attr-defined]
+    if not trees:
+        raise ValueError("no trees to write")
+    text = "".join(t.pformat(margin=10**9) + "\n" for t in trees)
+    out = Path(path)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def heads_from_tree(tree) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    """Words, parts of speech and dependency heads (0-based, ``-1`` for the root) of a
+    constituency tree, by head rules.
+
+    Each constituent's head word is the head word of its head child (:data:`HEAD_RULES`, else
+    its last child); every other child's head word depends on it. One word heads the whole
+    tree, so the result is a single-rooted tree.
+    """
+    from nltk import Tree
+
+    tree = _preterminal_tree(tree)
+    words = [str(w) for w in tree.leaves()]
+    pos = [label for _, label in tree.pos()]
+    heads = [-1] * len(words)
+
+    def walk(node: Tree, start: int) -> tuple[int, int]:
+        """(head word index, end) of ``node`` starting at word ``start``."""
+        if len(node) == 1 and not isinstance(node[0], Tree):
+            return start, start + 1
+        kids, end = [], start
+        for child in node:
+            h, end = walk(child, end)
+            kids.append((child.label(), h))
+        rule = HEAD_RULES.get(node.label(), ())
+        pick = next(
+            (k for want in rule for k, (lab, _) in enumerate(kids) if lab == want),
+            len(kids) - 1,
+        )
+        head = kids[pick][1]
+        for k, (_, h) in enumerate(kids):
+            if k != pick:
+                heads[h] = head
+        return head, end
+
+    walk(tree, 0)
+    return tuple(words), tuple(pos), tuple(heads)
+
+
+def write_conllu(items: object, path: str | Path) -> Path:
+    """Write trees as CoNLL-U, readable by :func:`read_conllu`.
+
+    A :class:`Sentence` with dependency heads keeps them (and its relations and POS as UPOS);
+    any other item (see :func:`write_ptb`) gets the heads of :func:`heads_from_tree`, the
+    relation ``dep`` (``root`` for the root), its part of speech as XPOS and the matching
+    Universal POS as UPOS (``X`` where none matches).
+
+    Returns:
+        the path written.
+    """
+    from conllu.models import Token, TokenList
+
+    lists = []
+    for k, item in enumerate(items):  # type: ignore[attr-defined]
+        if isinstance(item, Sentence) and item.heads is not None:
+            words, heads = item.words, item.heads
+            upos, xpos, rels = item.pos, ("_",) * len(words), item.deprels
+        else:
+            words, xpos, heads = heads_from_tree(_as_tree(item))
+            upos = tuple(_UPOS.get(p, "X") for p in xpos)
+            rels = tuple("root" if h == -1 else "dep" for h in heads)
+        rows = [
+            Token(
+                id=i + 1,
+                form=w,
+                lemma="_",
+                upos=u,
+                xpos=x,
+                feats=None,
+                head=h + 1,
+                deprel=r,
+                deps=None,
+                misc=None,
+            )  # fmt: skip
+            for i, (w, u, x, h, r) in enumerate(zip(words, upos, xpos, heads, rels))
+        ]
+        meta = {"sent_id": str(k + 1), "text": " ".join(words)}
+        lists.append(TokenList(rows, metadata=meta).serialize())
+    if not lists:
+        raise ValueError("no trees to write")
+    out = Path(path)
+    out.write_text("".join(lists), encoding="utf-8")
+    return out

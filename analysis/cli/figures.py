@@ -23,6 +23,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         options["run_dir"] = args.run_dir
     if args.steps is not None:
         options["steps"] = args.steps
+    if args.model is not None:
+        options["model"] = str(args.model)
     paths = reproduce(
         args.name,
         args.out,
@@ -53,5 +55,11 @@ def add_figures_command(sub: argparse._SubParsersAction) -> None:
         help="grokking figures: draw this existing run (tracked first if needed)",
     )
     p.add_argument("--steps", type=int, default=None, help="override the setting's training steps")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="structural-probe-layers: a local Hugging Face model folder (default MiniLM)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)

@@ -8,6 +8,7 @@ hierlens tree-score / track / sweep tree projections, grokking curves, depth swe
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 hierlens report RUN_DIR             the self-contained HTML report of a run
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
+hierlens export-treebank TASK       a grammar task's gold trees as a PTB or CoNLL-U treebank
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .sae import add_sae_command
     from .train import add_train_commands
     from .tree import add_tree_commands
+    from .treebank import add_treebank_command
 
     add_train_commands(sub)
     add_capture_command(sub)
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sae_command(sub)
     add_tree_commands(sub)
     add_figures_command(sub)
+    add_treebank_command(sub)
     return parser
 
 

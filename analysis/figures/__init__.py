@@ -1,6 +1,6 @@
 """Paper figures: the registry and :func:`reproduce` (:mod:`.reproduce`), the figures' full
 and quick settings (:mod:`.settings`), their data functions (:mod:`.training`,
-:mod:`.experiments`) and pure plotting functions (:mod:`.plot`)."""
+:mod:`.experiments`, :mod:`.structural`) and pure plotting functions (:mod:`.plot`)."""
 
 from .reproduce import FIGURES, FigureSpec, describe, redraw, reproduce
 from .settings import (
@@ -16,6 +16,8 @@ from .settings import (
     MDL_QUICK,
     PROBING_FULL,
     PROBING_QUICK,
+    STRUCTURAL_FULL,
+    STRUCTURAL_QUICK,
 )
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "MDL_QUICK",
     "PROBING_FULL",
     "PROBING_QUICK",
+    "STRUCTURAL_FULL",
+    "STRUCTURAL_QUICK",
     "describe",
     "redraw",
     "reproduce",

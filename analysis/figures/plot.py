@@ -296,3 +296,54 @@ def plot_filtering_vs_bp(data: dict[str, Any]) -> Figure:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+_STRUCTURAL_PANELS = (
+    ("uuas", "UUAS (distance probe)"),
+    ("spearman", "distance Spearman"),
+    ("root_acc", "root accuracy (depth probe)"),
+    ("norm_spearman", "norm Spearman (depth probe)"),
+)
+
+
+def plot_structural_probe_layers(data: dict[str, Any]) -> Figure:
+    """Structural-probe metrics per layer (Hewitt & Manning 2019) for the trained model and
+    its random-weights control, with the linear-chain baseline on the UUAS and Spearman
+    panels; layer 0 is the embeddings."""
+    fig = _figure((8.4, 6.2))
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    base = data["baseline"]["test"]
+    for ax, (key, title) in zip(axes, _STRUCTURAL_PANELS):
+        for which, style, color, label in (
+            ("trained", "o-", "tab:blue", "trained"),
+            ("random", "s--", "tab:gray", "random weights"),
+        ):
+            recs = data[which]
+            ax.plot(
+                [r["layer"] for r in recs],
+                _none_to_nan([r.get(key) for r in recs]),
+                style,
+                color=color,
+                ms=4,
+                label=label,
+            )
+        if key in base:
+            ax.axhline(base[key], color="tab:red", ls=":", lw=1.2, label="linear chain")
+        ax.set_title(title, fontsize=9)
+        values = [r.get(key) for w in ("trained", "random") for r in data[w]]
+        low = min((v for v in values if v is not None), default=0.0)
+        ax.set_ylim(min(0.0, low - 0.05), 1.02)  # Spearman can be negative
+        if low < 0:
+            ax.axhline(0, color="0.8", lw=0.8)
+        ax.set_xticks(data["layers"])
+    for ax in axes[2:]:
+        ax.set_xlabel("layer (0 = embeddings)")
+    axes[0].legend(fontsize=7, loc="best")
+    split = data["split"]
+    fig.suptitle(
+        f"Structural probes per layer: {data['model']}, {data['n_sentences']} sentences "
+        f"(train/dev/test {split['n_train']}/{split['n_dev']}/{split['n_test']})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig

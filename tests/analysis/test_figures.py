@@ -25,6 +25,7 @@ NAMES = {
     "mdl-digits",
     "sparse-probing-f1-vs-k",
     "filtering-vs-bp",
+    "structural-probe-layers",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,6 +38,7 @@ TINY = {
     "mdl-digits": {"widths": [16, 32], "ks": [6], "steps": 60, "max_fvu": 0.8},
     "sparse-probing-f1-vs-k": {"steps": 10, "n_examples": 40, "ks": [1, 2]},
     "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
+    "structural-probe-layers": {"n_sentences": 10, "layers": [0, 6], "max_epochs": 2},
 }
 
 
@@ -108,6 +110,21 @@ def hand_made(name: str) -> dict:
             "filter_levels": [0, 2, 4],
             "model_acc": [0.4, 0.6, 0.8],
             "bp_acc": [0.5, 0.8, 1.0],
+        }
+    if name == "structural-probe-layers":
+        recs = [
+            {"layer": x, "uuas": u, "spearman": s, "root_acc": r, "norm_spearman": None}
+            for x, u, s, r in [(0, 0.3, 0.4, 0.2), (1, 0.5, 0.6, 0.6), (2, 0.45, 0.55, 0.7)]
+        ]
+        rand = [{**r, "uuas": 0.3, "spearman": 0.35} for r in recs]
+        return {
+            "model": "tiny",
+            "n_sentences": 20,
+            "split": {"n_train": 12, "n_dev": 4, "n_test": 4},
+            "layers": [0, 1, 2],
+            "trained": recs,
+            "random": rand,
+            "baseline": {"test": {"uuas": 0.4, "spearman": 0.5}},
         }
     raise KeyError(name)
 
