@@ -11,7 +11,7 @@ from .common import CLIError, ints, newest_step, task_from_args
 
 
 def cmd_tree_score(args: argparse.Namespace) -> int:
-    from hierlens.models.atomic_io import append_jsonl
+    from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
 
     from ..trees.decode import tree_projection
     from ..trees.metrics import baseline_parse_f1, parse_f1, tree_score
@@ -55,8 +55,17 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
                 **baselines,
             }
         )
+    # one record per (step, split, layer, method): a rerun replaces its own records
+    key = ("step", "split", "layer", "method")
+    new = {tuple(r[k] for k in key) for r in records}
+    path = run.tree_scores_path
+    kept = [
+        r
+        for r in (read_jsonl(path) if path.exists() else [])
+        if tuple(r.get(k) for k in key) not in new
+    ]
+    atomic_write_jsonl_records(path, kept + records)
     for record in records:
-        append_jsonl(run.tree_scores_path, record)
         print(json.dumps(record))
     return 0
 
