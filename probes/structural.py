@@ -286,6 +286,17 @@ class StructuralProbe:
         return m["uuas"] if self.kind == "distance" else m["root_acc"]
 
 
+def split_indices(
+    n: int, fractions: Sequence[float] = (0.7, 0.15), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train, dev and test sentence indices :func:`structural_probe_sweep` uses for
+    ``n`` sentences: a permutation drawn with ``seed``, cut at ``fractions`` (train, dev
+    shares; the rest is test)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_tr, n_dv = int(fractions[0] * n), int(fractions[1] * n)
+    return perm[:n_tr], perm[n_tr : n_tr + n_dv], perm[n_tr + n_dv :]
+
+
 def structural_probe_sweep(
     vectors_by_layer: Mapping[Any, Sequence[Any]] | Sequence[Sequence[Any]],
     sentences: Sequence[Any],
@@ -323,9 +334,7 @@ def structural_probe_sweep(
     for x in layers:
         if len(by[x]) != N:
             raise ValueError(f"layer {x!r} has {len(by[x])} sentences, expected {N}")
-    perm = np.random.default_rng(seed).permutation(N)
-    n_tr, n_dv = int(fractions[0] * N), int(fractions[1] * N)
-    splits = perm[:n_tr], perm[n_tr : n_tr + n_dv], perm[n_tr + n_dv :]
+    splits = split_indices(N, fractions, seed)
     if min(len(s) for s in splits) == 0:
         raise ValueError(f"{N} sentences leave an empty train, dev or test split")
     H = [[by[x][i] for i in range(N)] for x in layers]

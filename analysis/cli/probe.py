@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .capture import add_capture_data_flags, capture_one_step
+from .capture import add_capture_data_flags, add_source_flags, capture_one_step
 from .common import ints
 
 log = logging.getLogger("hierlens")
@@ -50,6 +50,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_structural_probe(args: argparse.Namespace) -> int:
+    from ..structural import run_structural_probes
+    from .capture import prepare_run
+
+    run = prepare_run(args)
+    fit = {"rank": args.rank, "max_epochs": args.max_epochs, "seed": args.seed}
+    records = run_structural_probes(
+        run.path,
+        layers=None if args.layers == "all" else ints(args.layers),
+        pool=args.pool,
+        controls=not args.no_controls,
+        device=args.device,
+        **fit,
+    )
+    for r in records:
+        shown = {k: r[k] for k in ("model", "layer", "uuas", "spearman", "root_acc") if k in r}
+        print(json.dumps(shown))
+    log.info("%d records written to %s", len(records), run.structural_probe_path)
+    return 0
+
+
 def add_probe_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="k-sparse probe sweep on a run's activations and task labels")
     p.add_argument("run_dir", type=Path)
@@ -70,3 +91,19 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "structural-probe",
+        help="distance and depth structural probes per layer (Hewitt & Manning 2019)",
+    )
+    p.add_argument("run_dir", type=Path)
+    add_source_flags(p)
+    p.add_argument("--layers", default="all", help="e.g. 0,3,6 or 'all' (0 = embeddings)")
+    p.add_argument("--pool", choices=("mean", "first"), default="mean", help="word vector")
+    p.add_argument("--rank", type=int, default=64, help="rank of the probe's linear map")
+    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0, help="split, initialisation and batches")
+    p.add_argument("--no-controls", action="store_true", help="skip the random-weights control")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_structural_probe)

@@ -109,3 +109,19 @@ def test_minilm_capture_is_per_word(tmp_path):
     store = ActivationStore.open(open_run(r).activations_dir(0))
     assert store.n_tokens == sum(len(s.words) for s in sentences)
     assert store["blocks.5.hook_resid_post"].shape[1] == 384
+
+
+def test_structural_probe_command_writes_layers_and_controls(tmp_path, tiny_bert, treebank, capsys):
+    r = str(tmp_path / "run")
+    argv = ["structural-probe", r, "--rank", "4", "--max-epochs", "3", *_src(tiny_bert, treebank)]
+    assert main(argv) == 0
+    run = open_run(r)
+    records = [json.loads(x) for x in run.structural_probe_path.read_text().splitlines()]
+    trained = [x for x in records if x["model"] == "trained"]
+    random = [x for x in records if x["model"] == "random"]
+    assert [x["layer"] for x in trained] == [0, 1, 2] == [x["layer"] for x in random]
+    baseline = [x for x in records if x["model"] == "baseline"]
+    assert len(baseline) == 1 and 0.0 <= baseline[0]["uuas"] <= 1.0
+    assert all(0.0 <= x["uuas"] <= 1.0 for x in trained + random)
+    # a trained run is refused with the reason
+    assert main(["structural-probe", str(tmp_path / "missing")]) == 2

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from hierlens.analysis.figures import reproduce
-from hierlens.analysis.figures.structural import (
-    _split_ids,
-    chain_baseline,
-    minilm_path,
-    structural_probe_layers,
-)
+from hierlens.analysis.figures.structural import minilm_path, structural_probe_layers
+from hierlens.analysis.structural import chain_baseline
+from hierlens.probes.structural import split_indices
 from hierlens.models.sentence import Sentence, dependency_spans
 from hierlens.models.treebank import shipped_treebank
 
@@ -83,7 +80,7 @@ def test_reproduce_on_minilm(tmp_path):
     assert data["trained"][1]["distance_dev_loss"] != data["random"][1]["distance_dev_loss"]
     # the baseline is scored on the probes' test sentences
     sentences = shipped_treebank("conllu")[:10]
-    test = _split_ids(10, (0.6, 0.2), 0)[2]
+    test = split_indices(10, (0.6, 0.2), 0)[2]
     assert data["baseline"]["test"] == chain_baseline([sentences[i] for i in test])
     assert np.isfinite(data["baseline"]["all"]["uuas"])
 

@@ -1,0 +1,188 @@
+"""Structural probes on every layer of a pretrained model, with the controls of Hewitt &
+Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" (NAACL):
+
+- :func:`word_vectors_by_layer`: word vectors at every layer (0 = the embeddings as block 0
+  reads them, ``blocks.0.hook_resid_pre``; ``l`` = ``blocks.{l-1}.hook_resid_post``), a
+  word's vector pooled from its sub-word tokens;
+- :func:`random_control`: the same architecture with freshly initialised (seeded) weights,
+  the paper's control for what a probe can find in any network of that shape; layer 0 is
+  its other control (embeddings only);
+- :func:`chain_baseline`: the linear-chain tree (distance ``|i - j|``), scored exactly;
+- :func:`structural_probes`: all of it for a model and sentences with gold trees;
+- :func:`run_structural_probes`: the same for a pretrained run directory, written to
+  ``probes/structural.jsonl`` (:attr:`hierlens.models.Run.structural_probe_path`), which
+  ``hierlens structural-probe`` runs and the report's per-layer section reads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+POOLS = ("mean", "first")
+
+
+def word_vectors_by_layer(
+    pretrained: Any, examples: Sequence[Any], pool: str = "mean"
+) -> dict[int, list[np.ndarray]]:
+    """Word vectors at every layer of a loaded model.
+
+    Args:
+        pretrained: a :class:`~hierlens.models.pretrained.Pretrained` (bridge and facts).
+        examples: :func:`~hierlens.models.text.tokenize_words` examples (with word spans).
+        pool: ``"mean"`` over a word's sub-word tokens or its ``"first"`` sub-token.
+
+    Returns:
+        ``{layer: [(n_words, d_model) float32 arrays, one per example]}`` for layers
+        ``0 .. n_layers``: 0 is the embeddings (``blocks.0.hook_resid_pre``), ``l`` the
+        output of block ``l - 1`` (``blocks.{l-1}.hook_resid_post``).
+    """
+    from hierlens.models.text import pool_words
+
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    names = ["blocks.0.hook_resid_pre", *pretrained.resid_hooks]
+    wanted = set(names)
+    model = pretrained.model
+    device = next(model.parameters()).device
+    out: dict[int, list[np.ndarray]] = {layer: [] for layer in range(len(names))}
+    with torch.no_grad():
+        for ex in examples:
+            tokens = torch.tensor([ex.tokens], dtype=torch.long, device=device)
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+            for layer, name in enumerate(names):
+                acts = cache[name][0].float()
+                out[layer].append(pool_words(acts, ex.word_spans, pool).cpu().numpy())
+    return out
+
+
+def chain_baseline(sentences: Sequence[Any]) -> dict[str, float]:
+    """UUAS and distance Spearman of the linear-chain tree (distance ``|i - j|``) against
+    the sentences' gold trees, punctuation excluded from the UUAS as for the probes."""
+    from hierlens.probes.structural_metrics import distance_spearman, uuas
+
+    pred = [np.abs(np.subtract.outer(np.arange(len(s)), np.arange(len(s)))) for s in sentences]
+    gold = [s.distances() for s in sentences]
+    punct = [np.asarray(s.punct) for s in sentences]
+    return {"uuas": uuas(pred, gold, punct), "spearman": distance_spearman(pred, gold)}
+
+
+def random_control(pretrained: Any, seed: int, folder: Path, device: str | None) -> Any:
+    """The same architecture with freshly initialised weights (seeded), loaded like the
+    trained model from a temporary folder."""
+    from hierlens.models.pretrained import load_pretrained
+
+    original = pretrained.model.original_model
+    torch.manual_seed(seed)
+    fresh = type(original)(original.config)  # the class's own weight initialisation
+    fresh.save_pretrained(str(folder))
+    pretrained.tokenizer.save_pretrained(str(folder))
+    return load_pretrained(folder, device=device)
+
+
+def structural_probes(
+    pretrained: Any,
+    sentences: Sequence[Any],
+    layers: Sequence[int] | None = None,
+    pool: str = "mean",
+    controls: bool = True,
+    random_seed: int = 0,
+    device: str | torch.device | None = None,
+    **fit: Any,
+) -> dict[str, Any]:
+    """Distance and depth probes on every layer of ``pretrained`` (and of its random-weights
+    control), with the linear-chain baseline on the same test sentences.
+
+    Args:
+        pretrained: a :class:`~hierlens.models.pretrained.Pretrained`.
+        sentences: :class:`~hierlens.models.sentence.Sentence` s with gold trees (at least 3).
+        layers: layers to probe (0 = embeddings, ``l`` = after block ``l - 1``; default all).
+        pool: a word's vector from its sub-word tokens, ``"mean"`` or ``"first"``.
+        controls: also probe the random-weights control.
+        random_seed: the control's weights.
+        fit: options of :func:`~hierlens.probes.structural_probe_sweep` (``rank``, ``lr``,
+            ``max_epochs``, ``patience``, ``batch_size``, ``fractions``, ``seed``).
+
+    Returns:
+        ``{"layers", "split": {n_train, n_dev, n_test}, "trained": [record per layer],
+        "random": [...] (with ``controls``), "baseline": {"uuas", "spearman"} on the test
+        sentences}``.
+    """
+    from hierlens.models.text import tokenize_words
+    from hierlens.probes import structural_probe_sweep
+    from hierlens.probes.structural import split_indices
+
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if len(sentences) < 3:
+        raise ValueError(f"structural probes need at least 3 sentences, got {len(sentences)}")
+    all_layers = list(range(pretrained.n_layers + 1))
+    layers = all_layers if layers is None else [int(x) for x in layers]
+    bad = [x for x in layers if x not in all_layers]
+    if bad:
+        raise ValueError(
+            f"layers {bad} out of range: the model has layers 0..{pretrained.n_layers}"
+        )
+    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="error")
+    fit = {"device": device, **fit}
+
+    def probe(pre: Any) -> list[dict[str, Any]]:
+        vectors = word_vectors_by_layer(pre, examples, pool)
+        return structural_probe_sweep(vectors, list(sentences), layers=layers, **fit)
+
+    out: dict[str, Any] = {"layers": layers, "pool": pool, "trained": probe(pretrained)}
+    out["split"] = {k: out["trained"][0][k] for k in ("n_train", "n_dev", "n_test")}
+    if controls:
+        with tempfile.TemporaryDirectory(prefix="hierlens-random-") as tmp:
+            out["random"] = probe(random_control(pretrained, random_seed, Path(tmp), device))
+    _, _, test = split_indices(
+        len(sentences), fit.get("fractions", (0.7, 0.15)), fit.get("seed", 0)
+    )
+    out["baseline"] = {"name": "linear chain", **chain_baseline([sentences[i] for i in test])}
+    return out
+
+
+def run_structural_probes(
+    run_dir: str | os.PathLike,
+    layers: Sequence[int] | None = None,
+    pool: str = "mean",
+    controls: bool = True,
+    device: str | torch.device | None = None,
+    **fit: Any,
+) -> list[dict[str, Any]]:
+    """:func:`structural_probes` on a pretrained run's corpus (all its sentences; the probe
+    splits them itself), written to ``probes/structural.jsonl``: one record per layer and
+    model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
+    Returns the records."""
+    from hierlens.models.atomic_io import atomic_write_jsonl_records
+    from hierlens.models.run import open_run
+
+    run = open_run(run_dir)
+    if not run.is_pretrained:
+        raise ValueError(
+            f"{run.path} is a trained run; structural probes need a pretrained run on a "
+            "treebank (--model PATH --treebank FILE)"
+        )
+    corpus = run.corpus
+    if not corpus.has_trees:
+        raise ValueError(f"{corpus.path}: structural probes need gold trees (ptb or conllu)")
+    result = structural_probes(
+        run.pretrained(device),
+        corpus.sentences("all"),
+        layers,
+        pool,
+        controls,
+        device=device,
+        **fit,
+    )
+    records = [{"model": "trained", **r} for r in result["trained"]]
+    records += [{"model": "random", **r} for r in result.get("random", [])]
+    records.append({"model": "baseline", **result["baseline"], "split": result["split"]})
+    atomic_write_jsonl_records(run.structural_probe_path, records)
+    return records
