@@ -180,7 +180,6 @@ def _feature_cards(
     peak = codes.max(0).values
     alive = int((peak > 0).sum())
     order = torch.argsort(peak, descending=True)[: min(ctx.max_features, alive)]
-    vocab = ctx.task.vocab
     sequences = _sequences(store, codes.shape[0])
     seq_index = store.index["sequence"][: codes.shape[0]].tolist()
     pos_index = store.index["position"][: codes.shape[0]].tolist()
@@ -202,7 +201,7 @@ def _feature_cards(
             lo, hi = max(0, at - 8), min(len(tokens), at + 5)
             words = []
             for p in range(lo, hi):
-                text = esc(vocab[tokens[p]] if 0 <= tokens[p] < len(vocab) else tokens[p])
+                text = esc(ctx.token_string(tokens[p]))
                 words.append(f"<mark>{text}</mark>" if p == at else text)
             prefix = "&hellip; " if lo > 0 else ""
             suffix = " &hellip;" if hi < len(tokens) else ""

@@ -39,6 +39,7 @@ class ReportContext:
     device: str | torch.device | None = None
     progress: bool = False
     _model: Any = field(default=None, repr=False)
+    _vocab: list[str] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> Path:
@@ -47,6 +48,36 @@ class ReportContext:
     @property
     def task(self) -> Task:
         return self.run.task
+
+    def token_string(self, token: int) -> str:
+        """The text of token id ``token``: the task's vocabulary, or a pretrained model's
+        tokenizer."""
+        if self._vocab is None:
+            if self.run.is_pretrained:
+                from hierlens.models.pretrained import load_tokenizer
+
+                tok = load_tokenizer(self.run.config["pretrained"]["path"])
+                self._vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+            else:
+                self._vocab = list(self.task.vocab)
+        vocab = self._vocab
+        return str(vocab[token]) if 0 <= token < len(vocab) else str(token)
+
+    def words(self, example: Any) -> list[str]:
+        """The words of an example (a task's word tokens, or a corpus sentence's words)."""
+        if "sentence" in example.labels:
+            return str(example.labels["sentence"]).split(" ")
+        return [self.token_string(example.tokens[p]) for p in example.word_positions]
+
+    def examples(self, n: int) -> list[Any]:
+        """``n`` example sentences of two words or more (a task's ``test_id`` split or a
+        corpus's sentences), drawn with the report's seed."""
+        if self.run.is_pretrained:
+            pool = self.run.examples("all", None, self.seed)
+            pool = [e for e in pool if len(e.word_positions) >= 2]
+            return pool[:n]
+        drawn = self.task.sample(4 * n, "test_id", self.seed)
+        return [e for e in drawn if len(e.word_positions) >= 2][:n]
 
     def model(self) -> Any:
         """The model at the newest valid checkpoint (loaded once), or None without one."""
@@ -66,6 +97,17 @@ def summary_section(ctx: ReportContext) -> str:
     """Task, model and training configuration, checkpoints, final metrics."""
     run = ctx.run
     cfg = run.config
+    if run.is_pretrained:
+        corpus = run.corpus
+        facts = {
+            "directory": str(run.path),
+            "pretrained model": cfg["pretrained"]["path"],
+            "corpus": corpus.path,
+            "format": corpus.format,
+            "sentences": len(corpus.read()),
+            "punctuation dropped": corpus.drop_punct,
+        }
+        return "<h3>Run</h3>" + key_values(facts)
     task = cfg.get("task", {})
     parts = [
         "<h3>Run</h3>",
@@ -100,7 +142,7 @@ def summary_section(ctx: ReportContext) -> str:
 # ----------------------------------------------------------------------------- training
 def training_section(ctx: ReportContext) -> str | None:
     """Training loss and evaluation loss/accuracy curves from ``metrics.jsonl``."""
-    records = ctx.run.metrics()
+    records = [] if ctx.run.is_pretrained else ctx.run.metrics()
     if not records:
         return None
     go = _go()
@@ -208,11 +250,6 @@ def grokking_section(ctx: ReportContext) -> str | None:
 
 
 # ----------------------------------------------------------------------------- span scores
-def _words(task: Task, example: Any) -> list[str]:
-    vocab = task.vocab
-    return [str(vocab[example.tokens[p]]) for p in example.word_positions]
-
-
 def span_section(ctx: ReportContext) -> str | None:
     """Span-score heatmaps of example sentences with the projected and the gold tree."""
     if ctx.max_sentences < 1 or not ctx.run.steps:
@@ -223,14 +260,8 @@ def span_section(ctx: ReportContext) -> str | None:
 
     go = _go()
     model = ctx.model()
-    task = ctx.task
-    examples = [
-        e
-        for e in task.sample(4 * ctx.max_sentences, "test_id", ctx.seed)
-        if len(e.word_positions) >= 2
-    ]
-    examples = examples[: ctx.max_sentences]
-    if not examples:
+    examples = ctx.examples(ctx.max_sentences)
+    if not examples or not all(e.tree for e in examples):
         return None
     scores = span_scores(model, examples, layer=-1, progress=ctx.progress)
     step = ctx.run.steps[-1]
@@ -240,7 +271,7 @@ def span_section(ctx: ReportContext) -> str | None:
         "constituents of the gold tree.</p>"
     ]
     for k, (example, s) in enumerate(zip(examples, scores)):
-        words = _words(task, example)
+        words = ctx.words(example)
         n = len(words)
         labels = [f"{i}:{w}" for i, w in enumerate(words)]
         z = [[float(s[i, j]) if j >= i else None for j in range(n)] for i in range(n)]
@@ -349,6 +380,8 @@ def _nanmean(values: list[float]) -> float:
 # ----------------------------------------------------------------------------- BP
 def bp_section(ctx: ReportContext) -> str | None:
     """Model accuracy against exact belief propagation (tasks with a ``bp_accuracy``)."""
+    if ctx.run.is_pretrained:
+        return None
     task = ctx.task
     if not hasattr(task, "bp_accuracy") or not ctx.run.steps:
         return None

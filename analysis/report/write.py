@@ -9,6 +9,9 @@ Sections, each omitted when the stage that produces its inputs did not run:
   Murty et al., "Grokking of Hierarchical Structure in Vanilla Transformers", ACL 2023);
 - span-score heatmaps of example sentences with the greedy tree projection and the gold tree,
   computed from the newest checkpoint (Murty et al., ICLR 2023);
+- structure per layer (:mod:`.layers`): parse F1 of tree projections beside the branching
+  baselines (``tree_scores.jsonl``) and structural probes beside their controls
+  (``probes/structural.jsonl``);
 - SAEs (``saes/``): table of metrics, description length against width, feature cards built
   from the run's activation stores (``activations/step_NNNNNNN/``);
 - sparse probes (``probes/results.jsonl``): F1 against k per hook (Gurnee et al., 2023);
@@ -32,6 +35,7 @@ from hierlens.models.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
 from .html import Charts, esc, page
+from .layers import layers_section
 from .saes import sae_section
 from .sections import (
     ReportContext,
@@ -52,6 +56,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("training", "Training curves", training_section),
     ("grokking", "Grokking over checkpoints", grokking_section),
     ("trees", "Span scores and tree projections", span_section),
+    ("layers", "Structure per layer", layers_section),
     ("saes", "Sparse autoencoders", sae_section),
     ("probes", "Sparse probes", probe_section),
     ("bp", "Belief-propagation comparison", bp_section),
@@ -119,7 +124,7 @@ def write_report(
             )
         if body is not None:
             sections.append((anchor, heading, body))
-    task_name = run.config.get("task", {}).get("name", "?")
+    task_name = "pretrained" if run.is_pretrained else run.config.get("task", {}).get("name", "?")
     title = f"hierlens report: {run.path.name} ({task_name})"
     html = page(title, sections, plotly=charts.count > 0)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,19 @@ def test_capture_probe_sae_tree_score_on_a_tiny_encoder(tmp_path, tiny_bert, tre
     assert all(0.0 <= rec["parse_f1"] <= 1.0 and rec["n"] == 3 for rec in records)
     saved = [json.loads(line) for line in run.tree_scores_path.read_text().splitlines()]
     assert saved == records
+    probe = ["structural-probe", r, "--rank", "4", "--max-epochs", "2", "--no-progress"]
+    assert main(probe) == 0
+    assert main(["report", r, "--max-sentences", "1", "--no-progress"]) == 0
+    html = run.report_path.read_text()
+    for heading in (
+        "Structure per layer",
+        "Tree projections per layer",
+        "Structural probes per layer",
+    ):
+        assert heading in html
+    assert "topk_w16_k2" in html and "Sparse probes" in html and "Span scores" in html
+    assert "UUAS (random weights)" in html and "right-branching" in html
+    assert "could not be built" not in html
 
 
 def test_pretrained_run_errors(tmp_path, tiny_bert, tiny_gpt2, treebank, caplog):

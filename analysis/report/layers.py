@@ -1,0 +1,124 @@
+"""The report's per-layer section: how tree-structured each layer is.
+
+- Tree projections per layer (``tree_scores.jsonl``, written by ``hierlens tree-score
+  --layers``): parse F1 of the projected trees against the gold trees beside the
+  right-branching, left-branching and random-tree baselines on the same sentences, and the
+  tree score (Murty et al., ICLR 2023).
+- Structural probes per layer (``probes/structural.jsonl``, written by ``hierlens
+  structural-probe``): UUAS and distance Spearman of the distance probe, root accuracy of the
+  depth probe, beside the random-weights control and the linear-chain baseline (Hewitt &
+  Manning 2019).
+
+Omitted when neither file exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hierlens.models.atomic_io import read_jsonl
+
+from .html import fmt, table
+from .sections import ReportContext, _go
+
+_BASELINES = (("parse_f1_right", "right-branching"), ("parse_f1_left", "left-branching"))
+_BASELINES += (("parse_f1_random", "random trees"),)
+
+
+def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
+    go = _go()
+    step = max(r["step"] for r in records)
+    latest = {}
+    for r in records:  # the newest checkpoint's records, one per layer (last one wins)
+        if r["step"] == step:
+            latest[r["layer"]] = r
+    rows = [latest[k] for k in sorted(latest)]
+    layers = [r["layer"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=layers, y=[r["parse_f1"] for r in rows], name="projected trees"))
+    for key, label in _BASELINES:
+        fig.add_trace(
+            go.Scatter(x=layers, y=[r[key] for r in rows], name=label, line=dict(dash="dot"))
+        )
+    fig.update_layout(
+        title="Parse F1 of tree projections per layer", xaxis_title="layer", yaxis_title="F1"
+    )
+    cols = ["layer", "parse_f1", "parse_f1_right", "parse_f1_left", "parse_f1_random"]
+    cols += ["tree_score", "n", "split", "method"]
+    note = (
+        f'<p class="note">Checkpoint step {fmt(step)}; {fmt(rows[0]["n"])} sentences. The '
+        "baselines are the same sentences parsed as right- or left-branching or random binary "
+        "trees.</p>"
+    )
+    return "<h3>Tree projections per layer</h3>" + note + ctx.charts.add(fig) + table(cols, rows)
+
+
+def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
+    go = _go()
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_model.setdefault(r["model"], []).append(r)
+    trained = sorted(by_model.get("trained", []), key=lambda r: r["layer"])
+    random = {r["layer"]: r for r in by_model.get("random", [])}
+    baseline = (by_model.get("baseline") or [None])[0]
+    rows = []
+    for r in trained:
+        c = random.get(r["layer"], {})
+        rows.append(
+            {
+                "layer": r["layer"],
+                "UUAS": r["uuas"],
+                "UUAS (random weights)": c.get("uuas"),
+                "Spearman": r["spearman"],
+                "Spearman (random weights)": c.get("spearman"),
+                "root accuracy": r["root_acc"],
+                "root accuracy (random weights)": c.get("root_acc"),
+            }
+        )
+    rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
+    layers = [r["layer"] for r in trained]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=layers, y=[r["uuas"] for r in trained], name="UUAS"))
+    if random:
+        y = [random.get(x, {}).get("uuas") for x in layers]
+        fig.add_trace(
+            go.Scatter(x=layers, y=y, name="UUAS, random weights", line=dict(dash="dash"))
+        )
+    fig.add_trace(
+        go.Scatter(x=layers, y=[r["spearman"] for r in trained], name="distance Spearman")
+    )
+    if baseline is not None:
+        fig.add_hline(y=baseline["uuas"], line_dash="dot", annotation_text="linear chain UUAS")
+    fig.update_layout(title="Structural probes per layer", xaxis_title="layer (0 = embeddings)")
+    cols = ["layer", "UUAS", "UUAS (random weights)", "Spearman", "Spearman (random weights)"]
+    cols += ["root accuracy", "root accuracy (random weights)"]
+    split = trained[0] if trained else {}
+    note = (
+        '<p class="note">Distance and depth probes (Hewitt &amp; Manning, 2019) fitted on '
+        f"{fmt(split.get('n_train'))} sentences, early-stopped on {fmt(split.get('n_dev'))}, "
+        f"scored on {fmt(split.get('n_test'))}. Layer 0 is the embeddings; the random-weights "
+        "control is the same architecture freshly initialised.</p>"
+    )
+    if baseline is not None:
+        note += (
+            f'<p class="note">Linear-chain baseline on the test sentences: UUAS '
+            f"{fmt(baseline['uuas'])}, Spearman {fmt(baseline['spearman'])}.</p>"
+        )
+    return "<h3>Structural probes per layer</h3>" + note + ctx.charts.add(fig) + table(cols, rows)
+
+
+def layers_section(ctx: ReportContext) -> str | None:
+    """Per-layer tree projections and structural probes (omitted without either)."""
+    parts = []
+    if ctx.run.tree_scores_path.exists():
+        records = read_jsonl(ctx.run.tree_scores_path)
+        if records:
+            parts.append(_tree_part(ctx, records))
+    if ctx.run.structural_probe_path.exists():
+        records = read_jsonl(ctx.run.structural_probe_path)
+        if any(r.get("model") == "trained" for r in records):
+            parts.append(_probe_part(ctx, records))
+    return "".join(parts) or None
+
+
+__all__ = ["layers_section"]
