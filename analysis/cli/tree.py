@@ -7,64 +7,27 @@ import json
 from pathlib import Path
 
 from .capture import add_source_flags
-from .common import CLIError, ints, newest_step, task_from_args
+from .common import ints, task_from_args
 
 
 def cmd_tree_score(args: argparse.Namespace) -> int:
-    from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
-
-    from ..trees.decode import tree_projection
-    from ..trees.metrics import baseline_parse_f1, parse_f1, tree_score
-    from ..trees.spans import span_scores
+    from ..tree_scores import tree_scores_by_layer
     from .capture import prepare_run
 
     run = prepare_run(args)
-    step = args.step if args.step is not None else newest_step(run.path)
-    split = args.split or ("all" if run.is_pretrained else "test_id")
-    n = args.n if args.n is not None else (None if run.is_pretrained else 200)
-    examples = run.examples(split, n, args.seed)
-    gold = [ex.tree for ex in examples]
-    if not examples or not all(gold):
-        raise CLIError(f"{run.path}: tree scores need sentences with gold trees")
-    model = run.load_model(step, device=args.device)
-    n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if args.layers == "all" else ints(args.layers or str(args.layer))
-    baselines = {
-        f"parse_f1_{kind}": baseline_parse_f1(gold, kind) for kind in ("left", "right", "random")
-    }
-    records = []
-    for layer in layers:
-        scores = span_scores(
-            model,
-            examples,
-            layer=layer,
-            mask_from_layer=args.mask_from_layer,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-        trees = [tree_projection(s, args.method) for s in scores]
-        records.append(
-            {
-                "step": step,
-                "split": split,
-                "n": len(examples),
-                "layer": layer % n_layers,
-                "method": args.method,
-                "tree_score": tree_score(scores, trees),
-                "parse_f1": parse_f1(trees, gold),
-                **baselines,
-            }
-        )
-    # one record per (step, split, layer, method): a rerun replaces its own records
-    key = ("step", "split", "layer", "method")
-    new = {tuple(r[k] for k in key) for r in records}
-    path = run.tree_scores_path
-    kept = [
-        r
-        for r in (read_jsonl(path) if path.exists() else [])
-        if tuple(r.get(k) for k in key) not in new
-    ]
-    atomic_write_jsonl_records(path, kept + records)
+    layers = None if args.layers == "all" else ints(args.layers or str(args.layer))
+    records = tree_scores_by_layer(
+        run,
+        layers,
+        step=args.step,
+        split=args.split,
+        n=args.n,
+        seed=args.seed,
+        method=args.method,
+        mask_from_layer=args.mask_from_layer,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     for record in records:
         print(json.dumps(record))
     return 0
