@@ -30,7 +30,8 @@ from typing import Any
 from hierlens.models.atomic_io import atomic_write_jsonl_records
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.config import Config, unknown_keys_error
-from hierlens.models.run import Run, open_run
+from hierlens.models.corpus import Corpus
+from hierlens.models.run import Run, open_run, pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -50,18 +51,24 @@ def _tuple(value: Any, name: str, kind: type = int) -> tuple:
 @dataclasses.dataclass(frozen=True)
 class CaptureStage(Config):
     """Which activations to capture: ``hooks`` (names or globs) on ``n`` sequences of
-    ``split``, at the final checkpoint (or every checkpoint with ``all_checkpoints``)."""
+    ``split``, at the final checkpoint (or every checkpoint with ``all_checkpoints``).
+    ``split`` defaults to a task's ``test_id`` or a corpus's ``all``; ``n`` to 500 task
+    sequences or every corpus sentence; ``pool`` ("first", "last", "mean") stores one row
+    per word instead of one per token."""
 
     hooks: tuple[str, ...] = ("blocks.*.hook_resid_post",)
-    split: str = "test_id"
-    n: int = 500
+    split: str | None = None
+    n: int | None = None
+    pool: str | None = None
     batch_size: int = 64
     all_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hooks", _tuple(list(self.hooks), "capture.hooks", str))
-        if not isinstance(self.n, int) or self.n < 1:
+        if self.n is not None and (not isinstance(self.n, int) or self.n < 1):
             raise ValueError(f"capture.n must be a positive integer, got {self.n!r}")
+        if self.pool not in (None, "first", "last", "mean"):
+            raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
 
 
 # The pipeline's SAE training settings where they differ from SAETrainConfig's: short runs on
@@ -149,12 +156,26 @@ class ProbeStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class TreeStage(Config):
-    """Tracking over checkpoints (accuracy, tree score, parse F1, norms, attention entropy)."""
+    """Tracking over checkpoints (accuracy, tree score, parse F1, norms, attention entropy)
+    of a trained run; for a pretrained run, tree projections of every layer scored against
+    the corpus's gold trees (``n_trees`` sentences, None: all)."""
 
     enabled: bool = True
     n: int = 300
-    n_trees: int = 40
+    n_trees: int | None = 40
     layer: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuralStage(Config):
+    """Structural probes (Hewitt & Manning 2019) on every layer of a pretrained model, with
+    the random-weights control (``controls``); needs a treebank."""
+
+    enabled: bool = True
+    rank: int = 64
+    max_epochs: int = 40
+    pool: str = "mean"
+    controls: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +190,13 @@ class PipelineConfig:
         default_factory=lambda: {"name": "dyck", "params": {}}
     )
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     train: TrainConfig = TrainConfig()
     capture: CaptureStage = CaptureStage()
     sae: SAEStage = SAEStage()
     probes: ProbeStage = ProbeStage()
     tree: TreeStage = TreeStage()
+    structural: StructuralStage = StructuralStage()
     report: bool = True
 
     _SECTIONS = {
@@ -182,7 +205,26 @@ class PipelineConfig:
         "sae": SAEStage,
         "probes": ProbeStage,
         "tree": TreeStage,
+        "structural": StructuralStage,
     }
+
+    @property
+    def is_pretrained(self) -> bool:
+        """``model = {pretrained = "PATH"}``: analyse a local Hugging Face model on the
+        corpus of ``data = {treebank = "FILE"}`` instead of training one."""
+        return isinstance(self.model, Mapping) and "pretrained" in self.model
+
+    def corpus(self) -> Corpus:
+        """The ``[data]`` corpus of a pretrained pipeline."""
+        data = dict(self.data)
+        if "treebank" not in data:
+            raise ValueError('[data] needs treebank = "FILE" (PTB, CoNLL-U or text)')
+        unknown = [k for k in data if k not in ("treebank", "format", "drop_punct")]
+        if unknown:
+            raise unknown_keys_error("[data]", unknown, ["treebank", "format", "drop_punct"])
+        return Corpus(
+            str(data["treebank"]), data.get("format"), bool(data.get("drop_punct", False))
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
@@ -217,7 +259,21 @@ class PipelineConfig:
         return out
 
     def validate(self) -> None:
-        """Check the task and model sections by building their configs (cheap)."""
+        """Check the task and model sections by building their configs (cheap); for a
+        pretrained pipeline, the model folder and the corpus file."""
+        if self.is_pretrained:
+            extra = [k for k in self.model if k != "pretrained"]
+            if extra:
+                raise ValueError(f"[model] a pretrained model takes only 'pretrained', not {extra}")
+            try:
+                pretrained_run_config(self.model["pretrained"], self.corpus())
+            except (ValueError, TypeError, OSError) as exc:
+                raise ValueError(f"[model]/[data] {exc}") from exc
+            return
+        if self.data:
+            raise ValueError(
+                '[data] goes with model = {pretrained = "PATH"}; a task brings its data'
+            )
         if not isinstance(self.task, Mapping) or "name" not in self.task:
             raise ValueError("[task] needs a 'name' (see `hierlens tasks`)")
         try:
@@ -334,11 +390,70 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     )
 
 
+def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
+    """The pipeline on a pretrained model: capture -> SAEs -> probes -> tree projections per
+    layer -> structural probes -> report."""
+    from hierlens.models.hooks import resolve_hook_names
+
+    run_dir = Path(cfg.out_dir) / cfg.name
+    config = json.loads(json.dumps(pretrained_run_config(cfg.model["pretrained"], cfg.corpus())))
+    run = Run(run_dir)
+    if run.config_path.exists() and open_run(run).config != config:
+        raise ValueError(f"{run_dir} holds another run; choose another name or out_dir")
+    if not run.config_path.exists():
+        run.write_config(config)
+    run = open_run(run_dir)
+    device = cfg.train.device
+    resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
+    log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
+    extra = {"pool": cfg.capture.pool} if cfg.capture.pool else {}
+    store = capture_checkpoints(
+        run_dir,
+        list(cfg.capture.hooks),
+        split=cfg.capture.split or "all",
+        n=cfg.capture.n,
+        batch_size=cfg.capture.batch_size,
+        device=device,
+        progress=progress,
+        **extra,
+    )[run.steps[-1]]
+    if cfg.sae.enabled:
+        log.info("stage 2/6: SAE grid")
+        _sae_stage(cfg, run_dir, store, progress)
+    if cfg.probes.enabled:
+        log.info("stage 3/6: sparse probes")
+        _probe_stage(cfg, run_dir, store, progress)
+    if cfg.tree.enabled and run.corpus.has_trees:
+        from .tree_scores import tree_scores_by_layer
+
+        log.info("stage 4/6: tree projections per layer")
+        tree_scores_by_layer(run_dir, n=cfg.tree.n_trees, device=device, progress=progress)
+    if cfg.structural.enabled and run.corpus.has_trees:
+        from .structural import run_structural_probes
+
+        log.info("stage 5/6: structural probes per layer")
+        s = cfg.structural
+        run_structural_probes(
+            run_dir, pool=s.pool, controls=s.controls, device=device, rank=s.rank,
+            max_epochs=s.max_epochs,
+        )  # fmt: skip
+    if cfg.report:
+        from .report import write_report
+
+        log.info("stage 6/6: report")
+        write_report(run_dir)
+    return run_dir
+
+
 def run(
     config: PipelineConfig | Mapping[str, Any] | str | os.PathLike, *, progress: bool = True
 ) -> Path:
-    """Run (or resume) the pipeline; returns the run directory."""
+    """Run (or resume) the pipeline; returns the run directory. With
+    ``model = {pretrained = "PATH"}`` and ``data = {treebank = "FILE"}`` the pipeline
+    analyses that local Hugging Face model on the corpus instead of training one."""
     cfg = load_config(config)
+    if cfg.is_pretrained:
+        return _run_pretrained(cfg, progress)
     task = get_task(cfg.task["name"], **dict(cfg.task.get("params", {})))
     model_config = ModelConfig.for_task(task, **dict(cfg.model))
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -363,11 +478,12 @@ def run(
         run_dir,
         list(cfg.capture.hooks),
         steps=capture_steps,
-        split=cfg.capture.split,
-        n=cfg.capture.n,
+        split=cfg.capture.split or "test_id",
+        n=cfg.capture.n or 500,
         batch_size=cfg.capture.batch_size,
         device=cfg.train.device,
         progress=progress,
+        **({"pool": cfg.capture.pool} if cfg.capture.pool else {}),
     )
     store = stores[steps[-1]]
     if cfg.sae.enabled:

@@ -138,3 +138,35 @@ def test_structural_probe_command_writes_layers_and_controls(tmp_path, tiny_bert
     assert all(0.0 <= x["uuas"] <= 1.0 for x in trained + random)
     # a trained run is refused with the reason
     assert main(["structural-probe", str(tmp_path / "missing")]) == 2
+
+
+def test_pipeline_on_a_pretrained_model(tmp_path, tiny_bert, treebank):
+    """``model = {pretrained}`` and ``data = {treebank}``: capture, SAEs, probes, tree scores
+    per layer, structural probes and the report, resumable like any pipeline."""
+    from hierlens.analysis.pipeline import run
+
+    config = {
+        "name": "bert",
+        "out_dir": str(tmp_path),
+        "model": {"pretrained": str(tiny_bert)},
+        "data": {"treebank": str(treebank)},
+        "capture": {"hooks": ["blocks.*.hook_resid_post"], "pool": "first"},
+        "sae": {"hook": "blocks.1.hook_resid_post", "architectures": ["topk"], "widths": [16],
+                "ks": [2], "steps": 20},
+        "probes": {"labels": ["depth"], "ks": [1, 2]},
+        "tree": {"n_trees": 3},
+        "structural": {"rank": 4, "max_epochs": 2},
+        "train": {"device": "cpu"},
+    }  # fmt: skip
+    run_dir = run(config, progress=False)
+    r = open_run(run_dir)
+    assert r.is_pretrained and "topk_w16_k2" in r.sae_dirs()
+    assert r.probe_results_path.exists() and r.tree_scores_path.exists()
+    assert r.structural_probe_path.exists()
+    html = r.report_path.read_text()
+    assert "Structure per layer" in html and "could not be built" not in html
+    assert run(config, progress=False) == run_dir  # rerun resumes: nothing to redo
+    with pytest.raises(ValueError, match=r"\[data\] needs treebank"):
+        run({**config, "data": {}}, progress=False)
+    with pytest.raises(ValueError, match="takes only 'pretrained'"):
+        run({**config, "model": {"pretrained": str(tiny_bert), "d_model": 8}}, progress=False)
