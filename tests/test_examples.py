@@ -18,6 +18,7 @@ CASES = {
     "sae_quickstart.py": ["--quick", "--out", "{tmp}/out"],
     "mdl_digits.py": ["--quick", "--out", "{tmp}/out"],
     "structural_grokking.py": ["--steps", "30", "--quick", "--run-dir", "{tmp}/run"],
+    "pretrained_minilm.py": ["--quick", "--out-dir", "{tmp}/runs"],
 }
 
 

@@ -11,9 +11,9 @@ import pytest
 from hierlens.analysis.figures import reproduce
 from hierlens.analysis.figures.structural import minilm_path, structural_probe_layers
 from hierlens.analysis.structural import chain_baseline
-from hierlens.probes.structural import split_indices
 from hierlens.models.sentence import Sentence, dependency_spans
 from hierlens.models.treebank import shipped_treebank
+from hierlens.probes.structural import split_indices
 
 
 def _has_minilm() -> bool:
