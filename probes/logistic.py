@@ -266,7 +266,11 @@ def fit_logistic_rows(
             break
         if 4 * int(done.sum()) >= len(done):
             fin, keep = done.nonzero()[:, 0], (~done).nonzero()[:, 0]
-            result_beta[ids[fin]], result_f[ids[fin]], result_done[ids[fin]] = beta[fin], f[fin], True
+            result_beta[ids[fin]], result_f[ids[fin]], result_done[ids[fin]] = (
+                beta[fin],
+                f[fin],
+                True,
+            )
             ids, state = ids[keep], state.select(keep, contiguous)
             beta, f, v, prob, grad, done = (t[keep] for t in (beta, f, v, prob, grad, done))
         L = state.hessian_cholesky(prob, eye, jitter)
