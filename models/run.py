@@ -176,6 +176,8 @@ class Run:
             yield self
         finally:
             _release(key)
+            if created:  # a writer that failed before writing leaves no folder behind
+                _remove_if_only_lock(self)
 
     # ------------------------------------------------------------------ config and metrics
     @property
