@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.atomic_io import append_jsonl, atomic_write_jsonl_records, read_jsonl
+from hierlens.models.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
 from hierlens.models.device import resolve_device
-from hierlens.models.run import TRACKING, Run, open_run
+from hierlens.models.run import TRACKING, Run, locks_run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
 from .trees.decode import tree_projection
@@ -106,6 +106,7 @@ class TrackSettings:
         }
 
 
+@locks_run("run_dir")
 def track(
     run_dir: str | os.PathLike,
     task: Task | None = None,
@@ -154,7 +155,7 @@ def track(
     path = run.tracking_path
     existing = [r for r in read_jsonl(path) if r.get("settings") == settings.key()]
     if len(existing) != len(read_jsonl(path)):
-        atomic_write_jsonl_records(path, existing)  # settings changed: recompute everything
+        write_checked_jsonl(path, existing)  # settings changed: recompute everything
     done = {r["step"]: r for r in existing}
 
     eval_sets = (
@@ -191,7 +192,7 @@ def track(
                 model, task, tree_examples or task.sample(64, "test_id", seed)
             )
         record["settings"] = settings.key()
-        append_jsonl(path, [record])
+        append_checked_jsonl(path, [record])
         records.append(record)
     return records
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import atomic_write_jsonl_records
+from hierlens.models.atomic_io import write_checked_jsonl
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
@@ -199,6 +199,21 @@ class PipelineConfig:
     structural: StructuralStage = StructuralStage()
     report: bool = True
 
+    def __post_init__(self) -> None:
+        name = self.name
+        if (
+            not isinstance(name, str)
+            or not name
+            or name in (".", "..")
+            or "/" in name
+            or "\\" in name
+            or "\0" in name
+        ):
+            raise ValueError(
+                f"pipeline config 'name' must be a folder name (no '/', not '.' or '..'), "
+                f"got {name!r}"
+            )
+
     _SECTIONS = {
         "train": TrainConfig,
         "capture": CaptureStage,
@@ -364,7 +379,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             "bin_width": dl.bin_width,
         }
         rows.append(row)
-    atomic_write_jsonl_records(run.sae_table_path, rows)
+    write_checked_jsonl(run.sae_table_path, rows)
 
 
 def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
@@ -450,10 +465,17 @@ def run(
 ) -> Path:
     """Run (or resume) the pipeline; returns the run directory. With
     ``model = {pretrained = "PATH"}`` and ``data = {treebank = "FILE"}`` the pipeline
-    analyses that local Hugging Face model on the corpus instead of training one."""
+    analyses that local Hugging Face model on the corpus instead of training one. The run's
+    writer lock (:meth:`hierlens.models.Run.lock`) is held throughout."""
     cfg = load_config(config)
-    if cfg.is_pretrained:
-        return _run_pretrained(cfg, progress)
+    with Run(Path(cfg.out_dir) / cfg.name).lock():
+        if cfg.is_pretrained:
+            return _run_pretrained(cfg, progress)
+        return _run_stages(cfg, progress)
+
+
+def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
+    """The stages of :func:`run` for a trained model, under the run's lock."""
     task = get_task(cfg.task["name"], **dict(cfg.task.get("params", {})))
     model_config = ModelConfig.for_task(task, **dict(cfg.model))
     run_dir = Path(cfg.out_dir) / cfg.name

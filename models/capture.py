@@ -92,24 +92,24 @@ def _flatten_sequences(seqs: Sequence[Any], what: str) -> tuple[torch.Tensor, to
 
 
 def _is_task_split(data: Any) -> bool:
-    from .tasks.base import SPLITS, Task
+    from .tasks.base import Task
 
     return (
         isinstance(data, tuple)
         and len(data) == 4
         and isinstance(data[0], (Task, str))
         and isinstance(data[1], str)
-        and data[1] in SPLITS
     )
 
 
 def _prepare_data(data: Any, labels: Mapping[str, Any] | None) -> _Data:
-    from .tasks.base import Example
+    from .tasks.base import Example, check_split
     from .tasks.registry import get_task
 
     source: dict[str, Any] = {}
     if _is_task_split(data):
         task, split, n, seed = data
+        check_split(split)
         task = get_task(task) if isinstance(task, str) else task
         source = {"task": task.name, "params": task.to_dict(), "split": split}
         source.update(n=int(n), seed=int(seed))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .capture import capture
-from .run import Run, open_run
+from .run import Run, locks_run, open_run
 from .store import ActivationStore
 
 
@@ -24,6 +24,7 @@ def activations_dir(run_dir: str | os.PathLike, step: int) -> Path:
     return Run(run_dir).activations_dir(step)
 
 
+@locks_run("run_dir")
 def capture_checkpoints(
     run_dir: str | os.PathLike | Run,
     hooks: str | Sequence[str],
@@ -45,7 +46,8 @@ def capture_checkpoints(
     task's ``split`` drawn with ``seed``, or a pretrained run's corpus sentences; their
     per-token labels go into each store); any ``data`` accepted by
     :func:`~hierlens.models.capture.capture` works. Every step uses the same data. Other
-    keyword arguments go to ``capture``. Returns ``{step: store}``.
+    keyword arguments go to ``capture``. Returns ``{step: store}``. Holds the run's writer
+    lock (:meth:`Run.lock`).
     """
     run = open_run(run_dir)
     available = run.steps

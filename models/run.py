@@ -27,6 +27,15 @@ so ``activations/step_0000000/``), and the data are the corpus's sentences
 report) reads both kinds the same way.
 
 No other module builds these paths: writers and readers alike ask a :class:`Run`.
+
+One process at a time writes a run: :meth:`Run.lock` takes an exclusive OS lock
+(``fcntl.flock``) on ``.hierlens.lock`` in the directory for as long as the writer runs.
+The OS drops it when the process ends, however it ends (a killed writer leaves no stale lock);
+a second writer gets :class:`RunLockedError` naming the holder's pid and host. The lock is
+re-entrant within a process (the pipeline holds it while train, capture, ... take it again).
+Training, checkpoint capture, SAE fitting, probes, tracking and the pipeline hold it; ``eval``
+reads only, and ``report`` writes one file (``report.html``) atomically, so neither takes
+it. Under ``torchrun`` rank 0 holds it (``Run.lock()`` reads ``RANK``; other ranks skip it).
 ``Run(path)`` works for a directory that does not exist yet (writers create what they
 write); :func:`open_run` opens an existing run and checks its ``config.json``.
 Runs written before SAEs had one location (``saes/grid/<name>/``, ``saes/mdl/<name>/``) are
@@ -36,15 +45,22 @@ still read: :meth:`Run.sae_dirs` lists those SAEs too.
 from __future__ import annotations
 
 import errno
+import fcntl
+import functools
+import inspect
 import logging
 import os
 import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from .atomic_io import CorruptFileError, atomic_write_json, read_json, read_jsonl, sha256_file
+from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
 from .tasks import Task, get_task
@@ -73,6 +89,8 @@ PRETRAINED = "pretrained"  # config.json key of a pretrained run
 PRETRAINED_STEP = 0  # the one state of a pretrained model
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
+#: the file a writer locks (its content: the holder's pid and host, for the error message)
+LOCK_FILE = ".hierlens.lock"
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 
@@ -153,6 +171,41 @@ class Run:
     def __hash__(self) -> int:
         return hash(self.path)
 
+    # ------------------------------------------------------------------ the writer's lock
+    @property
+    def lock_path(self) -> Path:
+        """``.hierlens.lock``: the file :meth:`lock` locks."""
+        return self.path / LOCK_FILE
+
+    @contextmanager
+    def lock(self, enabled: bool | None = None) -> Iterator[Run]:
+        """Hold the run's exclusive writer lock for the ``with`` block (creating the
+        directory if needed).
+
+        Re-entrant within a process. Raises :class:`RunLockedError` (naming the holder's
+        pid and host) at once when another process holds it. ``enabled=None``: lock unless
+        this is a non-zero rank of a distributed launch (``RANK`` set and not ``0``), so
+        under ``torchrun`` rank 0 holds the lock for the job; ``False``: a no-op.
+        """
+        if enabled is None:
+            enabled = os.environ.get("RANK", "0") in ("", "0")
+        if not enabled:
+            yield self
+            return
+        created = not self.path.exists()
+        try:
+            key = _acquire(self)
+        except BaseException:
+            if created:
+                _remove_if_only_lock(self)
+            raise
+        try:
+            yield self
+        finally:
+            _release(key)
+            if created:  # a writer that failed before writing leaves no folder behind
+                _remove_if_only_lock(self)
+
     # ------------------------------------------------------------------ config and metrics
     @property
     def config_path(self) -> Path:
@@ -177,8 +230,11 @@ class Run:
         """Write ``config.json`` atomically (creating the directory)."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.config_path, config)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, self.path) from exc
+        write_checked_json(self.config_path, config)
         self._config = config
 
     @property
@@ -417,6 +473,103 @@ class Run:
     def figures_dir(self) -> Path:
         """``figures/``."""
         return self.path / FIGURES
+
+
+class RunLockedError(OSError):
+    """Another process holds the run directory's writer lock."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_locks: dict[str, list[int]] = {}  # real path of the lock file -> [fd, depth]
+_locks_guard = threading.Lock()
+
+
+def _os_error(exc: OSError, path: Path) -> OSError:
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _acquire(run: Run) -> str:
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, run.path) from exc
+    key = os.path.realpath(run.lock_path)
+    with _locks_guard:
+        held = _locks.get(key)
+        if held is not None:
+            held[1] += 1
+            return key
+        try:
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _os_error(exc, run.lock_path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+            os.close(fd)
+            who = f"pid {holder[0]} on host {holder[1]}" if len(holder) >= 2 else "another process"
+            raise RunLockedError(
+                errno.EAGAIN,
+                f"{run.path} is being written by {who} (lock {run.lock_path}); wait for it to "
+                "finish or use another run directory",
+                str(run.lock_path),
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without the holder's name
+        _locks[key] = [fd, 1]
+        return key
+
+
+def _release(key: str) -> None:
+    with _locks_guard:
+        held = _locks[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _locks[key]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
+
+
+def _remove_if_only_lock(run: Run) -> None:
+    """Remove a directory that :meth:`Run.lock` created and nothing else wrote into."""
+    try:
+        if {p.name for p in run.path.iterdir()} <= {LOCK_FILE}:
+            run.lock_path.unlink(missing_ok=True)
+            run.path.rmdir()
+    except OSError:
+        pass
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def locks_run(argument: str = "run_dir") -> Callable[[F], F]:
+    """Decorator: the function holds the writer lock (:meth:`Run.lock`) of the run
+    directory passed as its ``argument`` while it runs."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            run_dir = signature.bind(*args, **kwargs).arguments[argument]
+            with Run(run_dir).lock():
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _not_a_run(run: Run) -> FileNotFoundError:

@@ -338,7 +338,7 @@ class StoreWriter:
         header = json.loads(json.dumps(header))  # compare as it reads back from JSON
         self.header = header
         self._dirs = {h: m["dir"] for h, m in header["hooks"].items()}
-        existing = self._existing_manifest()
+        existing = self._existing_manifest(overwrite)
         if existing is not None and not overwrite:
             old, new = identity(existing), identity(header)
             diffs = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
@@ -376,8 +376,10 @@ class StoreWriter:
             self.manifest["complete"] = all(self.done)
             self._write_manifest()
 
-    def _existing_manifest(self) -> dict[str, Any] | None:
+    def _existing_manifest(self, overwrite: bool = False) -> dict[str, Any] | None:
         if not (self.path / MANIFEST).exists():
+            if overwrite:
+                self._remove_unlisted_store()
             if self.path.exists() and any(self.path.iterdir()):
                 raise ValueError(
                     f"{self.path} exists, is not empty and is not an activation store; "
@@ -385,6 +387,22 @@ class StoreWriter:
                 )
             return None
         return read_manifest(self.path)
+
+    def _remove_unlisted_store(self) -> None:
+        """For ``overwrite`` of a store whose manifest is gone: remove what a store of these
+        hooks writes (the index, the hooks' shard folders, temporary files) and nothing
+        else, so a folder holding other files is still refused."""
+        if not self.path.is_dir():
+            return
+        (self.path / INDEX_FILE).unlink(missing_ok=True)
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for d in self._dirs.values():
+            folder = self.path / d
+            if folder.is_dir() and folder.resolve().parent == self.path.resolve():
+                files = list(folder.iterdir())
+                if all(f.is_file() and f.name.endswith((".safetensors", ".tmp")) for f in files):
+                    shutil.rmtree(folder)
 
     def _remove_stale_tmp(self) -> None:
         """Delete temporary files left by writes that a crash interrupted."""

@@ -34,7 +34,7 @@ from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
 from .forward import is_bidirectional, training_forward
-from .run import Run, latest_valid_checkpoint, run_config_dict
+from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig, lr_at
 from .transformer import ModelConfig
@@ -135,14 +135,25 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+class RunConflictError(ValueError):
+    """``run_dir`` holds a run that :func:`train` may not continue as asked: ``kind`` is
+    ``"exists"`` (``resume=False`` without ``overwrite``) or ``"config"`` (a different
+    configuration)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """Check ``run`` against ``config`` (a different saved config is an error), clear it
     for ``overwrite``, and write ``config.json``."""
     if run.exists and not resume:
         if not overwrite:
-            raise ValueError(
+            raise RunConflictError(
                 f"{run.path} already holds a run; pass resume=True to continue it or "
-                "overwrite=True to delete it and start again"
+                "overwrite=True to delete it and start again",
+                "exists",
             )
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
         run.config_path.unlink(missing_ok=True)
@@ -150,22 +161,25 @@ def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: 
     elif run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
         config
     ):
-        raise ValueError(
+        raise RunConflictError(
             f"{run.path} holds a run with a different configuration; use another run "
-            "directory, or overwrite=True with resume=False to replace it"
+            "directory, or overwrite=True with resume=False to replace it",
+            "config",
         )
     run.write_config(config)
 
 
 def _truncate_metrics(run: Run, step: int) -> None:
-    """Drop metric records written after ``step`` (by an interrupted run being resumed)."""
+    """Drop metric records written after ``step`` (by an interrupted run being resumed); at
+    step 0 every record goes, as the step-0 evaluation is made again."""
     path = run.metrics_path
     records = read_jsonl(path)
-    kept = [r for r in records if r.get("step", 0) <= step]
+    kept = [r for r in records if r.get("step", 0) <= step] if step > 0 else []
     if len(kept) != len(records) or (path.exists() and len(records) == 0 and path.stat().st_size):
         atomic_write_jsonl_records(path, kept)
 
 
+@locks_run("run_dir")
 def train(
     model: torch.nn.Module,
     task: Task,
@@ -196,6 +210,10 @@ def train(
             an error unless ``overwrite=True``.
         stop_at: stop after this step as if interrupted (resume later to continue).
         callback: called with the step number after every optimizer step.
+
+    Holds the run directory's writer lock (:meth:`~hierlens.models.Run.lock`) while it runs.
+    A fresh run seeds torch's global RNG with ``config.seed`` (what dropout draws from), so
+    identical runs save identical checkpoints.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -235,6 +253,8 @@ def train(
             restore_rng(ckpt.rng_state)
             start = ckpt.step
             log.info("resuming %s from step %d", run.path, start)
+    if start == 0:  # the RNG state a checkpoint saves: a function of the seed, not of the process
+        torch.manual_seed(config.seed)
     _truncate_metrics(run, start)
     if start >= config.steps:
         return TrainResult(run.path, start, None, {})

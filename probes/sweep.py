@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.models.atomic_io import write_checked_bytes
 from hierlens.models.device import resolve_device, resolve_dtype
 
 from .logistic import all_finite, balanced_weights, fit_logistic_rows
@@ -357,5 +357,5 @@ def probe_sweep(
     bar.close()
     if out_path is not None:
         data = "".join(json.dumps(r) + "\n" for r in records).encode()
-        atomic_write_bytes(out_path, data)
+        write_checked_bytes(out_path, data)
     return records

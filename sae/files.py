@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import load_tensors, read_json
+from hierlens.models.atomic_io import expected_sha256, load_tensors, read_json
 from hierlens.models.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
@@ -81,6 +81,8 @@ def load_sae(
     Raises:
         FileNotFoundError: a file is missing. ValueError: unknown architecture, missing
         fields or tensors, or tensors of the wrong shape (the message names the file).
+        CorruptFileError (a ValueError): a file fails the checksum recorded beside it
+        (``hierlens_sha256.json``), is truncated or does not parse.
     """
     path = Path(path)
     cfg_path, w_path = path / CFG_FILE, path / WEIGHTS_FILE
@@ -96,6 +98,12 @@ def load_sae(
     if isinstance(ours, dict) and isinstance(ours.get("class"), str):
         cls = sae_class(ours["class"])
         fields = dict(ours["config"])
+        for key in ("d_in", "d_sae"):  # what SAELens reads must be what we load
+            if key in cfg and cfg[key] != fields.get(key):
+                raise ValueError(
+                    f"{cfg_path}: {key}={cfg[key]!r} disagrees with the hierlens block "
+                    f"({key}={fields.get(key)!r})"
+                )
     else:
         arch = cfg.get("architecture", "standard")
         try:
@@ -111,7 +119,7 @@ def load_sae(
         fields["dtype"] = str(dtype).removeprefix("torch.")
     config = cls.config_class.from_dict(fields)
     sae = cls.from_config(config, device)
-    weights = load_tensors(w_path)
+    weights = load_tensors(w_path, expected_sha256=expected_sha256(w_path))
     if "threshold" not in weights and "log_threshold" in weights:
         weights["threshold"] = weights["log_threshold"].exp()
     with torch.no_grad():

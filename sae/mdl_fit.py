@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records
+from hierlens.models.atomic_io import write_checked_json, write_checked_jsonl
 
 from .base import sae_class
 from .grid import build_sae_grid, check_grid_values
@@ -189,12 +189,12 @@ def fit_mdl_sae(
         )
     except NoSAEMeetsBoundError as exc:
         if out is not None:
-            atomic_write_jsonl_records(out / TABLE_FILE, rows_of(exc.table))
+            write_checked_jsonl(out / TABLE_FILE, rows_of(exc.table))
         raise
     selection.table = rows_of(selection.table)
     if out is not None:
-        atomic_write_jsonl_records(out / TABLE_FILE, selection.table)
-        atomic_write_json(
+        write_checked_jsonl(out / TABLE_FILE, selection.table)
+        write_checked_json(
             out / SELECTION_FILE,
             {
                 "best": selection.best_name,

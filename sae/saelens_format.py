@@ -19,6 +19,9 @@ the training hyperparameters under SAELens' names (see each architecture's
 ``saelens_fields``) and a ``hierlens`` block with the exact config, so our own files
 round-trip exactly. MP-SAE files (``matching_pursuit``) use the same layout, but SAELens has
 no such architecture.
+
+Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.models.atomic_io.CHECKSUMS`)
+records their sha256; :func:`hierlens.sae.load_sae` checks it. SAELens ignores the extra file.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import atomic_write_json, save_tensors
+from hierlens.models.atomic_io import (
+    atomic_write_json,
+    forget_checksums,
+    record_checksums,
+    save_tensors,
+    sha256_file,
+)
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -77,7 +86,8 @@ def write_sae_files(sae: Any, path: str | os.PathLike) -> None:
     """Write ``sae`` to the folder ``path`` (created if needed).
 
     Both files are written atomically (weights first), so an interrupted save never leaves a
-    config that points at missing weights of a new shape.
+    config that points at missing weights of a new shape; their checksums are recorded last
+    (and dropped first), so a folder whose manifest lists them holds exactly what was saved.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -89,5 +99,9 @@ def write_sae_files(sae: Any, path: str | os.PathLike) -> None:
     }
     if "threshold" in sae.tensor_names:
         tensors["threshold"] = sae.threshold.detach()
-    save_tensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+    forget_checksums([path / WEIGHTS_FILE, path / CFG_FILE])
+    weights_sha = save_tensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
     atomic_write_json(path / CFG_FILE, sae_cfg_dict(sae))
+    record_checksums(
+        {path / WEIGHTS_FILE: weights_sha, path / CFG_FILE: sha256_file(path / CFG_FILE)}
+    )

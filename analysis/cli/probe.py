@@ -15,6 +15,13 @@ log = logging.getLogger("hierlens")
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from hierlens.models.run import Run
+
+    with Run(args.run_dir).lock():
+        return _probe(args)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from hierlens.models.run import Run
     from hierlens.probes import probe_sweep
 
     store, hooks = capture_one_step(args, args.hooks.split(","))

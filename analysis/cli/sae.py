@@ -20,6 +20,13 @@ _SHARED = ("device", "seed")
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
     from hierlens.models.run import Run
+
+    with Run(args.run_dir).lock():
+        return _fit_sae(args)
+
+
+def _fit_sae(args: argparse.Namespace) -> int:
+    from hierlens.models.run import Run
     from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
 
     seed = args.seed if args.seed is not None else 0

@@ -22,8 +22,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONFLICT_TEXT = {
+    "exists": "{path} already holds a run; drop --no-resume to continue it, or add --overwrite "
+    "to delete it and start again",
+    "config": "{path} holds a run with a different configuration; use another --run-dir, or "
+    "--no-resume --overwrite to replace it",
+}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from hierlens.models.train import TrainConfig, train
+    from hierlens.models.train import RunConflictError, TrainConfig, train
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)
@@ -34,16 +42,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_flags(args, TrainConfig, seed=args.seed, device=args.device)
     model = build_transformer(model_config, device=config.device)
     log.info("training %s on %s into %s", model_config.to_dict(), task.to_dict(), args.run_dir)
-    result = train(
-        model,
-        task,
-        config,
-        args.run_dir,
-        model_config=model_config,
-        resume=not args.no_resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    try:
+        result = train(
+            model,
+            task,
+            config,
+            args.run_dir,
+            model_config=model_config,
+            resume=not args.no_resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except RunConflictError as exc:
+        raise CLIError(_CONFLICT_TEXT[exc.kind].format(path=args.run_dir)) from None
     log.info("finished at step %d; train loss %s", result.step, result.train_loss)
     for split, metrics in result.eval.items():
         log.info("%s: %s", split, fmt(metrics))

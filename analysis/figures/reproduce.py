@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import atomic_write_json, read_json
+from hierlens.models.atomic_io import read_json, write_checked_json
 
 from . import plot as fp
 from .settings import (
@@ -301,7 +301,7 @@ def reproduce(
             "data": data,
         }
         json_path = out / f"{spec.name}.json"
-        atomic_write_json(json_path, record)
+        write_checked_json(json_path, record)
         paths.append(json_path)
         paths.extend(fp.save_figure(spec.plot(data), out, spec.name))
         log.info("figure %s: %.1f s, wrote %s", spec.name, seconds, out / f"{spec.name}.png")

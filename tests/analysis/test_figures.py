@@ -309,6 +309,7 @@ def test_unmodified_quick_setting_runs(tmp_path, monkeypatch):
     out = tmp_path / "figs"
     assert main(["reproduce", "mpsae-hierarchy", "--quick", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "hierlens_sha256.json",
         "mpsae-hierarchy.json",
         "mpsae-hierarchy.pdf",
         "mpsae-hierarchy.png",
