@@ -643,7 +643,13 @@ def _run(
     plan = header["shards"]
     writer = None
     if out_dir is not None:
-        writer = StoreWriter(out_dir, header, index, labels, overwrite=overwrite)
+        from . import distributed as D
+        from .store import DistributedStoreWriter
+
+        # under torchrun: each rank its share of the shards, rank 0 the manifest
+        writer_cls = DistributedStoreWriter if D.init_from_env(dev) else StoreWriter
+        progress = progress and D.is_main()
+        writer = writer_cls(out_dir, header, index, labels, overwrite=overwrite)
         pending = writer.pending()
     else:
         pending = list(range(len(plan)))

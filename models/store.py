@@ -456,3 +456,84 @@ class StoreWriter:
         self.manifest["complete"] = True
         self._write_manifest()
         return ActivationStore.open(self.path, verify=False)
+
+
+class DistributedStoreWriter(StoreWriter):
+    """A :class:`StoreWriter` for one rank of a ``torchrun`` capture.
+
+    Rank 0 creates (or resumes) the store; every rank then computes the pending shards
+    ``k`` with ``k % world == rank`` and writes them with a record ``parts/shard-K.json``
+    (files, checksums, non-finite counts) next to them; :meth:`finish` waits for all ranks
+    and rank 0 adopts the records into the one manifest, in shard (= sequence) order. A
+    relaunch after a crash keeps every shard whose record verifies, whichever rank wrote it
+    and whatever the number of processes.
+    """
+
+    PARTS = "parts"
+
+    def __init__(self, path, header, index, labels, overwrite: bool = False) -> None:
+        from . import distributed as D
+
+        self._D = D
+        self.path = Path(path)
+        if D.is_main():
+            super().__init__(path, header, index, labels, overwrite=overwrite)
+            self._adopt_parts()
+        D.barrier()
+        if not D.is_main():
+            self.header = json.loads(json.dumps(header))
+            self._dirs = {h: m["dir"] for h, m in self.header["hooks"].items()}
+            self.manifest = read_manifest(self.path)
+            self.done = [bool(s.get("files")) for s in self.manifest["shards"]]
+
+    def _adopt_parts(self) -> None:
+        parts = self.path / self.PARTS
+        if not parts.is_dir():
+            return
+        for rec_file in sorted(parts.glob("shard-*.json")):
+            rec = read_json(rec_file)
+            k = int(rec["shard"])
+            shard = self.manifest["shards"][k]
+            ok = set(rec["files"]) == set(self._dirs) and all(
+                (self.path / e["file"]).exists()
+                and sha256_file(self.path / e["file"]) == e["sha256"]
+                for e in rec["files"].values()
+            )
+            if ok and not self.done[k]:
+                shard["files"] = rec["files"]
+                shard["nonfinite"] = rec["nonfinite"]
+                self.done[k] = True
+            rec_file.unlink()
+        self.manifest["complete"] = all(self.done)
+        self._write_manifest()
+
+    def pending(self) -> list[int]:
+        r, w = self._D.rank(), self._D.world_size()
+        return [k for k, d in enumerate(self.done) if not d and k % w == r]
+
+    def write_shard(
+        self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
+    ) -> None:
+        shard = self.manifest["shards"][k]
+        rows = shard["row_end"] - shard["row_start"]
+        files = {}
+        for hook, x in arrays.items():
+            if x.shape[0] != rows:
+                raise ValueError(f"shard {k} of {hook!r} has {x.shape[0]} rows, expected {rows}")
+            rel = _shard_file(self._dirs[hook], k)
+            files[hook] = {"file": rel, "sha256": save_tensors(self.path / rel, {"activations": x})}
+        record = {
+            "shard": k,
+            "files": files,
+            "nonfinite": {h: int(v) for h, v in nonfinite.items()},
+        }
+        atomic_write_json(self.path / self.PARTS / f"shard-{k}.json", record)
+
+    def finish(self) -> ActivationStore:
+        self._D.barrier()
+        if self._D.is_main():
+            self._adopt_parts()
+            shutil.rmtree(self.path / self.PARTS, ignore_errors=True)
+            store = super().finish()
+        self._D.barrier()
+        return store if self._D.is_main() else ActivationStore.open(self.path, verify=False)

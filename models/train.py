@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
@@ -108,6 +109,44 @@ class BatchSampler:
             mask.to(self.device, non_blocking=nb),
             int(lengths.sum()),
         )
+
+    def shard(
+        self, step: int, rank: int, world: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """Rank ``rank``'s contiguous slice of step ``step``'s global batch (the rows a
+        single process would draw, padded to the same width): ``(tokens, targets,
+        attention_mask, n_tokens, n_targets)`` with the token and trained-target counts of
+        the whole global batch."""
+        rows = self.rows(step)
+        lengths = self.lengths[rows]
+        width = int(lengths.max())
+        idx = torch.from_numpy(rows)
+        n_targets = int((self.targets[idx, :width] != IGNORE_INDEX).sum())
+        a, b = D.shard_range(len(rows), rank, world)
+        idx, mine = idx[a:b], lengths[a:b]
+        mask = torch.arange(width)[None, :] < torch.from_numpy(mine)[:, None]
+        nb = self.device.type == "cuda"
+        return (
+            self.tokens[idx, :width].to(self.device, non_blocking=nb),
+            self.targets[idx, :width].to(self.device, non_blocking=nb),
+            mask.to(self.device, non_blocking=nb),
+            int(lengths.sum()),
+            n_targets,
+        )
+
+
+class _TrainingModule(torch.nn.Module):
+    """The training forward as a module over ``model``'s parameters, so that
+    DistributedDataParallel can wrap it (the hook-free forward calls the parameters through
+    ``functional_call``; DDP only needs them registered and reached by autograd)."""
+
+    def __init__(self, model: torch.nn.Module, forward: Callable) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = forward
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.fn(tokens, mask)
 
 
 def make_optimizer(
@@ -238,8 +277,16 @@ def train(
         if model_config.n_ctx < task.max_len:
             raise ValueError(f"model n_ctx={model_config.n_ctx} < task max_len {task.max_len}")
     device = resolve_device(config.device)
+    distributed = D.init_from_env(device)  # under torchrun: join the process group
+    device = D.local_device(device)
+    rank, world, main = D.rank(), D.world_size(), D.is_main()
+    if distributed and config.batch_size < world:
+        raise ValueError(f"batch_size={config.batch_size} is smaller than the {world} processes")
+    progress = progress and main
     run = Run(run_dir)
-    _prepare_run_dir(run, run_config_dict(task, model_config, config), resume, overwrite)
+    if main:
+        _prepare_run_dir(run, run_config_dict(task, model_config, config), resume, overwrite)
+    D.barrier()
 
     model.to(device)
     optimizer = make_optimizer(model, config, device)
@@ -255,7 +302,9 @@ def train(
             log.info("resuming %s from step %d", run.path, start)
     if start == 0:  # the RNG state a checkpoint saves: a function of the seed, not of the process
         torch.manual_seed(config.seed)
-    _truncate_metrics(run, start)
+    if main:
+        _truncate_metrics(run, start)
+    D.barrier()
     if start >= config.steps:
         return TrainResult(run.path, start, None, {})
 
@@ -270,6 +319,15 @@ def train(
     forward = training_forward(model)
     if config.compile:
         forward = torch.compile(forward)
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(
+            _TrainingModule(model, forward),
+            device_ids=[device.index] if device.type == "cuda" else None,
+        )
+        forward = ddp
+    additive_eval = type(task).evaluate is Task.evaluate
     use_amp = config.amp and device.type == "cuda"
     last_eval: dict[str, dict[str, float]] = {}
     last_loss: float | None = None
@@ -277,10 +335,15 @@ def train(
     def evaluate(step: int) -> None:
         records = []
         for split, examples in eval_sets.items():
-            metrics = task.evaluate(model, split, examples=examples, device=device)
+            if distributed:
+                metrics = _sharded_evaluate(task, model, split, examples, device, additive_eval)
+            else:
+                metrics = task.evaluate(model, split, examples=examples, device=device)
             last_eval[split] = metrics
             records.append({"step": step, "split": split, **metrics})
-        append_jsonl(run.metrics_path, records)
+        if main:
+            append_jsonl(run.metrics_path, records)
+        D.barrier()
 
     if start == 0 and 0 in eval_steps:
         evaluate(0)
@@ -300,7 +363,10 @@ def train(
     step = start
     try:
         while step < config.steps:
-            tokens, targets, mask, n_tokens = sampler(step)
+            if distributed:
+                tokens, targets, mask, n_tokens, n_targets = sampler.shard(step, rank, world)
+            else:
+                tokens, targets, mask, n_tokens = sampler(step)
             lr = lr_at(
                 step,
                 base_lr=config.lr,
@@ -313,11 +379,21 @@ def train(
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = forward(tokens, mask)
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]),
-                targets.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-            )
+            if distributed:
+                # DDP averages gradients over ranks: scale this rank's summed loss so the
+                # average is the mean over the global batch's trained positions.
+                loss = F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    targets.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                ) * (world / max(n_targets, 1))
+            else:
+                loss = F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    targets.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                )
             loss.backward()
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
@@ -331,19 +407,23 @@ def train(
 
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
+                if distributed:
+                    D.all_reduce_sum([loss_sum])
+                    loss_sum /= world
                 last_loss = float(loss_sum) / n_loss
-                append_jsonl(
-                    run.metrics_path,
-                    [
-                        {
-                            "step": step,
-                            "split": "train",
-                            "loss": last_loss,
-                            "lr": lr,
-                            "tokens_per_s": tokens_seen / max(now - t_last, 1e-9),
-                        }
-                    ],
-                )
+                if main:
+                    append_jsonl(
+                        run.metrics_path,
+                        [
+                            {
+                                "step": step,
+                                "split": "train",
+                                "loss": last_loss,
+                                "lr": lr,
+                                "tokens_per_s": tokens_seen / max(now - t_last, 1e-9),
+                            }
+                        ],
+                    )
                 bar.set_postfix(loss=f"{last_loss:.4f}")
                 loss_sum.zero_()
                 n_loss, tokens_seen, t_last = 0, 0, now
@@ -351,13 +431,15 @@ def train(
                 evaluate(step)
                 model.train()
             if step in ckpt_steps:
-                save_checkpoint(
-                    run.checkpoint_dir(step),
-                    step,
-                    model,
-                    optimizer,
-                    extra={"train_loss": last_loss},
-                )
+                if main:
+                    save_checkpoint(
+                        run.checkpoint_dir(step),
+                        step,
+                        model,
+                        optimizer,
+                        extra={"train_loss": last_loss},
+                    )
+                D.barrier()
             if callback is not None:
                 callback(step)
             if stop_at is not None and step >= stop_at:
@@ -366,3 +448,35 @@ def train(
         bar.close()
     model.eval()
     return TrainResult(run.path, step, last_loss, last_eval)
+
+
+def _sharded_evaluate(
+    task: Task,
+    model: torch.nn.Module,
+    split: str,
+    examples: list,
+    device: torch.device,
+    additive: bool,
+) -> dict[str, float]:
+    """``task.evaluate`` over ``examples`` with each rank evaluating its slice and the sums
+    reduced over ranks (tasks whose metrics are sums of per-batch counts); tasks with their
+    own aggregation are evaluated whole on rank 0 and the result broadcast."""
+    import torch.distributed as dist
+
+    a, b = D.shard_range(len(examples))
+    if not additive or b - a == 0 or len(examples) < D.world_size():
+        box = [
+            task.evaluate(model, split, examples=examples, device=device) if D.is_main() else None
+        ]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    totals = task.evaluation_totals(model, examples[a:b], device=device)
+    keys = sorted(totals)
+    flat = torch.stack([t for k in keys for t in totals[k]]).to(torch.float64)
+    D.all_reduce_sum([flat])
+    out = {}
+    for i, k in enumerate(keys):
+        num, den = float(flat[2 * i]), float(flat[2 * i + 1])
+        out[k] = num / den if den > 0 else float("nan")
+    out["n"] = len(examples)
+    return out

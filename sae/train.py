@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.models import distributed as D
 from hierlens.models.atomic_io import append_jsonl
 from hierlens.models.device import resolve_device
 
@@ -201,6 +202,7 @@ def train_saes(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[list[dict[str, Any]]], None] | None = None,
+    distribute: str | None = None,
     **fields: Any,
 ) -> SAETrainResult:
     """Train ``saes`` together on one stream of activation batches.
@@ -222,6 +224,15 @@ def train_saes(
             result equals an uninterrupted run for tensor and re-iterable sources).
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
+        distribute: under ``torchrun`` (see :mod:`hierlens.models.distributed`):
+            ``"data"``: every rank computes a disjoint contiguous slice of each batch and the
+            gradients are all-reduced (the same result as one process on the same batches;
+            ``batch_size`` must divide by the number of processes; rank 0 writes the
+            checkpoints); ``"saes"``: the SAEs are dealt out to the ranks (SAE ``i`` to rank
+            ``i % world``), each rank trains its own on the same batches (each SAE ends as it
+            would trained alone) and checkpoints them under ``checkpoint_dir/part-R-of-W``;
+            the trained weights are then broadcast so every rank returns all SAEs. None
+            (or a single process): no distribution.
 
     Returns:
         A :class:`SAETrainResult`; the SAEs are updated in place.
@@ -231,6 +242,32 @@ def train_saes(
     """
     cfg = _config_of(config, fields)
     saes, d_in = _validate(saes, cfg)
+    if distribute not in (None, "data", "saes"):
+        raise ValueError(f"distribute must be None, 'data' or 'saes', got {distribute!r}")
+    if distribute is not None:
+        D.init_from_env(cfg.device)
+    data_parallel = distribute == "data" and D.is_distributed()
+    if distribute == "saes" and D.is_distributed():
+        from .distributed import train_grid_parallel
+
+        return train_grid_parallel(
+            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback
+        )
+    world = D.world_size() if data_parallel else 1
+    if data_parallel:
+        if cfg.batch_size % world:
+            raise ValueError(
+                f"distribute='data' needs batch_size ({cfg.batch_size}) divisible by the "
+                f"{world} processes"
+            )
+        coupled = sorted({s.name for s in saes if s.name == "batch_topk"})
+        if coupled:
+            raise ValueError(
+                f"distribute='data' cannot split {coupled} SAEs: their top-k runs over the "
+                "whole batch; use distribute='saes'"
+            )
+        progress = progress and D.is_main()
+    lo, hi = D.shard_range(cfg.batch_size) if data_parallel else (0, cfg.batch_size)
     total_steps = cfg.total_steps
     lrs = cfg.lrs(len(saes))
     if cfg.checkpoint_every is not None and checkpoint_dir is None:
@@ -242,7 +279,7 @@ def train_saes(
         cfg.checkpoint_every,
     )
     autocast, fused, sparse_decode = cfg.autocast, cfg.fused, cfg.sparse_decode
-    dev = resolve_device(cfg.device)
+    dev = D.local_device(resolve_device(cfg.device))
     use_autocast = (dev.type == "cuda") if autocast is None else bool(autocast)
     use_fused = True if fused is None else bool(fused)
     stream = BatchStream(source, d_in, batch_size, dev, seed=cfg.seed, shuffle=cfg.shuffle)
@@ -316,6 +353,9 @@ def train_saes(
                 pg["lr"] = g.lr * mult
             total = None
             outs = []
+            x_all = x
+            if data_parallel:
+                x = x[lo:hi]
             with autocast_ctx():
                 for g in groups:
                     dead = None
@@ -332,12 +372,14 @@ def train_saes(
                     total = out.loss.sum() if total is None else total + out.loss.sum()
                     outs.append(out)
             total.backward()
+            if data_parallel:  # average the gradients over the ranks' equal slices
+                _average_grads([p for g in groups for p in g.params], world)
             for g in groups:
                 _prepare_grads(g, max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             with torch.no_grad():
-                xf = x.float()
+                xf = x_all.float()
                 sst += (xf - xf.mean(0)).pow(2).sum()
                 for g, out in zip(groups, outs):
                     g.cls.post_step_stacked(g.cfg, {n: t.data for n, t in g.tensors.items()})
@@ -345,10 +387,13 @@ def train_saes(
                     if fires is None:
                         codes = out.dense_codes(g.cfg.d_sae).detach()
                         fires = (codes != 0).sum(1).float()  # (S, d_sae)
-                    g.since_fired = torch.where(fires > 0, 0, g.since_fired + x.shape[0])
+                    if data_parallel:  # firing counts of the whole batch on every rank
+                        fires = fires.clone()
+                        D.all_reduce_sum([fires])
+                    g.since_fired = torch.where(fires > 0, 0, g.since_fired + x_all.shape[0])
                     g.acc["loss"] += out.loss.detach().float()
                     g.acc["sse"] += out.terms["mse"].detach().float() * x.shape[0]
-                    g.acc["l0"] += fires.sum(-1) / x.shape[0]
+                    g.acc["l0"] += fires.sum(-1) / x_all.shape[0]
                     g.acc["fires"] += fires
                     for name, v in out.terms.items():
                         key = "term_" + name
@@ -361,6 +406,8 @@ def train_saes(
             if step % log_every == 0 or step == total_steps:
                 if bool(bad_input):
                     raise ValueError(f"activations contain NaN or inf values (before step {step})")
+                if data_parallel:
+                    _reduce_window(groups, world)
                 records = _log(
                     groups,
                     saes,
@@ -375,7 +422,7 @@ def train_saes(
                 sst.zero_()
                 window_steps = 0
                 history.extend(records)
-                if ckpt is not None:
+                if ckpt is not None and D.is_main():
                     append_jsonl(ckpt / "metrics.jsonl", records)
                 bar.set_postfix(loss=f"{sum(r['loss'] for r in records) / len(records):.4g}")
                 if callback is not None:
@@ -383,9 +430,12 @@ def train_saes(
             if ckpt is not None and (
                 (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
             ):
-                save_trainer_checkpoint(
-                    ckpt, step, groups, saes, opt, fingerprint, window_steps, sst
-                )
+                if D.is_main() or not data_parallel:
+                    save_trainer_checkpoint(
+                        ckpt, step, groups, saes, opt, fingerprint, window_steps, sst
+                    )
+                if data_parallel:
+                    D.barrier()
     finally:
         bar.close()
         for g in groups:  # also after an exception: the SAEs hold the last completed step
@@ -393,6 +443,31 @@ def train_saes(
     return SAETrainResult(
         saes=saes, history=history, steps=step, tokens=step * batch_size, config=cfg
     )
+
+
+@torch.no_grad()
+def _average_grads(params: list[torch.Tensor], world: int) -> None:
+    """All-reduce the gradients (sum over ranks, then divide by their number)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+@torch.no_grad()
+def _reduce_window(groups: list[_Group], world: int) -> None:
+    """Make the logging window's accumulators those of the whole batches: per-rank means
+    (loss and loss terms) are averaged, per-rank sums (squared error) added; firing counts
+    were reduced every step."""
+    for g in groups:
+        keys = ["loss", "sse"] + sorted(k for k in g.acc if k.startswith("term_"))
+        tensors = [g.acc[k] for k in keys]
+        D.all_reduce_sum(tensors)
+        for k in keys:
+            if k != "sse":
+                g.acc[k] /= world
 
 
 @torch.no_grad()

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .backend import add_backend_flags, backend_kwargs
+
 log = logging.getLogger("hierlens")
 
 
@@ -23,11 +25,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_quiet(config: str) -> str:
+    """One pipeline run without progress bars (what a Ray task runs)."""
+    from ..pipeline import run
+
+    return str(run(config, progress=False))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..pipeline import run
 
-    run_dir = run(args.config, progress=not args.no_progress)
-    print(f"run directory: {run_dir}")
+    configs = args.config
+    if args.backend == "ray":  # each config a Ray task
+        from ..ray_backend import map_tasks
+
+        jobs = [(str(c), (str(c),)) for c in configs]
+        outcomes = map_tasks(_run_quiet, jobs, **backend_kwargs(args, backend=False))
+        for o in outcomes:
+            print(f"{o.key}: " + (f"run directory: {o.result}" if o.ok else f"FAILED {o.error}"))
+        return 0 if all(o.ok for o in outcomes) else 1
+    for config in configs:
+        run_dir = run(config, progress=not args.no_progress)
+        print(f"run directory: {run_dir}")
     return 0
 
 
@@ -62,8 +81,11 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run", help="run (or resume) the whole pipeline from a TOML/JSON config")
-    p.add_argument("config", type=Path, help="pipeline config (see hierlens.analysis.pipeline)")
+    p.add_argument(
+        "config", type=Path, nargs="+", help="pipeline config(s) (see hierlens.analysis.pipeline)"
+    )
     p.add_argument("--no-progress", action="store_true")
+    add_backend_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the demo pipeline on Dyck; writes runs/demo/report.html")

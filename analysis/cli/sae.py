@@ -69,9 +69,18 @@ def _fit_sae(args: argparse.Namespace) -> int:
         )
         for reason in skipped:
             log.info("skipped %s", reason)
-        train_saes(list(grid.values()), acts, config=config, progress=progress)
-        for name, sae in grid.items():
-            sae.save(run.sae_dir(name))
+        from hierlens.models import distributed as D
+
+        distribute = args.distribute if D.init_from_env(config.device) else None
+        train_saes(
+            list(grid.values()), acts, config=config, progress=progress, distribute=distribute
+        )
+        for i, (name, sae) in enumerate(grid.items()):
+            if _owns(i, distribute, D):  # each SAE's files written by the rank that trained it
+                sae.save(run.sae_dir(name))
+        D.barrier()
+        if not D.is_main():
+            return 0
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
     for row in selection.table:
         print(json.dumps(row, default=str))
@@ -82,6 +91,14 @@ def _fit_sae(args: argparse.Namespace) -> int:
         out_dir,
     )
     return 0
+
+
+def _owns(i: int, distribute: str | None, D) -> bool:
+    if distribute == "saes":
+        from hierlens.sae.distributed import owner
+
+        return owner(i, D.world_size()) == D.rank()
+    return D.is_main()
 
 
 def add_sae_command(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +127,13 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
     add_capture_data_flags(p)
     p.add_argument("--device", default=None, help="capture and training device")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--distribute",
+        choices=("saes", "data"),
+        default="saes",
+        help="under torchrun: deal the SAEs out to the processes (saes) or split each batch "
+        "across them (data); ignored in a single process",
+    )
     training = p.add_argument_group("SAE training (SAETrainConfig; unset: its default)")
     add_config_flags(training, SAETrainConfig, exclude=_SHARED)
     p.set_defaults(func=cmd_fit_sae)

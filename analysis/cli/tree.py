@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
+from .backend import add_backend_flags, backend_kwargs
 from .capture import add_source_flags
 from .common import ints, task_from_args
 
@@ -52,7 +54,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from hierlens.models.train import TrainConfig
 
-    from ..sweep import sweep
+    from ..sweep import SweepFailed, sweep
 
     task = task_from_args(args.task, args.task_param)
     config = TrainConfig(
@@ -64,15 +66,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
     )
     model = {"d_model": args.d_model, "n_heads": args.n_heads}
-    rows = sweep(
-        task,
-        args.depths,
-        args.seeds,
-        config,
-        args.out_dir,
-        model=model,
-        track_options={"n": args.n, "n_trees": args.n_trees},
-    )
+    try:
+        rows = sweep(
+            task,
+            args.depths,
+            args.seeds,
+            config,
+            args.out_dir,
+            model=model,
+            track_options={"n": args.n, "n_trees": args.n_trees},
+            **backend_kwargs(args),
+        )
+    except SweepFailed as exc:
+        for row in exc.summary["runs"]:
+            print(json.dumps(row))
+        for failure in exc.summary["failed"]:
+            logging.getLogger("hierlens").error(
+                "sweep run %s failed: %s", failure["run"], failure["error"]
+            )
+        return 1
     for row in rows:
         print(json.dumps(row))
     return 0
@@ -127,4 +139,5 @@ def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--n-trees", type=int, default=100)
     p.add_argument("--device", default=None)
+    add_backend_flags(p)
     p.set_defaults(func=cmd_sweep)

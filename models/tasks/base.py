@@ -225,6 +225,26 @@ class Task(Config, abc.ABC):
         dev = resolve_device(device) if device is not None else _model_device(model)
         if examples is None:
             examples = self.sample(n, split, seed)
+        totals = self.evaluation_totals(model, examples, batch_size=batch_size, device=dev)
+        out = {
+            k: (float(num / den) if float(den) > 0 else float("nan"))
+            for k, (num, den) in totals.items()
+        }
+        out["n"] = len(examples)
+        return out
+
+    def evaluation_totals(
+        self,
+        model: torch.nn.Module,
+        examples: Sequence[Example],
+        *,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+    ) -> dict[str, list[torch.Tensor]]:
+        """The sums behind :meth:`evaluate`: ``{metric: [numerator, denominator]}`` (float64
+        tensors) over ``examples``. Sums over disjoint shards add up to the sums over their
+        union, which is how evaluation is sharded across processes."""
+        dev = resolve_device(device) if device is not None else _model_device(model)
         was_training = model.training
         if was_training:  # switching modes walks every submodule of a bridge: skip when idle
             model.eval()
@@ -244,12 +264,7 @@ class Task(Config, abc.ABC):
         finally:
             if was_training:
                 model.train()
-        out = {
-            k: (float(num / den) if float(den) > 0 else float("nan"))
-            for k, (num, den) in totals.items()
-        }
-        out["n"] = len(examples)
-        return out
+        return totals
 
 
 def _loss_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
