@@ -1,4 +1,4 @@
-"""Paper figures: a registry of seven figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of eight figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
 and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
 
@@ -276,6 +276,10 @@ def reproduce(
     Raises:
         ValueError: an unknown figure or option, before any work.
     """
+    if name == "results-page":
+        from .results_page import write_results_page
+
+        return [write_results_page(out_dir)]
     if name == "all" and options:
         raise ValueError("options apply to one figure; pass a figure name, not 'all'")
     specs = list(FIGURES.values()) if name == "all" else [_spec(name)]

@@ -127,6 +127,7 @@ CORRELATION_QUICK: dict[str, Any] = {
     "cosines": [0.0, 0.8],
     "seeds": [0],
     "steps": 60,
+    "lr": 2e-2,
     "n_train": 2000,
     "n_eval": 500,
 }

@@ -25,6 +25,7 @@ NAMES = {
     "mdl-digits",
     "sparse-probing-f1-vs-k",
     "filtering-vs-bp",
+    "mpsae-correlation",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,6 +38,7 @@ TINY = {
     "mdl-digits": {"widths": [16, 32], "ks": [6], "steps": 60, "max_fvu": 0.8},
     "sparse-probing-f1-vs-k": {"steps": 10, "n_examples": 40, "ks": [1, 2]},
     "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
+    "mpsae-correlation": {"steps": 20, "n_train": 600, "n_eval": 300},
 }
 
 
@@ -109,6 +111,13 @@ def hand_made(name: str) -> dict:
             "model_acc": [0.4, 0.6, 0.8],
             "bp_acc": [0.5, 0.8, 1.0],
         }
+    if name == "mpsae-correlation":
+        from hierlens.analysis.figures.correlation import METHODS, METRICS
+
+        stats = {"mean": [0.9, 0.7], "min": [0.85, None], "max": [0.95, 0.8]}
+        summary = {m: {k: stats for k in METRICS} for m in METHODS}
+        return {"target_l0": 1.36, "methods": list(METHODS), "cosines": [0.0, 0.8],
+                "seeds": [0], "summary": summary}  # fmt: skip
     raise KeyError(name)
 
 
