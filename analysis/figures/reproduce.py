@@ -206,7 +206,7 @@ FIGURES: dict[str, FigureSpec] = {
             fp.plot_mpsae_correlation,
             CORRELATION_QUICK,
             CORRELATION_FULL,
-            "measured 11 min on one busy CPU core (9 cosines x 3 seeds, 1000 steps)",
+            "estimated 15-25 min on one busy CPU core (9 cosines x 3 seeds, 1000 steps)",
             ("batch_size", "lr", "matryoshka_widths", "data_seed"),
         ),
         FigureSpec(
