@@ -1,4 +1,4 @@
-"""hierlens.sae: sparse autoencoders (MP-SAE and the ReLU/TopK/BatchTopK/JumpReLU family) in
+"""hierlens.sae: sparse autoencoders (MP-SAE, Matryoshka and the ReLU/TopK/BatchTopK/JumpReLU family) in
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
 grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
 
@@ -11,6 +11,7 @@ from .files import load_sae, save_sae
 from .grid import build_sae_grid, grid_name
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
+from .matryoshka import MatryoshkaBatchTopKSAE, MatryoshkaBatchTopKSAEConfig
 from .mdl import DescriptionLength, PrecisionSearch, description_length, quantise, search_bin_width
 from .mdl_fit import MDLFit, fit_mdl_sae
 from .mdl_select import MDLSelection, NoSAEMeetsBoundError, mdl_select
@@ -69,6 +70,8 @@ __all__ = [
     "JumpReLUSAEConfig",
     "MatchingPursuitSAE",
     "MatchingPursuitSAEConfig",
+    "MatryoshkaBatchTopKSAE",
+    "MatryoshkaBatchTopKSAEConfig",
     "ReluSAE",
     "ReluSAEConfig",
     "SAEConfig",

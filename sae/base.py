@@ -161,7 +161,13 @@ class SAE(nn.Module, abc.ABC):
         """SAEs with equal keys can be trained as one stack: same architecture, shape,
         dtype and every hyperparameter except seed, hook name and ``continuous_hparams``."""
         skip = {"seed", "hook_name", *self.continuous_hparams}
-        items = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in skip))
+        items = tuple(
+            sorted(
+                (k, tuple(v) if isinstance(v, list) else v)
+                for k, v in self.cfg.to_dict().items()
+                if k not in skip
+            )
+        )
         return (type(self).__name__, items)
 
     # ----- properties ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -15,11 +16,26 @@ class BatchTopKSAEConfig(TopKSAEConfig):
     """Config of :class:`BatchTopKSAE` (fields of :class:`TopKSAEConfig` plus):
 
     Parameters:
+        k: mean number of active latents per row: an int, or a float (e.g. ``1.36``) since
+            the batch keeps ``round(k * B)`` activations in all.
         topk_threshold_lr: rate of the running average that estimates the inference
             threshold from the smallest positive selected activation of each training batch.
     """
 
     topk_threshold_lr: float = 0.01
+
+    k: float = 32
+
+    def _check_k(self) -> None:
+        k = self.k
+        ok = isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k)
+        if not ok or k <= 0:
+            raise ValueError(f"{type(self).__name__}.k must be a positive number, got {k!r}")
+        if k > self.d_sae:
+            raise ValueError(
+                f"{type(self).__name__}.k={k} is larger than the number of latents "
+                f"d_sae={self.d_sae}"
+            )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,7 +83,7 @@ class BatchTopKSAE(TopKSAE, name="batch_topk", aliases=("batchtopk",)):
         if ctx.training:
             S, B, d_sae = pre.shape
             flat = torch.relu(pre).reshape(S, B * d_sae)
-            vals, idx = flat.topk(cfg.k * B, dim=-1, sorted=False)
+            vals, idx = flat.topk(max(1, round(cfg.k * B)), dim=-1, sorted=False)
             codes = torch.zeros_like(flat).scatter(-1, idx, vals).view(S, B, d_sae)
             if ctx.update_buffers:
                 _update_threshold(p["threshold"], vals.detach(), hp["topk_threshold_lr"])

@@ -21,7 +21,7 @@ from hierlens.models.atomic_io import expected_sha256, load_tensors, read_json
 from hierlens.models.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
-from . import batch_topk, jumprelu, matching_pursuit, relu, topk  # noqa: F401
+from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # noqa: F401
 from .base import SAE, sae_class
 from .saelens_format import CFG_FILE, WEIGHTS_FILE, sae_cfg_dict, write_sae_files
 

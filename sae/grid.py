@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from . import batch_topk, jumprelu, matching_pursuit, relu, topk  # noqa: F401 (registration)
+from . import (  # noqa: F401 (registration)
+    batch_topk,
+    jumprelu,
+    matching_pursuit,
+    matryoshka,
+    relu,
+    topk,
+)
 from .base import SAE, sae_class
 
 

@@ -40,6 +40,9 @@ class MatchingPursuitSAEConfig(SAEConfig):
         stop_on_duplicate_support: inference only: a row stops when the atom it would pick
             is already in its support (the support stopped changing); that pick is not
             applied.
+        stop_in_training: training also runs the inference pursuit (``max_iterations``
+            steps with the stopping rules) instead of exactly ``k`` steps, as Costa et al.'s
+            toy experiments do (residual-norm threshold 0.05 and a stable support).
         unit_norm_decoder: must be True (atoms are renormalised after every step).
     """
 
@@ -48,6 +51,7 @@ class MatchingPursuitSAEConfig(SAEConfig):
     residual_threshold: float | None = None
     max_iterations: int | None = None
     stop_on_duplicate_support: bool = False
+    stop_in_training: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,7 +159,14 @@ class MatchingPursuitSAE(SAE, name="mp", aliases=("matching_pursuit",)):
     tensor_names = ("W_dec", "b_dec")
     # the same names in cfg.json
     saelens_fields = {
-        n: n for n in ("k", "residual_threshold", "max_iterations", "stop_on_duplicate_support")
+        n: n
+        for n in (
+            "k",
+            "residual_threshold",
+            "max_iterations",
+            "stop_on_duplicate_support",
+            "stop_in_training",
+        )
     }
     grid_knob = "k"
 
@@ -185,7 +196,7 @@ class MatchingPursuitSAE(SAE, name="mp", aliases=("matching_pursuit",)):
             if cfg.apply_b_dec_to_input
             else x.expand(S, -1, -1)
         )
-        if training:
+        if training and not cfg.stop_in_training:
             idx, live = select_atoms(W, r0, cfg.k)
         else:
             idx, live = select_atoms(

@@ -34,12 +34,16 @@ class TopKSAEConfig(SAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_k(self)
+        self._check_k()
         if self.k_aux is not None and (not isinstance(self.k_aux, int) or self.k_aux < 1):
             raise ValueError(f"k_aux must be a positive int or None, got {self.k_aux!r}")
         check_nonneg(self, "aux_coefficient")
         if not isinstance(self.dead_window, int) or self.dead_window < 1:
             raise ValueError(f"dead_window must be a positive int, got {self.dead_window!r}")
+
+    def _check_k(self) -> None:
+        """``ValueError`` unless ``k`` is an int in ``[1, d_sae]``."""
+        check_k(self)
 
     @property
     def effective_k_aux(self) -> int:

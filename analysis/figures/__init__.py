@@ -3,6 +3,7 @@ and quick settings (:mod:`.settings`), their data functions (:mod:`.training`,
 :mod:`.experiments`, :mod:`.structural`) and pure plotting functions (:mod:`.plot`)."""
 
 from .reproduce import FIGURES, FigureSpec, describe, redraw, reproduce
+from .results_page import results_page, write_results_page
 from .settings import (
     CONCEPTS_FULL,
     CONCEPTS_QUICK,
@@ -40,4 +41,6 @@ __all__ = [
     "describe",
     "redraw",
     "reproduce",
+    "results_page",
+    "write_results_page",
 ]

@@ -347,3 +347,40 @@ def plot_structural_probe_layers(data: dict[str, Any]) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def plot_mpsae_correlation(data: dict[str, Any]) -> Figure:
+    """Costa et al.'s correlation sweep: child and parent recovery (Hungarian cosine),
+    absorption and FVU vs within-group cosine, one line per architecture (mean over seeds,
+    band: min to max)."""
+    panels = (
+        ("child_hungarian", "child recovery (Hungarian cosine)"),
+        ("parent_hungarian", "parent recovery (Hungarian cosine)"),
+        ("absorption", "parent absorbed into child (rate)"),
+        ("fvu", "FVU"),
+    )
+    fig = _figure((11.0, 7.5))
+    axes = fig.subplots(2, 2).ravel()
+    x = data["cosines"]
+    for ax, (metric, title) in zip(axes, panels):
+        for name in data["methods"]:
+            stats = data["summary"][name][metric]
+            mean = _none_to_nan(stats["mean"])
+            (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
+            ax.fill_between(
+                x,
+                _none_to_nan(stats["min"]),
+                _none_to_nan(stats["max"]),
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("within-group cosine")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        f"MP-SAE vs baselines on Costa et al.'s toy (target L0 {data['target_l0']:.2f}, "
+        f"{len(data['seeds'])} seed(s))",
+        fontsize=11,
+    )
+    return fig

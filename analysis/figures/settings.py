@@ -140,3 +140,21 @@ STRUCTURAL_FULL: dict[str, Any] = {
     "patience": 50,
     "pool": "mean",
 }
+# Costa et al. 2025's toy (3 parents x 3 children + "no child", 8 singletons, d = 20):
+# within-group cosine 0.0 ... 0.8, seeds = SAE initialisations sharing the data.
+CORRELATION_QUICK: dict[str, Any] = {
+    "cosines": [0.0, 0.8],
+    "seeds": [0],
+    "steps": 60,
+    "lr": 2e-2,
+    "n_train": 2000,
+    "n_eval": 500,
+}
+CORRELATION_FULL: dict[str, Any] = {
+    "cosines": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    "seeds": [0, 1, 2],
+    "steps": 1000,
+    "lr": 2e-2,
+    "n_train": 50_000,
+    "n_eval": 5000,
+}

@@ -26,6 +26,7 @@ NAMES = {
     "sparse-probing-f1-vs-k",
     "filtering-vs-bp",
     "structural-probe-layers",
+    "mpsae-correlation",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,6 +40,7 @@ TINY = {
     "sparse-probing-f1-vs-k": {"steps": 10, "n_examples": 40, "ks": [1, 2]},
     "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
     "structural-probe-layers": {"n_sentences": 10, "layers": [0, 6], "max_epochs": 2},
+    "mpsae-correlation": {"steps": 20, "n_train": 600, "n_eval": 300},
 }
 
 
@@ -126,6 +128,13 @@ def hand_made(name: str) -> dict:
             "random": rand,
             "baseline": {"test": {"uuas": 0.4, "spearman": 0.5}},
         }
+    if name == "mpsae-correlation":
+        from hierlens.analysis.figures.correlation import METHODS, METRICS
+
+        stats = {"mean": [0.9, 0.7], "min": [0.85, None], "max": [0.95, 0.8]}
+        summary = {m: {k: stats for k in METRICS} for m in METHODS}
+        return {"target_l0": 1.36, "methods": list(METHODS), "cosines": [0.0, 0.8],
+                "seeds": [0], "summary": summary}  # fmt: skip
     raise KeyError(name)
 
 

@@ -30,7 +30,14 @@ SAE_DIR = Path(hsae.__file__).parent
 
 
 def test_registry_names_and_aliases():
-    assert sorted(SAE.registry) == ["batch_topk", "jumprelu", "mp", "relu", "topk"]
+    assert sorted(SAE.registry) == [
+        "batch_topk",
+        "jumprelu",
+        "matryoshka_batchtopk",
+        "mp",
+        "relu",
+        "topk",
+    ]
     expect = {
         "topk": TopKSAE,
         "TopKSAE": TopKSAE,
