@@ -47,7 +47,10 @@ from typing import Any
 from hierlens.models.atomic_io import atomic_write_json, read_json
 
 from . import plot as fp
+from . import plot_representations as fr
 from .settings import (
+    CKA_FULL,
+    CKA_QUICK,
     CONCEPTS_FULL,
     CONCEPTS_QUICK,
     DEPTH_FULL,
@@ -60,6 +63,10 @@ from .settings import (
     MDL_QUICK,
     PROBING_FULL,
     PROBING_QUICK,
+    RANK_FULL,
+    RANK_QUICK,
+    SAE_GEOMETRY_FULL,
+    SAE_GEOMETRY_QUICK,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +114,24 @@ def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: An
     return filtering_vs_bp(
         run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
     )
+
+
+def _cka(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import cka_across_seeds
+
+    return cka_across_seeds(out_dir=out_dir, device=device, progress=progress, **settings)
+
+
+def _rank(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import rank_collapse_depth
+
+    return rank_collapse_depth(device=device, progress=progress, **settings)
+
+
+def _sae_geometry(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import sae_geometry_spectrum
+
+    return sae_geometry_spectrum(out_dir=out_dir, device=device, progress=progress, **settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +244,37 @@ FIGURES: dict[str, FigureSpec] = {
             FILTERING_FULL,
             "measured 29 min on one busy CPU core (13 min of CPU time)",
             ("q", "depth", "d_model", "n_layers", "batch_size", "train_pool"),
+        ),
+        FigureSpec(
+            "cka-across-seeds",
+            "layer x layer linear CKA between two seeds, and between an early and the final "
+            "checkpoint (Kornblith et al.)",
+            _cka,
+            fr.plot_cka_across_seeds,
+            CKA_QUICK,
+            CKA_FULL,
+            "FULL_CKA",
+            ("seeds",),
+        ),
+        FigureSpec(
+            "rank-collapse-depth",
+            "rank-collapse residual vs depth at initialisation: pure attention, with skips, "
+            "with MLPs (Dong et al.)",
+            _rank,
+            fr.plot_rank_collapse_depth,
+            RANK_QUICK,
+            RANK_FULL,
+            "FULL_RANK",
+            ("d_vocab",),
+        ),
+        FigureSpec(
+            "sae-geometry-spectrum",
+            "eigenvalue power law of TopK SAE decoders trained on each layer (Li et al.)",
+            _sae_geometry,
+            fr.plot_sae_geometry_spectrum,
+            SAE_GEOMETRY_QUICK,
+            SAE_GEOMETRY_FULL,
+            "FULL_SAE",
         ),
     )
 }
