@@ -1,9 +1,11 @@
 """Paper figures: the registry and :func:`reproduce` (:mod:`.reproduce`), the figures' full
 and quick settings (:mod:`.settings`), their data functions (:mod:`.training`,
-:mod:`.experiments`) and pure plotting functions (:mod:`.plot`)."""
+:mod:`.experiments`, :mod:`.representations`) and pure plotting functions (:mod:`.plot`)."""
 
 from .reproduce import FIGURES, FigureSpec, describe, redraw, reproduce
 from .settings import (
+    CKA_FULL,
+    CKA_QUICK,
     CONCEPTS_FULL,
     CONCEPTS_QUICK,
     DEPTH_FULL,
@@ -16,9 +18,15 @@ from .settings import (
     MDL_QUICK,
     PROBING_FULL,
     PROBING_QUICK,
+    RANK_FULL,
+    RANK_QUICK,
+    SAE_GEOMETRY_FULL,
+    SAE_GEOMETRY_QUICK,
 )
 
 __all__ = [
+    "CKA_FULL",
+    "CKA_QUICK",
     "CONCEPTS_FULL",
     "CONCEPTS_QUICK",
     "DEPTH_FULL",
@@ -33,6 +41,10 @@ __all__ = [
     "MDL_QUICK",
     "PROBING_FULL",
     "PROBING_QUICK",
+    "RANK_FULL",
+    "RANK_QUICK",
+    "SAE_GEOMETRY_FULL",
+    "SAE_GEOMETRY_QUICK",
     "describe",
     "redraw",
     "reproduce",

@@ -1,4 +1,4 @@
-"""Paper figures: a registry of seven figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of ten figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
 and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
 
@@ -26,8 +26,17 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
   one CPU core shared with other jobs (13 min of CPU time).
 
-Each figure is one data function (in :mod:`.training` and :mod:`.experiments`) and one
-pure plotting function (:mod:`.plot`); a
+- ``cka-across-seeds`` (Kornblith et al. 2019): layer x layer linear CKA between two seeds of
+  a 4-layer Dyck transformer (600 steps each) and between its step-100 and final
+  checkpoints, :data:`CKA_FULL`. Measured 3.5 min on a shared 2-core CPU.
+- ``rank-collapse-depth`` (Dong et al. 2021): rank-collapse residual vs depth of randomly
+  initialised 24-block transformers along four paths, :data:`RANK_FULL`. Measured 3.7 min.
+- ``sae-geometry-spectrum`` (Li et al. 2024): decoder eigenvalue spectrum and power-law
+  slope of a TopK SAE per layer, :data:`SAE_GEOMETRY_FULL`.
+
+Each figure is one data function (in :mod:`.training`, :mod:`.experiments` and
+:mod:`.representations`) and one pure plotting function (:mod:`.plot`,
+:mod:`.plot_representations`); a
 figure's ``NAME.json`` holds ``{"name", "quick", "settings", "seconds", "data"}``, and
 :func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
 times (:attr:`FigureSpec.full_runtime`).
@@ -253,7 +262,7 @@ FIGURES: dict[str, FigureSpec] = {
             fr.plot_cka_across_seeds,
             CKA_QUICK,
             CKA_FULL,
-            "FULL_CKA",
+            "measured 3.5 min on a shared 2-core CPU (two 600-step runs, niced)",
             ("seeds",),
         ),
         FigureSpec(
@@ -264,7 +273,7 @@ FIGURES: dict[str, FigureSpec] = {
             fr.plot_rank_collapse_depth,
             RANK_QUICK,
             RANK_FULL,
-            "FULL_RANK",
+            "measured 3.7 min on a shared 2-core CPU (3 seeds x 4 paths, niced)",
             ("d_vocab",),
         ),
         FigureSpec(
@@ -360,6 +369,8 @@ def describe() -> list[str]:
 
 
 __all__ = [
+    "CKA_FULL",
+    "CKA_QUICK",
     "CONCEPTS_FULL",
     "CONCEPTS_QUICK",
     "DEPTH_FULL",
@@ -374,6 +385,10 @@ __all__ = [
     "MDL_QUICK",
     "PROBING_FULL",
     "PROBING_QUICK",
+    "RANK_FULL",
+    "RANK_QUICK",
+    "SAE_GEOMETRY_FULL",
+    "SAE_GEOMETRY_QUICK",
     "describe",
     "redraw",
     "reproduce",

@@ -142,9 +142,9 @@ CKA_QUICK: dict[str, Any] = {
 }
 CKA_FULL: dict[str, Any] = {
     "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 24}},
-        "model": {"d_model": 64, "n_layers": 4, "n_heads": 4},
-        "train": {**_CKA_TRAIN, "steps": 1500, "checkpoint_every": 100, "train_pool": 20_000},
+        "task": {"name": "dyck", "params": {"max_length": 20}},
+        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
+        "train": {**_CKA_TRAIN, "steps": 600, "train_pool": 20_000},
     },
     "n": 300,
 }
@@ -177,12 +177,12 @@ SAE_GEOMETRY_QUICK: dict[str, Any] = {
 }
 SAE_GEOMETRY_FULL: dict[str, Any] = {
     "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 24}},
-        "model": {"d_model": 64, "n_layers": 4, "n_heads": 4},
-        "train": {**_CKA_TRAIN, "steps": 1500, "train_pool": 20_000},
+        "task": {"name": "dyck", "params": {"max_length": 20}},
+        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
+        "train": {**_CKA_TRAIN, "steps": 600, "train_pool": 20_000},
     },
-    "n_sentences": 1500,
+    "n_sentences": 1000,
     "expansion": 8,
     "k": 8,
-    "sae_steps": 1500,
+    "sae_steps": 1000,
 }
