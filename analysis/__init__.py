@@ -2,7 +2,8 @@
 pipeline, reports, paper figures and the CLI.
 
 Rooms: :mod:`.trees` (span scores, tree decoding, tree metrics; imports only
-:mod:`hierlens.models`), :mod:`.report`, :mod:`.figures`, :mod:`.cli`; beside them
+:mod:`hierlens.models`), :mod:`.compare` (CKA and other similarities, unit matching, SAE
+geometry, rank collapse, comparing runs), :mod:`.report`, :mod:`.figures`, :mod:`.cli`; beside them
 :mod:`.grokking` (tracking over checkpoints), :mod:`.sweep` and :mod:`.pipeline`.
 
 Names are imported on first use, so ``hierlens --help`` stays fast:
@@ -29,6 +30,27 @@ _EXPORTS = {
     "right_branching": "trees",
     "random_tree": "trees",
     "baseline_parse_f1": "trees",
+    "similarity_matrix": "compare",
+    "linear_cka": "compare",
+    "rbf_cka": "compare",
+    "svcca": "compare",
+    "pwcca": "compare",
+    "procrustes_distance": "compare",
+    "unit_correlations": "compare",
+    "best_match": "compare",
+    "hungarian_match": "compare",
+    "rosetta_sets": "compare",
+    "localization_summary": "compare",
+    "decoder_rows": "compare",
+    "eigen_spectrum": "compare",
+    "power_law_slope": "compare",
+    "clustering_entropy": "compare",
+    "difference_clusters": "compare",
+    "parallelogram_quality": "compare",
+    "lobe_alignment": "compare",
+    "rank_residual": "compare",
+    "rank_collapse": "compare",
+    "compare_runs": "compare",
     "track": "grokking",
     "grokking_summary": "grokking",
     "sweep": "sweep",

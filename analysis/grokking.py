@@ -6,7 +6,10 @@ goes with the model's computation becoming tree-structured (tree score, parse F1
 projection against the gold trees).
 
 ``track`` writes one record per checkpoint to ``run_dir/tracking.jsonl``; an interrupted
-``track`` resumes (steps already recorded with the same settings are skipped).
+``track`` resumes (steps already recorded with the same settings are skipped). With
+``compare=True`` (``hierlens track --representations``) each record also says how far every
+layer is from where it ends up (linear CKA to the final checkpoint) and how collapsed its
+token representations are (rank-collapse residual), so one sees when representations settle.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "METRICS",
+    "REPRESENTATION_METRICS",
     "TRACKING",
     "GrokkingSummary",
     "TrackSettings",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 METRICS = ("accuracy", "tree_score", "parse_f1", "param_norm", "attention_entropy")
+#: optional metrics of representations (``track(..., compare=True)`` adds both)
+REPRESENTATION_METRICS = ("cka_to_final", "rank_collapse")
 
 
 def main_metric(task: Task) -> str:
@@ -94,9 +100,11 @@ class TrackSettings:
     layer: int
     seed: int
     metrics: tuple[str, ...]
+    n_compare: int | None = None
+    reference_step: int | None = None
 
     def key(self) -> dict[str, Any]:
-        return {
+        out = {
             "n": self.n,
             "n_trees": self.n_trees,
             "tree_split": self.tree_split,
@@ -104,6 +112,10 @@ class TrackSettings:
             "seed": self.seed,
             "metrics": list(self.metrics),
         }
+        if self.n_compare is not None:  # only with representation metrics (older keys stay)
+            out["n_compare"] = self.n_compare
+            out["reference_step"] = self.reference_step
+        return out
 
 
 @locks_run("run_dir")
@@ -118,6 +130,8 @@ def track(
     tree_split: str = "test_id",
     layer: int = -1,
     seed: int = 4242,
+    compare: bool = False,
+    n_compare: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -130,14 +144,28 @@ def track(
     - ``tree_score`` / ``parse_f1``: span scores at block ``layer`` for ``n_trees`` sentences
       of ``tree_split``, greedy tree projection, mean tree score and corpus parse F1 against
       the gold trees (Murty et al., ICLR 2023);
-    - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy.
+    - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy;
+    - ``cka_to_final`` (:data:`REPRESENTATION_METRICS`; ``compare=True`` adds both): linear
+      CKA (Kornblith et al. 2019) of every layer (the embedding ``blocks.0.hook_resid_pre``
+      and each ``blocks.{i}.hook_resid_post``, listed in ``representation_hooks``) with the
+      same layer of the run's final checkpoint, over every token of ``n_compare``
+      ``test_id`` sentences: ``cka_to_final`` (one value per layer, 1 at the final step)
+      and ``cka_to_final_matrix`` (layer of this step x layer of the final step);
+    - ``rank_collapse``: ``rank_residual``, the mean relative residual of each layer from
+      its best token-uniform rank-1 approximation over the same sentences (Dong et al. 2021).
 
-    The same examples (drawn with ``seed``) are used at every step.
+    The same examples (drawn with ``seed``) are used at every step. Records with
+    representation metrics name their reference (final) step in their settings, so a run
+    that gained checkpoints is tracked again against its new final checkpoint.
     """
-    unknown = [m for m in metrics if m not in METRICS]
+    metrics = tuple(metrics)
+    if compare:
+        metrics += tuple(m for m in REPRESENTATION_METRICS if m not in metrics)
+    allowed = METRICS + REPRESENTATION_METRICS
+    unknown = [m for m in metrics if m not in allowed]
     if unknown:
-        raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {METRICS}")
-    for name, value in (("n", n), ("n_trees", n_trees)):
+        raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {allowed}")
+    for name, value in (("n", n), ("n_trees", n_trees), ("n_compare", n_compare)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     run = open_run(run_dir)
@@ -150,7 +178,17 @@ def track(
     if missing:
         raise ValueError(f"{run_dir}: no checkpoint at step(s) {missing}; available: {available}")
     dev = resolve_device(device)
-    settings = TrackSettings(n, n_trees, tree_split, layer, seed, tuple(metrics))
+    representations = [m for m in metrics if m in REPRESENTATION_METRICS]
+    settings = TrackSettings(
+        n,
+        n_trees,
+        tree_split,
+        layer,
+        seed,
+        tuple(metrics),
+        n_compare if representations else None,
+        available[-1] if representations else None,
+    )
 
     path = run.tracking_path
     existing = [r for r in read_jsonl(path) if r.get("settings") == settings.key()]
@@ -168,12 +206,17 @@ def track(
         if {"tree_score", "parse_f1"} & set(metrics)
         else []
     )
+    compare_examples = task.sample(n_compare, "test_id", seed + 2) if representations else []
+    reference = None  # the final checkpoint's layer activations, computed when first needed
     records = []
     for step in tqdm(steps, disable=not progress, desc="track", leave=False):
         if step in done:
             records.append(done[step])
             continue
         model = run.load_model(step, device=dev)
+        if "cka_to_final" in metrics and reference is None:
+            final = model if step == available[-1] else run.load_model(available[-1], device=dev)
+            reference = _layer_store(final, compare_examples, dev)
         record: dict[str, Any] = {"step": step, "main_metric": main_metric(task)}
         for split, examples in eval_sets.items():
             for key, value in task.evaluate(model, split, examples=examples, device=dev).items():
@@ -191,10 +234,46 @@ def track(
             record["attention_entropy"] = attention_entropy(
                 model, task, tree_examples or task.sample(64, "test_id", seed)
             )
+        if representations:
+            record.update(_representation_metrics(model, compare_examples, reference, metrics, dev))
         record["settings"] = settings.key()
         append_checked_jsonl(path, [record])
         records.append(record)
     return records
+
+
+def _layer_store(model: torch.nn.Module, examples: Sequence[Any], device) -> Any:
+    from .compare.runs import layer_activations, layer_hooks
+
+    return layer_activations(model, examples, layer_hooks(model), device=device)
+
+
+def _representation_metrics(
+    model: torch.nn.Module,
+    examples: Sequence[Any],
+    reference: Any,
+    metrics: Sequence[str],
+    device: torch.device,
+) -> dict[str, Any]:
+    from .compare.runs import finite_or_none, layer_hooks, rank_collapse_by_layer
+    from .compare.similarity import similarity_matrix
+
+    hooks = layer_hooks(model)
+    out: dict[str, Any] = {"representation_hooks": hooks}
+    if "cka_to_final" in metrics:
+        if set(reference.hooks) != set(hooks):
+            raise ValueError(
+                f"layers differ from the final checkpoint's ({hooks} vs {reference.hooks})"
+            )
+        store = _layer_store(model, examples, device)
+        cka = similarity_matrix(
+            [(store, h) for h in hooks], [(reference, h) for h in hooks], device=device
+        )["linear_cka"]
+        out["cka_to_final"] = finite_or_none(torch.diagonal(cka).tolist())
+        out["cka_to_final_matrix"] = finite_or_none(cka.tolist())
+    if "rank_collapse" in metrics:
+        out["rank_residual"] = finite_or_none(rank_collapse_by_layer(model, examples))
+    return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ hierlens capture / fit-sae / probe  activations, SAE grids (MDL), sparse probes 
 hierlens tree-score / track / sweep tree projections, grokking curves, depth sweeps
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 hierlens report RUN_DIR             the self-contained HTML report of a run
+hierlens compare RUN_A RUN_B        layer x layer CKA and unit matching of two runs' models
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
 hierlens export-treebank TASK       a grammar task's gold trees as a PTB or CoNLL-U treebank
 """
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .capture import add_capture_command
+    from .compare import add_compare_command
     from .figures import add_figures_command
     from .pipeline import add_pipeline_commands
     from .probe import add_probe_command
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tree_commands(sub)
     add_figures_command(sub)
     add_treebank_command(sub)
+    add_compare_command(sub)
     return parser
 
 

@@ -44,6 +44,8 @@ def cmd_track(args: argparse.Namespace) -> int:
         n=args.n,
         n_trees=args.n_trees,
         layer=args.layer,
+        compare=args.representations,
+        n_compare=args.n_compare,
         device=args.device,
         progress=not args.no_progress,
     )
@@ -120,6 +122,15 @@ def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=500, help="examples per split for accuracy")
     p.add_argument("--n-trees", type=int, default=100, help="sentences for tree score / parse F1")
     p.add_argument("--layer", type=int, default=-1)
+    p.add_argument(
+        "--representations",
+        action="store_true",
+        help="also record each layer's linear CKA to the final checkpoint and its "
+        "rank-collapse residual",
+    )
+    p.add_argument(
+        "--n-compare", type=int, default=64, help="sentences for --representations (default 64)"
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_track)

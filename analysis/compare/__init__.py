@@ -8,6 +8,8 @@
 - :mod:`.geometry`: crystals, lobes and galaxy of an SAE's decoder (Li et al. 2024);
 - :mod:`.rank_collapse`: residual from token-uniform rank 1 per layer, with the
   pure-attention path decomposition (Dong et al. 2021);
+- :mod:`.runs`: checkpoints and runs on the same sentences (:func:`compare_runs`, the
+  per-layer helpers ``track`` uses);
 - :mod:`.stats`: sources and the streamed moment statistics they share.
 """
 
@@ -35,6 +37,7 @@ from .matching import (
     unit_correlations,
 )
 from .rank_collapse import rank_collapse, rank_residual
+from .runs import compare_runs, layer_activations, layer_hooks, rank_collapse_by_layer
 from .similarity import (
     MEASURES,
     hsic,
@@ -56,12 +59,15 @@ __all__ = [
     "RosettaSet",
     "best_match",
     "clustering_entropy",
+    "compare_runs",
     "cooccurrence",
     "decoder_rows",
     "difference_clusters",
     "eigen_spectrum",
     "hsic",
     "hungarian_match",
+    "layer_activations",
+    "layer_hooks",
     "lda_directions",
     "linear_cka",
     "lobe_alignment",
@@ -72,6 +78,7 @@ __all__ = [
     "project_out",
     "pwcca",
     "rank_collapse",
+    "rank_collapse_by_layer",
     "rank_residual",
     "rbf_cka",
     "rbf_kernel",

@@ -1,4 +1,4 @@
-"""Paper figures: a registry of eight figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of twelve figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
 and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
 
@@ -30,8 +30,17 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   baseline, on the 65 shipped treebank sentences (train/dev/test 39/13/13),
   :data:`STRUCTURAL_FULL`. Measured 11.6 min on a 2-core CPU shared with other jobs.
 
-Each figure is one data function (in :mod:`.training` and :mod:`.experiments`) and one
-pure plotting function (:mod:`.plot`); a
+- ``cka-across-seeds`` (Kornblith et al. 2019): layer x layer linear CKA between two seeds of
+  a 4-layer Dyck transformer (600 steps each) and between its step-100 and final
+  checkpoints, :data:`CKA_FULL`. Measured 3.5 min on a shared 2-core CPU.
+- ``rank-collapse-depth`` (Dong et al. 2021): rank-collapse residual vs depth of randomly
+  initialised 24-block transformers along four paths, :data:`RANK_FULL`. Measured 3.7 min.
+- ``sae-geometry-spectrum`` (Li et al. 2024): decoder eigenvalue spectrum and power-law
+  slope of a TopK SAE per layer, :data:`SAE_GEOMETRY_FULL`. Measured 4.1 min.
+
+Each figure is one data function (in :mod:`.training`, :mod:`.experiments` and
+:mod:`.representations`) and one pure plotting function (:mod:`.plot`,
+:mod:`.plot_representations`); a
 figure's ``NAME.json`` holds ``{"name", "quick", "settings", "seconds", "data"}``, and
 :func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
 times (:attr:`FigureSpec.full_runtime`).
@@ -51,7 +60,10 @@ from typing import Any
 from hierlens.models.atomic_io import read_json, write_checked_json
 
 from . import plot as fp
+from . import plot_representations as fr
 from .settings import (
+    CKA_FULL,
+    CKA_QUICK,
     CONCEPTS_FULL,
     CONCEPTS_QUICK,
     CORRELATION_FULL,
@@ -66,6 +78,10 @@ from .settings import (
     MDL_QUICK,
     PROBING_FULL,
     PROBING_QUICK,
+    RANK_FULL,
+    RANK_QUICK,
+    SAE_GEOMETRY_FULL,
+    SAE_GEOMETRY_QUICK,
     STRUCTURAL_FULL,
     STRUCTURAL_QUICK,
 )
@@ -127,6 +143,24 @@ def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: An
     return filtering_vs_bp(
         run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
     )
+
+
+def _cka(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import cka_across_seeds
+
+    return cka_across_seeds(out_dir=out_dir, device=device, progress=progress, **settings)
+
+
+def _rank(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import rank_collapse_depth
+
+    return rank_collapse_depth(device=device, progress=progress, **settings)
+
+
+def _sae_geometry(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .representations import sae_geometry_spectrum
+
+    return sae_geometry_spectrum(out_dir=out_dir, device=device, progress=progress, **settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +296,37 @@ FIGURES: dict[str, FigureSpec] = {
             "measured 11.6 min on a 2-core CPU shared with other jobs (load ~10; 3 min of CPU time)",
             ("model", "lr", "batch_size", "fractions", "seed", "random_seed"),
         ),
+        FigureSpec(
+            "cka-across-seeds",
+            "layer x layer linear CKA between two seeds, and between an early and the final "
+            "checkpoint (Kornblith et al.)",
+            _cka,
+            fr.plot_cka_across_seeds,
+            CKA_QUICK,
+            CKA_FULL,
+            "measured 3.5 min on a shared 2-core CPU (two 600-step runs, niced)",
+            ("seeds",),
+        ),
+        FigureSpec(
+            "rank-collapse-depth",
+            "rank-collapse residual vs depth at initialisation: pure attention, with skips, "
+            "with MLPs (Dong et al.)",
+            _rank,
+            fr.plot_rank_collapse_depth,
+            RANK_QUICK,
+            RANK_FULL,
+            "measured 3.7 min on a shared 2-core CPU (3 seeds x 4 paths, niced)",
+            ("d_vocab",),
+        ),
+        FigureSpec(
+            "sae-geometry-spectrum",
+            "eigenvalue power law of TopK SAE decoders trained on each layer (Li et al.)",
+            _sae_geometry,
+            fr.plot_sae_geometry_spectrum,
+            SAE_GEOMETRY_QUICK,
+            SAE_GEOMETRY_FULL,
+            "measured 4.1 min on a shared 2-core CPU (600-step model, 5 SAEs, niced)",
+        ),
     )
 }
 
@@ -350,6 +415,8 @@ def describe() -> list[str]:
 
 
 __all__ = [
+    "CKA_FULL",
+    "CKA_QUICK",
     "CONCEPTS_FULL",
     "CONCEPTS_QUICK",
     "CORRELATION_FULL",
@@ -368,6 +435,10 @@ __all__ = [
     "PROBING_QUICK",
     "STRUCTURAL_FULL",
     "STRUCTURAL_QUICK",
+    "RANK_FULL",
+    "RANK_QUICK",
+    "SAE_GEOMETRY_FULL",
+    "SAE_GEOMETRY_QUICK",
     "describe",
     "redraw",
     "reproduce",

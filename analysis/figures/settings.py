@@ -158,3 +158,68 @@ CORRELATION_FULL: dict[str, Any] = {
     "n_train": 50_000,
     "n_eval": 5000,
 }
+# Representations: two seeds of a small Dyck transformer (CKA), random deep transformers
+# (rank collapse), one TopK SAE per layer of a trained Dyck transformer (SAE geometry).
+_CKA_TRAIN: dict[str, Any] = {
+    "batch_size": 32,
+    "lr": 3e-3,
+    "warmup_steps": 20,
+    "eval_every": 0,
+    "checkpoint_every": 100,
+    "train_pool": 2000,
+    "log_every": 50,
+}
+CKA_QUICK: dict[str, Any] = {
+    "setting": {
+        "task": {"name": "dyck", "params": {"max_length": 16}},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+        "train": {**_CKA_TRAIN, "steps": 200},
+    },
+    "n": 100,
+}
+CKA_FULL: dict[str, Any] = {
+    "setting": {
+        "task": {"name": "dyck", "params": {"max_length": 20}},
+        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
+        "train": {**_CKA_TRAIN, "steps": 600, "train_pool": 20_000},
+    },
+    "n": 300,
+}
+RANK_QUICK: dict[str, Any] = {
+    "depth": 6,
+    "d_model": 32,
+    "n_heads": 2,
+    "n_tokens": 12,
+    "batch": 4,
+    "seeds": [0],
+}
+RANK_FULL: dict[str, Any] = {
+    "depth": 24,
+    "d_model": 64,
+    "n_heads": 4,
+    "n_tokens": 32,
+    "batch": 16,
+    "seeds": [0, 1, 2],
+}
+SAE_GEOMETRY_QUICK: dict[str, Any] = {
+    "setting": {
+        "task": {"name": "dyck", "params": {"max_length": 16}},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+        "train": {**_CKA_TRAIN, "steps": 200},
+    },
+    "n_sentences": 200,
+    "expansion": 4,
+    "k": 4,
+    "sae_steps": 200,
+}
+SAE_GEOMETRY_FULL: dict[str, Any] = {
+    "setting": {
+        "task": {"name": "dyck", "params": {"max_length": 20}},
+        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
+        "train": {**_CKA_TRAIN, "steps": 600, "train_pool": 20_000},
+    },
+    "n_sentences": 1000,
+    "expansion": 8,
+    "k": 8,
+    "sae_steps": 1000,
+}

@@ -15,6 +15,8 @@ Sections, each omitted when the stage that produces its inputs did not run:
 - SAEs (``saes/``): table of metrics, description length against width, feature cards built
   from the run's activation stores (``activations/step_NNNNNNN/``);
 - sparse probes (``probes/results.jsonl``): F1 against k per hook (Gurnee et al., 2023);
+- representations: linear CKA of each layer to the final checkpoint and rank collapse over
+  checkpoints (``hierlens track --representations``), SAE decoder spectra (``saes/``);
 - model accuracy against exact belief propagation for tasks that have it
   (hierarchical filtering, Garnier-Brun et al., ICML 2025).
 
@@ -36,6 +38,7 @@ from hierlens.models.run import REPORT, open_run
 
 from .html import Charts, esc, page
 from .layers import layers_section
+from .representations import representations_section
 from .saes import sae_section
 from .sections import (
     ReportContext,
@@ -59,6 +62,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("layers", "Structure per layer", layers_section),
     ("saes", "Sparse autoencoders", sae_section),
     ("probes", "Sparse probes", probe_section),
+    ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),
 )
 

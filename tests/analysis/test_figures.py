@@ -27,9 +27,18 @@ NAMES = {
     "filtering-vs-bp",
     "structural-probe-layers",
     "mpsae-correlation",
+    "cka-across-seeds",
+    "rank-collapse-depth",
+    "sae-geometry-spectrum",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+_TINY_DYCK = {
+    "task": {"name": "dyck", "params": {"max_length": 12}},
+    "model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
+    "train": {"steps": 40, "batch_size": 16, "warmup_steps": 2, "eval_every": 0,
+              "checkpoint_every": 20, "train_pool": 200},
+}  # fmt: skip
 # Overrides that make each quick setting run in seconds on one core.
 TINY = {
     "grokking-curves": {"steps": 40},
@@ -41,6 +50,9 @@ TINY = {
     "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
     "structural-probe-layers": {"n_sentences": 10, "layers": [0, 6], "max_epochs": 2},
     "mpsae-correlation": {"steps": 20, "n_train": 600, "n_eval": 300},
+    "cka-across-seeds": {"setting": _TINY_DYCK, "n": 20},
+    "rank-collapse-depth": {"depth": 5, "d_model": 16, "n_tokens": 8, "batch": 2, "seeds": [0, 1]},
+    "sae-geometry-spectrum": {"setting": _TINY_DYCK, "n_sentences": 40, "sae_steps": 30},
 }
 
 
@@ -135,6 +147,17 @@ def hand_made(name: str) -> dict:
         summary = {m: {k: stats for k in METRICS} for m in METHODS}
         return {"target_l0": 1.36, "methods": list(METHODS), "cosines": [0.0, 0.8],
                 "seeds": [0], "summary": summary}  # fmt: skip
+    if name == "cka-across-seeds":
+        m = [[1.0, 0.5], [0.4, None]]
+        return {"task": "dyck", "labels": ["embed", "L0"], "seeds": [0, 1], "early_step": 10,
+                "final_step": 20, "across_seeds": m, "early_vs_final": m}  # fmt: skip
+    if name == "rank-collapse-depth":
+        paths = {"attention": [0.9, 0.1, 0.0], "attention+skip": [0.9, 0.8, 0.7]}
+        return {"layers": [0, 1, 2], "paths": paths, "seeds": [0]}
+    if name == "sae-geometry-spectrum":
+        spectra = [[1.0, 0.5, 0.2, 0.1], [2.0, 0.4, 0.1, 0.05]]
+        return {"labels": ["embed", "L0"], "d_sae": 8, "k": 2, "spectra": spectra,
+                "slopes": [-1.0, None]}  # fmt: skip
     raise KeyError(name)
 
 
@@ -330,3 +353,61 @@ def test_unmodified_quick_setting_runs(tmp_path, monkeypatch):
     assert len(seen) == 1
     assert json.dumps(record["data"], sort_keys=True) == json.dumps(seen[0], sort_keys=True)
     assert set(record["data"]["methods"]) == {"MP-SAE", "TopK", "ReLU"}
+
+
+def _np_cka(x, y) -> float:
+    import numpy as np
+
+    x, y = x - x.mean(0), y - y.mean(0)
+    return float(np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+@pytest.mark.parametrize(
+    "name", ["cka-across-seeds", "rank-collapse-depth", "sae-geometry-spectrum"]
+)
+def test_reproduce_representation_figures(name, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    seen = _capture(monkeypatch, name)
+    paths = reproduce(name, tmp_path, quick=True, device="cpu", progress=False, **TINY[name])
+    data = _check_outputs(tmp_path, name, paths, seen)
+    if name == "cka-across-seeds":
+        steps = open_run(tmp_path / "cka_seed_0").steps
+        assert data["labels"] == ["embed", "L0", "L1"] and data["seeds"] == [0, 1]
+        assert (data["early_step"], data["final_step"]) == (steps[0], steps[-1])
+        assert open_run(tmp_path / "cka_seed_1").model_config.seed == 1
+        # the early-vs-final matrix, recomputed from plain unpadded forwards
+        run = open_run(tmp_path / "cka_seed_0")
+        examples = run.task.sample(20, "test_id", 0)
+        hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+
+        def layers(model):
+            acts = {h: [] for h in hooks}
+            with torch.no_grad():
+                for ex in examples:
+                    _, cache = model.run_with_cache(torch.tensor([ex.tokens]))
+                    for h in hooks:
+                        acts[h].append(cache[h][0].double().numpy())
+            return {h: np.concatenate(v) for h, v in acts.items()}
+
+        early = layers(run.load_model(steps[0], device="cpu"))
+        final = layers(run.load_model(steps[-1], device="cpu"))
+        ref = [[_np_cka(early[a], final[b]) for b in hooks] for a in hooks]
+        np.testing.assert_allclose(data["early_vs_final"], ref, atol=1e-5)
+        assert all(0.0 <= v <= 1.0 + 1e-9 for row in data["across_seeds"] for v in row)
+    elif name == "rank-collapse-depth":
+        paths = data["paths"]
+        assert set(paths) == {"attention", "attention+skip", "attention+mlp", "full"}
+        assert all(len(v) == 6 for v in paths.values())
+        # the paper's qualitative result: pure attention collapses, skips keep the rank
+        assert paths["attention"][-1] < 0.2 * paths["attention"][0]
+        assert paths["attention+skip"][-1] > 0.4
+        assert paths["attention"][-1] < paths["attention+skip"][-1] / 5
+    else:
+        assert data["labels"] == ["embed", "L0", "L1"] and len(data["spectra"]) == 3
+        assert all(len(s) == 16 for s in data["spectra"]) and data["d_sae"] == 64
+        assert all(s < 0 for s in data["slopes"]) and all(f < 1.0 for f in data["fvu"])
+    (tmp_path / f"{name}.png").unlink()
+    redraw(tmp_path / f"{name}.json")
+    _assert_png(tmp_path / f"{name}.png")
