@@ -27,7 +27,10 @@ def owner(i: int, world: int) -> int:
 
 def train_grid_parallel(
     train_saes, saes: list[SAE], source, cfg, checkpoint_dir, resume, progress, callback
-):
+) -> tuple[int, list[dict[str, Any]]]:
+    """Train each SAE of ``saes`` on the rank that owns it (``train_saes`` on its part), then
+    broadcast every SAE's weights to all ranks. Returns the steps and the merged history of
+    all ranks (``train_saes`` builds its result from them)."""
     r, w = D.rank(), D.world_size()
     mine = [i for i in range(len(saes)) if owner(i, w) == r]
     history: list[dict[str, Any]] = []
@@ -54,11 +57,7 @@ def train_grid_parallel(
     history = sorted(
         (rec for _, h in gathered for rec in h), key=lambda rec: (rec["step"], rec["sae"])
     )
-    from .train import SAETrainResult
-
-    return SAETrainResult(
-        saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
-    )
+    return steps, history
 
 
 @torch.no_grad()

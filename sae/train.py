@@ -250,8 +250,11 @@ def train_saes(
     if distribute == "saes" and D.is_distributed():
         from .distributed import train_grid_parallel
 
-        return train_grid_parallel(
+        steps, history = train_grid_parallel(
             train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback
+        )
+        return SAETrainResult(
+            saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
         )
     world = D.world_size() if data_parallel else 1
     if data_parallel:

@@ -118,7 +118,7 @@ def test_sae_stage_trains_on_the_configured_device(tmp_path, monkeypatch):
     import torch
 
     import hierlens.sae as S
-    from hierlens.analysis import pipeline
+    from hierlens.analysis.pipeline import stages
 
     class Stop(Exception):
         pass
@@ -141,7 +141,7 @@ def test_sae_stage_trains_on_the_configured_device(tmp_path, monkeypatch):
         sae = {**TINY["sae"], **({"device": own} if own else {})}
         cfg = load_config({**TINY, "train": {**TINY["train"], "device": device}, "sae": sae})
         with pytest.raises(Stop):
-            pipeline._sae_stage(cfg, tmp_path, Store(), progress=False)
+            stages._sae_stage(cfg, tmp_path, Store(), progress=False)
         assert seen["device"] == (own or device)
 
 

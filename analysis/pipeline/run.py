@@ -1,0 +1,151 @@
+"""Running the pipeline: the stages in order, under the run's writer lock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hierlens.models.checkpoint_capture import capture_checkpoints
+from hierlens.models.run import Run, open_run, pretrained_run_config
+from hierlens.models.tasks import get_task
+from hierlens.models.train import train
+from hierlens.models.transformer import ModelConfig, build_transformer
+
+from .config import PipelineConfig, load_config
+from .stages import _probe_stage, _sae_stage
+
+log = logging.getLogger(__name__)
+
+
+def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
+    """The pipeline on a pretrained model: capture -> SAEs -> probes -> tree projections per
+    layer -> structural probes -> report."""
+    from hierlens.models.hooks import resolve_hook_names
+
+    run_dir = Path(cfg.out_dir) / cfg.name
+    config = json.loads(json.dumps(pretrained_run_config(cfg.model["pretrained"], cfg.corpus())))
+    run = Run(run_dir)
+    if run.config_path.exists() and open_run(run).config != config:
+        raise ValueError(f"{run_dir} holds another run; choose another name or out_dir")
+    if not run.config_path.exists():
+        run.write_config(config)
+    run = open_run(run_dir)
+    device = cfg.train.device
+    resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
+    log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
+    extra = {"pool": cfg.capture.pool} if cfg.capture.pool else {}
+    store = capture_checkpoints(
+        run_dir,
+        list(cfg.capture.hooks),
+        split=cfg.capture.split or "all",
+        n=cfg.capture.n,
+        batch_size=cfg.capture.batch_size,
+        device=device,
+        progress=progress,
+        **extra,
+    )[run.steps[-1]]
+    if cfg.sae.enabled:
+        log.info("stage 2/6: SAE grid")
+        _sae_stage(cfg, run_dir, store, progress)
+    if cfg.probes.enabled:
+        log.info("stage 3/6: sparse probes")
+        _probe_stage(cfg, run_dir, store, progress)
+    if cfg.tree.enabled and run.corpus.has_trees:
+        from ..tree_scores import tree_scores_by_layer
+
+        log.info("stage 4/6: tree projections per layer")
+        tree_scores_by_layer(run_dir, n=cfg.tree.n_trees, device=device, progress=progress)
+    if cfg.structural.enabled and run.corpus.has_trees:
+        from ..structural import run_structural_probes
+
+        log.info("stage 5/6: structural probes per layer")
+        s = cfg.structural
+        run_structural_probes(
+            run_dir, pool=s.pool, controls=s.controls, device=device, rank=s.rank,
+            max_epochs=s.max_epochs,
+        )  # fmt: skip
+    if cfg.report:
+        from ..report import write_report
+
+        log.info("stage 6/6: report")
+        write_report(run_dir)
+    return run_dir
+
+
+def run(
+    config: PipelineConfig | Mapping[str, Any] | str | os.PathLike, *, progress: bool = True
+) -> Path:
+    """Run (or resume) the pipeline; returns the run directory. With
+    ``model = {pretrained = "PATH"}`` and ``data = {treebank = "FILE"}`` the pipeline
+    analyses that local Hugging Face model on the corpus instead of training one. The run's
+    writer lock (:meth:`hierlens.models.Run.lock`) is held throughout."""
+    cfg = load_config(config)
+    with Run(Path(cfg.out_dir) / cfg.name).lock():
+        if cfg.is_pretrained:
+            return _run_pretrained(cfg, progress)
+        return _run_stages(cfg, progress)
+
+
+def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
+    """The stages of :func:`run` for a trained model, under the run's lock."""
+    task = get_task(cfg.task["name"], **dict(cfg.task.get("params", {})))
+    model_config = ModelConfig.for_task(task, **dict(cfg.model))
+    run_dir = Path(cfg.out_dir) / cfg.name
+    model = build_transformer(model_config, device=cfg.train.device)
+    from hierlens.models.hooks import resolve_hook_names
+
+    resolve_hook_names(model, list(cfg.capture.hooks))  # unknown hooks fail before training
+    if cfg.probes.labels:
+        available = set(task.sample(1, "train", 0)[0].token_labels)
+        bad = [n for n in cfg.probes.labels if n not in available]
+        if bad:
+            raise ValueError(
+                f"[probes] unknown label(s) {bad}; the task provides {sorted(available)}"
+            )
+
+    log.info("stage 1/6: train -> %s", run_dir)
+    train(model, task, cfg.train, run_dir, model_config=model_config, progress=progress)
+    steps = open_run(run_dir).steps
+    capture_steps = steps if cfg.capture.all_checkpoints else [steps[-1]]
+    log.info("stage 2/6: capture %s at steps %s", list(cfg.capture.hooks), capture_steps)
+    stores = capture_checkpoints(
+        run_dir,
+        list(cfg.capture.hooks),
+        steps=capture_steps,
+        split=cfg.capture.split or "test_id",
+        n=cfg.capture.n or 500,
+        batch_size=cfg.capture.batch_size,
+        device=cfg.train.device,
+        progress=progress,
+        **({"pool": cfg.capture.pool} if cfg.capture.pool else {}),
+    )
+    store = stores[steps[-1]]
+    if cfg.sae.enabled:
+        log.info("stage 3/6: SAE grid")
+        _sae_stage(cfg, run_dir, store, progress)
+    if cfg.probes.enabled:
+        log.info("stage 4/6: sparse probes")
+        _probe_stage(cfg, run_dir, store, progress)
+    if cfg.tree.enabled:
+        from ..grokking import track
+
+        log.info("stage 5/6: tree projections and tracking over %d checkpoints", len(steps))
+        track(
+            run_dir,
+            task,
+            n=cfg.tree.n,
+            n_trees=cfg.tree.n_trees,
+            layer=cfg.tree.layer,
+            device=cfg.train.device,
+            progress=progress,
+        )
+    if cfg.report:
+        from ..report import write_report
+
+        log.info("stage 6/6: report")
+        write_report(run_dir)
+    return run_dir
