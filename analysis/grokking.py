@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from hierlens.models.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
 from hierlens.models.device import resolve_device
+from hierlens.models.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
@@ -120,6 +121,7 @@ def track(
     seed: int = 4242,
     device: str | torch.device | None = None,
     progress: bool = True,
+    log_to: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Evaluate checkpoints of a run; returns the records (also in ``run_dir/tracking.jsonl``).
 
@@ -132,7 +134,9 @@ def track(
       the gold trees (Murty et al., ICLR 2023);
     - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy.
 
-    The same examples (drawn with ``seed``) are used at every step.
+    The same examples (drawn with ``seed``) are used at every step. ``log_to``: experiment
+    trackers (see :mod:`hierlens.models.loggers`) that get each new record's values as
+    ``track/<metric>`` at its step.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -169,6 +173,11 @@ def track(
         else []
     )
     records = []
+    tracker = MultiLogger()
+    if log_to:
+        tracker = make_logger(
+            log_to, run.trackers("track"), name=run.path.name, params=settings.key()
+        )
     for step in tqdm(steps, disable=not progress, desc="track", leave=False):
         if step in done:
             records.append(done[step])
@@ -193,7 +202,9 @@ def track(
             )
         record["settings"] = settings.key()
         append_checked_jsonl(path, [record])
+        tracker.log_scalars(scalars(record, "track"), step)
         records.append(record)
+    tracker.close()
     return records
 
 

@@ -360,7 +360,13 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
-        S.train_saes(list(missing.values()), acts, config=train_config, progress=progress)
+        S.train_saes(
+            list(missing.values()),
+            acts,
+            config=train_config,
+            progress=progress,
+            log_dir=run.trackers("saes").root,
+        )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
     rows = []
@@ -526,12 +532,17 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
             layer=cfg.tree.layer,
             device=cfg.train.device,
             progress=progress,
+            log_to=cfg.train.log_to,
         )
     if cfg.report:
         from .report import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)
+        if cfg.train.log_to:  # the report and figures as the training run's artifacts
+            from hierlens.models.loggers import log_run_artifacts
+
+            log_run_artifacts(run_dir, cfg.train.log_to)
     return run_dir
 
 

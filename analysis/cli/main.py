@@ -7,6 +7,7 @@ hierlens capture / fit-sae / probe  activations, SAE grids (MDL), sparse probes 
 hierlens tree-score / track / sweep tree projections, grokking curves, depth sweeps
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 hierlens report RUN_DIR             the self-contained HTML report of a run
+hierlens export RUN_DIR --to TB     replay a run into TensorBoard, W&B or MLflow
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
 hierlens export-treebank TASK       a grammar task's gold trees as a PTB or CoNLL-U treebank
 """
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .capture import add_capture_command
+    from .export import add_export_command
     from .figures import add_figures_command
     from .pipeline import add_pipeline_commands
     from .probe import add_probe_command
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
     add_capture_command(sub)
+    add_export_command(sub)
     add_pipeline_commands(sub)
     add_probe_command(sub)
     add_sae_command(sub)
