@@ -223,6 +223,11 @@ class GrokkingSummary:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def _repr_html_(self) -> str:
+        from .report.html import key_values
+
+        return "<p>Grokking summary</p>" + key_values(self.to_dict())
+
 
 def grokking_summary(
     records: Sequence[dict[str, Any]] | str | os.PathLike,

@@ -133,7 +133,8 @@ def _wandb_records(path):
     header, then 32 KiB blocks of chunks with a 7-byte header: crc, length, type)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = open(path, "rb").read()
+    with open(path, "rb") as fh:
+        data = fh.read()
     assert data[:4] == b":W&B"
     pos, block, buf = 7, 32768, b""
     while pos + 7 <= len(data):
