@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hierlens.models.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
 from hierlens.models.device import resolve_device
+from hierlens.models.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
@@ -134,6 +135,7 @@ def track(
     n_compare: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
+    log_to: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Evaluate checkpoints of a run; returns the records (also in ``run_dir/tracking.jsonl``).
 
@@ -157,6 +159,9 @@ def track(
     The same examples (drawn with ``seed``) are used at every step. Records with
     representation metrics name their reference (final) step in their settings, so a run
     that gained checkpoints is tracked again against its new final checkpoint.
+    ``log_to``: experiment
+    trackers (see :mod:`hierlens.models.loggers`) that get each new record's values as
+    ``track/<metric>`` at its step.
     """
     metrics = tuple(metrics)
     if compare:
@@ -209,6 +214,11 @@ def track(
     compare_examples = task.sample(n_compare, "test_id", seed + 2) if representations else []
     reference = None  # the final checkpoint's layer activations, computed when first needed
     records = []
+    tracker = MultiLogger()
+    if log_to:
+        tracker = make_logger(
+            log_to, run.trackers("track"), name=run.path.name, params=settings.key()
+        )
     for step in tqdm(steps, disable=not progress, desc="track", leave=False):
         if step in done:
             records.append(done[step])
@@ -238,7 +248,9 @@ def track(
             record.update(_representation_metrics(model, compare_examples, reference, metrics, dev))
         record["settings"] = settings.key()
         append_checked_jsonl(path, [record])
+        tracker.log_scalars(scalars(record, "track"), step)
         records.append(record)
+    tracker.close()
     return records
 
 
@@ -290,6 +302,11 @@ class GrokkingSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def _repr_html_(self) -> str:
+        from .report.html import key_values
+
+        return "<p>Grokking summary</p>" + key_values(self.to_dict())
 
 
 def grokking_summary(

@@ -163,7 +163,7 @@ def run_job(job_file: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(job["run_dir"])
     model = build_transformer(model_config, device=config.device)
     train(model, task, config, run_dir, model_config=model_config, progress=False)
-    track(run_dir, task, progress=False, **job["track"])
+    track(run_dir, task, progress=False, **{"log_to": config.log_to, **job["track"]})
     summary = grokking_summary(run_dir).to_dict()
     atomic_write_json(run_dir / DONE, summary)
     return summary

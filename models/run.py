@@ -14,6 +14,7 @@ runs/<name>/
   probes/structural.jsonl           # structural probes per layer (and their controls)
   tree_scores.jsonl                 # tree projections per layer: tree score, parse F1
   tracking.jsonl                    # grokking metrics per checkpoint
+  trackers/<stage>/                 # TensorBoard/W&B/MLflow files and run ids (train, saes, track, export)
   report.html
   figures/
 ```
@@ -84,6 +85,7 @@ PROBES = "probes"
 TRACKING = "tracking.jsonl"
 REPORT = "report.html"
 FIGURES = "figures"
+TRACKERS = "trackers"
 #: folders that held SAEs before ``saes/<name>/`` was their one location
 PRETRAINED = "pretrained"  # config.json key of a pretrained run
 PRETRAINED_STEP = 0  # the one state of a pretrained model
@@ -473,6 +475,49 @@ class Run:
     def figures_dir(self) -> Path:
         """``figures/``."""
         return self.path / FIGURES
+
+    def trackers(self, stage: str) -> TrackerPaths:
+        """Where the experiment trackers of ``stage`` (``train``, ``saes``, ``track``,
+        ``export``) keep their files and run ids: ``trackers/<stage>/``."""
+        if not stage or "/" in stage or stage.startswith("."):
+            raise ValueError(f"a tracker stage must be a plain name, got {stage!r}")
+        return TrackerPaths(self.path / TRACKERS / stage)
+
+
+class TrackerPaths:
+    """The files of the experiment trackers of one stage, under ``root``: TensorBoard event
+    files, the W&B run folder and run id, the local MLflow file store and run id."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"TrackerPaths({str(self.root)!r})"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``tensorboard/``: the event files."""
+        return self.root / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """The folder W&B writes its ``wandb/`` run folders under."""
+        return self.root
+
+    @property
+    def wandb_id_path(self) -> Path:
+        """``wandb_run_id``: the W&B run id, so a resumed run continues the same W&B run."""
+        return self.root / "wandb_run_id"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """``mlruns/``: the default (local file) MLflow tracking store."""
+        return self.root / "mlruns"
+
+    @property
+    def mlflow_id_path(self) -> Path:
+        """``mlflow_run_id``: the MLflow run id (and its tracking URI), for resuming."""
+        return self.root / "mlflow_run_id.json"
 
 
 class RunLockedError(OSError):

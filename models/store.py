@@ -133,6 +133,18 @@ class ActivationStore:
     def __len__(self) -> int:
         return self.n_tokens
 
+    def _repr_html_(self) -> str:
+        """A table of the captured hooks and their activation widths (for notebooks)."""
+        from .html_table import html_table
+
+        rows = [
+            {"hook": h, "shape": "×".join(map(str, m.get("shape", ()))), "dim": m.get("dim", "")}
+            for h, m in self._manifest["hooks"].items()
+        ]
+        where = f" at {self.path}" if self.path is not None else ""
+        caption = f"ActivationStore{where}: {self.n_tokens} tokens, {self._manifest['dtype']}"
+        return html_table(["hook", "shape", "dim"], rows, caption)
+
     def __contains__(self, hook: object) -> bool:
         return hook in self._manifest["hooks"]
 

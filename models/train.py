@@ -35,6 +35,7 @@ from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
 from .forward import is_bidirectional, training_forward
+from .loggers import MultiLogger, make_logger
 from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig, lr_at
@@ -45,7 +46,7 @@ __all__ = ["LOSS_ON", "BatchSampler", "TrainConfig", "TrainResult", "make_optimi
 log = logging.getLogger(__name__)
 
 # Fields that may differ between an interrupted run and its resumption.
-_RUNTIME_FIELDS = ("device", "compile", "log_every")
+_RUNTIME_FIELDS = ("device", "compile", "log_every", "log_to")
 
 
 @dataclasses.dataclass
@@ -195,6 +196,7 @@ def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: 
                 "exists",
             )
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
+        shutil.rmtree(run.trackers("train").root, ignore_errors=True)
         run.config_path.unlink(missing_ok=True)
         run.metrics_path.unlink(missing_ok=True)
     elif run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
@@ -331,6 +333,16 @@ def train(
     use_amp = config.amp and device.type == "cuda"
     last_eval: dict[str, dict[str, float]] = {}
     last_loss: float | None = None
+    tracker = MultiLogger()
+    if main and config.log_to:  # the same records as metrics.jsonl, at the same steps
+        tracker = make_logger(
+            config.log_to,
+            run.trackers("train"),
+            name=run.path.name,
+            params=run_config_dict(task, model_config, config),
+            resume=resume,
+            purge_step=start + 1 if start > 0 else 0,
+        )
 
     def evaluate(step: int) -> None:
         records = []
@@ -343,10 +355,15 @@ def train(
             records.append({"step": step, "split": split, **metrics})
         if main:
             append_jsonl(run.metrics_path, records)
+            tracker.log_records(records, "split")
         D.barrier()
 
     if start == 0 and 0 in eval_steps:
-        evaluate(0)
+        try:
+            evaluate(0)
+        except BaseException:
+            tracker.close()
+            raise
 
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -412,18 +429,15 @@ def train(
                     loss_sum /= world
                 last_loss = float(loss_sum) / n_loss
                 if main:
-                    append_jsonl(
-                        run.metrics_path,
-                        [
-                            {
-                                "step": step,
-                                "split": "train",
-                                "loss": last_loss,
-                                "lr": lr,
-                                "tokens_per_s": tokens_seen / max(now - t_last, 1e-9),
-                            }
-                        ],
-                    )
+                    record = {
+                        "step": step,
+                        "split": "train",
+                        "loss": last_loss,
+                        "lr": lr,
+                        "tokens_per_s": tokens_seen / max(now - t_last, 1e-9),
+                    }
+                    append_jsonl(run.metrics_path, [record])
+                    tracker.log_records([record], "split")
                 bar.set_postfix(loss=f"{last_loss:.4f}")
                 loss_sum.zero_()
                 n_loss, tokens_seen, t_last = 0, 0, now
@@ -446,6 +460,7 @@ def train(
                 break
     finally:
         bar.close()
+        tracker.close()
     model.eval()
     return TrainResult(run.path, step, last_loss, last_eval)
 

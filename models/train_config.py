@@ -12,6 +12,8 @@ from .config import Config
 from .tasks.base import SPLITS
 
 LOSS_ON = ("targets", "sequence")
+#: the experiment trackers a run can log to (see :mod:`hierlens.models.loggers`)
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -42,6 +44,18 @@ def lr_at(
     if schedule == "linear":
         return floor + (base_lr - floor) * (1.0 - progress)
     return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
+    """``log_to`` (a name or names from :data:`TRACKERS`) as a tuple; a ``ValueError``
+    naming ``where`` otherwise."""
+    names = (log_to,) if isinstance(log_to, str) else tuple(log_to or ())
+    bad = [b for b in names if b not in TRACKERS]
+    if bad:
+        raise ValueError(f"{where}: unknown tracker(s) {bad}; choose from {TRACKERS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: a tracker is named twice in {names}")
+    return names
 
 
 def log_spaced_steps(total_steps: int, count: int) -> set[int]:
@@ -99,6 +113,9 @@ class TrainConfig(Config):
             model on every position (the next token of the whole padded-free sequence), as
             Murty et al. (2023) train question formation and tense inflection. Needs a
             next-token task. Evaluation always uses the task's own targets.
+        log_to: experiment trackers that get the scalars of ``metrics.jsonl`` as they are
+            written, any of "tensorboard", "wandb", "mlflow" (the ``tracking`` extra; see
+            :mod:`hierlens.models.loggers`).
     """
 
     FIELD_CHOICES: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES, "loss_on": LOSS_ON}
@@ -125,6 +142,7 @@ class TrainConfig(Config):
     amp: bool = True
     compile: bool = False
     loss_on: str = "targets"
+    log_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "eval_n", "train_pool")
@@ -162,6 +180,7 @@ class TrainConfig(Config):
             )
         if self.loss_on not in LOSS_ON:
             raise ValueError(f"TrainConfig.loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        object.__setattr__(self, "log_to", check_trackers(self.log_to, "TrainConfig.log_to"))
         bad = [s for s in self.eval_splits if s not in SPLITS]
         if bad:
             raise ValueError(

@@ -73,6 +73,7 @@ def fit_mdl_sae(
     train_kwargs: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    log_dir: str | Path | None = None,
     **train_fields: Any,
 ) -> MDLFit:
     """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
@@ -109,6 +110,7 @@ def fit_mdl_sae(
             to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
             the bound.
         progress: tqdm bars.
+        log_dir: where the trackers of ``config.log_to`` write (see :func:`train_saes`).
 
     Returns:
         An :class:`MDLFit`.
@@ -160,7 +162,9 @@ def fit_mdl_sae(
     if not saes:
         raise ValueError(f"every grid point was skipped: {skipped}")
 
-    train = train_saes(list(saes.values()), activations, config=cfg, progress=progress)
+    train = train_saes(
+        list(saes.values()), activations, config=cfg, progress=progress, log_dir=log_dir
+    )
     for sae in saes.values():
         sae.eval()
     out = Path(out_dir) if out_dir is not None else None

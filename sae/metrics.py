@@ -67,6 +67,15 @@ def dense_latents(counts: torch.Tensor, n_rows: int, threshold: float = 0.1) -> 
     return counts.float() / n_rows > threshold
 
 
+class SAEEvaluation(dict):
+    """The metrics of :func:`evaluate_sae`: a dict that shows itself as a table in notebooks."""
+
+    def _repr_html_(self) -> str:
+        from hierlens.models.html_table import key_value_table
+
+        return key_value_table(self, "SAE evaluation")
+
+
 @torch.no_grad()
 def evaluate_sae(
     sae: SAE, activations: torch.Tensor, batch_size: int = 4096, dense_threshold: float = 0.1
@@ -95,13 +104,15 @@ def evaluate_sae(
         sst += float((x.float() - mean).pow(2).sum())
         l0_sum += float((codes != 0).sum())
         counts += firing_counts(codes)
-    return {
-        "mse": sse / n,
-        "fvu": sse / sst if sst > 0 else float("nan"),
-        "l0": l0_sum / n,
-        "dead_fraction": float(dead_latents(counts).float().mean()),
-        "dense_fraction": float(dense_latents(counts, n, dense_threshold).float().mean()),
-    }
+    return SAEEvaluation(
+        {
+            "mse": sse / n,
+            "fvu": sse / sst if sst > 0 else float("nan"),
+            "l0": l0_sum / n,
+            "dead_fraction": float(dead_latents(counts).float().mean()),
+            "dense_fraction": float(dense_latents(counts, n, dense_threshold).float().mean()),
+        }
+    )
 
 
 # ----- spliced cross-entropy ---------------------------------------------------------------------

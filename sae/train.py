@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from hierlens.models import distributed as D
 from hierlens.models.atomic_io import append_jsonl
 from hierlens.models.device import resolve_device
+from hierlens.models.loggers import MultiLogger, make_logger
+from hierlens.models.run import TrackerPaths
 
 from .base import SAE, StepContext
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
@@ -203,6 +205,7 @@ def train_saes(
     progress: bool = True,
     callback: Callable[[list[dict[str, Any]]], None] | None = None,
     distribute: str | None = None,
+    log_dir: str | Path | None = None,
     **fields: Any,
 ) -> SAETrainResult:
     """Train ``saes`` together on one stream of activation batches.
@@ -233,6 +236,9 @@ def train_saes(
             would trained alone) and checkpoints them under ``checkpoint_dir/part-R-of-W``;
             the trained weights are then broadcast so every rank returns all SAEs. None
             (or a single process): no distribution.
+        log_dir: where the trackers of ``config.log_to`` keep their files and run ids
+            (default: ``checkpoint_dir/trackers``); each SAE's records are logged as
+            ``sae<i>/<metric>`` at their step.
 
     Returns:
         A :class:`SAETrainResult`; the SAEs are updated in place.
@@ -331,6 +337,19 @@ def train_saes(
         if use_autocast
         else contextlib.nullcontext
     )
+    tracker = MultiLogger()
+    if cfg.log_to and (D.is_main() or not data_parallel):
+        root = log_dir if log_dir is not None else (ckpt / "trackers" if ckpt else None)
+        if root is None:
+            raise ValueError("log_to needs log_dir or checkpoint_dir (where the trackers write)")
+        tracker = make_logger(
+            cfg.log_to,
+            TrackerPaths(root),
+            name=Path(root).name,
+            params={**fingerprint, "log_to": list(cfg.log_to)},
+            resume=resume,
+            purge_step=start_step + 1 if start_step > 0 else 0,
+        )
     bad_input = torch.zeros((), dtype=torch.bool, device=dev)
     check_batches = stream.tensor is None
     step = start_step
@@ -425,6 +444,7 @@ def train_saes(
                 sst.zero_()
                 window_steps = 0
                 history.extend(records)
+                tracker.log_records(records, "sae")
                 if ckpt is not None and D.is_main():
                     append_jsonl(ckpt / "metrics.jsonl", records)
                 bar.set_postfix(loss=f"{sum(r['loss'] for r in records) / len(records):.4g}")
@@ -441,6 +461,7 @@ def train_saes(
                     D.barrier()
     finally:
         bar.close()
+        tracker.close()
         for g in groups:  # also after an exception: the SAEs hold the last completed step
             g.sync_back(saes)
     return SAETrainResult(

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from hierlens.models.config import Config
+from hierlens.models.train_config import check_trackers
 
 
 def _positive_int(name: str, value: Any, optional: bool = False) -> None:
@@ -60,6 +61,9 @@ class SAETrainConfig(Config):
         fused: fused Adam kernels (None: on).
         sparse_decode: TopK steps through the k active latents only (None: when 16 k <=
             d_sae); on the CPU the whole step runs on sparse kernels.
+        log_to: experiment trackers that get every SAE's metric records (``sae<i>/<metric>``)
+            as they are written, any of "tensorboard", "wandb", "mlflow" (the ``tracking``
+            extra; see :mod:`hierlens.models.loggers`).
     """
 
     steps: int | None = None
@@ -82,6 +86,7 @@ class SAETrainConfig(Config):
     compile: bool = False
     fused: bool | None = None
     sparse_decode: bool | None = None
+    log_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.device, torch.device):
@@ -89,6 +94,7 @@ class SAETrainConfig(Config):
         if isinstance(self.lr, (list, tuple)):
             object.__setattr__(self, "lr", tuple(self.lr))
         object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "log_to", check_trackers(self.log_to, "SAETrainConfig.log_to"))
         _positive_int("steps", self.steps, optional=True)
         _positive_int("tokens", self.tokens, optional=True)
         if self.steps is not None and self.tokens is not None:

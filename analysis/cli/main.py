@@ -8,6 +8,7 @@ hierlens tree-score / track / sweep tree projections, grokking curves, depth swe
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 hierlens report RUN_DIR             the self-contained HTML report of a run
 hierlens compare RUN_A RUN_B        layer x layer CKA and unit matching of two runs' models
+hierlens export RUN_DIR --to TB     replay a run into TensorBoard, W&B or MLflow
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
 hierlens export-treebank TASK       a grammar task's gold trees as a PTB or CoNLL-U treebank
 """
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .capture import add_capture_command
     from .compare import add_compare_command
+    from .export import add_export_command
     from .figures import add_figures_command
     from .pipeline import add_pipeline_commands
     from .probe import add_probe_command
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
     add_capture_command(sub)
+    add_export_command(sub)
     add_pipeline_commands(sub)
     add_probe_command(sub)
     add_sae_command(sub)

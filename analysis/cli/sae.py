@@ -54,6 +54,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
             sae_kwargs={"hook_name": hook},
             out_dir=out_dir,
             progress=progress,
+            log_dir=run.trackers("saes").root,
         )
         selection = fit.selection
     else:
@@ -73,7 +74,12 @@ def _fit_sae(args: argparse.Namespace) -> int:
 
         distribute = args.distribute if D.init_from_env(config.device) else None
         train_saes(
-            list(grid.values()), acts, config=config, progress=progress, distribute=distribute
+            list(grid.values()),
+            acts,
+            config=config,
+            progress=progress,
+            distribute=distribute,
+            log_dir=run.trackers("saes").root,
         )
         for i, (name, sae) in enumerate(grid.items()):
             if _owns(i, distribute, D):  # each SAE's files written by the rank that trained it

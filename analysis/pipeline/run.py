@@ -142,10 +142,15 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
             layer=cfg.tree.layer,
             device=cfg.train.device,
             progress=progress,
+            log_to=cfg.train.log_to,
         )
     if cfg.report:
         from ..report import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)
+        if cfg.train.log_to:  # the report and figures as the training run's artifacts
+            from hierlens.models.loggers import log_run_artifacts
+
+            log_run_artifacts(run_dir, cfg.train.log_to)
     return run_dir

@@ -54,7 +54,13 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
-        S.train_saes(list(missing.values()), acts, config=train_config, progress=progress)
+        S.train_saes(
+            list(missing.values()),
+            acts,
+            config=train_config,
+            progress=progress,
+            log_dir=run.trackers("saes").root,
+        )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
     rows = []

@@ -1,0 +1,45 @@
+"""Replay a finished run directory into an experiment tracker.
+
+:func:`export_run` sends ``metrics.jsonl`` (as ``<split>/<metric>``, the names training logs
+under) and ``tracking.jsonl`` (as ``track/<metric>``) at their steps, the run's
+``config.json`` as hyperparameters, and the report and figures as artifacts, to a fresh
+TensorBoard, W&B or MLflow run: the same tracker run that logging during training and
+tracking would have made, for runs made without a logger.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+
+from hierlens.models.atomic_io import read_jsonl
+from hierlens.models.loggers import check_backends, make_logger, scalars
+from hierlens.models.run import Run, TrackerPaths, open_run
+
+__all__ = ["export_run"]
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    to: str | Iterable[str],
+    *,
+    out_dir: str | os.PathLike | None = None,
+) -> TrackerPaths:
+    """Log run ``run_dir``'s metrics, tracking records, config, report and figures to the
+    trackers ``to`` (``"tensorboard"``, ``"wandb"``, ``"mlflow"``); returns where their files
+    and run ids are (``out_dir``, default the run's ``trackers/export/``). Each export makes
+    new tracker runs (an earlier export's TensorBoard files there are replaced)."""
+    backends = check_backends(to, "export --to")
+    run = open_run(run_dir)
+    paths = TrackerPaths(out_dir) if out_dir is not None else Run(run).trackers("export")
+    if "tensorboard" in backends:
+        shutil.rmtree(paths.tensorboard_dir, ignore_errors=True)
+    with make_logger(
+        backends, paths, name=run.path.name, params=run.config, resume=False
+    ) as logger:
+        logger.log_records(read_jsonl(run.metrics_path), "split")
+        for record in read_jsonl(run.tracking_path):
+            logger.log_scalars(scalars(record, "track"), int(record["step"]))
+        logger.log_artifacts([run.report_path, run.figures_dir])
+    return paths
