@@ -358,4 +358,28 @@ def probe_sweep(
     if out_path is not None:
         data = "".join(json.dumps(r) + "\n" for r in records).encode()
         write_checked_bytes(out_path, data)
-    return records
+    return ProbeRecords(records)
+
+
+class ProbeRecords(list):
+    """The records of a probe sweep (a plain list of dicts), shown in a notebook as the best
+    F1 (and its k) of every (feature, hook)."""
+
+    def best(self) -> list[dict[str, Any]]:
+        """One row per (feature, hook): the probe with the highest test F1."""
+        top: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in self:
+            key = (r["feature"], r["hook"])
+            if key not in top or r["f1"] > top[key]["f1"]:
+                top[key] = r
+        return [top[k] for k in sorted(top)]
+
+    def _repr_html_(self) -> str:
+        from hierlens.models.html_table import html_table
+
+        rows = [
+            {k: r[k] for k in ("feature", "hook", "k", "selection", "f1", "mcc")}
+            for r in self.best()
+        ]
+        caption = f"probe sweep: {len(self)} probes; the best F1 per feature and hook"
+        return html_table(["feature", "hook", "k", "selection", "f1", "mcc"], rows, caption)

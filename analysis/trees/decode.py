@@ -34,9 +34,25 @@ def as_score_matrix(scores: torch.Tensor | np.ndarray) -> np.ndarray:
     return arr
 
 
+class ProjectedTree(tuple):
+    """A tree as sorted half-open spans (a plain tuple of ``(i, j)`` pairs, equal to one),
+    drawn as an SVG over its word indices in a notebook."""
+
+    def _repr_html_(self) -> str:
+        from .draw import bracketing, tree_svg
+
+        n = max((j for _, j in self), default=0)
+        words = [str(i) for i in range(n)]
+        return (
+            f"<div><code>{bracketing(self, words)}</code><br>"
+            + tree_svg(self, words, f"tree over {n} words")
+            + "</div>"
+        )
+
+
 def sort_tree(spans: set[Span] | list[Span]) -> Tree:
     """Spans sorted by start, longest first (the gold-tree order)."""
-    return tuple(sorted(set(spans), key=lambda s: (s[0], -s[1])))
+    return ProjectedTree(sorted(set(spans), key=lambda s: (s[0], -s[1])))
 
 
 def _greedy(s: np.ndarray) -> Tree:

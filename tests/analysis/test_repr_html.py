@@ -71,3 +71,27 @@ def test_store_and_report_section(tmp_path):
     assert "blocks.0.hook_resid_post" in text and str(store.n_tokens) in text
     section = show(run_dir, "summary")
     assert "dyck" in _parse(section._repr_html_())
+
+
+def test_probe_records_and_projected_trees_show_themselves():
+    import numpy as np
+
+    from hierlens.analysis import tree_projection
+    from hierlens.probes import probe_sweep
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    x[:, 2] += 3 * y  # one informative unit
+    records = probe_sweep({"h": x}, {"lab": y}, ks=[1, 2], progress=False)
+    assert isinstance(records, list) and records == list(records)  # still a plain list
+    best = records.best()
+    assert len(best) == 1 and best[0]["f1"] == max(r["f1"] for r in records)
+    text = _parse(records._repr_html_())
+    assert f"{best[0]['f1']:.4g}" in text and "lab" in text
+
+    scores = np.array([[0, 1, 0.2, 0.1], [0, 0, 0.9, 0.3], [0, 0, 0, 0.1], [0, 0, 0, 0]], float)
+    tree = tree_projection(scores)
+    assert tree == tuple(tree) and ((0, 4) in tree)
+    markup = tree._repr_html_()
+    assert "<svg" in markup and _parse(markup).count("3") >= 1
