@@ -2,6 +2,7 @@
 # Set up hierlens in a virtual environment (.venv) and run one job:
 #   bash bootstrap.sh demo    # train a small model and report its accuracy
 #   bash bootstrap.sh test    # lint and run the test suite
+#   bash bootstrap.sh setup   # only set up the environment
 # On a machine without an NVIDIA GPU the CPU build of PyTorch is installed first, so pip never
 # pulls the multi-GB CUDA build; with a GPU the regular (CUDA) build is used.
 set -euo pipefail
@@ -31,6 +32,8 @@ fi
 "$VPY" -m pip install --quiet -e ".[dev]"
 
 case "$job" in
+    setup)
+        ;;
     demo)
         exec .venv/bin/hierlens demo "$@"
         ;;
@@ -39,7 +42,7 @@ case "$job" in
         exec "$VPY" -m pytest -q "$@"
         ;;
     *)
-        echo "usage: bash bootstrap.sh demo|test [extra arguments]" >&2
+        echo "usage: bash bootstrap.sh demo|test|setup [extra arguments]" >&2
         exit 2
         ;;
 esac

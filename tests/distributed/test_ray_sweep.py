@@ -5,6 +5,7 @@ reported per run, and the one-line error when Ray is not installed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,10 +34,16 @@ def _values(rows):
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """The Ray cluster CI starts (``ray start --head``; its address in HIERLENS_RAY_ADDRESS),
+    joined as a user would with ``--address``; without one, a local Ray in this process."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    address = os.environ.get("HIERLENS_RAY_ADDRESS")
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()  # stops the processes this test started, nothing else
+    ray.shutdown()  # disconnects (and stops what this test started), nothing else
 
 
 @pytest.fixture(scope="module")
