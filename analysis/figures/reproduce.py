@@ -52,6 +52,8 @@ from hierlens.models.atomic_io import read_json, write_checked_json
 
 from . import plot as fp
 from .settings import (
+    CHOMSKY_FULL,
+    CHOMSKY_QUICK,
     CONCEPTS_FULL,
     CONCEPTS_QUICK,
     DEPTH_FULL,
@@ -119,6 +121,18 @@ def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: An
     return filtering_vs_bp(
         run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
     )
+
+
+def _chomsky(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .chomsky import chomsky_table
+
+    return chomsky_table(out_dir, device, progress, **settings)
+
+
+def _plot_chomsky(data: dict[str, Any]) -> Any:
+    from .chomsky import plot_chomsky_table
+
+    return plot_chomsky_table(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +256,18 @@ FIGURES: dict[str, FigureSpec] = {
             STRUCTURAL_FULL,
             "measured 11.6 min on a 2-core CPU shared with other jobs (load ~10; 3 min of CPU time)",
             ("model", "lr", "batch_size", "fractions", "seed", "random_seed"),
+        ),
+        FigureSpec(
+            "chomsky-table",
+            "length generalisation per Chomsky task x architecture (best over seeds, >= 90% "
+            "generalises) beside Deletang et al. 2023 Table 2, with accuracy-vs-length curves",
+            _chomsky,
+            _plot_chomsky,
+            CHOMSKY_QUICK,
+            CHOMSKY_FULL,
+            "estimated 10-20 h on one CPU core (7 tasks x 5 architectures x 3 seeds x 2 rates "
+            "x 10k steps); runs already in OUT/chomsky_runs are reused",
+            ("steps", "arch_options"),
         ),
     )
 }

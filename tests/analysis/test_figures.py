@@ -26,6 +26,7 @@ NAMES = {
     "sparse-probing-f1-vs-k",
     "filtering-vs-bp",
     "structural-probe-layers",
+    "chomsky-table",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,6 +40,7 @@ TINY = {
     "sparse-probing-f1-vs-k": {"steps": 10, "n_examples": 40, "ks": [1, 2]},
     "filtering-vs-bp": {"filter_levels": [0, 4], "steps": 10, "n_eval": 100, "train_pool": 500},
     "structural-probe-layers": {"n_sentences": 10, "layers": [0, 6], "max_epochs": 2},
+    "chomsky-table": {"tasks": ["parity_check"], "archs": ["lstm"], "steps": 3, "eval_n": 8},
 }
 
 
@@ -64,6 +66,10 @@ def hand_made(name: str) -> dict:
     """Small data of the shape each figure's compute function returns."""
     if name in ("grokking-curves", "tree-score-over-training"):
         return _curves()
+    if name == "chomsky-table":
+        from tests.analysis.test_chomsky_grid import hand_made_table
+
+        return hand_made_table()
     if name == "depth-inverted-u":
         runs = [
             {"depth": d, "seed": s, "final_ood": o, "best_ood": o + 0.05, "final_tree_score": t}
