@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from .architectures import ArchConfig, build_model
 from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
@@ -117,16 +118,26 @@ def _step_dirs(root: Path) -> dict[int, Path]:
 
 
 def run_config_dict(
-    task: Task, model_config: ModelConfig | None, train_config: TrainConfig | None
+    task: Task, model_config: ModelConfig | ArchConfig | None, train_config: TrainConfig | None
 ) -> dict[str, Any]:
     """The JSON object saved as a run's ``config.json`` (``model`` and ``train`` only when
-    given)."""
+    given). A TL-native transformer's ``model`` is a :class:`ModelConfig`; a model of the
+    architecture families (:class:`~hierlens.models.architectures.ArchConfig`) is told apart
+    by its ``"arch"`` key."""
     out: dict[str, Any] = {"task": {"name": task.name, "params": task.to_dict()}}
     if model_config is not None:
         out["model"] = model_config.to_dict()
     if train_config is not None:
         out["train"] = train_config.to_dict()
     return out
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig | ArchConfig:
+    """A run's model config from its ``config.json`` entry: ``"arch"`` selects
+    :class:`~hierlens.models.architectures.ArchConfig`, otherwise :class:`ModelConfig`."""
+    if not isinstance(d, dict):
+        raise ValueError(f"config.json 'model' must be an object, got {type(d).__name__}")
+    return ArchConfig.from_dict(d) if "arch" in d else ModelConfig.from_dict(d)
 
 
 def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict[str, Any]:
@@ -309,8 +320,10 @@ class Run:
         return get_task(t["name"], **t.get("params", {}))
 
     @property
-    def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.config["model"])
+    def model_config(self) -> ModelConfig | ArchConfig:
+        """The model's config: an :class:`~hierlens.models.architectures.ArchConfig` when
+        ``config.json``'s ``model`` has an ``"arch"`` key, else a :class:`ModelConfig`."""
+        return model_config_from_dict(self.config["model"])
 
     @property
     def train_config(self) -> TrainConfig | None:
@@ -349,7 +362,7 @@ class Run:
 
     def load_model(
         self, step: int | None = None, device: str | torch.device | None = None
-    ) -> TransformerBridge:
+    ) -> TransformerBridge | torch.nn.Module:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
         from .device import resolve_device
 
@@ -368,7 +381,11 @@ class Run:
                     f"{self.path}: no checkpoint at step {step}; available steps: {self.steps}"
                 )
             ckpt = load_checkpoint(self.checkpoint_dir(step))
-        model = build_transformer(self.model_config, device=dev)
+        config = self.model_config
+        if isinstance(config, ArchConfig):
+            model = build_model(config).to(dev)
+        else:
+            model = build_transformer(config, device=dev)
         model.load_state_dict(ckpt.model_state)
         model.eval()
         return model

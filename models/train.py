@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .architectures import ArchConfig
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
@@ -227,7 +228,7 @@ def train(
     config: TrainConfig,
     run_dir: str | os.PathLike,
     *,
-    model_config: ModelConfig | None = None,
+    model_config: ModelConfig | ArchConfig | None = None,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -242,10 +243,12 @@ def train(
     loss, lr and tokens/s; one record per evaluated split) and atomic checkpoints.
 
     Args:
-        model: a model from :func:`~hierlens.models.build_transformer` (or any module
-            mapping ``(B, T)`` tokens to ``(B, T, d_vocab)`` logits).
-        model_config: saved in ``config.json`` so the run can be reloaded (taken from the
-            model when it was built by ``build_transformer``).
+        model: a model from :func:`~hierlens.models.build_transformer` or
+            :func:`~hierlens.models.architectures.build_model` (or any module mapping
+            ``(B, T)`` tokens to ``(B, T, d_vocab)`` logits).
+        model_config: a :class:`ModelConfig` or an
+            :class:`~hierlens.models.architectures.ArchConfig`, saved in ``config.json`` so
+            the run can be reloaded (taken from the model when one of those builders made it).
         resume: continue from the newest valid checkpoint in ``run_dir`` (corrupt
             checkpoints are reported and skipped). With ``resume=False`` an existing run is
             an error unless ``overwrite=True``.

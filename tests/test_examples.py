@@ -19,6 +19,16 @@ CASES = {
     "mdl_digits.py": ["--quick", "--out", "{tmp}/out"],
     "structural_grokking.py": ["--steps", "30", "--quick", "--run-dir", "{tmp}/run"],
     "pretrained_minilm.py": ["--quick", "--out-dir", "{tmp}/runs"],
+    "chomsky_stack_probe.py": [
+        "--steps",
+        "5",
+        "--n-probe",
+        "30",
+        "--ks",
+        "1,2",
+        "--out",
+        "{tmp}/runs",
+    ],
 }
 
 

@@ -30,17 +30,48 @@ _CONFLICT_TEXT = {
 }
 
 
+#: ModelConfig flags that also set the architecture families' config (``--arch``)
+SHARED_ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_mlp")
+
+
+def _arch_config(args: argparse.Namespace, task) -> object:
+    """The :class:`ArchConfig` of ``--arch`` and its flags (shared sizes from the model
+    flags); a TL-transformer-only flag is an error."""
+    from hierlens.models.architectures import ArchConfig
+    from hierlens.models.transformer import ModelConfig
+
+    model_flags = flag_values(args, ModelConfig)
+    other = sorted(set(model_flags) - set(SHARED_ARCH_FIELDS))
+    if other:
+        flags = ", ".join("--" + f.replace("_", "-") for f in other)
+        raise CLIError(f"{flags} configure the TL-native transformer only; drop them with --arch")
+    shared = {k: v for k, v in model_flags.items() if k in SHARED_ARCH_FIELDS}
+    if shared.get("d_mlp") is None:
+        shared.pop("d_mlp", None)
+    try:
+        return ArchConfig.for_task(task, seed=args.seed, **shared, **flag_values(args, ArchConfig))
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from hierlens.models.architectures import build_model
     from hierlens.models.train import RunConflictError, TrainConfig, train
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)
-    try:
-        model_config = ModelConfig.for_task(task, seed=args.seed, **flag_values(args, ModelConfig))
-    except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
     config = config_from_flags(args, TrainConfig, seed=args.seed, device=args.device)
-    model = build_transformer(model_config, device=config.device)
+    if args.arch is not None:
+        model_config = _arch_config(args, task)
+        model = build_model(model_config)
+    else:
+        try:
+            model_config = ModelConfig.for_task(
+                task, seed=args.seed, **flag_values(args, ModelConfig)
+            )
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from exc
+        model = build_transformer(model_config, device=config.device)
     log.info("training %s on %s into %s", model_config.to_dict(), task.to_dict(), args.run_dir)
     try:
         result = train(
@@ -85,6 +116,12 @@ def _model_config_class() -> type:
     return ModelConfig
 
 
+def _arch_config_class() -> type:
+    from hierlens.models.architectures import ArchConfig
+
+    return ArchConfig
+
+
 def _train_config_class() -> type:
     from hierlens.models.train_config import TrainConfig
 
@@ -108,6 +145,16 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     # one flag per config field; help and defaults come from the configs themselves
     model = p.add_argument_group("model (ModelConfig; unset: its default)")
     add_config_flags(model, _model_config_class(), exclude=("d_vocab", "n_ctx", "seed"))
+    family = p.add_argument_group(
+        "architecture families (ArchConfig; with --arch, which selects rnn, lstm, stack_rnn, "
+        "tape_rnn or the plain transformer encoder instead of the TL-native transformer; "
+        "--d-model, --n-layers, --n-heads, --d-mlp apply to both)"
+    )
+    add_config_flags(
+        family,
+        _arch_config_class(),
+        exclude=("vocab_size", "seed", "pad_id", "blank_id", *SHARED_ARCH_FIELDS),
+    )
     training = p.add_argument_group("training (TrainConfig; unset: its default)")
     add_config_flags(training, _train_config_class(), exclude=("seed", "device"))
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and batches")

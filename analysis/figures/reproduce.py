@@ -1,4 +1,4 @@
-"""Paper figures: a registry of twelve figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of thirteen figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
 and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
 
@@ -62,6 +62,8 @@ from hierlens.models.atomic_io import read_json, write_checked_json
 from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
+    CHOMSKY_FULL,
+    CHOMSKY_QUICK,
     CKA_FULL,
     CKA_QUICK,
     CONCEPTS_FULL,
@@ -161,6 +163,18 @@ def _sae_geometry(out_dir: Path, device: str | None, progress: bool, **settings:
     from .representations import sae_geometry_spectrum
 
     return sae_geometry_spectrum(out_dir=out_dir, device=device, progress=progress, **settings)
+
+
+def _chomsky(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .chomsky import chomsky_table
+
+    return chomsky_table(out_dir, device, progress, **settings)
+
+
+def _plot_chomsky(data: dict[str, Any]) -> Any:
+    from .chomsky import plot_chomsky_table
+
+    return plot_chomsky_table(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +340,18 @@ FIGURES: dict[str, FigureSpec] = {
             SAE_GEOMETRY_QUICK,
             SAE_GEOMETRY_FULL,
             "measured 4.1 min on a shared 2-core CPU (600-step model, 5 SAEs, niced)",
+        ),
+        FigureSpec(
+            "chomsky-table",
+            "length generalisation per Chomsky task x architecture (best over seeds, >= 90% "
+            "generalises) beside Deletang et al. 2023 Table 2, with accuracy-vs-length curves",
+            _chomsky,
+            _plot_chomsky,
+            CHOMSKY_QUICK,
+            CHOMSKY_FULL,
+            "estimated 10-20 h on one CPU core (7 tasks x 5 architectures x 3 seeds x 2 rates "
+            "x 10k steps); runs already in OUT/chomsky_runs are reused",
+            ("steps", "arch_options"),
         ),
     )
 }

@@ -18,7 +18,8 @@ def build_model(config: ArchConfig | dict[str, Any]) -> nn.Module:
     left untouched). A dict is read with :meth:`ArchConfig.from_dict`.
 
     The model maps ``(B, T)`` int64 tokens to ``(B, T, vocab_size)`` logits and keeps the
-    config as ``model.cfg``.
+    config as ``model.cfg`` and ``model.hierlens_config`` (what :func:`~hierlens.models.train`
+    saves in ``config.json`` so that :meth:`~hierlens.models.Run.load_model` rebuilds it).
     """
     if isinstance(config, dict):
         config = ArchConfig.from_dict(config)
@@ -26,8 +27,12 @@ def build_model(config: ArchConfig | dict[str, Any]) -> nn.Module:
         raise TypeError(f"config must be an ArchConfig or dict, got {type(config).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
+        model: nn.Module
         if config.arch in ("rnn", "lstm"):
-            return RecurrentModel(config)
-        if config.arch in ("stack_rnn", "tape_rnn"):
-            return MemoryRNN(config)
-        return TransformerEncoder(config)
+            model = RecurrentModel(config)
+        elif config.arch in ("stack_rnn", "tape_rnn"):
+            model = MemoryRNN(config)
+        else:
+            model = TransformerEncoder(config)
+    model.hierlens_config = config
+    return model

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tasks.base import Task
 
 ARCHS = ("rnn", "lstm", "stack_rnn", "tape_rnn", "transformer")
 POS_ENCODINGS = ("none", "sincos", "learned", "relative", "rope", "alibi")
@@ -33,6 +36,10 @@ class ArchConfig(Config):
     """
 
     bidirectional_archs: ClassVar[tuple[str, ...]] = ("transformer",)
+    FIELD_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "arch": ARCHS,
+        "pos_encoding": POS_ENCODINGS,
+    }
 
     arch: str = "lstm"
     vocab_size: int = 16
@@ -76,6 +83,24 @@ class ArchConfig(Config):
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rope needs an even head dimension (d_model / n_heads)")
+
+    @classmethod
+    def for_task(cls, task: Task, **kwargs: Any) -> ArchConfig:
+        """A config whose vocabulary, ``max_len`` and pad/blank ids fit ``task`` (other
+        fields from ``kwargs``)."""
+        kwargs.setdefault("vocab_size", len(task.vocab))
+        kwargs.setdefault("max_len", task.max_len)
+        kwargs.setdefault("pad_id", task.pad_id)
+        blank = getattr(task, "blank_id", None)
+        if blank is not None:
+            kwargs.setdefault("blank_id", blank)
+        return cls(**kwargs)
+
+    @property
+    def n_ctx(self) -> int | float:
+        """Longest sequence the model accepts: ``max_len`` for the transformer; recurrent
+        models take any length (``inf``)."""
+        return self.max_len if self.arch == "transformer" else float("inf")
 
     @property
     def d_vocab(self) -> int:

@@ -30,6 +30,7 @@ NAMES = {
     "cka-across-seeds",
     "rank-collapse-depth",
     "sae-geometry-spectrum",
+    "chomsky-table",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -53,6 +54,7 @@ TINY = {
     "cka-across-seeds": {"setting": _TINY_DYCK, "n": 20},
     "rank-collapse-depth": {"depth": 5, "d_model": 16, "n_tokens": 8, "batch": 2, "seeds": [0, 1]},
     "sae-geometry-spectrum": {"setting": _TINY_DYCK, "n_sentences": 40, "sae_steps": 30},
+    "chomsky-table": {"tasks": ["parity_check"], "archs": ["lstm"], "steps": 3, "eval_n": 8},
 }
 
 
@@ -78,6 +80,10 @@ def hand_made(name: str) -> dict:
     """Small data of the shape each figure's compute function returns."""
     if name in ("grokking-curves", "tree-score-over-training"):
         return _curves()
+    if name == "chomsky-table":
+        from tests.analysis.test_chomsky_grid import hand_made_table
+
+        return hand_made_table()
     if name == "depth-inverted-u":
         runs = [
             {"depth": d, "seed": s, "final_ood": o, "best_ood": o + 0.05, "final_tree_score": t}

@@ -150,7 +150,7 @@ def test_compare_bad_input_is_a_clear_error(runs, tmp_path, caplog):
     shutil.copytree(b, small)
     cfg = read_json(small / "config.json")
     cfg["model"]["d_vocab"] = 3
-    (small / "config.json").write_text(json.dumps(cfg))
+    Run(small).write_config(cfg)  # rewritten with its checksum, as hierlens writes configs
     with pytest.raises(ValueError, match="out of range of run B's vocabulary"):
         compare_runs(a, small, n=4)
     assert main(["compare", str(a), str(a), "--hooks", "blocks.9.hook_nope", "--n", "4"]) == 2

@@ -1,0 +1,222 @@
+"""A grid of Chomsky-hierarchy runs: tasks x architectures x seeds x learning rates.
+
+Each cell of the grid is one run directory ``out_dir/<task>/<arch>/lr<lr>_seed<seed>/``
+trained with :func:`hierlens.models.train` (so it resumes from its last checkpoint) and then
+evaluated on ``test_ood``; its ``done.json`` holds the evaluation. A rerun skips every run
+whose ``done.json`` exists, so an interrupted grid continues where it stopped and a grid
+grown by a seed or an architecture trains only the new runs. Jobs run one after another in
+this process (``backend="sequential"``) or as Ray tasks (``backend="ray"``, see
+:mod:`hierlens.analysis.ray_backend`).
+
+:func:`chomsky_scores` turns the rows into the score of Delétang et al. (ICLR 2023): per
+(task, architecture), the test accuracy averaged over the ``test_ood`` lengths, maximised
+over seeds and learning rates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hierlens.models.architectures import ARCHS, ArchConfig, build_model
+from hierlens.models.atomic_io import atomic_write_json, read_json
+from hierlens.models.tasks import get_task, list_tasks
+from hierlens.models.tasks.chomsky import accuracy_by_length
+from hierlens.models.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+SUMMARY = "grid_summary.json"
+BACKENDS = ("sequential", "ray")
+#: the paper's threshold: a score of at least 90% counts as generalising
+THRESHOLD = 0.9
+
+
+class GridFailed(RuntimeError):
+    """Some runs of a grid failed; ``summary`` is what ``grid_summary.json`` holds."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        failed = "; ".join(f"{f['run']}: {f['error']}" for f in summary["failed"])
+        super().__init__(f"{len(summary['failed'])} grid run(s) failed: {failed}")
+
+
+def run_name(task: str, arch: str, lr: float, seed: int) -> str:
+    """``<task>/<arch>/lr<lr>_seed<seed>``: a run's folder under the grid's ``out_dir``."""
+    return f"{task}/{arch}/lr{lr:g}_seed{seed}"
+
+
+def chomsky_grid(
+    tasks: Sequence[str],
+    archs: Sequence[str],
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    train_config: TrainConfig | Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    task_params: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    arch_options: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_n: int = 500,
+    eval_seed: int = 12345,
+    backend: str = "sequential",
+    address: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+) -> list[dict[str, Any]]:
+    """Train and evaluate one model per (task, arch, lr, seed); returns one row per finished
+    run (``task``, ``arch``, ``lr``, ``seed``, ``run_dir``, ``score`` = ``test_ood``
+    accuracy averaged over lengths, ``test_id``, ``by_length`` ``{length: accuracy}``).
+
+    Args:
+        train_config: a :class:`TrainConfig` or its keyword arguments; ``lr`` and ``seed``
+            are set per run (the seed also initialises the model and orders the data).
+        task_params: parameters of every task (e.g. ``n_train``, ``n_test``).
+        model: :class:`ArchConfig` fields for every architecture (e.g. ``d_model``);
+            ``arch_options[arch]`` overrides them per architecture.
+        eval_n: ``test_ood`` (and ``test_id``) examples evaluated per run.
+        backend: ``"sequential"`` (in this process) or ``"ray"`` (one Ray task per run with
+            ``num_cpus``/``num_gpus``, on the cluster at ``address``; None: a local Ray).
+
+    Writes ``out_dir/grid_summary.json`` (rows, the runs that ran now, the failures) and
+    raises :class:`GridFailed` after the other runs finished when any run failed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    tasks, archs, seeds, lrs = list(tasks), list(archs), list(seeds), list(lrs)
+    for what, values in (("tasks", tasks), ("archs", archs), ("seeds", seeds), ("lrs", lrs)):
+        if not values:
+            raise ValueError(f"the grid needs at least one of {what}")
+    unknown = [t for t in tasks if t not in list_tasks()]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; tasks: {', '.join(list_tasks())}")
+    bad = [a for a in archs if a not in ARCHS]
+    if bad:
+        raise ValueError(f"unknown architecture(s) {bad}; architectures: {', '.join(ARCHS)}")
+    if any(not isinstance(s, int) or isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be integers, got {seeds}")
+    if any(not isinstance(lr, (int, float)) or lr <= 0 for lr in lrs):
+        raise ValueError(f"learning rates must be positive numbers, got {lrs}")
+    if eval_n < 1:
+        raise ValueError(f"eval_n must be positive, got {eval_n}")
+    base = train_config.to_dict() if isinstance(train_config, TrainConfig) else dict(train_config)
+    TrainConfig(**base)  # validate before any job starts
+    arch_options = {a: dict(o) for a, o in (arch_options or {}).items()}
+    stray = sorted(set(arch_options) - set(ARCHS))
+    if stray:
+        raise ValueError(f"arch_options for unknown architecture(s) {stray}")
+    for key in ("arch", "seed", "vocab_size"):
+        if key in (model or {}):
+            raise ValueError(f"model[{key!r}] is set by the grid; remove it")
+    params = dict(task_params or {})
+    jobs: list[dict[str, Any]] = []
+    for task_name in tasks:
+        task = get_task(task_name, **params)  # bad task parameters fail here, before training
+        for arch in archs:
+            ArchConfig.for_task(
+                task, arch=arch, **{**dict(model or {}), **arch_options.get(arch, {})}
+            )
+            for lr in lrs:
+                for seed in seeds:
+                    jobs.append(
+                        {
+                            "task": {"name": task_name, "params": params},
+                            "model": {
+                                **dict(model or {}),
+                                **arch_options.get(arch, {}),
+                                "arch": arch,
+                                "seed": seed,
+                            },
+                            "train": {**base, "lr": float(lr), "seed": seed},
+                            "eval": {"n": eval_n, "seed": eval_seed},
+                            "run_dir": str(Path(out_dir) / run_name(task_name, arch, lr, seed)),
+                            "key": {"task": task_name, "arch": arch, "lr": float(lr), "seed": seed},
+                        }
+                    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if not (Path(j["run_dir"]) / DONE).exists()]
+    errors: dict[str, str] = {}
+    names = {j["run_dir"]: str(Path(j["run_dir"]).relative_to(out)) for j in jobs}
+    if backend == "ray":
+        from .ray_backend import map_tasks
+
+        log.info("chomsky grid: %d of %d run(s) to do on Ray", len(pending), len(jobs))
+        outcomes = map_tasks(
+            run_grid_job,
+            [(j["run_dir"], (j,)) for j in pending],
+            address=address,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+        errors = {names[o.key]: o.error for o in outcomes if not o.ok}
+    else:
+        for i, job in enumerate(pending):
+            log.info("chomsky grid run %d/%d: %s", i + 1, len(pending), names[job["run_dir"]])
+            try:
+                run_grid_job(job)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                log.exception("run %s failed", names[job["run_dir"]])
+                errors[names[job["run_dir"]]] = f"{type(exc).__name__}: {exc}"
+    rows = []
+    for job in jobs:
+        done = Path(job["run_dir"]) / DONE
+        if done.exists():
+            rows.append({**job["key"], "run_dir": job["run_dir"], **read_json(done)})
+    summary = {
+        "runs": rows,
+        "ran": [names[j["run_dir"]] for j in pending if names[j["run_dir"]] not in errors],
+        "failed": [{"run": name, "error": err} for name, err in errors.items()],
+    }
+    atomic_write_json(out / SUMMARY, summary)
+    if errors:
+        raise GridFailed(summary)
+    return rows
+
+
+def run_grid_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Train (resuming) and evaluate one grid run; writes and returns its ``done.json``."""
+    task = get_task(job["task"]["name"], **job["task"]["params"])
+    model_config = ArchConfig.for_task(task, **job["model"])
+    config = TrainConfig.from_dict(job["train"])
+    run_dir = Path(job["run_dir"])
+    model = build_model(model_config)
+    train(model, task, config, run_dir, model_config=model_config, progress=False)
+    n, seed = job["eval"]["n"], job["eval"]["seed"]
+    ood = task.evaluate(model, "test_ood", n=n, seed=seed, device=config.device)
+    iid = task.evaluate(model, "test_id", n=n, seed=seed, device=config.device)
+    result = {
+        "score": ood["accuracy"],
+        "test_id": iid["accuracy"],
+        "by_length": {str(k): v for k, v in accuracy_by_length({**iid, **ood}).items()},
+        "n_train": task.n_train,
+        "steps": config.steps,
+    }
+    atomic_write_json(run_dir / DONE, result)
+    return result
+
+
+def chomsky_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{task: {arch: cell}}``: per cell the paper's score (the best ``test_ood`` accuracy
+    averaged over lengths, over seeds and learning rates), the ``lr``/``seed`` of that run,
+    its accuracy per length, every run's score and whether it reaches :data:`THRESHOLD`."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        cell = table.setdefault(row["task"], {}).setdefault(row["arch"], {"scores": []})
+        cell["scores"].append(row["score"])
+        if "score" not in cell or row["score"] > cell["score"]:
+            cell.update(
+                score=row["score"],
+                lr=row["lr"],
+                seed=row["seed"],
+                test_id=row["test_id"],
+                by_length=row["by_length"],
+            )
+    for cells in table.values():
+        for cell in cells.values():
+            cell["generalises"] = cell["score"] >= THRESHOLD
+    return table
