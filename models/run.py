@@ -252,7 +252,10 @@ class Run:
 
     @property
     def is_pretrained(self) -> bool:
-        """Whether the run analyses a pretrained model (see the module docstring)."""
+        """Whether the run analyses a pretrained model (see the module docstring); False for
+        a run whose ``config.json`` is not written yet."""
+        if self._config is None and not self.config_path.exists():
+            return False
         return PRETRAINED in self.config
 
     @property

@@ -87,7 +87,7 @@ class QuestionFormationTask(TransductionTask):
             surface cue that solves ``test_ood`` without hierarchy. In [0, 1]; 0 keeps the
             subject-relative fragment.
         n_nouns, n_verbs, p_transitive, p_object_modifier, test_id_fraction, split_seed:
-            see :class:`~.grammar.TransductionTask`.
+            see :class:`~.transduction.TransductionTask`.
     """
 
     _seed_salt: ClassVar[int] = 0x0F5

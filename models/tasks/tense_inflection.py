@@ -67,7 +67,7 @@ class TenseInflectionTask(TransductionTask):
             draws PP and RC subjects in the same proportion, needing a positive sum).
         present_fraction: fraction of ``PRESENT`` examples in ``train``/``test_id`` (in [0, 1]).
         n_nouns, n_verbs, p_transitive, p_object_modifier, test_id_fraction, split_seed:
-            see :class:`~.grammar.TransductionTask`.
+            see :class:`~.transduction.TransductionTask`.
     """
 
     _seed_salt: ClassVar[int] = 0x7E5
