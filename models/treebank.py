@@ -220,8 +220,8 @@ _UPOS = {"Det": "DET", "N": "NOUN", "V": "VERB", "Aux": "AUX", "Rel": "PRON", "P
 def exportable_tasks() -> list[str]:
     """The registered tasks whose examples carry gold trees over English words (the
     grammar tasks), and so can be written as a treebank."""
-    from .tasks.transduction import TransductionTask
     from .tasks.registry import list_tasks, task_class
+    from .tasks.transduction import TransductionTask
 
     return [n for n in list_tasks() if issubclass(task_class(n), TransductionTask)]
 
@@ -236,8 +236,8 @@ def task_trees(task: str | object, n: int, split: str = "train", seed: int = 0) 
     """
     from nltk import Tree
 
-    from .tasks.transduction import TransductionTask
     from .tasks.registry import get_task
+    from .tasks.transduction import TransductionTask
 
     obj = get_task(task) if isinstance(task, str) else task
     if not isinstance(obj, TransductionTask):
