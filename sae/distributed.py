@@ -26,11 +26,21 @@ def owner(i: int, world: int) -> int:
 
 
 def train_grid_parallel(
-    train_saes, saes: list[SAE], source, cfg, checkpoint_dir, resume, progress, callback
+    train_saes,
+    saes: list[SAE],
+    source,
+    cfg,
+    checkpoint_dir,
+    resume,
+    progress,
+    callback,
+    log_dir=None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Train each SAE of ``saes`` on the rank that owns it (``train_saes`` on its part), then
     broadcast every SAE's weights to all ranks. Returns the steps and the merged history of
-    all ranks (``train_saes`` builds its result from them)."""
+    all ranks (``train_saes`` builds its result from them). Each rank's trackers
+    (``cfg.log_to``) write under ``log_dir/part-R-of-W`` (its SAEs numbered within its part),
+    as its checkpoints do."""
     r, w = D.rank(), D.world_size()
     mine = [i for i in range(len(saes)) if owner(i, w) == r]
     history: list[dict[str, Any]] = []
@@ -39,6 +49,7 @@ def train_grid_parallel(
         part_dir = None
         if checkpoint_dir is not None:
             part_dir = Path(checkpoint_dir) / f"part-{r}-of-{w}"
+        part_log = Path(log_dir) / f"part-{r}-of-{w}" if log_dir is not None else None
         res = train_saes(
             [saes[i] for i in mine],
             source,
@@ -47,6 +58,7 @@ def train_grid_parallel(
             resume=resume and part_dir is not None and part_dir.exists(),
             progress=progress and D.is_main(),
             callback=callback,
+            log_dir=part_log,
         )
         steps = res.steps
         history = [dict(rec, sae=mine[rec["sae"]]) for rec in res.history]

@@ -257,7 +257,7 @@ def train_saes(
         from .distributed import train_grid_parallel
 
         steps, history = train_grid_parallel(
-            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback
+            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback, log_dir
         )
         return SAETrainResult(
             saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
