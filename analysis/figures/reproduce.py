@@ -266,7 +266,7 @@ FIGURES: dict[str, FigureSpec] = {
             fp.plot_mpsae_correlation,
             CORRELATION_QUICK,
             CORRELATION_FULL,
-            "estimated 15-25 min on one busy CPU core (9 cosines x 3 seeds, 1000 steps)",
+            "measured 21 min on a busy 2-core CPU (niced; 9 cosines x 3 seeds)",
             ("batch_size", "lr", "matryoshka_widths", "data_seed"),
         ),
         FigureSpec(
