@@ -203,3 +203,46 @@ def test_debiased_hsic_is_unbiased_in_expectation():
     b = torch.tensor(biased)
     assert abs(float(u.mean())) < 4 * float(u.std()) / len(u) ** 0.5
     assert float(b.mean()) > 10 * float(b.std()) / len(b) ** 0.5
+
+
+def _np_svcca(x, y, keep=0.99):
+    """Plain numpy SVCCA (Raghu et al. 2017): SVD to the directions keeping ``keep`` of the
+    variance, then the canonical correlations as singular values of Qx^T Qy (QR bases)."""
+
+    def reduce(a):
+        a = a - a.mean(0)
+        _, s, vt = np.linalg.svd(a, full_matrices=False)
+        frac = np.cumsum(s**2) / np.sum(s**2)
+        k = int(np.searchsorted(frac, keep - 1e-12) + 1)
+        return a @ vt[:k].T
+
+    qx, _ = np.linalg.qr(reduce(x))
+    qy, _ = np.linalg.qr(reduce(y))
+    return np.linalg.svd(qx.T @ qy, compute_uv=False).clip(0, 1).mean()
+
+
+def _np_pwcca(x, y):
+    """Plain numpy PWCCA (Morcos et al. 2018): canonical correlations of the full centred
+    spaces, weighted by sum_j |<h_i, x_j>| of each canonical variate h_i of x."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    qx, _ = np.linalg.qr(x)
+    qy, _ = np.linalg.qr(y)
+    u, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    h = qx @ u  # unit-norm canonical variates of x
+    alpha = np.abs(h.T @ x).sum(1)
+    return float((alpha * rho.clip(0, 1)).sum() / alpha.sum())
+
+
+def test_svcca_pwcca_match_a_plain_numpy_version():
+    rng = np.random.default_rng(5)
+    n = 400
+    shared = rng.normal(size=(n, 3))
+    x = np.hstack([shared, rng.normal(size=(n, 3)) * [1.0, 0.5, 0.1]]) @ rng.normal(size=(6, 6))
+    y = np.hstack([shared @ rng.normal(size=(3, 3)), rng.normal(size=(n, 2))]) + 0.3 * rng.normal(
+        size=(n, 5)
+    )
+    for keep in (0.99, 0.9, 0.6):
+        assert svcca(x, y, keep=keep, **CPU) == pytest.approx(_np_svcca(x, y, keep), abs=1e-6)
+    assert pwcca(x, y, **CPU) == pytest.approx(_np_pwcca(x, y), abs=1e-6)
+    assert pwcca(y, x, **CPU) == pytest.approx(_np_pwcca(y, x), abs=1e-6)
