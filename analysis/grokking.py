@@ -42,12 +42,14 @@ __all__ = [
     "REPRESENTATION_METRICS",
     "TRACKING",
     "GrokkingSummary",
+    "TrackFailed",
     "TrackSettings",
     "attention_entropy",
     "grokking_summary",
     "main_metric",
     "parameter_norm",
     "track",
+    "track_record",
 ]
 
 METRICS = ("accuracy", "tree_score", "parse_f1", "param_norm", "attention_entropy")
@@ -136,6 +138,10 @@ def track(
     device: str | torch.device | None = None,
     progress: bool = True,
     log_to: Sequence[str] = (),
+    backend: str = "process",
+    address: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
 ) -> list[dict[str, Any]]:
     """Evaluate checkpoints of a run; returns the records (also in ``run_dir/tracking.jsonl``).
 
@@ -162,7 +168,20 @@ def track(
     ``log_to``: experiment
     trackers (see :mod:`hierlens.models.loggers`) that get each new record's values as
     ``track/<metric>`` at its step.
+
+    ``backend="ray"``: every checkpoint still to evaluate is one Ray task (``num_cpus`` /
+    ``num_gpus`` each) on the cluster at ``address`` (``"auto"``, ``"HOST:PORT"``; None: a
+    local Ray started in this process); the tasks return their records and this process,
+    which holds the run's lock, writes them in the order of ``steps``, so ``tracking.jsonl``
+    ends up as the sequential ``track`` writes it. A checkpoint whose task fails is reported;
+    the others are written, then :class:`TrackFailed` names the failures.
     """
+    if backend not in ("process", "ray"):
+        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    if backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()
     metrics = tuple(metrics)
     if compare:
         metrics += tuple(m for m in REPRESENTATION_METRICS if m not in metrics)
@@ -201,57 +220,155 @@ def track(
         write_checked_jsonl(path, existing)  # settings changed: recompute everything
     done = {r["step"]: r for r in existing}
 
-    eval_sets = (
-        {s: task.sample(n, s, seed) for s in ("test_id", "test_ood")}
-        if "accuracy" in metrics
-        else {}
-    )
-    tree_examples = (
-        task.sample(n_trees, tree_split, seed + 1)
-        if {"tree_score", "parse_f1"} & set(metrics)
-        else []
-    )
-    compare_examples = task.sample(n_compare, "test_id", seed + 2) if representations else []
-    reference = None  # the final checkpoint's layer activations, computed when first needed
-    records = []
+    todo = [s for s in steps if s not in done]
     tracker = MultiLogger()
     if log_to:
         tracker = make_logger(
             log_to, run.trackers("track"), name=run.path.name, params=settings.key()
         )
-    for step in tqdm(steps, disable=not progress, desc="track", leave=False):
-        if step in done:
-            records.append(done[step])
-            continue
-        model = run.load_model(step, device=dev)
-        if "cka_to_final" in metrics and reference is None:
-            final = model if step == available[-1] else run.load_model(available[-1], device=dev)
-            reference = _layer_store(final, compare_examples, dev)
-        record: dict[str, Any] = {"step": step, "main_metric": main_metric(task)}
-        for split, examples in eval_sets.items():
-            for key, value in task.evaluate(model, split, examples=examples, device=dev).items():
-                record[f"{split}/{key}"] = value
-        if tree_examples:
-            scores = span_scores(model, tree_examples, layer=layer, device=dev, progress=False)
-            trees = [tree_projection(s, "greedy") for s in scores]
-            if "tree_score" in metrics:
-                record["tree_score"] = tree_score(scores, trees)
-            if "parse_f1" in metrics:
-                record["parse_f1"] = parse_f1(trees, [ex.tree for ex in tree_examples])
-        if "param_norm" in metrics:
-            record["param_norm"] = parameter_norm(model)
-        if "attention_entropy" in metrics:
-            record["attention_entropy"] = attention_entropy(
-                model, task, tree_examples or task.sample(64, "test_id", seed)
+    new: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
+    try:
+        if backend == "ray":
+            from .ray_backend import map_tasks
+
+            jobs = [(s, (str(run.path), task, s, settings, device)) for s in todo]
+            log.info("track: %d checkpoint(s) to evaluate on Ray", len(jobs))
+            outcomes = map_tasks(
+                track_record, jobs, address=address, num_cpus=num_cpus, num_gpus=num_gpus
             )
-        if representations:
-            record.update(_representation_metrics(model, compare_examples, reference, metrics, dev))
-        record["settings"] = settings.key()
-        append_checked_jsonl(path, [record])
-        tracker.log_scalars(scalars(record, "track"), step)
-        records.append(record)
-    tracker.close()
+            results = {o.key: o for o in outcomes}
+            for step in todo:  # written in the order the sequential loop writes them
+                outcome = results[step]
+                if outcome.ok:
+                    new[step] = _write_record(path, tracker, outcome.result)
+                else:
+                    failed[step] = outcome.error
+        else:
+            inputs = _TrackInputs.draw(task, settings)
+            final = _FinalReference(run, available[-1], inputs, dev)
+            for step in tqdm(todo, disable=not progress, desc="track", leave=False):
+                record = _record(run, task, step, settings, inputs, final, dev)
+                new[step] = _write_record(path, tracker, record)
+    finally:
+        tracker.close()
+    records = [done[s] if s in done else new[s] for s in steps if s in done or s in new]
+    if failed:
+        raise TrackFailed(records, failed)
     return records
+
+
+class TrackFailed(RuntimeError):
+    """Some checkpoints could not be evaluated; ``records`` holds those that were (they are
+    in ``tracking.jsonl``), ``failed`` maps each failed step to its error."""
+
+    def __init__(self, records: list[dict[str, Any]], failed: dict[int, str]) -> None:
+        self.records = records
+        self.failed = failed
+        text = "; ".join(f"step {s}: {e}" for s, e in failed.items())
+        super().__init__(f"{len(failed)} checkpoint(s) failed: {text}")
+
+
+def _write_record(path: Path, tracker: MultiLogger, record: dict[str, Any]) -> dict[str, Any]:
+    append_checked_jsonl(path, [record])
+    tracker.log_scalars(scalars(record, "track"), record["step"])
+    return record
+
+
+@dataclass
+class _TrackInputs:
+    """The examples every checkpoint is evaluated on (the same at every step)."""
+
+    eval_sets: dict[str, list[Any]]
+    tree_examples: list[Any]
+    compare_examples: list[Any]
+
+    @classmethod
+    def draw(cls, task: Task, settings: TrackSettings) -> _TrackInputs:
+        metrics, seed = set(settings.metrics), settings.seed
+        return cls(
+            {s: task.sample(settings.n, s, seed) for s in ("test_id", "test_ood")}
+            if "accuracy" in metrics
+            else {},
+            task.sample(settings.n_trees, settings.tree_split, seed + 1)
+            if {"tree_score", "parse_f1"} & metrics
+            else [],
+            task.sample(settings.n_compare, "test_id", seed + 2)
+            if settings.n_compare is not None
+            else [],
+        )
+
+
+class _FinalReference:
+    """The final checkpoint's layer activations, computed when first needed."""
+
+    def __init__(self, run: Run, step: int, inputs: _TrackInputs, device: torch.device) -> None:
+        self.run, self.step, self.inputs, self.device = run, step, inputs, device
+        self._store = None
+
+    def get(self, model: torch.nn.Module, step: int) -> Any:
+        if self._store is None:
+            final = (
+                model if step == self.step else self.run.load_model(self.step, device=self.device)
+            )
+            self._store = _layer_store(final, self.inputs.compare_examples, self.device)
+        return self._store
+
+
+def _record(
+    run: Run,
+    task: Task,
+    step: int,
+    settings: TrackSettings,
+    inputs: _TrackInputs,
+    final: _FinalReference,
+    dev: torch.device,
+) -> dict[str, Any]:
+    """The tracking record of checkpoint ``step``."""
+    metrics = settings.metrics
+    model = run.load_model(step, device=dev)
+    reference = final.get(model, step) if "cka_to_final" in metrics else None
+    record: dict[str, Any] = {"step": step, "main_metric": main_metric(task)}
+    for split, examples in inputs.eval_sets.items():
+        for key, value in task.evaluate(model, split, examples=examples, device=dev).items():
+            record[f"{split}/{key}"] = value
+    tree_examples = inputs.tree_examples
+    if tree_examples:
+        scores = span_scores(model, tree_examples, layer=settings.layer, device=dev, progress=False)
+        trees = [tree_projection(s, "greedy") for s in scores]
+        if "tree_score" in metrics:
+            record["tree_score"] = tree_score(scores, trees)
+        if "parse_f1" in metrics:
+            record["parse_f1"] = parse_f1(trees, [ex.tree for ex in tree_examples])
+    if "param_norm" in metrics:
+        record["param_norm"] = parameter_norm(model)
+    if "attention_entropy" in metrics:
+        record["attention_entropy"] = attention_entropy(
+            model, task, tree_examples or task.sample(64, "test_id", settings.seed)
+        )
+    if settings.n_compare is not None:
+        record.update(
+            _representation_metrics(model, inputs.compare_examples, reference, metrics, dev)
+        )
+    record["settings"] = settings.key()
+    return record
+
+
+def track_record(
+    run_dir: str | os.PathLike,
+    task: Task,
+    step: int,
+    settings: TrackSettings,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """The tracking record of one checkpoint, computed without writing anything (what each
+    Ray task of ``track(..., backend="ray")`` runs; the driver writes the records)."""
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    inputs = _TrackInputs.draw(task, settings)
+    reference_step = settings.reference_step
+    final = _FinalReference(run, reference_step or run.steps[-1], inputs, dev)
+    return _record(run, task, step, settings, inputs, final, dev)
 
 
 def _layer_store(model: torch.nn.Module, examples: Sequence[Any], device) -> Any:

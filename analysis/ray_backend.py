@@ -71,7 +71,8 @@ def map_tasks(
         if address is not None:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=local_cpus, **kwargs)
+            # "local": a new Ray of this process even where another cluster runs on the host
+            ray.init(address="local", num_cpus=local_cpus, **kwargs)
     try:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(fn)
         refs = [remote.remote(*args) for _, args in jobs]

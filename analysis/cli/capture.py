@@ -146,7 +146,13 @@ def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
         help="task split (default test_id) or corpus split all/train/dev/test (default all)",
     )
     p.add_argument(
-        "--n", type=int, default=None, help=f"sequences (default {CAPTURE_N}; corpus: all)"
+        "--n",
+        "--n-sequences",
+        dest="n",
+        type=int,
+        default=None,
+        help=f"sequences (default {CAPTURE_N}; corpus: all); under torchrun write "
+        "--n-sequences (torchrun takes --n for an abbreviation of its own flags)",
     )
     p.add_argument("--seed", type=int, default=None, help="data seed (default 0)")
     p.add_argument(

@@ -36,19 +36,25 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from ..grokking import grokking_summary, track
+    from ..grokking import TrackFailed, grokking_summary, track
 
-    track(
-        args.run_dir,
-        steps=args.steps,
-        n=args.n,
-        n_trees=args.n_trees,
-        layer=args.layer,
-        compare=args.representations,
-        n_compare=args.n_compare,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    try:
+        track(
+            args.run_dir,
+            steps=args.steps,
+            n=args.n,
+            n_trees=args.n_trees,
+            layer=args.layer,
+            compare=args.representations,
+            n_compare=args.n_compare,
+            device=args.device,
+            progress=not args.no_progress,
+            **backend_kwargs(args),
+        )
+    except TrackFailed as exc:  # the other checkpoints' records are written
+        for step, error in exc.failed.items():
+            logging.getLogger("hierlens").error("track: step %d failed: %s", step, error)
+        return 1
     print(json.dumps(grokking_summary(args.run_dir).to_dict(), indent=2))
     return 0
 
@@ -133,6 +139,7 @@ def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    add_backend_flags(p)
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("sweep", help="train and track models of several depths and seeds")

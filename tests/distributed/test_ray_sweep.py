@@ -5,7 +5,6 @@ reported per run, and the one-line error when Ray is not installed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -30,20 +29,6 @@ DEPTHS, SEEDS = [1, 2], [0, 1]
 
 def _values(rows):
     return [{k: v for k, v in r.items() if k != "run_dir"} for r in rows]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """The Ray cluster CI starts (``ray start --head``; its address in HIERLENS_RAY_ADDRESS),
-    joined as a user would with ``--address``; without one, a local Ray in this process."""
-    ray = pytest.importorskip("ray")
-    address = os.environ.get("HIERLENS_RAY_ADDRESS")
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()  # disconnects (and stops what this test started), nothing else
 
 
 @pytest.fixture(scope="module")

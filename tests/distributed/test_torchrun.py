@@ -28,12 +28,37 @@ WORKER = Path(worker.__file__)
 NOISE_ONLY = ("attn.k.bias", "attn.b_K")
 
 
-def torchrun(*args: str, nproc: int = 2) -> None:
+def launch(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node NPROC ARGS...`` (a script or ``-m MODULE``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={nproc}", str(WORKER), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    cmd += [f"--nproc_per_node={nproc}", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    proc = launch(str(WORKER), *args, nproc=nproc)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # gone meanwhile
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def train_steps(run_dir) -> list[int]:
+    records = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if r["split"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +113,66 @@ def test_metrics_written_once(launched, single):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
 
-def test_relaunch_resumes_from_checkpoint(launched):
-    run = launched / "stopped2"
-    assert latest_valid_checkpoint(run).step == 10  # both ranks stopped after step 10
+def test_killed_ranks_relaunch_resumes(launched, tmp_path):
+    run = tmp_path / "killed"
+    proc = launch(str(WORKER), "train-kill", str(run))
+    assert proc.returncode != 0  # both ranks died of SIGKILL right after the step-10 checkpoint
+    assert "SIGKILL" in proc.stdout + proc.stderr
+    pids = [int(p.read_text()) for p in sorted(Path(f"{run}.pids").iterdir())]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert processes_naming(str(run)) == []  # no worker or agent left behind
+    assert latest_valid_checkpoint(run).step == 10
+    assert train_steps(run) == [5, 10]
+
     torchrun("train", str(run))
     assert latest_valid_checkpoint(run).step == 20
     assert max_diff(weights(run), weights(launched / "ddp")) <= 1e-5
-    train_steps = [
-        json.loads(x)["step"]
-        for x in (run / "metrics.jsonl").read_text().splitlines()
-        if json.loads(x)["split"] == "train"
+    assert train_steps(run) == [5, 10, 15, 20]
+    assert processes_naming(str(run)) == []
+
+
+def test_cli_train_and_fit_sae_under_torchrun(tmp_path):
+    run = tmp_path / "cli"
+    train = ["train", "--task", "dyck", "--task-param", "max_depth=4", "--task-param"]
+    train += ["max_length=12", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"]
+    train += ["--d-mlp", "32", "--seed", "1", "--steps", "20", "--batch-size", "8"]
+    train += ["--lr", "3e-3", "--warmup-steps", "5", "--log-every", "5", "--eval-every", "10"]
+    train += ["--eval-n", "16", "--checkpoint-every", "10", "--train-pool", "200"]
+    train += ["--device", "cpu", "--no-progress", "--run-dir", str(run)]
+    proc = launch("-m", "hierlens.analysis.cli", *train)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
+        "step_0000010",
+        "step_0000020",
     ]
-    assert train_steps == [5, 10, 15, 20]
+    assert train_steps(run) == [5, 10, 15, 20]  # one line per logged step, not one per rank
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["step"], r["split"]) for r in records]
+    assert len(keys) == len(set(keys))
+
+    fit = ["fit-sae", str(run), "--hook", "blocks.0.hook_resid_post", "--widths", "16,32"]
+    fit += [
+        "--ks",
+        "4",
+        "--steps",
+        "10",
+        "--batch-size",
+        "32",
+        "--n-sequences",
+        "16",
+        "--device",
+        "cpu",
+    ]
+    proc = launch("-m", "hierlens.analysis.cli", *fit, "--no-progress", "--distribute", "saes")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = sorted(p.name for p in (run / "saes").iterdir() if (p / "cfg.json").is_file())
+    assert saved == ["topk_w16_k4", "topk_w32_k4"]
+    table = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert sorted(r["name"] for r in table) == saved  # printed once, by rank 0
+    assert processes_naming(str(run)) == []
 
 
 def test_resume_two_rank_run_with_one_process(launched, single):

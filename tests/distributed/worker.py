@@ -1,12 +1,15 @@
 """What the distributed tests launch under ``torchrun`` (one process per rank).
 
 torchrun --standalone --nproc_per_node 2 worker.py train RUN_DIR [STEPS [STOP_AT]]
+torchrun --standalone --nproc_per_node 2 worker.py train-kill RUN_DIR  (SIGKILL after step 10)
 torchrun --standalone --nproc_per_node 2 worker.py sae OUT_DIR data|saes
 torchrun --standalone --nproc_per_node 2 worker.py capture OUT_DIR
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -36,6 +39,22 @@ def train_config(steps: int = 20) -> TrainConfig:
 def do_train(run_dir: str, steps: int = 20, stop_at: int | None = None) -> None:
     model = build_transformer(MODEL, device="cpu")
     train(model, TASK, train_config(steps), run_dir, progress=False, stop_at=stop_at)
+
+
+def do_train_killed(run_dir: str, kill_after: int = 10) -> None:
+    """Train as ``do_train`` and SIGKILL this process right after the checkpoint of step
+    ``kill_after`` (every rank does, as when a job is killed); each rank first writes its
+    pid to ``RUN_DIR.pids/<rank>``."""
+    pids = Path(f"{run_dir}.pids")
+    pids.mkdir(parents=True, exist_ok=True)
+    (pids / os.environ.get("RANK", "0")).write_text(str(os.getpid()))
+
+    def kill(step: int) -> None:
+        if step == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    model = build_transformer(MODEL, device="cpu")
+    train(model, TASK, train_config(), run_dir, progress=False, callback=kill)
 
 
 def sae_setup():
@@ -89,6 +108,8 @@ if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
     if cmd == "train":
         do_train(rest[0], *[int(v) for v in rest[1:]])
+    elif cmd == "train-kill":
+        do_train_killed(rest[0])
     elif cmd == "sae":
         do_sae(rest[0], rest[1])
     elif cmd == "capture":
@@ -96,7 +117,6 @@ if __name__ == "__main__":
     elif cmd == "all":  # one launch for everything the tests compare (launches are slow)
         out = Path(rest[0])
         do_train(str(out / "ddp"))
-        do_train(str(out / "stopped2"), 20, 10)
         do_train(str(out / "stopped1"), 20, 10)
         for mode in ("data", "saes"):
             (out / f"sae_{mode}").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,173 @@
+"""SAE grids over many hooks and checkpoints of a run, one fused grid per (checkpoint, hook).
+
+``fit_sae_grid`` captures the hooks at the checkpoints (reusing complete stores), then trains
+for every (step, hook) pair the grid members that are not saved yet, as one fused
+:func:`~hierlens.sae.train_saes` call, and saves each SAE in the run's SAE folder as
+``<member>__<hook>__step<step>`` (:func:`grid_sae_name`, the member named by
+:func:`~hierlens.sae.grid_name`). With ``backend="ray"`` every pair is one Ray task (see
+:mod:`hierlens.analysis.ray_backend`); a rerun trains only the SAEs still missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hierlens.models.checkpoint_capture import capture_checkpoints
+from hierlens.models.run import SAE_CONFIG_FILE, locks_run, open_run
+from hierlens.models.store import ActivationStore
+from hierlens.sae import SAETrainConfig, build_sae_grid, train_saes
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SAEGridFailed", "fit_sae_grid", "grid_sae_name", "train_grid_pair"]
+
+
+def grid_sae_name(member: str, hook: str, step: int) -> str:
+    """The saved name of grid member ``member`` trained on ``hook`` at checkpoint ``step``:
+    ``grid_sae_name("topk_w64_k8", "blocks.0.hook_resid_post", 500) ==
+    "topk_w64_k8__blocks.0.hook_resid_post__step500"``."""
+    return f"{member}__{hook}__step{step}"
+
+
+class SAEGridFailed(RuntimeError):
+    """Some (step, hook) grids failed; ``saved`` maps the SAEs that exist to their folders,
+    ``failed`` maps each failed ``(step, hook)`` to its error."""
+
+    def __init__(self, saved: dict[str, Path], failed: dict[tuple[int, str], str]) -> None:
+        self.saved = saved
+        self.failed = failed
+        text = "; ".join(f"step {s} {h}: {e}" for (s, h), e in failed.items())
+        super().__init__(f"{len(failed)} SAE grid(s) failed: {text}")
+
+
+def train_grid_pair(
+    run_dir: str | os.PathLike,
+    step: int,
+    hook: str,
+    grid: dict[str, Any],
+    members: Sequence[str],
+    config: SAETrainConfig,
+) -> list[str]:
+    """Train the grid ``members`` (names from :func:`~hierlens.sae.grid_name`) of the grid
+    spec ``grid`` (keyword arguments of :func:`~hierlens.sae.build_sae_grid`) on ``hook`` at
+    checkpoint ``step`` as one fused run, and save each; returns the saved names. What each
+    Ray task of :func:`fit_sae_grid` runs."""
+    run = open_run(run_dir)
+    acts = ActivationStore.open(run.activations_dir(step))[hook]
+    saes, _ = build_sae_grid(
+        d_in=acts.shape[1], device=config.device, hook_name=hook, seed=config.seed, **grid
+    )
+    todo = {name: saes[name] for name in members}
+    train_saes(list(todo.values()), acts, config=config, progress=False)
+    names = []
+    for member, sae in todo.items():
+        name = grid_sae_name(member, hook, step)
+        sae.save(run.sae_dir(name))
+        names.append(name)
+    return names
+
+
+@locks_run("run_dir")
+def fit_sae_grid(
+    run_dir: str | os.PathLike,
+    hooks: Sequence[str],
+    steps: Sequence[int] | None = None,
+    *,
+    architectures: Sequence[str] = ("topk",),
+    widths: Sequence[int],
+    ks: Sequence[int] | None = None,
+    coefficients: Sequence[float] | None = None,
+    config: SAETrainConfig,
+    split: str = "test_id",
+    n: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    backend: str = "process",
+    address: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Train the SAE grid (``architectures`` x ``widths`` x ``ks`` / ``coefficients``, as
+    :func:`~hierlens.sae.build_sae_grid`) on every hook of ``hooks`` (exact names) at every
+    checkpoint ``steps`` (default: all) of a run; returns ``{saved name: folder}`` of the
+    whole grid.
+
+    Activations are captured with ``split``, ``n``, ``seed`` on ``device`` (a complete store
+    of the same data is reused). Each (step, hook) pair's missing members train as one fused
+    run with ``config`` (each SAE's weights are those of training it alone, so a rerun that
+    trains only the missing ones gives the same SAEs). ``backend="ray"``: each pair is one
+    Ray task (``num_cpus`` / ``num_gpus``) on the cluster at ``address`` (None: a local Ray
+    started in this process); the tasks write their SAEs into the run while this process
+    holds its lock, so the run folder must be shared with the cluster's workers. Pairs that
+    fail are reported and the others finish; then :class:`SAEGridFailed` names them.
+    """
+    if backend not in ("process", "ray"):
+        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    if backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()
+    hooks = list(hooks)
+    if not hooks or len(set(hooks)) != len(hooks):
+        raise ValueError(f"hooks must be distinct hook names, got {hooks}")
+    spec: dict[str, Any] = {
+        "architectures": list(architectures),
+        "widths": list(widths),
+        "ks": None if ks is None else list(ks),
+        "coefficients": None if coefficients is None else list(coefficients),
+    }
+    members, skipped = build_sae_grid(d_in=1, device="cpu", **spec)  # names; checks the spec
+    for reason in skipped:
+        log.info("skipped %s", reason)
+    run = open_run(run_dir)
+    steps = list(run.steps if steps is None else steps)
+    pending: list[tuple[tuple[int, str], tuple]] = []
+    for step in steps:
+        for hook in hooks:
+            missing = [
+                m
+                for m in members
+                if not (run.sae_dir(grid_sae_name(m, hook, step)) / SAE_CONFIG_FILE).is_file()
+            ]
+            if missing:
+                pending.append(((step, hook), (str(run.path), step, hook, spec, missing, config)))
+    needed = sorted({key[0] for key, _ in pending})
+    if needed:
+        capture_checkpoints(
+            run, hooks, steps=needed, split=split, n=n, seed=seed, device=device, progress=progress
+        )
+    failed: dict[tuple[int, str], str] = {}
+    if backend == "ray":
+        from .ray_backend import map_tasks
+
+        log.info("SAE grid: %d (step, hook) grid(s) to train on Ray", len(pending))
+        for o in map_tasks(
+            train_grid_pair, pending, address=address, num_cpus=num_cpus, num_gpus=num_gpus
+        ):
+            if not o.ok:
+                failed[o.key] = o.error
+    else:
+        for key, args in pending:
+            log.info("SAE grid at step %d on %s: %d SAE(s)", key[0], key[1], len(args[4]))
+            try:
+                train_grid_pair(*args)
+            except Exception as exc:  # reported like a failed Ray task; the others go on
+                failed[key] = f"{type(exc).__name__}: {exc}"
+                log.error("SAE grid at step %d on %s failed: %s", key[0], key[1], failed[key])
+    saved = {}
+    for step in steps:
+        for hook in hooks:
+            for m in members:
+                path = run.sae_dir(grid_sae_name(m, hook, step))
+                if (path / SAE_CONFIG_FILE).is_file():
+                    saved[path.name] = path
+    if failed:
+        raise SAEGridFailed(saved, failed)
+    return saved
