@@ -5,6 +5,7 @@ reported per run, and the one-line error when Ray is not installed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,3 +101,68 @@ def test_importing_hierlens_does_not_import_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+DRIVER = """
+import sys
+from hierlens.analysis.sweep import sweep
+from hierlens.models import TrainConfig, get_task
+task = get_task("dyck", max_depth=3, max_length=8)
+cfg = TrainConfig(steps=int(sys.argv[3]), batch_size=4, warmup_steps=1, eval_every=0,
+                  checkpoint_every=10, train_pool=40, device="cpu")
+sweep(task, [1, 2], [0, 1], cfg, sys.argv[1], backend="ray", address=sys.argv[2],
+      model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
+"""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HIERLENS_RAY_ADDRESS"),
+    reason="needs a Ray cluster outside the driver (CI starts one: HIERLENS_RAY_ADDRESS)",
+)
+def test_killed_driver_rerun_runs_only_the_missing(ray_local, tmp_path):
+    """A real driver process is SIGKILLed once a run has finished; Ray ends the dead job's
+    tasks, and a rerun of the same sweep runs exactly the runs without ``done.json``."""
+    import signal
+    import time
+
+    steps = 40
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            str(tmp_path),
+            os.environ["HIERLENS_RAY_ADDRESS"],
+            str(steps),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob("*/done.json")):
+            assert driver.poll() is None, "the driver ended before any run finished"
+            assert time.monotonic() < deadline, "no run finished in time"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    done = set()
+    stable_since = time.monotonic()
+    while time.monotonic() - stable_since < 5:  # the dead job's tasks are ended by Ray
+        now = {p.parent.name for p in tmp_path.glob("*/done.json")}
+        if now != done:
+            done, stable_since = now, time.monotonic()
+        time.sleep(0.5)
+    names = {f"depth{d:02d}_seed{s}" for d in (1, 2) for s in (0, 1)}
+    assert 1 <= len(done) < len(names), done
+    cfg = TrainConfig(steps=steps, batch_size=4, warmup_steps=1, eval_every=0,
+                      checkpoint_every=10, train_pool=40, device="cpu")  # fmt: skip
+    rows = sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, backend="ray", **KW)
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert sorted(summary["ran"]) == sorted(names - done)  # counted: only the missing ones
+    assert summary["failed"] == [] and len(rows) == len(names)
+    assert {p.parent.name for p in tmp_path.glob("*/done.json")} == names
