@@ -34,6 +34,7 @@ only, so every input symbol has depth 1 and blanks 0) unless documented otherwis
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import zlib
@@ -126,9 +127,9 @@ class ChomskyTask(Task):
         """Number of distinct inputs of ``length`` (a lower bound is enough)."""
         return float(len(self.input_symbols)) ** length
 
+    @abc.abstractmethod
     def draw(self, length: int, rng: np.random.Generator) -> Drawn:
-        """One random instance with ``length`` input symbols."""
-        raise NotImplementedError
+        """One random instance with ``length`` input symbols (each task defines it)."""
 
     # ----------------------------------------------------------------- vocabulary
     @property
