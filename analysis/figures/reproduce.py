@@ -440,32 +440,4 @@ def describe() -> list[str]:
     ]
 
 
-__all__ = [
-    "CKA_FULL",
-    "CKA_QUICK",
-    "CONCEPTS_FULL",
-    "CONCEPTS_QUICK",
-    "CORRELATION_FULL",
-    "CORRELATION_QUICK",
-    "DEPTH_FULL",
-    "DEPTH_QUICK",
-    "FIGURES",
-    "FILTERING_FULL",
-    "FILTERING_QUICK",
-    "FigureSpec",
-    "GROKKING_FULL",
-    "GROKKING_QUICK",
-    "MDL_FULL",
-    "MDL_QUICK",
-    "PROBING_FULL",
-    "PROBING_QUICK",
-    "STRUCTURAL_FULL",
-    "STRUCTURAL_QUICK",
-    "RANK_FULL",
-    "RANK_QUICK",
-    "SAE_GEOMETRY_FULL",
-    "SAE_GEOMETRY_QUICK",
-    "describe",
-    "redraw",
-    "reproduce",
-]
+__all__ = ["FIGURES", "FigureSpec", "describe", "redraw", "reproduce"]

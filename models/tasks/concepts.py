@@ -75,6 +75,18 @@ class ConceptSample:
         """``(n, n_concepts)`` bool: which concepts fire in each sample."""
         return self.codes != 0
 
+    @classmethod
+    def from_numpy(
+        cls, x: np.ndarray, codes: np.ndarray, tree: ConceptTree, dtype: torch.dtype
+    ) -> ConceptSample:
+        """A sample from numpy vectors and codes, everything (the tree's directions too) in
+        ``dtype``."""
+        return cls(
+            x=torch.from_numpy(x).to(dtype),
+            codes=torch.from_numpy(codes).to(dtype),
+            tree=dataclasses.replace(tree, directions=tree.directions.to(dtype)),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class HierarchicalConcepts(Config):
@@ -257,16 +269,7 @@ class HierarchicalConcepts(Config):
         x = codes @ tree.directions.numpy()
         if self.noise_std > 0:
             x = x + rng.normal(0.0, self.noise_std, x.shape)
-        return ConceptSample(
-            x=torch.from_numpy(x).to(dtype),
-            codes=torch.from_numpy(codes).to(dtype),
-            tree=ConceptTree(
-                directions=tree.directions.to(dtype),
-                parent=tree.parent,
-                level=tree.level,
-                family=tree.family,
-            ),
-        )
+        return ConceptSample.from_numpy(x, codes, tree, dtype)
 
 
 def _orthonormal(rng: np.random.Generator, dim: int, k: int) -> np.ndarray:

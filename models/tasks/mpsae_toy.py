@@ -181,13 +181,4 @@ class MPSAEToy(Config):
         scale = self.scale_mean + self.scale_std * rng.standard_normal((n, self.dim))
         codes = active * scale
         x = codes @ tree.directions.numpy()
-        return ConceptSample(
-            x=torch.from_numpy(x).to(dtype),
-            codes=torch.from_numpy(codes).to(dtype),
-            tree=ConceptTree(
-                directions=tree.directions.to(dtype),
-                parent=tree.parent,
-                level=tree.level,
-                family=tree.family,
-            ),
-        )
+        return ConceptSample.from_numpy(x, codes, tree, dtype)
