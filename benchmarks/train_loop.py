@@ -1,25 +1,44 @@
-"""Training throughput: hierlens' loop vs TransformerLens' own ``tools.training.train``.
+"""Training throughput: hierlens' loop against TransformerLens' loop and a plain PyTorch model.
 
-Both train the same freshly built model (same initial weights) on the same Dyck training
-pool, with the same batch size and number of optimizer steps, on the same device, in one
-process, alternating runs so that machine noise hits both. Prints sequences/s and tokens/s of
-each and the ratio (TransformerLens time / hierlens time).
+Four ways to train the same architecture on the same question-formation batches (the
+structural-grokking setting of Murty et al. 2023: causal LM loss on every token, batch 64), in
+one process, each run alternated with the others so that machine noise hits all of them:
 
-    python benchmarks/train_loop.py            # full setting
-    python benchmarks/train_loop.py --quick    # a few seconds
+- ``hierlens``: ``hierlens.models.train`` with its defaults (the fused forward of
+  ``hierlens.models.fused``; on the CPU it skips the padding of ragged batches);
+- ``hierlens padded``: the same with ``unpad=False`` (compute on padding, like the others);
+- ``hierlens compiled``: ``TrainConfig(compile=True)`` (``torch.compile`` of the forward);
+- ``TransformerLens``: TransformerLens' own ``tools.training.train`` on the same bridge model;
+- ``plain PyTorch``: a nanoGPT-style model written here (one QKV ``nn.Linear``,
+  ``scaled_dot_product_attention``, ``nn.LayerNorm``, GELU MLP) trained by a plain loop on
+  the same padded batches with fused AdamW: what a hand-written model reaches on this
+  hardware.
+
+Reports real (non-padding) tokens per second of each and the ratios, at d_model 64 x 4 layers
+(the grokking setting) and 256 x 4.
+
+    python benchmarks/train_loop.py            # both sizes
+    python benchmarks/train_loop.py --quick    # a few seconds, small size only
+    python benchmarks/train_loop.py --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import tempfile
 import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.tasks import pad_examples
+from hierlens.models.tasks import IGNORE_INDEX, pad_examples
+from hierlens.models.train import BatchSampler
 
 
 class _TokenDataset(Dataset):
@@ -33,11 +52,43 @@ class _TokenDataset(Dataset):
         return {"tokens": self.tokens[i]}
 
 
-def run_hierlens(model_cfg, task, steps, batch_size, pool, device) -> float:
-    model = build_transformer(model_cfg, device=device)
-    cfg = TrainConfig(
+class _Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc_in, self.fc_out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc_out(F.gelu(self.fc_in(self.ln2(x))))
+
+
+class PlainGPT(nn.Module):
+    """The reference: a pre-norm causal transformer written directly in PyTorch."""
+
+    def __init__(self, vocab: int, n_ctx: int, d: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(n_ctx, d)
+        self.blocks = nn.ModuleList(_Block(d, heads) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.tok(tokens) + self.pos.weight[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x))
+
+
+def _train_config(steps: int, batch: int, pool: int, device: str, **kw) -> TrainConfig:
+    return TrainConfig(
         steps=steps,
-        batch_size=batch_size,
+        batch_size=batch,
         lr=1e-3,
         warmup_steps=0,
         schedule="constant",
@@ -47,38 +98,111 @@ def run_hierlens(model_cfg, task, steps, batch_size, pool, device) -> float:
         eval_every=0,
         checkpoint_every=0,
         train_pool=pool,
-        device=str(device),
+        loss_on="sequence",
+        device=device,
+        **kw,
     )
+
+
+def run_hierlens(setup: dict, **kw) -> float:
+    model = build_transformer(setup["model"], device=setup["device"])
+    cfg = _train_config(setup["steps"], setup["batch"], setup["pool"], setup["device"], **kw)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train(model, task, cfg, tmp, progress=False)
+        train(model, setup["task"], cfg, tmp, progress=False)
         return time.perf_counter() - t0
 
 
-def run_transformer_lens(model_cfg, task, steps, batch_size, pool, device) -> float:
+def run_transformer_lens(setup: dict) -> float:
     from transformer_lens.tools.training import TrainConfig as TLConfig
     from transformer_lens.tools.training import train as tl_train
 
-    model = build_transformer(model_cfg, device=device)
-    t0 = time.perf_counter()  # sampling the pool is part of both timings
+    model = build_transformer(setup["model"], device=setup["device"])
+    t0 = time.perf_counter()  # sampling the pool is part of every timing
+    task, pool = setup["task"], setup["pool"]
     tokens = pad_examples(task.sample(pool, "train", 0), task.pad_id).tokens
-    data = _TokenDataset(tokens[torch.randint(0, pool, (steps * batch_size,))])
+    data = _TokenDataset(tokens[torch.from_numpy(np.concatenate(setup["rows"]))])
     cfg = TLConfig(
         num_epochs=1,
-        batch_size=batch_size,
+        batch_size=setup["batch"],
         lr=1e-3,
         optimizer_name="AdamW",
         weight_decay=0.0,
-        device=device,
+        device=setup["device"],
         print_every=50,
-        max_steps=steps - 1,
+        max_steps=setup["steps"] - 1,
     )
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         tl_train(model, cfg, data)
     return time.perf_counter() - t0
+
+
+def run_plain(setup: dict) -> float:
+    m = setup["model"]
+    device = torch.device(setup["device"])
+    torch.manual_seed(0)
+    model = PlainGPT(m.d_vocab, m.n_ctx, m.d_model, m.n_layers, m.n_heads).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
+    t0 = time.perf_counter()
+    sampler = BatchSampler(setup["task"], setup["cfg"], device)
+    for step in range(setup["steps"]):
+        batch = sampler(step)
+        logits = model(batch.tokens)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            batch.targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    float(loss)  # wait for the device
+    return time.perf_counter() - t0
+
+
+def measure(d_model: int, steps: int, args: argparse.Namespace) -> None:
+    task = get_task("question_formation")
+    model = ModelConfig.for_task(task, d_model=d_model, n_layers=4, n_heads=4)
+    batch, pool = 64, 5000
+    cfg = _train_config(steps, batch, pool, args.device)
+    sampler = BatchSampler(task, cfg, torch.device("cpu"))
+    rows = [sampler.rows(s) for s in range(steps)]
+    real_tokens = sum(int(sampler.lengths[r].sum()) for r in rows)
+    setup = dict(
+        task=task,
+        model=model,
+        steps=steps,
+        batch=batch,
+        pool=pool,
+        rows=rows,
+        device=args.device,
+        cfg=cfg,
+    )
+    runs = {
+        "hierlens": lambda: run_hierlens(setup),
+        "hierlens padded": lambda: run_hierlens(setup, unpad=False),
+        "hierlens compiled": lambda: run_hierlens(setup, compile=True),
+        "TransformerLens": lambda: run_transformer_lens(setup),
+        "plain PyTorch": lambda: run_plain(setup),
+    }
+    if args.no_compile:
+        del runs["hierlens compiled"]
+    if "hierlens compiled" in runs:
+        run_hierlens({**setup, "steps": 2})  # compile once outside the timings
+        # (torch.compile caches per process; the timed runs then measure steady state)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            times[name].append(fn())
+    best = {name: min(t) for name, t in times.items()}
+    tl, plain = best["TransformerLens"], best["plain PyTorch"]
+    print(
+        f"\nd_model={d_model} x 4 layers, question formation, batch {batch}, {steps} steps, "
+        f"device={args.device}, threads={torch.get_num_threads()}"
+    )
+    print(f"{'':20s} {'tokens/s':>10s} {'vs TL':>7s} {'vs plain':>9s}")
+    for name, t in best.items():
+        print(f"{name:20s} {real_tokens / t:10.0f} {tl / t:6.2f}x {plain / t:8.2f}x")
 
 
 def main() -> None:
@@ -86,20 +210,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled run")
     args = parser.parse_args()
-    steps, batch, pool = (30, 32, 500) if args.quick else (300, 64, 5000)
-    task = get_task("dyck", n_types=2, max_depth=6, min_length=4, max_length=32)
-    model_cfg = ModelConfig.for_task(task, d_model=128, n_layers=2, n_heads=4)
-    ours, theirs = [], []
-    for _ in range(args.repeats):
-        ours.append(run_hierlens(model_cfg, task, steps, batch, pool, args.device))
-        theirs.append(run_transformer_lens(model_cfg, task, steps, batch, pool, args.device))
-    t_ours, t_theirs = min(ours), min(theirs)
-    seqs = steps * batch
-    print(f"device={args.device} steps={steps} batch={batch} model=2x128 task=dyck(2,6,len<=32)")
-    print(f"hierlens.train          : {t_ours:7.2f} s  {seqs / t_ours:9.1f} seq/s")
-    print(f"transformer_lens train  : {t_theirs:7.2f} s  {seqs / t_theirs:9.1f} seq/s")
-    print(f"speed-up (TL time / hierlens time): {t_theirs / t_ours:.2f}x")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    if args.quick:
+        args.no_compile = True
+        measure(64, 10, args)
+        return
+    measure(64, 200, args)
+    measure(256, 40, args)
 
 
 if __name__ == "__main__":

@@ -5,22 +5,22 @@ returning logits or an object with ``.logits``.
 
 :func:`training_forward` is the training loop's forward. A ``TransformerBridge`` routes
 every sub-module through its hook components, which costs time on every training step even
-when no hook is attached (on 2 CPU cores about a third of a small model's step). For
-training we run an unwrapped copy of the same TL-native architecture with
-``torch.func.functional_call`` on the bridge's own parameters: gradients land on the
-bridge's parameters, the optimizer updates them in place, and the bridge stays the one model
-object users see. Models that are not native bridges use :func:`model_logits`.
+when no hook is attached. For training we compute the same function with the fused kernels
+of :mod:`.fused` on the bridge's own parameters: gradients land on the bridge's parameters,
+the optimizer updates them in place, and the bridge stays the one model object users see.
+Models that are not native bridges use :func:`model_logits`.
 """
 
 from __future__ import annotations
 
-import copy
+import warnings
 from collections.abc import Callable
 
 import torch
-from torch.func import functional_call
 
-__all__ = ["Forward", "is_bidirectional", "model_logits", "training_forward"]
+from .fused import fused_logits, fused_spec, native_params
+
+__all__ = ["Forward", "compiled", "is_bidirectional", "model_logits", "training_forward"]
 
 
 def is_bidirectional(model: torch.nn.Module) -> bool:
@@ -50,45 +50,56 @@ def model_logits(
     return out
 
 
-Forward = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-_WRAPPED = "._original_component"
+Forward = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
 
 def training_forward(model: torch.nn.Module) -> Forward:
-    """A function ``(tokens, attention_mask) -> logits`` computing ``model``'s logits.
+    """A function ``(tokens, attention_mask, keep) -> logits`` computing ``model``'s logits.
 
-    For a bridge around a TL-native model this is the hook-free fast path described in the
-    module docstring; otherwise it is :func:`model_logits`.
+    ``tokens`` ``(B, T)``; ``attention_mask`` ``(B, T)`` (True at real tokens) or ``None``;
+    ``keep`` ``None`` (logits ``(B, T, d_vocab)``) or the flat indices ``(n,)`` into
+    ``B * T`` of the positions whose logits are wanted (logits ``(n, d_vocab)``). For a
+    bridge around a TL-native model this is the fused, hook-free path of :mod:`.fused` on
+    the bridge's own parameters (computing nothing at the padding when ``keep`` lists the
+    real tokens); otherwise it is :func:`model_logits`.
     """
-    native = _native_mirror(model)
-    if native is None:
-        return lambda tokens, mask: model_logits(model, tokens, mask)
-    plain, params = native
-    bidirectional = is_bidirectional(model)
+    spec = fused_spec(model)
+    if spec is None:
 
-    def forward(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        kwargs = {"attention_mask": mask.long()} if (bidirectional and mask is not None) else {}
-        return functional_call(plain, params, (tokens,), kwargs)
+        def plain(tokens: torch.Tensor, mask: torch.Tensor | None, keep=None) -> torch.Tensor:
+            logits = model_logits(model, tokens, mask)
+            return logits if keep is None else logits.reshape(-1, logits.shape[-1])[keep]
+
+        return plain
+    params = native_params(model)
+
+    def forward(tokens: torch.Tensor, mask: torch.Tensor | None, keep=None) -> torch.Tensor:
+        return fused_logits(spec, params, tokens, mask, keep)
 
     return forward
 
 
-def _native_mirror(
-    model: torch.nn.Module,
-) -> tuple[torch.nn.Module, dict[str, torch.Tensor]] | None:
-    original = getattr(model, "original_model", None)
+def compiled(forward: Forward, device: torch.device) -> Forward:
+    """``torch.compile(forward)`` (``reduce-overhead``, i.e. CUDA graphs, on CUDA), falling
+    back to ``forward`` itself, with a warning, if compilation or the first compiled call
+    fails (no compiler toolchain, an unsupported platform)."""
     try:
-        from transformer_lens.model_bridge.sources.native.model import NativeModel
-    except ImportError:  # pragma: no cover
-        return None
-    if not isinstance(original, NativeModel):
-        return None
-    params = {name.replace(_WRAPPED, ""): p for name, p in original.named_parameters()}
-    device = next(iter(params.values())).device
-    with torch.random.fork_rng(devices=[]):
-        plain = NativeModel(copy.deepcopy(original.cfg)).to(device)
-    if set(dict(plain.named_parameters())) != set(params):
-        return None  # layout differs from what we mirror: use the bridge
-    plain.requires_grad_(False)
-    return plain, params
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        fast = torch.compile(forward, mode=mode, dynamic=device.type != "cuda")
+    except Exception as exc:  # noqa: BLE001 - any failure to compile means: run eagerly
+        warnings.warn(f"torch.compile unavailable ({exc}); training eagerly", stacklevel=2)
+        return forward
+    state = {"fn": fast, "tried": False}
+
+    def call(*args):
+        if state["tried"]:
+            return state["fn"](*args)
+        state["tried"] = True
+        try:
+            return fast(*args)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"torch.compile failed ({exc}); training eagerly", stacklevel=2)
+            state["fn"] = forward
+            return forward(*args)
+
+    return call

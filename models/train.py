@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,19 +35,27 @@ from .architectures import ArchConfig
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
-from .forward import is_bidirectional, training_forward
+from .forward import compiled, is_bidirectional, training_forward
 from .loggers import MultiLogger, make_logger
 from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig, lr_at
 from .transformer import ModelConfig
 
-__all__ = ["LOSS_ON", "BatchSampler", "TrainConfig", "TrainResult", "make_optimizer", "train"]
+__all__ = [
+    "LOSS_ON",
+    "Batch",
+    "BatchSampler",
+    "TrainConfig",
+    "TrainResult",
+    "make_optimizer",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
 # Fields that may differ between an interrupted run and its resumption.
-_RUNTIME_FIELDS = ("device", "compile", "log_every", "log_to")
+_RUNTIME_FIELDS = ("device", "compile", "unpad", "log_every", "log_to")
 
 
 @dataclasses.dataclass
@@ -70,71 +78,96 @@ def next_token_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     return targets
 
 
+class Batch(NamedTuple):
+    """One step's batch on the device: ``tokens``, ``targets`` and ``mask`` ``(B, T)``
+    (right-padded, ``mask`` True at real tokens), ``n_tokens`` real tokens, and ``keep``:
+    ``None`` or the flat indices ``(n,)`` into ``B * T`` of the real tokens (for the
+    unpadded forward)."""
+
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    n_tokens: int
+    keep: torch.Tensor | None = None
+
+
 class BatchSampler:
     """Draws training batches from a padded pool of examples; the rows of step ``s`` are a
-    pure function of ``(seed, s)`` and each batch is cut to its longest sequence."""
+    pure function of ``(seed, s)`` and each batch is cut to its longest sequence.
 
-    def __init__(self, task: Task, config: TrainConfig, device: torch.device):
+    The pool lives on the training device, so a step moves only its row indices there (no
+    per-step host allocations or copies of batch tensors). ``unpad``: also give the flat
+    indices of the real tokens (``Batch.keep``); ``width_multiple``: round each batch's
+    width up to a multiple of this (few distinct shapes, for CUDA graphs).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        config: TrainConfig,
+        device: torch.device,
+        *,
+        unpad: bool = False,
+        width_multiple: int = 1,
+    ) -> None:
         examples = task.sample(config.train_pool, "train", config.seed)
         pool = pad_examples(examples, task.pad_id)
         targets = pool.targets
         if config.loss_on == "sequence":
             targets = next_token_targets(pool.tokens, pool.lengths)
-        pin = device.type == "cuda"
-        self.tokens = pool.tokens.pin_memory() if pin else pool.tokens
-        self.targets = targets.pin_memory() if pin else targets
+        self.tokens = pool.tokens.to(device)
+        self.targets = targets.to(device)
+        self._host_targets = targets  # for counting trained targets without a device sync
         self.lengths = pool.lengths.numpy()
         self.seed = config.seed
         self.batch_size = config.batch_size
         self.device = device
+        self.unpad = unpad
+        self.width_multiple = width_multiple
 
     def rows(self, step: int) -> np.ndarray:
         return np.random.default_rng([self.seed, step, 0xBA7C]).integers(
             0, len(self.lengths), self.batch_size
         )
 
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """``(tokens, targets, attention_mask, n_tokens)`` on the device for ``step``."""
-        rows = self.rows(step)
-        lengths = self.lengths[rows]
+    def _width(self, lengths: np.ndarray) -> int:
         width = int(lengths.max())
-        idx = torch.from_numpy(rows)
-        tokens = self.tokens[idx, :width]
-        targets = self.targets[idx, :width]
-        if self.device.type == "cuda":
-            tokens, targets = tokens.pin_memory(), targets.pin_memory()
-        mask = torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]
+        m = self.width_multiple
+        return min(-(-width // m) * m, self.tokens.shape[1])
+
+    def _batch(self, rows: np.ndarray, width: int, n_tokens: int) -> Batch:
+        lengths = self.lengths[rows]
+        real = np.arange(width)[None, :] < lengths[:, None]  # (B, T) on the host
         nb = self.device.type == "cuda"
-        return (
-            tokens.to(self.device, non_blocking=nb),
-            targets.to(self.device, non_blocking=nb),
-            mask.to(self.device, non_blocking=nb),
-            int(lengths.sum()),
+        idx = torch.from_numpy(rows).to(self.device, non_blocking=nb)
+        keep = None
+        if self.unpad:
+            keep = torch.from_numpy(np.flatnonzero(real)).to(self.device, non_blocking=nb)
+        return Batch(
+            self.tokens[idx, :width],
+            self.targets[idx, :width],
+            torch.from_numpy(real).to(self.device, non_blocking=nb),
+            n_tokens,
+            keep,
         )
 
-    def shard(
-        self, step: int, rank: int, world: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-        """Rank ``rank``'s contiguous slice of step ``step``'s global batch (the rows a
-        single process would draw, padded to the same width): ``(tokens, targets,
-        attention_mask, n_tokens, n_targets)`` with the token and trained-target counts of
-        the whole global batch."""
+    def __call__(self, step: int) -> Batch:
+        """The batch of ``step``."""
         rows = self.rows(step)
         lengths = self.lengths[rows]
-        width = int(lengths.max())
-        idx = torch.from_numpy(rows)
-        n_targets = int((self.targets[idx, :width] != IGNORE_INDEX).sum())
+        return self._batch(rows, self._width(lengths), int(lengths.sum()))
+
+    def shard(self, step: int, rank: int, world: int) -> tuple[Batch, int]:
+        """Rank ``rank``'s contiguous slice of step ``step``'s global batch (the rows a
+        single process would draw, padded to the same width), with ``n_tokens`` the real
+        tokens of the whole global batch, and the number of trained targets in the global
+        batch."""
+        rows = self.rows(step)
+        lengths = self.lengths[rows]
+        width = self._width(lengths)
+        n_targets = int((self._host_targets[torch.from_numpy(rows), :width] != IGNORE_INDEX).sum())
         a, b = D.shard_range(len(rows), rank, world)
-        idx, mine = idx[a:b], lengths[a:b]
-        mask = torch.arange(width)[None, :] < torch.from_numpy(mine)[:, None]
-        nb = self.device.type == "cuda"
-        return (
-            self.tokens[idx, :width].to(self.device, non_blocking=nb),
-            self.targets[idx, :width].to(self.device, non_blocking=nb),
-            mask.to(self.device, non_blocking=nb),
-            int(lengths.sum()),
-            n_targets,
-        )
+        return self._batch(rows[a:b], width, int(lengths.sum())), n_targets
 
 
 class _TrainingModule(torch.nn.Module):
@@ -147,14 +180,17 @@ class _TrainingModule(torch.nn.Module):
         self.model = model
         self.fn = forward
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.fn(tokens, mask)
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.fn(tokens, mask, keep)
 
 
 def make_optimizer(
     model: torch.nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; fused on CUDA."""
+    """AdamW with weight decay on matrices only, as one fused kernel per group where the
+    device has one (CUDA; the CPU since torch 2.4), else the multi-tensor (``foreach``) one."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -164,9 +200,10 @@ def make_optimizer(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     kwargs: dict[str, Any] = {"lr": config.lr, "betas": tuple(config.betas)}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +350,17 @@ def train(
     if start >= config.steps:
         return TrainResult(run.path, start, None, {})
 
-    sampler = BatchSampler(task, config, device)
+    compile_forward = config.compile
+    unpad = (
+        config.unpad if config.unpad is not None else (device.type == "cpu" and not compile_forward)
+    )
+    sampler = BatchSampler(
+        task,
+        config,
+        device,
+        unpad=unpad,
+        width_multiple=8 if (compile_forward and device.type == "cuda") else 1,
+    )
     eval_steps = set(config.eval_steps)
     eval_sets = {
         s: task.sample(config.eval_n, s, config.seed + 7919)
@@ -322,8 +369,8 @@ def train(
     }
     ckpt_steps = set(config.checkpoint_steps)
     forward = training_forward(model)
-    if config.compile:
-        forward = torch.compile(forward)
+    if compile_forward:
+        forward = compiled(forward, device)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -384,9 +431,12 @@ def train(
     try:
         while step < config.steps:
             if distributed:
-                tokens, targets, mask, n_tokens, n_targets = sampler.shard(step, rank, world)
+                batch, n_targets = sampler.shard(step, rank, world)
             else:
-                tokens, targets, mask, n_tokens = sampler(step)
+                batch = sampler(step)
+            targets = batch.targets.reshape(-1)
+            if batch.keep is not None:
+                targets = targets[batch.keep]
             lr = lr_at(
                 step,
                 base_lr=config.lr,
@@ -398,20 +448,20 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = forward(tokens, mask)
+                logits = forward(batch.tokens, batch.mask, batch.keep)
             if distributed:
                 # DDP averages gradients over ranks: scale this rank's summed loss so the
                 # average is the mean over the global batch's trained positions.
                 loss = F.cross_entropy(
                     logits.float().reshape(-1, logits.shape[-1]),
-                    targets.reshape(-1),
+                    targets,
                     ignore_index=IGNORE_INDEX,
                     reduction="sum",
                 ) * (world / max(n_targets, 1))
             else:
                 loss = F.cross_entropy(
                     logits.float().reshape(-1, logits.shape[-1]),
-                    targets.reshape(-1),
+                    targets,
                     ignore_index=IGNORE_INDEX,
                 )
             loss.backward()
@@ -422,7 +472,7 @@ def train(
             step += 1
             loss_sum += loss.detach()
             n_loss += 1
-            tokens_seen += n_tokens
+            tokens_seen += batch.n_tokens
             bar.update(1)
 
             if step % config.log_every == 0 or step == config.steps:

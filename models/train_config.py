@@ -107,7 +107,15 @@ class TrainConfig(Config):
         seed: seeds the training pool, the batch order and the RNG.
         device: "cpu", "cuda", ... (None: CUDA when available).
         amp: bf16 autocast on CUDA (ignored on CPU).
-        compile: wrap the model in ``torch.compile``.
+        compile: compile the training forward with ``torch.compile`` (on CUDA in
+            ``reduce-overhead`` mode, which replays CUDA graphs; batch widths are then rounded
+            up to multiples of 8 so few shapes occur). Off by default: on the CPU
+            ``benchmarks/train_loop.py`` measures it slower than the eager fused forward.
+            Falls back to the eager forward, with a warning, where compilation fails.
+        unpad: run the norms, products and MLPs on the real tokens of each ragged batch only,
+            not on its padding (the same numbers: padding never reaches a real position or
+            the loss). ``None``: on the CPU, where ``benchmarks/train_loop.py`` measures it
+            faster, and not on CUDA (launch-bound at these sizes) or under ``compile``.
         loss_on: ``"targets"`` trains only the positions the task gives a target (for the
             transduction tasks, the output after the marker); ``"sequence"`` trains a language
             model on every position (the next token of the whole padded-free sequence), as
@@ -141,6 +149,7 @@ class TrainConfig(Config):
     device: str | None = None
     amp: bool = True
     compile: bool = False
+    unpad: bool | None = None
     loss_on: str = "targets"
     log_to: tuple[str, ...] = ()
 

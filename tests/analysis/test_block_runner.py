@@ -12,6 +12,9 @@ SUPPORTED = [
     dict(attention_dir="bidirectional", act_fn="gelu_new", normalization_type="LNPre"),
     dict(attention_dir="causal", act_fn="relu", normalization_type=None),
     dict(attention_dir="bidirectional", act_fn="silu", attn_only=True),
+    dict(attention_dir="bidirectional", positional_embedding_type="rotary"),
+    dict(attention_dir="causal", positional_embedding_type="rotary", normalization_type="RMS"),
+    dict(attention_dir="causal", normalization_type="RMSPre", act_fn="solu_ln"),
 ]
 
 
@@ -36,7 +39,7 @@ def _inputs(runner, seed=0, rows=6, seq=9):
 def test_lean_blocks_equal_bridge_blocks(kw):
     model = _model(**kw)
     lean, bridge = BlockRunner(model), BlockRunner(model, lean=False)
-    assert all(layer is not None for layer in lean.lean)
+    assert lean.fused and not bridge.fused
     hidden, masked, positions = _inputs(lean)
     with torch.inference_mode():
         for first, last, mask in [(0, 2, masked), (1, 2, masked), (0, 2, None), (2, 2, masked)]:
@@ -58,8 +61,25 @@ def test_fully_masked_query_gets_a_zero_update_like_the_native_block():
 
 
 def test_unsupported_configurations_use_the_bridge():
-    model = _model(attention_dir="bidirectional", positional_embedding_type="rotary")
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge.sources.native import boot
+
+    cfg = TransformerBridgeConfig(
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        n_ctx=12,
+        d_vocab=20,
+        act_fn="silu",
+        gated_mlp=True,
+        seed=0,
+    )
+    model = boot(cfg, device="cpu", model_name="gated")
     runner = BlockRunner(model)
-    assert runner.lean == [None, None, None]
-    model = _model(attention_dir="causal", normalization_type="RMS")
-    assert BlockRunner(model).lean == [None, None, None]
+    assert not runner.fused
+    hidden = runner.embed(torch.randint(0, 20, (3, 7)))
+    with torch.inference_mode():
+        out = runner.blocks(hidden, 0, 1, None)
+    assert out.shape == hidden.shape and torch.isfinite(out).all()

@@ -215,7 +215,7 @@ def test_sequence_loss_is_the_language_model_loss(tmp_path):
             loss_on=loss_on,
         )
         reference = build_transformer(model_cfg, device="cpu")
-        tokens, targets, mask, _ = BatchSampler(task, cfg, torch.device("cpu"))(0)
+        tokens, targets, mask = BatchSampler(task, cfg, torch.device("cpu"))(0)[:3]
         with torch.no_grad():
             logits = reference(tokens, attention_mask=mask.long())
         if loss_on == "sequence":
