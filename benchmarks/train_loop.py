@@ -14,8 +14,10 @@ one process, each run alternated with the others so that machine noise hits all 
   the same padded batches with fused AdamW: what a hand-written model reaches on this
   hardware.
 
-Reports real (non-padding) tokens per second of each and the ratios, at d_model 64 x 4 layers
-(the grokking setting) and 256 x 4.
+Reports the steady-state throughput of each (sequences, and real tokens, per second over the
+steps after the first ``WARM``, so that one-off costs such as sampling the training pool or
+compiling are not counted) and the ratios, at d_model 64 x 4 layers (the grokking setting)
+and 256 x 4.
 
     python benchmarks/train_loop.py            # both sizes
     python benchmarks/train_loop.py --quick    # a few seconds, small size only
@@ -39,6 +41,23 @@ from torch.utils.data import Dataset
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
 from hierlens.models.train import BatchSampler
+
+WARM = 10  # steps not timed
+
+
+class _Clock:
+    """Starts timing when ``tick`` has been called ``WARM`` times (once per step)."""
+
+    def __init__(self) -> None:
+        self.calls, self.start = 0, None
+
+    def tick(self, *args) -> None:
+        self.calls += 1
+        if self.calls == WARM:
+            self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
 
 
 class _TokenDataset(Dataset):
@@ -107,10 +126,10 @@ def _train_config(steps: int, batch: int, pool: int, device: str, **kw) -> Train
 def run_hierlens(setup: dict, **kw) -> float:
     model = build_transformer(setup["model"], device=setup["device"])
     cfg = _train_config(setup["steps"], setup["batch"], setup["pool"], setup["device"], **kw)
+    clock = _Clock()
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        train(model, setup["task"], cfg, tmp, progress=False)
-        return time.perf_counter() - t0
+        train(model, setup["task"], cfg, tmp, progress=False, callback=clock.tick)
+        return clock.seconds()
 
 
 def run_transformer_lens(setup: dict) -> float:
@@ -118,7 +137,8 @@ def run_transformer_lens(setup: dict) -> float:
     from transformer_lens.tools.training import train as tl_train
 
     model = build_transformer(setup["model"], device=setup["device"])
-    t0 = time.perf_counter()  # sampling the pool is part of every timing
+    clock = _Clock()
+    model.register_forward_pre_hook(lambda module, args: clock.tick())  # once per step
     task, pool = setup["task"], setup["pool"]
     tokens = pad_examples(task.sample(pool, "train", 0), task.pad_id).tokens
     data = _TokenDataset(tokens[torch.from_numpy(np.concatenate(setup["rows"]))])
@@ -134,7 +154,7 @@ def run_transformer_lens(setup: dict) -> float:
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         tl_train(model, cfg, data)
-    return time.perf_counter() - t0
+    return clock.seconds()
 
 
 def run_plain(setup: dict) -> float:
@@ -143,7 +163,7 @@ def run_plain(setup: dict) -> float:
     torch.manual_seed(0)
     model = PlainGPT(m.d_vocab, m.n_ctx, m.d_model, m.n_layers, m.n_heads).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
-    t0 = time.perf_counter()
+    clock = _Clock()
     sampler = BatchSampler(setup["task"], setup["cfg"], device)
     for step in range(setup["steps"]):
         batch = sampler(step)
@@ -156,8 +176,9 @@ def run_plain(setup: dict) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        clock.tick()
     float(loss)  # wait for the device
-    return time.perf_counter() - t0
+    return clock.seconds()
 
 
 def measure(d_model: int, steps: int, args: argparse.Namespace) -> None:
@@ -167,7 +188,8 @@ def measure(d_model: int, steps: int, args: argparse.Namespace) -> None:
     cfg = _train_config(steps, batch, pool, args.device)
     sampler = BatchSampler(task, cfg, torch.device("cpu"))
     rows = [sampler.rows(s) for s in range(steps)]
-    real_tokens = sum(int(sampler.lengths[r].sum()) for r in rows)
+    mean_length = float(np.mean([sampler.lengths[r].mean() for r in rows]))
+    timed = (steps - WARM) * batch  # sequences in the timed steps
     setup = dict(
         task=task,
         model=model,
@@ -187,9 +209,6 @@ def measure(d_model: int, steps: int, args: argparse.Namespace) -> None:
     }
     if args.no_compile:
         del runs["hierlens compiled"]
-    if "hierlens compiled" in runs:
-        run_hierlens({**setup, "steps": 2})  # compile once outside the timings
-        # (torch.compile caches per process; the timed runs then measure steady state)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
@@ -200,9 +219,10 @@ def measure(d_model: int, steps: int, args: argparse.Namespace) -> None:
         f"\nd_model={d_model} x 4 layers, question formation, batch {batch}, {steps} steps, "
         f"device={args.device}, threads={torch.get_num_threads()}"
     )
-    print(f"{'':20s} {'tokens/s':>10s} {'vs TL':>7s} {'vs plain':>9s}")
+    print(f"{'':20s} {'seq/s':>8s} {'tokens/s':>9s} {'vs TL':>7s} {'vs plain':>9s}")
     for name, t in best.items():
-        print(f"{name:20s} {real_tokens / t:10.0f} {tl / t:6.2f}x {plain / t:8.2f}x")
+        rate = timed / t
+        print(f"{name:20s} {rate:8.1f} {rate * mean_length:9.0f} {tl / t:6.2f}x {plain / t:8.2f}x")
 
 
 def main() -> None:
@@ -219,10 +239,10 @@ def main() -> None:
         print(f"GPU: {torch.cuda.get_device_name()}")
     if args.quick:
         args.no_compile = True
-        measure(64, 10, args)
+        measure(64, WARM + 10, args)
         return
     measure(64, 200, args)
-    measure(256, 40, args)
+    measure(256, 60, args)
 
 
 if __name__ == "__main__":
