@@ -30,7 +30,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         args.name,
         args.out,
         quick=args.quick,
-        setting=args.setting,
+        setting_name=args.setting,
         device=args.device,
         progress=not args.no_progress,
         **options,

@@ -213,10 +213,14 @@ class FigureSpec:
         """``quick``, ``full`` and the figure's named settings."""
         return ["quick", "full", *self.named]
 
-    def settings(self, quick: bool, setting: str | None = None, **options: Any) -> dict[str, Any]:
-        """The setting to compute with: ``quick`` or ``full`` (or the one named ``setting``),
-        updated by ``options`` (ValueError for a setting or option the figure does not take)."""
-        base = self._base(quick, setting)
+    def settings(
+        self, quick: bool, setting_name: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """The setting to compute with: ``quick`` or ``full`` (or the one named
+        ``setting_name``), updated by ``options`` (ValueError for a setting or option the
+        figure does not take). Named ``setting_name`` because ``setting`` is an option key of
+        several figures."""
+        base = self._base(quick, setting_name)
         allowed = set(self.quick) | set(self.full) | set(self.options)
         for named in self.named.values():
             allowed |= set(named)
@@ -236,7 +240,7 @@ class FigureSpec:
                 f"{', '.join(self.setting_names)}"
             )
         if quick and setting != "quick":
-            raise ValueError(f"quick=True contradicts setting={setting!r}; pass one of them")
+            raise ValueError(f"quick=True contradicts setting_name={setting!r}; pass one of them")
         return {"quick": self.quick, "full": self.full, **self.named}[setting]
 
 
@@ -402,7 +406,7 @@ def reproduce(
     out_dir: str | os.PathLike = "figures",
     *,
     quick: bool = False,
-    setting: str | None = None,
+    setting_name: str | None = None,
     device: str | None = None,
     progress: bool = True,
     **options: Any,
@@ -412,8 +416,8 @@ def reproduce(
 
     Args:
         quick: the small setting (minutes on a CPU) instead of the full one.
-        setting: a setting by name instead (``"quick"``, ``"full"`` or one of the figure's
-            :attr:`FigureSpec.named`, e.g. ``"modest"`` for ``chomsky-table``).
+        setting_name: a setting by name instead (``"quick"``, ``"full"`` or one of the
+            figure's :attr:`FigureSpec.named`, e.g. ``"modest"`` for ``chomsky-table``).
         device: where to train (None: CUDA when available, else CPU).
         options: overrides of the setting's entries (see ``FIGURES[name].quick``), e.g.
             ``steps=50``; for the grokking figures ``run_dir=RUN`` draws an existing run
@@ -426,13 +430,13 @@ def reproduce(
         from .results_page import write_results_page
 
         return [write_results_page(out_dir)]
-    if name == "all" and (options or setting not in (None, "quick", "full")):
+    if name == "all" and (options or setting_name not in (None, "quick", "full")):
         raise ValueError(
             "options apply to one figure, and so do named settings; pass a figure name, not 'all'"
         )
     specs = list(FIGURES.values()) if name == "all" else [_spec(name)]
-    settings = [spec.settings(quick, setting, **options) for spec in specs]
-    label = setting or ("quick" if quick else "full")
+    settings = [spec.settings(quick, setting_name, **options) for spec in specs]
+    label = setting_name or ("quick" if quick else "full")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

@@ -217,25 +217,27 @@ def test_named_settings_select_fail_and_record(tmp_path):
     assert spec.settings(False, "modest") == CHOMSKY_MODEST
     assert spec.settings(False, "full") == spec.full and spec.settings(True, "quick") == spec.quick
     assert spec.settings(False, "modest", eval_n=3)["eval_n"] == 3
+    cka = FIGURES["cka-across-seeds"]
+    assert cka.settings(True, setting={"x": 1})["setting"] == {"x": 1}  # an option, not a name
     for name, other in FIGURES.items():
         for named in other.named.values():
             assert named.keys() == other.full.keys(), name
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="no setting 'nope'.*quick, full, modest"):
-        reproduce("chomsky-table", out, setting="nope")
+        reproduce("chomsky-table", out, setting_name="nope")
     with pytest.raises(ValueError, match="contradicts"):
-        reproduce("chomsky-table", out, quick=True, setting="modest")
+        reproduce("chomsky-table", out, quick=True, setting_name="modest")
     with pytest.raises(ValueError, match="no setting 'modest'"):
-        reproduce("mdl-digits", out, setting="modest")
+        reproduce("mdl-digits", out, setting_name="modest")
     with pytest.raises(ValueError, match="apply to one figure"):
-        reproduce("all", out, setting="modest")
+        reproduce("all", out, setting_name="modest")
     assert not out.exists()
     assert main(["reproduce", "chomsky-table", "--setting", "nope", "--out", str(out)]) == 2
     argv = ["reproduce", "chomsky-table", "--quick", "--setting", "modest", "--out", str(out)]
     assert main(argv) == 2
     assert not out.exists()
     tiny = {"tasks": ["parity_check"], "archs": ["rnn"], "steps": 2, "eval_n": 6}
-    reproduce("chomsky-table", out, setting="modest", device="cpu", progress=False, **tiny)
+    reproduce("chomsky-table", out, setting_name="modest", device="cpu", progress=False, **tiny)
     record = json.loads((out / "chomsky-table.json").read_text())
     assert record["setting"] == "modest" and record["quick"] is False
     assert record["settings"]["task_params"] == CHOMSKY_MODEST["task_params"]
