@@ -77,6 +77,19 @@ def probeable(labels: np.ndarray) -> bool:
     return bool((positive >= MIN_CLASS_COUNT).any())
 
 
+def sweep(acts: dict[str, torch.Tensor], labels: dict, ks: list[int], **kw) -> list[dict]:
+    """``probe_sweep`` over ``acts`` ``{hook: (n, d)}`` with each hook's ``k`` capped at its
+    width ``d`` (a 4-wide stack read gets k <= 4): one sweep per group of hooks that share
+    their admissible ``k`` s."""
+    groups: dict[tuple[int, ...], dict[str, torch.Tensor]] = defaultdict(dict)
+    for h, a in acts.items():
+        groups[tuple(sorted({min(k, a.shape[-1]) for k in ks}))][h] = a
+    rows: list[dict] = []
+    for group_ks, group in groups.items():
+        rows += probe_sweep(group, labels, ks=list(group_ks), device="cpu", progress=False, **kw)
+    return rows
+
+
 def macro_f1(rows: list[dict]) -> dict[tuple[str, str, int], float]:
     """``{(hook, label, k): mean F1 over the label's one-vs-rest problems}``."""
     f1 = defaultdict(list)
@@ -96,7 +109,8 @@ def per_position_f1(
 
     Returns:
         the first position of each bucket, and ``{(hook, label): [F1 per bucket]}`` (macro
-        over one-vs-rest problems; None where the label cannot be probed in that bucket).
+        over one-vs-rest problems at ``k``, or the hook's width if smaller; None where the
+        label cannot be probed in that bucket).
     """
     n_input = int((next(iter(labels.values())) != -1).any(0).sum())
     starts = list(range(0, n_input, bucket))
@@ -112,13 +126,10 @@ def per_position_f1(
             acts_t = {h: a[:, t0:t1].reshape(-1, a.shape[-1]) for h, a in acts.items()}
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*not probed")
-                rows = probe_sweep(
-                    acts_t, lab_t, ks=[k], min_class_count=MIN_CLASS_COUNT, device="cpu",
-                    progress=False,
-                )  # fmt: skip
+                rows = sweep(acts_t, lab_t, [k], min_class_count=MIN_CLASS_COUNT)
             f1 = macro_f1(rows)
         for h, lab in curves:
-            curves[(h, lab)].append(f1.get((h, lab, k)))
+            curves[(h, lab)].append(f1.get((h, lab, min(k, acts[h].shape[-1]))))
     return starts, curves
 
 
@@ -149,7 +160,7 @@ def print_pooled(f1: dict, hooks: list[str], labels: list[str], ks: list[int]) -
     print(f"  all input tokens: {'hook':26s} {'label':12s} " + " ".join(f"k={k:<4d}" for k in ks))
     for hook in hooks:
         for label in labels:
-            cells = [f1.get((hook, label, k), float("nan")) for k in ks]
+            cells = [f1.get((hook, label, k), float("nan")) for k in ks]  # nan: k > width
             print(f"  {'':16s}  {hook:26s} {label:12s} " + " ".join(f"{c:.3f} " for c in cells))
 
 
@@ -163,7 +174,9 @@ def print_per_position(
     def row(cells: list[str]) -> str:
         return "".join(("|" if i == ood_from else " ") + c for i, c in enumerate(cells))
 
-    print(f"  per input position t, k={k} ('|': from t = n_train = {n_train} on):")
+    print(
+        f"  per input position t, k={k} or the hook's width ('|': from t = n_train = {n_train} on):"
+    )
     print(f"  {'hook':26s} {'label':12s} t:" + row([f"{t:<5d}" for t in starts]))
     for hook in hooks:
         for label in labels:
@@ -220,7 +233,7 @@ def main() -> None:
         store = capture(model, tokens, HOOKS[arch], batch_size=50, device="cpu", progress=False)
         acts = {h: store[h].float().reshape(*tokens.shape, -1) for h in HOOKS[arch]}
         pooled = {h: a.reshape(-1, a.shape[-1]) for h, a in acts.items()}
-        f1 = macro_f1(probe_sweep(pooled, flat, ks=ks, device="cpu", progress=False))
+        f1 = macro_f1(sweep(pooled, flat, ks))
         print_pooled(f1, HOOKS[arch], list(labels), ks)
         starts, curves = per_position_f1(acts, labels, ks[-1], args.bucket)
         results[arch] = (starts, curves)
