@@ -1,4 +1,5 @@
-"""``hierlens reproduce NAME [--quick]``: draw a paper figure (``list``: the figures)."""
+"""``hierlens reproduce NAME [--quick | --setting S]``: draw a paper figure (``list``: the
+figures and their settings)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         args.name,
         args.out,
         quick=args.quick,
+        setting_name=args.setting,
         device=args.device,
         progress=not args.no_progress,
         **options,
@@ -46,6 +48,12 @@ def add_figures_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="figure name, `all`, or `list`")
     p.add_argument("--list", action="store_true", help="list the figures and their run times")
     p.add_argument("--quick", action="store_true", help="the small setting (minutes on a CPU)")
+    p.add_argument(
+        "--setting",
+        default=None,
+        help="a setting by name: quick, full, or one the figure defines (chomsky-table: modest); "
+        "`reproduce list` names them",
+    )
     p.add_argument("--out", type=Path, default=Path("figures"), help="output folder (figures)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(

@@ -10,6 +10,7 @@ hierlens report RUN_DIR             the self-contained HTML report of a run
 hierlens compare RUN_A RUN_B        layer x layer CKA and unit matching of two runs' models
 hierlens export RUN_DIR --to TB     replay a run into TensorBoard, W&B or MLflow
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
+                                    (and each figure's named settings, --setting S)
 hierlens export-treebank TASK       a grammar task's gold trees as a PTB or CoNLL-U treebank
 """
 

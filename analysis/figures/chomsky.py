@@ -4,9 +4,11 @@
 (tasks x architectures x seeds x learning rates; runs already finished in ``out_dir`` are
 reused) and returns per cell the paper's score (``test_ood`` accuracy averaged over lengths,
 best over seeds and learning rates), the paper's reported value for the same cell
-(:data:`~hierlens.analysis.figures.settings.DELETANG_TABLE2`) and the accuracy-vs-length
-curve of the best run. :func:`plot_chomsky_table` draws the two tables side by side, each
-cell coloured by the paper's threshold (>= 90% generalises), above one length curve per task.
+(:data:`~hierlens.analysis.figures.deletang_table2.DELETANG_TABLE2`) with the sources that
+corroborate it (none: an unverified transcription) and the accuracy-vs-length curve of the
+best run. :func:`plot_chomsky_table` draws the two tables side by side, each cell coloured by
+the paper's threshold (>= 90% generalises), the paper's cells marked corroborated (``✓``) or
+unverified (``?``), above one length curve per task.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .settings import DELETANG_TABLE2
+from .deletang_table2 import DELETANG_SOURCES, DELETANG_TABLE2, paper_provenance
 
 ARCH_LABELS = {
     "rnn": "RNN",
@@ -81,6 +83,7 @@ def chomsky_table(
         },
         "test_id": {t: {a: 100 * table[t][a]["test_id"] for a in archs} for t in tasks},
         "paper": {t: {a: DELETANG_TABLE2.get(t, {}).get(a) for a in archs} for t in tasks},
+        **paper_sources(tasks, archs),
         "curves": {
             t: {a: {k: 100 * v for k, v in table[t][a]["by_length"].items()} for a in archs}
             for t in tasks
@@ -88,7 +91,44 @@ def chomsky_table(
     }
 
 
-def _table(ax, values: dict[str, dict[str, float | None]], tasks, archs, threshold, title) -> None:
+def paper_sources(tasks: list[str], archs: list[str]) -> dict[str, Any]:
+    """``paper_sources`` ``{task: {arch: [source key, ...]}}`` (empty list: an unverified
+    transcription) and ``sources`` ``{key: citation}`` for the keys used."""
+    cells = {t: {a: list(paper_provenance(t, a)) for a in archs} for t in tasks}
+    used = sorted({k for row in cells.values() for keys in row.values() for k in keys})
+    return {"paper_sources": cells, "sources": {k: DELETANG_SOURCES[k] for k in used}}
+
+
+def paper_marks(data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per paper cell ``"corroborated"``, ``"unverified"`` or ``"missing"`` (no value); data
+    written before the sources were recorded reads its marks from the current record."""
+    if "paper_sources" in data:
+        sources = data["paper_sources"]
+    else:
+        sources = paper_sources(data["tasks"], data["archs"])["paper_sources"]
+    return {
+        t: {
+            a: "missing"
+            if data["paper"][t].get(a) is None
+            else ("corroborated" if sources.get(t, {}).get(a) else "unverified")
+            for a in data["archs"]
+        }
+        for t in data["tasks"]
+    }
+
+
+_MARK = {"corroborated": " ✓", "unverified": " ?", "missing": ""}
+
+
+def _table(
+    ax,
+    values: dict[str, dict[str, float | None]],
+    tasks: list[str],
+    archs: list[str],
+    threshold: float,
+    title: str,
+    marks: dict[str, dict[str, str]] | None = None,
+) -> None:
     import numpy as np
     from matplotlib.colors import ListedColormap
 
@@ -100,7 +140,9 @@ def _table(ax, values: dict[str, dict[str, float | None]], tasks, archs, thresho
     for i in range(len(tasks)):
         for j in range(len(archs)):
             v = grid[i, j]
-            ax.text(j, i, "—" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", fontsize=8)
+            mark = _MARK[marks[tasks[i]][archs[j]]] if marks else ""
+            text = "—" if np.isnan(v) else f"{v:.1f}{mark}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
     ax.set_xticks(
         range(len(archs)), [ARCH_LABELS.get(a, a) for a in archs], rotation=30, fontsize=8
     )
@@ -132,7 +174,10 @@ def plot_chomsky_table(data: dict[str, Any]):
         tasks,
         archs,
         thr,
-        "Delétang et al. 2023, Table 2 as transcribed, unverified (train 1..40, OOD 41..500, 1M steps, best of 10 seeds x 3 lr)",
+        "Delétang et al. 2023, Table 2 (train 1..40, OOD 41..500, 1M steps, best of 10 seeds x 3"
+        " lr)\n✓: the same number in a second source (named in chomsky-table.json); ?: unverified"
+        " transcription",
+        marks=paper_marks(data),
     )
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(gs[1 + k // n_cols, k % n_cols])

@@ -1,6 +1,7 @@
 """Paper figures: a registry of thirteen figures and :func:`reproduce`, which computes a figure's
-data (at its full or ``quick`` setting), writes it to ``NAME.json`` and draws ``NAME.png``
-and ``NAME.pdf`` (``hierlens reproduce NAME [--quick]``).
+data (at its full or ``quick`` setting, or another setting the figure names), writes it to
+``NAME.json`` and draws ``NAME.png`` and ``NAME.pdf`` (``hierlens reproduce NAME [--quick |
+--setting NAME]``).
 
 Full settings and their run times. ``--quick`` runs each figure in about a minute or less on
 one CPU core (measured 4-35 s of compute per figure on an idle core, up to 71 s on a shared
@@ -37,11 +38,15 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   initialised 24-block transformers along four paths, :data:`RANK_FULL`. Measured 3.7 min.
 - ``sae-geometry-spectrum`` (Li et al. 2024): decoder eigenvalue spectrum and power-law
   slope of a TopK SAE per layer, :data:`SAE_GEOMETRY_FULL`. Measured 4.1 min.
+- ``chomsky-table`` (Delétang et al. 2023): length generalisation of 7 tasks x 5
+  architectures beside the paper's Table 2, :data:`CHOMSKY_FULL` (estimated 10-20 h); its
+  named setting ``modest`` (:data:`CHOMSKY_MODEST`, ``--setting modest``) trains the same 35
+  cells at 900 steps: measured 10.1 min on a 2-core CPU shared with other jobs.
 
 Each figure is one data function (in :mod:`.training`, :mod:`.experiments` and
 :mod:`.representations`) and one pure plotting function (:mod:`.plot`,
 :mod:`.plot_representations`); a
-figure's ``NAME.json`` holds ``{"name", "quick", "settings", "seconds", "data"}``, and
+figure's ``NAME.json`` holds ``{"name", "quick", "setting", "settings", "seconds", "data"}``, and
 :func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
 times (:attr:`FigureSpec.full_runtime`).
 """
@@ -53,7 +58,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,7 @@ from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
     CHOMSKY_FULL,
+    CHOMSKY_MODEST,
     CHOMSKY_QUICK,
     CKA_FULL,
     CKA_QUICK,
@@ -189,6 +195,7 @@ class FigureSpec:
         quick, full: the settings of ``--quick`` and of the full figure.
         options: extra keyword options ``compute`` accepts beyond the settings' keys.
         full_runtime: the full setting's run time, saying whether measured or estimated.
+        named: further settings by name (``--setting NAME``), e.g. one between quick and full.
     """
 
     name: str
@@ -199,17 +206,42 @@ class FigureSpec:
     full: dict[str, Any]
     full_runtime: str
     options: tuple[str, ...] = ()
+    named: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
-    def settings(self, quick: bool, **options: Any) -> dict[str, Any]:
-        """The setting to compute with: ``quick`` or ``full``, updated by ``options``
-        (ValueError for a name the figure does not take)."""
+    @property
+    def setting_names(self) -> list[str]:
+        """``quick``, ``full`` and the figure's named settings."""
+        return ["quick", "full", *self.named]
+
+    def settings(
+        self, quick: bool, setting_name: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """The setting to compute with: ``quick`` or ``full`` (or the one named
+        ``setting_name``), updated by ``options`` (ValueError for a setting or option the
+        figure does not take). Named ``setting_name`` because ``setting`` is an option key of
+        several figures."""
+        base = self._base(quick, setting_name)
         allowed = set(self.quick) | set(self.full) | set(self.options)
+        for named in self.named.values():
+            allowed |= set(named)
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(
                 f"figure {self.name!r} takes no option(s) {unknown}; options: {sorted(allowed)}"
             )
-        return {**(self.quick if quick else self.full), **options}
+        return {**base, **options}
+
+    def _base(self, quick: bool, setting: str | None) -> dict[str, Any]:
+        if setting is None:
+            return self.quick if quick else self.full
+        if setting not in self.setting_names:
+            raise ValueError(
+                f"figure {self.name!r} has no setting {setting!r}; settings: "
+                f"{', '.join(self.setting_names)}"
+            )
+        if quick and setting != "quick":
+            raise ValueError(f"quick=True contradicts setting_name={setting!r}; pass one of them")
+        return {"quick": self.quick, "full": self.full, **self.named}[setting]
 
 
 _GROK_OPTIONS = ("steps", "run_dir")
@@ -352,6 +384,7 @@ FIGURES: dict[str, FigureSpec] = {
             "estimated 10-20 h on one CPU core (7 tasks x 5 architectures x 3 seeds x 2 rates "
             "x 10k steps); runs already in OUT/chomsky_runs are reused",
             ("steps", "arch_options"),
+            {"modest": CHOMSKY_MODEST},
         ),
     )
 }
@@ -373,6 +406,7 @@ def reproduce(
     out_dir: str | os.PathLike = "figures",
     *,
     quick: bool = False,
+    setting_name: str | None = None,
     device: str | None = None,
     progress: bool = True,
     **options: Any,
@@ -382,6 +416,8 @@ def reproduce(
 
     Args:
         quick: the small setting (minutes on a CPU) instead of the full one.
+        setting_name: a setting by name instead (``"quick"``, ``"full"`` or one of the
+            figure's :attr:`FigureSpec.named`, e.g. ``"modest"`` for ``chomsky-table``).
         device: where to train (None: CUDA when available, else CPU).
         options: overrides of the setting's entries (see ``FIGURES[name].quick``), e.g.
             ``steps=50``; for the grokking figures ``run_dir=RUN`` draws an existing run
@@ -394,23 +430,27 @@ def reproduce(
         from .results_page import write_results_page
 
         return [write_results_page(out_dir)]
-    if name == "all" and options:
-        raise ValueError("options apply to one figure; pass a figure name, not 'all'")
+    if name == "all" and (options or setting_name not in (None, "quick", "full")):
+        raise ValueError(
+            "options apply to one figure, and so do named settings; pass a figure name, not 'all'"
+        )
     specs = list(FIGURES.values()) if name == "all" else [_spec(name)]
-    settings = [spec.settings(quick, **options) for spec in specs]
+    settings = [spec.settings(quick, setting_name, **options) for spec in specs]
+    label = setting_name or ("quick" if quick else "full")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for i, spec in enumerate(specs):
-        setting = settings[i]
-        log.info("figure %s (%s setting)", spec.name, "quick" if quick else "full")
+        chosen = settings[i]
+        log.info("figure %s (%s setting)", spec.name, label)
         start = time.perf_counter()
-        data = _jsonable(spec.compute(out, device, progress, **dict(setting)))
+        data = _jsonable(spec.compute(out, device, progress, **dict(chosen)))
         seconds = time.perf_counter() - start
         record = {
             "name": spec.name,
-            "quick": quick,
-            "settings": _jsonable(setting),
+            "quick": label == "quick",
+            "setting": label,
+            "settings": _jsonable(chosen),
             "seconds": round(seconds, 2),
             "data": data,
         }
@@ -431,13 +471,17 @@ def redraw(json_path: str | os.PathLike, out_dir: str | os.PathLike | None = Non
 
 
 def describe() -> list[str]:
-    """One line per figure: name, description, and the full setting's run time."""
+    """One line per figure: name, description, the full setting's run time and the names of
+    any further settings."""
     width = max(len(n) for n in FIGURES)
-    return [
-        f"{spec.name:{width}s}  {spec.description}\n{'':{width}s}  full setting: "
-        f"{spec.full_runtime}"
-        for spec in FIGURES.values()
-    ]
+    lines = []
+    for spec in FIGURES.values():
+        line = f"{spec.name:{width}s}  {spec.description}\n{'':{width}s}  full setting: "
+        line += spec.full_runtime
+        if spec.named:
+            line += f"\n{'':{width}s}  also --setting {', '.join(spec.named)}"
+        lines.append(line)
+    return lines
 
 
 __all__ = ["FIGURES", "FigureSpec", "describe", "redraw", "reproduce"]

@@ -223,6 +223,67 @@ def _structural_rows(rec: dict[str, Any] | None) -> list[Row]:
              "theirs": theirs, "verdict": verdict}]  # fmt: skip
 
 
+def _chomsky_rows(rec: dict[str, Any] | None) -> list[Row]:
+    paper = "Delétang et al. 2023 (Chomsky hierarchy)"
+    claim = (
+        "length generalisation follows the Chomsky hierarchy: RNN and LSTM solve regular tasks, "
+        "Stack-RNN up to DCF, Tape-RNN up to CS tasks; Transformers fail even some regular ones"
+    )
+    if rec is None:
+        return [{"paper": paper, "claim": claim, "setting": "-", "ours": "-",
+                 "theirs": "Table 2", "verdict": "not run (no chomsky-table.json)"}]  # fmt: skip
+    d = rec["data"]
+    thr = 100 * d["threshold"]
+    cells = [(t, a) for t in d["tasks"] for a in d["archs"]]
+    ours = {c for c in cells if d["measured"][c[0]][c[1]] >= thr}
+    paper_ok = {c for c in cells if (d["paper"][c[0]][c[1]] or 0.0) >= thr}
+    sources = d.get("paper_sources", {})
+    unverified = [c for c in cells if not sources.get(c[0], {}).get(c[1])]
+
+    def names(cs: list[tuple[str, str]] | set[tuple[str, str]]) -> str:
+        by_task: dict[str, list[str]] = {}
+        for t, a in cs:
+            by_task.setdefault(t, []).append(a)
+        return (
+            "; ".join(
+                f"{t} ({'all' if len(v) == len(d['archs']) else ', '.join(a for a in d['archs'] if a in v)})"
+                for t, v in sorted(by_task.items())
+            )
+            or "none"
+        )
+
+    setting = (
+        f"`chomsky-table` ({rec.get('setting', 'quick' if rec['quick'] else 'full')} setting): "
+        f"{len(d['tasks'])} tasks x {len(d['archs'])} architectures, train lengths 1..{d['n_train']}, "
+        f"OOD {d['n_train'] + 1}..{d['n_test']}, {d['steps']} steps, {len(d['seeds'])} seed(s) x "
+        f"{len(d['lrs'])} learning rate(s)"
+    )
+    ours_txt = f"{len(ours)} of {len(cells)} cells >= {thr:.0f}%: {names(ours)}"
+    theirs = (
+        f"{len(paper_ok)} of {len(cells)} cells >= {thr:.0f}% in Table 2 (1M steps, OOD 41..500, "
+        f"best of 10 seeds x 3 rates); {len(cells) - len(unverified)} of these {len(cells)} paper "
+        f"cells corroborated by a second source, unverified transcriptions: {names(unverified)}"
+    )
+    agree = sum((c in ours) == (c in paper_ok) for c in cells)
+    missed, extra = sorted(paper_ok - ours), sorted(ours - paper_ok)
+    if agree == len(cells):
+        verdict = "reproduced: every cell on the same side of 90% as the paper"
+    else:
+        verdict = f"partly: {agree} of {len(cells)} cells on the same side of 90% as the paper"
+        if missed:
+            verdict += (
+                f"; below 90% here where the paper generalises: {names(missed)} (at "
+                f"{d['steps']} steps these may only be undertrained)"
+            )
+        if extra:
+            verdict += (
+                f"; >= 90% here where the paper fails: {names(extra)} (OOD here reaches only "
+                f"length {d['n_test']}, the paper's 500)"
+            )
+    return [{"paper": paper, "claim": claim, "setting": setting, "ours": ours_txt,
+             "theirs": theirs, "verdict": verdict}]  # fmt: skip
+
+
 def _load(docs: Path, name: str) -> dict[str, Any] | None:
     for sub in ("results", "figures"):
         path = docs / sub / f"{name}.json"
@@ -238,6 +299,7 @@ CLAIMS: tuple[Callable[[Path], list[Row]], ...] = (
     ),
     lambda d: _depth_rows(_load(d, "depth-inverted-u")),
     lambda d: _structural_rows(_load(d, "structural-probe-layers")),
+    lambda d: _chomsky_rows(_load(d, "chomsky-table")),
 )
 
 

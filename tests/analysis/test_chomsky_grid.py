@@ -181,6 +181,8 @@ def test_table_figure_tiny(tmp_path):
     data = json.loads((tmp_path / "chomsky-table.json").read_text())["data"]
     assert data["paper"]["reverse_string"]["stack_rnn"] == 100.0
     assert data["paper"]["parity_check"]["lstm"] == 100.0
+    assert "deltaformer-table5" in data["paper_sources"]["reverse_string"]["stack_rnn"]
+    assert "deltaformer-table5" in data["sources"]
     for t in data["tasks"]:
         for a in data["archs"]:
             assert 0.0 <= data["measured"][t][a] <= 100.0

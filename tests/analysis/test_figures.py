@@ -209,6 +209,41 @@ def test_unknown_name_and_option_fail_before_any_work(tmp_path):
     assert not out.exists()
 
 
+def test_named_settings_select_fail_and_record(tmp_path):
+    from hierlens.analysis.figures.settings import CHOMSKY_MODEST
+
+    spec = FIGURES["chomsky-table"]
+    assert spec.setting_names == ["quick", "full", "modest"]
+    assert spec.settings(False, "modest") == CHOMSKY_MODEST
+    assert spec.settings(False, "full") == spec.full and spec.settings(True, "quick") == spec.quick
+    assert spec.settings(False, "modest", eval_n=3)["eval_n"] == 3
+    cka = FIGURES["cka-across-seeds"]
+    assert cka.settings(True, setting={"x": 1})["setting"] == {"x": 1}  # an option, not a name
+    for name, other in FIGURES.items():
+        for named in other.named.values():
+            assert named.keys() == other.full.keys(), name
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no setting 'nope'.*quick, full, modest"):
+        reproduce("chomsky-table", out, setting_name="nope")
+    with pytest.raises(ValueError, match="contradicts"):
+        reproduce("chomsky-table", out, quick=True, setting_name="modest")
+    with pytest.raises(ValueError, match="no setting 'modest'"):
+        reproduce("mdl-digits", out, setting_name="modest")
+    with pytest.raises(ValueError, match="apply to one figure"):
+        reproduce("all", out, setting_name="modest")
+    assert not out.exists()
+    assert main(["reproduce", "chomsky-table", "--setting", "nope", "--out", str(out)]) == 2
+    argv = ["reproduce", "chomsky-table", "--quick", "--setting", "modest", "--out", str(out)]
+    assert main(argv) == 2
+    assert not out.exists()
+    tiny = {"tasks": ["parity_check"], "archs": ["rnn"], "steps": 2, "eval_n": 6}
+    reproduce("chomsky-table", out, setting_name="modest", device="cpu", progress=False, **tiny)
+    record = json.loads((out / "chomsky-table.json").read_text())
+    assert record["setting"] == "modest" and record["quick"] is False
+    assert record["settings"]["task_params"] == CHOMSKY_MODEST["task_params"]
+    assert record["data"]["n_train"] == CHOMSKY_MODEST["task_params"]["n_train"]
+
+
 def _capture(monkeypatch, name: str) -> list:
     """Replace the figure's plot function by one that records the data it is given."""
     seen = []
@@ -228,6 +263,7 @@ def _check_outputs(tmp_path, name: str, paths, seen) -> dict:
     _assert_pdf(tmp_path / f"{name}.pdf")
     record = json.loads((tmp_path / f"{name}.json").read_text())
     assert record["name"] == name and record["quick"] is True and record["seconds"] >= 0
+    assert record["setting"] == "quick"
     assert record["settings"] == json.loads(json.dumps(FIGURES[name].settings(True, **TINY[name])))
     assert len(seen) == 1
     # the JSON holds exactly what was plotted (NaN-safe comparison through its text)
