@@ -23,9 +23,10 @@ from typing import Any
 
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
 from hierlens.models.atomic_io import atomic_write_json, read_json
+from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import TrainConfig, holds_other_config, train
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,12 @@ def chomsky_grid(
             )
             for lr in lrs:
                 for seed in seeds:
+                    fields = {**dict(model or {}), **arch_options.get(arch, {})}
+                    run_config = run_config_dict(
+                        task,
+                        ArchConfig.for_task(task, **fields, arch=arch, seed=seed),
+                        TrainConfig(**{**base, "lr": float(lr), "seed": seed}),
+                    )
                     jobs.append(
                         {
                             "task": {"name": task_name, "params": params},
@@ -135,9 +142,11 @@ def chomsky_grid(
                             "eval": {"n": eval_n, "seed": eval_seed},
                             "run_dir": str(Path(out_dir) / run_name(task_name, arch, lr, seed)),
                             "key": {"task": task_name, "arch": arch, "lr": float(lr), "seed": seed},
+                            "config": run_config,
                         }
                     )
     out = Path(out_dir)
+    _refuse_stale_runs(jobs, out)
     out.mkdir(parents=True, exist_ok=True)
     pending = [j for j in jobs if not (Path(j["run_dir"]) / DONE).exists()]
     errors: dict[str, str] = {}
@@ -178,6 +187,24 @@ def chomsky_grid(
     return rows
 
 
+def _refuse_stale_runs(jobs: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """A clear error, before any training, when ``out`` holds runs of this grid made with
+    other settings (their ``done.json`` would otherwise be reused as if current)."""
+    stale = []
+    for job in jobs:
+        run = Run(job["run_dir"])
+        done = run.path / DONE
+        other_eval = done.exists() and read_json(done).get("eval", job["eval"]) != job["eval"]
+        if holds_other_config(run, job["config"]) or other_eval:
+            stale.append(str(run.path.relative_to(out)))
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise ValueError(
+            f"{out} holds {len(stale)} run(s) of this grid made with other settings ({shown}); "
+            "use another output folder, or delete those runs to train them again"
+        )
+
+
 def run_grid_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train (resuming) and evaluate one grid run; writes and returns its ``done.json``."""
     task = get_task(job["task"]["name"], **job["task"]["params"])
@@ -195,6 +222,7 @@ def run_grid_job(job: Mapping[str, Any]) -> dict[str, Any]:
         "by_length": {str(k): v for k, v in accuracy_by_length({**iid, **ood}).items()},
         "n_train": task.n_train,
         "steps": config.steps,
+        "eval": dict(job["eval"]),
     }
     atomic_write_json(run_dir / DONE, result)
     return result

@@ -213,6 +213,15 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def holds_other_config(run: Run, config: dict[str, Any]) -> bool:
+    """True when ``run`` has a ``config.json`` that :func:`train` would refuse to continue
+    with ``config`` (a :func:`~hierlens.models.run.run_config_dict`): it differs in anything
+    but the runtime fields (device, compile, unpad, logging)."""
+    return run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
+        config
+    )
+
+
 class RunConflictError(ValueError):
     """``run_dir`` holds a run that :func:`train` may not continue as asked: ``kind`` is
     ``"exists"`` (``resume=False`` without ``overwrite``) or ``"config"`` (a different
@@ -237,9 +246,7 @@ def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: 
         shutil.rmtree(run.trackers("train").root, ignore_errors=True)
         run.config_path.unlink(missing_ok=True)
         run.metrics_path.unlink(missing_ok=True)
-    elif run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
-        config
-    ):
+    elif holds_other_config(run, config):
         raise RunConflictError(
             f"{run.path} holds a run with a different configuration; use another run "
             "directory, or overwrite=True with resume=False to replace it",
