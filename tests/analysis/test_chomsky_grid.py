@@ -128,12 +128,14 @@ def test_grid_refuses_runs_made_with_other_settings(tmp_path):
     chomsky_grid(["parity_check"], ["rnn"], [0], [1e-2], TRAIN, tmp_path, **GRID)
     done = tmp_path / "parity_check" / "rnn" / "lr0.01_seed0" / "done.json"
     kept = done.read_bytes()
-    for train, grid in [({**TRAIN, "steps": 3}, GRID), (TRAIN, {**GRID, "eval_n": 9})]:
+    for train_cfg, grid in [({**TRAIN, "steps": 3}, GRID), (TRAIN, {**GRID, "eval_n": 9})]:
         with pytest.raises(ValueError, match="other settings.*parity_check/rnn/lr0.01_seed0"):
-            chomsky_grid(["parity_check"], ["rnn"], [0], [1e-2], train, tmp_path, **grid)
+            chomsky_grid(["parity_check"], ["rnn"], [0], [1e-2], train_cfg, tmp_path, **grid)
         assert done.read_bytes() == kept  # nothing written is lost
     # runtime fields (the device, logging) are not settings of the run
-    chomsky_grid(["parity_check"], ["rnn"], [0], [1e-2], {**TRAIN, "log_every": 7}, tmp_path, **GRID)
+    chomsky_grid(
+        ["parity_check"], ["rnn"], [0], [1e-2], {**TRAIN, "log_every": 7}, tmp_path, **GRID
+    )
     assert done.read_bytes() == kept
 
 
