@@ -177,7 +177,7 @@ def run_plain(setup: dict) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
         clock.tick()
-    float(loss)  # wait for the device
+    float(loss.detach())  # wait for the device
     return clock.seconds()
 
 
