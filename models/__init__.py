@@ -20,6 +20,7 @@ from .tasks import Example, Task, get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainResult, train
 from .train_config import TrainConfig
+from .train_many import train_many
 from .transformer import ModelConfig, build_transformer
 from .treebank import read_conllu, read_ptb, shipped_treebank
 
@@ -69,4 +70,5 @@ __all__ = [
     "resolve_dtype",
     "save_checkpoint",
     "train",
+    "train_many",
 ]
