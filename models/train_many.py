@@ -136,6 +136,27 @@ class _Stack:
         steps = [float(m.step) for m in members]
         self.count = torch.tensor(steps, dtype=torch.float32, device=device)
         self.loss_sum = torch.zeros(len(members), device=device)
+        self._cache_views()
+
+    def _cache_views(self) -> None:
+        """Each row's views of the parameters, moments and step count for the AdamW kernel:
+        ``views[r][decay]`` with ``decay`` True for matrices, False for the rest."""
+        with torch.no_grad():
+            self.views = self._row_views()
+
+    def _row_views(self) -> list[dict]:
+        return [
+            {
+                decay: (
+                    [self.p[n][r] for n in names],
+                    [self.m[n][r] for n in names],
+                    [self.v[n][r] for n in names],
+                    [self.count[r]] * len(names),
+                )
+                for decay, names in ((True, self.decay), (False, self.no_decay))
+            }
+            for r in range(len(self.members))
+        ]
 
     def write_back(self, r: int) -> None:
         """Copy member ``r``'s weights into its model and its moments into its optimizer
@@ -166,6 +187,7 @@ class _Stack:
             self.v = {n: t.index_select(0, idx) for n, t in self.v.items()}
             self.count = self.count.index_select(0, idx)
             self.loss_sum = self.loss_sum.index_select(0, idx)
+        self._cache_views()
 
     def _batch(self):
         """Every member's batch of its current step, stacked: tokens, targets and mask
@@ -241,21 +263,25 @@ class _Stack:
             key = (config_lr(c, mem.step), c.weight_decay, tuple(c.betas))
             groups.setdefault(key, []).append(r)
         for (lr, wd, (b1, b2)), rows in groups.items():
-            for names, decay in ((self.decay, wd), (self.no_decay, 0.0)):
-                pick = [(r, n) for r in rows for n in names]
-                if not pick:
+            for decay, names in ((True, self.decay), (False, self.no_decay)):
+                if not names:
                     continue
+                lists: tuple[list, ...] = ([], [], [], [], [])
+                for r in rows:
+                    p, m, v, count = self.views[r][decay]
+                    for out, part in zip(lists, (p, [grads[n][r] for n in names], m, v, count)):
+                        out.extend(part)
                 torch._fused_adamw_(
-                    [self.p[n][r] for r, n in pick],
-                    [grads[n][r] for r, n in pick],
-                    [self.m[n][r] for r, n in pick],
-                    [self.v[n][r] for r, n in pick],
+                    lists[0],
+                    lists[1],
+                    lists[2],
+                    lists[3],
                     [],
-                    [self.count[r] for r, _ in pick],
+                    lists[4],
                     lr=lr,
                     beta1=b1,
                     beta2=b2,
-                    weight_decay=decay,
+                    weight_decay=wd if decay else 0.0,
                     eps=1e-8,
                     amsgrad=False,
                     maximize=False,
