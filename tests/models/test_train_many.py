@@ -177,3 +177,23 @@ def test_bad_inputs_fail_before_work(tmp_path):
     with pytest.raises(TypeError, match="TL-native"):
         train_many([torch.nn.Linear(3, 3)], TASK, CFG, [tmp_path / "a"])
     assert not (tmp_path / "a").exists()
+
+
+def test_stacked_evaluation_equals_each_models_own(monkeypatch):
+    from hierlens.models.evaluate_many import evaluate_stack
+    from hierlens.models.fused import fused_spec, native_params
+
+    models = [_model(s) for s in range(3)]
+    each = [native_params(m) for m in models]
+    params = {k: torch.stack([p[k].detach() for p in each]) for k in each[0]}
+    examples = TASK.sample(20, "test_ood", 3)
+    got = evaluate_stack(TASK, fused_spec(models[0]), params, examples, batch_size=8)
+    for i, model in enumerate(models):
+        want = TASK.evaluate(model, examples=examples, batch_size=8, device="cpu")
+        assert got[i].keys() == want.keys()
+        for k in want:
+            assert got[i][k] == pytest.approx(want[k], rel=1e-5), k
+    assert got[0] != got[1]  # the models differ
+    monkeypatch.setattr(type(TASK), "evaluation_totals", lambda self, *a, **k: {})
+    with pytest.raises(ValueError, match="own evaluation"):
+        evaluate_stack(TASK, fused_spec(models[0]), params, examples)
