@@ -9,6 +9,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checkpoint_capture import activations_dir, capture_checkpoints
 from .config import Config
 from .device import resolve_device, resolve_dtype
+from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .moved import alias_moved_modules
@@ -52,6 +53,7 @@ __all__ = [
     "resolve_hook_names",
     "Config",
     "CorruptFileError",
+    "evaluate_stack",
     "Example",
     "ModelConfig",
     "Run",

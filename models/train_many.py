@@ -20,7 +20,7 @@ Each run directory gets exactly what ``train`` writes: ``config.json``, the same
 resumes from. Each model resumes from its own newest valid checkpoint, as ``train`` would
 (models at different steps share a stack). A model that reaches its last step leaves its
 stack; a model whose loss turns non-finite is reported, leaves its stack (keeping the weights
-of its last evaluation or checkpoint) and the others go on.
+of its last finite training record) and the others go on.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def _advance(stack: Stack, stop_at: int | None) -> None:
             m.stopped = f"diverged at step {s}"
             log.warning(
                 "%s: training loss is %s by step %d; the model leaves the stack, keeping the "
-                "weights of its last evaluation or checkpoint",
+                "weights of its last finite training record",
                 m.run.path,
                 sums[r],
                 s,
