@@ -26,7 +26,8 @@ from hierlens.models.atomic_io import atomic_write_json, read_json
 from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length
-from hierlens.models.train import TrainConfig, holds_other_config, train
+from hierlens.models.train import TrainConfig, train
+from hierlens.models.train_run import holds_other_config
 
 log = logging.getLogger(__name__)
 

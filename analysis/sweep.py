@@ -1,20 +1,22 @@
-"""Depth sweeps: train and track a grid of models, one process (or Ray task) per job, resumably.
+"""Depth sweeps: train and track a grid of models, one process (or Ray task) per stack, resumably.
 
 Murty et al. (ACL 2023) find an inverted U: out-of-domain accuracy (and tree-structuredness)
-is best at intermediate depth. ``sweep`` trains one model per (depth, seed) in its own
-process, tracks its checkpoints (:func:`hierlens.analysis.grokking.track`), and collects the
-per-job summaries into ``out_dir/sweep.jsonl``. A job whose ``done.json`` exists is skipped,
-so an interrupted sweep continues where it stopped; an interrupted job resumes from its last
-checkpoint. With ``backend="ray"`` every job is a task on a Ray cluster (see
-:mod:`hierlens.analysis.ray_backend`). A job that fails is reported (``sweep_summary.json``
-holds each run's error) and does not stop the others; :class:`SweepFailed` is raised at the
-end.
+is best at intermediate depth. ``sweep`` trains one model per (depth, seed); the seeds of one
+depth (models of one shape) train fused as one stack (:func:`~hierlens.models.train_many`) in
+one process. It tracks each model's checkpoints (:func:`hierlens.analysis.grokking.track`),
+and collects the per-job summaries into ``out_dir/sweep.jsonl``. A job whose ``done.json``
+exists is skipped, so an interrupted sweep continues where it stopped; an interrupted job
+resumes from its last checkpoint. With ``backend="ray"`` every stack is a task on a Ray
+cluster (see :mod:`hierlens.analysis.ray_backend`). A job that fails is reported
+(``sweep_summary.json`` holds each run's error) and does not stop the others;
+:class:`SweepFailed` is raised at the end.
 
-    python -m hierlens.analysis.sweep JOB.json    # what each job process runs
+    python -m hierlens.analysis.sweep JOB.json ...   # what each process runs (one stack)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -25,7 +27,8 @@ from typing import Any
 
 from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
 from hierlens.models.tasks import Task, get_task
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import TrainConfig
+from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 from .grokking import grokking_summary, track
@@ -73,8 +76,8 @@ def sweep(
     ``out_dir/sweep.jsonl``, and with the runs that ran now and those that failed to
     ``out_dir/sweep_summary.json``; ``out_dir/sweep_depth.png`` plots them by depth.
 
-    ``backend``: ``"process"`` runs the jobs one after another, each in a fresh Python
-    process; ``"ray"`` runs them as Ray tasks with ``num_cpus`` / ``num_gpus`` each (a
+    ``backend``: ``"process"`` runs the stacks (the pending seeds of one depth) one after
+    another, each in a fresh Python process; ``"ray"`` runs them as Ray tasks with ``num_cpus`` / ``num_gpus`` each (a
     fraction of a GPU packs several small models on one) on the cluster at ``address``
     (``"auto"``, ``"HOST:PORT"``; None: a local Ray started in this process).
     """
@@ -115,16 +118,24 @@ def sweep(
     if backend == "ray":
         from .ray_backend import map_tasks
 
-        log.info("sweep: %d job(s) to run on Ray", len(pending))
-        for o in map_tasks(run_job, pending, address=address, num_cpus=num_cpus, num_gpus=num_gpus):
+        groups = fused_groups(pending)
+        log.info("sweep: %d job(s) in %d stack(s) to run on Ray", len(pending), len(groups))
+        tasks = [(tuple(n for n, _ in g), tuple(f for _, (f,) in g)) for g in groups]
+        for o in map_tasks(
+            run_jobs_of, tasks, address=address, num_cpus=num_cpus, num_gpus=num_gpus
+        ):
             if not o.ok:
-                errors[o.key] = o.error
+                errors.update({name: o.error for name in o.key})
     else:
-        for name, (job_file,) in pending:
-            log.info("sweep job %s", name)
-            proc = subprocess.run([sys.executable, "-m", "hierlens.analysis.sweep", job_file])
+        for group in fused_groups(pending):
+            names = [name for name, _ in group]
+            log.info("sweep jobs %s (one stack)", ", ".join(names))
+            files = [job_file for _, (job_file,) in group]
+            proc = subprocess.run([sys.executable, "-m", "hierlens.analysis.sweep", *files])
             if proc.returncode != 0:
-                errors[name] = f"exit status {proc.returncode}"
+                for name in names:
+                    if not (out / name / DONE).exists():
+                        errors[name] = f"exit status {proc.returncode}"
     rows = []
     for depth in depths:
         for seed in seeds:
@@ -153,22 +164,57 @@ def _plot_depths(data: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def fused_groups(pending: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:
+    """The pending jobs in groups that train as one stack: jobs whose models share a shape
+    and whose task agrees (in a sweep, the seeds of one depth)."""
+    groups: dict[str, list[tuple[str, tuple]]] = {}
+    for item in pending:
+        job = read_json(item[1][0])
+        shape = {k: v for k, v in job["model"].items() if k != "seed"}
+        key = json.dumps([shape, job["task"]], sort_keys=True)
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
 def run_job(job_file: str | os.PathLike) -> dict[str, Any]:
     """Train (resuming) and track the job described by ``job_file``; then write ``done.json``
     and return its summary."""
-    job = read_json(job_file)
-    task = get_task(job["task"]["name"], **job["task"]["params"])
-    model_config = ModelConfig.for_task(task, **job["model"])
-    config = TrainConfig.from_dict(job["train"])
-    run_dir = Path(job["run_dir"])
-    model = build_transformer(model_config, device=config.device)
-    train(model, task, config, run_dir, model_config=model_config, progress=False)
-    track(run_dir, task, progress=False, **{"log_to": config.log_to, **job["track"]})
-    summary = grokking_summary(run_dir).to_dict()
-    atomic_write_json(run_dir / DONE, summary)
-    return summary
+    return run_jobs([job_file])[0]
+
+
+def run_jobs_of(*job_files: str) -> list[dict[str, Any]]:
+    """:func:`run_jobs` with the job files as arguments (a Ray task's call)."""
+    return run_jobs(job_files)
+
+
+def run_jobs(job_files: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Train the jobs of ``job_files`` together (:func:`~hierlens.models.train_many`: models
+    of one shape form one stack; each resumes from its own checkpoint), then track each and
+    write its ``done.json``; returns the summaries. A model that diverged is an error after
+    the others are done."""
+    jobs = [read_json(f) for f in job_files]
+    tasks = [get_task(j["task"]["name"], **j["task"]["params"]) for j in jobs]
+    mcfgs = [ModelConfig.for_task(t, **j["model"]) for t, j in zip(tasks, jobs, strict=True)]
+    configs = [TrainConfig.from_dict(j["train"]) for j in jobs]
+    run_dirs = [Path(j["run_dir"]) for j in jobs]
+    models = [build_transformer(m, device=c.device) for m, c in zip(mcfgs, configs, strict=True)]
+    results = train_many(models, tasks, configs, run_dirs, model_configs=mcfgs, progress=False)
+    summaries, failed = [], []
+    for job, task, config, run_dir, result in zip(
+        jobs, tasks, configs, run_dirs, results, strict=True
+    ):
+        if result.stopped:
+            failed.append(f"{run_dir}: {result.stopped}")
+            continue
+        track(run_dir, task, progress=False, **{"log_to": config.log_to, **job["track"]})
+        summary = grokking_summary(run_dir).to_dict()
+        atomic_write_json(run_dir / DONE, summary)
+        summaries.append(summary)
+    if failed:
+        raise RuntimeError("; ".join(failed))
+    return summaries
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through sweep() in a subprocess
     logging.basicConfig(level=logging.INFO)
-    run_job(sys.argv[1])
+    run_jobs(sys.argv[1:])

@@ -9,6 +9,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checkpoint_capture import activations_dir, capture_checkpoints
 from .config import Config
 from .device import resolve_device, resolve_dtype
+from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .moved import alias_moved_modules
@@ -20,6 +21,7 @@ from .tasks import Example, Task, get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainResult, train
 from .train_config import TrainConfig
+from .train_many import train_many
 from .transformer import ModelConfig, build_transformer
 from .treebank import read_conllu, read_ptb, shipped_treebank
 
@@ -51,6 +53,7 @@ __all__ = [
     "resolve_hook_names",
     "Config",
     "CorruptFileError",
+    "evaluate_stack",
     "Example",
     "ModelConfig",
     "Run",
@@ -69,4 +72,5 @@ __all__ = [
     "resolve_dtype",
     "save_checkpoint",
     "train",
+    "train_many",
 ]

@@ -267,19 +267,36 @@ def fused_embed(
 @dataclasses.dataclass(frozen=True)
 class _Unpadded:
     """Where ``n`` packed rows sit in a padded ``(B, T)`` batch: ``keep`` ``(n,)`` flat
-    indices into ``B * T``."""
+    indices into ``B * T``; for a stack of ``N`` models, ``(N, B, T)`` batches and ``keep``
+    ``(N, n)`` (each row's indices distinct)."""
 
     keep: torch.Tensor
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """``keep`` as indices into the flattened ``(prod(shape),)`` batch."""
+        if self.keep.dim() == 1:
+            return self.keep
+        n, slots = self.keep.shape[0], self.shape[1] * self.shape[2]
+        offset = torch.arange(n, device=self.keep.device).unsqueeze(1) * slots
+        return (self.keep + offset).reshape(-1)
 
     def pad(self, rows: torch.Tensor) -> torch.Tensor:
-        """``(n, k)`` packed rows -> ``(B, T, k)``, zeros at the padding."""
-        out = rows.new_zeros(self.shape[0] * self.shape[1], rows.shape[-1])
-        return out.index_copy(0, self.keep, rows).view(*self.shape, rows.shape[-1])
+        """``(n, k)`` (stacked ``(N, n, k)``) packed rows -> ``(B, T, k)`` (``(N, B, T, k)``),
+        zeros at the padding."""
+        k = rows.shape[-1]
+        size = 1
+        for d in self.shape:
+            size *= d
+        out = rows.new_zeros(size, k)
+        return out.index_copy(0, self.flat, rows.reshape(-1, k)).view(*self.shape, k)
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
-        """``(B, T, k)`` -> the ``(n, k)`` rows at ``keep``."""
-        return padded.reshape(-1, padded.shape[-1]).index_select(0, self.keep)
+        """``(B, T, k)`` (``(N, B, T, k)``) -> the ``(n, k)`` (``(N, n, k)``) rows at
+        ``keep``."""
+        rows = padded.reshape(-1, padded.shape[-1]).index_select(0, self.flat)
+        return rows.view(*self.keep.shape, padded.shape[-1])
 
 
 def _attention(
@@ -375,12 +392,15 @@ def fused_logits(
     ``attention_mask`` (same shape as ``tokens``, True or 1 at real tokens) hides padding
     keys; a causal model ignores it (right padding cannot reach a real position).
 
-    ``keep`` ``(n,)``: flat indices into ``B * T`` of the real tokens (one model only). Then
-    the norms, products and MLPs run on those ``n`` rows alone, not on the padding, and the
-    result is their logits ``(n, d_vocab)`` in that order: the same numbers as the padded
-    forward's logits at those positions, for a fraction of the work when batches are ragged.
+    ``keep`` ``(n,)``: flat indices into ``B * T`` of the real tokens. Then the norms,
+    products and MLPs run on those ``n`` rows alone, not on the padding, and the result is
+    their logits ``(n, d_vocab)`` in that order: the same numbers as the padded forward's
+    logits at those positions, for a fraction of the work when batches are ragged.
     Attention still runs on the padded ``(B, T)`` layout (a bidirectional model then needs
-    ``attention_mask``).
+    ``attention_mask``). For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its
+    own ``B * T`` slots, distinct within a row (a model with fewer real tokens than ``n``
+    lists some of its padding slots too: their rows are computed and ignored), and the
+    logits are ``(N, n, d_vocab)``.
     """
     masked_keys = None
     if attention_mask is not None and not spec.causal:
@@ -390,15 +410,33 @@ def fused_logits(
         for index in range(spec.n_layers):
             hidden = fused_block(spec, p, index, hidden, masked_keys)
     else:
-        if p["tok_embed.weight"].dim() != 2:
-            raise ValueError("keep is supported for one model, not a stack")
+        stacked = p["tok_embed.weight"].dim() == 3
+        if keep.dim() != (2 if stacked else 1) or tokens.dim() != keep.dim() + 1:
+            raise ValueError(
+                f"keep must be (n,) with (B, T) tokens for one model, (N, n) with (N, B, T) "
+                f"tokens for a stack; got keep {tuple(keep.shape)}, tokens {tuple(tokens.shape)}"
+            )
         if not spec.causal and masked_keys is None:
             raise ValueError("a bidirectional model needs attention_mask with keep")
-        layout = _Unpadded(keep, tokens.shape)
-        positions = keep % tokens.shape[1]
-        hidden = F.embedding(tokens.reshape(-1)[keep], p["tok_embed.weight"])
-        if "pos.weight" in p:
-            hidden = hidden + F.embedding(positions, p["pos.weight"])
+        layout = _Unpadded(keep, tuple(tokens.shape))
+        seq = tokens.shape[-1]
+        if stacked:
+            hidden = fused_embed(
+                spec,
+                {"tok_embed.weight": p["tok_embed.weight"]},
+                tokens.reshape(tokens.shape[0], -1).gather(1, keep),
+            )
+            if "pos.weight" in p:
+                pos = p["pos.weight"]
+                ids = (
+                    keep % seq
+                    + torch.arange(pos.shape[0], device=keep.device)[:, None] * pos.shape[1]
+                )
+                hidden = hidden + F.embedding(ids, pos.reshape(-1, pos.shape[-1]))
+        else:
+            hidden = F.embedding(tokens.reshape(-1)[keep], p["tok_embed.weight"])
+            if "pos.weight" in p:
+                hidden = hidden + F.embedding(keep % seq, p["pos.weight"])
         for index in range(spec.n_layers):
             hidden = fused_block(spec, p, index, hidden, masked_keys, layout=layout)
     hidden = _normalise(spec.final_norm, p, "ln_out", hidden)

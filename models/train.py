@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,20 +31,32 @@ from tqdm.auto import tqdm
 
 from . import distributed as D
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
+from .atomic_io import append_jsonl
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
-from .forward import compiled, is_bidirectional, training_forward
-from .loggers import MultiLogger, make_logger
+from .forward import compiled, training_forward
+from .loggers import MultiLogger
 from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
-from .train_config import LOSS_ON, TrainConfig, lr_at
+from .train_config import LOSS_ON, TrainConfig
+from .train_run import (
+    RunConflictError,
+    check_training_inputs,
+    config_lr,
+    eval_sets,
+    open_tracker,
+    prepare_run_dir,
+    train_record,
+    truncate_metrics,
+    write_evaluation,
+)
 from .transformer import ModelConfig
 
 __all__ = [
     "LOSS_ON",
     "Batch",
     "BatchSampler",
+    "RunConflictError",
     "TrainConfig",
     "TrainResult",
     "make_optimizer",
@@ -53,9 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Fields that may differ between an interrupted run and its resumption.
-_RUNTIME_FIELDS = ("device", "compile", "unpad", "log_every", "log_to")
 
 
 @dataclasses.dataclass
@@ -66,6 +74,10 @@ class TrainResult:
     step: int
     train_loss: float | None
     eval: dict[str, dict[str, float]]
+    #: why training ended before ``config.steps`` other than ``stop_at``
+    #: (:func:`~hierlens.models.train_many.train_many` sets ``"diverged at step S"`` for a
+    #: model whose loss turned non-finite)
+    stopped: str | None = None
 
 
 def next_token_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -206,65 +218,6 @@ def make_optimizer(
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for f in _RUNTIME_FIELDS:
-        cfg.get("train", {}).pop(f, None)
-    return cfg
-
-
-def holds_other_config(run: Run, config: dict[str, Any]) -> bool:
-    """True when ``run`` has a ``config.json`` that :func:`train` would refuse to continue
-    with ``config`` (a :func:`~hierlens.models.run.run_config_dict`): it differs in anything
-    but the runtime fields (device, compile, unpad, logging)."""
-    return run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
-        config
-    )
-
-
-class RunConflictError(ValueError):
-    """``run_dir`` holds a run that :func:`train` may not continue as asked: ``kind`` is
-    ``"exists"`` (``resume=False`` without ``overwrite``) or ``"config"`` (a different
-    configuration)."""
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def _prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """Check ``run`` against ``config`` (a different saved config is an error), clear it
-    for ``overwrite``, and write ``config.json``."""
-    if run.exists and not resume:
-        if not overwrite:
-            raise RunConflictError(
-                f"{run.path} already holds a run; pass resume=True to continue it or "
-                "overwrite=True to delete it and start again",
-                "exists",
-            )
-        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
-        shutil.rmtree(run.trackers("train").root, ignore_errors=True)
-        run.config_path.unlink(missing_ok=True)
-        run.metrics_path.unlink(missing_ok=True)
-    elif holds_other_config(run, config):
-        raise RunConflictError(
-            f"{run.path} holds a run with a different configuration; use another run "
-            "directory, or overwrite=True with resume=False to replace it",
-            "config",
-        )
-    run.write_config(config)
-
-
-def _truncate_metrics(run: Run, step: int) -> None:
-    """Drop metric records written after ``step`` (by an interrupted run being resumed); at
-    step 0 every record goes, as the step-0 evaluation is made again."""
-    path = run.metrics_path
-    records = read_jsonl(path)
-    kept = [r for r in records if r.get("step", 0) <= step] if step > 0 else []
-    if len(kept) != len(records) or (path.exists() and len(records) == 0 and path.stat().st_size):
-        atomic_write_jsonl_records(path, kept)
-
-
 @locks_run("run_dir")
 def train(
     model: torch.nn.Module,
@@ -303,28 +256,7 @@ def train(
     A fresh run seeds torch's global RNG with ``config.seed`` (what dropout draws from), so
     identical runs save identical checkpoints.
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a hierlens Task, got {type(task).__name__}")
-    if task.objective == "next_token" and is_bidirectional(model):
-        raise ValueError(
-            f"task {task.name!r} trains next-token prediction, which a bidirectional model solves "
-            "by looking ahead; use a causal model (attention_dir='causal')"
-        )
-    if config.loss_on == "sequence" and task.objective != "next_token":
-        raise ValueError(
-            f"TrainConfig.loss_on='sequence' trains a language model on the whole sequence; "
-            f"task {task.name!r} has objective {task.objective!r}, not 'next_token'"
-        )
-    model_config = model_config or getattr(model, "hierlens_config", None)
-    if model_config is not None:
-        if model_config.d_vocab < len(task.vocab):
-            raise ValueError(
-                f"model d_vocab={model_config.d_vocab} < task vocabulary size {len(task.vocab)}"
-            )
-        if model_config.n_ctx < task.max_len:
-            raise ValueError(f"model n_ctx={model_config.n_ctx} < task max_len {task.max_len}")
+    model_config = check_training_inputs(model, task, config, model_config)
     device = resolve_device(config.device)
     distributed = D.init_from_env(device)  # under torchrun: join the process group
     device = D.local_device(device)
@@ -334,7 +266,7 @@ def train(
     progress = progress and main
     run = Run(run_dir)
     if main:
-        _prepare_run_dir(run, run_config_dict(task, model_config, config), resume, overwrite)
+        prepare_run_dir(run, run_config_dict(task, model_config, config), resume, overwrite)
     D.barrier()
 
     model.to(device)
@@ -352,7 +284,7 @@ def train(
     if start == 0:  # the RNG state a checkpoint saves: a function of the seed, not of the process
         torch.manual_seed(config.seed)
     if main:
-        _truncate_metrics(run, start)
+        truncate_metrics(run, start)
     D.barrier()
     if start >= config.steps:
         return TrainResult(run.path, start, None, {})
@@ -369,11 +301,7 @@ def train(
         width_multiple=8 if (compile_forward and device.type == "cuda") else 1,
     )
     eval_steps = set(config.eval_steps)
-    eval_sets = {
-        s: task.sample(config.eval_n, s, config.seed + 7919)
-        for s in config.eval_splits
-        if eval_steps
-    }
+    evaluated = eval_sets(task, config)
     ckpt_steps = set(config.checkpoint_steps)
     forward = training_forward(model)
     if compile_forward:
@@ -391,28 +319,18 @@ def train(
     last_eval: dict[str, dict[str, float]] = {}
     last_loss: float | None = None
     tracker = MultiLogger()
-    if main and config.log_to:  # the same records as metrics.jsonl, at the same steps
-        tracker = make_logger(
-            config.log_to,
-            run.trackers("train"),
-            name=run.path.name,
-            params=run_config_dict(task, model_config, config),
-            resume=resume,
-            purge_step=start + 1 if start > 0 else 0,
-        )
+    if main:  # the same records as metrics.jsonl, at the same steps
+        tracker = open_tracker(run, task, model_config, config, resume, start)
 
     def evaluate(step: int) -> None:
-        records = []
-        for split, examples in eval_sets.items():
+        for split, examples in evaluated.items():
             if distributed:
                 metrics = _sharded_evaluate(task, model, split, examples, device, additive_eval)
             else:
                 metrics = task.evaluate(model, split, examples=examples, device=device)
             last_eval[split] = metrics
-            records.append({"step": step, "split": split, **metrics})
         if main:
-            append_jsonl(run.metrics_path, records)
-            tracker.log_records(records, "split")
+            write_evaluation(run, tracker, step, last_eval)
         D.barrier()
 
     if start == 0 and 0 in eval_steps:
@@ -444,14 +362,7 @@ def train(
             targets = batch.targets.reshape(-1)
             if batch.keep is not None:
                 targets = targets[batch.keep]
-            lr = lr_at(
-                step,
-                base_lr=config.lr,
-                total_steps=config.steps,
-                warmup_steps=config.warmup_steps,
-                schedule=config.schedule,
-                min_lr_ratio=config.min_lr_ratio,
-            )
+            lr = config_lr(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -489,13 +400,7 @@ def train(
                     loss_sum /= world
                 last_loss = float(loss_sum) / n_loss
                 if main:
-                    record = {
-                        "step": step,
-                        "split": "train",
-                        "loss": last_loss,
-                        "lr": lr,
-                        "tokens_per_s": tokens_seen / max(now - t_last, 1e-9),
-                    }
+                    record = train_record(step, last_loss, lr, tokens_seen, now - t_last)
                     append_jsonl(run.metrics_path, [record])
                     tracker.log_records([record], "split")
                 bar.set_postfix(loss=f"{last_loss:.4f}")

@@ -31,6 +31,7 @@ from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.concepts import HierarchicalConcepts
 from hierlens.models.train import TrainConfig, train
+from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.probes import flatten_activations, probe_sweep, token_labels
 from hierlens.sae import (
@@ -345,7 +346,8 @@ def filtering_vs_bp(
     transformer vs the Bayes-optimal accuracy of exact belief propagation on the same
     held-out sequences, per filtering level k (Garnier-Brun et al. 2025).
 
-    Trains one model per level into ``run_dir/k{level}`` (``resume``: continue or reuse a
+    Trains one model per level into ``run_dir/k{level}``, all levels as one fused stack
+    (:func:`~hierlens.models.train_many`; ``resume``: continue or reuse a
     finished run there; else replace it). Returns ``q``, ``depth``, ``steps``, ``n_eval``,
     ``filter_levels`` and, per level in that order, ``model_acc`` and ``bp_acc``.
     """
@@ -353,33 +355,40 @@ def filtering_vs_bp(
     if not levels or any(k < 0 or k > depth for k in levels):
         raise ValueError(f"filter_levels must be a non-empty list in [0, {depth}], got {levels}")
     dev = resolve_device(device)
+    tasks = [
+        get_task("hierarchical_filtering", q=q, depth=depth, filter_level=level, subtask="root")
+        for level in levels
+    ]
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=1e-3,
+        warmup_steps=min(50, steps),
+        eval_every=0,
+        checkpoint_every=steps,
+        train_pool=train_pool,
+        device=str(dev),
+    )
+    model_configs = [
+        ModelConfig.for_task(task, d_model=d_model, n_layers=n_layers, n_heads=4) for task in tasks
+    ]
+    models = [build_transformer(mc, device=dev) for mc in model_configs]
+    # one model per level, all of one shape: trained as one stack
+    results = train_many(
+        models,
+        tasks,
+        config,
+        [Path(run_dir) / f"k{level}" for level in levels],
+        model_configs=model_configs,
+        resume=resume,
+        overwrite=not resume,
+        progress=progress,
+    )
+    for level, result in zip(levels, results, strict=True):
+        if result.stopped:
+            raise RuntimeError(f"filtering level {level}: {result.stopped}")
     model_acc, bp_acc = [], []
-    for level in levels:
-        task = get_task(
-            "hierarchical_filtering", q=q, depth=depth, filter_level=level, subtask="root"
-        )
-        model_config = ModelConfig.for_task(task, d_model=d_model, n_layers=n_layers, n_heads=4)
-        config = TrainConfig(
-            steps=steps,
-            batch_size=batch_size,
-            lr=1e-3,
-            warmup_steps=min(50, steps),
-            eval_every=0,
-            checkpoint_every=steps,
-            train_pool=train_pool,
-            device=str(dev),
-        )
-        model = build_transformer(model_config, device=dev)
-        train(
-            model,
-            task,
-            config,
-            Path(run_dir) / f"k{level}",
-            model_config=model_config,
-            resume=resume,
-            overwrite=not resume,
-            progress=progress,
-        )
+    for task, model in zip(tasks, models, strict=True):
         examples = task.sample(n_eval, "test_id", seed=99)
         model_acc.append(task.evaluate(model, examples=examples, device=dev)["root_acc"])
         bp_acc.append(float(task.bp_accuracy(examples=examples)))

@@ -165,7 +165,9 @@ class StructuralStage(Config):
 class PipelineConfig:
     """A whole pipeline: ``task`` ({"name", "params"}), ``model`` (ModelConfig fields but the
     vocabulary and context, which come from the task), ``train`` (TrainConfig fields) and the
-    stages."""
+    stages. ``seeds``: train one model per seed (each its model and data seed) into
+    ``out_dir/name/seed{s}``, all seeds as one fused stack
+    (:func:`~hierlens.models.train_many`), then run the other stages on each."""
 
     name: str
     out_dir: str = "runs"
@@ -181,6 +183,7 @@ class PipelineConfig:
     tree: TreeStage = TreeStage()
     structural: StructuralStage = StructuralStage()
     report: bool = True
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         name = self.name
@@ -245,6 +248,8 @@ class PipelineConfig:
                     raise ValueError(f"[{key}] {exc}") from exc
             else:
                 kwargs[key] = value
+        if "seeds" in kwargs:
+            kwargs["seeds"] = tuple(kwargs["seeds"])
         cfg = cls(**kwargs)
         cfg.validate()
         return cfg
@@ -259,6 +264,14 @@ class PipelineConfig:
     def validate(self) -> None:
         """Check the task and model sections by building their configs (cheap); for a
         pretrained pipeline, the model folder and the corpus file."""
+        seeds = list(self.seeds)
+        bad = [x for x in seeds if not isinstance(x, int) or isinstance(x, bool) or x < 0]
+        if bad or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+        if seeds and self.is_pretrained:
+            raise ValueError("seeds train one model per seed; a pretrained model takes none")
+        if seeds and "seed" in self.model:
+            raise ValueError("[model] seed comes from seeds; remove one of them")
         if self.is_pretrained:
             extra = [k for k in self.model if k != "pretrained"]
             if extra:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import Run, open_run, pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import train
+from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 from .config import PipelineConfig, load_config
@@ -79,7 +81,8 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
 def run(
     config: PipelineConfig | Mapping[str, Any] | str | os.PathLike, *, progress: bool = True
 ) -> Path:
-    """Run (or resume) the pipeline; returns the run directory. With
+    """Run (or resume) the pipeline; returns the run directory (with ``seeds``, the folder
+    of the seeds' run directories ``seed{s}``). With
     ``model = {pretrained = "PATH"}`` and ``data = {treebank = "FILE"}`` the pipeline
     analyses that local Hugging Face model on the corpus instead of training one. The run's
     writer lock (:meth:`hierlens.models.Run.lock`) is held throughout."""
@@ -87,7 +90,63 @@ def run(
     with Run(Path(cfg.out_dir) / cfg.name).lock():
         if cfg.is_pretrained:
             return _run_pretrained(cfg, progress)
+        if cfg.seeds:
+            return _run_seeds(cfg, progress)
         return _run_stages(cfg, progress)
+
+
+def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
+    """Unknown hooks and probe labels fail before training."""
+    from hierlens.models.hooks import resolve_hook_names
+
+    resolve_hook_names(model, list(cfg.capture.hooks))
+    if cfg.probes.labels:
+        available = set(task.sample(1, "train", 0)[0].token_labels)
+        bad = [n for n in cfg.probes.labels if n not in available]
+        if bad:
+            raise ValueError(
+                f"[probes] unknown label(s) {bad}; the task provides {sorted(available)}"
+            )
+
+
+def _seed_configs(cfg: PipelineConfig) -> list[PipelineConfig]:
+    """One pipeline per seed of ``cfg.seeds``: ``out_dir/name/seed{s}``, model and data
+    seeded with ``s``."""
+    root = str(Path(cfg.out_dir) / cfg.name)
+    return [
+        dataclasses.replace(
+            cfg,
+            name=f"seed{s}",
+            out_dir=root,
+            seeds=(),
+            model={**cfg.model, "seed": s},
+            train=cfg.train.replace(seed=s),
+        )
+        for s in cfg.seeds
+    ]
+
+
+def _run_seeds(cfg: PipelineConfig, progress: bool) -> Path:
+    """The pipeline once per seed: the seeds' models trained as one fused stack first, then
+    the other stages on each run (whose training is then already done)."""
+    subs = _seed_configs(cfg)
+    task = get_task(cfg.task["name"], **dict(cfg.task.get("params", {})))
+    mcfgs = [ModelConfig.for_task(task, **dict(sub.model)) for sub in subs]
+    models = [build_transformer(m, device=cfg.train.device) for m in mcfgs]
+    _check_stages(cfg, task, models[0])
+    run_dirs = [Path(sub.out_dir) / sub.name for sub in subs]
+    log.info("stage 1/6: train seeds %s fused -> %s", list(cfg.seeds), run_dirs[0].parent)
+    results = train_many(
+        models, task, [sub.train for sub in subs], run_dirs, model_configs=mcfgs,
+        progress=progress,
+    )  # fmt: skip
+    for result in results:
+        if result.stopped:
+            raise RuntimeError(f"{result.run_dir}: {result.stopped}")
+    for sub, run_dir in zip(subs, run_dirs, strict=True):
+        with Run(run_dir).lock():
+            _run_stages(sub, progress)
+    return Path(cfg.out_dir) / cfg.name
 
 
 def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
@@ -96,16 +155,7 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
     model_config = ModelConfig.for_task(task, **dict(cfg.model))
     run_dir = Path(cfg.out_dir) / cfg.name
     model = build_transformer(model_config, device=cfg.train.device)
-    from hierlens.models.hooks import resolve_hook_names
-
-    resolve_hook_names(model, list(cfg.capture.hooks))  # unknown hooks fail before training
-    if cfg.probes.labels:
-        available = set(task.sample(1, "train", 0)[0].token_labels)
-        bad = [n for n in cfg.probes.labels if n not in available]
-        if bad:
-            raise ValueError(
-                f"[probes] unknown label(s) {bad}; the task provides {sorted(available)}"
-            )
+    _check_stages(cfg, task, model)
 
     log.info("stage 1/6: train -> %s", run_dir)
     train(model, task, cfg.train, run_dir, model_config=model_config, progress=progress)

@@ -226,12 +226,16 @@ class Task(Config, abc.ABC):
         if examples is None:
             examples = self.sample(n, split, seed)
         totals = self.evaluation_totals(model, examples, batch_size=batch_size, device=dev)
-        out = {
-            k: (float(num / den) if float(den) > 0 else float("nan"))
-            for k, (num, den) in totals.items()
-        }
-        out["n"] = len(examples)
-        return out
+        return metrics_from_totals(totals, len(examples))
+
+    def batch_counts(
+        self, batch: Batch, logits: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`metric_counts` of one batch plus the ``loss`` (summed cross-entropy over
+        the trained positions, and their count)."""
+        counts = self.metric_counts(batch, logits)
+        counts["loss"] = _loss_counts(logits, batch.targets)
+        return counts
 
     def evaluation_totals(
         self,
@@ -254,17 +258,33 @@ class Task(Config, abc.ABC):
                 for batch in iter_batches(examples, batch_size, self.pad_id):
                     batch = batch.to(dev)
                     logits = model_logits(model, batch.tokens, batch.attention_mask)
-                    counts = self.metric_counts(batch, logits)
-                    counts["loss"] = _loss_counts(logits, batch.targets)
-                    for key, (num, den) in counts.items():
-                        acc = totals.setdefault(
-                            key, [torch.zeros((), device=dev, dtype=torch.float64)] * 2
-                        )
-                        totals[key] = [acc[0] + num.double(), acc[1] + den.double()]
+                    add_counts(totals, self.batch_counts(batch, logits))
         finally:
             if was_training:
                 model.train()
         return totals
+
+
+def add_counts(
+    totals: dict[str, list[torch.Tensor]], counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    """Add one batch's ``{metric: (num, den)}`` to the float64 ``totals``."""
+    for key, (num, den) in counts.items():
+        acc = totals.get(key)
+        if acc is None:
+            totals[key] = [num.double(), den.double()]
+        else:
+            totals[key] = [acc[0] + num.double(), acc[1] + den.double()]
+
+
+def metrics_from_totals(totals: Mapping[str, Sequence[torch.Tensor]], n: int) -> dict[str, float]:
+    """``{metric: num / den}`` (NaN where nothing was counted) and ``n`` examples."""
+    out = {
+        k: (float(num / den) if float(den) > 0 else float("nan"))
+        for k, (num, den) in totals.items()
+    }
+    out["n"] = n
+    return out
 
 
 def _loss_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

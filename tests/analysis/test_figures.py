@@ -323,9 +323,12 @@ def test_existing_run_is_tracked_then_continued_with_its_own_settings(grok_dir, 
         "filtering-vs-bp",
     ],
 )
-def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch):
+def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
+    import logging
+
     seen = _capture(monkeypatch, name)
-    paths = reproduce(name, tmp_path, quick=True, device="cpu", progress=False, **TINY[name])
+    with caplog.at_level(logging.INFO, logger="hierlens.models.train_many"):
+        paths = reproduce(name, tmp_path, quick=True, device="cpu", progress=False, **TINY[name])
     data = _check_outputs(tmp_path, name, paths, seen)
     if name == "depth-inverted-u":
         assert [(r["depth"], r["seed"]) for r in data["runs"]] == [(1, 0), (2, 0)]
@@ -344,6 +347,7 @@ def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch):
         assert all(len(v) == 2 for lab in data["f1"].values() for v in lab.values())
     elif name == "filtering-vs-bp":
         assert data["filter_levels"] == [0, 4] and data["n_eval"] == 100
+        assert "2 model(s) in 1 stack(s)" in caplog.text  # the levels train as one stack
         assert all(0.0 <= a <= 1.0 for a in data["model_acc"] + data["bp_acc"])
     # the JSON alone redraws the figure
     (tmp_path / f"{name}.png").unlink()

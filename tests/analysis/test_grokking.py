@@ -109,3 +109,44 @@ def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
     assert again == rows and done.stat().st_mtime_ns == stamp  # finished jobs are skipped
     with pytest.raises(ValueError, match="set by the sweep"):
         sweep(TASK, [1], [0], cfg, tmp_path, model={"n_layers": 3})
+
+
+def test_sweep_fuses_the_seeds_of_each_depth(tmp_path, monkeypatch, caplog):
+    """Each depth's seeds train as one stack in one process: 2 depths x 2 seeds build two
+    stacks of two models each (the job processes run in this process to count them), and
+    each run equals the same job trained alone by train()."""
+    import logging
+    import subprocess
+
+    from hierlens.analysis import sweep as sweep_module
+
+    calls = []
+
+    def run_here(argv, *args, **kwargs):
+        calls.append(argv[3:])
+        sweep_module.run_jobs(argv[3:])
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", run_here)
+    cfg = TrainConfig(
+        steps=4,
+        batch_size=4,
+        warmup_steps=1,
+        eval_every=0,
+        checkpoint_every=2,
+        train_pool=40,
+        device="cpu",
+    )
+    kwargs = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
+    with caplog.at_level(logging.INFO, logger="hierlens.models.train_many"):
+        rows = sweep_module.sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, **kwargs)
+    assert [len(c) for c in calls] == [2, 2]
+    assert caplog.text.count("2 model(s) in 1 stack(s)") == 2
+    assert [(r["depth"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert Run(tmp_path / "depth02_seed1").steps == [2, 4]
+    mcfg = ModelConfig.for_task(TASK, d_model=8, n_heads=2, n_layers=2, seed=1)
+    alone = build_transformer(mcfg, device="cpu")
+    train(alone, TASK, cfg.replace(seed=1), tmp_path / "alone", progress=False)
+    fused = Run(tmp_path / "depth02_seed1").load_model(step=4, device="cpu")
+    want, got = alone.state_dict(), fused.state_dict()
+    assert max(float((want[k] - got[k]).abs().max()) for k in want if "k.bias" not in k) < 1e-5

@@ -154,3 +154,31 @@ def test_sae_section_is_flat_and_round_trips():
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match=r"\[sae\].*'stepz'"):
         load_config(_with("sae", stepz=3))
+
+
+def test_seeds_train_fused_and_each_seed_gets_the_stages(tmp_path, caplog):
+    import logging
+
+    from hierlens.models import open_run
+
+    cfg = {
+        **TINY,
+        "out_dir": str(tmp_path),
+        "seeds": [0, 3],
+        "sae": {**TINY["sae"], "enabled": False},
+        "probes": {"enabled": False},
+        "tree": {"enabled": False},
+    }
+    with caplog.at_level(logging.INFO, logger="hierlens.models.train_many"):
+        root = run(cfg, progress=False)
+    assert "2 model(s) in 1 stack(s)" in caplog.text
+    assert root == tmp_path / "tiny"
+    for s in (0, 3):
+        r = open_run(root / f"seed{s}")
+        assert r.steps == [10, 20]
+        assert r.model_config.seed == s and r.train_config.seed == s
+        assert Run(root / f"seed{s}").activations_dir(20).exists()
+    with pytest.raises(ValueError, match="seed comes from seeds"):
+        load_config({**cfg, "model": {**TINY["model"], "seed": 1}})
+    with pytest.raises(ValueError, match="distinct"):
+        load_config({**cfg, "seeds": [1, 1]})

@@ -123,6 +123,41 @@ def test_a_stack_of_models_equals_each_model_alone(kw):
         torch.testing.assert_close(together[i], alone, atol=1e-6, rtol=1e-5)
 
 
+def _stacked_keep(mask):
+    """(N, n) keep: each model's real slots, then its first padding slots up to the largest
+    count (as train_many builds it)."""
+    flat = mask.reshape(mask.shape[0], -1)
+    n = int(flat.sum(1).max())
+    order = torch.argsort((~flat).to(torch.int8), dim=1, stable=True)
+    return order[:, :n]
+
+
+@pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[3], CONFIGS[13], CONFIGS[-2]], ids=_ids)
+def test_an_unpadded_stack_equals_each_model_unpadded_alone(kw):
+    models = [_model(seed=s, **kw) for s in range(3)]
+    spec = fused_spec(models[0])
+    each = [native_params(m) for m in models]
+    stacked = {name: torch.stack([p[name] for p in each]) for name in each[0]}
+    tokens, mask = _batch(lead=(3,))
+    tokens[1] = torch.randint(0, 11, tokens[1].shape)
+    mask[0, 0, 4:] = False  # model 0 has fewer real tokens: its keep lists padding slots too
+    mask[2, :, 9:] = False
+    keep = _stacked_keep(mask)
+    together = fused_logits(spec, stacked, tokens, mask, keep=keep)
+    assert together.shape == (3, keep.shape[1], 11)
+    weights = torch.randn(together.shape, generator=torch.Generator().manual_seed(5))
+    counts = mask.reshape(3, -1).sum(1)
+    real = torch.arange(keep.shape[1])[None, :] < counts[:, None]
+    grads = _grads((together * weights)[real].sum(), stacked)
+    for i in range(3):
+        alone = fused_logits(spec, each[i], tokens[i], mask[i], keep=keep[i, : counts[i]])
+        torch.testing.assert_close(together[i, : counts[i]], alone, atol=1e-6, rtol=1e-5)
+        want = _grads((alone * weights[i, : counts[i]]).sum(), each[i])
+        _assert_grads_close([g[i] for g in grads], want)
+    with pytest.raises(ValueError, match="keep must be"):
+        fused_logits(spec, stacked, tokens, mask, keep=keep[0])
+
+
 def test_configurations_the_kernels_do_not_compute_are_refused():
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge.sources.native import boot
