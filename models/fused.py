@@ -44,6 +44,10 @@ __all__ = [
 
 Params = Mapping[str, torch.Tensor]
 
+# With ``keep``, one model's attention runs on this many groups of rows of similar length,
+# each padded to its own longest row (benchmarks/train_loop.py measures the gain).
+ATTENTION_GROUPS = 4
+
 _WRAPPED = "._original_component"
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -298,23 +302,84 @@ class _Unpadded:
         rows = padded.reshape(-1, padded.shape[-1]).index_select(0, self.flat)
         return rows.view(*self.keep.shape, padded.shape[-1])
 
+    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
+        """``fn(padded, masked_keys)`` on the padded layout of ``rows``, packed back."""
+        return self.pack(fn(self.pad(rows), masked_keys))
 
-def _attention(
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    start: int  # its rows are [start, stop) of the grouped packed rows
+    stop: int
+    dst: torch.Tensor  # (stop - start,) flat slots in its (rows, width) layout
+    shape: tuple[int, int]
+    masked_keys: torch.Tensor | None  # (rows, width), True at padding (bidirectional)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grouped:
+    """The real tokens of one model's padded ``(B, T)`` batch, arranged so that attention
+    runs on groups of rows of similar length, each padded only to its own longest row
+    (attention costs grow with the square of the padded width). The packed rows are in
+    grouped order (rows sorted by length, longest first, then by position): ``keep`` lists
+    their flat indices into ``B * T`` in that order, ``inverse`` maps back to the caller's."""
+
+    keep: torch.Tensor
+    inverse: torch.Tensor
+    groups: tuple[_Group, ...]
+
+    @classmethod
+    def build(cls, keep: torch.Tensor, shape: tuple[int, int], n_groups: int, mask: bool):
+        batch, width = shape
+        row, col = keep // width, keep % width
+        lengths = torch.bincount(row, minlength=batch)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(batch, device=keep.device)
+        perm = torch.argsort(rank[row] * width + col)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(len(perm), device=keep.device)
+        sorted_lengths = lengths[order].tolist()
+        sorted_rank, sorted_col = rank[row][perm], col[perm]
+        per = -(-batch // n_groups)
+        groups, start = [], 0
+        for first in range(0, batch, per):
+            rows = min(per, batch - first)
+            count = sum(sorted_lengths[first : first + rows])
+            if count == 0:
+                continue
+            g_width = sorted_lengths[first]
+            dst = (sorted_rank[start : start + count] - first) * g_width
+            dst = dst + sorted_col[start : start + count]
+            masked = None
+            if mask:
+                real = torch.zeros(rows * g_width, dtype=torch.bool, device=keep.device)
+                masked = ~real.index_fill(0, dst, True).view(rows, g_width)
+            groups.append(_Group(start, start + count, dst, (rows, g_width), masked))
+            start += count
+        return cls(keep[perm], inverse, tuple(groups))
+
+    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
+        """``fn(padded, masked_keys)`` on each group's padded layout, packed back."""
+        k = rows.shape[-1]
+        outs = []
+        for g in self.groups:
+            padded = rows.new_zeros(g.shape[0] * g.shape[1], k)
+            padded = padded.index_copy(0, g.dst, rows[g.start : g.stop]).view(*g.shape, k)
+            out = fn(padded, g.masked_keys)
+            outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def _attend(
     spec: FusedSpec,
-    p: Params,
-    prefix: str,
-    x: torch.Tensor,
+    qkv: torch.Tensor,
     masked_keys: torch.Tensor | None,
     positions: torch.Tensor | None,
-    layout: _Unpadded | None = None,
 ) -> torch.Tensor:
+    """Attention on a padded layout: ``qkv`` ``(..., T, 3 * H * d_head)`` -> ``(..., T, H *
+    d_head)``; ``masked_keys`` ``(..., T)`` True = hidden from every query."""
     heads, d_head = spec.n_heads, spec.d_head
-    names = [f"{prefix}.{m}" for m in ("q", "k", "v")]
-    weight = torch.cat([p[f"{n}.weight"] for n in names], dim=-2)
-    bias = torch.cat([p[f"{n}.bias"] for n in names], dim=-1)
-    qkv = _linear(x, weight, bias)
-    if layout is not None:
-        qkv = layout.pad(qkv)
     lead, seq = qkv.shape[:-2], qkv.shape[-2]
     qkv = qkv.view(-1, seq, 3, heads, d_head).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # (L, H, T, d_head), L = prod(lead)
@@ -331,7 +396,7 @@ def _attention(
     if masked_keys is not None:
         allowed = ~masked_keys.reshape(-1, 1, 1, seq)  # (L, 1, 1, T)
         if spec.causal:
-            allowed = allowed & torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+            allowed = allowed & torch.ones(seq, seq, dtype=torch.bool, device=qkv.device).tril()
     out = F.scaled_dot_product_attention(
         q,
         k,
@@ -345,9 +410,26 @@ def _attention(
         empty = ~allowed.any(-1, keepdim=True)
         if bool(empty.any()):
             out = out.masked_fill(empty, 0.0)
-    out = out.transpose(1, 2).reshape(*lead, seq, heads * d_head)
-    if layout is not None:
-        out = layout.pack(out)
+    return out.transpose(1, 2).reshape(*lead, seq, heads * d_head)
+
+
+def _attention(
+    spec: FusedSpec,
+    p: Params,
+    prefix: str,
+    x: torch.Tensor,
+    masked_keys: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    layout: _Unpadded | _Grouped | None = None,
+) -> torch.Tensor:
+    names = [f"{prefix}.{m}" for m in ("q", "k", "v")]
+    weight = torch.cat([p[f"{n}.weight"] for n in names], dim=-2)
+    bias = torch.cat([p[f"{n}.bias"] for n in names], dim=-1)
+    qkv = _linear(x, weight, bias)
+    if layout is None:
+        out = _attend(spec, qkv, masked_keys, positions)
+    else:
+        out = layout.attend(qkv, lambda t, m: _attend(spec, t, m, None), masked_keys)
     return _linear(out, p[f"{prefix}.o.weight"], p[f"{prefix}.o.bias"])
 
 
@@ -358,7 +440,7 @@ def fused_block(
     hidden: torch.Tensor,
     masked_keys: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
-    layout: _Unpadded | None = None,
+    layout: _Unpadded | _Grouped | None = None,
 ) -> torch.Tensor:
     """Block ``index`` on ``hidden`` ``(B, T, d)`` (or ``(N, B, T, d)`` stacked; or the
     ``(n, d)`` real rows of a padded batch described by ``layout``).
@@ -396,8 +478,9 @@ def fused_logits(
     products and MLPs run on those ``n`` rows alone, not on the padding, and the result is
     their logits ``(n, d_vocab)`` in that order: the same numbers as the padded forward's
     logits at those positions, for a fraction of the work when batches are ragged.
-    Attention still runs on the padded ``(B, T)`` layout (a bidirectional model then needs
-    ``attention_mask``). For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its
+    Attention runs on padded layouts: for one model on :data:`ATTENTION_GROUPS` groups of
+    rows of similar length, each padded to its own longest row (a bidirectional model then
+    needs ``attention_mask``); for a stack on the ``(N, B, T)`` layout. For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its
     own ``B * T`` slots, distinct within a row (a model with fewer real tokens than ``n``
     lists some of its padding slots too: their rows are computed and ignored), and the
     logits are ``(N, n, d_vocab)``.
@@ -434,10 +517,14 @@ def fused_logits(
                 )
                 hidden = hidden + F.embedding(ids, pos.reshape(-1, pos.shape[-1]))
         else:
-            hidden = F.embedding(tokens.reshape(-1)[keep], p["tok_embed.weight"])
+            groups = min(ATTENTION_GROUPS, tokens.shape[0])
+            layout = _Grouped.build(keep, tuple(tokens.shape), groups, not spec.causal)
+            hidden = F.embedding(tokens.reshape(-1)[layout.keep], p["tok_embed.weight"])
             if "pos.weight" in p:
-                hidden = hidden + F.embedding(keep % seq, p["pos.weight"])
+                hidden = hidden + F.embedding(layout.keep % seq, p["pos.weight"])
         for index in range(spec.n_layers):
             hidden = fused_block(spec, p, index, hidden, masked_keys, layout=layout)
+        if isinstance(layout, _Grouped):
+            hidden = hidden.index_select(0, layout.inverse)
     hidden = _normalise(spec.final_norm, p, "ln_out", hidden)
     return _linear(hidden, p["head.weight"], p.get("head.bias"))

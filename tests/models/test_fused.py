@@ -236,3 +236,23 @@ def test_training_unpadded_equals_training_padded(tmp_path, direction):
     tokens = torch.randint(0, len(task.vocab), (4, 8))
     with torch.no_grad():
         torch.testing.assert_close(models[1](tokens), models[0](tokens), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[11], CONFIGS[13], CONFIGS[-1]], ids=_ids)
+def test_grouped_attention_of_a_ragged_batch_equals_the_padded_forward(kw):
+    # 13 rows of lengths 1..10 in a random order: the rows fall into groups of different
+    # widths, and the logits come back in the caller's order of real tokens.
+    model = _model(**kw)
+    spec, params = fused_spec(model), native_params(model)
+    gen = torch.Generator().manual_seed(11)
+    lengths = torch.randint(1, 11, (13,), generator=gen)
+    tokens = torch.randint(0, 11, (13, 10), generator=gen)
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    keep = mask.flatten().nonzero().squeeze(1)
+    padded = fused_logits(spec, params, tokens, mask)[mask]
+    packed = fused_logits(spec, params, tokens, mask, keep=keep)
+    torch.testing.assert_close(packed, padded, atol=1e-6, rtol=1e-5)
+    weights = torch.randn(padded.shape, generator=gen)
+    _assert_grads_close(
+        _grads((packed * weights).sum(), params), _grads((padded * weights).sum(), params)
+    )
