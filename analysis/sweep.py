@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
+from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import Task, get_task
 from hierlens.models.train import TrainConfig
 from hierlens.models.train_many import train_many
+from hierlens.models.train_run import holds_other_config
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 from .grokking import grokking_summary, track
@@ -100,6 +102,7 @@ def sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pending: list[tuple[str, tuple]] = []
+    conflicts: dict[str, str] = {}
     for depth in depths:
         for seed in seeds:
             run_dir = out / job_name(depth, seed)
@@ -111,10 +114,17 @@ def sweep(
                     "track": dict(track_options or {}),
                     "run_dir": str(run_dir),
                 }
+                if holds_other_config(Run(run_dir), _run_config(job)):
+                    # found before any stack forms, so the other runs of its stack still train
+                    conflicts[run_dir.name] = (
+                        f"{run_dir} holds a run with a different configuration; use another "
+                        "output folder, or delete that run to train it again"
+                    )
+                    continue
                 run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(run_dir / "job.json", job)
                 pending.append((run_dir.name, (str(run_dir / "job.json"),)))
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = dict(conflicts)
     if backend == "ray":
         from .ray_backend import map_tasks
 
@@ -162,6 +172,13 @@ def _plot_depths(data: dict[str, Any], path: Path) -> None:
 
     fig = plot_depth_inverted_u(data)
     fig.savefig(path, dpi=100)
+
+
+def _run_config(job: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` that training ``job`` writes."""
+    task = get_task(job["task"]["name"], **job["task"]["params"])
+    model = ModelConfig.for_task(task, **job["model"])
+    return run_config_dict(task, model, TrainConfig.from_dict(job["train"]))
 
 
 def fused_groups(pending: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:

@@ -111,6 +111,29 @@ def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
         sweep(TASK, [1], [0], cfg, tmp_path, model={"n_layers": 3})
 
 
+def test_sweep_reports_a_conflicting_run_and_trains_the_rest_of_its_stack(tmp_path):
+    """A run directory holding another configuration fails alone: the other seed of its
+    depth (which would share its stack) still trains, and nothing in the bad run changes."""
+    from hierlens.analysis.sweep import SweepFailed, sweep
+
+    bad = tmp_path / "depth01_seed0"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"task": {"name": "other"}}))
+    cfg = TrainConfig(
+        steps=2, batch_size=4, warmup_steps=0, eval_every=0, checkpoint_every=2,
+        train_pool=20, device="cpu",
+    )  # fmt: skip
+    kwargs = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 4, "n_trees": 2})
+    with pytest.raises(SweepFailed) as info:
+        sweep(TASK, [1], [0, 1], cfg, tmp_path, **kwargs)
+    summary = info.value.summary
+    assert [f["run"] for f in summary["failed"]] == ["depth01_seed0"]
+    assert "different configuration" in summary["failed"][0]["error"]
+    assert summary["ran"] == ["depth01_seed1"]
+    assert (tmp_path / "depth01_seed1" / "done.json").exists()
+    assert sorted(p.name for p in bad.iterdir()) == ["config.json"]
+
+
 def test_sweep_fuses_the_seeds_of_each_depth(tmp_path, monkeypatch, caplog):
     """Each depth's seeds train as one stack in one process: 2 depths x 2 seeds build two
     stacks of two models each (the job processes run in this process to count them), and
