@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.analysis.pipeline import run as run_pipeline
-from hierlens.models import ActivationStore, load_checkpoint, open_run
+from hierlens.models import ActivationStore, atomic_io, load_checkpoint, open_run
 from hierlens.models.atomic_io import CorruptFileError, read_json, read_jsonl, write_checked_json
 from hierlens.models.run import Run
 from hierlens.sae import load_sae
@@ -65,20 +68,57 @@ def test_corrupted_bytes_are_an_error_naming_the_file(kind, pipeline_run, tmp_pa
         read()
 
 
+class _FaultyDisk:
+    """Where this process may not mount a tmpfs: the folder ``tmp_path/mnt`` with faults
+    injected where hierlens writes files (``atomic_io``'s temporary files): ``free`` bytes
+    left (a larger file fails with ENOSPC, as on a full disk) or ``read_only`` (creating a
+    file fails with EROFS). The errors are the ones the OS raises, so everything above the
+    write (path in the message, one-line CLI error, nothing written lost) is exercised."""
+
+    def __init__(self, monkeypatch, mnt: Path) -> None:
+        self.mnt, self.free, self.read_only = mnt, None, False
+        real_fdopen, real_mkstemp = os.fdopen, tempfile.mkstemp
+        disk = self
+
+        class _File(io.BufferedWriter):
+            def write(self, data):
+                if disk.free is not None and len(data) > disk.free:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return super().write(data)
+
+        def fdopen(fd, mode="r", *args, **kwargs):
+            if mode == "wb":
+                return _File(io.FileIO(fd, "wb"))
+            return real_fdopen(fd, mode, *args, **kwargs)
+
+        def mkstemp(*args, **kwargs):
+            if disk.read_only:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return real_mkstemp(*args, **kwargs)
+
+        monkeypatch.setattr(atomic_io.os, "fdopen", fdopen)
+        monkeypatch.setattr(atomic_io.tempfile, "mkstemp", mkstemp)
+
+
 @contextlib.contextmanager
-def _tmpfs(tmp_path: Path, size: str):
-    """A tmpfs mounted at ``tmp_path/mnt`` (root only), unmounted however the test ends."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (the full-disk and read-only cases)")
+def _small_disk(tmp_path: Path, size: str, monkeypatch):
+    """``(mount point, disk)``: a tmpfs of ``size`` mounted at ``tmp_path/mnt`` where this
+    process may mount one (``disk`` is None; unmounted however the test ends), else a
+    :class:`_FaultyDisk` there."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)])
-    if done.returncode:
-        pytest.skip("this machine does not allow mounting a tmpfs")
+    mounted = os.geteuid() == 0 and (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     try:
-        yield mnt
+        yield mnt, (None if mounted else _FaultyDisk(monkeypatch, mnt))
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        if mounted:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 TRAIN = ["train", "--task", "dyck", "--task-param", "max_depth=4", "--task-param",
@@ -87,26 +127,36 @@ TRAIN = ["train", "--task", "dyck", "--task-param", "max_depth=4", "--task-param
          "--train-pool", "100", "--device", "cpu", "--no-progress"]  # fmt: skip
 
 
-def test_full_disk_is_a_one_line_error_and_the_run_resumes(tmp_path, caplog):
-    with _tmpfs(tmp_path, "2m") as mnt:
+def test_full_disk_is_a_one_line_error_and_the_run_resumes(tmp_path, caplog, monkeypatch):
+    with _small_disk(tmp_path, "2m", monkeypatch) as (mnt, disk):
         run_dir = mnt / "R"
         filler = mnt / "filler"
         # leave a few KiB: config and metrics fit, a checkpoint does not
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
-            f.write(b"\0" * (2 * 1024 * 1024 - 48 * 1024))
+        if disk is None:
+            with open(filler, "wb") as f, contextlib.suppress(OSError):
+                f.write(b"\0" * (2 * 1024 * 1024 - 48 * 1024))
+        else:
+            disk.free = 8 * 1024
         assert main([*TRAIN, "--run-dir", str(run_dir)]) == 2
         assert "No space left on device" in caplog.text and str(run_dir) in caplog.text
         assert "Traceback" not in caplog.text
-        filler.unlink()
+        assert (run_dir / "config.json").exists() and open_run(run_dir).steps == []
+        if disk is None:
+            filler.unlink()
+        else:
+            disk.free = None
         assert main([*TRAIN, "--run-dir", str(run_dir)]) == 0
         assert open_run(run_dir).steps == [10, 20]
 
 
-def test_read_only_file_system_is_a_one_line_error(tmp_path, caplog):
-    with _tmpfs(tmp_path, "8m") as mnt:
+def test_read_only_file_system_is_a_one_line_error(tmp_path, caplog, monkeypatch):
+    with _small_disk(tmp_path, "8m", monkeypatch) as (mnt, disk):
         run_dir = mnt / "R"
         assert main([*TRAIN, "--run-dir", str(run_dir)]) == 0
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        if disk is None:
+            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        else:
+            disk.read_only = True
         caplog.clear()
         capture = ["capture", str(run_dir), "--hooks", "blocks.*.hook_resid_post", "--no-progress"]
         assert main(capture) == 2
