@@ -47,6 +47,9 @@ Params = Mapping[str, torch.Tensor]
 # With ``keep``, one model's attention runs on this many groups of rows of similar length,
 # each padded to its own longest row (benchmarks/train_loop.py measures the gain).
 ATTENTION_GROUPS = 4
+# A stack (N models' batches) attends in groups of this many sequences of similar length,
+# taken across its models (benchmarks/train_many.py).
+STACK_GROUP_SEQUENCES = 32
 
 _WRAPPED = "._original_component"
 
@@ -269,45 +272,6 @@ def fused_embed(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Unpadded:
-    """Where ``n`` packed rows sit in a padded ``(B, T)`` batch: ``keep`` ``(n,)`` flat
-    indices into ``B * T``; for a stack of ``N`` models, ``(N, B, T)`` batches and ``keep``
-    ``(N, n)`` (each row's indices distinct)."""
-
-    keep: torch.Tensor
-    shape: tuple[int, ...]
-
-    @property
-    def flat(self) -> torch.Tensor:
-        """``keep`` as indices into the flattened ``(prod(shape),)`` batch."""
-        if self.keep.dim() == 1:
-            return self.keep
-        n, slots = self.keep.shape[0], self.shape[1] * self.shape[2]
-        offset = torch.arange(n, device=self.keep.device).unsqueeze(1) * slots
-        return (self.keep + offset).reshape(-1)
-
-    def pad(self, rows: torch.Tensor) -> torch.Tensor:
-        """``(n, k)`` (stacked ``(N, n, k)``) packed rows -> ``(B, T, k)`` (``(N, B, T, k)``),
-        zeros at the padding."""
-        k = rows.shape[-1]
-        size = 1
-        for d in self.shape:
-            size *= d
-        out = rows.new_zeros(size, k)
-        return out.index_copy(0, self.flat, rows.reshape(-1, k)).view(*self.shape, k)
-
-    def pack(self, padded: torch.Tensor) -> torch.Tensor:
-        """``(B, T, k)`` (``(N, B, T, k)``) -> the ``(n, k)`` (``(N, n, k)``) rows at
-        ``keep``."""
-        rows = padded.reshape(-1, padded.shape[-1]).index_select(0, self.flat)
-        return rows.view(*self.keep.shape, padded.shape[-1])
-
-    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
-        """``fn(padded, masked_keys)`` on the padded layout of ``rows``, packed back."""
-        return self.pack(fn(self.pad(rows), masked_keys))
-
-
-@dataclasses.dataclass(frozen=True)
 class _Group:
     start: int  # its rows are [start, stop) of the grouped packed rows
     stop: int
@@ -371,6 +335,72 @@ class _Grouped:
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class _StackGrouped:
+    """Attention layout of a stack's packed rows ``(N, n, k)``: the ``N * B`` sequences of
+    the stack's batches, sorted by length across all models and cut into groups of
+    ``rows_per_group`` sequences, each group padded only to its own longest sequence (one
+    attention call per group, whatever model its sequences belong to). ``sources[g]``: the
+    flat row indices into ``N * n`` of group ``g``'s real tokens; rows that list a padding
+    slot (a model with fewer real tokens than ``n``) attend to nothing and get zeros."""
+
+    rows: int  # N * n
+    sources: torch.Tensor  # all groups' sources, concatenated
+    groups: tuple[_Group, ...]  # start/stop index into ``sources``
+
+    @classmethod
+    def build(
+        cls, keep: torch.Tensor, real: torch.Tensor, width: int, rows_per_group: int, mask: bool
+    ):
+        """``keep`` ``(N, n)`` flat slots into each model's ``(B, T)`` batch (``T`` =
+        ``width``), ``real`` ``(N, B, T)`` True at real tokens."""
+        n_models, batch = real.shape[:2]
+        lengths = real.sum(-1).reshape(-1)  # (N * B,) per sequence
+        seq = keep // width + torch.arange(n_models, device=keep.device)[:, None] * batch
+        col = keep % width
+        seq, col = seq.reshape(-1), col.reshape(-1)
+        is_real = col < lengths[seq]
+        order = torch.argsort(lengths, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=keep.device)
+        src = is_real.nonzero().squeeze(1)
+        # real rows in group order: by the rank of their sequence, then by position
+        src = src[torch.argsort(rank[seq[src]] * width + col[src])]
+        seq_rank, src_col = rank[seq[src]], col[src]
+        sorted_lengths = lengths[order].tolist()
+        groups, start = [], 0
+        for first in range(0, len(sorted_lengths), rows_per_group):
+            count = min(rows_per_group, len(sorted_lengths) - first)
+            tokens = sum(sorted_lengths[first : first + count])
+            if tokens == 0:
+                continue
+            g_width = sorted_lengths[first]
+            dst = (seq_rank[start : start + tokens] - first) * g_width
+            dst = dst + src_col[start : start + tokens]
+            masked = None
+            if mask:
+                slots = torch.zeros(count * g_width, dtype=torch.bool, device=keep.device)
+                masked = ~slots.index_fill(0, dst, True).view(count, g_width)
+            groups.append(_Group(start, start + tokens, dst, (count, g_width), masked))
+            start += tokens
+        return cls(int(keep.numel()), src, tuple(groups))
+
+    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
+        """``fn(padded, masked_keys)`` on each group's padded layout of ``rows`` ``(N, n, k)``,
+        scattered back to ``(N, n, k_out)``."""
+        lead, k = rows.shape[:-1], rows.shape[-1]
+        picked = rows.reshape(-1, k).index_select(0, self.sources)
+        outs = []
+        for g in self.groups:
+            padded = picked.new_zeros(g.shape[0] * g.shape[1], k)
+            padded = padded.index_copy(0, g.dst, picked[g.start : g.stop]).view(*g.shape, k)
+            out = fn(padded, g.masked_keys)
+            outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        full = out.new_zeros(self.rows, out.shape[-1]).index_copy(0, self.sources, out)
+        return full.view(*lead, out.shape[-1])
+
+
 def _attend(
     spec: FusedSpec,
     qkv: torch.Tensor,
@@ -420,7 +450,7 @@ def _attention(
     x: torch.Tensor,
     masked_keys: torch.Tensor | None,
     positions: torch.Tensor | None,
-    layout: _Unpadded | _Grouped | None = None,
+    layout: _Grouped | _StackGrouped | None = None,
 ) -> torch.Tensor:
     names = [f"{prefix}.{m}" for m in ("q", "k", "v")]
     weight = torch.cat([p[f"{n}.weight"] for n in names], dim=-2)
@@ -440,7 +470,7 @@ def fused_block(
     hidden: torch.Tensor,
     masked_keys: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
-    layout: _Unpadded | _Grouped | None = None,
+    layout: _Grouped | _StackGrouped | None = None,
 ) -> torch.Tensor:
     """Block ``index`` on ``hidden`` ``(B, T, d)`` (or ``(N, B, T, d)`` stacked; or the
     ``(n, d)`` real rows of a padded batch described by ``layout``).
@@ -478,12 +508,14 @@ def fused_logits(
     products and MLPs run on those ``n`` rows alone, not on the padding, and the result is
     their logits ``(n, d_vocab)`` in that order: the same numbers as the padded forward's
     logits at those positions, for a fraction of the work when batches are ragged.
-    Attention runs on padded layouts: for one model on :data:`ATTENTION_GROUPS` groups of
-    rows of similar length, each padded to its own longest row (a bidirectional model then
-    needs ``attention_mask``); for a stack on the ``(N, B, T)`` layout. For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its
-    own ``B * T`` slots, distinct within a row (a model with fewer real tokens than ``n``
-    lists some of its padding slots too: their rows are computed and ignored), and the
-    logits are ``(N, n, d_vocab)``.
+    Attention runs on padded layouts of rows of similar length: one model's batch in
+    :data:`ATTENTION_GROUPS` groups, each padded to its own longest row (a bidirectional
+    model then needs ``attention_mask``). For a stack, ``keep`` is ``(N, n)``, model ``i``'s
+    indices into its own ``B * T`` slots, distinct within a row (a model with fewer real
+    tokens than ``n`` lists some of its padding slots too: their rows are computed and
+    ignored), ``attention_mask`` is required, the logits are ``(N, n, d_vocab)``, and the
+    ``N * B`` sequences of all models are sorted by length together and attended in groups
+    of :data:`STACK_GROUP_SEQUENCES` sequences.
     """
     masked_keys = None
     if attention_mask is not None and not spec.causal:
@@ -499,11 +531,15 @@ def fused_logits(
                 f"keep must be (n,) with (B, T) tokens for one model, (N, n) with (N, B, T) "
                 f"tokens for a stack; got keep {tuple(keep.shape)}, tokens {tuple(tokens.shape)}"
             )
+        if stacked and attention_mask is None:
+            raise ValueError("a stack needs attention_mask with keep (to tell real tokens)")
         if not spec.causal and masked_keys is None:
             raise ValueError("a bidirectional model needs attention_mask with keep")
-        layout = _Unpadded(keep, tuple(tokens.shape))
         seq = tokens.shape[-1]
         if stacked:
+            per = STACK_GROUP_SEQUENCES
+            real = attention_mask.bool()
+            layout = _StackGrouped.build(keep, real, seq, per, not spec.causal)
             hidden = fused_embed(
                 spec,
                 {"tok_embed.weight": p["tok_embed.weight"]},
@@ -524,7 +560,7 @@ def fused_logits(
                 hidden = hidden + F.embedding(layout.keep % seq, p["pos.weight"])
         for index in range(spec.n_layers):
             hidden = fused_block(spec, p, index, hidden, masked_keys, layout=layout)
-        if isinstance(layout, _Grouped):
+        if not stacked:
             hidden = hidden.index_select(0, layout.inverse)
     hidden = _normalise(spec.final_norm, p, "ln_out", hidden)
     return _linear(hidden, p["head.weight"], p.get("head.bias"))

@@ -132,8 +132,11 @@ def _stacked_keep(mask):
     return order[:, :n]
 
 
+@pytest.mark.parametrize("group", [2, 32], ids=["groups-across-models", "one-group"])
 @pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[3], CONFIGS[13], CONFIGS[-2]], ids=_ids)
-def test_an_unpadded_stack_equals_each_model_unpadded_alone(kw):
+def test_an_unpadded_stack_equals_each_model_unpadded_alone(kw, group, monkeypatch):
+    # a stack attends in groups of `group` sequences sorted by length across its models
+    monkeypatch.setattr("hierlens.models.fused.STACK_GROUP_SEQUENCES", group)
     models = [_model(seed=s, **kw) for s in range(3)]
     spec = fused_spec(models[0])
     each = [native_params(m) for m in models]
@@ -156,6 +159,8 @@ def test_an_unpadded_stack_equals_each_model_unpadded_alone(kw):
         _assert_grads_close([g[i] for g in grads], want)
     with pytest.raises(ValueError, match="keep must be"):
         fused_logits(spec, stacked, tokens, mask, keep=keep[0])
+    with pytest.raises(ValueError, match="a stack needs attention_mask"):
+        fused_logits(spec, stacked, tokens, None, keep=keep)
 
 
 def test_configurations_the_kernels_do_not_compute_are_refused():
