@@ -1,11 +1,14 @@
 """A grid of Chomsky-hierarchy runs: tasks x architectures x seeds x learning rates.
 
-Each cell of the grid is one run directory ``out_dir/<task>/<arch>/lr<lr>_seed<seed>/``
-trained with :func:`hierlens.models.train` (so it resumes from its last checkpoint) and then
-evaluated on ``test_ood``; its ``done.json`` holds the evaluation. A rerun skips every run
-whose ``done.json`` exists, so an interrupted grid continues where it stopped and a grid
-grown by a seed or an architecture trains only the new runs. Jobs run one after another in
-this process (``backend="sequential"``) or as Ray tasks (``backend="ray"``, see
+Each cell of the grid is one run directory ``out_dir/<task>/<arch>/lr<lr>_seed<seed>/``,
+written as :func:`hierlens.models.train` writes it (so it resumes from its last checkpoint)
+and then evaluated on ``test_ood``; its ``done.json`` holds the evaluation. The runs of one
+(task, architecture), all their seeds and learning rates, train as one fused stack
+(:func:`hierlens.models.train_many`: one forward and backward per step for all of them, each
+run as it would train alone). A rerun skips every run whose ``done.json`` exists, so an
+interrupted grid continues where it stopped and a grid grown by a seed or an architecture
+trains only the new runs. Stacks run one after another in this process
+(``backend="sequential"``) or as Ray tasks, one per stack (``backend="ray"``, see
 :mod:`hierlens.analysis.ray_backend`).
 
 :func:`chomsky_scores` turns the rows into the score of Delétang et al. (ICLR 2023): per
@@ -26,7 +29,8 @@ from hierlens.models.atomic_io import atomic_write_json, read_json
 from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import TrainConfig
+from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 
 log = logging.getLogger(__name__)
@@ -152,26 +156,40 @@ def chomsky_grid(
     pending = [j for j in jobs if not (Path(j["run_dir"]) / DONE).exists()]
     errors: dict[str, str] = {}
     names = {j["run_dir"]: str(Path(j["run_dir"]).relative_to(out)) for j in jobs}
+    stacks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job in pending:  # one fused stack per (task, architecture)
+        stacks.setdefault((job["key"]["task"], job["key"]["arch"]), []).append(job)
+    groups = list(stacks.values())
     if backend == "ray":
         from .ray_backend import map_tasks
 
-        log.info("chomsky grid: %d of %d run(s) to do on Ray", len(pending), len(jobs))
+        log.info(
+            "chomsky grid: %d of %d run(s) in %d stack(s) to do on Ray",
+            len(pending),
+            len(jobs),
+            len(groups),
+        )
         outcomes = map_tasks(
-            run_grid_job,
-            [(j["run_dir"], (j,)) for j in pending],
+            run_grid_jobs,
+            [(tuple(names[j["run_dir"]] for j in g), (g,)) for g in groups],
             address=address,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
         )
-        errors = {names[o.key]: o.error for o in outcomes if not o.ok}
+        for o in outcomes:
+            if not o.ok:
+                errors.update({name: o.error for name in o.key})
     else:
-        for i, job in enumerate(pending):
-            log.info("chomsky grid run %d/%d: %s", i + 1, len(pending), names[job["run_dir"]])
+        for i, group in enumerate(groups):
+            shown = ", ".join(names[j["run_dir"]] for j in group)
+            log.info("chomsky grid stack %d/%d: %s", i + 1, len(groups), shown)
             try:
-                run_grid_job(job)
-            except Exception as exc:  # noqa: BLE001 - one failed run must not stop the grid
-                log.exception("run %s failed", names[job["run_dir"]])
-                errors[names[job["run_dir"]]] = f"{type(exc).__name__}: {exc}"
+                run_grid_jobs(group)
+            except Exception as exc:  # noqa: BLE001 - one failed stack must not stop the grid
+                log.exception("stack %s failed", shown)
+                for j in group:
+                    if not (Path(j["run_dir"]) / DONE).exists():
+                        errors[names[j["run_dir"]]] = f"{type(exc).__name__}: {exc}"
     rows = []
     for job in jobs:
         done = Path(job["run_dir"]) / DONE
@@ -206,27 +224,47 @@ def _refuse_stale_runs(jobs: Sequence[Mapping[str, Any]], out: Path) -> None:
         )
 
 
-def run_grid_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Train (resuming) and evaluate one grid run; writes and returns its ``done.json``."""
-    task = get_task(job["task"]["name"], **job["task"]["params"])
-    model_config = ArchConfig.for_task(task, **job["model"])
-    config = TrainConfig.from_dict(job["train"])
-    run_dir = Path(job["run_dir"])
-    model = build_model(model_config)
-    train(model, task, config, run_dir, model_config=model_config, progress=False)
-    n, seed = job["eval"]["n"], job["eval"]["seed"]
-    ood = task.evaluate(model, "test_ood", n=n, seed=seed, device=config.device)
-    iid = task.evaluate(model, "test_id", n=n, seed=seed, device=config.device)
-    result = {
-        "score": ood["accuracy"],
-        "test_id": iid["accuracy"],
-        "by_length": {str(k): v for k, v in accuracy_by_length({**iid, **ood}).items()},
-        "n_train": task.n_train,
-        "steps": config.steps,
-        "eval": dict(job["eval"]),
-    }
-    atomic_write_json(run_dir / DONE, result)
-    return result
+def run_grid_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Train (resuming) grid runs as fused stacks (:func:`~hierlens.models.train_many`) and
+    evaluate each; writes and returns each run's ``done.json``. A run whose loss turned
+    non-finite stopped there (``"stopped"`` says at which step) and is evaluated with the
+    weights of its last finite training record."""
+    tasks, model_configs, configs, models = [], [], [], []
+    for job in jobs:
+        task = get_task(job["task"]["name"], **job["task"]["params"])
+        model_config = ArchConfig.for_task(task, **job["model"])
+        tasks.append(task)
+        model_configs.append(model_config)
+        configs.append(TrainConfig.from_dict(job["train"]))
+        models.append(build_model(model_config))
+    trained = train_many(
+        models,
+        tasks,
+        configs,
+        [j["run_dir"] for j in jobs],
+        model_configs=model_configs,
+        progress=False,
+    )
+    results = []
+    for job, task, config, model, outcome in zip(
+        jobs, tasks, configs, models, trained, strict=True
+    ):
+        n, seed = job["eval"]["n"], job["eval"]["seed"]
+        ood = task.evaluate(model, "test_ood", n=n, seed=seed, device=config.device)
+        iid = task.evaluate(model, "test_id", n=n, seed=seed, device=config.device)
+        result = {
+            "score": ood["accuracy"],
+            "test_id": iid["accuracy"],
+            "by_length": {str(k): v for k, v in accuracy_by_length({**iid, **ood}).items()},
+            "n_train": task.n_train,
+            "steps": config.steps,
+            "eval": dict(job["eval"]),
+        }
+        if outcome.stopped:
+            result["stopped"] = outcome.stopped
+        atomic_write_json(Path(job["run_dir"]) / DONE, result)
+        results.append(result)
+    return results
 
 
 def chomsky_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

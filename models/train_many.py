@@ -1,19 +1,21 @@
-"""Many small transformers trained as one program: models of one shape share a stack.
+"""Many small models trained as one program: models of one shape share a stack.
 
-:func:`train_many` trains N TL-native transformers. Models whose architectures share a shape
-(layers, widths, heads, context, vocabulary, norms, positions) and batch size form one stack:
-their parameters are stacked on a leading model axis, one forward/backward per step
-(:func:`~hierlens.models.fused.fused_logits` on the stacked parameters, batched products)
-computes every model of the stack on its own batch, and AdamW runs as one fused kernel per
-distinct (learning rate, weight decay) over the stack's rows. Seeds, learning rates, weight
-decays, schedules, step counts, clipping and data seeds may differ between the models of a
-stack. Models of other shapes go into other stacks, trained in the same loop.
+:func:`train_many` trains N models: TL-native transformers (fused forward) or the
+Chomsky-hierarchy architectures of :func:`~hierlens.models.architectures.build_model` (their
+own forward under ``vmap``; see :mod:`.train_stack`). Models whose architectures share a
+shape (layers, widths, heads, context, vocabulary, norms, positions; for the Chomsky
+architectures the whole config apart from the seed) and batch size form one stack: their
+parameters are stacked on a leading model axis, one forward/backward per step computes every
+model of the stack on its own batch, and AdamW runs as one fused kernel per distinct
+(learning rate, weight decay) over the stack's rows. Seeds, learning rates, weight decays,
+schedules, step counts, clipping and data seeds may differ between the models of a stack.
+Models of other shapes go into other stacks, trained in the same loop.
 
 Models never interact: each loss is its own mean, gradient clipping is per model (one norm
 per model), and AdamW is elementwise, so each model follows the trajectory
 :func:`~hierlens.models.train` gives it alone (up to float rounding; tested to 1e-5). On the
-CPU a stack skips padding as ``train`` does: each model's real tokens are packed, padded only
-to the largest count among the stack's models.
+CPU a transformer stack skips padding as ``train`` does: each model's real tokens are packed,
+padded only to the largest count among the stack's models.
 
 Each run directory gets exactly what ``train`` writes: ``config.json``, the same
 ``metrics.jsonl`` records at the same steps, checkpoints at the same steps that ``train``
@@ -39,7 +41,6 @@ from .atomic_io import append_jsonl
 from .checkpoint import save_checkpoint
 from .device import resolve_device
 from .evaluate_many import evaluate_stack, stack_evaluable
-from .fused import fused_spec, native_params
 from .run import Run, latest_valid_checkpoint, run_config_dict
 from .tasks.base import Task
 from .train import BatchSampler, TrainResult, make_optimizer
@@ -54,7 +55,7 @@ from .train_run import (
     truncate_metrics,
     write_evaluation,
 )
-from .train_stack import Stack, attach_data
+from .train_stack import Stack, attach_data, stack_key, stack_params
 from .transformer import ModelConfig
 
 __all__ = ["train_many"]
@@ -68,7 +69,7 @@ class _Member:
     def __init__(self, index, model, task, config, model_config, run, device, resume):
         self.index, self.model, self.task, self.config = index, model, task, config
         self.model_config, self.run = model_config, run
-        self.params = native_params(model)
+        self.params = stack_params(model)
         self.optimizer = make_optimizer(model, config, device)
         self.step = 0
         if resume:
@@ -119,14 +120,6 @@ def _as_list(value, n: int, what: str) -> list:
     return [value] * n
 
 
-def _stack_key(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> tuple:
-    """Models with equal keys train in one stack: the fused spec, every parameter's name and
-    shape, the batch size, the device and the autocast and unpadding settings."""
-    shapes = tuple((n, tuple(p.shape)) for n, p in native_params(model).items())
-    unpad = config.unpad if config.unpad is not None else device.type == "cpu"
-    return (fused_spec(model), shapes, config.batch_size, str(device), config.amp, unpad)
-
-
 def train_many(
     models: Sequence[torch.nn.Module],
     tasks: Task | Sequence[Task],
@@ -141,7 +134,9 @@ def train_many(
     callback: Callable[[int], None] | None = None,
 ) -> list[TrainResult]:
     """Train ``models`` (bridges around TL-native transformers, e.g. from
-    :func:`~hierlens.models.build_transformer`) in stacks of one shape, one run directory each.
+    :func:`~hierlens.models.build_transformer`, or models of
+    :func:`~hierlens.models.architectures.build_model`) in stacks of one shape, one run
+    directory each.
 
     ``tasks`` and ``configs`` are one for all or one per model; ``model_configs`` defaults to
     each model's own. Each run directory ends as :func:`~hierlens.models.train` would write it
@@ -161,19 +156,20 @@ def train_many(
         raise ValueError(f"train_many: {n} models but {len(run_dirs)} run_dirs")
     if len({os.path.realpath(d) for d in run_dirs}) != n:
         raise ValueError("train_many: two models share a run directory")
+    devices, groups = [], {}
     for i, model in enumerate(models):
-        if fused_spec(model) is None:
-            raise TypeError(
-                f"models[{i}] ({type(model).__name__}) is not a TL-native transformer the fused "
-                "forward computes (see hierlens.models.fused); train it with train()"
-            )
         mcfgs[i] = check_training_inputs(model, tasks[i], configs[i], mcfgs[i], f"models[{i}]: ")
+        devices.append(resolve_device(configs[i].device))
+        key = stack_key(model, configs[i], devices[i])
+        if key is None:
+            raise TypeError(
+                f"models[{i}] ({type(model).__name__}) is neither a TL-native transformer the "
+                "fused forward computes (see hierlens.models.fused) nor a model of "
+                "hierlens.models.architectures.build_model; train it with train()"
+            )
+        groups.setdefault(key, []).append(i)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("train_many runs in one process; launch train() under torchrun")
-    devices = [resolve_device(c.device) for c in configs]
-    groups: dict[tuple, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(_stack_key(models[i], configs[i], devices[i]), []).append(i)
     log.info("train_many: %d model(s) in %d stack(s)", n, len(groups))
 
     with contextlib.ExitStack() as locks:
@@ -210,7 +206,7 @@ def _train(members, groups, devices, progress, stop_at, callback) -> None:
         if not active:
             continue
         attach_data(active, device)
-        unpad = _stack_key(active[0].model, active[0].config, device)[-1]
+        unpad = stack_key(active[0].model, active[0].config, device)[-1]
         stack = Stack(active, device, unpad)
         _evaluate(stack, [r for r, m in enumerate(active) if m.step == 0 and 0 in m.eval_steps])
         stacks.append(stack)
@@ -294,7 +290,8 @@ def _evaluate(stack: Stack, rows: list[int]) -> None:
     for r in rows:
         m = stack.members[r]
         c = m.config
-        key = (m.task, c.eval_n, c.eval_splits, c.seed) if stack_evaluable(m.task) else (r,)
+        together = stack.spec is not None and stack_evaluable(m.task)
+        key = (m.task, c.eval_n, c.eval_splits, c.seed) if together else (r,)
         for k, rs in groups:
             if k == key:
                 rs.append(r)

@@ -1,27 +1,103 @@
 """The stacked program behind :func:`~hierlens.models.train_many.train_many`: parameters of
 N models of one shape stacked on a leading model axis ``(N, *shape)``, their AdamW moments,
-each model's batch of its own step, and one optimizer step for all of them (the fused
+each model's batch of its own step, and one optimizer step for all of them (the stacked
 forward, per-model gradient clipping with one norm per model, and the fused AdamW kernel once
 per distinct learning rate and weight decay).
 
-A *member* is any object with ``model``, ``params`` (``{native name: parameter}``),
-``optimizer`` (the model's own ``torch.optim.AdamW``, whose state a checkpoint saves),
-``config`` (:class:`~hierlens.models.TrainConfig`), ``task``, ``step`` and ``data`` (a
+Two kinds of models stack:
+
+- bridges around TL-native transformers: the forward is
+  :func:`~hierlens.models.fused.fused_logits` on the stacked parameters (batched products,
+  padding skipped, attention in length groups across the stack);
+- the Chomsky-hierarchy architectures of :func:`~hierlens.models.architectures.build_model`
+  (RNN, LSTM, Stack-RNN, Tape-RNN, the transformer encoder): the forward is the model's own
+  ``forward`` under ``torch.func.vmap`` over the stacked parameters
+  (``functional_call``), so each op of a time step runs once for all N models.
+
+A *member* is any object with ``model``, ``params`` (:func:`stack_params`), ``optimizer``
+(the model's own ``torch.optim.AdamW``, whose state a checkpoint saves), ``config``
+(:class:`~hierlens.models.TrainConfig`), ``task``, ``step`` and ``data`` (a
 :class:`~hierlens.models.train.BatchSampler`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fused import fused_logits, fused_spec
+from .forward import is_bidirectional
+from .fused import fused_logits, fused_spec, native_params
 from .tasks.base import IGNORE_INDEX
 from .train import BatchSampler
 from .train_run import config_lr
 
-__all__ = ["Stack", "attach_data"]
+__all__ = ["Stack", "attach_data", "stack_key", "stack_params"]
+
+
+def _vmappable(model: torch.nn.Module) -> bool:
+    """A model of :func:`~hierlens.models.architectures.build_model`: its forward is a pure
+    function of its parameters and buffers (no dropout, no running statistics)."""
+    from .architectures import ArchConfig
+
+    return isinstance(getattr(model, "hierlens_config", None), ArchConfig)
+
+
+def stack_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: parameter}`` a stack trains: the native names of a TL-native bridge, the
+    module's own names otherwise (trainable parameters only)."""
+    if fused_spec(model) is not None:
+        return native_params(model)
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def stack_key(model: torch.nn.Module, config, device: torch.device) -> tuple | None:
+    """Models with equal keys train in one stack (``None``: the model cannot be stacked):
+    the architecture (the fused spec, or the config apart from its seed), every parameter's
+    and buffer's name and shape, the batch size, the device, and the autocast and unpadding
+    settings (padding is skipped for TL-native stacks on the CPU)."""
+    spec = fused_spec(model)
+    if spec is not None:
+        arch: object = spec
+        unpad = config.unpad if config.unpad is not None else device.type == "cpu"
+    elif _vmappable(model):
+        arch = (type(model).__name__, model.hierlens_config.replace(seed=0))
+        unpad = False
+    else:
+        return None
+    shapes = tuple((n, tuple(p.shape)) for n, p in stack_params(model).items())
+    buffers = tuple((n, tuple(b.shape)) for n, b in model.named_buffers())
+    return (arch, shapes, buffers, config.batch_size, str(device), config.amp, unpad)
+
+
+def _stack_forward(members: list) -> Callable:
+    """``forward(params, tokens, mask, keep) -> logits`` for stacked ``params`` and
+    ``(N, B, T)`` batches: ``(N, n, vocab)`` at ``keep`` ``(N, n)``, else ``(N, B, T,
+    vocab)``."""
+    model = members[0].model
+    spec = fused_spec(model)
+    if spec is not None:
+        return lambda p, tokens, mask, keep: fused_logits(spec, p, tokens, mask, keep)
+    buffers = {
+        n: torch.stack([m.model.get_buffer(n) for m in members]) for n, _ in model.named_buffers()
+    }
+    masked = is_bidirectional(model)
+
+    def one(params, bufs, tokens, mask):
+        kwargs = {"attention_mask": mask.long()} if masked else {}
+        out = torch.func.functional_call(model, (params, bufs), (tokens,), kwargs)
+        return out.logits if hasattr(out, "logits") else out
+
+    batched = torch.func.vmap(one)
+
+    def forward(p, tokens, mask, keep):
+        if keep is not None:
+            raise ValueError("a stack of plain modules runs padded batches (keep=None)")
+        return batched(p, buffers, tokens, mask)
+
+    return forward
 
 
 class Stack:
@@ -31,7 +107,8 @@ class Stack:
         self.members = members
         self.device = device
         self.unpad = unpad
-        self.spec = fused_spec(members[0].model)
+        self.spec = fused_spec(members[0].model)  # None for a stack of plain modules
+        self.forward = _stack_forward(members)
         first = members[0].params
         self.decay = [n for n, p in first.items() if p.dim() >= 2]
         self.no_decay = [n for n, p in first.items() if p.dim() < 2]
@@ -100,6 +177,8 @@ class Stack:
             self.v = {n: t.index_select(0, idx) for n, t in self.v.items()}
             self.count = self.count.index_select(0, idx)
             self.loss_sum = self.loss_sum.index_select(0, idx)
+        if self.members:
+            self.forward = _stack_forward(self.members)
         self._cache_views()
 
     def _batch(self):
@@ -127,7 +206,7 @@ class Stack:
         tokens, targets, mask, keep, n_tokens = self._batch()
         n = len(self.members)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = fused_logits(self.spec, self.p, tokens, mask, keep)
+            logits = self.forward(self.p, tokens, mask, keep)
         targets = targets.reshape(n, -1)
         if keep is not None:
             targets = targets.gather(1, keep)

@@ -23,7 +23,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from .config import ArchConfig
-from .recurrent import check_tokens
+from .recurrent import check_tokens, rnn_step
 
 #: Stack-RNN actions, in the order of ``hook_actions``' last axis
 STACK_ACTIONS = ("push", "pop", "no_op")
@@ -118,7 +118,7 @@ class MemoryRNN(nn.Module):
         reads, hs, acts, mems = [], [], [], []
         for t in range(T):
             read = memory[:, 0]
-            h = self.cell(torch.cat([x[:, t], read], -1), h)
+            h = rnn_step(self.cell, torch.cat([x[:, t], read], -1), h)
             actions = self.action_head(h).softmax(-1)
             value = torch.tanh(self.value_head(h))
             if self.is_stack:

@@ -9,6 +9,7 @@ once per forward, after the time loop): ``hook_embed`` ``(B, T, d_model)``, ``ho
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
@@ -25,6 +26,26 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int) -> None:
         raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
     if tokens.shape[1] == 0:
         raise ValueError("tokens must have at least one position")
+
+
+def rnn_step(cell: nn.RNNCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``nn.RNNCell``'s step ``tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` written out on the
+    cell's own parameters (the same ops as its kernel), so that ``torch.func.vmap`` batches
+    it over a stack of models (the fused kernel has no batching rule)."""
+    return torch.tanh(
+        F.linear(h, cell.weight_hh, cell.bias_hh) + F.linear(x, cell.weight_ih, cell.bias_ih)
+    )
+
+
+def lstm_step(
+    cell: nn.LSTMCell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nn.LSTMCell``'s step written out on the cell's own parameters (gates in its order:
+    input, forget, cell, output), vmappable like :func:`rnn_step`."""
+    gates = F.linear(h, cell.weight_hh, cell.bias_hh) + F.linear(x, cell.weight_ih, cell.bias_ih)
+    i, f, g, o = gates.chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class RecurrentModel(nn.Module):
@@ -56,10 +77,10 @@ class RecurrentModel(nn.Module):
         lstm = self.cfg.arch == "lstm"
         for t in range(T):
             if lstm:
-                h, c = self.cell(x[:, t], (h, c))
+                h, c = lstm_step(self.cell, x[:, t], h, c)
                 cs.append(c)
             else:
-                h = self.cell(x[:, t], h)
+                h = rnn_step(self.cell, x[:, t], h)
             hs.append(h)
         hidden = self.hook_hidden(torch.stack(hs, 1))
         if lstm:

@@ -124,6 +124,19 @@ def test_grid_rerun_does_only_missing_runs(tmp_path):
     assert cell["generalises"] == (cell["score"] >= 0.9)
 
 
+def test_grid_trains_one_fused_stack_per_task_and_architecture(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="hierlens.models.train_many"):
+        rows = chomsky_grid(
+            ["parity_check"], ["rnn", "lstm"], [0, 1], [1e-2, 3e-3], TRAIN, tmp_path, **GRID
+        )
+    stacks = [r.getMessage() for r in caplog.records if "stack(s)" in r.getMessage()]
+    assert stacks == ["train_many: 4 model(s) in 1 stack(s)"] * 2
+    assert len(rows) == 8 and all(0.0 <= r["score"] <= 1.0 for r in rows)
+    assert all("stopped" not in r for r in rows)
+
+
 def test_grid_refuses_runs_made_with_other_settings(tmp_path):
     chomsky_grid(["parity_check"], ["rnn"], [0], [1e-2], TRAIN, tmp_path, **GRID)
     done = tmp_path / "parity_check" / "rnn" / "lr0.01_seed0" / "done.json"

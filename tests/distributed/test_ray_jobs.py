@@ -1,6 +1,7 @@
-"""``track`` and SAE grids with each checkpoint (or checkpoint x hook) a Ray task: the same
-records and SAEs as the sequential runs, reruns that do only what is missing, failures
-reported while the others complete."""
+"""``track`` and SAE grids with each checkpoint (or checkpoint x hook) a Ray task, and the
+Chomsky grid with each fused stack a Ray task: the same records, SAEs and scores as the
+sequential runs, reruns that do only what is missing, failures reported while the others
+complete."""
 
 from __future__ import annotations
 
@@ -133,3 +134,26 @@ def test_sae_grid_on_ray_equals_sequential_and_reruns_missing(
     fit_sae_grid(ray_run, HOOKS, [2, 6], backend="ray", **GRID)
     assert jobs_sent[1] == [(6, HOOKS[0])]  # only the pair with a missing SAE ran again
     check()
+
+
+def test_chomsky_grid_on_ray_runs_one_task_per_stack(ray_local, tmp_path, jobs_sent):
+    from hierlens.analysis.chomsky_grid import chomsky_grid
+
+    grid = dict(
+        model={"d_model": 8, "memory_size": 4, "memory_dim": 2},
+        task_params={"n_train": 3, "n_test": 5},
+        eval_n=8,
+    )
+    train_cfg = {"steps": 2, "batch_size": 4, "eval_every": 0, "checkpoint_every": 2,
+                 "train_pool": 20, "device": "cpu"}  # fmt: skip
+    args = (["parity_check"], ["rnn", "stack_rnn"], [0, 1], [1e-2], train_cfg)
+    seq = chomsky_grid(*args, tmp_path / "seq", **grid)
+    on_ray = chomsky_grid(*args, tmp_path / "ray", backend="ray", **grid)
+    assert sorted(map(sorted, jobs_sent[0])) == [
+        ["parity_check/rnn/lr0.01_seed0", "parity_check/rnn/lr0.01_seed1"],
+        ["parity_check/stack_rnn/lr0.01_seed0", "parity_check/stack_rnn/lr0.01_seed1"],
+    ]
+    drop = ("run_dir",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in on_ray] == [
+        {k: v for k, v in r.items() if k not in drop} for r in seq
+    ]
