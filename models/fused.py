@@ -327,9 +327,11 @@ class _Grouped:
         """``fn(padded, masked_keys)`` on each group's padded layout, packed back."""
         k = rows.shape[-1]
         outs = []
-        for g in self.groups:
+        # split, not slices: the backward of a slice fills a zero tensor of all rows per group
+        parts = rows.split([g.stop - g.start for g in self.groups])
+        for g, part in zip(self.groups, parts, strict=True):
             padded = rows.new_zeros(g.shape[0] * g.shape[1], k)
-            padded = padded.index_copy(0, g.dst, rows[g.start : g.stop]).view(*g.shape, k)
+            padded = padded.index_copy(0, g.dst, part).view(*g.shape, k)
             out = fn(padded, g.masked_keys)
             outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -391,9 +393,10 @@ class _StackGrouped:
         lead, k = rows.shape[:-1], rows.shape[-1]
         picked = rows.reshape(-1, k).index_select(0, self.sources)
         outs = []
-        for g in self.groups:
+        parts = picked.split([g.stop - g.start for g in self.groups])  # see _Grouped.attend
+        for g, part in zip(self.groups, parts, strict=True):
             padded = picked.new_zeros(g.shape[0] * g.shape[1], k)
-            padded = padded.index_copy(0, g.dst, picked[g.start : g.stop]).view(*g.shape, k)
+            padded = padded.index_copy(0, g.dst, part).view(*g.shape, k)
             out = fn(padded, g.masked_keys)
             outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
