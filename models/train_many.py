@@ -143,7 +143,9 @@ def train_many(
     (``resume``, ``overwrite`` and ``stop_at`` as there, per model; ``callback`` gets the
     furthest model's step after every fused step). Returns one :class:`TrainResult` per model;
     ``stopped`` says why a model left early (``"diverged at step S"``). Holds every run
-    directory's lock. ``TrainConfig.compile`` is not used: stacks run eagerly.
+    directory's lock. ``TrainConfig.compile`` compiles each stack's forward as ``train``
+    compiles its own (CUDA graphs on CUDA, with batch widths rounded up to multiples of 8;
+    eager, with a warning, where compilation fails).
     """
     models = list(models)
     n = len(models)
@@ -206,8 +208,9 @@ def _train(members, groups, devices, progress, stop_at, callback) -> None:
         if not active:
             continue
         attach_data(active, device)
-        unpad = stack_key(active[0].model, active[0].config, device)[-1]
-        stack = Stack(active, device, unpad)
+        first = active[0].config
+        unpad = stack_key(active[0].model, first, device)[-1]
+        stack = Stack(active, device, unpad, compile=first.compile)
         _evaluate(stack, [r for r, m in enumerate(active) if m.step == 0 and 0 in m.eval_steps])
         stacks.append(stack)
     total = max((m.config.steps - m.step for s in stacks for m in s.members), default=0)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .forward import is_bidirectional
+from .forward import compiled, is_bidirectional
 from .fused import fused_logits, fused_spec, native_params
 from .tasks.base import IGNORE_INDEX
 from .train import BatchSampler
@@ -56,12 +56,14 @@ def stack_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def stack_key(model: torch.nn.Module, config, device: torch.device) -> tuple | None:
     """Models with equal keys train in one stack (``None``: the model cannot be stacked):
     the architecture (the fused spec, or the config apart from its seed), every parameter's
-    and buffer's name and shape, the batch size, the device, and the autocast and unpadding
-    settings (padding is skipped for TL-native stacks on the CPU)."""
+    and buffer's name and shape, the batch size, the device, and the autocast, compile and
+    unpadding settings (padding is skipped for TL-native stacks on the CPU, as ``train``
+    does)."""
     spec = fused_spec(model)
     if spec is not None:
         arch: object = spec
-        unpad = config.unpad if config.unpad is not None else device.type == "cpu"
+        auto = device.type == "cpu" and not config.compile  # as train()
+        unpad = config.unpad if config.unpad is not None else auto
     elif _vmappable(model):
         arch = (type(model).__name__, model.hierlens_config.replace(seed=0))
         unpad = False
@@ -69,7 +71,16 @@ def stack_key(model: torch.nn.Module, config, device: torch.device) -> tuple | N
         return None
     shapes = tuple((n, tuple(p.shape)) for n, p in stack_params(model).items())
     buffers = tuple((n, tuple(b.shape)) for n, b in model.named_buffers())
-    return (arch, shapes, buffers, config.batch_size, str(device), config.amp, unpad)
+    return (
+        arch,
+        shapes,
+        buffers,
+        config.batch_size,
+        str(device),
+        config.amp,
+        config.compile,
+        unpad,
+    )
 
 
 def _stack_forward(members: list) -> Callable:
@@ -103,12 +114,17 @@ def _stack_forward(members: list) -> Callable:
 class Stack:
     """The stacked parameters ``(N, *shape)`` and AdamW moments of some members."""
 
-    def __init__(self, members: list, device: torch.device, unpad: bool) -> None:
+    def __init__(
+        self, members: list, device: torch.device, unpad: bool, compile: bool = False
+    ) -> None:
         self.members = members
         self.device = device
         self.unpad = unpad
+        self.compile = compile
+        # CUDA graphs replay fixed shapes: batch widths rounded up to few distinct ones
+        self.width_multiple = 8 if compile and device.type == "cuda" else 1
         self.spec = fused_spec(members[0].model)  # None for a stack of plain modules
-        self.forward = _stack_forward(members)
+        self._make_forward()
         first = members[0].params
         self.decay = [n for n, p in first.items() if p.dim() >= 2]
         self.no_decay = [n for n, p in first.items() if p.dim() < 2]
@@ -127,6 +143,11 @@ class Stack:
         self.count = torch.tensor(steps, dtype=torch.float32, device=device)
         self.loss_sum = torch.zeros(len(members), device=device)
         self._cache_views()
+
+    def _make_forward(self) -> None:
+        self.forward = _stack_forward(self.members)
+        if self.compile:
+            self.forward = compiled(self.forward, self.device)
 
     def _cache_views(self) -> None:
         """Each row's views of the parameters, moments and step count for the AdamW kernel:
@@ -178,7 +199,7 @@ class Stack:
             self.count = self.count.index_select(0, idx)
             self.loss_sum = self.loss_sum.index_select(0, idx)
         if self.members:
-            self.forward = _stack_forward(self.members)
+            self._make_forward()
         self._cache_views()
 
     def _batch(self):
@@ -187,7 +208,8 @@ class Stack:
         mems = self.members
         rows = [m.data.rows(m.step) for m in mems]
         lengths = np.stack([m.data.lengths[r] for m, r in zip(mems, rows, strict=True)])
-        width = int(lengths.max())
+        m = self.width_multiple
+        width = min(-(-int(lengths.max()) // m) * m, mems[0].data.tokens.shape[1])
         real = np.arange(width)[None, None, :] < lengths[:, :, None]  # (N, B, T)
         idx = torch.from_numpy(np.stack(rows)).to(self.device)
         tokens = torch.stack([m.data.tokens[idx[i], :width] for i, m in enumerate(mems)])

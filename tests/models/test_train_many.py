@@ -272,3 +272,21 @@ def test_recurrent_steps_equal_the_torch_cells():
     assert torch.equal(rnn_step(rnn, x, h), rnn(x, h))
     for got, want in zip(lstm_step(lstm, x, h, c), lstm(x, (h, c)), strict=True):
         assert torch.equal(got, want)
+
+
+def test_compile_compiles_each_stack_forward(monkeypatch, tmp_path, alone):
+    """TrainConfig.compile goes through torch.compile once per stack (again when a model
+    leaves it); here a pass-through compiler, so the result is the eager one."""
+    calls = []
+
+    def record(fn, **kwargs):
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", record)
+    cfgs = [c.replace(compile=True) for c in CONFIGS[1:]]  # 12 and 9 steps: one leaves early
+    models = [_model(1), _model(2)]
+    train_many(models, TASK, cfgs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert len(calls) == 2 and calls[0]["dynamic"] is True  # dynamic shapes on the CPU
+    assert _max_diff(models[0], alone[1][1]) <= 1e-5
+    assert _max_diff(models[1], alone[1][2]) <= 1e-5
