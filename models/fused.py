@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from .fused_layouts import ATTENTION_GROUPS, Grouped, StackRows, segment_linear
+
 __all__ = [
     "FusedSpec",
     "fused_block",
@@ -43,13 +45,6 @@ __all__ = [
 ]
 
 Params = Mapping[str, torch.Tensor]
-
-# With ``keep``, one model's attention runs on this many groups of rows of similar length,
-# each padded to its own longest row (benchmarks/train_loop.py measures the gain).
-ATTENTION_GROUPS = 4
-# A stack (N models' batches) attends in groups of this many sequences of similar length,
-# taken across its models (benchmarks/train_many.py).
-STACK_GROUP_SEQUENCES = 32
 
 _WRAPPED = "._original_component"
 
@@ -201,11 +196,19 @@ def _per_model(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return param.view(param.shape[0], *([1] * (x.dim() - 2)), param.shape[-1])
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    rows: StackRows | None = None,
+) -> torch.Tensor:
     """``x @ weight.T + bias``: ``weight`` ``(out, in)`` with ``x`` ``(..., in)``, or stacked
-    ``(N, out, in)`` with ``x`` ``(N, ..., in)`` (one batched product for all N)."""
+    ``(N, out, in)`` with ``x`` ``(N, ..., in)`` (one batched product for all N) or with the
+    ``(M, in)`` flat rows of a stack described by ``rows`` (one product per model's rows)."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
+    if rows is not None:
+        return segment_linear(x, weight, bias, rows.bounds)
     n = weight.shape[0]
     flat = x.reshape(n, -1, x.shape[-1])
     if bias is None:
@@ -215,7 +218,9 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return out.view(*x.shape[:-1], weight.shape[1])
 
 
-def _normalise(norm: _Norm, p: Params, prefix: str, x: torch.Tensor) -> torch.Tensor:
+def _normalise(
+    norm: _Norm, p: Params, prefix: str, x: torch.Tensor, rows: StackRows | None = None
+) -> torch.Tensor:
     if norm.kind is None:
         return x
     weight = p[f"{prefix}.weight"] if norm.weight else None
@@ -230,10 +235,14 @@ def _normalise(norm: _Norm, p: Params, prefix: str, x: torch.Tensor) -> torch.Te
         if norm.kind == "LN":
             return F.layer_norm(x, shape, weight, bias, norm.eps)
         return weight * F.rms_norm(x.float(), shape, None, norm.eps).to(x.dtype)
+    if rows is not None:  # a stack's flat rows: each row's own model's scale and bias
+        weight, bias = rows.per_row(weight), None if bias is None else rows.per_row(bias)
+    else:
+        weight, bias = _per_model(weight, x), None if bias is None else _per_model(bias, x)
     if norm.kind == "LN":
         out = F.layer_norm(x, shape, None, None, norm.eps)
-        return torch.addcmul(_per_model(bias, out), out, _per_model(weight, out))
-    return _per_model(weight, x) * F.rms_norm(x.float(), shape, None, norm.eps).to(x.dtype)
+        return torch.addcmul(bias, out, weight)
+    return weight * F.rms_norm(x.float(), shape, None, norm.eps).to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
@@ -269,139 +278,6 @@ def fused_embed(
     if pos.dim() == 2:
         return hidden + pos[:seq]
     return hidden + pos[:, None, :seq]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Group:
-    start: int  # its rows are [start, stop) of the grouped packed rows
-    stop: int
-    dst: torch.Tensor  # (stop - start,) flat slots in its (rows, width) layout
-    shape: tuple[int, int]
-    masked_keys: torch.Tensor | None  # (rows, width), True at padding (bidirectional)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Grouped:
-    """The real tokens of one model's padded ``(B, T)`` batch, arranged so that attention
-    runs on groups of rows of similar length, each padded only to its own longest row
-    (attention costs grow with the square of the padded width). The packed rows are in
-    grouped order (rows sorted by length, longest first, then by position): ``keep`` lists
-    their flat indices into ``B * T`` in that order, ``inverse`` maps back to the caller's."""
-
-    keep: torch.Tensor
-    inverse: torch.Tensor
-    groups: tuple[_Group, ...]
-
-    @classmethod
-    def build(cls, keep: torch.Tensor, shape: tuple[int, int], n_groups: int, mask: bool):
-        batch, width = shape
-        row, col = keep // width, keep % width
-        lengths = torch.bincount(row, minlength=batch)
-        order = torch.argsort(lengths, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(batch, device=keep.device)
-        perm = torch.argsort(rank[row] * width + col)
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(len(perm), device=keep.device)
-        sorted_lengths = lengths[order].tolist()
-        sorted_rank, sorted_col = rank[row][perm], col[perm]
-        per = -(-batch // n_groups)
-        groups, start = [], 0
-        for first in range(0, batch, per):
-            rows = min(per, batch - first)
-            count = sum(sorted_lengths[first : first + rows])
-            if count == 0:
-                continue
-            g_width = sorted_lengths[first]
-            dst = (sorted_rank[start : start + count] - first) * g_width
-            dst = dst + sorted_col[start : start + count]
-            masked = None
-            if mask:
-                real = torch.zeros(rows * g_width, dtype=torch.bool, device=keep.device)
-                masked = ~real.index_fill(0, dst, True).view(rows, g_width)
-            groups.append(_Group(start, start + count, dst, (rows, g_width), masked))
-            start += count
-        return cls(keep[perm], inverse, tuple(groups))
-
-    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
-        """``fn(padded, masked_keys)`` on each group's padded layout, packed back."""
-        k = rows.shape[-1]
-        outs = []
-        # split, not slices: the backward of a slice fills a zero tensor of all rows per group
-        parts = rows.split([g.stop - g.start for g in self.groups])
-        for g, part in zip(self.groups, parts, strict=True):
-            padded = rows.new_zeros(g.shape[0] * g.shape[1], k)
-            padded = padded.index_copy(0, g.dst, part).view(*g.shape, k)
-            out = fn(padded, g.masked_keys)
-            outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
-        return torch.cat(outs) if len(outs) > 1 else outs[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class _StackGrouped:
-    """Attention layout of a stack's packed rows ``(N, n, k)``: the ``N * B`` sequences of
-    the stack's batches, sorted by length across all models and cut into groups of
-    ``rows_per_group`` sequences, each group padded only to its own longest sequence (one
-    attention call per group, whatever model its sequences belong to). ``sources[g]``: the
-    flat row indices into ``N * n`` of group ``g``'s real tokens; rows that list a padding
-    slot (a model with fewer real tokens than ``n``) attend to nothing and get zeros."""
-
-    rows: int  # N * n
-    sources: torch.Tensor  # all groups' sources, concatenated
-    groups: tuple[_Group, ...]  # start/stop index into ``sources``
-
-    @classmethod
-    def build(
-        cls, keep: torch.Tensor, real: torch.Tensor, width: int, rows_per_group: int, mask: bool
-    ):
-        """``keep`` ``(N, n)`` flat slots into each model's ``(B, T)`` batch (``T`` =
-        ``width``), ``real`` ``(N, B, T)`` True at real tokens."""
-        n_models, batch = real.shape[:2]
-        lengths = real.sum(-1).reshape(-1)  # (N * B,) per sequence
-        seq = keep // width + torch.arange(n_models, device=keep.device)[:, None] * batch
-        col = keep % width
-        seq, col = seq.reshape(-1), col.reshape(-1)
-        is_real = col < lengths[seq]
-        order = torch.argsort(lengths, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(order), device=keep.device)
-        src = is_real.nonzero().squeeze(1)
-        # real rows in group order: by the rank of their sequence, then by position
-        src = src[torch.argsort(rank[seq[src]] * width + col[src])]
-        seq_rank, src_col = rank[seq[src]], col[src]
-        sorted_lengths = lengths[order].tolist()
-        groups, start = [], 0
-        for first in range(0, len(sorted_lengths), rows_per_group):
-            count = min(rows_per_group, len(sorted_lengths) - first)
-            tokens = sum(sorted_lengths[first : first + count])
-            if tokens == 0:
-                continue
-            g_width = sorted_lengths[first]
-            dst = (seq_rank[start : start + tokens] - first) * g_width
-            dst = dst + src_col[start : start + tokens]
-            masked = None
-            if mask:
-                slots = torch.zeros(count * g_width, dtype=torch.bool, device=keep.device)
-                masked = ~slots.index_fill(0, dst, True).view(count, g_width)
-            groups.append(_Group(start, start + tokens, dst, (count, g_width), masked))
-            start += tokens
-        return cls(int(keep.numel()), src, tuple(groups))
-
-    def attend(self, rows: torch.Tensor, fn: Callable, masked_keys: torch.Tensor | None):
-        """``fn(padded, masked_keys)`` on each group's padded layout of ``rows`` ``(N, n, k)``,
-        scattered back to ``(N, n, k_out)``."""
-        lead, k = rows.shape[:-1], rows.shape[-1]
-        picked = rows.reshape(-1, k).index_select(0, self.sources)
-        outs = []
-        parts = picked.split([g.stop - g.start for g in self.groups])  # see _Grouped.attend
-        for g, part in zip(self.groups, parts, strict=True):
-            padded = picked.new_zeros(g.shape[0] * g.shape[1], k)
-            padded = padded.index_copy(0, g.dst, part).view(*g.shape, k)
-            out = fn(padded, g.masked_keys)
-            outs.append(out.reshape(-1, out.shape[-1]).index_select(0, g.dst))
-        out = torch.cat(outs) if len(outs) > 1 else outs[0]
-        full = out.new_zeros(self.rows, out.shape[-1]).index_copy(0, self.sources, out)
-        return full.view(*lead, out.shape[-1])
 
 
 def _attend(
@@ -453,17 +329,18 @@ def _attention(
     x: torch.Tensor,
     masked_keys: torch.Tensor | None,
     positions: torch.Tensor | None,
-    layout: _Grouped | _StackGrouped | None = None,
+    layout: Grouped | StackRows | None = None,
 ) -> torch.Tensor:
+    rows = layout if isinstance(layout, StackRows) else None
     names = [f"{prefix}.{m}" for m in ("q", "k", "v")]
     weight = torch.cat([p[f"{n}.weight"] for n in names], dim=-2)
     bias = torch.cat([p[f"{n}.bias"] for n in names], dim=-1)
-    qkv = _linear(x, weight, bias)
+    qkv = _linear(x, weight, bias, rows)
     if layout is None:
         out = _attend(spec, qkv, masked_keys, positions)
     else:
-        out = layout.attend(qkv, lambda t, m: _attend(spec, t, m, None), masked_keys)
-    return _linear(out, p[f"{prefix}.o.weight"], p[f"{prefix}.o.bias"])
+        out = layout.attend(qkv, lambda t, m: _attend(spec, t, m, None))
+    return _linear(out, p[f"{prefix}.o.weight"], p[f"{prefix}.o.bias"], rows)
 
 
 def fused_block(
@@ -473,7 +350,7 @@ def fused_block(
     hidden: torch.Tensor,
     masked_keys: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
-    layout: _Grouped | _StackGrouped | None = None,
+    layout: Grouped | StackRows | None = None,
 ) -> torch.Tensor:
     """Block ``index`` on ``hidden`` ``(B, T, d)`` (or ``(N, B, T, d)`` stacked; or the
     ``(n, d)`` real rows of a padded batch described by ``layout``).
@@ -481,17 +358,19 @@ def fused_block(
     ``masked_keys`` ``(B, T)`` (or ``(N, B, T)``) bool, True = hidden from every query (on
     top of the causal mask); ``positions`` ``(B, T)`` position ids for rotary models
     (default ``0..T-1``)."""
+    rows = layout if isinstance(layout, StackRows) else None
     pre = f"layers.{index}"
-    x = _normalise(spec.norm, p, f"{pre}.ln1", hidden)
+    x = _normalise(spec.norm, p, f"{pre}.ln1", hidden, rows)
     hidden = hidden + _attention(spec, p, f"{pre}.attn", x, masked_keys, positions, layout)
     if spec.act is None:
         return hidden
-    x = _normalise(spec.norm, p, f"{pre}.ln2", hidden)
-    mid = _linear(x, p[f"{pre}.mlp.fc_in.weight"], p[f"{pre}.mlp.fc_in.bias"])
+    x = _normalise(spec.norm, p, f"{pre}.ln2", hidden, rows)
+    mid = _linear(x, p[f"{pre}.mlp.fc_in.weight"], p[f"{pre}.mlp.fc_in.bias"], rows)
     mid = _ACTIVATIONS[spec.act](mid)
     if spec.mlp_norm is not None:
-        mid = _normalise(spec.mlp_norm, p, f"{pre}.mlp.ln", mid)
-    return hidden + _linear(mid, p[f"{pre}.mlp.fc_out.weight"], p[f"{pre}.mlp.fc_out.bias"])
+        mid = _normalise(spec.mlp_norm, p, f"{pre}.mlp.ln", mid, rows)
+    out = _linear(mid, p[f"{pre}.mlp.fc_out.weight"], p[f"{pre}.mlp.fc_out.bias"], rows)
+    return hidden + out
 
 
 def fused_logits(
@@ -511,14 +390,15 @@ def fused_logits(
     products and MLPs run on those ``n`` rows alone, not on the padding, and the result is
     their logits ``(n, d_vocab)`` in that order: the same numbers as the padded forward's
     logits at those positions, for a fraction of the work when batches are ragged.
-    Attention runs on padded layouts of rows of similar length: one model's batch in
-    :data:`ATTENTION_GROUPS` groups, each padded to its own longest row (a bidirectional
-    model then needs ``attention_mask``). For a stack, ``keep`` is ``(N, n)``, model ``i``'s
-    indices into its own ``B * T`` slots, distinct within a row (a model with fewer real
-    tokens than ``n`` lists some of its padding slots too: their rows are computed and
-    ignored), ``attention_mask`` is required, the logits are ``(N, n, d_vocab)``, and the
-    ``N * B`` sequences of all models are sorted by length together and attended in groups
-    of :data:`STACK_GROUP_SEQUENCES` sequences.
+    Attention runs on padded layouts of rows of similar length (see
+    :mod:`.fused_layouts`): one model's batch in :data:`ATTENTION_GROUPS` groups (a
+    bidirectional model then needs ``attention_mask``).
+
+    For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its own ``B * T`` slots,
+    distinct within a row; ``attention_mask`` is required and the logits are ``(N, n,
+    d_vocab)``. A model with fewer real tokens than ``n`` lists some of its padding slots
+    too: they are not computed and their logits are zeros. The real tokens of all models run
+    as one flat run of rows (:class:`~hierlens.models.fused_layouts.StackRows`).
     """
     masked_keys = None
     if attention_mask is not None and not spec.causal:
@@ -527,43 +407,49 @@ def fused_logits(
         hidden = fused_embed(spec, p, tokens)
         for index in range(spec.n_layers):
             hidden = fused_block(spec, p, index, hidden, masked_keys)
-    else:
-        stacked = p["tok_embed.weight"].dim() == 3
-        if keep.dim() != (2 if stacked else 1) or tokens.dim() != keep.dim() + 1:
-            raise ValueError(
-                f"keep must be (n,) with (B, T) tokens for one model, (N, n) with (N, B, T) "
-                f"tokens for a stack; got keep {tuple(keep.shape)}, tokens {tuple(tokens.shape)}"
-            )
-        if stacked and attention_mask is None:
-            raise ValueError("a stack needs attention_mask with keep (to tell real tokens)")
-        if not spec.causal and masked_keys is None:
-            raise ValueError("a bidirectional model needs attention_mask with keep")
-        seq = tokens.shape[-1]
-        if stacked:
-            per = STACK_GROUP_SEQUENCES
-            real = attention_mask.bool()
-            layout = _StackGrouped.build(keep, real, seq, per, not spec.causal)
-            hidden = fused_embed(
-                spec,
-                {"tok_embed.weight": p["tok_embed.weight"]},
-                tokens.reshape(tokens.shape[0], -1).gather(1, keep),
-            )
-            if "pos.weight" in p:
-                pos = p["pos.weight"]
-                ids = (
-                    keep % seq
-                    + torch.arange(pos.shape[0], device=keep.device)[:, None] * pos.shape[1]
-                )
-                hidden = hidden + F.embedding(ids, pos.reshape(-1, pos.shape[-1]))
-        else:
-            groups = min(ATTENTION_GROUPS, tokens.shape[0])
-            layout = _Grouped.build(keep, tuple(tokens.shape), groups, not spec.causal)
-            hidden = F.embedding(tokens.reshape(-1)[layout.keep], p["tok_embed.weight"])
-            if "pos.weight" in p:
-                hidden = hidden + F.embedding(layout.keep % seq, p["pos.weight"])
-        for index in range(spec.n_layers):
-            hidden = fused_block(spec, p, index, hidden, masked_keys, layout=layout)
-        if not stacked:
-            hidden = hidden.index_select(0, layout.inverse)
+        hidden = _normalise(spec.final_norm, p, "ln_out", hidden)
+        return _linear(hidden, p["head.weight"], p.get("head.bias"))
+    stacked = p["tok_embed.weight"].dim() == 3
+    if keep.dim() != (2 if stacked else 1) or tokens.dim() != keep.dim() + 1:
+        raise ValueError(
+            f"keep must be (n,) with (B, T) tokens for one model, (N, n) with (N, B, T) "
+            f"tokens for a stack; got keep {tuple(keep.shape)}, tokens {tuple(tokens.shape)}"
+        )
+    if stacked and attention_mask is None:
+        raise ValueError("a stack needs attention_mask with keep (to tell real tokens)")
+    if not spec.causal and masked_keys is None:
+        raise ValueError("a bidirectional model needs attention_mask with keep")
+    if stacked:
+        return _stack_logits(spec, p, tokens, attention_mask.bool(), keep)
+    seq = tokens.shape[-1]
+    groups = min(ATTENTION_GROUPS, tokens.shape[0])
+    layout = Grouped.build(keep, tuple(tokens.shape), groups, not spec.causal)
+    hidden = F.embedding(tokens.reshape(-1)[layout.keep], p["tok_embed.weight"])
+    if "pos.weight" in p:
+        hidden = hidden + F.embedding(layout.keep % seq, p["pos.weight"])
+    for index in range(spec.n_layers):
+        hidden = fused_block(spec, p, index, hidden, masked_keys, layout=layout)
+    hidden = hidden.index_select(0, layout.inverse)
     hidden = _normalise(spec.final_norm, p, "ln_out", hidden)
     return _linear(hidden, p["head.weight"], p.get("head.bias"))
+
+
+def _stack_logits(
+    spec: FusedSpec, p: Params, tokens: torch.Tensor, real: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """:func:`fused_logits` of a stack at ``keep`` ``(N, n)``: ``(N, n, d_vocab)``."""
+    rows = StackRows.build(keep, real, not spec.causal)
+    embed = p["tok_embed.weight"]
+    n_models, vocab = embed.shape[:2]
+    ids = tokens.reshape(-1).index_select(0, rows.token_slots) + rows.model * vocab
+    hidden = F.embedding(ids, embed.reshape(n_models * vocab, -1))
+    if "pos.weight" in p:
+        pos = p["pos.weight"]
+        ids = rows.positions + rows.model * pos.shape[1]
+        hidden = hidden + F.embedding(ids, pos.reshape(-1, pos.shape[-1]))
+    for index in range(spec.n_layers):
+        hidden = fused_block(spec, p, index, hidden, layout=rows)
+    hidden = _normalise(spec.final_norm, p, "ln_out", hidden, rows)
+    logits = _linear(hidden, p["head.weight"], p.get("head.bias"), rows)
+    out = logits.new_zeros(keep.numel(), logits.shape[-1])
+    return out.index_copy(0, rows.slots, logits).view(*keep.shape, logits.shape[-1])

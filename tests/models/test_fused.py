@@ -136,7 +136,7 @@ def _stacked_keep(mask):
 @pytest.mark.parametrize("kw", [CONFIGS[0], CONFIGS[3], CONFIGS[13], CONFIGS[-2]], ids=_ids)
 def test_an_unpadded_stack_equals_each_model_unpadded_alone(kw, group, monkeypatch):
     # a stack attends in groups of `group` sequences sorted by length across its models
-    monkeypatch.setattr("hierlens.models.fused.STACK_GROUP_SEQUENCES", group)
+    monkeypatch.setattr("hierlens.models.fused_layouts.STACK_GROUP_SEQUENCES", group)
     models = [_model(seed=s, **kw) for s in range(3)]
     spec = fused_spec(models[0])
     each = [native_params(m) for m in models]
