@@ -90,7 +90,15 @@ def _stack_forward(members: list) -> Callable:
     model = members[0].model
     spec = fused_spec(model)
     if spec is not None:
-        return lambda p, tokens, mask, keep: fused_logits(spec, p, tokens, mask, keep)
+
+        def fused(p, tokens, mask, keep):
+            if tokens.shape[0] == 1:  # one model: the single-model layout (grouped attention)
+                alone = {n: t[0] for n, t in p.items()}
+                one_keep = None if keep is None else keep[0]
+                return fused_logits(spec, alone, tokens[0], mask[0], one_keep)[None]
+            return fused_logits(spec, p, tokens, mask, keep)
+
+        return fused
     buffers = {
         n: torch.stack([m.model.get_buffer(n) for m in members]) for n, _ in model.named_buffers()
     }
@@ -106,6 +114,9 @@ def _stack_forward(members: list) -> Callable:
     def forward(p, tokens, mask, keep):
         if keep is not None:
             raise ValueError("a stack of plain modules runs padded batches (keep=None)")
+        if tokens.shape[0] == 1:  # one model: its forward alone (vmap costs time per op)
+            first = {n: t[0] for n, t in p.items()}
+            return one(first, {n: b[0] for n, b in buffers.items()}, tokens[0], mask[0])[None]
         return batched(p, buffers, tokens, mask)
 
     return forward

@@ -224,7 +224,9 @@ def _arch(arch, seed):
 def test_chomsky_architectures_fused_equal_separate_runs(arch, tmp_path):
     """The architectures of build_model stack through vmap: seeds and learning rates fused
     give each run what train() gives it alone (weights, records, checkpoints)."""
-    configs = [CHOMSKY_CFG.replace(seed=s, lr=lr) for s, lr in [(0, 3e-3), (1, 3e-3), (2, 1e-2)]]
+    # two leave after step 6: the last steps run a stack of one (its forward without vmap)
+    runs = [(0, 3e-3, 8), (1, 3e-3, 6), (2, 1e-2, 6)]
+    configs = [CHOMSKY_CFG.replace(seed=s, lr=lr, steps=n) for s, lr, n in runs]
     alone = [_arch(arch, s) for s in range(3)]
     for i, (m, c) in enumerate(zip(alone, configs)):
         train(m, CHOMSKY, c, tmp_path / f"a{i}", progress=False)
@@ -233,7 +235,8 @@ def test_chomsky_architectures_fused_equal_separate_runs(arch, tmp_path):
                          progress=False)  # fmt: skip
     tokens = torch.tensor(CHOMSKY.sample(6, "test_ood", 9)[0].tokens).unsqueeze(0)
     for i in range(3):
-        assert results[i].step == 8 and set(results[i].eval) == {"test_id", "test_ood"}
+        assert results[i].step == configs[i].steps
+        assert set(results[i].eval) == {"test_id", "test_ood"}
         # the encoder's key bias has a zero gradient in exact arithmetic (see above)
         diff = {
             k: float((v - alone[i].state_dict()[k]).abs().max())
@@ -251,7 +254,7 @@ def test_chomsky_architectures_fused_equal_separate_runs(arch, tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(fused[i](tokens), alone[i](tokens), atol=1e-5, rtol=1e-4)
         _close_records(_records(tmp_path / f"f{i}"), _records(tmp_path / f"a{i}"))
-        assert open_run(tmp_path / f"f{i}").steps == [4, 8]
+        assert open_run(tmp_path / f"f{i}").steps == [4, configs[i].steps]
 
 
 def test_chomsky_stacks_form_per_architecture(tmp_path, caplog):
