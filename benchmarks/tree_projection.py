@@ -18,8 +18,13 @@ tokens (``[CLS]``/``[SEP]`` in no word), read after its last layer: batched ``sp
 model's own encoder with a ``(1, T)`` attention mask hiding the other words (positions kept).
 Full: 12 sentences of 8-14 words; ``--quick``: 4 sentences of 4-7 words.
 
+``--stack N``: also N models of the native shape (seeds ``seed..seed+N-1``, which stand
+for N checkpoints of a run) through ``span_scores_many(..., stack=True)``, one stacked
+forward per batch, against ``span_scores`` on one model after another.
+
     python benchmarks/tree_projection.py            # full
     python benchmarks/tree_projection.py --quick    # seconds
+    python benchmarks/tree_projection.py --models native --stack 8
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from hierlens.analysis.trees import span_scores
+from hierlens.analysis.trees import span_scores, span_scores_many
 from hierlens.analysis.trees.block_runner import BlockRunner
 from hierlens.models.transformer import ModelConfig, build_transformer
 
@@ -279,6 +284,40 @@ def bench(attention_dir: str, args) -> dict:
     }
 
 
+def bench_stack(attention_dir: str, args) -> dict:
+    """N models of one shape: stacked span scores against one model after another."""
+    models = []
+    for k in range(args.stack):
+        cfg = ModelConfig(
+            d_vocab=args.vocab,
+            n_ctx=args.max_words + 2,
+            d_model=args.d_model,
+            n_layers=args.layers,
+            n_heads=args.heads,
+            attention_dir=attention_dir,
+            seed=args.seed + k,
+        )
+        models.append(build_transformer(cfg, device="cpu"))
+    sentences = make_sentences(
+        args.sentences, args.min_words, args.max_words, args.vocab, args.seed
+    )
+    spans = [[(t, t + 1) for t in range(1, len(s) - 1)] for s in sentences]
+    kw = dict(word_spans=spans, batch_size=args.batch_size, progress=False)
+    span_scores_many(models[:2], sentences[:2], stack=True, **{**kw, "word_spans": spans[:2]})
+    t0 = time.perf_counter()
+    alone = [span_scores(m, sentences, **kw) for m in models]
+    t_alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    together = span_scores_many(models, sentences, stack=True, **kw)
+    t_stack = time.perf_counter() - t0
+    diff = max(
+        float(np.nanmax(np.abs((a - b).numpy())))
+        for xs, ys in zip(alone, together)
+        for a, b in zip(xs, ys)
+    )
+    return {"alone_s": t_alone, "stacked_s": t_stack, "ratio": t_alone / t_stack, "diff": diff}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds)")
@@ -299,6 +338,7 @@ def main() -> None:
     parser.add_argument("--minilm-batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--stack", type=int, default=0, help="also N models stacked")
     args = parser.parse_args()
     if args.quick:
         args.sentences, args.min_words, args.max_words = 4, 5, 8
@@ -321,6 +361,12 @@ def main() -> None:
             f"batched {minilm['batched_s']:.3f} s, one forward per span "
             f"{minilm['one_per_span_s']:.3f} s, ratio {minilm['ratio']:.1f}x, "
             f"max |diff| {minilm['max_abs_diff']:.2e}"
+        )
+    for d in dirs if args.stack else []:
+        r = bench_stack(d, args)
+        print(
+            f"{args.stack} models, {d}: one after another {r['alone_s']:.3f} s, stacked "
+            f"{r['stacked_s']:.3f} s, ratio {r['ratio']:.2f}x, max |diff| {r['diff']:.2e}"
         )
     if args.json:
         with open(args.json, "w") as f:

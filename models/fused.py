@@ -297,7 +297,8 @@ def _attend(
         if positions is None:
             cos, sin = cos[:seq], sin[:seq]
         else:
-            cos, sin = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+            ids = positions.reshape(-1, seq)  # (L, T): stacked ids flatten like the rows
+            cos, sin = cos[ids].unsqueeze(1), sin[ids].unsqueeze(1)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q = _rotate(q, cos, sin, cos.shape[-1])
         k = _rotate(k, cos, sin, cos.shape[-1])
@@ -356,8 +357,8 @@ def fused_block(
     ``(n, d)`` real rows of a padded batch described by ``layout``).
 
     ``masked_keys`` ``(B, T)`` (or ``(N, B, T)``) bool, True = hidden from every query (on
-    top of the causal mask); ``positions`` ``(B, T)`` position ids for rotary models
-    (default ``0..T-1``)."""
+    top of the causal mask); ``positions`` ``(B, T)`` (or ``(N, B, T)``) position ids for
+    rotary models (default ``0..T-1``)."""
     rows = layout if isinstance(layout, StackRows) else None
     pre = f"layers.{index}"
     x = _normalise(spec.norm, p, f"{pre}.ln1", hidden, rows)

@@ -2,7 +2,8 @@
 decoding into binary trees, tree scores and parse F1 against gold trees.
 
 - :mod:`.spans`: :func:`span_scores`, one (n, n) matrix per sentence, every span run
-  isolated in batched masked forwards;
+  isolated in batched masked forwards (:func:`span_scores_many`: N models of one shape as
+  one stack);
 - :mod:`.decode`: :func:`tree_projection` (greedy or exact), :func:`tree_splits`,
   :func:`constituent_score`;
 - :mod:`.metrics`: :func:`tree_score`, :func:`parse_f1` and the branching baselines;
@@ -29,7 +30,7 @@ from .metrics import (
     sentence_tree_score,
     tree_score,
 )
-from .spans import span_scores
+from .spans import span_scores, span_scores_many
 
 __all__ = [
     "BlockRunner",
@@ -43,6 +44,7 @@ __all__ = [
     "right_branching",
     "sentence_tree_score",
     "span_scores",
+    "span_scores_many",
     "tree_projection",
     "tree_score",
     "tree_splits",

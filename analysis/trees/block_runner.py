@@ -46,6 +46,36 @@ class BlockRunner:
         self.device = param.device if param is not None else torch.device("cpu")
         self.spec = fused_spec(model) if lean else None
         self.params = native_params(model)
+        self.n_models: int | None = None  # a stack of this many models (see stacked)
+
+    @classmethod
+    def stacked(cls, models: list[torch.nn.Module]) -> BlockRunner | None:
+        """One runner for N models of one shape on the fused block, parameters stacked on a
+        leading model axis: :meth:`embed` and :meth:`blocks` then take and give ``(N, ...)``
+        hidden states (masks and positions are shared). ``None`` when the models do not all
+        run on the fused block with equal shapes and devices."""
+        runners = []
+        for model in models:
+            try:
+                runners.append(cls(model))
+            except TypeError:
+                return None
+        first = runners[0]
+        shapes = {n: p.shape for n, p in first.params.items()}
+        for r in runners:
+            same = {n: p.shape for n, p in r.params.items()} == shapes
+            if r.spec is None or r.spec != first.spec or not same or r.device != first.device:
+                return None
+        with torch.no_grad():
+            first.params = {n: torch.stack([r.params[n] for r in runners]) for n in shapes}
+        first.n_models = len(runners)
+        return first
+
+    def _shared(self, values: torch.Tensor | None) -> torch.Tensor | None:
+        """A per-row mask or position table ``(B, T)``, as ``(N, B, T)`` for a stack."""
+        if values is None or self.n_models is None:
+            return values
+        return values.expand(self.n_models, *values.shape)
 
     @property
     def fused(self) -> bool:
@@ -55,7 +85,7 @@ class BlockRunner:
         """Token plus learned-position embeddings ``(B, T, d)`` of ``tokens`` ``(B, T)`` at
         positions ``0..T-1`` (rotary models add positions inside attention)."""
         if self.spec is not None:
-            return fused_embed(self.spec, self.params, tokens)
+            return fused_embed(self.spec, self.params, self._shared(tokens))
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
         hidden = self.base.tok_embed(tokens)
         if self.base.pos is not None:
@@ -70,11 +100,13 @@ class BlockRunner:
         masked_keys: torch.Tensor | None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run blocks ``first..last`` (inclusive) on ``hidden`` ``(B, T, d)``.
+        """Run blocks ``first..last`` (inclusive) on ``hidden`` ``(B, T, d)`` (a stack:
+        ``(N, B, T, d)``).
 
         ``masked_keys`` ``(B, T)`` bool, True = hidden from every query; ``positions``
         ``(B, T)`` the position id of each slot (default ``0..T-1``, used by rotary models)."""
         if self.spec is not None:
+            masked_keys, positions = self._shared(masked_keys), self._shared(positions)
             for index in range(first, last + 1):
                 hidden = fused_block(self.spec, self.params, index, hidden, masked_keys, positions)
             return hidden

@@ -51,7 +51,8 @@ def isolated_run(
 
     Returns the outputs ``(R, T, d)`` at the original positions (zeros at dropped ones), or,
     with ``pool_weight`` ``(R, T)`` (zero wherever ``keep`` is False), only their weighted
-    sums over the tokens, ``(R, d)`` in float64.
+    sums over the tokens, ``(R, d)`` in float64. A backend of N stacked models returns
+    ``(N, P, W, d)`` per call, and the result then has the same leading ``N`` axis.
     """
     rows, seq = keep.shape
     lengths = keep.sum(1)
@@ -68,17 +69,20 @@ def isolated_run(
         out = run_packed(part, order, valid)
         if valid is not None:
             out = out * valid[..., None].to(out.dtype)
-        d = out.shape[-1]
+        lead, d = out.shape[:-3], out.shape[-1]
         if pool_weight is not None:
             if result is None:
-                result = torch.zeros(rows, d, dtype=torch.float64, device=keep.device)
-            weight = pool_weight[part].gather(1, order).to(torch.float64)
-            result[part] = torch.bmm(weight[:, None, :], out.to(torch.float64))[:, 0]
+                result = torch.zeros(*lead, rows, d, dtype=torch.float64, device=keep.device)
+            weight = pool_weight[part].gather(1, order).to(torch.float64)  # (P, W)
+            flat = out.to(torch.float64).reshape(-1, *out.shape[-3:])  # (L, P, W, d)
+            pooled = [torch.bmm(weight[:, None, :], o)[:, 0] for o in flat]
+            result[..., part, :] = torch.stack(pooled).view(*lead, len(part), d)
         else:
             if result is None:
-                result = out.new_zeros(rows, seq, d)
-            result[part] = out.new_zeros(len(part), seq, d).scatter_(
-                1, order[..., None].expand(-1, -1, d), out
+                result = out.new_zeros(*lead, rows, seq, d)
+            where = order[..., None].expand(*lead, -1, -1, d)
+            result[..., part, :, :] = out.new_zeros(*lead, len(part), seq, d).scatter_(
+                -2, where, out
             )
     assert result is not None  # keep has at least one row
     return result
@@ -120,11 +124,12 @@ class NativeRows:
         """Isolated rows of the sentences ``src`` ``(R,)`` of the last :meth:`full` call; see
         :func:`isolated_run` for ``keep``, ``pool_weight`` and the result."""
         assert self._shared is not None, "full() runs first"
-        hidden = self._shared[src]
-        d = hidden.shape[-1]
+        hidden = self._shared[..., src, :, :]  # (R, T, d), or (N, R, T, d) for a stack
+        lead, d = hidden.shape[:-3], hidden.shape[-1]
 
         def run_packed(part, order, valid):
-            packed = hidden[part].gather(1, order[..., None].expand(-1, -1, d))
+            where = order[..., None].expand(*lead, -1, -1, d)
+            packed = hidden[..., part, :, :].gather(-2, where)
             masked = None if valid is None or self.causal else ~valid
             return self.runner.blocks(packed, self.mask_from, self.layer, masked, positions=order)
 

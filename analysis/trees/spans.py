@@ -50,7 +50,7 @@ from .forward_runner import ForwardRows
 from .isolation import NativeRows
 from .sentences import Sentence, WordSpan, prepare_sentences
 
-__all__ = ["span_scores", "tree_projection"]
+__all__ = ["span_scores", "span_scores_many", "tree_projection"]
 
 _POOLS = ("sum", "mean")
 _SIMS = ("cosine", "neg_l2")
@@ -168,12 +168,84 @@ def span_scores(
         TypeError: for a model with no way to hide tokens (a plain module whose forward takes
             no ``attention_mask``), or a plain module with an int ``layer``.
     """
+    _check_options(pool, sim, batch_size)
+    rows, causal, sentences = _backend(
+        model, sequences, word_spans, layer, mask_from_layer, causal, device
+    )
+    return _score_all([rows], [model], sentences, causal, pool, sim, batch_size, progress)[0]
+
+
+def span_scores_many(
+    models: Sequence[torch.nn.Module],
+    sequences: Sequence[Example] | Sequence[Sequence[int]] | Sequence[torch.Tensor],
+    *,
+    layer: int | str = -1,
+    word_spans: Sequence[Sequence[WordSpan]] | None = None,
+    mask_from_layer: int = 0,
+    pool: str = "sum",
+    sim: str = "cosine",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    stack: bool | None = None,
+) -> list[list[torch.Tensor]]:
+    """:func:`span_scores` of each of ``models`` on the same sentences (one list per model,
+    the same numbers up to float rounding).
+
+    Models of one shape on the fused block (TL-native bridges of one configuration: the
+    checkpoints of a run, the seeds of a sweep) run as one stack: their parameters stacked
+    on a leading model axis, one batched forward per group of rows for all of them, the
+    isolated rows packed once. Any other set of models runs one after another. Arguments as
+    :func:`span_scores` (``causal`` is read from the models). ``stack``: ``None`` stacks on
+    CUDA only (on the CPU, where each model's rows are already large batches bound by their
+    products, ``benchmarks/tree_projection.py --stack 8`` measures the stack at 0.86-1.17x
+    of one model after another); ``True`` stacks wherever the models allow, ``False`` never.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("span_scores_many needs at least one model")
+    kwargs = dict(
+        layer=layer,
+        word_spans=word_spans,
+        mask_from_layer=mask_from_layer,
+        pool=pool,
+        sim=sim,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+    runner = None
+    if stack is None:
+        param = next(models[0].parameters(), None)
+        where = resolve_device(device) if device is not None else getattr(param, "device", None)
+        stack = where is not None and where.type == "cuda"
+    if stack and len(models) > 1 and not isinstance(layer, str):
+        runner = BlockRunner.stacked(models)
+    if runner is None:
+        return [span_scores(m, sequences, **kwargs) for m in models]
+    _check_options(pool, sim, batch_size)
+    first, causal, sentences = _backend(
+        models[0], sequences, word_spans, layer, mask_from_layer, None, device
+    )
+    assert isinstance(first, NativeRows)
+    runner.device = first.device
+    rows = NativeRows(runner, layer=first.layer, mask_from=first.mask_from, causal=causal)
+    views = _StackViews(rows, len(models))
+    return _score_all(views.views, models, sentences, causal, pool, sim, batch_size, progress)
+
+
+def _check_options(pool: str, sim: str, batch_size: int) -> None:
     if pool not in _POOLS:
         raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
     if sim not in _SIMS:
         raise ValueError(f"sim must be one of {_SIMS}, got {sim!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _backend(model, sequences, word_spans, layer, mask_from_layer, causal, device):
+    """The rows backend of ``model`` (checked and on its device), whether it is causal, and
+    the checked sentences; every input error is raised here, before any forward pass."""
     try:
         runner = BlockRunner(model)
     except TypeError:
@@ -215,32 +287,76 @@ def span_scores(
         rows = NativeRows(runner, layer=layer, mask_from=mask_from, causal=causal)
     else:
         rows.device = model_device
+    return rows, causal, sentences
 
-    results = [torch.full((len(s.words), len(s.words)), float("nan")) for s in sentences]
+
+class _StackViews:
+    """One rows backend per model of a stacked :class:`NativeRows`: the first model's calls
+    run the stack and keep its outputs, the others' calls (the same calls in the same
+    order, since they depend only on the sentences) read their model's slice."""
+
+    def __init__(self, rows: NativeRows, n_models: int) -> None:
+        self.rows = rows
+        self.outputs: list[torch.Tensor] = []
+        self.views = [_StackView(self, k) for k in range(n_models)]
+
+
+class _StackView:
+    def __init__(self, stack: _StackViews, index: int) -> None:
+        self.stack, self.index, self.calls = stack, index, 0
+        self.device = stack.rows.device
+
+    def _output(self, compute) -> torch.Tensor:
+        if self.index == 0:
+            self.stack.outputs.append(compute())
+        out = self.stack.outputs[self.calls][self.index]
+        self.calls += 1
+        return out
+
+    def full(self, tokens: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
+        self.calls = 0  # a new group of sentences
+        if self.index == 0:
+            self.stack.outputs.clear()
+        return self._output(lambda: self.stack.rows.full(tokens, is_pad))
+
+    def isolated(self, src, keep, pool_weight=None) -> torch.Tensor:
+        return self._output(lambda: self.stack.rows.isolated(src, keep, pool_weight))
+
+
+def _score_all(backends, models, sentences, causal, pool, sim, batch_size, progress):
+    """Every model's scores: ``backends[k]`` runs ``models[k]``; for each group of
+    sentences the backends run in order."""
+    results = [
+        [torch.full((len(s.words), len(s.words)), float("nan")) for s in sentences]
+        for _ in backends
+    ]
     groups = _group(sentences, batch_size, causal)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(sentences), desc="span scores", unit="sent")
-    was_training = model.training
-    model.eval()
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     try:
         with torch.inference_mode():
             for group in groups:
-                _score_group(
-                    rows,
-                    [sentences[k] for k in group],
-                    [results[k] for k in group],
-                    causal=causal,
-                    pool=pool,
-                    sim=sim,
-                    batch_size=batch_size,
-                )
+                for rows, out in zip(backends, results, strict=True):
+                    _score_group(
+                        rows,
+                        [sentences[k] for k in group],
+                        [out[k] for k in group],
+                        causal=causal,
+                        pool=pool,
+                        sim=sim,
+                        batch_size=batch_size,
+                    )
                 if bar is not None:
                     bar.update(len(group))
     finally:
-        model.train(was_training)
+        for m, mode in zip(models, was_training, strict=True):
+            m.train(mode)
         if bar is not None:
             bar.close()
     return results

@@ -249,3 +249,58 @@ def test_length_buckets_match_reference(attention_dir, monkeypatch):
     for toks, sc in zip(seqs, scores):
         words = [(t, t + 1) for t in range(len(toks))]
         _assert_matches(sc, _reference(model, toks, words, layer=-1, mask_from=0))
+
+
+@pytest.mark.parametrize("bucket", [1, 32], ids=["buckets", "one-bucket"])
+@pytest.mark.parametrize(
+    "attention_dir,pos,mask_from,pool,sim",
+    [
+        ("causal", "standard", 0, "sum", "cosine"),
+        ("causal", "rotary", 1, "mean", "neg_l2"),
+        ("bidirectional", "rotary", 0, "sum", "cosine"),
+        ("bidirectional", "standard", 1, "mean", "neg_l2"),
+    ],
+)
+def test_span_scores_many_stacks_models_of_one_shape(
+    attention_dir, pos, mask_from, pool, sim, bucket, monkeypatch
+):
+    """N models of one shape as one stack: each model's scores equal span_scores alone."""
+    from hierlens.analysis.trees import isolation, span_scores_many
+    from hierlens.analysis.trees.block_runner import BlockRunner
+
+    monkeypatch.setattr(isolation, "_MIN_BUCKET_ROWS", bucket)
+    models = [_model(attention_dir, n_layers=2, pos=pos, seed=s) for s in range(3)]
+    kw = dict(word_spans=_WORDS, layer=-1, mask_from_layer=mask_from, pool=pool, sim=sim)
+    stacked = BlockRunner.stacked
+    built = []
+    monkeypatch.setattr(BlockRunner, "stacked", lambda ms: built.append(stacked(ms)) or built[-1])
+    together = span_scores_many(models, _SEQS, batch_size=4, progress=False, stack=True, **kw)
+    assert len(built) == 1 and built[0] is not None and built[0].n_models == 3
+    for model, got in zip(models, together, strict=True):
+        alone = span_scores(model, _SEQS, batch_size=4, progress=False, **kw)
+        for g, a in zip(got, alone, strict=True):
+            torch.testing.assert_close(g, a, atol=2e-6, rtol=1e-5, equal_nan=True)
+    assert not torch.allclose(together[0][0], together[1][0], equal_nan=True)  # models differ
+
+
+def test_span_scores_many_runs_other_models_one_by_one(monkeypatch):
+    from hierlens.analysis.trees import span_scores_many
+    from hierlens.analysis.trees.block_runner import BlockRunner
+
+    tried = []
+    real = BlockRunner.stacked
+    monkeypatch.setattr(BlockRunner, "stacked", lambda ms: tried.append(ms) or real(ms))
+    span_scores_many([_model(), _model(seed=1)], _SEQS[:1], progress=False)
+    assert tried == []  # on the CPU the default runs the models one by one
+
+    models = [_model(n_layers=2), _model(n_layers=3)]  # two shapes: no stack
+    assert BlockRunner.stacked(models) is None
+    got = span_scores_many(models, _SEQS, word_spans=_WORDS, progress=False, stack=True)
+    for model, scores in zip(models, got, strict=True):
+        want = span_scores(model, _SEQS, word_spans=_WORDS, progress=False)
+        for g, w in zip(scores, want, strict=True):
+            torch.testing.assert_close(g, w, equal_nan=True)
+    with pytest.raises(ValueError, match="at least one model"):
+        span_scores_many([], _SEQS)
+    with pytest.raises(ValueError, match="pool"):
+        span_scores_many([_model(), _model(seed=1)], _SEQS, pool="max", stack=True)
