@@ -1,7 +1,8 @@
 """Fused training of N small models (``train_many``) vs one ``train`` after another.
 
     python benchmarks/train_many.py [--quick] [--threads 1 2] [--sizes 4 8 16] [--data own|shared]
-        [--steps 40] [--repeats 3] [--models dyck stack_rnn ...]
+        [--steps 40] [--repeats 3] [--models dyck stack_rnn ...] [--profile]
+        [--device cuda] [--compile]
 
 ``--models`` (default ``dyck``):
 
@@ -58,6 +59,8 @@ class _Clock:
         self.last = 0.0
 
     def __call__(self, step: int) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the step has run, not just been queued
         now = time.perf_counter()
         if self.first is None:
             self.first = now
@@ -77,14 +80,14 @@ def _tokens(task, cfg: TrainConfig, first: int = 0) -> int:
 CHOMSKY_MODELS = ("rnn", "lstm", "stack_rnn", "tape_rnn", "encoder")
 
 
-def _setting(name: str, steps: int):
+def _setting(name: str, steps: int, device: str = "cpu"):
     """(task, ``build(seed)``, base config, batch size) of the benchmark model ``name``."""
     if name == "dyck":
         task = get_task("dyck", n_types=2, max_depth=6, max_length=32)
         mcfg = ModelConfig.for_task(task, d_model=64, n_layers=2, n_heads=4)
 
         def build(seed):
-            return build_transformer(mcfg.replace(seed=seed), device="cpu")
+            return build_transformer(mcfg.replace(seed=seed), device=device)
 
         batch = 64
     else:
@@ -95,7 +98,7 @@ def _setting(name: str, steps: int):
         )
 
         def build(seed):
-            return build_model(acfg.replace(seed=seed))
+            return build_model(acfg.replace(seed=seed)).to(device)
 
         batch = 32
     base = TrainConfig(
@@ -107,7 +110,7 @@ def _setting(name: str, steps: int):
         checkpoint_every=0,
         train_pool=1000,
         grad_clip=1.0,
-        device="cpu",
+        device=device,
     )
     return task, build, base
 
@@ -122,13 +125,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="alternated pairs (medians shown)")
     ap.add_argument("--models", nargs="+", default=["dyck"], choices=["dyck", *CHOMSKY_MODELS])
     ap.add_argument("--profile", action="store_true", help="the bound from one model's profile")
+    ap.add_argument("--device", default="cpu", help="e.g. cuda (report GPU figures apart)")
+    ap.add_argument("--compile", action="store_true", help="TrainConfig.compile for both")
     args = ap.parse_args()
     sizes = [4, 8] if args.quick else args.sizes
     steps = 20 if args.quick else args.steps
     if args.quick:
         args.repeats = 1
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
     print(
-        f"torch {torch.__version__}, {platform.machine()}, {steps} steps, "
+        f"torch {torch.__version__}, {where}, {steps} steps, compile {args.compile}, "
         f"data: {args.data}; real tokens per second (calls: whole calls; steps: steps 2..K); "
         f"medians of {args.repeats} alternated pairs, ratio range in brackets"
     )
@@ -137,7 +143,8 @@ def main() -> None:
         f"{'steps: sep':>11} {'fused':>8} {'ratio':>6}"
     )
     for name in args.models:
-        setting = _setting(name, steps)
+        task, build, base = _setting(name, steps, args.device)
+        setting = (task, build, base.replace(compile=args.compile))
         for threads in args.threads:
             torch.set_num_threads(threads)
             if args.profile:
