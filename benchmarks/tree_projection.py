@@ -230,7 +230,7 @@ def bench_minilm(args) -> dict | None:
     }
 
 
-def bench(attention_dir: str, args) -> dict:
+def _native_model(attention_dir: str, args, seed: int):
     cfg = ModelConfig(
         d_vocab=args.vocab,
         n_ctx=args.max_words + 2,
@@ -238,9 +238,13 @@ def bench(attention_dir: str, args) -> dict:
         n_layers=args.layers,
         n_heads=args.heads,
         attention_dir=attention_dir,
-        seed=args.seed,
+        seed=seed,
     )
-    model = build_transformer(cfg, device="cpu")
+    return build_transformer(cfg, device="cpu")
+
+
+def bench(attention_dir: str, args) -> dict:
+    model = _native_model(attention_dir, args, args.seed)
     model.eval()
     sentences = make_sentences(
         args.sentences, args.min_words, args.max_words, args.vocab, args.seed
@@ -286,18 +290,7 @@ def bench(attention_dir: str, args) -> dict:
 
 def bench_stack(attention_dir: str, args) -> dict:
     """N models of one shape: stacked span scores against one model after another."""
-    models = []
-    for k in range(args.stack):
-        cfg = ModelConfig(
-            d_vocab=args.vocab,
-            n_ctx=args.max_words + 2,
-            d_model=args.d_model,
-            n_layers=args.layers,
-            n_heads=args.heads,
-            attention_dir=attention_dir,
-            seed=args.seed + k,
-        )
-        models.append(build_transformer(cfg, device="cpu"))
+    models = [_native_model(attention_dir, args, args.seed + k) for k in range(args.stack)]
     sentences = make_sentences(
         args.sentences, args.min_words, args.max_words, args.vocab, args.seed
     )

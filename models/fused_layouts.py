@@ -26,8 +26,9 @@ __all__ = ["ATTENTION_GROUPS", "STACK_GROUP_SEQUENCES", "Grouped", "StackRows", 
 # its own longest row (benchmarks/train_loop.py measures the gain).
 ATTENTION_GROUPS = 4
 # A stack attends in groups of this many sequences of similar length, taken across its
-# models (16: 137 ms, 32: 123 ms, 64: 123 ms, 128: 163 ms for a step of 8 Dyck models,
-# benchmarks/train_many.py's setting, one thread).
+# models. For a step of 8 Dyck models (benchmarks/train_many.py's setting, one thread) on the
+# padded per-model layout: 16: 137 ms, 32: 123 ms, 64: 123 ms, 128: 163 ms; on the flat rows
+# of StackRows 16, 32, 64 and 128 all measured 114-130 ms (within this machine's noise).
 STACK_GROUP_SEQUENCES = 32
 
 

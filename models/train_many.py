@@ -14,8 +14,9 @@ Models of other shapes go into other stacks, trained in the same loop.
 Models never interact: each loss is its own mean, gradient clipping is per model (one norm
 per model), and AdamW is elementwise, so each model follows the trajectory
 :func:`~hierlens.models.train` gives it alone (up to float rounding; tested to 1e-5). On the
-CPU a transformer stack skips padding as ``train`` does: each model's real tokens are packed,
-padded only to the largest count among the stack's models.
+CPU a transformer stack skips padding as ``train`` does: the real tokens of all its models
+run as one flat run of rows, model by model (:class:`~hierlens.models.fused_layouts.StackRows`).
+A stack of one model runs that model's own forward.
 
 Each run directory gets exactly what ``train`` writes: ``config.json``, the same
 ``metrics.jsonl`` records at the same steps, checkpoints at the same steps that ``train``
