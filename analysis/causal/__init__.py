@@ -6,7 +6,16 @@ The variables, counterfactual outputs and minimal pairs of the tasks live with t
 """
 
 from .attribution import agreement, attribution_patching
+from .controls import das_with_controls, probe_accuracy, random_weights_copy
 from .das import DASConfig, DASResult, das, fit_subspaces, random_basis
+from .features import (
+    inlp_directions,
+    neuron_edit,
+    projection_edit,
+    sae_feature_edit,
+    steering_edit,
+    task_metric_under,
+)
 from .interchange import Alignment, interchange_accuracy
 from .patching import PatchingResult, activation_patching
 from .planted import PlantedModel, planted_pairs
@@ -22,6 +31,15 @@ __all__ = [
     "agreement",
     "attribution_patching",
     "das",
+    "das_with_controls",
+    "inlp_directions",
+    "neuron_edit",
+    "probe_accuracy",
+    "projection_edit",
+    "random_weights_copy",
+    "sae_feature_edit",
+    "steering_edit",
+    "task_metric_under",
     "editing_hooks",
     "fit_subspaces",
     "forward_logits",
