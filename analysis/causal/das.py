@@ -74,6 +74,8 @@ class DASConfig(Config):
         lr: Adam learning rate of the free matrices.
         test_fraction: fraction of the pairs held out to measure IIA.
         seed: initialisation, train/test split and batch order.
+        n_pairs: minimal pairs a sweep draws per variable (:func:`das` itself takes pairs).
+        controls: sweeps also search a random-weights copy of the model.
     """
 
     rank: int = 1
@@ -83,9 +85,11 @@ class DASConfig(Config):
     lr: float = 0.01
     test_fraction: float = 0.3
     seed: int = 0
+    n_pairs: int = 400
+    controls: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rank", "steps", "batch_size"):
+        for name in ("rank", "steps", "batch_size", "n_pairs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"DASConfig.{name} must be a positive integer, got {v!r}")

@@ -70,6 +70,23 @@ class PatchingResult:
             return (mean - self.corrupt.mean()) / gap
         return (self.clean.mean() - mean) / gap
 
+    def effect_before_query(self, hook: str, span: int, query: torch.Tensor) -> torch.Tensor:
+        """:meth:`effect` with positions counted back from each pair's query (``query``
+        ``(B,)``): ``(span,)`` or ``(span, H)``, entry ``j`` for ``span - 1 - j`` tokens
+        before the query (the last entry is the query itself)."""
+        B = self.patched[hook].shape[0]
+        offsets = torch.arange(span)
+        pos = query[:, None] - (span - 1 - offsets)[None, :]  # (B, span)
+        vals = self.patched[hook][torch.arange(B)[:, None], pos.clamp(min=0)]
+        vals[pos < 0] = float("nan")
+        gap = float((self.clean - self.corrupt).mean())
+        if abs(gap) < 1e-12:
+            raise ValueError("the clean and corrupt runs have the same mean metric")
+        mean = torch.nanmean(vals, 0)
+        if self.direction == "denoise":
+            return (mean - self.corrupt.mean()) / gap
+        return (self.clean.mean() - mean) / gap
+
     def table(self) -> dict[str, list]:
         """``{hook: effect as nested lists}`` (JSON-ready)."""
         return {h: self.effect(h).tolist() for h in self.hooks}

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hierlens.analysis.causal.das import DASConfig
+from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.models.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
@@ -162,6 +164,40 @@ class StructuralStage(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class CausalStage(Config):
+    """Causal evidence (``hierlens patch`` and ``hierlens das``) on the final checkpoint, for
+    tasks with a causal model (:mod:`hierlens.models.tasks.variables`): activation and
+    attribution patching of the residual stream at every layer x position before the query,
+    and DAS with its controls at every hook. ``variables`` (default: all the task's) and
+    ``hooks`` (default: the residual stream before the first block and after each block);
+    ``patch`` and ``das`` hold the settings of
+    :class:`~hierlens.analysis.causal.sweep.PatchConfig` and
+    :class:`~hierlens.analysis.causal.das.DASConfig` (``[causal.patch]``, ``[causal.das]``
+    tables in a config file). Off by default."""
+
+    enabled: bool = False
+    variables: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    patch: PatchConfig = PatchConfig()
+    das: DASConfig = DASConfig()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variables", _tuple(list(self.variables), "causal.variables", str))
+        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "causal.hooks", str))
+        for name, kind in (("patch", PatchConfig), ("das", DASConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, kind.from_dict(dict(value)))
+            elif not isinstance(value, kind):
+                raise TypeError(f"causal.{name} must be a {kind.__name__} or a table")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["patch"], out["das"] = self.patch.to_dict(), self.das.to_dict()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline: ``task`` ({"name", "params"}), ``model`` (ModelConfig fields but the
     vocabulary and context, which come from the task), ``train`` (TrainConfig fields) and the
@@ -182,6 +218,7 @@ class PipelineConfig:
     probes: ProbeStage = ProbeStage()
     tree: TreeStage = TreeStage()
     structural: StructuralStage = StructuralStage()
+    causal: CausalStage = CausalStage()
     report: bool = True
     seeds: tuple[int, ...] = ()
 
@@ -207,6 +244,7 @@ class PipelineConfig:
         "probes": ProbeStage,
         "tree": TreeStage,
         "structural": StructuralStage,
+        "causal": CausalStage,
     }
 
     @property

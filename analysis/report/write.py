@@ -36,6 +36,7 @@ import torch
 from hierlens.models.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
+from .causal import causal_section
 from .html import Charts, esc, page
 from .layers import layers_section
 from .representations import representations_section
@@ -62,6 +63,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("layers", "Structure per layer", layers_section),
     ("saes", "Sparse autoencoders", sae_section),
     ("probes", "Sparse probes", probe_section),
+    ("causal", "Causal evidence: patching and DAS", causal_section),
     ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),
 )
