@@ -296,3 +296,8 @@ CHOMSKY_MODEST: dict[str, Any] = {
     },
     "eval_n": 200,
 }
+
+CAUSAL_QUICK: dict[str, Any] = {"steps": 150, "d_model": 32, "n_layers": 2, "n_pairs": 16,
+                                "das_pairs": 120, "das_steps": 40, "rank": 1}  # fmt: skip
+CAUSAL_FULL: dict[str, Any] = {"steps": 1500, "d_model": 64, "n_layers": 2, "n_pairs": 64,
+                               "das_pairs": 600, "das_steps": 300, "rank": 1}  # fmt: skip
