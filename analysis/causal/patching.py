@@ -15,7 +15,8 @@ axis (``(batch, pos, heads, d_head)``, e.g. ``blocks.0.attn.hook_z``) when ``per
 All patched copies of the pairs run as batches of rows, one row per (pair, site), with one
 edit per hook that writes each row's donor activation at its own site: not one forward per
 intervention. In a causal model a position after the query cannot change the query, so
-those rows are not run (their effect is exactly the unpatched metric).
+those rows are not run (their effect is exactly the unpatched metric), and each batch of rows
+(grouped by query position) is cut after its last query.
 """
 
 from __future__ import annotations
@@ -205,7 +206,10 @@ def activation_patching(
         else:
             k_idx = torch.full_like(b_idx, -1)
         rows.append(torch.stack([b_idx, torch.full_like(b_idx, h), t_idx, k_idx], 1))
-    table = torch.cat(rows).to(dev)
+    table = torch.cat(rows)
+    if pairs.causal:  # rows of similar query length share a batch, cut after their queries
+        table = table[torch.argsort(pairs.base_query[table[:, 0]], stable=True)]
+    table = table.to(dev)
     values = torch.empty(len(table), dtype=torch.float64)
     recipient = recipient.to(dev)
     lengths_d = lengths.to(dev)
@@ -219,8 +223,11 @@ def activation_patching(
                 sel = (hk == h).nonzero()[:, 0]
                 if len(sel):
                     edits[name] = _writer(donor[name], sel, b[sel], t[sel], k[sel], n_heads[name])
+            width = int(q[b].max()) + 1 if pairs.causal else T
             with editing_hooks(model, edits):
-                logits = forward_logits(model, recipient[b], lengths_d[b])
+                logits = forward_logits(
+                    model, recipient[b, :width], lengths_d[b].clamp(max=width)
+                )
             values[start : start + len(part)] = (
                 query_metric(logits, q[b], ca[b], xa[b], cand[b], metric).double().cpu()
             )
