@@ -9,6 +9,13 @@ from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
 from .files import load_sae, save_sae
 from .grid import build_sae_grid, grid_name
+from .ground_truth import (
+    correlation_matrix,
+    cosine_matrix,
+    evaluate_ground_truth,
+    feature_recovery,
+    ground_truth_recovery,
+)
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
 from .matryoshka import MatryoshkaBatchTopKSAE, MatryoshkaBatchTopKSAEConfig
@@ -16,11 +23,9 @@ from .mdl import DescriptionLength, PrecisionSearch, description_length, quantis
 from .mdl_fit import MDLFit, fit_mdl_sae
 from .mdl_select import MDLSelection, NoSAEMeetsBoundError, mdl_select
 from .metrics import (
-    cosine_matrix,
     dead_latents,
     dense_latents,
     evaluate_sae,
-    feature_recovery,
     firing_counts,
     fvu,
     l0,
@@ -83,14 +88,17 @@ __all__ = [
     "TopKSAE",
     "TopKSAEConfig",
     "build_sae_grid",
+    "correlation_matrix",
     "cosine_matrix",
     "dead_latents",
     "dense_latents",
+    "evaluate_ground_truth",
     "evaluate_sae",
     "feature_recovery",
     "firing_counts",
     "fvu",
     "grid_name",
+    "ground_truth_recovery",
     "l0",
     "load",
     "load_sae",
