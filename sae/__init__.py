@@ -8,6 +8,7 @@ from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
 from .files import load_sae, save_sae
+from .frontier import FrontierSpec, frontier_curves, frontier_records, frontier_saes, train_frontier
 from .grid import build_sae_grid, grid_name
 from .ground_truth import (
     correlation_matrix,
@@ -71,6 +72,7 @@ __all__ = [
     "BatchTopKSAE",
     "BatchTopKSAEConfig",
     "Encoded",
+    "FrontierSpec",
     "JumpReLUSAE",
     "JumpReLUSAEConfig",
     "MatchingPursuitSAE",
@@ -96,6 +98,9 @@ __all__ = [
     "evaluate_sae",
     "feature_recovery",
     "firing_counts",
+    "frontier_curves",
+    "frontier_records",
+    "frontier_saes",
     "fvu",
     "grid_name",
     "ground_truth_recovery",
@@ -108,5 +113,6 @@ __all__ = [
     "save",
     "save_sae",
     "spliced_ce",
+    "train_frontier",
     "train_saes",
 ]
