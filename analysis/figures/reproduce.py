@@ -1,4 +1,4 @@
-"""Paper figures: a registry of thirteen figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of fourteen figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting, or another setting the figure names), writes it to
 ``NAME.json`` and draws ``NAME.png`` and ``NAME.pdf`` (``hierlens reproduce NAME [--quick |
 --setting NAME]``).
@@ -80,6 +80,8 @@ from .settings import (
     DEPTH_QUICK,
     FILTERING_FULL,
     FILTERING_QUICK,
+    FRONTIER_FULL,
+    FRONTIER_QUICK,
     GROKKING_FULL,
     GROKKING_QUICK,
     MDL_FULL,
@@ -175,6 +177,18 @@ def _chomsky(out_dir: Path, device: str | None, progress: bool, **settings: Any)
     from .chomsky import chomsky_table
 
     return chomsky_table(out_dir, device, progress, **settings)
+
+
+def _frontier(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .frontier import sae_frontier
+
+    return sae_frontier(device=device or "cpu", progress=progress, **settings)
+
+
+def _plot_frontier(data: dict[str, Any]) -> Any:
+    from .frontier import plot_sae_frontier
+
+    return plot_sae_frontier(data)
 
 
 def _plot_chomsky(data: dict[str, Any]) -> Any:
@@ -385,6 +399,17 @@ FIGURES: dict[str, FigureSpec] = {
             "x 10k steps); runs already in OUT/chomsky_runs are reused",
             ("steps", "arch_options"),
             {"modest": CHOMSKY_MODEST},
+        ),
+        FigureSpec(
+            "sae-frontier",
+            "every SAE architecture across L0: FVU, spliced CE, MCC, F1 and absorption vs L0 "
+            "on Costa et al.'s toy and on a hierarchical-filtering transformer",
+            _frontier,
+            _plot_frontier,
+            FRONTIER_QUICK,
+            FRONTIER_FULL,
+            "FULL_RUNTIME",
+            ("seed",),
         ),
     )
 }
