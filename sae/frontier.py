@@ -166,7 +166,8 @@ def frontier_records(
     sparsity setting), ``l0``, ``fvu``, ``mse``, ``dead_fraction`` on ``activations``
     ``(n, d_in)``; with ``truth`` (aligned row by row with ``activations``) ``mcc``,
     ``mean_f1``, ``uniqueness``, ``absorption``, ``n_split_features``,
-    ``n_merged_latents`` and ``per_level``; with ``spliced`` (``sae -> spliced_ce`` dict)
+    ``n_merged_latents``, ``per_level`` and ``matches`` (per matched true feature: its
+    ``latent``, ``name``, tree ``level``, ``correlation`` and ``f1``); with ``spliced`` (``sae -> spliced_ce`` dict)
     ``ce_loss_recovered`` and ``ce_spliced``. The alignment is checked first."""
     if truth is not None and truth.n_rows != activations.shape[0]:
         raise ValueError(
@@ -190,6 +191,11 @@ def frontier_records(
                         "absorption", "n_split_features", "n_merged_latents"):  # fmt: skip
                 rec[key] = gt[key]
             rec["per_level"] = {str(k): v for k, v in gt["per_level"].items()}
+            rec["matches"] = [
+                {k: f[k] for k in ("latent", "name", "level", "correlation", "f1")}
+                for f in gt["features"]
+                if f["latent"] >= 0
+            ]
         if spliced is not None:
             ce = spliced(sae)
             rec["ce_loss_recovered"] = ce["ce_loss_recovered"]
