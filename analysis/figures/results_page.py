@@ -308,7 +308,8 @@ def _frontier_rows(rec: dict[str, Any] | None) -> list[Row]:
     setting = (
         f"`sae-frontier`{' --quick' if rec['quick'] else ''}: 6 architectures x {n_points} "
         f"sparsities, one fused run per dataset; toy d 20, width {spec['d_sae']}, cosines "
-        f"{', '.join(str(c) for c in toy['cosines'])}, {settings['toy']['steps']} steps"
+        f"{', '.join(str(c) for c in toy['cosines'])}, {settings['toy']['steps']} steps, one "
+        "seed"
     )
     if data.get("filtering"):
         f = data["filtering"]
@@ -373,8 +374,9 @@ def _frontier_rows(rec: dict[str, Any] | None) -> list[Row]:
         total += len(pairs)
         parts.append(
             f"{d['dataset']}: lower at {n_low} of {len(pairs)} k ("
-            + ", ".join(f"k {p['k']}: {_f(p['matryoshka'])} vs {_f(p['batch_topk'])}"
-                        for p in pairs)  # fmt: skip
+            + ", ".join(
+                f"k {p['k']}: {_f(p['matryoshka'])} vs {_f(p['batch_topk'])}" for p in pairs
+            )
             + ")"
         )
     if total and lower == total:
