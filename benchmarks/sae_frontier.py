@@ -20,7 +20,7 @@ from hierlens.sae import FrontierSpec, SAETrainConfig, frontier_saes, train_fron
 
 SIZES = {
     True: dict(d_in=32, d_sae=64, n=8192, steps=60, batch=256),
-    False: dict(d_in=128, d_sae=1024, n=65536, steps=200, batch=1024),
+    False: dict(d_in=64, d_sae=256, n=32768, steps=100, batch=512),
 }
 
 
