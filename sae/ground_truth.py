@@ -123,10 +123,11 @@ def feature_recovery(
 
 
 # ----- activations --------------------------------------------------------------------------------
-def correlation_matrix(codes: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def correlation_matrix(codes: torch.Tensor, truth: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """Pearson correlations ``(d_sae, n_features)`` (float64) between the columns of
     ``codes`` ``(n, d_sae)`` and of ``truth`` ``(n, n_features)``; a constant column
-    correlates 0 with everything."""
+    correlates 0 with everything. Latents are standardised ``chunk`` columns at a time, so
+    memory stays at ``n * chunk`` doubles beside the inputs."""
 
     def standardise(x: torch.Tensor) -> torch.Tensor:
         x = x.double()
@@ -134,7 +135,10 @@ def correlation_matrix(codes: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
         norm = x.norm(dim=0)
         return torch.where(norm > 0, x / norm.clamp_min(1e-300), torch.zeros_like(x))
 
-    return standardise(codes).T @ standardise(truth)
+    t = standardise(truth)
+    return torch.cat(
+        [standardise(codes[:, i : i + chunk]).T @ t for i in range(0, codes.shape[1], chunk)]
+    )
 
 
 def best_f1_threshold(code: torch.Tensor, truth: torch.Tensor, n_candidates: int = 64) -> float:
@@ -191,7 +195,7 @@ def _check_codes(codes: torch.Tensor, truth: GroundTruth) -> torch.Tensor:
         )
     if not bool(torch.isfinite(codes).all()):
         raise ValueError("codes contain NaN or inf values")
-    return codes.detach().cpu().double()
+    return codes.detach().cpu()
 
 
 def ground_truth_recovery(
@@ -260,7 +264,7 @@ def ground_truth_recovery(
         ell = int(latent_of[j])
         if ell >= 0:
             t = best_f1_threshold(codes[dev, ell], on[dev, f])
-            fire = codes[ev, ell] > t
+            fire = codes[ev, ell].double() > t
             fires[f] = fire
             truth_f = on_ev[:, f]
             tp = int((fire & truth_f).sum())

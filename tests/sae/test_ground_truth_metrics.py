@@ -177,3 +177,18 @@ def test_sae_codes_and_bad_inputs():
         ground_truth_recovery(truth.activations, truth.activations)
     with pytest.raises(ValueError, match="dev_fraction"):
         ground_truth_recovery(truth.activations, truth, dev_fraction=1.0)
+
+
+def test_correlation_in_chunks_equals_one_block():
+    from hierlens.sae import correlation_matrix
+
+    gen = torch.Generator().manual_seed(5)
+    codes = torch.relu(torch.randn(300, 37, generator=gen))
+    codes[:, 3] = 0.0  # a dead latent
+    truth = (torch.rand(300, 5, generator=gen) < 0.4).float()
+    whole = correlation_matrix(codes, truth, chunk=1000)
+    torch.testing.assert_close(correlation_matrix(codes, truth, chunk=4), whole, atol=1e-12, rtol=0)
+    with np.errstate(invalid="ignore"):  # the dead latent's row is NaN in numpy
+        ref = np.corrcoef(codes.double().T.numpy(), truth.double().T.numpy())[:37, 37:]
+    ref[3] = 0.0
+    np.testing.assert_allclose(whole.numpy(), ref, atol=1e-12)
