@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..config import Config
+from hierlens.core.config import Config
 
 __all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts"]
 
