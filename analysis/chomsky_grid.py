@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hierlens.core.atomic_io import atomic_write_json, read_json
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
-from hierlens.models.atomic_io import atomic_write_json, read_json
 from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
-from hierlens.models.device import resolve_device
-from hierlens.models.loggers import MultiLogger, make_logger, scalars
+from hierlens.core.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
@@ -166,7 +166,7 @@ def track(
     representation metrics name their reference (final) step in their settings, so a run
     that gained checkpoints is tracked again against its new final checkpoint.
     ``log_to``: experiment
-    trackers (see :mod:`hierlens.models.loggers`) that get each new record's values as
+    trackers (see :mod:`hierlens.core.loggers`) that get each new record's values as
     ``track/<metric>`` at its step.
 
     ``backend="ray"``: every checkpoint still to evaluate is one Ray task (``num_cpus`` /

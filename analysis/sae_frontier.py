@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import write_checked_json
+from hierlens.core.atomic_io import write_checked_json
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import SAE_CONFIG_FILE, locks_run, open_run
 from hierlens.models.store import ActivationStore

@@ -163,7 +163,7 @@ def run_structural_probes(
     splits them itself), written to ``probes/structural.jsonl``: one record per layer and
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
-    from hierlens.models.atomic_io import atomic_write_jsonl_records
+    from hierlens.core.atomic_io import atomic_write_jsonl_records
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)

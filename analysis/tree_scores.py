@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models.run import Run, open_run
 
 from .trees.decode import tree_projection

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.sae import FrontierSpec, SAETrainConfig, frontier_saes, train_frontier, train_saes
 
 SIZES = {

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 __all__ = [
     "LogisticFit",

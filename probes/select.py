@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .logistic import all_finite, balanced_weights, fit_logistic_rows
 

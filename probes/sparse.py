@@ -18,7 +18,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 
 from .logistic import fit_logistic
 from .select import SELECTIONS, gather_columns, select_features

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.atomic_io import write_checked_bytes
-from hierlens.models.device import resolve_device
+from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.device import resolve_device
 
 from .structural_metrics import distance_spearman, norm_spearman, root_accuracy, uuas
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .config import SAEConfig, check_k, check_nonneg
 from .outputs import Encoded, SAEOutput, StackedOutput, StepContext

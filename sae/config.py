@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hierlens.models.config import Config
+from hierlens.core.config import Config
 
 _FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import expected_sha256, load_tensors, read_json
-from hierlens.models.config import unknown_keys_error
+from hierlens.core.atomic_io import expected_sha256, load_tensors, read_json
+from hierlens.core.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
 from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # noqa: F401

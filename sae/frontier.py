@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.config import Config
+from hierlens.core.config import Config
 from hierlens.models.tasks.ground_truth import GroundTruth
 
 from .base import SAE, sae_class

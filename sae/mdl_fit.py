@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
 
 from .base import sae_class
 from .grid import build_sae_grid, check_grid_values

@@ -71,7 +71,7 @@ class SAEEvaluation(dict):
     """The metrics of :func:`evaluate_sae`: a dict that shows itself as a table in notebooks."""
 
     def _repr_html_(self) -> str:
-        from hierlens.models.html_table import key_value_table
+        from hierlens.core.html_table import key_value_table
 
         return key_value_table(self, "SAE evaluation")
 

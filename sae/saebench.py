@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hierlens.models.atomic_io import atomic_write_json
+from hierlens.core.atomic_io import atomic_write_json
 
 from .base import SAE
 from .saelens_format import sae_cfg_dict

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from hierlens.models.config import Config
-from hierlens.models.train_config import check_trackers
+from hierlens.core.config import Config
+from hierlens.core.loggers import check_trackers
 
 
 def _positive_int(name: str, value: Any, optional: bool = False) -> None:
@@ -63,7 +63,7 @@ class SAETrainConfig(Config):
             d_sae); on the CPU the whole step runs on sparse kernels.
         log_to: experiment trackers that get every SAE's metric records (``sae<i>/<metric>``)
             as they are written, any of "tensorboard", "wandb", "mlflow" (the ``tracking``
-            extra; see :mod:`hierlens.models.loggers`).
+            extra; see :mod:`hierlens.core.loggers`).
     """
 
     steps: int | None = None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 from hierlens.models.store import ActivationStore
 
 #: a representation: an ``(n_tokens, d)`` tensor/array or ``(ActivationStore, hook)``

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks.mpsae_toy import MPSAEToy
 from hierlens.sae import (
     BatchTopKSAE,

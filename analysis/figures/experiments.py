@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.concepts import HierarchicalConcepts

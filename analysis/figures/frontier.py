@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierlens.core.device import resolve_device
 from hierlens.models.capture import capture
-from hierlens.models.device import resolve_device
 from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.ground_truth import ground_truth

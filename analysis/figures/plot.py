@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.core.atomic_io import atomic_write_bytes
 
 DPI = 150
 FORMATS = ("png", "pdf")

@@ -111,7 +111,7 @@ def rank_collapse_depth(
     on ``batch`` random token sequences of length ``n_tokens``, for every path of
     :data:`PATH_LABELS`. Returns ``layers`` (0 = embedding) and ``paths``
     (``{path: [mean residual per layer]}``, mean over seeds and sequences)."""
-    from hierlens.models.device import resolve_device
+    from hierlens.core.device import resolve_device
 
     dev = resolve_device(device)
     sums = {p: torch.zeros(depth + 1, dtype=torch.float64) for p in PATH_LABELS}

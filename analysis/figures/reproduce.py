@@ -66,7 +66,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_json, write_checked_json
+from hierlens.core.atomic_io import read_json, write_checked_json
 
 from . import plot as fp
 from . import plot_representations as fr

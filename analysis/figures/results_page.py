@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_json
+from hierlens.core.atomic_io import read_json
 
 Row = dict[str, str]
 

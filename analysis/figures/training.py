@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.config import Config, unknown_keys_error
+from hierlens.core.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
 from hierlens.models.tasks import get_task

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hierlens.models.atomic_io import read_json
+from hierlens.core.atomic_io import read_json
 from hierlens.models.store import ActivationStore
 
 from .html import esc, fmt, table

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 
 from .html import fmt, table
 from .sections import ReportContext, _go

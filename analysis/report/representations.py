@@ -19,7 +19,7 @@ import logging
 import math
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 
 from ..compare.runs import layer_label
 from .html import esc, fmt, table

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.core.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
 from .frontier import frontier_section

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.model_inputs import is_bidirectional
 from hierlens.models.tasks.base import Example
 

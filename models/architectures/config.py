@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import Config
+from hierlens.core.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..config import Config
+from hierlens.core.config import Config
+
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 
 __all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts", "concept_ground_truth"]

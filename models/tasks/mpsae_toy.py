@@ -35,7 +35,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..config import Config
+from hierlens.core.config import Config
+
 from .concepts import ConceptSample, ConceptTree, concept_ground_truth
 from .ground_truth import GroundTruth, KnownLatents
 

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..device import resolve_device
+from hierlens.core.device import resolve_device
+
 from ..forward import model_logits
 from .base import IGNORE_INDEX, Batch, Example, iter_batches
 from .grammar import NOUNS, RELS, Tree, first_unless_after

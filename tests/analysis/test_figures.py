@@ -14,7 +14,7 @@ from hierlens.analysis.cli import main
 from hierlens.analysis.figures import FIGURES, redraw, reproduce
 from hierlens.analysis.figures import plot as figures_plot
 from hierlens.analysis.grokking import track
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run, open_run
 
 NAMES = {
