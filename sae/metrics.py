@@ -172,7 +172,7 @@ def mask_tokens(
     mask_rate: float = 0.15,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style masked-LM inputs and targets (Devlin et al. 2019, section 3.1).
+    """BERT-style masked-LM inputs and targets ([Devlin2019], section 3.1).
 
     In each sequence, the candidates are the real (``attention_mask`` 1) tokens whose id is
     not in ``special_ids``. Exactly ``max(1, floor(mask_rate * n + 1/2))`` of its ``n``
@@ -427,7 +427,7 @@ def feature_recovery(
     Returns:
         ``best_cosine`` (list, per true feature: max cosine over latents),
         ``mean_best_cosine``, ``hungarian_cosine`` (mean cosine of a one-to-one matching of
-        true features to latents maximising the total cosine, Kuhn 1955), ``assignment``
+        true features to latents maximising the total cosine, [Kuhn1955]), ``assignment``
         (latent matched to each true feature, -1 when there are fewer latents), and with
         ``levels`` a ``per_level`` dict level -> ``{"n", "mean_best_cosine",
         "hungarian_cosine"}`` (Hungarian values from the global matching).

@@ -175,7 +175,7 @@ def plot_depth_inverted_u(data: dict[str, Any]) -> Figure:
 
 def plot_mpsae_hierarchy(data: dict[str, Any]) -> Figure:
     """Best-match and Hungarian-matched cosine of the true concepts per tree level for
-    MP-SAE, TopK and ReLU at matched L0 (Costa et al. 2025)."""
+    MP-SAE, TopK and ReLU at matched L0 [Costa2025]."""
     names = list(data["methods"])
     levels = sorted(data["methods"][names[0]]["per_level"], key=int)
     fig = _figure((9, 3.6))
@@ -255,7 +255,7 @@ def plot_mdl_digits(data: dict[str, Any]) -> Figure:
 
 def plot_sparse_probing(data: dict[str, Any]) -> Figure:
     """Test F1 of k-sparse probes vs k, one panel per label and one line per layer
-    (Gurnee et al. 2023)."""
+    [Gurnee2023]."""
     labels, ks = data["labels"], data["ks"]
     fig = _figure((3.4 * len(labels), 3.2))
     axes = fig.subplots(1, len(labels), sharey=True)
@@ -307,7 +307,7 @@ _STRUCTURAL_PANELS = (
 
 
 def plot_structural_probe_layers(data: dict[str, Any]) -> Figure:
-    """Structural-probe metrics per layer (Hewitt & Manning 2019) for the trained model and
+    """Structural-probe metrics per layer [Hewitt2019] for the trained model and
     its random-weights control, with the linear-chain baseline on the UUAS and Spearman
     panels; layer 0 is the embeddings."""
     fig = _figure((8.4, 6.2))

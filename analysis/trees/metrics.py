@@ -42,7 +42,7 @@ def tree_score(
     *,
     method: str = "greedy",
 ) -> float:
-    """Mean tree score over sentences (Murty et al., ICLR 2023, "tree score").
+    """Mean tree score over sentences ([Murty2023a], "tree score").
 
     For one sentence with span scores ``s`` (``s[i, j]`` for the words ``i..j`` inclusive)
     and projected binary tree ``T``::

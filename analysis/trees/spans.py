@@ -1,8 +1,7 @@
 """Span contextual invariance scores, computed for all spans of many sentences in batched forwards.
 
-Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
-Projections" (ICLR 2023), as used in "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023). For a span of words ``i..j`` of a sentence, the model is run twice:
+Follows [Murty2023a], as used in [Murty2023b]. For a span of words ``i..j`` of a sentence, the
+model is run twice:
 
 - in the *full context*: the sentence as it is;
 - *isolated*: the same token sequence at the same positions, with every attention key that
