@@ -87,9 +87,36 @@ def api_markdown(wing: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _api_section(nav: list) -> list | None:
+    """The list under the navigation's "API" entry, wherever it is nested."""
+    for item in nav or []:
+        if isinstance(item, dict):
+            for title, value in item.items():
+                if title == "API" and isinstance(value, list):
+                    return value
+                if isinstance(value, list):
+                    found = _api_section(value)
+                    if found is not None:
+                        return found
+    return None
+
+
+def add_missing_wings(nav: list, wings: list[str]) -> list[str]:
+    """Append to the navigation's "API" section the wings it does not list yet (a new wing
+    gets its page in the navigation without editing mkdocs.yml); returns those added."""
+    section = _api_section(nav)
+    if section is None:
+        return []
+    listed = {v for item in section if isinstance(item, dict) for v in item.values()}
+    added = [w for w in wings if f"reference/api/{w}.md" not in listed]
+    section.extend({f"hierlens.{w}": f"reference/api/{w}.md"} for w in added)
+    return added
+
+
 @event_priority(100)  # before mkdocstrings reads its paths
 def on_config(config):
     link_sources()
+    add_missing_wings(config.nav, list(packages()))
     return config
 
 
