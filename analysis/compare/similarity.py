@@ -245,7 +245,7 @@ def _one(x: Source, y: Source, measure: str, **kw) -> float:
 
 def linear_cka(x: Source, y: Source, *, debiased: bool = False, **kw) -> float:
     """Linear CKA of ``x`` ``(n, d_x)`` and ``y`` ``(n, d_y)`` ([Kornblith2019];
-    ``debiased``: Nguyen et al. 2021). Streamed; ``kw`` as in :func:`similarity_matrix`."""
+    ``debiased``: [Nguyen2021]). Streamed; ``kw`` as in :func:`similarity_matrix`."""
     return _one(x, y, "linear_cka", debiased=debiased, **kw)
 
 

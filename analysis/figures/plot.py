@@ -76,7 +76,7 @@ def _mark_summary(ax: Any, data: dict[str, Any]) -> None:
 def plot_grokking_curves(data: dict[str, Any]) -> Figure:
     """In-domain vs out-of-domain accuracy over training steps (log scale), with the steps
     where in-domain accuracy saturates and OOD accuracy crosses its threshold, and the
-    training loss below (Murty et al. 2023, Fig. 1)."""
+    training loss below ([Murty2023b], Fig. 1)."""
     steps, id_acc, ood_acc = _positive(data["steps"], data["test_id"], data["test_ood"])
     fig = _figure((6.4, 5.2))
     ax, ax_loss = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
@@ -100,7 +100,7 @@ def plot_grokking_curves(data: dict[str, Any]) -> Figure:
 
 def plot_tree_score_over_training(data: dict[str, Any]) -> Figure:
     """Tree score and parse F1 of the tree projections over training, beside OOD accuracy
-    (Murty et al. 2023: OOD generalisation comes with tree-structured computation)."""
+    ([Murty2023b]: OOD generalisation comes with tree-structured computation)."""
     steps, ood, f1, score = _positive(
         data["steps"],
         data["test_ood"],
@@ -278,7 +278,7 @@ def plot_sparse_probing(data: dict[str, Any]) -> Figure:
 
 def plot_filtering_vs_bp(data: dict[str, Any]) -> Figure:
     """Root accuracy of the transformer and of exact belief propagation (the Bayes optimum)
-    per filtering level (Garnier-Brun et al. 2025)."""
+    per filtering level [GarnierBrun2025]."""
     levels = data["filter_levels"]
     fig = _figure((5.2, 3.6))
     ax = fig.subplots()

@@ -7,7 +7,7 @@ Full settings and their run times. ``--quick`` runs each figure in about a minut
 one CPU core (measured 4-35 s of compute per figure on an idle core, up to 71 s on a shared
 one; all seven in 4 minutes); the tests run each at an even smaller size.
 
-- ``grokking-curves`` (Murty et al. 2023): in-domain vs OOD first-word accuracy over training
+- ``grokking-curves`` [Murty2023b]: in-domain vs OOD first-word accuracy over training
   on question formation, :data:`GROKKING_FULL` (a 4-layer causal transformer, d_model 64,
   30k steps at batch 64, sequence loss, constant learning rate 1e-3; every checkpoint
   tracked). Measured 76 min of training on one thread of a shared 2-core CPU, plus 37 s to
@@ -23,7 +23,7 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   :data:`MDL_FULL` (TopK widths 8-256 x k 2-32, 800 steps). Measured ~15 min on 2 busy cores.
 - ``sparse-probing-f1-vs-k`` [Gurnee2023]: probe F1 vs k per layer of a Dyck
   transformer, :data:`PROBING_FULL`. Measured 28 s on one CPU core.
-- ``filtering-vs-bp`` (Garnier-Brun et al. 2025): transformer vs exact belief propagation per
+- ``filtering-vs-bp`` [GarnierBrun2025]: transformer vs exact belief propagation per
   filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
   one CPU core shared with other jobs (13 min of CPU time).
 - ``structural-probe-layers`` [Hewitt2019]: distance and depth structural probes
@@ -36,9 +36,9 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   checkpoints, :data:`CKA_FULL`. Measured 3.5 min on a shared 2-core CPU.
 - ``rank-collapse-depth`` [Dong2021]: rank-collapse residual vs depth of randomly
   initialised 24-block transformers along four paths, :data:`RANK_FULL`. Measured 3.7 min.
-- ``sae-geometry-spectrum`` (Li et al. 2024): decoder eigenvalue spectrum and power-law
+- ``sae-geometry-spectrum`` [Li2024]: decoder eigenvalue spectrum and power-law
   slope of a TopK SAE per layer, :data:`SAE_GEOMETRY_FULL`. Measured 4.1 min.
-- ``chomsky-table`` (Delétang et al. 2023): length generalisation of 7 tasks x 5
+- ``chomsky-table`` [Deletang2023]: length generalisation of 7 tasks x 5
   architectures beside the paper's Table 2, :data:`CHOMSKY_FULL` (estimated 10-20 h); its
   named setting ``modest`` (:data:`CHOMSKY_MODEST`, ``--setting modest``) trains the same 35
   cells at 900 steps: measured 10.1 min on a 2-core CPU shared with other jobs.

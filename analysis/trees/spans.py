@@ -111,7 +111,7 @@ def span_scores(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> list[torch.Tensor]:
-    """Span contextual invariance scores of every span of every sentence (Murty et al., 2023).
+    """Span contextual invariance scores of every span of every sentence [Murty2023a].
 
     Parameters:
         model: one of

@@ -14,8 +14,8 @@ Positional encodings (``cfg.pos_encoding``):
   style; the paper uses Transformer-XL's relative encodings, of which this is the bias-only
   form);
 - ``rope``: rotary embeddings of queries and keys [Su2021];
-- ``alibi``: a per-head linear penalty ``-slope_h * |i - j|`` on the scores (Press et al.,
-  2022; symmetric since the encoder is bidirectional).
+- ``alibi``: a per-head linear penalty ``-slope_h * |i - j|`` on the scores ([Press2022];
+  symmetric since the encoder is bidirectional).
 
 Hook points (module names; called once per forward): ``hook_embed`` ``(B, T, d_model)``
 (after positions are added), ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``
