@@ -11,7 +11,7 @@ trains only the new runs. Stacks run one after another in this process
 (``backend="sequential"``) or as Ray tasks, one per stack (``backend="ray"``, see
 :mod:`hierlens.analysis.ray_backend`).
 
-:func:`chomsky_scores` turns the rows into the score of Delétang et al. (ICLR 2023): per
+:func:`chomsky_scores` turns the rows into the score of [Deletang2023]: per
 (task, architecture), the test accuracy averaged over the ``test_ood`` lengths, maximised
 over seeds and learning rates.
 """

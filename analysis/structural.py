@@ -1,5 +1,4 @@
-"""Structural probes on every layer of a pretrained model, with the controls of Hewitt &
-Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" (NAACL):
+"""Structural probes on every layer of a pretrained model, with the controls of [Hewitt2019]:
 
 - :func:`word_vectors_by_layer`: word vectors at every layer (0 = the embeddings as block 0
   reads them, ``blocks.0.hook_resid_pre``; ``l`` = ``blocks.{l-1}.hook_resid_post``), a

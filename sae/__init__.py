@@ -1,6 +1,6 @@
 """hierlens.sae: sparse autoencoders (MP-SAE, Matryoshka and the ReLU/TopK/BatchTopK/JumpReLU family) in
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
-grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
+grids, and description length / MDL selection [Ayonrinde2024]."""
 
 import warnings as _warnings
 

@@ -1,7 +1,7 @@
 """The L0 frontier: every architecture of the SAE registry across a range of sparsities,
 trained as one fused grid and scored against L0.
 
-SAEBench (Karvonen et al. 2025) asks that an SAE claim be shown across sparsities, because
+SAEBench [Karvonen2025] asks that an SAE claim be shown across sparsities, because
 nearly every metric moves with L0. :func:`frontier_saes` builds, for each architecture,
 SAEs along its sparsity knob: ``k`` for TopK, BatchTopK and Matryoshka, the number of
 pursuit iterations for MP-SAE (its ``k``), the penalty coefficient for ReLU (L1) and JumpReLU

@@ -12,7 +12,7 @@ Two views of one question, "did the dictionary find the true features?":
   - **MCC** (mean correlation coefficient, as SAELens' synthetic benchmark scores
     dictionaries): the Pearson correlation of every latent's codes with every feature's
     activations, a one-to-one matching of latents to features maximising the total
-    correlation (Hungarian algorithm, Kuhn 1955, through
+    correlation (Hungarian algorithm, [Kuhn1955], through
     ``scipy.optimize.linear_sum_assignment``), and the mean matched correlation over the
     features (a feature left without a latent counts 0).
   - **precision, recall, F1** of each matched latent as a detector of its feature: the
@@ -22,7 +22,7 @@ Two views of one question, "did the dictionary find the true features?":
     by exactly one latent. **Split** features are claimed by two or more latents;
     **merged** latents correlate at least ``min_correlation`` with two or more features
     neither of which is an ancestor of the other.
-  - **absorption** (Chanin et al. 2024, "A is for Absorption", conditioned on the known
+  - **absorption** ([Chanin2024], "A is for Absorption", conditioned on the known
     hierarchy): for each parent feature, over the rows where the parent is true and the
     matched latent of one of its children fires, the share where the parent's own latent
     does not fire; pooled per tree level of the parent.
@@ -79,7 +79,7 @@ def feature_recovery(
     Returns:
         ``best_cosine`` (list, per true feature: max cosine over latents),
         ``mean_best_cosine``, ``hungarian_cosine`` (mean cosine of a one-to-one matching of
-        true features to latents maximising the total cosine, Kuhn 1955), ``assignment``
+        true features to latents maximising the total cosine, [Kuhn1955]), ``assignment``
         (latent matched to each true feature, -1 when there are fewer latents), and with
         ``levels`` a ``per_level`` dict level -> ``{"n", "mean_best_cosine",
         "hungarian_cosine"}`` (Hungarian values from the global matching).

@@ -171,7 +171,7 @@ def mask_tokens(
     mask_rate: float = 0.15,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style masked-LM inputs and targets (Devlin et al. 2019, section 3.1).
+    """BERT-style masked-LM inputs and targets ([Devlin2019], section 3.1).
 
     In each sequence, the candidates are the real (``attention_mask`` 1) tokens whose id is
     not in ``special_ids``. Exactly ``max(1, floor(mask_rate * n + 1/2))`` of its ``n``

@@ -1,5 +1,5 @@
 """SAE evaluation results in SAEBench's result-file layout, so that they can be read beside
-SAEBench output (Karvonen et al. 2025, "SAEBench").
+SAEBench output [Karvonen2025].
 
 A SAEBench result is one JSON object per SAE and evaluation::
 

@@ -1,12 +1,12 @@
 """The ``sae-frontier`` figure: every SAE architecture across L0, judged against the
 hierarchy it should find, on two kinds of data:
 
-- **directly observed vectors**: Costa et al. 2025's MP-SAE toy
+- **directly observed vectors**: [Costa2025]'s MP-SAE toy
   (:class:`~hierlens.models.tasks.mpsae_toy.MPSAEToy`: 3 parents with 3 children each and 8
   singletons, parents and children correlated within groups at ``within_cosine``), one
   frontier per cosine;
 - **a model's activations**: a small bidirectional transformer trained on hierarchical
-  filtering (Garnier-Brun et al. 2025, root classification), its residual stream captured
+  filtering ([GarnierBrun2025], root classification), its residual stream captured
   per token and aligned with the tree's node values
   (:meth:`~hierlens.models.tasks.HierarchicalFilteringTask.ground_truth`); spliced CE on the
   task's own targets.
@@ -14,8 +14,8 @@ hierarchy it should find, on two kinds of data:
 Each frontier is one fused :func:`~hierlens.sae.train_frontier` call; each SAE gets FVU,
 L0, MCC, F1, uniqueness and absorption (per tree level) from
 :func:`~hierlens.sae.frontier_records`. :func:`frontier_claims` condenses the records into
-the two claims of the results page: Costa et al. 2025 (MP-SAE recovers children under
-correlation where the others absorb) and Bussmann et al. 2025 / Nabeshima 2024 (Matryoshka
+the two claims of the results page: [Costa2025] (MP-SAE recovers children under
+correlation where the others absorb) and [Bussmann2025] / [Nabeshima2024] (Matryoshka
 SAEs absorb less than BatchTopK at the same k).
 """
 

@@ -124,7 +124,7 @@ class SAEStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class ProbeStage(Config):
-    """k-sparse probes (Gurnee et al. 2023) on every captured hook for the task's per-token
+    """k-sparse probes [Gurnee2023] on every captured hook for the task's per-token
     ``labels`` (default: all of them)."""
 
     enabled: bool = True
@@ -151,7 +151,7 @@ class TreeStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class StructuralStage(Config):
-    """Structural probes (Hewitt & Manning 2019) on every layer of a pretrained model, with
+    """Structural probes [Hewitt2019] on every layer of a pretrained model, with
     the random-weights control (``controls``); needs a treebank."""
 
     enabled: bool = True

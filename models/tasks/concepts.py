@@ -1,7 +1,6 @@
 """Synthetic hierarchical concepts: vectors built from a tree of concept directions.
 
-Follows the toy setting of Costa et al., "From Flat to Hierarchical: Extracting Sparse
-Representations with Matching Pursuit" (MP-SAE, 2025): concepts form a tree; in each sample
+Follows the toy setting of MP-SAE [Costa2025]: concepts form a tree; in each sample
 at most one top-level concept is active; an active concept activates at most one of its
 children; a child's direction is orthogonal to its parent's (and to every ancestor's) while
 siblings may share a configurable cosine. Each active concept contributes its direction times

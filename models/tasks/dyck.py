@@ -1,9 +1,8 @@
 """Dyck-(k, d): well-nested strings of k bracket types up to depth d, as a language-model task.
 
-Follows the setup of Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023). Strings come from the probabilistic automaton: with an empty stack,
-open a bracket (of a uniformly random type) with probability 1/2 or end the string; below the
-maximum depth, open or close with probability 1/2 each; at the maximum depth, close. Strings
+Follows the setup of [Murty2023b]. Strings come from the probabilistic automaton: with an empty
+stack, open a bracket (of a uniformly random type) with probability 1/2 or end the string; below
+the maximum depth, open or close with probability 1/2 each; at the maximum depth, close. Strings
 shorter than ``min_length`` or longer than ``max_length`` brackets are rejected and redrawn.
 
 Splits. A string is a concatenation of *segments*, each going from an empty stack back to an

@@ -1,7 +1,6 @@
 """Hierarchical filtering: sequences generated on a binary tree with a tunable correlation range.
 
-Follows Garnier-Brun, Mézard, Moscato, Saglietti, "How transformers learn structured data:
-insights from hierarchical filtering" (ICML 2025).
+Follows [GarnierBrun2025].
 
 Generative model. ``q`` symbols; a full binary tree of depth ``L`` (``2^L`` leaves); the root
 is uniform; a seeded random grammar ``M[parent, left, right]`` gives each parent ``n_rules``

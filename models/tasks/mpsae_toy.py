@@ -1,6 +1,5 @@
-"""The synthetic toy of Costa et al. 2025 ("From Flat to Hierarchical: Extracting Sparse
-Representations with Matching Pursuit", section 4 and their released toy), itself extended
-from the toy of Bussmann et al. 2025 (Matryoshka SAEs).
+"""The synthetic toy of [Costa2025] (section 4 and their released toy), itself extended
+from the toy of [Bussmann2025] (Matryoshka SAEs).
 
 The features (20 in all, in ``d = 20`` dimensions: no superposition):
 
