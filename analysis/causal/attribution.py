@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .patching import Direction, Metric, PatchingResult, _check, _device, query_metric

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.config import Config
-from hierlens.models.device import resolve_device
+from hierlens.core.config import Config
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .interchange import (

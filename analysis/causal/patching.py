@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .sites import capture_sites, check_hooks, editing_hooks, forward_logits

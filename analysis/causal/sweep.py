@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.config import Config
+from hierlens.core.config import Config
 from hierlens.models.tasks.base import Task
 from hierlens.models.tasks.variables import causal_model, minimal_pairs
 

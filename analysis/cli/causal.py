@@ -43,7 +43,7 @@ def _model_and_task(args: argparse.Namespace):
 
 def cmd_patch(args: argparse.Namespace) -> int:
     from hierlens.analysis.causal.sweep import PatchConfig, causal_sweep
-    from hierlens.models.atomic_io import write_checked_json
+    from hierlens.core.atomic_io import write_checked_json
     from hierlens.models.run import Run
 
     config = config_from_flags(args, PatchConfig)
@@ -64,7 +64,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
 def cmd_das(args: argparse.Namespace) -> int:
     from hierlens.analysis.causal.das import DASConfig
     from hierlens.analysis.causal.sweep import causal_sweep
-    from hierlens.models.atomic_io import write_checked_jsonl
+    from hierlens.core.atomic_io import write_checked_jsonl
     from hierlens.models.run import Run
 
     config = config_from_flags(args, DASConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hierlens.models.atomic_io import read_json, read_jsonl
+from hierlens.core.atomic_io import read_json, read_jsonl
 
 from .html import esc, fmt, table
 from .sections import ReportContext, _go, _hook_order
