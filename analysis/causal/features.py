@@ -122,7 +122,10 @@ def projection_edit(directions: torch.Tensor) -> Edit:
 
 def steering_edit(direction: torch.Tensor, alpha: float) -> Edit:
     """Add ``alpha`` times the unit ``direction`` ``(d,)`` at every position."""
-    u = _orthonormal(direction)[0]
+    d = torch.as_tensor(direction, dtype=torch.float64).flatten()
+    if not bool(torch.isfinite(d).all()) or float(d.norm()) == 0.0:
+        raise ValueError("the steering direction must be finite and non-zero")
+    u = d / d.norm()  # its own sign (a QR basis could flip it)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(*x.shape[:2], -1)

@@ -187,7 +187,8 @@ def interchange_accuracy(
 
 
 def check_basis(basis: torch.Tensor | None, width: int, hook: str) -> None:
-    """A ``ValueError`` unless ``basis`` is None or ``(k, width)`` with ``k <= width``."""
+    """A ``ValueError`` unless ``basis`` is None or ``(k, width)`` orthonormal rows with
+    ``k <= width``."""
     if basis is None:
         return
     if not isinstance(basis, torch.Tensor) or basis.dim() != 2 or basis.shape[1] != width:
@@ -195,3 +196,6 @@ def check_basis(basis: torch.Tensor | None, width: int, hook: str) -> None:
         raise ValueError(f"the basis at {hook!r} must be (k, {width}), got {shape}")
     if basis.shape[0] > width:
         raise ValueError(f"a rank-{basis.shape[0]} subspace does not fit {hook!r} (width {width})")
+    gram = basis.double() @ basis.double().T
+    if not torch.allclose(gram, torch.eye(len(gram), dtype=gram.dtype), atol=1e-4):
+        raise ValueError(f"the basis at {hook!r} must have orthonormal rows (B B^T = I)")

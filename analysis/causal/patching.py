@@ -119,6 +119,7 @@ def _check(pairs: MinimalPairs, direction: str, metric: str) -> None:
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     if metric not in ("logit_diff", "prob"):
         raise ValueError(f"metric must be 'logit_diff' or 'prob', got {metric!r}")
+    pairs.validate()  # each pair differs in its variable only
     if not pairs.same_length:
         raise ValueError(
             "patching every position needs pairs of equal length and query position "
@@ -225,9 +226,7 @@ def activation_patching(
                     edits[name] = _writer(donor[name], sel, b[sel], t[sel], k[sel], n_heads[name])
             width = int(q[b].max()) + 1 if pairs.causal else T
             with editing_hooks(model, edits):
-                logits = forward_logits(
-                    model, recipient[b, :width], lengths_d[b].clamp(max=width)
-                )
+                logits = forward_logits(model, recipient[b, :width], lengths_d[b].clamp(max=width))
             values[start : start + len(part)] = (
                 query_metric(logits, q[b], ca[b], xa[b], cand[b], metric).double().cpu()
             )

@@ -7,8 +7,8 @@ import json
 import logging
 
 from hierlens.analysis.cli import main
+from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import open_run
-from hierlens.models.atomic_io import read_json, read_jsonl
 
 TINY = ["--task", "dyck", "--task-param", "max_length=12", "--task-param", "max_depth=4",
         "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--steps", "10",

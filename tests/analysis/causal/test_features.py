@@ -33,7 +33,9 @@ def test_sae_edits_change_only_the_chosen_features():
         sae_feature_edit(sae, [12])
 
 
-def test_projection_and_steering_closed_forms():
+@pytest.mark.parametrize("seed", range(4))
+def test_projection_and_steering_closed_forms(seed):
+    torch.manual_seed(seed)
     x = torch.randn(3, 4, 5, dtype=torch.float64)
     d = torch.randn(2, 5, dtype=torch.float64)
     out = projection_edit(d)(x)

@@ -122,5 +122,11 @@ def test_bad_inputs_fail_before_training(planted):
     bad.source_values["value"] = bad.base_values["value"].clone()
     with pytest.raises(ValueError, match="same 'value' in base and source"):
         das(model, bad, ["hook_mid"], CONFIG)
+    with pytest.raises(ValueError, match="same 'value' in base and source"):
+        activation_patching(model, bad, ["hook_mid"])
+    with pytest.raises(ValueError, match="unknown module name 'hook_mdi'"):
+        activation_patching(model, pairs, ["hook_mdi"])
+    with pytest.raises(ValueError, match="rank-9 subspace does not fit 'hook_mid'"):
+        interchange_accuracy(model, pairs, Alignment("hook_mid", "query", torch.randn(9, 8)))
     with pytest.raises(ValueError, match="positions must be 'query' or comma-separated"):
         DASConfig(positions="last")
