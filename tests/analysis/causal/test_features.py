@@ -33,7 +33,7 @@ def test_sae_edits_change_only_the_chosen_features():
         sae_feature_edit(sae, [12])
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_projection_and_steering_closed_forms(seed):
     torch.manual_seed(seed)
     x = torch.randn(3, 4, 5, dtype=torch.float64)
