@@ -116,12 +116,15 @@ def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, prog
         log.info("[causal] skipped: the %s task has no causal model", task.name)
         return
     stage = cfg.causal
+    run = Run(run_dir)
+    if run.patching_path.exists() and run.das_path.exists():
+        log.info("[causal] already done (%s); skipped", run.causal_dir)
+        return
     model.eval()
     result = causal_sweep(
         model, task, list(stage.variables) or None, list(stage.hooks) or None,
         patch=stage.patch, das=stage.das, progress=progress,
     )  # fmt: skip
-    run = Run(run_dir)
     run.causal_dir.mkdir(parents=True, exist_ok=True)
     write_checked_json(run.patching_path, {"config": stage.patch.to_dict(), **result})
     write_checked_jsonl(run.das_path, result["das"])

@@ -62,3 +62,29 @@ def test_pipeline_causal_stage_config():
     assert again.causal == cfg.causal
     with pytest.raises(ValueError, match=r"\[causal\].*rank"):
         load_config({**DEMO_CONFIG, "causal": {"das": {"rank": 0}}})
+
+
+def test_pipeline_causal_stage_runs_and_resumes(tmp_path):
+    from hierlens.analysis.pipeline import run
+    from hierlens.models.run import Run
+
+    cfg = {
+        "name": "tiny", "out_dir": str(tmp_path),
+        "task": {"name": "dyck", "params": {"max_depth": 4, "min_length": 4, "max_length": 10}},
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+        "train": {"steps": 10, "batch_size": 8, "warmup_steps": 2, "eval_every": 0,
+                  "eval_n": 16, "checkpoint_every": 10, "train_pool": 100, "device": "cpu"},
+        "capture": {"hooks": ["blocks.0.hook_resid_post"], "n": 16},
+        "sae": {"enabled": False}, "probes": {"enabled": False}, "tree": {"enabled": False},
+        "causal": {"enabled": True, "variables": ["stack_top"],
+                   "patch": {"n_pairs": 4, "attribution": False},
+                   "das": {"steps": 2, "n_pairs": 20, "controls": False}},
+        "report": False,
+    }  # fmt: skip
+    layout = Run(run(cfg, progress=False))
+    (rec,) = read_jsonl(layout.das_path)[:1]
+    assert rec["variable"] == "stack_top" and rec["random_model"] is None
+    assert read_json(layout.patching_path)["patching"][0]["variable"] == "stack_top"
+    stamp = layout.das_path.stat().st_mtime_ns
+    run(cfg, progress=False)
+    assert layout.das_path.stat().st_mtime_ns == stamp
