@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from hierlens.analysis.causal.das import DASConfig, fit_subspaces, hook_widths
+from hierlens.analysis.causal.alignment import DASConfig, fit_subspaces, hook_widths
 from hierlens.analysis.causal.patching import activation_patching, query_metric
 from hierlens.analysis.causal.sites import capture_sites, editing_hooks, forward_logits
 from hierlens.models import ModelConfig, build_transformer, get_task

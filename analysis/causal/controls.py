@@ -2,7 +2,7 @@
 
 For every hook, :func:`das_with_controls` reports
 
-- ``das``: the held-out IIA of the learned rank-k subspace (:func:`~.das.das`);
+- ``das``: the held-out IIA of the learned rank-k subspace (:func:`~.alignment.das`);
 - ``full``: the IIA of swapping the whole activation at the aligned positions;
 - ``random_subspace``: the IIA of a random orthonormal subspace of the same rank;
 - ``random_model``: the held-out IIA of the same search on a random-weights copy of the
@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .das import DASConfig, das, parse_positions, random_basis
+from .alignment import DASConfig, das, parse_positions, random_basis
 from .interchange import Alignment, interchange_accuracy, source_activations
 from .patching import _device
 from .sites import check_hooks

@@ -20,9 +20,7 @@ from hierlens.core.config import Config
 from hierlens.models.tasks.base import Task
 from hierlens.models.tasks.variables import causal_model, minimal_pairs
 
-from .attribution import agreement, attribution_patching
-from .controls import das_with_controls
-from .das import DASConfig
+from .alignment import DASConfig
 from .patching import activation_patching
 from .sites import check_hooks
 
@@ -86,6 +84,8 @@ def default_hooks(model: torch.nn.Module) -> list[str]:
 def patching_record(model, pairs, hooks: Sequence[str], config: PatchConfig) -> dict[str, Any]:
     """Patching (and attribution) of one variable's pairs: per hook the normalised effect
     at the ``span`` positions up to the query, and the attribution's agreement."""
+    from .attribution import agreement, attribution_patching
+
     real = activation_patching(
         model, pairs, hooks, direction=config.direction, metric=config.metric,
         per_head=config.per_head, batch_size=config.batch_size,
@@ -132,6 +132,8 @@ def causal_sweep(
     output], "das": [record per (variable, hook)]}``; with ``patch=None`` or ``das=None``
     that part is skipped. Unknown variables and hooks fail before any work.
     """
+    from .controls import das_with_controls
+
     cm = causal_model(task)
     names = list(cm.variables) if not variables else list(variables)
     for v in names:

@@ -5,7 +5,7 @@ position before the query for the task's variables, written to ``causal/patching
 ``hierlens das RUN_DIR``: distributed alignment search at every hook with its controls and
 the probe accuracy beside it, written to ``causal/das.jsonl``. Every setting is a field of
 :class:`~hierlens.analysis.causal.sweep.PatchConfig` or
-:class:`~hierlens.analysis.causal.das.DASConfig`.
+:class:`~hierlens.analysis.causal.alignment.DASConfig`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
 
 
 def cmd_das(args: argparse.Namespace) -> int:
-    from hierlens.analysis.causal.das import DASConfig
+    from hierlens.analysis.causal.alignment import DASConfig
     from hierlens.analysis.causal.sweep import causal_sweep
     from hierlens.core.atomic_io import write_checked_jsonl
     from hierlens.models.run import Run
@@ -109,7 +109,7 @@ def add_causal_commands(sub: argparse._SubParsersAction) -> None:
         "das", help="distributed alignment search per hook, with controls and probe accuracy"
     )
     _common(p)
-    from hierlens.analysis.causal.das import DASConfig
+    from hierlens.analysis.causal.alignment import DASConfig
 
     add_config_flags(p.add_argument_group("search"), DASConfig)
     p.set_defaults(func=cmd_das)

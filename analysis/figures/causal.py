@@ -40,7 +40,7 @@ def causal_dyck(
     from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, open_run
     from hierlens.models.run import latest_valid_checkpoint
 
-    from ..causal.das import DASConfig
+    from ..causal.alignment import DASConfig
     from ..causal.sweep import PatchConfig, causal_sweep
 
     task = get_task("dyck", n_types=2, max_depth=6, min_length=4, max_length=24)

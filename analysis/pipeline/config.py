@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hierlens.analysis.causal.das import DASConfig
+from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
@@ -172,7 +172,7 @@ class CausalStage(Config):
     ``hooks`` (default: the residual stream before the first block and after each block);
     ``patch`` and ``das`` hold the settings of
     :class:`~hierlens.analysis.causal.sweep.PatchConfig` and
-    :class:`~hierlens.analysis.causal.das.DASConfig` (``[causal.patch]``, ``[causal.das]``
+    :class:`~hierlens.analysis.causal.alignment.DASConfig` (``[causal.patch]``, ``[causal.das]``
     tables in a config file). Off by default."""
 
     enabled: bool = False

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hierlens.analysis.causal.alignment import DASConfig, das, random_basis
 from hierlens.analysis.causal.attribution import agreement, attribution_patching
-from hierlens.analysis.causal.das import DASConfig, das, random_basis
 from hierlens.analysis.causal.interchange import Alignment, interchange_accuracy
 from hierlens.analysis.causal.patching import activation_patching
 from hierlens.analysis.causal.planted import PlantedModel, planted_pairs

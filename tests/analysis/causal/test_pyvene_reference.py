@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from hierlens.analysis.causal.das import random_basis
+from hierlens.analysis.causal.alignment import random_basis
 from hierlens.analysis.causal.interchange import Alignment, interchange_accuracy
 from hierlens.analysis.causal.planted import PlantedModel, planted_pairs
 
