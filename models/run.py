@@ -451,6 +451,18 @@ class Run:
         return self.saes_dir / "table.jsonl"
 
     @property
+    def sae_frontier_path(self) -> Path:
+        """``saes/frontier.json``: the L0 frontier of the run's SAEs (one record per SAE:
+        sparsity, FVU, spliced CE and the scores against the task's known features)."""
+        return self.saes_dir / "frontier.json"
+
+    @property
+    def saebench_dir(self) -> Path:
+        """``saes/saebench/``: SAE evaluations in SAEBench's result layout
+        (``<eval_type>/<release>_<sae_id>_eval_results.json``)."""
+        return self.saes_dir / "saebench"
+
+    @property
     def mdl_table_path(self) -> Path:
         """``saes/mdl_table.jsonl``: the MDL selection's table (``saes/mdl/mdl_table.jsonl``
         in older runs, returned when only that one exists)."""

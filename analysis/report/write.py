@@ -14,6 +14,9 @@ Sections, each omitted when the stage that produces its inputs did not run:
   (``probes/structural.jsonl``);
 - SAEs (``saes/``): table of metrics, description length against width, feature cards built
   from the run's activation stores (``activations/step_NNNNNNN/``);
+- the SAE L0 frontier (``saes/frontier.json``, :mod:`.frontier`): FVU, spliced CE, MCC, F1
+  and absorption against L0 per architecture, and the chosen SAE's feature cards annotated
+  with the true feature each latent matched and its tree level;
 - sparse probes (``probes/results.jsonl``): F1 against k per hook (Gurnee et al., 2023);
 - representations: linear CKA of each layer to the final checkpoint and rank collapse over
   checkpoints (``hierlens track --representations``), SAE decoder spectra (``saes/``);
@@ -36,6 +39,7 @@ import torch
 from hierlens.models.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
+from .frontier import frontier_section
 from .html import Charts, esc, page
 from .layers import layers_section
 from .representations import representations_section
@@ -61,6 +65,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("trees", "Span scores and tree projections", span_section),
     ("layers", "Structure per layer", layers_section),
     ("saes", "Sparse autoencoders", sae_section),
+    ("frontier", "SAE L0 frontier", frontier_section),
     ("probes", "Sparse probes", probe_section),
     ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),
