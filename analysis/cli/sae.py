@@ -27,7 +27,7 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
 
 def _fit_sae(args: argparse.Namespace) -> int:
     from hierlens.models.run import Run
-    from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
+    from hierlens.sae import SAEGridConfig, fit_mdl_sae, grid_table, train_sae_grid
 
     seed = args.seed if args.seed is not None else 0
     config = config_from_flags(args, SAETrainConfig, device=args.device, seed=seed)
@@ -56,55 +56,46 @@ def _fit_sae(args: argparse.Namespace) -> int:
             progress=progress,
             log_dir=run.trackers("saes").root,
         )
-        selection = fit.selection
+        rows = fit.selection.table
+        best = fit.selection.best_name
+        bits = fit.selection.best_length.bits
     else:
-        grid, skipped = build_sae_grid(
-            [args.architecture],
-            acts.shape[1],
-            args.widths,
-            ks=args.ks if k_sparse else None,
-            coefficients=None if k_sparse else args.coefficients,
-            device=config.device,
-            hook_name=hook,
-            seed=config.seed,
-        )
-        for reason in skipped:
-            log.info("skipped %s", reason)
         from hierlens.core import distributed as D
 
         distribute = args.distribute if D.init_from_env(config.device) else None
-        train_saes(
-            list(grid.values()),
-            acts,
-            config=config,
-            progress=progress,
-            distribute=distribute,
-            log_dir=run.trackers("saes").root,
+        grid = SAEGridConfig(
+            widths=args.widths,
+            architectures=[args.architecture],
+            ks=args.ks if k_sparse else [],
+            coefficients=[] if k_sparse else args.coefficients,
         )
-        for i, (name, sae) in enumerate(grid.items()):
-            if _owns(i, distribute, D):  # each SAE's files written by the rank that trained it
-                sae.save(run.sae_dir(name))
-        D.barrier()
-        if not D.is_main():
+        fit = train_sae_grid(
+            grid,
+            acts,
+            config,
+            save_dir=run.sae_dir,
+            table=lambda saes: grid_table(saes, acts),
+            table_path=run.sae_table_path,
+            distribute=distribute,
+            progress=progress,
+            log_dir=run.trackers("saes").root,
+            hook_name=hook,
+            seed=config.seed,
+        )
+        if fit.table is None:  # not the first process under torchrun
             return 0
-        selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
-    for row in selection.table:
+        rows = fit.table
+        best_row = min(rows, key=lambda r: r["description_length_bits"])
+        best, bits = best_row["name"], best_row["description_length_bits"]
+    for row in rows:
         print(json.dumps(row, default=str))
     log.info(
         "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
-        selection.best_name,
-        selection.best_length.bits,
+        best,
+        bits,
         out_dir,
     )
     return 0
-
-
-def _owns(i: int, distribute: str | None, D) -> bool:
-    if distribute == "saes":
-        from hierlens.sae.distributed import owner
-
-        return owner(i, D.world_size()) == D.rank()
-    return D.is_main()
 
 
 def add_sae_command(sub: argparse._SubParsersAction) -> None:

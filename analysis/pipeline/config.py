@@ -18,7 +18,7 @@ from hierlens.models.run import pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig
 from hierlens.models.transformer import ModelConfig
-from hierlens.sae import SAE, SAETrainConfig
+from hierlens.sae import SAEGridConfig, SAETrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,42 +60,31 @@ _SAE_STAGE_TRAINING = {"steps": 300, "batch_size": 1024, "lr": 1e-3}
 
 
 @dataclasses.dataclass(frozen=True)
-class SAEStage(Config):
-    """The SAE grid trained on ``hook`` of the final checkpoint: every architecture in
-    ``architectures`` (registered SAE names: "topk", "batch_topk", "mp", "relu", "jumprelu")
-    at every width; k-sparse ones at every ``ks``, penalised ones at every ``coefficients``.
+class SAEStage(SAEGridConfig):
+    """The SAE grid (:class:`hierlens.sae.SAEGridConfig`: every architecture at every width,
+    k-sparse ones at every ``ks``, penalised ones at every ``coefficients``) trained on
+    ``hook`` of the final checkpoint.
 
     ``train`` holds the training settings (:class:`hierlens.sae.SAETrainConfig`); in a config
     file they sit in the ``[sae]`` table itself (``steps``, ``batch_size``, ``lr``, ...). Its
     ``device`` defaults to the pipeline's ``[train] device``.
+
+    Parameters:
+        widths: dictionary sizes ``d_sae``.
+        architectures: registered SAE names.
+        enabled: run the stage.
+        hook: the hook whose activations the grid is trained on.
+        train: the training settings (short runs on the small grids of a pipeline).
     """
 
+    widths: tuple[int, ...] = (64, 128, 256)
+    architectures: tuple[str, ...] = ("topk", "mp", "relu")
     enabled: bool = True
     hook: str = "blocks.0.hook_resid_post"
-    architectures: tuple[str, ...] = ("topk", "mp", "relu")
-    widths: tuple[int, ...] = (64, 128, 256)
-    ks: tuple[int, ...] = (4, 8)
-    coefficients: tuple[float, ...] = (1e-2,)
     train: SAETrainConfig = SAETrainConfig(**_SAE_STAGE_TRAINING)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "architectures", _tuple(list(self.architectures), "sae.architectures", str)
-        )
-        bad = [a for a in self.architectures if a not in SAE.registry]
-        if bad:
-            raise ValueError(
-                f"sae.architectures: unknown {bad}; choose from {tuple(sorted(SAE.registry))}"
-            )
-        object.__setattr__(self, "widths", _tuple(list(self.widths), "sae.widths"))
-        object.__setattr__(self, "ks", _tuple(list(self.ks), "sae.ks"))
-        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
-        if any(w < 1 for w in self.widths) or any(k < 1 for k in self.ks):
-            raise ValueError("sae.widths and sae.ks must be positive")
-        if any(k > min(self.widths) for k in self.ks):
-            raise ValueError(
-                f"sae.ks {self.ks} must not exceed the smallest width {min(self.widths)}"
-            )
+        super().__post_init__()
         if not isinstance(self.train, SAETrainConfig):
             raise TypeError(f"sae.train must be an SAETrainConfig, got {self.train!r}")
 
