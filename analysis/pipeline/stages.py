@@ -63,7 +63,7 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
         {h: store[h] for h in store.hooks},
         {n: store.labels[n].numpy() for n in names},
         ks=[k for k in cfg.probes.ks if k <= width],
-        selection=cfg.probes.selection,
+        selection=list(cfg.probes.selection),
         out_path=out,
         progress=progress,
     )
