@@ -18,6 +18,7 @@ from hierlens.core.atomic_io import write_checked_jsonl
 from .base import SAE
 from .distributed import owner
 from .files import load_sae
+from .heldout import split_evaluation
 from .train import SAETrainResult, train_saes
 from .train_config import SAETrainConfig
 
@@ -49,6 +50,9 @@ class SAEGridFit:
         train: the trainer's result (None when nothing was left to train).
         table: the rows of the ``table`` function (None without one, and on the ranks
             other than the first under ``torchrun``).
+        evaluation: member name -> its FVU on the rows it was trained on and on the rows
+            the trainer held out (:func:`~hierlens.sae.heldout.heldout_evaluation`; for a
+            tensor source).
     """
 
     saes: dict[str, SAE]
@@ -56,6 +60,7 @@ class SAEGridFit:
     skipped: list[str]
     train: SAETrainResult | None
     table: list[dict[str, Any]] | None
+    evaluation: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def grid_table(saes: Mapping[str, SAE], activations: torch.Tensor) -> list[dict[str, Any]]:
@@ -126,7 +131,8 @@ def train_sae_grid(
         resume: members whose folder already holds a saved SAE are not trained (they are
             loaded when a table is asked for).
         table: rows of the whole grid, ``table({name: SAE}) -> [row]`` (for example
-            ``lambda saes: grid_table(saes, x)``); None: no table.
+            ``lambda saes: grid_table(saes, x)``); None: no table. Each row (also of the
+            ``table`` an error it raises carries) gets its member's ``evaluation``.
         table_path: where the rows are written as JSON lines (with ``table``).
         distribute: under ``torchrun``, ``"saes"`` deals the members out to the processes
             (each saves its own) and ``"data"`` splits each batch; only the first process
@@ -176,16 +182,37 @@ def train_sae_grid(
                 sae.save(_folder(save_dir, name))
         D.barrier()
     fit = SAEGridFit(dict(todo), list(todo), skipped, result, None)
+    if result is not None:
+        fit.evaluation = {name: _plain(ev) for name, ev in zip(todo, result.evaluation)}
     if table is None or not D.is_main():
         return fit
     for name in built:
         if name not in fit.saes and members is None and save_dir is not None:
-            fit.saes[name] = load_sae(_folder(save_dir, name), device=device)
+            sae = load_sae(_folder(save_dir, name), device=device)
+            fit.saes[name] = sae
+            if isinstance(activations, torch.Tensor):  # the trainer's split, drawn again
+                found = split_evaluation([sae], activations, config)
+                fit.evaluation[name] = _plain(found[0]) if found else {}
     fit.saes = {name: fit.saes[name] for name in built if name in fit.saes}
-    fit.table = table(fit.saes)
+    try:
+        fit.table = _with_evaluation(table(fit.saes), fit.evaluation)
+    except Exception as exc:  # an error that carries the table (NoSAEMeetsBoundError) gets it too
+        if isinstance(getattr(exc, "table", None), list):
+            exc.table = _with_evaluation(exc.table, fit.evaluation)
+        raise
     if table_path is not None:
         write_checked_jsonl(Path(table_path), fit.table)
     return fit
+
+
+def _plain(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in evaluation.items() if k != "sae"}
+
+
+def _with_evaluation(
+    rows: list[dict[str, Any]], evaluation: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    return [{**row, **evaluation.get(str(row.get("name")), {})} for row in rows]
 
 
 def _saves(i: int, distribute: str | None) -> bool:

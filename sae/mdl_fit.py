@@ -99,7 +99,9 @@ def fit_mdl_sae(
             :func:`mdl_select`; at least one bound is needed). ``tokens`` here are the
             model's ``(N, T)`` token ids, not a run length.
         eval_activations: ``(m, d_in)`` held-out activations for the description lengths
-            (default: ``activations``).
+            (default: ``activations``). Every table row also has ``fvu_train`` and
+            ``fvu_heldout``: the FVU on the rows trained on and on the rows the trainer held
+            out (``config.heldout_fraction``, see :mod:`hierlens.sae.heldout`).
         config: the training settings (:class:`SAETrainConfig`; its ``seed`` also seeds the
             initialisations); it needs a run length (``steps`` or ``tokens``).
         **train_fields: :class:`SAETrainConfig` fields as keywords, over ``config``
@@ -181,24 +183,30 @@ def fit_mdl_sae(
                 progress=progress,
             )
         except NoSAEMeetsBoundError as exc:
-            if out is not None:
-                write_checked_jsonl(out / TABLE_FILE, rows_of(saes, exc.table))
+            exc.table = rows_of(saes, exc.table)
             raise
         selection.table = rows_of(saes, selection.table)
         chosen.append(selection)
         return selection.table
 
-    fit = train_sae_grid(
-        grid,
-        activations,
-        cfg,
-        save_dir=out,
-        table=select,
-        table_path=None if out is None else out / TABLE_FILE,
-        progress=progress,
-        log_dir=log_dir,
-        **{"seed": cfg.seed, **(sae_kwargs or {})},
-    )
+    try:
+        fit = train_sae_grid(
+            grid,
+            activations,
+            cfg,
+            save_dir=out,
+            table=select,
+            table_path=None if out is None else out / TABLE_FILE,
+            progress=progress,
+            log_dir=log_dir,
+            **{"seed": cfg.seed, **(sae_kwargs or {})},
+        )
+    except NoSAEMeetsBoundError as exc:  # the table survives, with each SAE's held-out FVU
+        if out is not None:
+            write_checked_jsonl(out / TABLE_FILE, exc.table)
+        raise
+    selection = chosen[0]
+    selection.table = fit.table
     selection = chosen[0]
     if out is not None:
         write_checked_json(

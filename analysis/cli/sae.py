@@ -101,7 +101,6 @@ def _fit_sae(args: argparse.Namespace) -> int:
             config,
             save_dir=run.sae_dir,
             table=lambda saes: grid_table(saes, acts),
-            table_path=run.sae_table_path,
             distribute=distribute,
             progress=progress,
             log_dir=run.trackers("saes").root,
@@ -116,6 +115,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
         best, bits = best_row["name"], best_row["description_length_bits"]
     for row in rows:
         print(json.dumps(row, default=str))
+    _merge_table(run, rows, hook)
     log.info(
         "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
         best,
@@ -123,6 +123,17 @@ def _fit_sae(args: argparse.Namespace) -> int:
         out_dir,
     )
     return 0
+
+
+def _merge_table(run, rows: list[dict], hook: str) -> None:
+    """Put this fit's rows (FVU on the training and the held-out rows, description length)
+    into the run's SAE table, which the report shows, replacing rows of the same names."""
+    from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
+
+    path = run.sae_table_path
+    new = {str(r["name"]): {**r, "hook_name": hook} for r in rows}
+    old = [r for r in (read_jsonl(path) if path.exists() else []) if r.get("name") not in new]
+    write_checked_jsonl(path, old + list(new.values()))
 
 
 def add_sae_command(sub: argparse._SubParsersAction) -> None:
