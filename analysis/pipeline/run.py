@@ -39,16 +39,13 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     device = cfg.train.device
     resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
-    extra = {"pool": cfg.capture.pool} if cfg.capture.pool else {}
     store = capture_checkpoints(
         run_dir,
         list(cfg.capture.hooks),
-        split=cfg.capture.split or "all",
-        n=cfg.capture.n,
+        **cfg.capture.data(pretrained=True),
         batch_size=cfg.capture.batch_size,
         device=device,
         progress=progress,
-        **extra,
     )[run.steps[-1]]
     if cfg.sae.enabled:
         log.info("stage 2/6: SAE grid")
@@ -175,12 +172,10 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
         run_dir,
         list(cfg.capture.hooks),
         steps=capture_steps,
-        split=cfg.capture.split or "test_id",
-        n=cfg.capture.n or 500,
+        **cfg.capture.data(pretrained=False),
         batch_size=cfg.capture.batch_size,
         device=cfg.train.device,
         progress=progress,
-        **({"pool": cfg.capture.pool} if cfg.capture.pool else {}),
     )
     store = stores[steps[-1]]
     if cfg.sae.enabled:

@@ -19,7 +19,7 @@ Sections, each omitted when the stage that produces its inputs did not run:
   with the true feature each latent matched and its tree level;
 - sparse probes (``probes/results.jsonl``): F1 against k per hook [Gurnee2023];
 - representations: linear CKA of each layer to the final checkpoint and rank collapse over
-  checkpoints (``hierlens track --representations``), SAE decoder spectra (``saes/``);
+  checkpoints (``hierlens track --compare true``), SAE decoder spectra (``saes/``);
 - model accuracy against exact belief propagation for tasks that have it
   (hierarchical filtering, [GarnierBrun2025]).
 
