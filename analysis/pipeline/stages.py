@@ -71,7 +71,7 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
 
 def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, progress: bool) -> None:
     """Patching and DAS (``[causal]``) of the final model, written to ``causal/``."""
-    from hierlens.core.atomic_io import write_checked_json
+    from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
     from hierlens.models.tasks.variables import list_causal_tasks
 
     from ..causal.sweep import causal_sweep
