@@ -504,6 +504,23 @@ class Run:
         return self.probes_dir / "structural.jsonl"
 
     @property
+    def causal_dir(self) -> Path:
+        """``causal/``: activation patching and DAS results."""
+        return self.path / "causal"
+
+    @property
+    def patching_path(self) -> Path:
+        """``causal/patching.json``: patching effects (hook x position before the query) per
+        variable, with attribution patching's agreement."""
+        return self.causal_dir / "patching.json"
+
+    @property
+    def das_path(self) -> Path:
+        """``causal/das.jsonl``: DAS interchange-intervention accuracy per variable and hook,
+        with its controls and the probe accuracy at the same hook."""
+        return self.causal_dir / "das.jsonl"
+
+    @property
     def tree_scores_path(self) -> Path:
         """``tree_scores.jsonl``: tree score and parse F1 of tree projections per layer."""
         return self.path / "tree_scores.jsonl"

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hierlens.analysis.causal.alignment import DASConfig
+from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
@@ -199,6 +201,40 @@ class StructuralStage(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class CausalStage(Config):
+    """Causal evidence (``hierlens patch`` and ``hierlens das``) on the final checkpoint, for
+    tasks with a causal model (:mod:`hierlens.models.tasks.variables`): activation and
+    attribution patching of the residual stream at every layer x position before the query,
+    and DAS with its controls at every hook. ``variables`` (default: all the task's) and
+    ``hooks`` (default: the residual stream before the first block and after each block);
+    ``patch`` and ``das`` hold the settings of
+    :class:`~hierlens.analysis.causal.sweep.PatchConfig` and
+    :class:`~hierlens.analysis.causal.alignment.DASConfig` (``[causal.patch]``, ``[causal.das]``
+    tables in a config file). Off by default."""
+
+    enabled: bool = False
+    variables: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    patch: PatchConfig = PatchConfig()
+    das: DASConfig = DASConfig()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variables", _tuple(list(self.variables), "causal.variables", str))
+        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "causal.hooks", str))
+        for name, kind in (("patch", PatchConfig), ("das", DASConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, kind.from_dict(dict(value)))
+            elif not isinstance(value, kind):
+                raise TypeError(f"causal.{name} must be a {kind.__name__} or a table")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["patch"], out["das"] = self.patch.to_dict(), self.das.to_dict()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig(Config):
     """A whole pipeline: ``task`` ({"name", "params"}), ``model`` (ModelConfig fields but the
     vocabulary and context, which come from the task), ``train`` (TrainConfig fields) and the
@@ -219,6 +255,7 @@ class PipelineConfig(Config):
     probes: ProbeStage = ProbeStage()
     tree: TreeStage = TreeStage()
     structural: StructuralStage = StructuralStage()
+    causal: CausalStage = CausalStage()
     report: bool = True
     seeds: tuple[int, ...] = ()
 
@@ -244,6 +281,7 @@ class PipelineConfig(Config):
         "probes": ProbeStage,
         "tree": TreeStage,
         "structural": StructuralStage,
+        "causal": CausalStage,
     }
 
     @property

@@ -93,10 +93,19 @@ def run(
 
 
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
-    """Unknown hooks and probe labels fail before training."""
+    """Unknown hooks, probe labels and causal variables fail before training."""
     from hierlens.models.hooks import resolve_hook_names
 
     resolve_hook_names(model, list(cfg.capture.hooks))
+    if cfg.causal.enabled:
+        from hierlens.models.tasks.variables import causal_model, list_causal_tasks
+
+        if task.name in list_causal_tasks():
+            cm = causal_model(task)
+            for v in cfg.causal.variables:
+                cm.check_variable(v)
+        if cfg.causal.hooks:
+            resolve_hook_names(model, list(cfg.causal.hooks))
     if cfg.probes.labels:
         available = set(task.sample(1, "train", 0)[0].token_labels)
         bad = [n for n in cfg.probes.labels if n not in available]
@@ -175,6 +184,11 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
     if cfg.probes.enabled:
         log.info("stage 4/6: sparse probes")
         _probe_stage(cfg, run_dir, store, progress)
+    if cfg.causal.enabled:
+        from .stages import causal_stage
+
+        log.info("stage 4b/6: causal evidence (patching, DAS)")
+        causal_stage(cfg, run_dir, model, task, progress)
     if cfg.tree.enabled:
         from ..grokking import track
 

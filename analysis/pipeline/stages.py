@@ -67,3 +67,28 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
         out_path=out,
         progress=progress,
     )
+
+
+def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, progress: bool) -> None:
+    """Patching and DAS (``[causal]``) of the final model, written to ``causal/``."""
+    from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
+    from hierlens.models.tasks.variables import list_causal_tasks
+
+    from ..causal.sweep import causal_sweep
+
+    if task.name not in list_causal_tasks():
+        log.info("[causal] skipped: the %s task has no causal model", task.name)
+        return
+    stage = cfg.causal
+    run = Run(run_dir)
+    if run.patching_path.exists() and run.das_path.exists():
+        log.info("[causal] already done (%s); skipped", run.causal_dir)
+        return
+    model.eval()
+    result = causal_sweep(
+        model, task, list(stage.variables) or None, list(stage.hooks) or None,
+        patch=stage.patch, das=stage.das, progress=progress,
+    )  # fmt: skip
+    run.causal_dir.mkdir(parents=True, exist_ok=True)
+    write_checked_json(run.patching_path, {"config": stage.patch.to_dict(), **result})
+    write_checked_jsonl(run.das_path, result["das"])

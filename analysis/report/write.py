@@ -39,6 +39,7 @@ import torch
 from hierlens.core.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
+from .causal import causal_section
 from .frontier import frontier_section
 from .html import Charts, esc, page
 from .layers import layers_section
@@ -67,6 +68,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("saes", "Sparse autoencoders", sae_section),
     ("frontier", "SAE L0 frontier", frontier_section),
     ("probes", "Sparse probes", probe_section),
+    ("causal", "Causal evidence: patching and DAS", causal_section),
     ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),
 )
