@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
-from .common import CLIError, add_config_flags, config_from_flags
+from .common import CLIError, add_config_flags, config_from_flags, shared_flags
 
 log = logging.getLogger("hierlens")
 
@@ -82,21 +81,18 @@ def cmd_das(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path)
     p.add_argument("--variables", default=None, help="comma-separated (default: all the task's)")
     p.add_argument(
         "--hooks",
         default=None,
         help="comma-separated hook names or globs (default: the residual stream at every layer)",
     )
-    p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
 
 
 def add_causal_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "patch",
+        parents=shared_flags("run_dir", "step", "device", "progress"),
         help="activation and attribution patching of a run's model for the task's variables",
     )
     _common(p)
@@ -106,7 +102,9 @@ def add_causal_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_patch)
 
     p = sub.add_parser(
-        "das", help="distributed alignment search per hook, with controls and probe accuracy"
+        "das",
+        parents=shared_flags("run_dir", "step", "device", "progress"),
+        help="distributed alignment search per hook, with controls and probe accuracy",
     )
     _common(p)
     from hierlens.analysis.causal.alignment import DASConfig
