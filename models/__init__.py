@@ -9,7 +9,6 @@ from .checkpoint_capture import activations_dir, capture_checkpoints
 from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
-from .moved import alias_moved_modules
 from .pretrained import Pretrained, load_pretrained, load_tokenizer
 from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
@@ -21,13 +20,6 @@ from .train_config import TrainConfig
 from .train_many import train_many
 from .transformer import ModelConfig, build_transformer
 from .treebank import read_conllu, read_ptb, shipped_treebank
-
-# modules folded into the training story: train_config (TrainConfig and its schedules),
-# train (the loop) and forward (evaluation and training forwards)
-alias_moved_modules(
-    __name__,
-    {"schedule": f"{__name__}.train_config", "fast_forward": f"{__name__}.forward"},
-)
 
 __all__ = [
     "Pretrained",

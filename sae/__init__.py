@@ -2,8 +2,6 @@
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
 grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
 
-import warnings as _warnings
-
 from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
@@ -34,18 +32,6 @@ from .train_config import SAETrainConfig
 
 load = load_sae
 save = save_sae
-
-
-def __getattr__(name: str):
-    if name == "TrainResult":
-        _warnings.warn(
-            "hierlens.sae.TrainResult was renamed hierlens.sae.SAETrainResult (the old name "
-            "will be removed in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return SAETrainResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

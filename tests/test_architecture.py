@@ -214,7 +214,19 @@ def test_namespace_imports():
 
 
 @pytest.mark.parametrize(
-    "package", ["hierlens.models", "hierlens.sae", "hierlens.probes", "hierlens.analysis"]
+    "package",
+    [
+        "hierlens.core",
+        "hierlens.models",
+        "hierlens.models.tasks",
+        "hierlens.sae",
+        "hierlens.probes",
+        "hierlens.analysis.trees",
+        "hierlens.analysis.compare",
+        "hierlens.analysis.pipeline",
+        "hierlens.analysis.report",
+        "hierlens.analysis.figures",
+    ],
 )
 def test_public_exports_resolve(package):
     """Every name in ``__all__`` is a hierlens function, class or value defined in that wing."""
@@ -228,33 +240,27 @@ def test_public_exports_resolve(package):
         mod.not_a_name  # noqa: B018
 
 
-def test_analysis_exports_the_functions_not_modules():
-    from hierlens.analysis import span_scores, tree_projection
+@pytest.mark.parametrize(
+    "old",
+    [
+        "hierlens.models.moved",
+        "hierlens.models.schedule",
+        "hierlens.models.fast_forward",
+        "hierlens.analysis.tree_metrics",
+        "hierlens.analysis.tree_projection",
+        "hierlens.analysis.cli_sae",
+    ],
+)
+def test_old_module_paths_are_gone(old):
+    """No import hook keeps an old module path alive (see CHANGELOG.md for the new ones)."""
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
 
-    assert inspect.isfunction(span_scores) and inspect.isfunction(tree_projection)
+
+def test_analysis_names_live_in_their_rooms():
+    import hierlens.analysis as analysis
+    from hierlens.analysis.trees import span_scores, tree_projection
+
     assert span_scores.__module__ == "hierlens.analysis.trees.spans"
     assert tree_projection.__module__ == "hierlens.analysis.trees.decode"
-
-
-def test_old_module_paths_warn_and_resolve():
-    import subprocess
-    import sys
-
-    code = (
-        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-        "try:\n    import hierlens.analysis.tree_metrics\nexcept DeprecationWarning as w:\n"
-        "    print('warned:', w)\n"
-        "warnings.simplefilter('ignore')\n"
-        "from hierlens.analysis.tree_projection import span_scores\n"
-        "from hierlens.analysis import tree_projection, trees\n"
-        "assert span_scores is trees.span_scores\n"
-        "assert tree_projection([[0.0, 1.0], [0.0, 0.0]]) == trees.tree_projection([[0.0, 1.0], [0.0, 0.0]])\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert (
-        "warned: hierlens.analysis.tree_metrics moved to hierlens.analysis.trees.metrics"
-        in out.stdout
-    )
-    assert out.stdout.strip().endswith("ok")
+    assert analysis.__all__ == [] and not hasattr(analysis, "span_scores")

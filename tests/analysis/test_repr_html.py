@@ -76,7 +76,7 @@ def test_store_and_report_section(tmp_path):
 def test_probe_records_and_projected_trees_show_themselves():
     import numpy as np
 
-    from hierlens.analysis import tree_projection
+    from hierlens.analysis.trees import tree_projection
     from hierlens.probes import probe_sweep
 
     rng = np.random.default_rng(0)

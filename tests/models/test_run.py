@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -128,20 +127,6 @@ def test_mdl_files_of_older_runs_are_found(tmp_path):
     assert run.mdl_selection_path == legacy / "mdl_selection.json"
     (run.saes_dir / "mdl_table.jsonl").write_text("{}\n")  # a newer fit wins
     assert run.mdl_table_path == run.saes_dir / "mdl_table.jsonl"
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "name"),
-    [
-        ("hierlens.models.schedule", "hierlens.models.train_config", "lr_at"),
-        ("hierlens.models.fast_forward", "hierlens.models.forward", "training_forward"),
-    ],
-)
-def test_folded_modules_import_from_their_old_paths(old, new, name):
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=new):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
 
 
 def test_train_config_is_where_it_was():

@@ -118,17 +118,16 @@ def test_keywords_and_config_train_identically():
 
 
 def test_renamed_public_names():
-    with pytest.warns(DeprecationWarning, match="SAETrainResult"):
-        assert hsae.TrainResult is hsae.SAETrainResult
     import hierlens.models as models
+    import hierlens.sae.mdl_select as mdl_select
+
+    assert not hasattr(hsae, "TrainResult")  # renamed SAETrainResult, no alias
     import hierlens.sae.checkpoint as ckpt
 
     assert models.TrainResult is not hsae.SAETrainResult
     assert not hasattr(ckpt, "save_checkpoint") and not hasattr(ckpt, "load_checkpoint")
     assert callable(ckpt.save_trainer_checkpoint) and callable(ckpt.load_trainer_checkpoint)
-    with pytest.warns(DeprecationWarning, match="mdl_fit"):
-        from hierlens.sae.mdl_select import fit_mdl_sae
-    assert fit_mdl_sae is hsae.fit_mdl_sae
+    assert not hasattr(mdl_select, "fit_mdl_sae")  # it lives in hierlens.sae.mdl_fit
 
 
 def _imported_modules(path: Path) -> set[str]:
