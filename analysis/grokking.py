@@ -421,9 +421,9 @@ class GrokkingSummary:
         return dict(self.__dict__)
 
     def _repr_html_(self) -> str:
-        from .report.html import key_values
+        from hierlens.core.html_table import key_value_table
 
-        return "<p>Grokking summary</p>" + key_values(self.to_dict())
+        return key_value_table(self.to_dict(), caption="Grokking summary")
 
 
 def grokking_summary(

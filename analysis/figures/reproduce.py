@@ -64,6 +64,7 @@ from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
 
+from ..sweep import plot_depth_inverted_u
 from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
@@ -273,7 +274,7 @@ FIGURES: dict[str, FigureSpec] = {
             "depth-inverted-u",
             "final/best OOD accuracy and tree score vs number of layers, over seeds",
             _depth,
-            fp.plot_depth_inverted_u,
+            plot_depth_inverted_u,
             {"setting": DEPTH_QUICK},
             {"setting": DEPTH_FULL},
             "estimated 15-20 h on one CPU core (12 runs of 30k steps, from the measured "
