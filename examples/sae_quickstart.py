@@ -28,7 +28,7 @@ from hierlens.sae import (
     ReluSAE,
     TopKSAE,
     evaluate_sae,
-    load,
+    load_sae,
     spliced_ce,
     train_saes,
 )
@@ -77,7 +77,7 @@ def main() -> None:
 
     out = Path(args.out) / "mp_sae"
     saes[-1].save(out)
-    again = load(out, device="cpu")
+    again = load_sae(out, device="cpu")
     assert torch.equal(again.W_dec, saes[-1].W_dec)
     print(f"saved and reloaded {out}")
 

@@ -24,7 +24,8 @@ import time
 
 from hierlens.analysis.figures import GROKKING_FULL, reproduce
 from hierlens.analysis.grokking import grokking_summary, track
-from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, train
+from hierlens.models.tasks import get_task
 
 
 def main() -> None:

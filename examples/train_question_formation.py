@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models.tasks import get_task
 
 
 def main() -> None:

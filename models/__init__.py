@@ -13,7 +13,6 @@ from .pretrained import Pretrained, load_pretrained, load_tokenizer
 from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
 from .store import ActivationStore
-from .tasks import Example, Task, get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainResult, train
 from .train_config import TrainConfig
@@ -41,17 +40,13 @@ __all__ = [
     "model_fingerprint",
     "resolve_hook_names",
     "evaluate_stack",
-    "Example",
     "ModelConfig",
     "Run",
-    "Task",
     "TrainConfig",
     "TrainResult",
     "build_transformer",
-    "get_task",
     "latest_valid_checkpoint",
     "list_checkpoints",
-    "list_tasks",
     "load_checkpoint",
     "model_logits",
     "open_run",

@@ -2,10 +2,11 @@
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
 grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
 
-from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext, sae_class
+from .base import SAE, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
+from .config import SAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
-from .files import load_sae, save_sae
+from .files import load_sae
 from .grid import build_sae_grid, grid_name
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
@@ -25,14 +26,11 @@ from .metrics import (
     mse,
     spliced_ce,
 )
+from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
 from .relu import ReluSAE, ReluSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
 from .train import SAETrainResult, lr_multiplier, train_saes
 from .train_config import SAETrainConfig
-
-load = load_sae
-save = save_sae
-
 
 __all__ = [
     "DescriptionLength",
@@ -78,13 +76,10 @@ __all__ = [
     "fvu",
     "grid_name",
     "l0",
-    "load",
     "load_sae",
     "lr_multiplier",
     "mse",
     "sae_class",
-    "save",
-    "save_sae",
     "spliced_ce",
     "train_saes",
 ]

@@ -314,3 +314,75 @@ def test_analysis_names_live_in_their_rooms():
     assert span_scores.__module__ == "hierlens.analysis.trees.spans"
     assert tree_projection.__module__ == "hierlens.analysis.trees.decode"
     assert analysis.__all__ == [] and not hasattr(analysis, "span_scores")
+
+
+def _package_exports() -> dict[str, list[str]]:
+    """``{package: its __all__}`` for every package of the tree."""
+    return {
+        name: list(importlib.import_module(name).__all__)
+        for name, path in sorted(MODULES.items())
+        if path.name == "__init__.py"
+    }
+
+
+def test_each_public_object_has_one_namespace():
+    """A function or class is listed in the ``__all__`` of one package only (no re-export of
+    one package's names by another, no second name for one object)."""
+    homes: dict[int, list[str]] = {}
+    for package, names in _package_exports().items():
+        module = importlib.import_module(package)
+        for name in names:
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                homes.setdefault(id(obj), []).append(f"{package}.{name}")
+    twice = [paths for paths in homes.values() if len(paths) > 1]
+    assert not twice, twice
+
+
+def _top_level_names(path: Path) -> tuple[set[str], set[str]]:
+    """The names a module defines at its top level (def, class, assignment, also under
+    ``if``/``try``) and the names its ``__all__`` lists."""
+    defined: set[str] = set()
+    exported: set[str] = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            defined |= names
+            if "__all__" in names and isinstance(node.value, (ast.List, ast.Tuple)):
+                exported |= {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+    return defined, exported
+
+
+def test_names_are_imported_from_their_home():
+    """Library, tests, examples and benchmarks import a hierlens name from the module that
+    defines it or from the package whose ``__all__`` lists it, never through a module that
+    only imports it (``from hierlens.models.train import TrainConfig`` is not a path)."""
+    homes = {module: _top_level_names(path) for module, path in MODULES.items()}
+    bad = []
+    folders = (*WINGS, "tests", "examples", "benchmarks")
+    for path in (p for folder in folders for p in (ROOT / folder).rglob("*.py")):
+        in_library = path.relative_to(ROOT).parts[0] in WINGS
+        module = _module_name(path) if in_library else ""
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or (node.level and not in_library):
+                continue
+            source = (
+                _resolve(module, path.name == "__init__.py", node.level, node.module)
+                if node.level
+                else node.module or ""
+            )
+            if source not in MODULES:
+                continue
+            defined, exported = homes[source]
+            is_package = MODULES[source].name == "__init__.py"
+            for alias in node.names:
+                if f"{source}.{alias.name}" in MODULES or alias.name in defined:
+                    continue
+                if is_package and alias.name in exported:
+                    continue
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {alias.name} from {source}")
+    assert not bad, "\n".join(bad)

@@ -55,8 +55,10 @@ def _arch_config(args: argparse.Namespace, task) -> object:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hierlens.models import TrainConfig
     from hierlens.models.architectures import build_model
-    from hierlens.models.train import RunConflictError, TrainConfig, train
+    from hierlens.models.train import train
+    from hierlens.models.train_run import RunConflictError
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)

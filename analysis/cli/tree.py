@@ -60,7 +60,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hierlens.models.train import TrainConfig
+    from hierlens.models import TrainConfig
 
     from ..sweep import SweepFailed, sweep
 

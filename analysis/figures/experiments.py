@@ -27,16 +27,18 @@ import numpy as np
 import torch
 
 from hierlens.core.device import resolve_device
+from hierlens.models import TrainConfig
 from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.concepts import HierarchicalConcepts
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import train
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.probes import flatten_activations, probe_sweep, token_labels
 from hierlens.sae import (
     MatchingPursuitSAE,
     ReluSAE,
+    SAETrainConfig,
     TopKSAE,
     evaluate_sae,
     feature_recovery,
@@ -187,13 +189,16 @@ def mdl_digits(
         architecture="topk",
         max_fvu=max_fvu,
         eval_activations=test,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
+        config=SAETrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            log_every=max(1, steps // 10),
+            dead_after_tokens=20_000,
+        ),
         out_dir=None if out_dir is None else Path(out_dir) / "saes",
-        device=device,
-        train_kwargs={"log_every": max(1, steps // 10), "dead_after_tokens": 20_000},
         progress=progress,
     )
     table = fit.selection.table

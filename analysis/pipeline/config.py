@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.config import Config, unknown_keys_error
+from hierlens.models import TrainConfig
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
 from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig
 from hierlens.models.transformer import ModelConfig
 from hierlens.sae import SAE, SAETrainConfig
 

@@ -15,7 +15,7 @@ from .config import PipelineConfig, SAEStage
 log = logging.getLogger(__name__)
 
 
-def build_sae_grid(
+def sae_stage_grid(
     stage: SAEStage, d_in: int, hook: str, device: str | None = None
 ) -> dict[str, Any]:
     """``{name: untrained SAE}`` for the grid described by ``stage`` (names from
@@ -48,7 +48,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
         raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
     acts = store[cfg.sae.hook]
     train_config = sae_train_config(cfg)
-    grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
+    grid = sae_stage_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
     run = Run(run_dir)
     saved = run.sae_dirs()
     missing = {name: s for name, s in grid.items() if name not in saved}
@@ -65,7 +65,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             sae.save(run.sae_dir(name))
     rows = []
     for name in grid:
-        sae = S.load(saved.get(name, run.sae_dir(name)))
+        sae = S.load_sae(saved.get(name, run.sae_dir(name)))
         metrics = S.evaluate_sae(sae, acts)
         dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
         row = {

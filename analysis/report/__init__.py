@@ -2,6 +2,6 @@
 sections (:mod:`.sections`, :mod:`.saes`; one of them in a notebook: :func:`show`) and the HTML/SVG/chart helpers (:mod:`.html`)."""
 
 from .show import Section, show
-from .write import REPORT, SECTIONS, write_report
+from .write import SECTIONS, write_report
 
-__all__ = ["REPORT", "SECTIONS", "Section", "show", "write_report"]
+__all__ = ["SECTIONS", "Section", "show", "write_report"]

@@ -7,8 +7,9 @@ import torch
 
 from hierlens.analysis.grokking import grokking_summary
 from hierlens.analysis.report import show
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
 from hierlens.models.capture import capture
+from hierlens.models.tasks import get_task
 from hierlens.sae import TopKSAE
 from hierlens.sae.metrics import evaluate_sae
 

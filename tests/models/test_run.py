@@ -129,12 +129,11 @@ def test_mdl_files_of_older_runs_are_found(tmp_path):
     assert run.mdl_table_path == run.saes_dir / "mdl_table.jsonl"
 
 
-def test_train_config_is_where_it_was():
-    from hierlens.models import TrainConfig
-    from hierlens.models.train import TrainConfig as FromTrain
-    from hierlens.models.train_config import TrainConfig as FromConfig
+def test_train_config_has_one_public_path():
+    import hierlens.models as models
+    from hierlens.models.train_config import TrainConfig
 
-    assert TrainConfig is FromTrain is FromConfig
+    assert models.TrainConfig is TrainConfig and "TrainConfig" in models.__all__
 
 
 def test_run_does_not_import_the_training_loop():

@@ -201,7 +201,7 @@ def test_saved_files_follow_saelens6_rules(tmp_path, arch, hook_name):
     sae.save(tmp_path / "s")
     cfg = saelens6_reads(tmp_path / "s")
     assert cfg["metadata"]["hook_name"] == hook_name
-    assert type(hsae.load(tmp_path / "s", device="cpu")) is type(sae)
+    assert type(hsae.load_sae(tmp_path / "s", device="cpu")) is type(sae)
 
 
 def test_batch_topk_inference_is_the_jumprelu_saelens_reads(tmp_path):
