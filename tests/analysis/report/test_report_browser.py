@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hierlens.analysis.report import write_report
-from tests.analysis.test_report import build_run
+from tests.analysis.report.test_report import build_run
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 SKIP = os.environ.get("HIERLENS_SKIP_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(SKIP, reason="HIERLENS_SKIP_BROWSER=1")
 
@@ -162,7 +162,7 @@ def test_harness_sees_fetches_and_blocks_them(tmp_path):
 
 
 def test_missing_browser_is_a_clear_failure(monkeypatch, tmp_path):
-    import tests.analysis.test_report_browser as me
+    import tests.analysis.report.test_report_browser as me
 
     monkeypatch.setattr(me, "_binary", lambda *names: None)
     with pytest.raises(pytest.fail.Exception, match="HIERLENS_SKIP_BROWSER=1"):
