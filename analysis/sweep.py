@@ -30,7 +30,8 @@ import numpy as np
 from hierlens.core.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
 from hierlens.models import TrainConfig
 from hierlens.models.run import Run, run_config_dict
-from hierlens.models.tasks import Task, get_task
+from hierlens.models.tasks.base import Task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 from hierlens.models.transformer import ModelConfig, build_transformer

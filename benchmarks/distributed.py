@@ -23,8 +23,7 @@ def _child(kind: str, steps: int) -> None:
     import torch
 
     from hierlens.core import distributed as D
-    from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
-    from hierlens.models.tasks import get_task
+    from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 
     if kind == "model":
         task = get_task("dyck", max_depth=6, max_length=32)
@@ -84,8 +83,7 @@ def _launch(kind: str, steps: int, nproc: int) -> dict:
 
 def _sweep(backend: str, out: Path, steps: int) -> float:
     from hierlens.analysis.sweep import sweep
-    from hierlens.models import TrainConfig
-    from hierlens.models.tasks import get_task
+    from hierlens.models import TrainConfig, get_task
 
     task = get_task("dyck", max_depth=4, max_length=16)
     cfg = TrainConfig(

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
-from hierlens.models.tasks import IGNORE_INDEX, get_task, pad_examples
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models.tasks import IGNORE_INDEX, pad_examples
 from hierlens.models.train import BatchSampler
 
 WARM = 10  # steps not timed

@@ -45,9 +45,8 @@ from pathlib import Path
 
 import torch
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.architectures import ArchConfig, build_model
-from hierlens.models.tasks import get_task
 from hierlens.models.train import BatchSampler
 from hierlens.models.train_many import train_many
 

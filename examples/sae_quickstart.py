@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from hierlens.models import get_task
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task, pad_examples
+from hierlens.models.tasks import pad_examples
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.sae import (
     BatchTopKSAE,

@@ -24,8 +24,7 @@ import time
 
 from hierlens.analysis.figures import GROKKING_FULL, reproduce
 from hierlens.analysis.grokking import grokking_summary, track
-from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, train
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 
 
 def main() -> None:

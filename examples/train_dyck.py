@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 
 
 def main() -> None:

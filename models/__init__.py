@@ -13,6 +13,8 @@ from .pretrained import Pretrained, load_pretrained, load_tokenizer
 from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
 from .store import ActivationStore
+from .tasks.base import Example, Task
+from .tasks.registry import get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainResult, train
 from .train_config import TrainConfig
@@ -40,7 +42,11 @@ __all__ = [
     "model_fingerprint",
     "resolve_hook_names",
     "evaluate_stack",
+    "Example",
     "ModelConfig",
+    "Task",
+    "get_task",
+    "list_tasks",
     "Run",
     "TrainConfig",
     "TrainResult",

@@ -72,7 +72,8 @@ from hierlens.core.atomic_io import (
 from .architectures import ArchConfig, build_model
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
-from .tasks import Task, get_task
+from .tasks.base import Task
+from .tasks.registry import get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
@@ -450,6 +451,18 @@ class Run:
     def sae_table_path(self) -> Path:
         """``saes/table.jsonl``: one row of metrics and description length per SAE."""
         return self.saes_dir / "table.jsonl"
+
+    @property
+    def sae_frontier_path(self) -> Path:
+        """``saes/frontier.json``: the L0 frontier of the run's SAEs (one record per SAE:
+        sparsity, FVU, spliced CE and the scores against the task's known features)."""
+        return self.saes_dir / "frontier.json"
+
+    @property
+    def saebench_dir(self) -> Path:
+        """``saes/saebench/``: SAE evaluations in SAEBench's result layout
+        (``<eval_type>/<release>_<sae_id>_eval_results.json``)."""
+        return self.saes_dir / "saebench"
 
     @property
     def mdl_table_path(self) -> Path:

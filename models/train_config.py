@@ -107,7 +107,7 @@ class TrainConfig(Config):
         loss_on: ``"targets"`` trains only the positions the task gives a target (for the
             transduction tasks, the output after the marker); ``"sequence"`` trains a language
             model on every position (the next token of the whole padded-free sequence), as
-            Murty et al. (2023) train question formation and tense inflection. Needs a
+            [Murty2023b] train question formation and tense inflection. Needs a
             next-token task. Evaluation always uses the task's own targets.
         log_to: experiment trackers that get the scalars of ``metrics.jsonl`` as they are
             written, any of "tensorboard", "wandb", "mlflow" (the ``tracking`` extra; see

@@ -15,7 +15,7 @@ from hierlens.core.atomic_io import append_jsonl, atomic_write_jsonl_records, re
 from hierlens.core.loggers import MultiLogger, make_logger
 
 from .architectures import ArchConfig
-from .forward import is_bidirectional
+from .model_inputs import is_bidirectional
 from .run import Run, run_config_dict
 from .tasks.base import Example, Task
 from .train_config import TrainConfig, lr_at

@@ -1,5 +1,4 @@
-"""Structural probes: Hewitt & Manning (2019), "A Structural Probe for Finding Syntax in
-Word Representations" (NAACL).
+"""Structural probes: [Hewitt2019].
 
 A rank-``r`` linear map ``B`` (``(r, d)``) is fitted so that
 

@@ -1,6 +1,6 @@
 """Sparse-probe sweeps: every (hook) x (feature) x (k) probe as one batched program.
 
-Following Gurnee et al. 2023 ("Finding Neurons in a Haystack"), a sweep asks, for every
+Following [Gurnee2023], a sweep asks, for every
 layer (hook) and every feature, how well a k-sparse probe recovers the feature as ``k``
 grows. Per hook, the neurons of all features' problems are selected together
 (:func:`hierlens.probes.select.select_features`); per ``k``, the probes of all hooks and

@@ -71,10 +71,11 @@ def load_sae(
         dtype: override the parameter dtype named in ``cfg.json``.
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError: unknown architecture, missing
-        fields or tensors, or tensors of the wrong shape (the message names the file).
-        CorruptFileError (a ValueError): a file fails the checksum recorded beside it
-        (``hierlens_sha256.json``), is truncated or does not parse.
+        FileNotFoundError: a file is missing.
+        ValueError: unknown architecture, missing fields or tensors, or tensors of the wrong
+            shape (the message names the file).
+        CorruptFileError: (a ``ValueError``) a file fails the checksum recorded beside it
+            (``hierlens_sha256.json``), is truncated or does not parse.
     """
     path = Path(path)
     cfg_path, w_path = path / CFG_FILE, path / WEIGHTS_FILE

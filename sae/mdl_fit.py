@@ -1,5 +1,4 @@
-"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one (Ayonrinde,
-Pearce & Sharkey 2024, "Interpretability as Compression")."""
+"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one [Ayonrinde2024]."""
 
 from __future__ import annotations
 

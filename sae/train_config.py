@@ -43,7 +43,7 @@ class SAETrainConfig(Config):
         eps: Adam's epsilon.
         warmup_steps: steps of linear learning-rate warmup from 0.
         decay_fraction: final share of the run over which the learning rate decays linearly
-            to 0 (Conerly et al. 2024 use 0.2).
+            to 0 ([Conerly2024] use 0.2).
         max_grad_norm: per-SAE gradient-norm clip (None: no clipping).
         dead_after_tokens: a latent that has not fired for this many tokens counts as dead
             in the metrics.

@@ -13,7 +13,8 @@ log = logging.getLogger("hierlens")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from hierlens.models.tasks import list_tasks, task_class, task_parameters
+    from hierlens.models.tasks import task_class, task_parameters
+    from hierlens.models.tasks.registry import list_tasks
 
     for name in list_tasks():
         print(f"{name}: {task_class(name).description}")

@@ -220,7 +220,7 @@ class MomentStats:
         return tr, ones, kl
 
     def unbiased_hsic(self, i: int, j: int) -> torch.Tensor:
-        """Unbiased HSIC (Song et al. 2012) of the linear kernels of sources ``i`` and ``j``."""
+        """Unbiased HSIC [Song2012] of the linear kernels of sources ``i`` and ``j``."""
         n = self.n
         tr, ones, kl = self._hsic_terms(i, j)
         return (tr + ones / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))

@@ -1,4 +1,4 @@
-"""The ``chomsky-table`` figure: Delétang et al. (ICLR 2023) Table 2 at CPU scale.
+"""The ``chomsky-table`` figure: [Deletang2023] Table 2 at CPU scale.
 
 :func:`chomsky_table` trains the grid of :func:`hierlens.analysis.chomsky_grid.chomsky_grid`
 (tasks x architectures x seeds x learning rates; runs already finished in ``out_dir`` are
@@ -64,7 +64,7 @@ def chomsky_table(
         eval_n=eval_n,
     )
     table = chomsky_scores(rows)
-    from hierlens.models.tasks import get_task
+    from hierlens.models.tasks.registry import get_task
 
     t0 = get_task(tasks[0], **task_params)
     return {

@@ -1,6 +1,6 @@
 """The experiment behind ``mpsae-hierarchy`` (shared by ``examples/sae_concepts.py`` and
 ``hierlens reproduce``): MP-SAE vs TopK vs ReLU on synthetic hierarchical concepts at matched
-L0, recovery per tree level (Costa et al. 2025, "From Flat to Hierarchical"). Returns the
+L0, recovery per tree level ([Costa2025], "From Flat to Hierarchical"). Returns the
 JSON-serialisable data that :func:`hierlens.analysis.figures.plot.plot_mpsae_hierarchy` draws.
 """
 

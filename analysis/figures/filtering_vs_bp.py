@@ -16,7 +16,7 @@ import torch
 
 from hierlens.core.device import resolve_device
 from hierlens.models import TrainConfig
-from hierlens.models.tasks import get_task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 

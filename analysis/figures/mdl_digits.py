@@ -68,7 +68,7 @@ def mdl_digits(
 ) -> dict[str, Any]:
     """TopK SAEs of every ``widths`` x ``ks`` trained in one fused pass on scikit-learn's 8x8
     digits (or MNIST IDX images), each measured by its description length on a held-out
-    fifth at the precision the bound ``max_fvu`` allows (Ayonrinde et al. 2024).
+    fifth at the precision the bound ``max_fvu`` allows [Ayonrinde2024].
 
     Returns ``max_fvu``, ``steps``, ``n_train``/``n_test``/``pixels``, ``curve`` (per width:
     see :func:`mdl_curve`), ``selected`` (name) and ``selected_length`` (its description

@@ -1,6 +1,6 @@
 """The experiment behind ``sparse-probing-f1-vs-k`` (shared by ``examples/sparse_probing.py`` and
 ``hierlens reproduce``): test F1 of k-sparse probes vs k per layer of a Dyck transformer
-(Gurnee et al. 2023, "Finding Neurons in a Haystack"). Returns the JSON-serialisable data
+[Gurnee2023]. Returns the JSON-serialisable data
 that :func:`hierlens.analysis.figures.plot.plot_sparse_probing` draws.
 """
 
@@ -16,8 +16,8 @@ import torch
 
 from hierlens.core.device import resolve_device
 from hierlens.models import TrainConfig
-from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train import train
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.probes import flatten_activations, probe_sweep, token_labels
@@ -36,7 +36,7 @@ def sparse_probing(
     device: str | torch.device | None = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """k-sparse probes of a 2-layer Dyck-(2, 4) transformer (Gurnee et al. 2023).
+    """k-sparse probes of a 2-layer Dyck-(2, 4) transformer [Gurnee2023].
 
     Trains the model for ``steps`` steps (0: untrained), captures the residual stream after
     the embedding and after each block on ``n_examples`` held-out strings, and fits probes

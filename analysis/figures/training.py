@@ -1,6 +1,5 @@
 """Data of the training-dynamics figures: grokking curves and tree scores of a tracked run, and
-the depth sweep (after Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers", ACL 2023).
+the depth sweep after [Murty2023b].
 
 A *setting* is a JSON-able dict ``{"task": {"name", "params"}, "model": ModelConfig kwargs,
 "train": TrainConfig kwargs, "track": track kwargs}`` (plus ``"depths"`` and ``"seeds"`` for
@@ -17,7 +16,7 @@ from typing import Any
 from hierlens.core.atomic_io import read_jsonl
 from hierlens.models import TrainConfig
 from hierlens.models.run import Run, open_run
-from hierlens.models.tasks import get_task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train import train
 from hierlens.models.transformer import ModelConfig, build_transformer
 

@@ -16,7 +16,7 @@ import torch
 
 from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
-from hierlens.models.tasks import Task
+from hierlens.models.tasks.base import Task
 
 from ..grokking import grokking_summary, main_metric
 from ..trees.draw import bracketing, tree_svg

@@ -1,4 +1,4 @@
-"""Tree projections (Murty et al., ICLR 2023): span scores of a model on sentences, their
+"""Tree projections [Murty2023a]: span scores of a model on sentences, their
 decoding into binary trees, tree scores and parse F1 against gold trees.
 
 - :mod:`.spans`: :func:`span_scores`, one (n, n) matrix per sentence, every span run
@@ -18,34 +18,7 @@ This room imports only :mod:`hierlens.models`.
 """
 
 from .block_runner import BlockRunner
-from .decode import constituent_score, tree_projection, tree_splits
-from .metrics import (
-    baseline_parse_f1,
-    baseline_trees,
-    left_branching,
-    parse_f1,
-    parse_prf,
-    random_tree,
-    right_branching,
-    sentence_tree_score,
-    tree_score,
-)
-from .spans import span_scores, span_scores_many
+from .metrics import baseline_trees
+from .spans import span_scores_many
 
-__all__ = [
-    "BlockRunner",
-    "baseline_parse_f1",
-    "baseline_trees",
-    "constituent_score",
-    "left_branching",
-    "parse_f1",
-    "parse_prf",
-    "random_tree",
-    "right_branching",
-    "sentence_tree_score",
-    "span_scores",
-    "span_scores_many",
-    "tree_projection",
-    "tree_score",
-    "tree_splits",
-]
+__all__ = ["BlockRunner", "baseline_trees", "span_scores_many"]

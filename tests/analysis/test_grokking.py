@@ -4,8 +4,7 @@ import math
 import pytest
 
 from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
-from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, train
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
 

@@ -7,9 +7,8 @@ import torch
 
 from hierlens.analysis.grokking import grokking_summary
 from hierlens.analysis.report import show
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task
 from hierlens.sae import TopKSAE
 from hierlens.sae.metrics import evaluate_sae
 
@@ -77,7 +76,7 @@ def test_store_and_report_section(tmp_path):
 def test_probe_records_and_projected_trees_show_themselves():
     import numpy as np
 
-    from hierlens.analysis.trees import tree_projection
+    from hierlens.analysis import tree_projection
     from hierlens.probes import probe_sweep
 
     rng = np.random.default_rng(0)

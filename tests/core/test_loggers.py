@@ -13,9 +13,8 @@ import torch
 
 from hierlens.core.atomic_io import read_jsonl
 from hierlens.core.loggers import MissingExtraError, make_logger
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run, TrackerPaths
-from hierlens.models.tasks import get_task
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)

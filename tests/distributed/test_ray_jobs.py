@@ -14,9 +14,8 @@ import torch
 from hierlens.analysis import ray_backend
 from hierlens.analysis.grokking import TrackFailed, track
 from hierlens.analysis.sae_grid import fit_sae_grid, grid_sae_name
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run
-from hierlens.models.tasks import get_task
 from hierlens.sae import SAETrainConfig, load_sae
 
 TASK = get_task("dyck", max_depth=3, max_length=8)

@@ -12,8 +12,7 @@ import sys
 import pytest
 
 from hierlens.analysis.sweep import SUMMARY, SweepFailed, sweep
-from hierlens.models import TrainConfig
-from hierlens.models.tasks import get_task
+from hierlens.models import TrainConfig, get_task
 
 TASK = get_task("dyck", max_depth=3, max_length=8)
 CFG = TrainConfig(

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)

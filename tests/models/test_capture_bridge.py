@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
+from hierlens.models import get_task
 from hierlens.models.capture import capture
 from hierlens.models.store import ActivationStore
-from hierlens.models.tasks import get_task
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 

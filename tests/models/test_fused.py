@@ -6,10 +6,9 @@ import warnings
 import pytest
 import torch
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.forward import compiled, model_logits, training_forward
 from hierlens.models.fused import fused_logits, fused_spec, native_params
-from hierlens.models.tasks import get_task
 
 NORMS = ["LN", "LNPre", "RMS", "RMSPre", None]
 CONFIGS = (

@@ -1,4 +1,4 @@
-from hierlens.models.tasks import get_task
+from hierlens.models import get_task
 
 
 def test_in_relative_clause_label_marks_exactly_the_relative_clauses():

@@ -14,6 +14,7 @@ from hierlens.models import (
     ModelConfig,
     TrainConfig,
     build_transformer,
+    get_task,
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -21,7 +22,6 @@ from hierlens.models import (
     train,
 )
 from hierlens.models.run import checkpoint_path
-from hierlens.models.tasks import get_task
 from hierlens.models.train_config import lr_at, scheduled_steps
 
 TASK = get_task("dyck", max_depth=4, max_length=12)

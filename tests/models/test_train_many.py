@@ -6,8 +6,7 @@ import logging
 import pytest
 import torch
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, open_run, train
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, open_run, train
 from hierlens.models.train_many import train_many
 
 TASK = get_task("dyck", max_depth=4, max_length=12)

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from hierlens.models import ModelConfig, build_transformer
-from hierlens.models.tasks import get_task
+from hierlens.models import ModelConfig, build_transformer, get_task
 
 
 @pytest.mark.parametrize("direction", ["causal", "bidirectional"])

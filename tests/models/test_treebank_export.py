@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hierlens.analysis.cli import main
-from hierlens.models.tasks import get_task
+from hierlens.models import get_task
 from hierlens.models.treebank import (
     exportable_tasks,
     heads_from_tree,

@@ -55,8 +55,7 @@ def pipeline_config(out_dir: str) -> dict[str, Any]:
 
 
 def _train(run_dir: str) -> None:
-    from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
-    from hierlens.models.tasks import get_task
+    from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 
     task = get_task("dyck", **TASK_PARAMS)
     model_config = ModelConfig.for_task(task, seed=0, **MODEL)

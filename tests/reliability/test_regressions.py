@@ -23,12 +23,12 @@ from hierlens.models import (
     TrainConfig,
     build_transformer,
     capture,
+    get_task,
     load_checkpoint,
     open_run,
     train,
 )
 from hierlens.models.run import Run, RunLockedError
-from hierlens.models.tasks import get_task
 from hierlens.sae import TopKSAE, load_sae
 
 from ._stages import MODEL, TASK_PARAMS, TRAIN, pipeline_config

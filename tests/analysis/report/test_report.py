@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from hierlens import sae as S
+from hierlens.analysis import write_report
 from hierlens.analysis.grokking import track
-from hierlens.analysis.report import write_report
 from hierlens.analysis.trees.draw import bracketing, children
 from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models import (
@@ -26,10 +26,10 @@ from hierlens.models import (
     TrainConfig,
     build_transformer,
     capture_checkpoints,
+    get_task,
     train,
 )
 from hierlens.models.run import Run
-from hierlens.models.tasks import get_task
 from hierlens.probes import probe_sweep
 from hierlens.sae.mdl import description_length
 
@@ -178,7 +178,7 @@ def test_training_and_grokking_charts_match_files(report, run_dir):
 
 
 def test_span_heatmaps_and_trees(report, run_dir):
-    from hierlens.analysis.trees import span_scores
+    from hierlens.analysis import span_scores
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)
