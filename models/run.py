@@ -186,6 +186,13 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
+    def _repr_html_(self) -> str:
+        """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
+        from .html_table import key_value_table
+        from .run_display import run_summary
+
+        return key_value_table(run_summary(self), caption=f"Run {self.path.name}")
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other.path == self.path
 

@@ -95,7 +95,9 @@ def fit_mdl_sae(
             :func:`mdl_select`; at least one bound is needed). ``tokens`` here are the
             model's ``(N, T)`` token ids, not a run length.
         eval_activations: ``(m, d_in)`` held-out activations for the description lengths
-            (default: ``activations``).
+            (default: ``activations``). Every table row also has ``fvu_train`` and
+            ``fvu_heldout``: the FVU on the rows trained on and on the rows the trainer held
+            out (``config.heldout_fraction``, see :mod:`hierlens.sae.heldout`).
         config: the training settings, the only way to give them (:class:`SAETrainConfig`;
             its ``seed`` also seeds the initialisations); it needs a run length (``steps`` or
             ``tokens``).
@@ -165,11 +167,24 @@ def fit_mdl_sae(
         for name, sae in saes.items():
             sae.save(out / name)
 
+    # each SAE's FVU on its training rows and on the rows the trainer held out
+    split_fvu = {
+        name: {k: v for k, v in ev.items() if k != "sae"}
+        for name, ev in zip(saes, train.evaluation)
+    }
+
     def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keyed = []
         for row in table:
             sae = saes[row["name"]]
-            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
+            keyed.append(
+                {
+                    **row,
+                    "width": sae.cfg.d_sae,
+                    knob: getattr(sae.cfg, knob),
+                    **split_fvu.get(row["name"], {}),
+                }
+            )
         return keyed
 
     try:

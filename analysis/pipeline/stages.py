@@ -43,6 +43,7 @@ def sae_train_config(cfg: PipelineConfig) -> SAETrainConfig:
 
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens import sae as S
+    from hierlens.sae.heldout import split_evaluation
 
     if cfg.sae.hook not in store.hooks:
         raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
@@ -52,9 +53,10 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     run = Run(run_dir)
     saved = run.sae_dirs()
     missing = {name: s for name, s in grid.items() if name not in saved}
+    split_fvu: dict[str, dict[str, Any]] = {}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
-        S.train_saes(
+        result = S.train_saes(
             list(missing.values()),
             acts,
             config=train_config,
@@ -63,9 +65,12 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
         )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
+        split_fvu = dict(zip(missing, result.evaluation))
     rows = []
     for name in grid:
         sae = S.load_sae(saved.get(name, run.sae_dir(name)))
+        if name not in split_fvu:  # trained by an earlier run of the stage: the same split
+            split_fvu[name] = (split_evaluation([sae], acts, train_config) or [{}])[0]
         metrics = S.evaluate_sae(sae, acts)
         dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
         row = {
@@ -77,6 +82,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             "dead": metrics["dead_fraction"],
             "description_length_bits": dl.bits,
             "bin_width": dl.bin_width,
+            **{k: v for k, v in split_fvu[name].items() if k != "sae"},
         }
         rows.append(row)
     write_checked_jsonl(run.sae_table_path, rows)
