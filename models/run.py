@@ -188,7 +188,8 @@ class Run:
 
     def _repr_html_(self) -> str:
         """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
-        from .html_table import key_value_table
+        from hierlens.core.html_table import key_value_table
+
         from .run_display import run_summary
 
         return key_value_table(run_summary(self), caption=f"Run {self.path.name}")

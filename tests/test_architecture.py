@@ -186,6 +186,42 @@ def test_core_imports_only_torch_numpy_and_the_standard_library():
     assert found - sys.stdlib_module_names - allowed - extras == set()
 
 
+def _missing_modules(module: str, path: Path, modules: dict[str, str | Path]) -> list[str]:
+    """The hierlens modules ``module``'s imports name that are not in ``modules`` (an import
+    left pointing at a module that moved, such as ``from .html_table import`` in ``models``)."""
+    is_package = Path(path).name == "__init__.py"
+    missing = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("hierlens.")]
+        elif isinstance(node, ast.ImportFrom):
+            source = (
+                _resolve(module, is_package, node.level, node.module)
+                if node.level
+                else node.module or ""
+            )
+            names = [source] if source.startswith("hierlens.") else []
+        else:
+            continue
+        missing += [f"{node.lineno}: {name}" for name in names if name not in modules]
+    return missing
+
+
+def test_every_hierlens_import_names_a_module_of_the_tree(tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text("from .html_table import key_value_table\nfrom .run import Run\n")
+    modules = {"hierlens.models.run": "x.py", "hierlens.models.fake": fake}
+    assert _missing_modules("hierlens.models.fake", fake, modules) == [
+        "1: hierlens.models.html_table"
+    ]
+    missing = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for module, path in MODULES.items()
+        for line in _missing_modules(module, path, MODULES)
+    ]
+    assert not missing, missing
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan)."""
     index: dict[str, int] = {}
