@@ -30,7 +30,8 @@ from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
-from hierlens.models.tasks import Task, iter_batches
+from hierlens.models.tasks import iter_batches
+from hierlens.models.tasks.base import Task
 
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
@@ -458,9 +459,9 @@ class GrokkingSummary:
         return dict(self.__dict__)
 
     def _repr_html_(self) -> str:
-        from .report.html import key_values
+        from hierlens.core.html_table import key_value_table
 
-        return "<p>Grokking summary</p>" + key_values(self.to_dict())
+        return key_value_table(self.to_dict(), caption="Grokking summary")
 
 
 def grokking_summary(

@@ -72,7 +72,8 @@ from hierlens.core.atomic_io import (
 from .architectures import ArchConfig, build_model
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
-from .tasks import Task, get_task
+from .tasks.base import Task
+from .tasks.registry import get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
@@ -187,7 +188,8 @@ class Run:
 
     def _repr_html_(self) -> str:
         """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
-        from .html_table import key_value_table
+        from hierlens.core.html_table import key_value_table
+
         from .run_display import run_summary
 
         return key_value_table(run_summary(self), caption=f"Run {self.path.name}")

@@ -69,13 +69,11 @@ def fit_mdl_sae(
     tokens: torch.Tensor | None = None,
     hook_name: str | None = None,
     eval_activations: torch.Tensor | None = None,
-    config: SAETrainConfig | None = None,
+    config: SAETrainConfig,
     sae_kwargs: dict[str, Any] | None = None,
-    train_kwargs: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
     log_dir: str | Path | None = None,
-    **train_fields: Any,
 ) -> MDLFit:
     """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
     Pearce & Sharkey 2024).
@@ -102,12 +100,10 @@ def fit_mdl_sae(
             (default: ``activations``). Every table row also has ``fvu_train`` and
             ``fvu_heldout``: the FVU on the rows trained on and on the rows the trainer held
             out (``config.heldout_fraction``, see :mod:`hierlens.sae.heldout`).
-        config: the training settings (:class:`SAETrainConfig`; its ``seed`` also seeds the
-            initialisations); it needs a run length (``steps`` or ``tokens``).
-        **train_fields: :class:`SAETrainConfig` fields as keywords, over ``config``
-            (``steps=``, ``batch_size=``, ``lr=``, ``seed=``, ``device=``, ...).
+        config: the training settings, the only way to give them (:class:`SAETrainConfig`;
+            its ``seed`` also seeds the initialisations); it needs a run length (``steps`` or
+            ``tokens``).
         sae_kwargs: extra config fields of every SAE (e.g. ``hook_name``).
-        train_kwargs: more :class:`SAETrainConfig` fields (merged with ``train_fields``).
         out_dir: when given, each SAE is saved to ``out_dir/<name>/`` (SAELens layout), the
             full table to ``out_dir/mdl_table.jsonl`` (one JSON object per SAE) and the choice
             to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
@@ -125,11 +121,9 @@ def fit_mdl_sae(
     """
     cls = sae_class(architecture)
     knob = cls.grid_knob
-    fields = {**(train_kwargs or {}), **train_fields}
-    base = config if config is not None else SAETrainConfig()
-    if "steps" in fields or "tokens" in fields:
-        fields = {"steps": None, "tokens": None, **fields}
-    cfg = base.replace(**fields)
+    if not isinstance(config, SAETrainConfig):
+        raise TypeError(f"config must be an SAETrainConfig, got {type(config).__name__}")
+    cfg = config
     cfg.total_steps  # noqa: B018 (a ValueError now when there is no run length)
     check_grid_values("widths", widths, int)
     if knob == "k":

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
-from hierlens.models.forward import is_bidirectional
 from hierlens.models.hooks import is_hooked_model, resolve_hook_names, unknown_hook_error
+from hierlens.models.model_inputs import is_bidirectional
 
 __all__ = [
     "Edit",

@@ -39,7 +39,8 @@ def coerce(text: str, default: Any) -> Any:
 
 
 def task_from_args(name: str, params: Sequence[str]) -> Any:
-    from hierlens.models.tasks import get_task, task_class
+    from hierlens.models.tasks import task_class
+    from hierlens.models.tasks.registry import get_task
 
     cls = task_class(name)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}

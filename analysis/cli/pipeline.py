@@ -13,7 +13,7 @@ log = logging.getLogger("hierlens")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..report.write import write_report
 
     path = write_report(
         args.run_dir,

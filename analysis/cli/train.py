@@ -22,7 +22,8 @@ log = logging.getLogger("hierlens")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from hierlens.models.tasks import list_tasks, task_class, task_parameters
+    from hierlens.models.tasks import task_class, task_parameters
+    from hierlens.models.tasks.registry import list_tasks
 
     for name in list_tasks():
         print(f"{name}: {task_class(name).description}")
@@ -66,8 +67,10 @@ def _arch_config(args: argparse.Namespace, task) -> object:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hierlens.models import TrainConfig
     from hierlens.models.architectures import build_model
-    from hierlens.models.train import RunConflictError, TrainConfig, train
+    from hierlens.models.train import train
+    from hierlens.models.train_run import RunConflictError
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)

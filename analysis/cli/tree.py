@@ -65,8 +65,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hierlens.models.train import TrainConfig
-    from hierlens.models.transformer import ModelConfig
+    from hierlens.models import ModelConfig, TrainConfig
 
     from ..grokking import TrackConfig
     from ..sweep import SweepFailed, sweep

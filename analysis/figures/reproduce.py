@@ -50,8 +50,8 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   named setting ``modest`` (:data:`CHOMSKY_MODEST`, ``--setting modest``) trains the same 35
   cells at 900 steps: measured 10.1 min on a 2-core CPU shared with other jobs.
 
-Each figure is one data function (in :mod:`.training`, :mod:`.experiments` and
-:mod:`.representations`) and one pure plotting function (:mod:`.plot`,
+Each figure is one data function (in :mod:`.training`, the per-experiment modules such as
+:mod:`.mdl_digits`, and :mod:`.representations`) and one pure plotting function (:mod:`.plot`,
 :mod:`.plot_representations`); a
 figure's ``NAME.json`` holds ``{"name", "quick", "setting", "settings", "seconds", "data"}``, and
 :func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
@@ -71,6 +71,7 @@ from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
 
+from ..sweep import plot_depth_inverted_u
 from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
@@ -123,7 +124,7 @@ def _depth(out_dir: Path, device: str | None, progress: bool, **settings: Any) -
 def _concepts(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
     from hierlens.models.tasks.concepts import HierarchicalConcepts
 
-    from .experiments import concept_recovery
+    from .concept_recovery import concept_recovery
 
     params = dict(settings.pop("concepts"))
     params["n_children"] = tuple(params.get("n_children", (3,)))
@@ -139,13 +140,13 @@ def _correlation(out_dir: Path, device: str | None, progress: bool, **settings: 
 
 
 def _mdl(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import mdl_digits
+    from .mdl_digits import mdl_digits
 
     return mdl_digits(device=device, progress=progress, **settings)
 
 
 def _probing(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import sparse_probing
+    from .sparse_probing import sparse_probing
 
     return sparse_probing(device=device, progress=progress, **settings)
 
@@ -157,7 +158,7 @@ def _structural(out_dir: Path, device: str | None, progress: bool, **settings: A
 
 
 def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import filtering_vs_bp
+    from .filtering_vs_bp import filtering_vs_bp
 
     return filtering_vs_bp(
         run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
@@ -308,7 +309,7 @@ FIGURES: dict[str, FigureSpec] = {
             "depth-inverted-u",
             "final/best OOD accuracy and tree score vs number of layers, over seeds",
             _depth,
-            fp.plot_depth_inverted_u,
+            plot_depth_inverted_u,
             {"setting": DEPTH_QUICK},
             {"setting": DEPTH_FULL},
             "estimated 15-20 h on one CPU core (12 runs of 30k steps, from the measured "

@@ -5,7 +5,7 @@
 The grokking and depth settings are ``{"task": {"name", "params"}, "model": ModelConfig
 kwargs, "train": TrainConfig kwargs, "track": track kwargs}`` (the depth sweep adds
 ``"depths"`` and ``"seeds"``); the others are keyword arguments of the experiment functions
-in :mod:`hierlens.analysis.figures.experiments`.
+in their modules (:mod:`hierlens.analysis.figures.mdl_digits` and the others).
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from typing import Any
 from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
+from hierlens.models import TrainConfig
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
-from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.transformer import ModelConfig
 from hierlens.sae import SAEGridConfig, SAETrainConfig
 

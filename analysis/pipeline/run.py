@@ -12,7 +12,7 @@ from typing import Any
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import Run, open_run, pretrained_run_config
-from hierlens.models.tasks import get_task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train import train
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -68,7 +68,7 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
             max_epochs=s.max_epochs,
         )  # fmt: skip
     if cfg.report:
-        from ..report import write_report
+        from ..report.write import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)
@@ -204,7 +204,7 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
             log_to=cfg.train.log_to,
         )
     if cfg.report:
-        from ..report import write_report
+        from ..report.write import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from hierlens.core.atomic_io import atomic_write_bytes
-from hierlens.models.run import REPORT, open_run
+from hierlens.models.run import open_run
 
 from .causal import causal_section
 from .frontier import frontier_section
@@ -57,7 +57,7 @@ from .sections import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPORT", "SECTIONS", "write_report"]
+__all__ = ["SECTIONS", "write_report"]
 
 SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("summary", "Run summary", summary_section),

@@ -36,7 +36,7 @@ def test_patch_and_das_commands_write_results_and_report(tmp_path, capsys, caplo
     }  # fmt: skip
     records = read_jsonl(run.das_path)
     assert all(0 <= r["das"] <= 1 and 0 <= r["probe"] <= 1 for r in records)
-    from hierlens.analysis.report import write_report
+    from hierlens.analysis import write_report
 
     html = write_report(run_dir).read_text()
     assert "Causal evidence" in html and "random_subspace" in html

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from hierlens import sae as S
+from hierlens.analysis import write_report
 from hierlens.analysis.cli import main
 from hierlens.analysis.compare.runs import compare_runs, layer_hooks
 from hierlens.analysis.grokking import track
-from hierlens.analysis.report import write_report
 from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run

@@ -179,7 +179,7 @@ def hand_made(name: str) -> dict:
         return {"labels": ["embed", "L0"], "d_sae": 8, "k": 2, "spectra": spectra,
                 "slopes": [-1.0, None]}  # fmt: skip
     if name == "sae-frontier":
-        from tests.analysis.test_sae_frontier_figure import hand_made_frontier
+        from tests.analysis.figures.test_sae_frontier_figure import hand_made_frontier
 
         return hand_made_frontier()
     raise KeyError(name)

@@ -307,7 +307,7 @@ def test_is_user_error_tells_raises_from_failures():
 
     from hierlens.analysis.cli.common import CLIError
     from hierlens.analysis.cli.main import is_user_error
-    from hierlens.models.tasks import get_task
+    from hierlens.models import get_task
 
     assert is_user_error(CLIError("bad flag"))
     assert is_user_error(FileNotFoundError(2, "No such file", "/x/y"))
