@@ -10,14 +10,18 @@ tracking would have made, for runs made without a logger.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 
-from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.loggers import check_backends, make_logger, scalars
-from hierlens.models.run import Run, TrackerPaths, open_run
+from hierlens.models.confined_delete import remove_tree
+from hierlens.models.loggers import check_backends, scalars
+from hierlens.models.run import Run
+from hierlens.models.run_load import open_run
+from hierlens.models.tracker_paths import TrackerPaths
+from hierlens.models.trackers import make_logger
 
 __all__ = ["export_run"]
+
+_EVENTS = "events.out.tfevents."
 
 
 def export_run(
@@ -33,13 +37,15 @@ def export_run(
     backends = check_backends(to, "export --to")
     run = open_run(run_dir)
     paths = TrackerPaths(out_dir) if out_dir is not None else Run(run).trackers("export")
-    if "tensorboard" in backends:
-        shutil.rmtree(paths.tensorboard_dir, ignore_errors=True)
-    with make_logger(
-        backends, paths, name=run.path.name, params=run.config, resume=False
-    ) as logger:
-        logger.log_records(read_jsonl(run.metrics_path), "split")
-        for record in read_jsonl(run.tracking_path):
-            logger.log_scalars(scalars(record, "track"), int(record["step"]))
-        logger.log_artifacts([run.report_path, run.figures_dir])
+    # writing into the run's trackers/ makes this a writer of the run: it holds the lock
+    with run.lock() if out_dir is None else run.confined():
+        if "tensorboard" in backends:  # only the event files an export writes
+            remove_tree(paths.tensorboard_dir, lambda parts: parts[-1].startswith(_EVENTS))
+        with make_logger(
+            backends, paths, name=run.path.name, params=run.config, resume=False
+        ) as logger:
+            logger.log_records(run.read_records(run.metrics_path), "split")
+            for record in run.read_records(run.tracking_path):
+                logger.log_scalars(scalars(record, "track"), int(record["step"]))
+            logger.log_artifacts([run.report_path, run.figures_dir])
     return paths

@@ -160,8 +160,8 @@ def run_structural_probes(
     splits them itself), written to ``probes/structural.jsonl``: one record per layer and
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
-    from hierlens.models.atomic_io import atomic_write_jsonl_records
-    from hierlens.models.run import open_run
+    from hierlens.models.atomic_io import write_checked_jsonl
+    from hierlens.models.run_load import open_run
 
     run = open_run(run_dir)
     if not run.is_pretrained:
@@ -184,5 +184,6 @@ def run_structural_probes(
     records = [{"model": "trained", **r} for r in result["trained"]]
     records += [{"model": "random", **r} for r in result.get("random", [])]
     records.append({"model": "baseline", **result["baseline"], "split": result["split"]})
-    atomic_write_jsonl_records(run.structural_probe_path, records)
+    with run.lock():
+        write_checked_jsonl(run.structural_probe_path, records)
     return records

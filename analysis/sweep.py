@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
-from hierlens.models.run import Run, run_config_dict
+from hierlens.models.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.models.run import Run
+from hierlens.models.run_load import run_config_dict
 from hierlens.models.tasks import Task, get_task
 from hierlens.models.train import TrainConfig
 from hierlens.models.train_many import train_many
@@ -122,7 +123,7 @@ def sweep(
                     )
                     continue
                 run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(run_dir / "job.json", job)
+                write_checked_json(run_dir / "job.json", job)
                 pending.append((run_dir.name, (str(run_dir / "job.json"),)))
     errors: dict[str, str] = dict(conflicts)
     if backend == "ray":
@@ -153,13 +154,13 @@ def sweep(
             if (run_dir / DONE).exists():
                 row = {"depth": depth, "seed": seed, "run_dir": str(run_dir)}
                 rows.append({**row, **read_json(run_dir / DONE)})
-    atomic_write_jsonl_records(out / "sweep.jsonl", rows)
+    write_checked_jsonl(out / "sweep.jsonl", rows)
     summary = {
         "runs": rows,
         "ran": [name for name, _ in pending if name not in errors],
         "failed": [{"run": name, "error": err} for name, err in errors.items()],
     }
-    atomic_write_json(out / SUMMARY, summary)
+    write_checked_json(out / SUMMARY, summary)
     if rows and not errors:
         _plot_depths({"task": task.name, "seeds": seeds, "runs": rows}, out / "sweep_depth.png")
     if errors:
@@ -225,7 +226,7 @@ def run_jobs(job_files: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             continue
         track(run_dir, task, progress=False, **{"log_to": config.log_to, **job["track"]})
         summary = grokking_summary(run_dir).to_dict()
-        atomic_write_json(run_dir / DONE, summary)
+        write_checked_json(run_dir / DONE, summary)
         summaries.append(summary)
     if failed:
         raise RuntimeError("; ".join(failed))

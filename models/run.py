@@ -29,56 +29,53 @@ report) reads both kinds the same way.
 
 No other module builds these paths: writers and readers alike ask a :class:`Run`.
 
-One process at a time writes a run: :meth:`Run.lock` takes an exclusive OS lock
-(``fcntl.flock``) on ``.hierlens.lock`` in the directory for as long as the writer runs.
-The OS drops it when the process ends, however it ends (a killed writer leaves no stale lock);
-a second writer gets :class:`RunLockedError` naming the holder's pid and host. The lock is
-re-entrant within a process (the pipeline holds it while train, capture, ... take it again).
-Training, checkpoint capture, SAE fitting, probes, tracking and the pipeline hold it; ``eval``
-reads only, and ``report`` writes one file (``report.html``) atomically, so neither takes
-it. Under ``torchrun`` rank 0 holds it (``Run.lock()`` reads ``RANK``; other ranks skip it).
-``Run(path)`` works for a directory that does not exist yet (writers create what they
-write); :func:`open_run` opens an existing run and checks its ``config.json``.
+One process at a time writes a run: :meth:`Run.lock` (:mod:`~hierlens.models.run_lock`)
+holds the run's writer lock. Training, checkpoint capture, SAE fitting, probes, tracking and
+the pipeline hold it; ``eval`` reads only, and ``report`` writes one file (``report.html``)
+atomically, so neither takes it. Under ``torchrun`` rank 0 holds it.
+
+Every file of the run is opened through the confined file layer
+(:mod:`~hierlens.models.confined_io`): while a writer holds the lock, and while a reader is
+inside :meth:`Run.confined`, nothing under the run directory is reached through a symbolic
+link or outside the directory, and listing a folder that holds a link is an error naming
+it. ``Run(path)`` works for a directory that does not exist yet (writers create what they
+write); :func:`~hierlens.models.run_load.open_run` opens an existing run and checks its
+``config.json``; loading (checkpoints, models) is :mod:`~hierlens.models.run_load`'s.
 Runs written before SAEs had one location (``saes/grid/<name>/``, ``saes/mdl/<name>/``) are
 still read: :meth:`Run.sae_dirs` lists those SAEs too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
-import functools
-import inspect
-import logging
 import os
 import re
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .architectures import ArchConfig, build_model
-from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
-from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
+from . import confined_io as fs
+from .atomic_io import read_json, read_jsonl, write_checked_json
+from .checkpoint import STATE_FILE
 from .corpus import Corpus
+from .run_lock import LOCK_FILE, hold_lock
 from .tasks import Task, get_task
+from .tracker_paths import TrackerPaths
 from .train_config import TrainConfig
-from .transformer import ModelConfig, build_transformer
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
 
+    from .architectures import ArchConfig
     from .pretrained import Pretrained
     from .tasks.base import Example
+    from .transformer import ModelConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-log = logging.getLogger(__name__)
-
 CHECKPOINTS = "checkpoints"
 ACTIVATIONS = "activations"
 SAES = "saes"
@@ -87,15 +84,28 @@ TRACKING = "tracking.jsonl"
 REPORT = "report.html"
 FIGURES = "figures"
 TRACKERS = "trackers"
-#: folders that held SAEs before ``saes/<name>/`` was their one location
 PRETRAINED = "pretrained"  # config.json key of a pretrained run
 PRETRAINED_STEP = 0  # the one state of a pretrained model
+#: folders that held SAEs before ``saes/<name>/`` was their one location
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
-#: the file a writer locks (its content: the holder's pid and host, for the error message)
-LOCK_FILE = ".hierlens.lock"
+#: fields every ``metrics.jsonl`` record has (checked when it is read)
+METRICS_SCHEMA: dict[str, Any] = {"step": int, "split": str}
+#: the fields every record of a run's JSONL files has, by path inside the run
+#: (:meth:`Run.read_records` checks them)
+RECORD_SCHEMAS: dict[str, dict[str, Any]] = {
+    METRICS: METRICS_SCHEMA,
+    "tracking.jsonl": {"step": int, "settings": dict},
+    "tree_scores.jsonl": {"step": int, "split": str, "layer": int, "method": str},
+    "probes/results.jsonl": {"hook": str, "feature": str, "k": int, "selection": str},
+    "probes/structural.jsonl": {"model": str},
+    "saes/table.jsonl": {"name": str},
+    "saes/mdl_table.jsonl": {"name": str},
+}
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
+
+__all__ = ["LOCK_FILE", "METRICS_SCHEMA", "RECORD_SCHEMAS", "Run", "step_dir_name"]
 
 
 def step_dir_name(step: int) -> str:
@@ -105,55 +115,28 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def _links_refused(folder: Path, found: dict[str, str], names: Iterator[str]) -> None:
+    for name in names:
+        if found.get(name) in ("link", "other"):
+            raise fs.UnsafePathError(
+                errno.ELOOP,
+                "a symbolic link or special file inside the run directory; hierlens never "
+                "follows links there (remove it)",
+                str(folder / name),
+            )
+
+
 def _step_dirs(root: Path) -> dict[int, Path]:
-    """``{step: folder}`` of the ``step_NNNNNNN`` folders directly under ``root``."""
-    if not root.is_dir():
-        return {}
-    out = {}
-    for entry in root.iterdir():
-        m = _STEP_DIR.match(entry.name)
-        if m and entry.is_dir():
-            out[int(m.group(1))] = entry
+    """``{step: folder}`` of the ``step_NNNNNNN`` folders directly under ``root`` (a link
+    with such a name is an :class:`~hierlens.models.confined_io.UnsafePathError`)."""
+    found = fs.entries(root)
+    _links_refused(root, found, (n for n in found if _STEP_DIR.match(n)))
+    out = {
+        int(_STEP_DIR.match(n).group(1)): root / n
+        for n, k in found.items()
+        if k == "dir" and _STEP_DIR.match(n)
+    }
     return dict(sorted(out.items()))
-
-
-def run_config_dict(
-    task: Task, model_config: ModelConfig | ArchConfig | None, train_config: TrainConfig | None
-) -> dict[str, Any]:
-    """The JSON object saved as a run's ``config.json`` (``model`` and ``train`` only when
-    given). A TL-native transformer's ``model`` is a :class:`ModelConfig`; a model of the
-    architecture families (:class:`~hierlens.models.architectures.ArchConfig`) is told apart
-    by its ``"arch"`` key."""
-    out: dict[str, Any] = {"task": {"name": task.name, "params": task.to_dict()}}
-    if model_config is not None:
-        out["model"] = model_config.to_dict()
-    if train_config is not None:
-        out["train"] = train_config.to_dict()
-    return out
-
-
-def model_config_from_dict(d: dict[str, Any]) -> ModelConfig | ArchConfig:
-    """A run's model config from its ``config.json`` entry: ``"arch"`` selects
-    :class:`~hierlens.models.architectures.ArchConfig`, otherwise :class:`ModelConfig`."""
-    if not isinstance(d, dict):
-        raise ValueError(f"config.json 'model' must be an object, got {type(d).__name__}")
-    return ArchConfig.from_dict(d) if "arch" in d else ModelConfig.from_dict(d)
-
-
-def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict[str, Any]:
-    """The ``config.json`` of a run that analyses the pretrained model in the local folder
-    ``model_path`` on ``corpus``."""
-    folder = Path(model_path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no folder at {str(model_path)!r}: only local Hugging Face folders load"
-        )
-    return {PRETRAINED: {"path": str(folder.resolve())}, "data": corpus.to_dict()}
-
-
-def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
-    """Write ``config`` as the ``config.json`` of ``run_dir`` (atomically)."""
-    Run(run_dir).write_config(config)
 
 
 class Run:
@@ -184,40 +167,29 @@ class Run:
     def __hash__(self) -> int:
         return hash(self.path)
 
-    # ------------------------------------------------------------------ the writer's lock
+    # ------------------------------------------------------------------ access and the lock
+    def confined(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which every file under the run directory is reached without
+        following a link (:func:`~hierlens.models.confined_io.confine`); writers get it
+        with :meth:`lock`."""
+        return fs.confine(self.path)
+
+    def has(self, path: str | os.PathLike) -> bool:
+        """Whether the file or folder ``path`` of the run exists (a link on the way is an
+        :class:`~hierlens.models.confined_io.UnsafePathError`)."""
+        return fs.file_kind(path, root=self.path) is not None
+
     @property
     def lock_path(self) -> Path:
         """``.hierlens.lock``: the file :meth:`lock` locks."""
         return self.path / LOCK_FILE
 
-    @contextmanager
+    @contextlib.contextmanager
     def lock(self, enabled: bool | None = None) -> Iterator[Run]:
-        """Hold the run's exclusive writer lock for the ``with`` block (creating the
-        directory if needed).
-
-        Re-entrant within a process. Raises :class:`RunLockedError` (naming the holder's
-        pid and host) at once when another process holds it. ``enabled=None``: lock unless
-        this is a non-zero rank of a distributed launch (``RANK`` set and not ``0``), so
-        under ``torchrun`` rank 0 holds the lock for the job; ``False``: a no-op.
-        """
-        if enabled is None:
-            enabled = os.environ.get("RANK", "0") in ("", "0")
-        if not enabled:
+        """Hold the run's exclusive writer lock for the ``with`` block, file access confined
+        to the run (see :func:`~hierlens.models.run_lock.hold_lock`)."""
+        with hold_lock(self.path, enabled):
             yield self
-            return
-        created = not self.path.exists()
-        try:
-            key = _acquire(self)
-        except BaseException:
-            if created:
-                _remove_if_only_lock(self)
-            raise
-        try:
-            yield self
-        finally:
-            _release(key)
-            if created:  # a writer that failed before writing leaves no folder behind
-                _remove_if_only_lock(self)
 
     # ------------------------------------------------------------------ config and metrics
     @property
@@ -228,33 +200,38 @@ class Run:
     @property
     def exists(self) -> bool:
         """Whether the directory holds a run (a config or any checkpoint)."""
-        return self.config_path.exists() or self.checkpoints_dir.exists()
+        return self.has(self.config_path) or self.has(self.checkpoints_dir)
 
     @property
     def config(self) -> dict[str, Any]:
-        """The contents of ``config.json`` (read once)."""
+        """The contents of ``config.json`` (read once, checked against its checksum)."""
         if self._config is None:
-            if not self.config_path.exists():
-                raise _not_a_run(self)
-            self._config = read_json(self.config_path)
+            if not self.has(self.config_path):
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    f"{self.path} is not a hierlens run directory (no {CONFIG})",
+                    str(self.config_path),
+                )
+            with self.confined():
+                config = read_json(self.config_path)
+            if not isinstance(config, dict):
+                raise ValueError(f"{self.config_path}: expected a JSON object")
+            self._config = config
         return self._config
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write ``config.json`` atomically (creating the directory)."""
+        """Write ``config.json`` atomically, checksummed (creating the directory)."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _os_error(exc, self.path) from exc
-        write_checked_json(self.config_path, config)
+        with self.confined():
+            write_checked_json(self.config_path, config)
         self._config = config
 
     @property
     def is_pretrained(self) -> bool:
         """Whether the run analyses a pretrained model (see the module docstring); False for
         a run whose ``config.json`` is not written yet."""
-        if self._config is None and not self.config_path.exists():
+        if self._config is None and not self.has(self.config_path):
             return False
         return PRETRAINED in self.config
 
@@ -292,25 +269,11 @@ class Run:
         return self.task.sample(n, split, seed)
 
     def model_id(self, step: int) -> dict[str, Any]:
-        """What identifies the model at ``step`` in the stores captured from it: the run's
-        config and the checksum of the checkpoint's weights (trained runs), or the folder
-        and the checksums of its weight files (pretrained runs)."""
-        if self.is_pretrained:
-            folder = Path(self.config[PRETRAINED]["path"])
-            weights = sorted(
-                p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")
-            )
-            return {
-                PRETRAINED: str(folder),
-                "step": step,
-                "weights_sha256": {p.name: sha256_file(p) for p in weights},
-            }
-        state = read_json(self.checkpoint_dir(step) / STATE_FILE)
-        return {
-            "run": self.config,
-            "step": step,
-            "weights_sha256": state["sha256"]["model.safetensors"],
-        }
+        """What identifies the model at ``step`` in the stores captured from it
+        (:func:`~hierlens.models.run_load.model_id`)."""
+        from .run_load import model_id
+
+        return model_id(self, step)
 
     @property
     def task(self) -> Task:
@@ -326,6 +289,8 @@ class Run:
     def model_config(self) -> ModelConfig | ArchConfig:
         """The model's config: an :class:`~hierlens.models.architectures.ArchConfig` when
         ``config.json``'s ``model`` has an ``"arch"`` key, else a :class:`ModelConfig`."""
+        from .run_load import model_config_from_dict
+
         return model_config_from_dict(self.config["model"])
 
     @property
@@ -339,8 +304,16 @@ class Run:
 
     def metrics(self, split: str | None = None) -> list[dict[str, Any]]:
         """Records of ``metrics.jsonl`` (only those of ``split`` when given)."""
-        records = read_jsonl(self.metrics_path)
+        records = self.read_records(self.metrics_path)
         return [r for r in records if split is None or r.get("split") == split]
+
+    def read_records(self, path: str | os.PathLike) -> list[dict[str, Any]]:
+        """The records of the run's JSONL file ``path`` (``[]`` when it does not exist),
+        read confined to the run, checked against their checksum and the file's schema
+        (:data:`RECORD_SCHEMAS`)."""
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.path))
+        with self.confined():
+            return read_jsonl(path, schema=RECORD_SCHEMAS.get(rel.replace(os.sep, "/")))
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -354,44 +327,23 @@ class Run:
 
     def checkpoint_dirs(self) -> dict[int, Path]:
         """``{step: folder}`` of every checkpoint folder (complete or not), by step."""
-        return _step_dirs(self.checkpoints_dir)
+        with self.confined():
+            return _step_dirs(self.checkpoints_dir)
 
     @property
     def steps(self) -> list[int]:
         """Steps that have a complete checkpoint (``[0]`` for a pretrained run)."""
         if self.is_pretrained:
             return [PRETRAINED_STEP]
-        return [s for s, path in self.checkpoint_dirs().items() if (path / STATE_FILE).exists()]
+        return [s for s, path in self.checkpoint_dirs().items() if self.has(path / STATE_FILE)]
 
     def load_model(
         self, step: int | None = None, device: str | torch.device | None = None
     ) -> TransformerBridge | torch.nn.Module:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
-        from .device import resolve_device
+        from .run_load import load_model
 
-        dev = resolve_device(device)
-        if self.is_pretrained:
-            if step not in (None, PRETRAINED_STEP):
-                raise ValueError(f"{self.path}: a pretrained model has only step {PRETRAINED_STEP}")
-            return self.pretrained(dev).model
-        if step is None:
-            ckpt = latest_valid_checkpoint(self.path)
-            if ckpt is None:
-                raise FileNotFoundError(f"{self.path}: no valid checkpoint")
-        else:
-            if step not in self.steps:
-                raise ValueError(
-                    f"{self.path}: no checkpoint at step {step}; available steps: {self.steps}"
-                )
-            ckpt = load_checkpoint(self.checkpoint_dir(step))
-        config = self.model_config
-        if isinstance(config, ArchConfig):
-            model = build_model(config).to(dev)
-        else:
-            model = build_transformer(config, device=dev)
-        model.load_state_dict(ckpt.model_state)
-        model.eval()
-        return model
+        return load_model(self, step, device)
 
     # ------------------------------------------------------------------ activations
     @property
@@ -406,7 +358,8 @@ class Run:
 
     def activation_dirs(self) -> dict[int, Path]:
         """``{step: store folder}`` of the captured checkpoints, by step."""
-        return _step_dirs(self.activations_root)
+        with self.confined():
+            return _step_dirs(self.activations_root)
 
     # ------------------------------------------------------------------ SAEs
     @property
@@ -416,7 +369,13 @@ class Run:
 
     def sae_dir(self, name: str) -> Path:
         """``saes/<name>/``: where the SAE called ``name`` is saved (SAELens layout)."""
-        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+        if (
+            not isinstance(name, str)
+            or not name
+            or name in (".", "..")
+            or "/" in name
+            or "\0" in name
+        ):
             raise ValueError(f"an SAE name must be a non-empty folder name, got {name!r}")
         if name in LEGACY_SAE_GROUPS:
             raise ValueError(f"{name!r} is reserved (older runs keep SAEs in saes/{name}/)")
@@ -426,16 +385,18 @@ class Run:
         """``{name: folder}`` of every saved SAE (a folder with ``cfg.json``), by name.
 
         Reads ``saes/<name>/`` and, for runs written before that was the one location,
-        ``saes/grid/<name>/`` and ``saes/mdl/<name>/`` (a name in ``saes/`` wins).
+        ``saes/grid/<name>/`` and ``saes/mdl/<name>/`` (a name in ``saes/`` wins). A link
+        among them is an :class:`~hierlens.models.confined_io.UnsafePathError`.
         """
         found: dict[str, Path] = {}
         roots = [self.saes_dir] + [self.saes_dir / g for g in LEGACY_SAE_GROUPS]
-        for root in roots:
-            if not root.is_dir():
-                continue
-            for entry in sorted(root.iterdir()):
-                if (entry / SAE_CONFIG_FILE).is_file():
-                    found.setdefault(entry.name, entry)
+        with self.confined():
+            for root in roots:
+                entries = fs.entries(root)
+                _links_refused(root, entries, iter(entries))
+                for name, kind in entries.items():
+                    if kind == "dir" and fs.file_kind(root / name / SAE_CONFIG_FILE) == "file":
+                        found.setdefault(name, root / name)
         return dict(sorted(found.items()))
 
     @property
@@ -458,7 +419,7 @@ class Run:
     def _with_legacy(self, name: str) -> Path:
         current = self.saes_dir / name
         legacy = self.saes_dir / "mdl" / name
-        return legacy if legacy.exists() and not current.exists() else current
+        return legacy if self.has(legacy) and not self.has(current) else current
 
     # ------------------------------------------------------------------ probes, tracking, output
     @property
@@ -502,187 +463,3 @@ class Run:
         if not stage or "/" in stage or stage.startswith("."):
             raise ValueError(f"a tracker stage must be a plain name, got {stage!r}")
         return TrackerPaths(self.path / TRACKERS / stage)
-
-
-class TrackerPaths:
-    """The files of the experiment trackers of one stage, under ``root``: TensorBoard event
-    files, the W&B run folder and run id, the local MLflow file store and run id."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    def __repr__(self) -> str:
-        return f"TrackerPaths({str(self.root)!r})"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        """``tensorboard/``: the event files."""
-        return self.root / "tensorboard"
-
-    @property
-    def wandb_dir(self) -> Path:
-        """The folder W&B writes its ``wandb/`` run folders under."""
-        return self.root
-
-    @property
-    def wandb_id_path(self) -> Path:
-        """``wandb_run_id``: the W&B run id, so a resumed run continues the same W&B run."""
-        return self.root / "wandb_run_id"
-
-    @property
-    def mlflow_store(self) -> Path:
-        """``mlruns/``: the default (local file) MLflow tracking store."""
-        return self.root / "mlruns"
-
-    @property
-    def mlflow_id_path(self) -> Path:
-        """``mlflow_run_id``: the MLflow run id (and its tracking URI), for resuming."""
-        return self.root / "mlflow_run_id.json"
-
-
-class RunLockedError(OSError):
-    """Another process holds the run directory's writer lock."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-_locks: dict[str, list[int]] = {}  # real path of the lock file -> [fd, depth]
-_locks_guard = threading.Lock()
-
-
-def _os_error(exc: OSError, path: Path) -> OSError:
-    if exc.filename is not None:
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), str(path))
-
-
-def _acquire(run: Run) -> str:
-    try:
-        run.path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _os_error(exc, run.path) from exc
-    key = os.path.realpath(run.lock_path)
-    with _locks_guard:
-        held = _locks.get(key)
-        if held is not None:
-            held[1] += 1
-            return key
-        try:
-            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise _os_error(exc, run.lock_path) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
-            os.close(fd)
-            who = f"pid {holder[0]} on host {holder[1]}" if len(holder) >= 2 else "another process"
-            raise RunLockedError(
-                errno.EAGAIN,
-                f"{run.path} is being written by {who} (lock {run.lock_path}); wait for it to "
-                "finish or use another run directory",
-                str(run.lock_path),
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        except OSError:
-            pass  # a full disk: the lock holds without the holder's name
-        _locks[key] = [fd, 1]
-        return key
-
-
-def _release(key: str) -> None:
-    with _locks_guard:
-        held = _locks[key]
-        held[1] -= 1
-        if held[1] == 0:
-            del _locks[key]
-            fcntl.flock(held[0], fcntl.LOCK_UN)
-            os.close(held[0])
-
-
-def _remove_if_only_lock(run: Run) -> None:
-    """Remove a directory that :meth:`Run.lock` created and nothing else wrote into."""
-    try:
-        if {p.name for p in run.path.iterdir()} <= {LOCK_FILE}:
-            run.lock_path.unlink(missing_ok=True)
-            run.path.rmdir()
-    except OSError:
-        pass
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def locks_run(argument: str = "run_dir") -> Callable[[F], F]:
-    """Decorator: the function holds the writer lock (:meth:`Run.lock`) of the run
-    directory passed as its ``argument`` while it runs."""
-
-    def decorate(fn: F) -> F:
-        signature = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            run_dir = signature.bind(*args, **kwargs).arguments[argument]
-            with Run(run_dir).lock():
-                return fn(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-def _not_a_run(run: Run) -> FileNotFoundError:
-    """The error for a folder without ``config.json`` (naming the missing file)."""
-    return FileNotFoundError(
-        errno.ENOENT,
-        f"{run.path} is not a hierlens run directory (no {CONFIG})",
-        str(run.config_path),
-    )
-
-
-def open_run(run_dir: str | os.PathLike | Run) -> Run:
-    """Open an existing run directory (written by :func:`hierlens.models.train`), checking
-    that its ``config.json`` names a task and a model."""
-    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    if not run.config_path.exists():
-        raise _not_a_run(run)
-    config = read_json(run.config_path)
-    trained = isinstance(config, dict) and "task" in config and "model" in config
-    pretrained = isinstance(config, dict) and PRETRAINED in config and "data" in config
-    if not (trained or pretrained):
-        raise ValueError(
-            f"{run.config_path}: expected keys 'task' and 'model' (a trained run) or "
-            f"'{PRETRAINED}' and 'data' (a pretrained model on a corpus)"
-        )
-    return Run(run.path, config)
-
-
-# ---------------------------------------------------------------- checkpoints by run
-def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """``run_dir/checkpoints/step_NNNNNNN`` (:meth:`Run.checkpoint_dir`)."""
-    return Run(run_dir).checkpoint_dir(step)
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoint folders in ``run_dir`` (complete by construction), sorted."""
-    return Run(run_dir).steps
-
-
-def latest_valid_checkpoint(
-    run_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-) -> Checkpoint | None:
-    """The newest checkpoint that loads and verifies; corrupt ones are reported (by path, at
-    WARNING level) and skipped for the previous good one. ``None`` when there is none."""
-    for step in reversed(list_checkpoints(run_dir)):
-        path = checkpoint_path(run_dir, step)
-        try:
-            return load_checkpoint(path, map_location=map_location)
-        except CorruptFileError as exc:
-            log.warning("skipping corrupt checkpoint %s: %s", path, exc)
-    return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -35,9 +36,11 @@ from .atomic_io import append_jsonl
 from .checkpoint import restore_rng, save_checkpoint
 from .device import resolve_device
 from .forward import compiled, training_forward
-from .loggers import MultiLogger
-from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
+from .run import Run
+from .run_load import latest_valid_checkpoint, run_config_dict
+from .run_lock import locks_run
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
+from .trackers import MultiLogger
 from .train_config import LOSS_ON, TrainConfig
 from .train_run import (
     RunConflictError,
@@ -277,7 +280,7 @@ def train(
         if ckpt is not None:
             model.load_state_dict(ckpt.model_state)
             if ckpt.optimizer_state is not None:
-                optimizer.load_state_dict(ckpt.optimizer_state)
+                load_optimizer_state(optimizer, ckpt.optimizer_state)
             restore_rng(ckpt.rng_state)
             start = ckpt.step
             log.info("resuming %s from step %d", run.path, start)
@@ -353,6 +356,7 @@ def train(
         leave=False,
     )
     step = start
+    stopped = None
     try:
         while step < config.steps:
             if distributed:
@@ -399,6 +403,16 @@ def train(
                     D.all_reduce_sum([loss_sum])
                     loss_sum /= world
                 last_loss = float(loss_sum) / n_loss
+                if not math.isfinite(last_loss):
+                    stopped = f"diverged at step {step}"
+                    log.warning(
+                        "%s: training loss is %s by step %d; training stops (the checkpoints "
+                        "so far are kept)",
+                        run.path,
+                        last_loss,
+                        step,
+                    )
+                    break
                 if main:
                     record = train_record(step, last_loss, lr, tokens_seen, now - t_last)
                     append_jsonl(run.metrics_path, [record])
@@ -427,7 +441,22 @@ def train(
         bar.close()
         tracker.close()
     model.eval()
-    return TrainResult(run.path, step, last_loss, last_eval)
+    return TrainResult(run.path, step, last_loss, last_eval, stopped=stopped)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer ``state`` (moments and step counts) into ``optimizer``,
+    keeping ``optimizer``'s hyper-parameters: they come from the run's config, never from
+    the checkpoint's file."""
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if len(state.get("param_groups", ())) != len(hyper):
+        raise ValueError(
+            f"the checkpoint's optimizer has {len(state.get('param_groups', ()))} parameter "
+            f"groups, the model's {len(hyper)}"
+        )
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(kept)
 
 
 def _sharded_evaluate(

@@ -21,7 +21,6 @@ paper's metrics (:mod:`.structural_metrics`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.atomic_io import write_checked_bytes
+from hierlens.models.atomic_io import write_checked_jsonl
 from hierlens.models.device import resolve_device
 
 from .structural_metrics import distance_spearman, norm_spearman, root_accuracy, uuas
@@ -364,5 +363,5 @@ def structural_probe_sweep(
                 rec["root_acc"] = root_accuracy(p, g, pick(punct, te))
                 rec["norm_spearman"] = norm_spearman(p, g)
     if out_path is not None:
-        write_checked_bytes(out_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        write_checked_jsonl(out_path, records)
     return records

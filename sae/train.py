@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from hierlens.models import distributed as D
 from hierlens.models.atomic_io import append_jsonl
 from hierlens.models.device import resolve_device
-from hierlens.models.loggers import MultiLogger, make_logger
-from hierlens.models.run import TrackerPaths
+from hierlens.models.tracker_paths import TrackerPaths
+from hierlens.models.trackers import MultiLogger, make_logger
 
 from .base import SAE, StepContext
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.run import Run, open_run
+from hierlens.models.run import Run
+from hierlens.models.run_load import open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -92,7 +92,7 @@ def tracked_records(
     run = open_run(run_dir)  # FileNotFoundError when it is not a run directory
     if not run.steps:
         raise ValueError(f"{run_dir}: the run has no checkpoints to draw")
-    existing = read_jsonl(run.tracking_path)
+    existing = run.read_records(run.tracking_path)
     options = dict(track_options or {})
     if existing:
         settings = existing[-1].get("settings", {})
@@ -193,7 +193,7 @@ def depth_sweep(
     metric = main_metric(task)
     runs = []
     for row in rows:
-        records = sorted(read_jsonl(Run(row["run_dir"]).tracking_path), key=lambda r: r["step"])
+        records = sorted(Run(row["run_dir"]).read_records(Run(row["run_dir"]).tracking_path), key=lambda r: r["step"])
         ood = [float(r[f"test_ood/{metric}"]) for r in records]
         last = records[-1]
         runs.append(

@@ -14,7 +14,7 @@ from typing import Any
 
 from hierlens.models.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
-from hierlens.models.run import pretrained_run_config
+from hierlens.models.run_load import pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig
 from hierlens.models.transformer import ModelConfig

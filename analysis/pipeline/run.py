@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import Run, open_run, pretrained_run_config
+from hierlens.models.run import Run
+from hierlens.models.run_load import open_run, pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import train
 from hierlens.models.train_many import train_many
@@ -200,7 +201,7 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
         log.info("stage 6/6: report")
         write_report(run_dir)
         if cfg.train.log_to:  # the report and figures as the training run's artifacts
-            from hierlens.models.loggers import log_run_artifacts
+            from hierlens.models.trackers import log_run_artifacts
 
             log_run_artifacts(run_dir, cfg.train.log_to)
     return run_dir

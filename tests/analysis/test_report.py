@@ -179,7 +179,7 @@ def test_training_and_grokking_charts_match_files(report, run_dir):
 
 def test_span_heatmaps_and_trees(report, run_dir):
     from hierlens.analysis.trees import span_scores
-    from hierlens.models.run import open_run
+    from hierlens.models.run_load import open_run
 
     run = open_run(run_dir)
     task = run.task
@@ -406,7 +406,7 @@ def test_bp_comparison_for_hierarchical_filtering(tmp_path):
     assert '<section id="bp">' in html and 'class="error"' not in html
     spec = next(s for s in charts(parse(tmp_path / "report.html")) if s["data"][0]["type"] == "bar")
     model = build_transformer(ModelConfig.for_task(task, d_model=16, n_layers=1, n_heads=2), "cpu")
-    from hierlens.models.run import open_run
+    from hierlens.models.run_load import open_run
 
     model = open_run(tmp_path).load_model(device="cpu")
     for split, model_y, bp_y in zip(

@@ -13,8 +13,10 @@ import torch
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.loggers import MissingExtraError, make_logger
-from hierlens.models.run import Run, TrackerPaths
+from hierlens.models.loggers import MissingExtraError
+from hierlens.models.run import Run
+from hierlens.models.tracker_paths import TrackerPaths
+from hierlens.models.trackers import make_logger
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
@@ -117,7 +119,7 @@ def test_mlflow_metrics_params_artifacts_and_resume(tmp_path):
     assert run.data.params["task.name"] == "dyck"
     assert run.info.status == "FINISHED"
     # artifacts: the report and figures of the run, attached at the end
-    from hierlens.models.loggers import log_run_artifacts
+    from hierlens.models.trackers import log_run_artifacts
 
     Run(run_dir).report_path.write_text("<html><body>report</body></html>")
     Run(run_dir).figures_dir.mkdir()

@@ -62,6 +62,9 @@ def test_open_run_errors(tmp_path):
         open_run(tmp_path)
     assert info.value.filename == str(tmp_path / "config.json")
     (tmp_path / "config.json").write_text(json.dumps({"task": {}}))
+    with pytest.raises(ValueError, match="no checksum manifest"):  # not written by hierlens
+        open_run(tmp_path)
+    Run(tmp_path).write_config({"task": {}})
     with pytest.raises(ValueError, match="expected keys 'task' and 'model'"):
         open_run(tmp_path)
 

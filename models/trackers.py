@@ -1,0 +1,164 @@
+"""The trackers of a run stage behind a guard: :class:`MultiLogger` and :func:`make_logger`.
+
+Trackers never stop a run. A tracker that fails to start (an unreachable server, a read-only
+folder) or fails later (a full disk, a lost connection) is reported once, at ERROR level with
+its error, and dropped; the run goes on writing its own files and checkpoints. The backends
+themselves are :mod:`~hierlens.models.loggers`'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .loggers import (
+    MetricLogger,
+    MlflowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+    _require,
+    check_backends,
+    scalars,
+)
+from .tracker_paths import TrackerPaths
+
+__all__ = ["MultiLogger", "log_run_artifacts", "make_logger"]
+
+log = logging.getLogger(__name__)
+
+
+def _name(logger: object) -> str:
+    return type(logger).__name__.removesuffix("Logger").lower()
+
+
+class MultiLogger:
+    """Several loggers as one (the empty one does nothing), behind a guard: a logger whose
+    call raises is reported once (ERROR, with the error) and dropped, and the caller goes
+    on; the trackers never stop a run."""
+
+    def __init__(self, loggers: Sequence[MetricLogger] = ()) -> None:
+        self.loggers = list(loggers)
+
+    def __bool__(self) -> bool:
+        return bool(self.loggers)
+
+    def _each(self, what: str, call: Any) -> None:
+        for lg in list(self.loggers):
+            try:
+                call(lg)
+            except Exception as exc:  # a tracker's failure is never the run's
+                self.drop(lg, f"{what} failed", exc)
+
+    def drop(self, logger: MetricLogger, why: str, exc: BaseException) -> None:
+        """Report ``logger``'s failure once and stop using it."""
+        if logger in self.loggers:
+            self.loggers.remove(logger)
+        log.error(
+            "tracker %s: %s (%s: %s); it is dropped and the run goes on without it",
+            _name(logger),
+            why,
+            type(exc).__name__,
+            exc,
+        )
+        with contextlib.suppress(Exception):  # already reported; it may not close cleanly
+            logger.close()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._each("logging the configuration", lambda lg: lg.log_params(params))
+
+    def log_scalars(self, values: Mapping[str, float], step: int) -> None:
+        if values:
+            self._each(f"logging step {step}", lambda lg: lg.log_scalars(values, step))
+
+    def log_records(self, records: Iterable[Mapping[str, Any]], group_key: str | None) -> None:
+        """Log each record's scalars at its ``step``, named ``<record[group_key]>/<key>``
+        (``group_key`` None: under the record's own keys)."""
+        if not self.loggers:
+            return
+        for r in records:
+            group = None if group_key is None else str(r.get(group_key, ""))
+            if group_key == "sae":
+                group = f"sae{r.get('sae')}"
+            values = scalars({k: v for k, v in r.items() if k != group_key}, group)
+            self.log_scalars(values, int(r["step"]))
+
+    def log_artifacts(self, paths: Sequence[str | os.PathLike]) -> None:
+        existing = [p for p in paths if Path(p).exists()]
+        if existing:
+            self._each("attaching artifacts", lambda lg: lg.log_artifacts(existing))
+
+    def close(self) -> None:
+        for lg in list(self.loggers):
+            try:
+                lg.close()
+            except Exception as exc:
+                self.drop(lg, "closing failed", exc)
+        self.loggers = []
+
+    def __enter__(self) -> MultiLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_logger(
+    log_to: Iterable[str],
+    paths: TrackerPaths,
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    purge_step: int | None = None,
+) -> MultiLogger:
+    """A :class:`MultiLogger` over the backends in ``log_to`` writing under ``paths``
+    (``resume``: continue the W&B/MLflow runs whose ids ``paths`` holds), with ``params``
+    logged as hyperparameters. Every backend's library is checked before any starts (a
+    missing one is a :class:`MissingExtraError`); a backend that then fails to start is
+    reported and left out."""
+    backends = check_backends(log_to)
+    for b in backends:
+        _require(b)
+    loggers: list[MetricLogger] = []
+    try:
+        for b in backends:
+            try:
+                if b == "tensorboard":
+                    loggers.append(TensorBoardLogger(paths.tensorboard_dir, purge_step=purge_step))
+                elif b == "wandb":
+                    loggers.append(WandbLogger(paths, name=name, resume=resume))
+                else:
+                    loggers.append(MlflowLogger(paths, name=name, resume=resume))
+            except Exception as exc:  # a tracker that cannot start never stops the run
+                log.error(
+                    "tracker %s: could not start (%s: %s); the run goes on without it",
+                    b,
+                    type(exc).__name__,
+                    exc,
+                )
+    except BaseException:
+        MultiLogger(loggers).close()
+        raise
+    out = MultiLogger(loggers)
+    if params:
+        out.log_params(params)
+    return out
+
+
+def log_run_artifacts(
+    run_dir: str | os.PathLike, log_to: Iterable[str], stage: str = "train"
+) -> None:
+    """Attach a run's report and figures to the tracker runs of ``stage`` (continuing the
+    W&B and MLflow runs whose ids the run directory holds; TensorBoard has no artifacts)."""
+    from .run import Run
+
+    run = Run(run_dir)
+    backends = [b for b in check_backends(log_to) if b != "tensorboard"]
+    if not backends:
+        return
+    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
+        logger.log_artifacts([run.report_path, run.figures_dir])
