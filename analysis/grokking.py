@@ -218,7 +218,7 @@ def track(
     )
 
     path = run.tracking_path
-    records = run.read_records(path)
+    records = run.read_records(path, writer=True)
     existing = [r for r in records if r["settings"] == settings.key()]
     if len(existing) != len(records):
         write_checked_jsonl(path, existing)  # settings changed: recompute everything

@@ -19,11 +19,10 @@ from typing import Any
 import torch
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import SAE_CONFIG_FILE
 from hierlens.models.run_load import open_run
 from hierlens.models.run_lock import locks_run
 from hierlens.models.store import ActivationStore
-from hierlens.sae import SAETrainConfig, build_sae_grid, train_saes
+from hierlens.sae import SAETrainConfig, build_sae_grid, is_saved, train_saes
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,11 @@ def train_grid_pair(
     checkpoint ``step`` as one fused run, and save each; returns the saved names. What each
     Ray task of :func:`fit_sae_grid` runs."""
     run = open_run(run_dir)
+    with run.confined():  # a Ray worker holds no lock: access is confined all the same
+        return _train_pair(run, step, hook, grid, members, config)
+
+
+def _train_pair(run, step, hook, grid, members, config) -> list[str]:
     acts = ActivationStore.open(run.activations_dir(step))[hook]
     saes, _ = build_sae_grid(
         d_in=acts.shape[1], device=config.device, hook_name=hook, seed=config.seed, **grid
@@ -136,7 +140,7 @@ def fit_sae_grid(
             missing = [
                 m
                 for m in members
-                if not (run.sae_dir(grid_sae_name(m, hook, step)) / SAE_CONFIG_FILE).is_file()
+                if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))
             ]
             if missing:
                 pending.append(((step, hook), (str(run.path), step, hook, spec, missing, config)))
@@ -168,7 +172,7 @@ def fit_sae_grid(
         for hook in hooks:
             for m in members:
                 path = run.sae_dir(grid_sae_name(m, hook, step))
-                if (path / SAE_CONFIG_FILE).is_file():
+                if is_saved(path):
                     saved[path.name] = path
     if failed:
         raise SAEGridFailed(saved, failed)

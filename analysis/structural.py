@@ -129,7 +129,14 @@ def structural_probes(
         raise ValueError(
             f"layers {bad} out of range: the model has layers 0..{pretrained.n_layers}"
         )
-    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="error")
+    # sentences longer than the model's context are left out (named in a warning), as
+    # capture leaves them out
+    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="skip")
+    sentences = [sentences[int(e.labels["index"])] for e in examples]
+    if len(sentences) < 3:
+        raise ValueError(
+            f"structural probes need at least 3 sentences that fit the model, got {len(sentences)}"
+        )
     fit = {"device": device, **fit}
 
     def probe(pre: Any) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ def tree_scores_by_layer(
     new = {tuple(r[k] for k in _KEY) for r in records}
     path = run.tree_scores_path
     with run.lock():
-        old = run.read_records(path)
+        old = run.read_records(path, writer=True)
         kept = [r for r in old if tuple(r[k] for k in _KEY) not in new]
         write_checked_jsonl(path, kept + records)
     return records

@@ -51,6 +51,7 @@ __all__ = [
     "load_tensors",
     "read_json",
     "read_jsonl",
+    "salvage_jsonl",
     "save_tensors",
     "sha256_bytes",
     "sha256_file",
@@ -171,6 +172,46 @@ def read_jsonl(
     if schema:
         check_records(path, out, schema)
     return out
+
+
+def salvage_jsonl(
+    path: str | os.PathLike, schema: Mapping[str, type | tuple[type, ...]] | None = None
+) -> list[dict[str, Any]]:
+    """The records of the JSONL file ``path`` for the writer that owns it: as
+    :func:`read_jsonl` reads them when the file verifies; otherwise (truncated or modified)
+    its leading complete lines that are JSON objects passing ``schema``, kept and committed
+    anew with a warning naming the file and what was dropped, so the writer can go on (and
+    write again what it can recompute). Readers that do not own the file use
+    :func:`read_jsonl`, which refuses it."""
+    try:
+        return read_jsonl(path, schema=schema)
+    except CorruptFileError as exc:
+        reason = str(exc)
+    data = fs.read_bytes(path)
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for line in data.split(b"\n")[:-1]:  # complete lines only
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict):
+                break
+            if schema:
+                check_records(path, [record], schema)
+        except (ValueError, UnicodeDecodeError):
+            break
+        kept.append(record)
+        size += len(line) + 1
+    log.warning(
+        "%s: kept its first %d record(s) (%d of %d bytes); the rest is dropped and written "
+        "again where it can be (%s)",
+        path,
+        len(kept),
+        size,
+        len(data),
+        reason,
+    )
+    write_checked_jsonl(path, kept)
+    return kept
 
 
 def check_records(

@@ -787,6 +787,6 @@ def _fill_shard(
                 f"hook {n!r} has {int(per_batch[first])} non-finite activation value(s) in "
                 f"batch {seq0 // batch_size} (sequences {seq0}.."
                 f"{min(seq0 + batch_size, shard['seq_end']) - 1}); pass allow_nonfinite=True "
-                "to keep and count them"
+                "(the command line's --allow-nonfinite) to keep and count them"
             )
     return counts

@@ -8,6 +8,7 @@ runs/<name>/
   activations/step_0000500/<hook>/  # an ActivationStore: shards per hook, manifest.json
   saes/<name>/                      # cfg.json + sae_weights.safetensors (SAELens layout)
   saes/table.jsonl                  # metrics and description length of the SAE grid
+  saes/training/<key>/              # checkpoints of an SAE grid being trained (fit-sae)
   saes/mdl_table.jsonl              # the MDL selection's table ...
   saes/mdl_selection.json           # ... and its choice
   probes/results.jsonl              # one record per (hook, feature, k, selection) probe
@@ -58,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import confined_io as fs
-from .atomic_io import read_json, read_jsonl, write_checked_json
+from .atomic_io import read_json, read_jsonl, salvage_jsonl, write_checked_json
 from .checkpoint import STATE_FILE
 from .corpus import Corpus
 from .run_lock import LOCK_FILE, hold_lock
@@ -89,6 +90,7 @@ PRETRAINED_STEP = 0  # the one state of a pretrained model
 #: folders that held SAEs before ``saes/<name>/`` was their one location
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
+SAE_TRAINING = "training"  # saes/training/<key>/: checkpoints of SAE grids being trained
 #: fields every ``metrics.jsonl`` record has (checked when it is read)
 METRICS_SCHEMA: dict[str, Any] = {"step": int, "split": str}
 #: the fields every record of a run's JSONL files has, by path inside the run
@@ -307,13 +309,18 @@ class Run:
         records = self.read_records(self.metrics_path)
         return [r for r in records if split is None or r.get("split") == split]
 
-    def read_records(self, path: str | os.PathLike) -> list[dict[str, Any]]:
+    def read_records(self, path: str | os.PathLike, writer: bool = False) -> list[dict[str, Any]]:
         """The records of the run's JSONL file ``path`` (``[]`` when it does not exist),
         read confined to the run, checked against their checksum and the file's schema
-        (:data:`RECORD_SCHEMAS`)."""
+        (:data:`RECORD_SCHEMAS`). ``writer``: the caller writes the file (and holds the
+        lock): a file that fails its checks is cut to its valid leading records with a
+        warning (:func:`~hierlens.models.atomic_io.salvage_jsonl`) instead of refused."""
         rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.path))
+        schema = RECORD_SCHEMAS.get(rel.replace(os.sep, "/"))
         with self.confined():
-            return read_jsonl(path, schema=RECORD_SCHEMAS.get(rel.replace(os.sep, "/")))
+            if writer:
+                return salvage_jsonl(path, schema=schema) if self.has(path) else []
+            return read_jsonl(path, schema=schema)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -379,7 +386,16 @@ class Run:
             raise ValueError(f"an SAE name must be a non-empty folder name, got {name!r}")
         if name in LEGACY_SAE_GROUPS:
             raise ValueError(f"{name!r} is reserved (older runs keep SAEs in saes/{name}/)")
+        if name == SAE_TRAINING:
+            raise ValueError(f"{name!r} is reserved (saes/{name}/ holds training checkpoints)")
         return self.saes_dir / name
+
+    def sae_training_dir(self, key: str) -> Path:
+        """``saes/training/<key>/``: the checkpoints of an SAE grid being trained (``key``
+        names the grid and its settings), removed when its SAEs are saved."""
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key or "") or key in (".", ".."):
+            raise ValueError(f"a training key must be a plain folder name, got {key!r}")
+        return self.saes_dir / SAE_TRAINING / key
 
     def sae_dirs(self) -> dict[str, Path]:
         """``{name: folder}`` of every saved SAE (a folder with ``cfg.json``), by name.

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import confined_io as fs
 from .architectures import ArchConfig, build_model
 from .atomic_io import CorruptFileError, read_json
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint_meta
+from .checksums import CHECKSUMS
 from .corpus import Corpus
 from .run import CONFIG, PRETRAINED, PRETRAINED_STEP, Run
+from .run_lock import LOCK_FILE
 from .tasks import Task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
@@ -38,6 +41,7 @@ __all__ = [
     "load_model",
     "model_config_from_dict",
     "model_id",
+    "open_or_create_run",
     "open_run",
     "pretrained_run_config",
     "run_config_dict",
@@ -84,6 +88,31 @@ def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict
 def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
     """Write ``config`` as the ``config.json`` of ``run_dir`` (atomically)."""
     Run(run_dir).write_config(config)
+
+
+def open_or_create_run(run_dir: str | os.PathLike, config: dict[str, Any]) -> Run:
+    """The run in ``run_dir`` with ``config``: created if there is none; an existing run
+    with the same config is opened. A run with another config is an error, unless it holds
+    nothing but its config (a command that failed before writing a result, whose corrected
+    retry then replaces it)."""
+    run = Run(run_dir)
+    with run.lock():
+        if run.has(run.config_path):
+            try:
+                same = open_run(run).config == config
+            except (CorruptFileError, ValueError):
+                same = False
+            if not same:
+                extra = set(fs.entries(run.path)) - {CONFIG, CHECKSUMS, LOCK_FILE}
+                if extra:
+                    raise ValueError(
+                        f"{run.path} already holds another run; choose another run directory"
+                    )
+                log.info("%s held only the config of a failed attempt; replacing it", run.path)
+                run.write_config(config)
+        else:
+            run.write_config(config)
+    return open_run(run.path)
 
 
 def _not_a_run(run: Run) -> FileNotFoundError:

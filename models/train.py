@@ -61,6 +61,7 @@ __all__ = [
     "BatchSampler",
     "RunConflictError",
     "TrainConfig",
+    "TrainingDiverged",
     "TrainResult",
     "make_optimizer",
     "train",
@@ -81,6 +82,10 @@ class TrainResult:
     #: (:func:`~hierlens.models.train_many.train_many` sets ``"diverged at step S"`` for a
     #: model whose loss turned non-finite)
     stopped: str | None = None
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because the loss turned non-finite (NaN or inf)."""
 
 
 def next_token_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

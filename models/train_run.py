@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl, read_json, read_jsonl, write_checked_jsonl
+from .atomic_io import append_jsonl, read_json, write_checked_jsonl
 from .forward import is_bidirectional
-from .run import METRICS_SCHEMA, Run
+from .run import Run
 from .run_clean import clear_run
 from .run_load import run_config_dict
 from .tasks.base import Example, Task
@@ -142,7 +142,7 @@ def truncate_metrics(run: Run, step: int) -> None:
     step 0 every record goes, as the step-0 evaluation is made again."""
     path = run.metrics_path
     with run.confined():
-        records = read_jsonl(path, schema=METRICS_SCHEMA)
+        records = run.read_records(path, writer=True)
         kept = [r for r in records if r["step"] <= step] if step > 0 else []
         if len(kept) != len(records) or (run.has(path) and not records):
             write_checked_jsonl(path, kept)

@@ -7,7 +7,7 @@ import warnings as _warnings
 from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
-from .files import load_sae, save_sae
+from .files import is_saved, load_sae, save_sae
 from .grid import build_sae_grid, grid_name
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
@@ -92,6 +92,7 @@ __all__ = [
     "fvu",
     "grid_name",
     "l0",
+    "is_saved",
     "load",
     "load_sae",
     "lr_multiplier",

@@ -22,7 +22,7 @@ from hierlens.models.atomic_io import (
     CorruptFileError,
     load_checked_tensors,
     read_json,
-    read_jsonl,
+    salvage_jsonl,
     tensor_bytes,
     write_checked_json,
     write_checked_jsonl,
@@ -99,17 +99,32 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
     keys = {"step": int, "window_steps": int, "aux_dead": list, "acc_keys": list}
     if not isinstance(meta, dict) or any(type(meta.get(k)) is not t for k, t in keys.items()):
         raise CorruptFileError(f"{step_dir / 'trainer_state.json'}: malformed trainer state")
-    if meta["step"] != step or len(meta["acc_keys"]) != len(groups):
-        raise CorruptFileError(
-            f"{step_dir / 'trainer_state.json'}: does not match {ckpt / 'latest.json'} or the "
-            "SAEs being trained"
-        )
     if meta.get("fingerprint") != fingerprint:
         raise ValueError(
             f"the checkpoint in {ckpt} was written by a different run (SAE configs or trainer "
             "settings differ); use a new checkpoint_dir or resume=False"
         )
+    if meta["step"] != step or len(meta["acc_keys"]) != len(groups):
+        raise CorruptFileError(
+            f"{step_dir / 'trainer_state.json'}: does not match {ckpt / 'latest.json'} or the "
+            "SAEs being trained"
+        )
     t = load_checked_tensors(step_dir / "trainer_state.safetensors")
+    try:
+        _restore(t, meta, groups, opt, sst)
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        raise CorruptFileError(
+            f"{step_dir / 'trainer_state.safetensors'}: does not fit the SAEs being trained "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    records = salvage_jsonl(ckpt / "metrics.jsonl", schema={"step": int, "sae": int})
+    records = [r for r in records if r["step"] <= meta["step"]]
+    write_checked_jsonl(ckpt / "metrics.jsonl", records)
+    return meta["step"], records, meta["window_steps"]
+
+
+def _restore(t, meta, groups, opt, sst) -> None:
+    """Copy the checkpoint's tensors ``t`` into the groups, the optimizer and ``sst``."""
     dev = sst.device
     with torch.no_grad():
         sst.copy_(t["sst"].reshape(()).to(dev))
@@ -136,10 +151,6 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
             }
     state["state"] = new_state
     opt.load_state_dict(state)
-    records = read_jsonl(ckpt / "metrics.jsonl", schema={"step": int, "sae": int})
-    records = [r for r in records if r["step"] <= meta["step"]]
-    write_checked_jsonl(ckpt / "metrics.jsonl", records)
-    return meta["step"], records, meta["window_steps"]
 
 
 def _transposed_leaves(groups) -> set[int]:

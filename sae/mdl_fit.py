@@ -74,6 +74,7 @@ def fit_mdl_sae(
     out_dir: str | Path | None = None,
     progress: bool = True,
     log_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
     **train_fields: Any,
 ) -> MDLFit:
     """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
@@ -111,6 +112,9 @@ def fit_mdl_sae(
             the bound.
         progress: tqdm bars.
         log_dir: where the trackers of ``config.log_to`` write (see :func:`train_saes`).
+        checkpoint_dir: checkpoint the grid's training there every
+            ``config.checkpoint_every`` steps and resume from what it holds (see
+            :func:`train_saes`).
 
     Returns:
         An :class:`MDLFit`.
@@ -163,7 +167,13 @@ def fit_mdl_sae(
         raise ValueError(f"every grid point was skipped: {skipped}")
 
     train = train_saes(
-        list(saes.values()), activations, config=cfg, progress=progress, log_dir=log_dir
+        list(saes.values()),
+        activations,
+        config=cfg,
+        progress=progress,
+        log_dir=log_dir,
+        checkpoint_dir=checkpoint_dir,
+        resume=checkpoint_dir is not None,
     )
     for sae in saes.values():
         sae.eval()

@@ -41,8 +41,7 @@ def prepare_run(args: argparse.Namespace):
     """The run ``args.run_dir``; with ``--model PATH --treebank FILE`` a pretrained run is
     made there first (or checked to be the same model and corpus)."""
     from hierlens.models.corpus import Corpus
-    from hierlens.models.run import Run
-    from hierlens.models.run_load import open_run, pretrained_run_config
+    from hierlens.models.run_load import open_or_create_run, open_run, pretrained_run_config
 
     model = getattr(args, "model", None)
     treebank = getattr(args, "treebank", None)
@@ -52,16 +51,10 @@ def prepare_run(args: argparse.Namespace):
         raise CLIError("--model and --treebank go together (a pretrained model on a corpus)")
     corpus = Corpus(str(treebank), args.format, args.drop_punct)
     config = json.loads(json.dumps(pretrained_run_config(model, corpus)))
-    run = Run(args.run_dir)
-    if run.config_path.exists():
-        if open_run(run).config != config:
-            raise CLIError(
-                f"{run.path} already holds another run; choose another run directory "
-                "for this model and corpus"
-            )
-    else:
-        run.write_config(config)
-    return open_run(run)
+    try:
+        return open_or_create_run(args.run_dir, config)
+    except ValueError as exc:
+        raise CLIError(f"{exc} for this model and corpus") from None
 
 
 def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs):
@@ -79,12 +72,18 @@ def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs
             device=args.device,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            allow_nonfinite=args.allow_nonfinite,
             **kwargs,
         )
     except StoreMismatchError as exc:
         raise CLIError(
             f"{exc.path} holds a different capture (differs in: {', '.join(exc.diffs)}); "
             "pass --overwrite to replace it"
+        ) from None
+    except MemoryError as exc:
+        raise CLIError(
+            f"--n {args.n}: not enough memory to draw and capture that many sequences "
+            f"({exc}); capture fewer"
         ) from None
 
 
@@ -139,7 +138,7 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
 def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
     """The model/data options shared by every command that captures: ``--model`` and
     ``--treebank`` (a pretrained model on a corpus), ``--split``, ``--n``, ``--seed``,
-    ``--pool`` and ``--overwrite``."""
+    ``--pool``, ``--overwrite`` and ``--allow-nonfinite``."""
     add_source_flags(p)
     p.add_argument(
         "--split",
@@ -164,6 +163,11 @@ def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace a store captured from other data"
+    )
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="keep NaN/inf activations (counted in the store) instead of stopping at the first",
     )
 
 

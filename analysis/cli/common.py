@@ -14,6 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+#: exit status of a command whose training diverged (the loss turned NaN or inf)
+DIVERGED = 3
+
 
 class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
 
+from hierlens.models.atomic_io import write_checked_jsonl
+from hierlens.models.store import hook_dir_name
 from hierlens.sae import SAE, SAETrainConfig
 
 from .capture import add_capture_data_flags, capture_one_step
@@ -25,8 +28,23 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
         return _fit_sae(args)
 
 
+def _training_key(args: argparse.Namespace, hook: str, step: int, config: SAETrainConfig) -> str:
+    """The folder name of this grid's training checkpoints: the hook and a digest of
+    everything that decides the SAEs (grid, training settings, data)."""
+    spec = {
+        "hook": hook,
+        "step": step,
+        "grid": [args.architecture, args.widths, args.ks, args.coefficients, args.mdl],
+        "train": config.to_dict(),
+        "data": [args.split, args.n, args.seed, args.pool],
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{hook_dir_name(hook)}-{digest[:12]}"
+
+
 def _fit_sae(args: argparse.Namespace) -> int:
     from hierlens.models.run import Run
+    from hierlens.models.run_clean import remove_owned
     from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
 
     seed = args.seed if args.seed is not None else 0
@@ -36,12 +54,32 @@ def _fit_sae(args: argparse.Namespace) -> int:
     k_sparse = SAE.registry[args.architecture].grid_knob == "k"
     if args.mdl and args.max_fvu is None:
         raise CLIError("--mdl needs a distortion bound: --max-fvu")
+    grid_spec = {
+        "ks": args.ks if k_sparse else None,
+        "coefficients": None if k_sparse else args.coefficients,
+    }
+    try:  # the grid's values, checked before anything is captured
+        names, _ = build_sae_grid([args.architecture], 1, args.widths, device="cpu", **grid_spec)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--widths/--ks/--coefficients: {exc}") from None
+    if not names:
+        raise CLIError(f"--widths {args.widths} and --ks {args.ks}: every grid point is skipped")
     store, hooks = capture_one_step(args, [args.hook])
     hook = hooks[0]
     acts = store[hook]
     run = Run(args.run_dir)
     out_dir = run.saes_dir
     progress = not args.no_progress
+    step = args.step if args.step is not None else run.steps[-1]
+    # --checkpoint-every: the grid checkpoints into the run and a rerun resumes it mid-run
+    ckpt = None
+    if config.checkpoint_every is not None:
+        ckpt = run.sae_training_dir(_training_key(args, hook, step, config))
+        log.info(
+            "checkpointing the SAE grid's training every %d steps in %s",
+            config.checkpoint_every,
+            ckpt,
+        )
     if args.mdl:
         fit = fit_mdl_sae(
             acts,
@@ -55,6 +93,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
             out_dir=out_dir,
             progress=progress,
             log_dir=run.trackers("saes").root,
+            checkpoint_dir=ckpt,
         )
         selection = fit.selection
     else:
@@ -80,6 +119,8 @@ def _fit_sae(args: argparse.Namespace) -> int:
             progress=progress,
             distribute=distribute,
             log_dir=run.trackers("saes").root,
+            checkpoint_dir=ckpt,
+            resume=ckpt is not None,
         )
         for i, (name, sae) in enumerate(grid.items()):
             if _owns(i, distribute, D):  # each SAE's files written by the rank that trained it
@@ -88,6 +129,9 @@ def _fit_sae(args: argparse.Namespace) -> int:
         if not D.is_main():
             return 0
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
+        write_checked_jsonl(run.sae_table_path, selection.table)
+    if ckpt is not None:  # the SAEs are saved: their training checkpoints are done with
+        remove_owned(run.path, [ckpt], "the SAE trainer")
     for row in selection.table:
         print(json.dumps(row, default=str))
     log.info(

@@ -7,7 +7,15 @@ import json
 import logging
 from pathlib import Path
 
-from .common import CLIError, add_config_flags, config_from_flags, flag_values, fmt, task_from_args
+from .common import (
+    DIVERGED,
+    CLIError,
+    add_config_flags,
+    config_from_flags,
+    flag_values,
+    fmt,
+    task_from_args,
+)
 
 log = logging.getLogger("hierlens")
 
@@ -86,6 +94,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except RunConflictError as exc:
         raise CLIError(_CONFLICT_TEXT[exc.kind].format(path=args.run_dir)) from None
+    if result.stopped:
+        log.error(
+            "%s: %s; the checkpoints written before it are kept%s",
+            args.run_dir,
+            result.stopped,
+            "" if args.allow_divergence else " (--allow-divergence: exit status 0)",
+        )
+        return 0 if args.allow_divergence else DIVERGED
     log.info("finished at step %d; train loss %s", result.step, result.train_loss)
     for split, metrics in result.eval.items():
         log.info("%s: %s", split, fmt(metrics))
@@ -166,6 +182,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="with --no-resume: replace an existing run"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help=f"exit 0 when the loss turns NaN/inf (training stops either way; else exit {DIVERGED})",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its task")

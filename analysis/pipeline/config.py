@@ -24,11 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def _tuple(value: Any, name: str, kind: type = int) -> tuple:
+    """``value`` as a tuple of ``kind`` (a list or tuple of them; a string is not a list of
+    strings: ``"16"`` is an error naming the field, not ``('1', '6')``)."""
     if isinstance(value, (list, tuple)) and all(
         isinstance(v, kind) and not isinstance(v, bool) for v in value
     ):
         return tuple(value)
     raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
+
+
+def _positive(value: Any, name: str, none: bool = False) -> None:
+    """A positive integer (or None when ``none``), else a ``ValueError`` naming the field."""
+    if none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +57,17 @@ class CaptureStage(Config):
     all_checkpoints: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "capture.hooks", str))
-        if self.n is not None and (not isinstance(self.n, int) or self.n < 1):
-            raise ValueError(f"capture.n must be a positive integer, got {self.n!r}")
+        object.__setattr__(self, "hooks", _tuple(self.hooks, "capture.hooks", str))
+        if not self.hooks:
+            raise ValueError("capture.hooks must name at least one hook")
+        _positive(self.n, "capture.n", none=True)
+        _positive(self.batch_size, "capture.batch_size")
+        if self.split is not None and not isinstance(self.split, str):
+            raise ValueError(f"capture.split must be a split name, got {self.split!r}")
         if self.pool not in (None, "first", "last", "mean"):
             raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
+        if not isinstance(self.all_checkpoints, bool):
+            raise ValueError(f"capture.all_checkpoints must be true or false, got {self.all_checkpoints!r}")
 
 
 # The pipeline's SAE training settings where they differ from SAETrainConfig's: short runs on
@@ -79,17 +95,23 @@ class SAEStage(Config):
     train: SAETrainConfig = SAETrainConfig(**_SAE_STAGE_TRAINING)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.hook, str) or not self.hook:
+            raise ValueError(f"sae.hook must be a hook name, got {self.hook!r}")
         object.__setattr__(
-            self, "architectures", _tuple(list(self.architectures), "sae.architectures", str)
+            self, "architectures", _tuple(self.architectures, "sae.architectures", str)
         )
         bad = [a for a in self.architectures if a not in SAE.registry]
         if bad:
             raise ValueError(
                 f"sae.architectures: unknown {bad}; choose from {tuple(sorted(SAE.registry))}"
             )
-        object.__setattr__(self, "widths", _tuple(list(self.widths), "sae.widths"))
-        object.__setattr__(self, "ks", _tuple(list(self.ks), "sae.ks"))
-        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+        object.__setattr__(self, "widths", _tuple(self.widths, "sae.widths"))
+        object.__setattr__(self, "ks", _tuple(self.ks, "sae.ks"))
+        object.__setattr__(
+            self, "coefficients", _tuple(self.coefficients, "sae.coefficients", (int, float))
+        )
+        if not self.widths:
+            raise ValueError("sae.widths must name at least one width")
         if any(w < 1 for w in self.widths) or any(k < 1 for k in self.ks):
             raise ValueError("sae.widths and sae.ks must be positive")
         if any(k > min(self.widths) for k in self.ks):
@@ -133,8 +155,16 @@ class ProbeStage(Config):
     selection: str = "mean_diff"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", _tuple(list(self.labels), "probes.labels", str))
-        object.__setattr__(self, "ks", _tuple(list(self.ks), "probes.ks"))
+        from hierlens.probes.select import SELECTIONS
+
+        object.__setattr__(self, "labels", _tuple(self.labels, "probes.labels", str))
+        object.__setattr__(self, "ks", _tuple(self.ks, "probes.ks"))
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"probes.ks must be positive integers, got {list(self.ks)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"probes.selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +178,12 @@ class TreeStage(Config):
     n_trees: int | None = 40
     layer: int = -1
 
+    def __post_init__(self) -> None:
+        _positive(self.n, "tree.n")
+        _positive(self.n_trees, "tree.n_trees", none=True)
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise ValueError(f"tree.layer must be an integer, got {self.layer!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class StructuralStage(Config):
@@ -159,6 +195,16 @@ class StructuralStage(Config):
     max_epochs: int = 40
     pool: str = "mean"
     controls: bool = True
+
+    def __post_init__(self) -> None:
+        from ..structural import POOLS
+
+        _positive(self.rank, "structural.rank")
+        _positive(self.max_epochs, "structural.max_epochs")
+        if self.pool not in POOLS:
+            raise ValueError(f"structural.pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if not isinstance(self.controls, bool):
+            raise ValueError(f"structural.controls must be true or false, got {self.controls!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,8 +308,30 @@ class PipelineConfig:
         return out
 
     def validate(self) -> None:
-        """Check the task and model sections by building their configs (cheap); for a
-        pretrained pipeline, the model folder and the corpus file."""
+        """Check every section before any stage runs: the task and model by building their
+        configs (cheap), each stage's fields (at their construction), the capture split
+        against the task's or corpus's splits, and that the SAE hook is one the capture
+        takes; for a pretrained pipeline, the model folder and the corpus file too. (Hook
+        names against the model itself are checked once it is built, before stage 1.)"""
+        import fnmatch
+
+        from hierlens.models.corpus import SPLITS as CORPUS_SPLITS
+        from hierlens.models.tasks.base import SPLITS as TASK_SPLITS
+
+        if not isinstance(self.report, bool):
+            raise ValueError(f"report must be true or false, got {self.report!r}")
+        if self.sae.enabled and not any(
+            fnmatch.fnmatchcase(self.sae.hook, p) for p in self.capture.hooks
+        ):
+            raise ValueError(
+                f"[sae] hook {self.sae.hook!r} is not among the captured hooks "
+                f"{list(self.capture.hooks)} ([capture] hooks)"
+            )
+        splits = CORPUS_SPLITS if self.is_pretrained else TASK_SPLITS
+        if self.capture.split is not None and self.capture.split not in splits:
+            raise ValueError(
+                f"[capture] split {self.capture.split!r} is not one of {', '.join(splits)}"
+            )
         seeds = list(self.seeds)
         bad = [x for x in seeds if not isinstance(x, int) or isinstance(x, bool) or x < 0]
         if bad or len(set(seeds)) != len(seeds):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.atomic_io import write_checked_jsonl
+from hierlens.models.checksums import is_committed
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
@@ -50,7 +51,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     train_config = sae_train_config(cfg)
     grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
     run = Run(run_dir)
-    saved = run.sae_dirs()
+    saved = {name: path for name, path in run.sae_dirs().items() if S.is_saved(path)}
     missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
@@ -65,7 +66,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             sae.save(run.sae_dir(name))
     rows = []
     for name in grid:
-        sae = S.load(saved.get(name, run.sae_dir(name)))
+        sae = S.load_sae(saved.get(name, run.sae_dir(name)), verify=True)
         metrics = S.evaluate_sae(sae, acts)
         dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
         row = {
@@ -86,7 +87,7 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     from hierlens.probes import probe_sweep
 
     out = Run(run_dir).probe_results_path
-    if out.exists():
+    if is_committed(out):  # a complete, intact result: a rerun keeps it
         return
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]

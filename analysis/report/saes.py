@@ -71,7 +71,7 @@ def sae_section(ctx: ReportContext) -> str | None:
     rows: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[Any, tuple[int, ActivationStore] | None]] = {}
     for name, path in dirs.items():
-        sae = load_sae(path, device="cpu")
+        sae = load_sae(path, device="cpu", verify=True)
         hook = sae.cfg.hook_name
         found = stores.find(hook)
         loaded[name] = (sae, found)

@@ -64,7 +64,9 @@ class ReportContext:
 
     def words(self, example: Any) -> list[str]:
         """The words of an example (a task's word tokens, or a corpus sentence's words)."""
-        if "sentence" in example.labels:
+        if "words" in example.labels:  # a corpus sentence's words (one may hold a space)
+            return [str(w) for w in example.labels["words"]]
+        if "sentence" in example.labels:  # a grammar task's words (vocabulary tokens)
             return str(example.labels["sentence"]).split(" ")
         return [self.token_string(example.tokens[p]) for p in example.word_positions]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.models.atomic_io import read_jsonl, write_checked_jsonl
 from hierlens.models.loggers import MissingExtraError
 from hierlens.models.run import Run
 from hierlens.models.tracker_paths import TrackerPaths
@@ -238,8 +238,9 @@ def test_export_equals_logging_during_the_run(tmp_path):
 
     run_dir = tmp_path / "run"
     _train(run_dir, CFG.replace(log_to=("tensorboard",)))
-    Run(run_dir).tracking_path.write_text(
-        json.dumps({"step": 10, "tree_score": 0.25, "main_metric": "accuracy"}) + "\n"
+    write_checked_jsonl(  # a tracking record as track() writes it
+        Run(run_dir).tracking_path,
+        [{"step": 10, "tree_score": 0.25, "main_metric": "accuracy", "settings": {}}],
     )
     assert main(["export", str(run_dir), "--to", "tensorboard", "--to", "mlflow"]) == 0
     exported = _tb_scalars(Run(run_dir).trackers("export").tensorboard_dir)
