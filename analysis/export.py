@@ -14,8 +14,7 @@ from collections.abc import Iterable
 
 from hierlens.models.confined_delete import remove_tree
 from hierlens.models.loggers import check_backends, scalars
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.tracker_paths import TrackerPaths
 from hierlens.models.trackers import make_logger
 

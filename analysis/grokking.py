@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from hierlens.models.atomic_io import append_jsonl, read_jsonl, write_checked_jsonl
 from hierlens.models.device import resolve_device
 from hierlens.models.loggers import scalars
-from hierlens.models.run import RECORD_SCHEMAS, TRACKING, Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
+from hierlens.models.run_layout import RECORD_SCHEMAS, TRACKING
 from hierlens.models.run_lock import locks_run
 from hierlens.models.tasks import Task, iter_batches
 from hierlens.models.trackers import MultiLogger, make_logger

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run_load import open_run
+from hierlens.models.run import open_run
 from hierlens.models.run_lock import locks_run
 from hierlens.models.store import ActivationStore
 from hierlens.sae import SAETrainConfig, build_sae_grid, is_saved, train_saes

@@ -168,7 +168,7 @@ def run_structural_probes(
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
     from hierlens.models.atomic_io import write_checked_jsonl
-    from hierlens.models.run_load import open_run
+    from hierlens.models.run import open_run
 
     run = open_run(run_dir)
     if not run.is_pretrained:

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from hierlens.models.atomic_io import write_checked_jsonl
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 
 from .trees.decode import tree_projection
 from .trees.metrics import baseline_parse_f1, parse_f1, tree_score

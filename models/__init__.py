@@ -14,8 +14,8 @@ from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .moved import alias_moved_modules
 from .pretrained import Pretrained, load_pretrained, load_tokenizer
-from .run import Run
-from .run_load import latest_valid_checkpoint, list_checkpoints, open_run
+from .run import Run, open_run
+from .run_load import latest_valid_checkpoint, list_checkpoints
 from .sentence import Sentence
 from .store import ActivationStore
 from .tasks import Example, Task, get_task, list_tasks

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from .capture import capture
-from .run import Run
-from .run_load import open_run
+from .run import Run, open_run
 from .run_lock import locks_run
 from .store import ActivationStore
 

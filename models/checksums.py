@@ -230,6 +230,9 @@ def append_checked(path: str | os.PathLike, data: bytes) -> None:
         return
     manifest = read_manifest(path.parent) or {"files": {}, "pending": {}}
     size = fs.file_size(path)
+    if size is None:  # removed (by hand, to start it again): what it recorded goes too
+        manifest["files"].pop(path.name, None)
+        manifest["pending"].pop(path.name, None)
     current = fs.read_bytes(path) if size else b""
     entry = None
     for key in ("files", "pending"):  # a rewrite that did not commit: settle it first

@@ -68,10 +68,8 @@ def _local_folder(path: str | Path) -> Path:
     folder = Path(path).expanduser()
     if not folder.exists():
         raise FileNotFoundError(
-            errno.ENOENT,
-            "no folder there: only local Hugging Face folders load (hub names are never "
-            "downloaded)",
-            str(path),
+            f"no folder at {str(path)!r}: only local Hugging Face folders load "
+            "(hub names are never downloaded)"
         )
     if not folder.is_dir():
         raise ValueError(f"{str(path)!r} is a file; only local Hugging Face folders load")

@@ -1,9 +1,9 @@
-"""Loading what a run directory holds: opening a run, its config, its checkpoints, its model.
+"""Loading what a run directory holds: its config, its checkpoints, its model.
 
-:func:`open_run` opens an existing run and checks its ``config.json``;
 :func:`latest_valid_checkpoint` finds the newest checkpoint that verifies; :func:`load_model`
-builds the model of a checkpoint (or loads a pretrained run's model). The layout itself is
-:class:`~hierlens.models.run.Run`'s; the writer lock is :mod:`~hierlens.models.run_lock`'s.
+builds the model of a checkpoint (or loads a pretrained run's model); :func:`model_id` names
+the model a store was captured from. The layout is :mod:`~hierlens.models.run_layout`'s, the
+writer lock :mod:`~hierlens.models.run_lock`'s; :class:`~hierlens.models.run.Run` joins them.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import confined_io as fs
 from .architectures import ArchConfig, build_model
-from .atomic_io import CorruptFileError, read_json
+from .atomic_io import CorruptFileError
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint_meta
-from .checksums import CHECKSUMS
 from .corpus import Corpus
-from .run import CONFIG, PRETRAINED, PRETRAINED_STEP, Run
-from .run_lock import LOCK_FILE
+from .run_layout import PRETRAINED, PRETRAINED_STEP, RunLayout
 from .tasks import Task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
@@ -41,11 +38,8 @@ __all__ = [
     "load_model",
     "model_config_from_dict",
     "model_id",
-    "open_or_create_run",
-    "open_run",
     "pretrained_run_config",
     "run_config_dict",
-    "write_run_config",
 ]
 
 
@@ -78,78 +72,19 @@ def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
-            errno.ENOENT,
-            f"no folder at {str(model_path)!r}: only local Hugging Face folders load",
-            str(model_path),
+            f"no folder at {str(model_path)!r}: only local Hugging Face folders load"
         )
     return {PRETRAINED: {"path": str(folder.resolve())}, "data": corpus.to_dict()}
 
 
-def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
-    """Write ``config`` as the ``config.json`` of ``run_dir`` (atomically)."""
-    Run(run_dir).write_config(config)
-
-
-def open_or_create_run(run_dir: str | os.PathLike, config: dict[str, Any]) -> Run:
-    """The run in ``run_dir`` with ``config``: created if there is none; an existing run
-    with the same config is opened. A run with another config is an error, unless it holds
-    nothing but its config (a command that failed before writing a result, whose corrected
-    retry then replaces it)."""
-    run = Run(run_dir)
-    with run.lock():
-        if run.has(run.config_path):
-            try:
-                same = open_run(run).config == config
-            except (CorruptFileError, ValueError):
-                same = False
-            if not same:
-                extra = set(fs.entries(run.path)) - {CONFIG, CHECKSUMS, LOCK_FILE}
-                if extra:
-                    raise ValueError(
-                        f"{run.path} already holds another run; choose another run directory"
-                    )
-                log.info("%s held only the config of a failed attempt; replacing it", run.path)
-                run.write_config(config)
-        else:
-            run.write_config(config)
-    return open_run(run.path)
-
-
-def _not_a_run(run: Run) -> FileNotFoundError:
-    """The error for a folder without ``config.json`` (naming the missing file)."""
-    return FileNotFoundError(
-        errno.ENOENT,
-        f"{run.path} is not a hierlens run directory (no {CONFIG})",
-        str(run.config_path),
-    )
-
-
-def open_run(run_dir: str | os.PathLike | Run) -> Run:
-    """Open an existing run directory (written by :func:`hierlens.models.train`), checking
-    that its ``config.json`` names a task and a model."""
-    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    if not run.has(run.config_path):
-        raise _not_a_run(run)
-    with run.confined():
-        config = read_json(run.config_path)
-    trained = isinstance(config, dict) and "task" in config and "model" in config
-    pretrained = isinstance(config, dict) and PRETRAINED in config and "data" in config
-    if not (trained or pretrained):
-        raise ValueError(
-            f"{run.config_path}: expected keys 'task' and 'model' (a trained run) or "
-            f"'{PRETRAINED}' and 'data' (a pretrained model on a corpus)"
-        )
-    return Run(run.path, config)
-
-
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     """``run_dir/checkpoints/step_NNNNNNN`` (:meth:`Run.checkpoint_dir`)."""
-    return Run(run_dir).checkpoint_dir(step)
+    return RunLayout(run_dir).checkpoint_dir(step)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the checkpoint folders in ``run_dir`` (complete by construction), sorted."""
-    return Run(run_dir).steps
+    return RunLayout(run_dir).steps
 
 
 def latest_valid_checkpoint(
@@ -157,7 +92,7 @@ def latest_valid_checkpoint(
 ) -> Checkpoint | None:
     """The newest checkpoint that loads and verifies; corrupt ones are reported (by path, at
     WARNING level) and skipped for the previous good one. ``None`` when there is none."""
-    run = Run(run_dir)
+    run = RunLayout(run_dir)
     with run.confined():
         for step in reversed(run.steps):
             path = run.checkpoint_dir(step)
@@ -177,7 +112,7 @@ def _hash_plain(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_id(run: Run, step: int) -> dict[str, Any]:
+def model_id(run: RunLayout, step: int) -> dict[str, Any]:
     """What identifies the model at ``step`` in the stores captured from it: the run's
     config and the checksum of the checkpoint's weights (trained runs), or the folder and
     the checksums of its weight files (pretrained runs)."""
@@ -195,9 +130,10 @@ def model_id(run: Run, step: int) -> dict[str, Any]:
 
 
 def load_model(
-    run: Run, step: int | None = None, device: str | torch.device | None = None
+    run: Any, step: int | None = None, device: str | torch.device | None = None
 ) -> TransformerBridge | torch.nn.Module:
-    """The model of ``run`` at checkpoint ``step`` (default: the newest valid checkpoint)."""
+    """The model of the :class:`~hierlens.models.run.Run` ``run`` at checkpoint ``step``
+    (default: the newest valid checkpoint)."""
     from .device import resolve_device
 
     dev = resolve_device(device)

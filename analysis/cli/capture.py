@@ -19,7 +19,7 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
     """A complete store of the same checkpoint weights already at ``step`` that holds every
     hook ``patterns`` names (names or globs), with those hooks; None if there is none."""
     from hierlens.models.checkpoint_capture import activations_dir
-    from hierlens.models.run_load import open_run
+    from hierlens.models.run import open_run
     from hierlens.models.store import ActivationStore
 
     path = activations_dir(run_dir, step)
@@ -41,7 +41,8 @@ def prepare_run(args: argparse.Namespace):
     """The run ``args.run_dir``; with ``--model PATH --treebank FILE`` a pretrained run is
     made there first (or checked to be the same model and corpus)."""
     from hierlens.models.corpus import Corpus
-    from hierlens.models.run_load import open_or_create_run, open_run, pretrained_run_config
+    from hierlens.models.run import open_or_create_run, open_run
+    from hierlens.models.run_load import pretrained_run_config
 
     model = getattr(args, "model", None)
     treebank = getattr(args, "treebank", None)

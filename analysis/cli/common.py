@@ -87,7 +87,7 @@ def fmt(metrics: dict[str, float]) -> str:
 
 def newest_step(run_dir: str | os.PathLike) -> int:
     """The newest checkpoint step of ``run_dir``; a :class:`CLIError` when it has none."""
-    from hierlens.models.run_load import open_run
+    from hierlens.models.run import open_run
 
     steps = open_run(run_dir).steps
     if not steps:

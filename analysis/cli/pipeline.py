@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hierlens.models.run_load import open_run
+    from hierlens.models.run import open_run
 
     from ..pipeline import DEMO_CONFIG, run
 

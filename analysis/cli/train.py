@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hierlens.models.run_load import open_run
+    from hierlens.models.run import open_run
 
     run = open_run(args.run_dir)
     task = run.task

@@ -24,8 +24,7 @@ import torch
 
 from hierlens.models.capture import capture
 from hierlens.models.hooks import resolve_hook_names
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.store import ActivationStore
 
 from .matching import best_match, hungarian_match, localization_summary, unit_correlations

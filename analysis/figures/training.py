@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 from hierlens.models.transformer import ModelConfig, build_transformer

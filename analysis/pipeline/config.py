@@ -309,24 +309,15 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Check every section before any stage runs: the task and model by building their
-        configs (cheap), each stage's fields (at their construction), the capture split
-        against the task's or corpus's splits, and that the SAE hook is one the capture
-        takes; for a pretrained pipeline, the model folder and the corpus file too. (Hook
-        names against the model itself are checked once it is built, before stage 1.)"""
-        import fnmatch
-
+        configs (cheap), each stage's fields (at their construction) and the capture split
+        against the task's or corpus's splits; for a pretrained pipeline, the model folder
+        and the corpus file too. (Hook names, and that the SAE hook is among the captured
+        ones, are checked against the model once it is built, before stage 1.)"""
         from hierlens.models.corpus import SPLITS as CORPUS_SPLITS
         from hierlens.models.tasks.base import SPLITS as TASK_SPLITS
 
         if not isinstance(self.report, bool):
             raise ValueError(f"report must be true or false, got {self.report!r}")
-        if self.sae.enabled and not any(
-            fnmatch.fnmatchcase(self.sae.hook, p) for p in self.capture.hooks
-        ):
-            raise ValueError(
-                f"[sae] hook {self.sae.hook!r} is not among the captured hooks "
-                f"{list(self.capture.hooks)} ([capture] hooks)"
-            )
         splits = CORPUS_SPLITS if self.is_pretrained else TASK_SPLITS
         if self.capture.split is not None and self.capture.split not in splits:
             raise ValueError(

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_or_create_run, open_run, pretrained_run_config
+from hierlens.models.run import Run, open_or_create_run, open_run
+from hierlens.models.run_load import pretrained_run_config
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainingDiverged, train
 from hierlens.models.train_many import train_many
@@ -94,12 +94,14 @@ def _check_hooks(cfg: PipelineConfig, model: Any) -> None:
     """The capture's hooks and the SAE hook must be hooks of ``model``."""
     from hierlens.models.hooks import resolve_hook_names
 
-    try:
-        resolve_hook_names(model, list(cfg.capture.hooks))
-        if cfg.sae.enabled:
-            resolve_hook_names(model, [cfg.sae.hook])
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"[capture]/[sae] {exc}") from None
+    captured = resolve_hook_names(model, list(cfg.capture.hooks))
+    if cfg.sae.enabled:
+        sae_hooks = resolve_hook_names(model, [cfg.sae.hook])
+        if not set(sae_hooks) <= set(captured):
+            raise ValueError(
+                f"[sae] hook {cfg.sae.hook!r} is not among the captured hooks "
+                f"{list(cfg.capture.hooks)} ([capture] hooks)"
+            )
 
 
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:

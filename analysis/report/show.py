@@ -7,7 +7,7 @@ import uuid
 
 import torch
 
-from hierlens.models.run_load import open_run
+from hierlens.models.run import open_run
 
 from .html import CSS, Charts, esc, plotly_script
 from .sections import ReportContext

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from hierlens.models.atomic_io import atomic_write_bytes
-from hierlens.models.run import REPORT
-from hierlens.models.run_load import open_run
+from hierlens.models.run import open_run
+from hierlens.models.run_layout import REPORT
 
 from .html import Charts, esc, page
 from .layers import layers_section

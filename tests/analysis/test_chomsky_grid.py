@@ -15,8 +15,7 @@ from hierlens.analysis.figures.chomsky import plot_chomsky_table
 from hierlens.models.architectures import ArchConfig, build_model
 from hierlens.models.capture import capture
 from hierlens.models.checkpoint import load_checkpoint
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train
 

@@ -15,8 +15,7 @@ from hierlens.analysis.figures import FIGURES, redraw, reproduce
 from hierlens.analysis.figures import plot as figures_plot
 from hierlens.analysis.grokking import track
 from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.run import Run
-from hierlens.models.run_load import open_run
+from hierlens.models.run import Run, open_run
 
 NAMES = {
     "grokking-curves",

@@ -5,7 +5,7 @@ import pytest
 from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
 from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 from hierlens.models.atomic_io import write_checked_jsonl
-from hierlens.models.run_load import write_run_config
+from hierlens.models.run import write_run_config
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
 
@@ -132,7 +132,7 @@ def test_sweep_reports_a_conflicting_run_and_trains_the_rest_of_its_stack(tmp_pa
     assert "different configuration" in summary["failed"][0]["error"]
     assert summary["ran"] == ["depth01_seed1"]
     assert (tmp_path / "depth01_seed1" / "done.json").exists()
-    assert sorted(p.name for p in bad.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in bad.iterdir()) == ["config.json", "hierlens_sha256.json"]
 
 
 def test_sweep_fuses_the_seeds_of_each_depth(tmp_path, monkeypatch, caplog):

@@ -13,7 +13,7 @@ import pytest
 
 from hierlens.analysis.sweep import SUMMARY, SweepFailed, sweep
 from hierlens.models import TrainConfig, get_task
-from hierlens.models.run_load import write_run_config
+from hierlens.models.run import write_run_config
 
 TASK = get_task("dyck", max_depth=3, max_length=8)
 CFG = TrainConfig(

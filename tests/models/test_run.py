@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hierlens.models import Run, open_run
-from hierlens.models.run import step_dir_name
+from hierlens.models.run_layout import step_dir_name
 
 
 def test_layout_of_a_run_that_does_not_exist_yet(tmp_path):
