@@ -138,9 +138,7 @@ def fit_sae_grid(
     for step in steps:
         for hook in hooks:
             missing = [
-                m
-                for m in members
-                if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))
+                m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))
             ]
             if missing:
                 pending.append(((step, hook), (str(run.path), step, hook, spec, missing, config)))

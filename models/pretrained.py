@@ -75,7 +75,21 @@ def _local_folder(path: str | Path) -> Path:
         raise ValueError(f"{str(path)!r} is a file; only local Hugging Face folders load")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{str(folder)!r} has no config.json; it is not a Hugging Face model")
+    _check_config(folder / "config.json")
     return folder
+
+
+def _check_config(path: Path) -> None:
+    """A model's ``config.json`` must be a JSON object with a ``model_type`` (else an error
+    naming it, before any library reads it)."""
+    from .checksums import CorruptFileError
+
+    try:
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path}: not a valid JSON config ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise CorruptFileError(f"{path}: expected a JSON object with a 'model_type'")
 
 
 #: weight files hierlens loads (safetensors only: a pickle is never unpickled)
@@ -83,21 +97,14 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def check_model_folder(folder: Path) -> None:
-    """Check a model folder before any library reads it, so that each fault is one error
-    naming its file: ``config.json`` must be a JSON object with a ``model_type``; the weights
-    must be safetensors (``model.safetensors`` or the shards its index names; a pickle such
+    """Check a model folder's weights before any library reads them, so that each fault is
+    one error naming its file (``config.json`` is checked when the folder is first named):
+    the weights must be safetensors (``model.safetensors`` or the shards its index names; a pickle such
     as ``pytorch_model.bin`` is refused, never loaded) whose headers parse."""
     from safetensors import safe_open
 
     from .checksums import CorruptFileError
 
-    cfg_path = folder / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{cfg_path}: not a valid JSON config ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
-        raise CorruptFileError(f"{cfg_path}: expected a JSON object with a 'model_type'")
     index = folder / WEIGHT_FILES[1]
     if (folder / WEIGHT_FILES[0]).is_file():
         shards = [folder / WEIGHT_FILES[0]]
@@ -155,6 +162,19 @@ def _load_tokenizer(folder: Path) -> Any:
         tok = AutoTokenizer.from_pretrained(
             str(folder), local_files_only=True, add_prefix_space=True
         )
+    return _bounded_by_context(tok, folder)
+
+
+def _bounded_by_context(tok: Any, folder: Path) -> Any:
+    """``tok`` with ``model_max_length`` at most the model's context (``config.json``'s
+    ``max_position_embeddings`` / ``n_positions`` / ``n_ctx``): a tokenizer saved without
+    one says "unlimited", and every reader must skip the same too-long sentences."""
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    context = [cfg.get(k) for k in ("max_position_embeddings", "n_positions", "n_ctx")]
+    context = [c for c in context if isinstance(c, int) and not isinstance(c, bool) and c > 0]
+    limit = tok.model_max_length
+    if context and not (isinstance(limit, int) and limit <= context[0]):
+        tok.model_max_length = context[0]
     return tok
 
 
@@ -209,7 +229,7 @@ def load_pretrained(
     model.eval()
     cfg = model.cfg
     n_layers, d_model = int(cfg.n_layers), int(cfg.d_model)
-    tok = model.tokenizer
+    tok = _bounded_by_context(model.tokenizer, folder)
     return Pretrained(
         model=model,
         tokenizer=tok,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
 from .train_config import SAETrainConfig
 from .workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -331,6 +334,10 @@ def train_saes(
         start_step, history, window_steps = load_trainer_checkpoint(
             ckpt, groups, opt, fingerprint, sst
         )
+        if start_step:
+            log.info(
+                "resuming SAE training at step %d of %d from %s", start_step, total_steps, ckpt
+            )
 
     autocast_ctx = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))

@@ -43,6 +43,7 @@ def _training_key(args: argparse.Namespace, hook: str, step: int, config: SAETra
 
 
 def _fit_sae(args: argparse.Namespace) -> int:
+    from hierlens.models.confined_delete import remove_tree
     from hierlens.models.run import Run
     from hierlens.models.run_clean import remove_owned
     from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
@@ -132,6 +133,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
         write_checked_jsonl(run.sae_table_path, selection.table)
     if ckpt is not None:  # the SAEs are saved: their training checkpoints are done with
         remove_owned(run.path, [ckpt], "the SAE trainer")
+        remove_tree(ckpt.parent, lambda parts: False)  # saes/training/ once it is empty
     for row in selection.table:
         print(json.dumps(row, default=str))
     log.info(

@@ -192,7 +192,10 @@ def depth_sweep(
     metric = main_metric(task)
     runs = []
     for row in rows:
-        records = sorted(Run(row["run_dir"]).read_records(Run(row["run_dir"]).tracking_path), key=lambda r: r["step"])
+        records = sorted(
+            Run(row["run_dir"]).read_records(Run(row["run_dir"]).tracking_path),
+            key=lambda r: r["step"],
+        )
         ood = [float(r[f"test_ood/{metric}"]) for r in records]
         last = records[-1]
         runs.append(

@@ -67,7 +67,9 @@ class CaptureStage(Config):
         if self.pool not in (None, "first", "last", "mean"):
             raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
         if not isinstance(self.all_checkpoints, bool):
-            raise ValueError(f"capture.all_checkpoints must be true or false, got {self.all_checkpoints!r}")
+            raise ValueError(
+                f"capture.all_checkpoints must be true or false, got {self.all_checkpoints!r}"
+            )
 
 
 # The pipeline's SAE training settings where they differ from SAETrainConfig's: short runs on
@@ -202,7 +204,9 @@ class StructuralStage(Config):
         _positive(self.rank, "structural.rank")
         _positive(self.max_epochs, "structural.max_epochs")
         if self.pool not in POOLS:
-            raise ValueError(f"structural.pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+            raise ValueError(
+                f"structural.pool must be one of {', '.join(POOLS)}, got {self.pool!r}"
+            )
         if not isinstance(self.controls, bool):
             raise ValueError(f"structural.controls must be true or false, got {self.controls!r}")
 

@@ -86,7 +86,9 @@ def snapshot(run_dir: Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             data = json.loads(path.read_text())
             if path.name == CHECKSUMS:  # what it records, less the checksums of timings
-                files = {k: "timed" if k == "metrics.jsonl" else v for k, v in data["files"].items()}
+                files = {
+                    k: "timed" if k == "metrics.jsonl" else v for k, v in data["files"].items()
+                }
                 data = {"files": dict(sorted(files.items())), "pending": data.get("pending")}
             out[str(rel)] = data
         else:
