@@ -1,5 +1,4 @@
-"""Structural probes on every layer of a pretrained model, with the controls of Hewitt &
-Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" (NAACL):
+"""Structural probes on every layer of a pretrained model, with the controls of [Hewitt2019]:
 
 - :func:`word_vectors_by_layer`: word vectors at every layer (0 = the embeddings as block 0
   reads them, ``blocks.0.hook_resid_pre``; ``l`` = ``blocks.{l-1}.hook_resid_post``), a
@@ -43,6 +42,7 @@ def word_vectors_by_layer(
         ``0 .. n_layers``: 0 is the embeddings (``blocks.0.hook_resid_pre``), ``l`` the
         output of block ``l - 1`` (``blocks.{l-1}.hook_resid_post``).
     """
+    from hierlens.models.model_inputs import forward_kwargs
     from hierlens.models.text import pool_words
 
     if pool not in POOLS:
@@ -55,7 +55,9 @@ def word_vectors_by_layer(
     with torch.no_grad():
         for ex in examples:
             tokens = torch.tensor([ex.tokens], dtype=torch.long, device=device)
-            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+            _, cache = model.run_with_cache(
+                tokens, names_filter=lambda n: n in wanted, **forward_kwargs(model, None, tokens)
+            )
             for layer, name in enumerate(names):
                 acts = cache[name][0].float()
                 out[layer].append(pool_words(acts, ex.word_spans, pool).cpu().numpy())
@@ -167,7 +169,7 @@ def run_structural_probes(
     splits them itself), written to ``probes/structural.jsonl``: one record per layer and
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
-    from hierlens.models.atomic_io import write_checked_jsonl
+    from hierlens.core.atomic_io import write_checked_jsonl
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
 from hierlens.models.run import Run
 from hierlens.models.run_load import run_config_dict
 from hierlens.models.tasks import Task, get_task

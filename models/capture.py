@@ -31,8 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
+
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
+from .model_inputs import forward_kwargs, hf_model
 from .store import ActivationStore, hook_dir_name
 from .store_writer import StoreWriter
 
@@ -346,7 +348,9 @@ class _Runner:
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
         self.fired = {}
         try:
-            if attention_mask is not None and self.pass_mask:
+            if hf_model(self.model) is not None:
+                self.model(tokens, **forward_kwargs(self.model, attention_mask, tokens))
+            elif attention_mask is not None and self.pass_mask:
                 self.model(tokens, attention_mask=attention_mask)
             else:
                 self.model(tokens)
@@ -645,7 +649,8 @@ def _run(
     plan = header["shards"]
     writer = None
     if out_dir is not None:
-        from . import distributed as D
+        from hierlens.core import distributed as D
+
         from .store_writer import DistributedStoreWriter
 
         # under torchrun: each rank its share of the shards, rank 0 the manifest

@@ -9,11 +9,11 @@ A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named
   sha256 of both tensor files.
 
 It is written into a temporary folder beside the final one, with the checksum manifest of all
-three files (:mod:`~hierlens.models.checksums`), then renamed into place, so a checkpoint
+three files (:mod:`~hierlens.core.checksums`), then renamed into place, so a checkpoint
 folder either is complete or does not exist. Loading checks every file against the manifest
 (a missing manifest is an error, not a pass) and ``state.json`` against its schema (the step
 must be the folder's step): a truncated, modified or malformed file is a
-:class:`~hierlens.models.atomic_io.CorruptFileError` naming it. Everything goes through the
+:class:`~hierlens.core.atomic_io.CorruptFileError` naming it. Everything goes through the
 confined file layer, so no file of a checkpoint is reached through a link.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from . import confined_io as fs
-from .atomic_io import (
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import (
     CorruptFileError,
     dumps,
     parse_tensors,
@@ -37,8 +37,8 @@ from .atomic_io import (
     sha256_bytes,
     tensor_bytes,
 )
-from .checksums import CHECKSUMS, read_checked, write_checked
-from .confined_delete import remove_tree
+from hierlens.core.checksums import CHECKSUMS, read_checked, write_checked
+from hierlens.core.confined_delete import remove_tree
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 __all__ = ["Pretrained", "check_model_folder", "load_pretrained"]
 
@@ -82,7 +82,7 @@ def _local_folder(path: str | Path) -> Path:
 def _check_config(path: Path) -> None:
     """A model's ``config.json`` must be a JSON object with a ``model_type`` (else an error
     naming it, before any library reads it)."""
-    from .checksums import CorruptFileError
+    from hierlens.core.checksums import CorruptFileError
 
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8"))
@@ -103,7 +103,7 @@ def check_model_folder(folder: Path) -> None:
     as ``pytorch_model.bin`` is refused, never loaded) whose headers parse."""
     from safetensors import safe_open
 
-    from .checksums import CorruptFileError
+    from hierlens.core.checksums import CorruptFileError
 
     index = folder / WEIGHT_FILES[1]
     if (folder / WEIGHT_FILES[0]).is_file():

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import confined_io as fs
-from .atomic_io import CorruptFileError, read_json
-from .checksums import CHECKSUMS
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import CorruptFileError, read_json
+from hierlens.core.checksums import CHECKSUMS
+
 from .run_layout import CONFIG, PRETRAINED, RunLayout
 from .run_load import load_model, model_config_from_dict, model_id
 from .run_lock import LOCK_FILE
@@ -49,7 +50,8 @@ class Run(RunLayout):
 
     def pretrained(self, device: str | torch.device | None = None) -> Pretrained:
         """The pretrained model of the run (loaded once per device)."""
-        from .device import resolve_device
+        from hierlens.core.device import resolve_device
+
         from .pretrained import load_pretrained
 
         if not self.is_pretrained:

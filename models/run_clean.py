@@ -1,13 +1,13 @@
 """Deleting what a run wrote, and only that.
 
 A file belongs to the run when a manifest of the run records it: the checksum manifest of its
-folder (:mod:`~hierlens.models.checksums`, which lists every checked file: configs, JSONL
+folder (:mod:`~hierlens.core.checksums`, which lists every checked file: configs, JSONL
 results, checkpoints, SAE folders, the report and figures), the manifest of the activation
 store it belongs to (index and shards), or when it is a temporary file of an interrupted
 write. The experiment trackers' folders (``trackers/``) are written by their libraries on the
 run's behalf and belong to it whole, as do the report and the figures of the run's
 ``figures/`` folder (outputs written without checksums). Nothing is deleted through a link
-(:func:`~hierlens.models.confined_delete.remove_tree`); what is left is named in a warning.
+(:func:`~hierlens.core.confined_delete.remove_tree`); what is left is named in a warning.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import confined_io as fs
-from .checksums import CorruptFileError, recorded_names
-from .confined_delete import remove_tree
+from hierlens.core import confined_io as fs
+from hierlens.core.checksums import CorruptFileError, recorded_names
+from hierlens.core.confined_delete import remove_tree
+
 from .run_lock import LOCK_FILE
 
 log = logging.getLogger(__name__)

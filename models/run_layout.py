@@ -37,7 +37,7 @@ the pipeline hold it; ``eval`` reads only, and ``report`` writes one file (``rep
 atomically, so neither takes it. Under ``torchrun`` rank 0 holds it.
 
 Every file of the run is opened through the confined file layer
-(:mod:`~hierlens.models.confined_io`): while a writer holds the lock, and while a reader is
+(:mod:`~hierlens.core.confined_io`): while a writer holds the lock, and while a reader is
 inside :meth:`Run.confined`, nothing under the run directory is reached through a symbolic
 link or outside the directory, and listing a folder that holds a link is an error naming
 it. ``Run(path)`` works for a directory that does not exist yet (writers create what they
@@ -57,8 +57,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import confined_io as fs
-from .atomic_io import read_json, read_jsonl, salvage_jsonl, write_checked_json
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import read_json, read_jsonl, salvage_jsonl, write_checked_json
+
 from .checkpoint import STATE_FILE
 from .corpus import Corpus
 from .run_lock import LOCK_FILE, hold_lock
@@ -122,7 +123,7 @@ def _links_refused(folder: Path, found: dict[str, str], names: Iterator[str]) ->
 
 def _step_dirs(root: Path) -> dict[int, Path]:
     """``{step: folder}`` of the ``step_NNNNNNN`` folders directly under ``root`` (a link
-    with such a name is an :class:`~hierlens.models.confined_io.UnsafePathError`)."""
+    with such a name is an :class:`~hierlens.core.confined_io.UnsafePathError`)."""
     found = fs.entries(root)
     _links_refused(root, found, (n for n in found if _STEP_DIR.match(n)))
     out = {
@@ -166,13 +167,13 @@ class RunLayout:
     # ------------------------------------------------------------------ access and the lock
     def confined(self) -> contextlib.AbstractContextManager[None]:
         """A context in which every file under the run directory is reached without
-        following a link (:func:`~hierlens.models.confined_io.confine`); writers get it
+        following a link (:func:`~hierlens.core.confined_io.confine`); writers get it
         with :meth:`lock`."""
         return fs.confine(self.path)
 
     def has(self, path: str | os.PathLike) -> bool:
         """Whether the file or folder ``path`` of the run exists (a link on the way is an
-        :class:`~hierlens.models.confined_io.UnsafePathError`)."""
+        :class:`~hierlens.core.confined_io.UnsafePathError`)."""
         return fs.file_kind(path, root=self.path) is not None
 
     @property
@@ -253,7 +254,7 @@ class RunLayout:
         read confined to the run, checked against their checksum and the file's schema
         (:data:`RECORD_SCHEMAS`). ``writer``: the caller writes the file (and holds the
         lock): a file that fails its checks is cut to its valid leading records with a
-        warning (:func:`~hierlens.models.atomic_io.salvage_jsonl`) instead of refused."""
+        warning (:func:`~hierlens.core.atomic_io.salvage_jsonl`) instead of refused."""
         rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.path))
         schema = RECORD_SCHEMAS.get(rel.replace(os.sep, "/"))
         with self.confined():
@@ -333,7 +334,7 @@ class RunLayout:
 
         Reads ``saes/<name>/`` and, for runs written before that was the one location,
         ``saes/grid/<name>/`` and ``saes/mdl/<name>/`` (a name in ``saes/`` wins). A link
-        among them is an :class:`~hierlens.models.confined_io.UnsafePathError`.
+        among them is an :class:`~hierlens.core.confined_io.UnsafePathError`.
         """
         found: dict[str, Path] = {}
         roots = [self.saes_dir] + [self.saes_dir / g for g in LEGACY_SAE_GROUPS]
@@ -350,6 +351,18 @@ class RunLayout:
     def sae_table_path(self) -> Path:
         """``saes/table.jsonl``: one row of metrics and description length per SAE."""
         return self.saes_dir / "table.jsonl"
+
+    @property
+    def sae_frontier_path(self) -> Path:
+        """``saes/frontier.json``: the L0 frontier of the run's SAEs (one record per SAE:
+        sparsity, FVU, spliced CE and the scores against the task's known features)."""
+        return self.saes_dir / "frontier.json"
+
+    @property
+    def saebench_dir(self) -> Path:
+        """``saes/saebench/``: SAE evaluations in SAEBench's result layout
+        (``<eval_type>/<release>_<sae_id>_eval_results.json``)."""
+        return self.saes_dir / "saebench"
 
     @property
     def mdl_table_path(self) -> Path:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hierlens.core.atomic_io import CorruptFileError
+
 from .architectures import ArchConfig, build_model
-from .atomic_io import CorruptFileError
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint_meta
 from .corpus import Corpus
 from .run_layout import PRETRAINED, PRETRAINED_STEP, RunLayout
@@ -134,7 +135,7 @@ def load_model(
 ) -> TransformerBridge | torch.nn.Module:
     """The model of the :class:`~hierlens.models.run.Run` ``run`` at checkpoint ``step``
     (default: the newest valid checkpoint)."""
-    from .device import resolve_device
+    from hierlens.core.device import resolve_device
 
     dev = resolve_device(device)
     if run.is_pretrained:

@@ -6,11 +6,11 @@ ends (a killed writer leaves no stale lock); a second writer gets :class:`RunLoc
 naming the holder's pid and host. The lock is re-entrant within a process (the pipeline holds
 it while train, capture, ... take it again).
 
-The lock file is opened through :func:`~hierlens.models.confined_io.open_lock`: never through a
+The lock file is opened through :func:`~hierlens.core.confined_io.open_lock`: never through a
 symbolic link, never a file with other hard links, never a FIFO, so a planted
 ``.hierlens.lock`` cannot make the writer overwrite another file with its pid. While the
 lock is held, file access under the directory is confined to it
-(:func:`~hierlens.models.confined_io.confine`).
+(:func:`~hierlens.core.confined_io.confine`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import confined_io as fs
-from .confined_delete import unlink
+from hierlens.core import confined_io as fs
+from hierlens.core.confined_delete import unlink
 
 __all__ = ["LOCK_FILE", "RunLockedError", "hold_lock", "locks_run"]
 

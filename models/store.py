@@ -8,7 +8,7 @@ A store lives in memory (``capture(..., out_dir=None)``) or on disk as a folder:
       <hook>/shard_00000.safetensors # rows [row_start, row_end) of that hook, tensor "activations"
 
 Every file is written atomically through the confined file layer
-(:mod:`hierlens.models.confined_io`) and the manifest is rewritten after each completed shard,
+(:mod:`hierlens.core.confined_io`) and the manifest is rewritten after each completed shard,
 so an interrupted capture leaves a valid partial store that
 :func:`hierlens.models.capture.capture` resumes (:mod:`~hierlens.models.store_writer`).
 Opening a store checks the manifest's schema (hook folders are plain names, the shards tile
@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from . import confined_io as fs
-from .atomic_io import CorruptFileError, load_tensors, read_json, sha256_file
-from .device import resolve_dtype
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import CorruptFileError, load_tensors, read_json, sha256_file
+from hierlens.core.device import resolve_dtype
 
 FORMAT = "hierlens.activation_store"
 VERSION = 1
@@ -131,7 +131,7 @@ class ActivationStore:
 
     def _repr_html_(self) -> str:
         """A table of the captured hooks and their activation widths (for notebooks)."""
-        from .html_table import html_table
+        from hierlens.core.html_table import html_table
 
         rows = [
             {"hook": h, "shape": "×".join(map(str, m.get("shape", ()))), "dim": m.get("dim", "")}

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from . import confined_io as fs
-from .atomic_io import atomic_write_json, read_json, save_tensors, sha256_file
-from .confined_delete import remove_tree, unlink
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import atomic_write_json, read_json, save_tensors, sha256_file
+from hierlens.core.confined_delete import remove_tree, unlink
+
 from .store import (
     FORMAT,
     IDENTITY_KEYS,
@@ -231,7 +232,7 @@ class DistributedStoreWriter(StoreWriter):
     PARTS = "parts"
 
     def __init__(self, path, header, index, labels, overwrite: bool = False) -> None:
-        from . import distributed as D
+        from hierlens.core import distributed as D
 
         self._D = D
         self.path = Path(path)

@@ -30,17 +30,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed as D
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.trackers import MultiLogger
+
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl
 from .checkpoint import restore_rng, save_checkpoint
-from .device import resolve_device
 from .forward import compiled, training_forward
 from .run import Run
 from .run_load import latest_valid_checkpoint, run_config_dict
 from .run_lock import locks_run
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
-from .trackers import MultiLogger
 from .train_config import LOSS_ON, TrainConfig
 from .train_run import (
     RunConflictError,

@@ -10,14 +10,15 @@ from typing import Any
 
 import torch
 
+from hierlens.core.atomic_io import append_jsonl, read_json, write_checked_jsonl
+from hierlens.core.trackers import MultiLogger, make_logger
+
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl, read_json, write_checked_jsonl
 from .forward import is_bidirectional
 from .run import Run
 from .run_clean import clear_run
 from .run_load import run_config_dict
 from .tasks.base import Example, Task
-from .trackers import MultiLogger, make_logger
 from .train_config import TrainConfig, lr_at
 from .transformer import ModelConfig
 

@@ -5,7 +5,7 @@ and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, Ad
 step counts, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
 run's fingerprint) and each SAE in SAELens layout (``sae_<i>/``, loadable on its own).
 
-Every file is written with its checksum (:mod:`hierlens.models.checksums`) through the
+Every file is written with its checksum (:mod:`hierlens.core.checksums`) through the
 confined file layer and checked when a run resumes; ``latest.json`` may name only a step
 folder of this checkpoint; old step folders are deleted as far as the checkpoint wrote them.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from hierlens.models import confined_io as fs
-from hierlens.models.atomic_io import (
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import (
     CorruptFileError,
     load_checked_tensors,
     read_json,
@@ -27,7 +27,7 @@ from hierlens.models.atomic_io import (
     write_checked_json,
     write_checked_jsonl,
 )
-from hierlens.models.checksums import write_checked
+from hierlens.core.checksums import write_checked
 from hierlens.models.run_clean import remove_owned
 
 _STEP_DIR = re.compile(r"step_(\d{8,})")

@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
-from hierlens.models import confined_io as fs
-from hierlens.models.atomic_io import (
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import (
     CorruptFileError,
     parse_tensors,
     read_json,
 )
-from hierlens.models.checksums import CHECKSUMS, is_committed, read_checked
-from hierlens.models.config import unknown_keys_error
+from hierlens.core.checksums import CHECKSUMS, is_committed, read_checked
+from hierlens.core.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
 from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # noqa: F401
@@ -100,11 +100,12 @@ def load_sae(
             the files only against checksums that are recorded.
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError: unknown architecture, missing
-        fields or tensors, or tensors of the wrong shape (the message names the file).
-        CorruptFileError (a ValueError): a file fails the checksum recorded beside it
-        (``hierlens_sha256.json``), has none where one is expected, is truncated or does
-        not parse.
+        FileNotFoundError: a file is missing.
+        ValueError: unknown architecture, missing fields or tensors, or tensors of the wrong
+            shape (the message names the file).
+        CorruptFileError: (a ``ValueError``) a file fails the checksum recorded beside it
+            (``hierlens_sha256.json``), has none where one is expected, is truncated or does
+            not parse.
     """
     path = Path(path)
     cfg_path, w_path = path / CFG_FILE, path / WEIGHTS_FILE

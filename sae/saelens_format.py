@@ -20,8 +20,8 @@ the training hyperparameters under SAELens' names (see each architecture's
 round-trip exactly. MP-SAE files (``matching_pursuit``) use the same layout, but SAELens has
 no such architecture.
 
-Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.models.checksums.CHECKSUMS`)
-records their sha256, written with them (:func:`~hierlens.models.checksums.write_checked`:
+Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.core.checksums.CHECKSUMS`)
+records their sha256, written with them (:func:`~hierlens.core.checksums.write_checked`:
 a save interrupted anywhere leaves files that match it or files a rerun writes again);
 :func:`hierlens.sae.load_sae` checks it. SAELens ignores the extra file.
 """
@@ -33,8 +33,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import dumps, tensor_bytes
-from hierlens.models.checksums import write_checked
+from hierlens.core.atomic_io import dumps, tensor_bytes
+from hierlens.core.checksums import write_checked
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -83,7 +83,7 @@ def write_sae_files(sae: Any, path: str | os.PathLike) -> None:
     """Write ``sae`` to the folder ``path`` (created if needed).
 
     Both files are written atomically together with their checksums
-    (:func:`~hierlens.models.checksums.write_checked`): the new checksums are recorded as
+    (:func:`~hierlens.core.checksums.write_checked`): the new checksums are recorded as
     pending first and committed after both files are in place, so a folder whose manifest
     commits them holds exactly what was saved, and an interrupted save is never read as a
     complete, unchecked one.

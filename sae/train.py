@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models import distributed as D
-from hierlens.models.atomic_io import append_jsonl
-from hierlens.models.device import resolve_device
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.trackers import MultiLogger, make_logger
 from hierlens.models.tracker_paths import TrackerPaths
-from hierlens.models.trackers import MultiLogger, make_logger
 
 from .base import SAE, StepContext
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
@@ -230,7 +230,7 @@ def train_saes(
             result equals an uninterrupted run for tensor and re-iterable sources).
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
-        distribute: under ``torchrun`` (see :mod:`hierlens.models.distributed`):
+        distribute: under ``torchrun`` (see :mod:`hierlens.core.distributed`):
             ``"data"``: every rank computes a disjoint contiguous slice of each batch and the
             gradients are all-reduced (the same result as one process on the same batches;
             ``batch_size`` must divide by the number of processes; rank 0 writes the

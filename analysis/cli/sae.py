@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from hierlens.models.atomic_io import write_checked_jsonl
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models.store import hook_dir_name
 from hierlens.sae import SAE, SAETrainConfig
 
@@ -43,7 +43,7 @@ def _training_key(args: argparse.Namespace, hook: str, step: int, config: SAETra
 
 
 def _fit_sae(args: argparse.Namespace) -> int:
-    from hierlens.models.confined_delete import remove_tree
+    from hierlens.core.confined_delete import remove_tree
     from hierlens.models.run import Run
     from hierlens.models.run_clean import remove_owned
     from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
@@ -110,7 +110,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
         )
         for reason in skipped:
             log.info("skipped %s", reason)
-        from hierlens.models import distributed as D
+        from hierlens.core import distributed as D
 
         distribute = args.distribute if D.init_from_env(config.device) else None
         train_saes(

@@ -1,6 +1,5 @@
 """Data of the training-dynamics figures: grokking curves and tree scores of a tracked run, and
-the depth sweep (after Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers", ACL 2023).
+the depth sweep after [Murty2023b].
 
 A *setting* is a JSON-able dict ``{"task": {"name", "params"}, "model": ModelConfig kwargs,
 "train": TrainConfig kwargs, "track": track kwargs}`` (plus ``"depths"`` and ``"seeds"`` for

@@ -3,8 +3,8 @@ import math
 import pytest
 
 from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
-from hierlens.models.atomic_io import write_checked_jsonl
 from hierlens.models.run import write_run_config
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from hierlens.models import confined_io as fs
-from hierlens.models.atomic_io import (
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import (
     CorruptFileError,
     append_jsonl,
     read_json,
@@ -21,8 +21,8 @@ from hierlens.models.atomic_io import (
     write_checked_json,
     write_checked_jsonl,
 )
-from hierlens.models.checksums import CHECKSUMS, is_committed, read_manifest, write_checked
-from hierlens.models.confined_delete import remove_tree, unlink
+from hierlens.core.checksums import CHECKSUMS, is_committed, read_manifest, write_checked
+from hierlens.core.confined_delete import remove_tree, unlink
 
 
 @pytest.fixture

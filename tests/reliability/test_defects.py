@@ -21,8 +21,8 @@ from hierlens.analysis.pipeline import load_config
 from hierlens.analysis.pipeline import run as run_pipeline
 from hierlens.analysis.report import write_report
 from hierlens.analysis.tree_scores import tree_scores_by_layer
+from hierlens.core.atomic_io import CorruptFileError, read_jsonl
 from hierlens.models import capture_checkpoints, save_checkpoint
-from hierlens.models.atomic_io import CorruptFileError, read_jsonl
 from hierlens.models.run import Run, open_run
 from hierlens.sae import TopKSAE, load_sae
 

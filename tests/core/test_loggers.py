@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 
+from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
+from hierlens.core.loggers import MissingExtraError
+from hierlens.core.trackers import make_logger
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.atomic_io import read_jsonl, write_checked_jsonl
-from hierlens.models.loggers import MissingExtraError
 from hierlens.models.run import Run
 from hierlens.models.tracker_paths import TrackerPaths
-from hierlens.models.trackers import make_logger
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
@@ -119,7 +119,7 @@ def test_mlflow_metrics_params_artifacts_and_resume(tmp_path):
     assert run.data.params["task.name"] == "dyck"
     assert run.info.status == "FINISHED"
     # artifacts: the report and figures of the run, attached at the end
-    from hierlens.models.trackers import log_run_artifacts
+    from hierlens.analysis.export import log_run_artifacts
 
     Run(run_dir).report_path.write_text("<html><body>report</body></html>")
     Run(run_dir).figures_dir.mkdir()
@@ -263,7 +263,7 @@ def test_missing_extra_is_a_one_line_error(tmp_path, monkeypatch):
 def test_import_hierlens_imports_no_tracker():
     code = (
         "import sys, hierlens, hierlens.models, hierlens.sae, hierlens.probes, hierlens.analysis\n"
-        "import hierlens.models.train, hierlens.models.loggers, hierlens.analysis.export\n"
+        "import hierlens.models.train, hierlens.core.loggers, hierlens.analysis.export\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('wandb', 'mlflow', 'tensorboard')"
         " or m.startswith('torch.utils.tensorboard')]\n"
         "assert not bad, bad\n"

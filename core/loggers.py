@@ -14,10 +14,11 @@ only when a logger is made (the ``tracking`` extra: ``pip install 'hierlens[trac
 - ``"mlflow"``: an MLflow run on ``MLFLOW_TRACKING_URI`` or, by default, a local file store
   in the run directory.
 
-The W&B and MLflow run ids are kept in the run directory (:class:`~hierlens.models.tracker_paths.TrackerPaths`),
-so a resumed run continues the same tracker run.
+The W&B and MLflow run ids are kept beside the tracker files (:class:`TrackerFiles`; a run
+directory gives them with :meth:`hierlens.models.Run.trackers`), so a resumed run continues
+the same tracker run.
 
-Trackers never stop a run: they run behind the guard of :mod:`~hierlens.models.trackers`.
+Trackers never stop a run: they run behind the guard of :mod:`~hierlens.core.trackers`.
 Connecting to a tracking server is bounded by :data:`CONNECT_TIMEOUT_S` (an MLflow server is
 probed before its client, which would otherwise retry for minutes, is made).
 """
@@ -31,29 +32,29 @@ import re
 import socket
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from . import confined_io as fs
 from .atomic_io import CorruptFileError, atomic_write_json, read_json
-from .tracker_paths import TrackerPaths
-from .train_config import TRACKERS, check_trackers
 
 __all__ = [
-    "BACKENDS",
     "CONNECT_TIMEOUT_S",
+    "TRACKERS",
     "MetricLogger",
     "MissingExtraError",
     "MlflowLogger",
     "TensorBoardLogger",
+    "TrackerFiles",
     "WandbLogger",
-    "check_backends",
+    "check_trackers",
     "flat_params",
     "scalars",
 ]
 
-BACKENDS = TRACKERS
+#: the experiment trackers a run can log to
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 #: seconds to wait for a tracking server to accept a connection (and for each request)
 CONNECT_TIMEOUT_S = 10.0
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -86,9 +87,34 @@ def _require(backend: str) -> Any:
         ) from None
 
 
-def check_backends(log_to: Iterable[str], where: str = "log_to") -> tuple[str, ...]:
-    """``log_to`` as a tuple of known backend names (a ``ValueError`` otherwise)."""
-    return check_trackers(log_to, where)
+def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
+    """``log_to`` (a name or names from :data:`TRACKERS`) as a tuple; a ``ValueError``
+    naming ``where`` otherwise."""
+    names = (log_to,) if isinstance(log_to, str) else tuple(log_to or ())
+    bad = [b for b in names if b not in TRACKERS]
+    if bad:
+        raise ValueError(f"{where}: unknown tracker(s) {bad}; choose from {TRACKERS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: a tracker is named twice in {names}")
+    return names
+
+
+class TrackerFiles(Protocol):
+    """Where the trackers of one stage keep their files, under ``root``
+    (:class:`hierlens.models.run.TrackerPaths` names them inside a run directory)."""
+
+    @property
+    def root(self) -> Path: ...
+    @property
+    def tensorboard_dir(self) -> Path: ...
+    @property
+    def wandb_dir(self) -> Path: ...
+    @property
+    def wandb_id_path(self) -> Path: ...
+    @property
+    def mlflow_store(self) -> Path: ...
+    @property
+    def mlflow_id_path(self) -> Path: ...
 
 
 def scalars(record: Mapping[str, Any], group: str | None) -> dict[str, float]:
@@ -171,7 +197,7 @@ class WandbLogger:
 
     def __init__(
         self,
-        paths: TrackerPaths,
+        paths: TrackerFiles,
         *,
         name: str | None = None,
         project: str | None = None,
@@ -228,7 +254,7 @@ class MlflowLogger:
 
     def __init__(
         self,
-        paths: TrackerPaths,
+        paths: TrackerFiles,
         *,
         name: str | None = None,
         experiment: str | None = None,

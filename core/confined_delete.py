@@ -1,7 +1,7 @@
 """Deleting inside a confined root: only what the caller owns, never through a link.
 
 :func:`remove_tree` walks a folder from its root's descriptor (``dir_fd``, ``O_NOFOLLOW``,
-:mod:`~hierlens.models.confined_io`) and removes a regular file only when the caller's
+:mod:`~hierlens.core.confined_io`) and removes a regular file only when the caller's
 ownership test accepts it (a file its checksum manifest or store manifest lists, a file of a
 folder marked as its own); links are neither followed nor removed, and every entry it leaves
 is returned so the caller can name it. :func:`unlink` removes one file.

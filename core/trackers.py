@@ -3,7 +3,7 @@
 Trackers never stop a run. A tracker that fails to start (an unreachable server, a read-only
 folder) or fails later (a full disk, a lost connection) is reported once, at ERROR level with
 its error, and dropped; the run goes on writing its own files and checkpoints. The backends
-themselves are :mod:`~hierlens.models.loggers`'.
+themselves are :mod:`~hierlens.core.loggers`'.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from .loggers import (
     MetricLogger,
     MlflowLogger,
     TensorBoardLogger,
+    TrackerFiles,
     WandbLogger,
     _require,
-    check_backends,
+    check_trackers,
     scalars,
 )
-from .tracker_paths import TrackerPaths
 
-__all__ = ["MultiLogger", "log_run_artifacts", "make_logger"]
+__all__ = ["MultiLogger", "make_logger"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class MultiLogger:
 
 def make_logger(
     log_to: Iterable[str],
-    paths: TrackerPaths,
+    paths: TrackerFiles,
     *,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
@@ -120,7 +120,7 @@ def make_logger(
     logged as hyperparameters. Every backend's library is checked before any starts (a
     missing one is a :class:`MissingExtraError`); a backend that then fails to start is
     reported and left out."""
-    backends = check_backends(log_to)
+    backends = check_trackers(log_to)
     for b in backends:
         _require(b)
     loggers: list[MetricLogger] = []
@@ -147,18 +147,3 @@ def make_logger(
     if params:
         out.log_params(params)
     return out
-
-
-def log_run_artifacts(
-    run_dir: str | os.PathLike, log_to: Iterable[str], stage: str = "train"
-) -> None:
-    """Attach a run's report and figures to the tracker runs of ``stage`` (continuing the
-    W&B and MLflow runs whose ids the run directory holds; TensorBoard has no artifacts)."""
-    from .run import Run
-
-    run = Run(run_dir)
-    backends = [b for b in check_backends(log_to) if b != "tensorboard"]
-    if not backends:
-        return
-    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
-        logger.log_artifacts([run.report_path, run.figures_dir])

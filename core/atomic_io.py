@@ -1,13 +1,13 @@
 """Atomic, checksummed file writes and validated reads, on the confined file layer.
 
-Every file hierlens writes goes through :mod:`~hierlens.models.confined_io` (never through a
+Every file hierlens writes goes through :mod:`~hierlens.core.confined_io` (never through a
 link, never outside its root): whole files are replaced atomically (temporary file, fsync,
 ``os.replace``), so a reader never sees a half-written file and an interrupted write never
 destroys the previous version; JSON lines are appended with fsync. Readers raise
 :class:`CorruptFileError` naming the file when it is truncated or does not parse.
 
 Files that a later stage reads are *checked*: :func:`write_checked_json` and its variants
-record their sha256 in the folder's manifest (:mod:`~hierlens.models.checksums`), and
+record their sha256 in the folder's manifest (:mod:`~hierlens.core.checksums`), and
 :func:`read_json` / :func:`read_jsonl` require it (``verify=True``, the default); records are
 validated against a schema where the reader gives one (:func:`check_records`). JSON is
 written strictly: a non-finite float becomes ``null``, never a bare ``NaN``.
