@@ -59,5 +59,5 @@ def log_run_artifacts(
     backends = [b for b in check_trackers(log_to) if b != "tensorboard"]
     if not backends:
         return
-    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
+    with run.confined(), make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
         logger.log_artifacts([run.report_path, run.figures_dir])

@@ -48,13 +48,16 @@ __all__ = [
     "check_records",
     "dumps",
     "json_safe",
+    "load_checked_tensors",
     "load_tensors",
+    "parse_tensors",
     "read_json",
     "read_jsonl",
     "salvage_jsonl",
     "save_tensors",
     "sha256_bytes",
     "sha256_file",
+    "tensor_bytes",
     "write_checked_bytes",
     "write_checked_json",
     "write_checked_jsonl",
@@ -134,7 +137,9 @@ def read_json(path: str | os.PathLike, verify: bool = True) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({exc})") from exc
+        raise CorruptFileError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # a nesting bomb is corrupt too
+        raise CorruptFileError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def read_jsonl(
@@ -161,7 +166,7 @@ def read_jsonl(
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1 and not verify:
                 log.warning("%s: ignoring a torn last line (line %d)", path, i + 1)
                 break
@@ -197,7 +202,7 @@ def salvage_jsonl(
                 break
             if schema:
                 check_records(path, [record], schema)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             break
         kept.append(record)
         size += len(line) + 1

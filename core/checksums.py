@@ -93,7 +93,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, dict[str, dict[str, An
         pending = raw.get("pending", {})
         if not isinstance(pending, dict):
             raise TypeError
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise CorruptFileError(f"{where}: not a checksum manifest") from None
     return {
         "files": {str(k): _entry(v, where) for k, v in raw["files"].items()},

@@ -101,7 +101,7 @@ def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
 
 class TrackerFiles(Protocol):
     """Where the trackers of one stage keep their files, under ``root``
-    (:class:`hierlens.models.run.TrackerPaths` names them inside a run directory)."""
+    (:class:`hierlens.models.tracker_paths.TrackerPaths` names them inside a run directory)."""
 
     @property
     def root(self) -> Path: ...

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import confined_io as fs
 from .loggers import (
     MetricLogger,
     MlflowLogger,
@@ -87,7 +88,23 @@ class MultiLogger:
             self.log_scalars(values, int(r["step"]))
 
     def log_artifacts(self, paths: Sequence[str | os.PathLike]) -> None:
-        existing = [p for p in paths if Path(p).exists()]
+        """Attach the files and folders ``paths`` that exist; one that is or holds a link
+        (or a FIFO, a device) is left out with an error naming it: a tracker library reads
+        what it uploads by name, and must not be led outside the run."""
+        if not self.loggers:
+            return
+        existing = []
+        for p in paths:
+            try:
+                if fs.file_kind(p) is None:
+                    continue
+                unsafe = _unsafe_inside(Path(p))
+            except fs.UnsafePathError as exc:
+                unsafe = str(exc)
+            if unsafe:
+                log.error("artifact %s is not attached: %s", p, unsafe)
+            else:
+                existing.append(p)
         if existing:
             self._each("attaching artifacts", lambda lg: lg.log_artifacts(existing))
 
@@ -104,6 +121,19 @@ class MultiLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unsafe_inside(folder: Path) -> str | None:
+    """The first link or special file anywhere in the folder ``folder``, named (None when
+    there is none, or for a file)."""
+    for name, kind in fs.entries(folder).items():
+        if kind in ("link", "other"):
+            return f"{folder / name} is a link or special file"
+        if kind == "dir":
+            found = _unsafe_inside(folder / name)
+            if found:
+                return found
+    return None
 
 
 def make_logger(
@@ -124,6 +154,20 @@ def make_logger(
     for b in backends:
         _require(b)
     loggers: list[MetricLogger] = []
+    try:  # the trackers' folders are no links: the libraries write through any they meet
+        fs.make_dirs(paths.root)  # (inside them, the libraries keep links of their own)
+        found = fs.entries(paths.root)
+        links = [str(Path(paths.root) / n) for n, k in found.items() if k in ("link", "other")]
+        unsafe = f"{links[0]} is a link or special file" if links else None
+    except OSError as exc:
+        unsafe = exc
+    if unsafe:
+        log.error(
+            "tracker %s: could not start (%s); the run goes on without it",
+            ", ".join(backends),
+            unsafe,
+        )
+        return MultiLogger()
     try:
         for b in backends:
             try:

@@ -86,7 +86,7 @@ def _check_config(path: Path) -> None:
 
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptFileError(f"{path}: not a valid JSON config ({exc})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
         raise CorruptFileError(f"{path}: expected a JSON object with a 'model_type'")

@@ -40,7 +40,7 @@ def _store_listed(base: Path) -> set[str]:
     holds no store manifest)."""
     try:
         manifest = json.loads(fs.read_bytes(base / "manifest.json"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return set()
     if not isinstance(manifest, dict) or manifest.get("format") != _STORE_FORMAT:
         return set()

@@ -41,7 +41,7 @@ Every file of the run is opened through the confined file layer
 inside :meth:`Run.confined`, nothing under the run directory is reached through a symbolic
 link or outside the directory, and listing a folder that holds a link is an error naming
 it. ``Run(path)`` works for a directory that does not exist yet (writers create what they
-write); :func:`~hierlens.models.run_load.open_run` opens an existing run and checks its
+write); :func:`~hierlens.models.run.open_run` opens an existing run and checks its
 ``config.json``; loading (checkpoints, models) is :mod:`~hierlens.models.run_load`'s.
 Runs written before SAEs had one location (``saes/grid/<name>/``, ``saes/mdl/<name>/``) are
 still read: :meth:`Run.sae_dirs` lists those SAEs too.

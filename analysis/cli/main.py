@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _WING_DIRS = tuple(
     str(Path(__file__).resolve().parents[2] / wing) + os.sep
-    for wing in ("models", "sae", "probes", "analysis")
+    for wing in ("core", "models", "sae", "probes", "analysis")
 )
 
 

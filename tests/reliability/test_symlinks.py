@@ -128,3 +128,36 @@ def test_the_report_neither_reads_nor_writes_through_links(copy, tmp_path, caplo
     html = copy.report_path.read_text()
     assert "SECRET-FEATURE" not in html  # ... and nothing read through the linked folder
     assert str(copy.probes_dir) in html  # the probes section names the link instead
+
+
+def test_a_linked_checkpoint_folder_is_refused_by_readers_and_writers(tmp_path, caplog):
+    run = Run(tmp_path / "R")
+    _train(run.path)
+    outside = shutil.copytree(run.checkpoint_dir(20), tmp_path / "outside_ckpt")
+    shutil.rmtree(run.checkpoint_dir(20))
+    run.checkpoint_dir(20).symlink_to(outside, target_is_directory=True)
+    assert main(["eval", str(run.path), "--n", "4", "--device", "cpu"]) == 2
+    assert str(run.checkpoint_dir(20)) in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_linked_trackers_folder_is_not_written_through(tmp_path, caplog):
+    from ._runs import train_argv
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = Run(tmp_path / "R")
+    run.path.mkdir()
+    (run.path / "trackers").symlink_to(outside, target_is_directory=True)
+    assert main([*train_argv(run.path), "--log-to", "tensorboard"]) == 0  # the run goes on
+    assert list(outside.iterdir()) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(run.path / "trackers") in errors[0]
+
+
+def test_a_json_nesting_bomb_is_a_corrupt_file_not_a_crash(tmp_path, caplog):
+    from hierlens.core.atomic_io import write_checked_bytes
+
+    run = Run(tmp_path / "R")
+    write_checked_bytes(run.config_path, b"[" * 200_000 + b"]" * 200_000)
+    assert main(["eval", str(run.path)]) == 2
+    assert "nested too deeply" in caplog.text and "Traceback" not in caplog.text
