@@ -48,6 +48,14 @@ class Run(RunLayout):
     ``train_config``) is read from ``config.json`` when first asked for, unless given.
     """
 
+    def _repr_html_(self) -> str:
+        """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
+        from hierlens.core.html_table import key_value_table
+
+        from .run_display import run_summary
+
+        return key_value_table(run_summary(self), caption=f"Run {self.path.name}")
+
     def pretrained(self, device: str | torch.device | None = None) -> Pretrained:
         """The pretrained model of the run (loaded once per device)."""
         from hierlens.core.device import resolve_device

@@ -15,6 +15,8 @@ runs/<name>/
   probes/results.jsonl              # one record per (hook, feature, k, selection) probe
   probes/structural.jsonl           # structural probes per layer (and their controls)
   tree_scores.jsonl                 # tree projections per layer: tree score, parse F1
+  causal/patching.json              # activation patching per variable (and attribution)
+  causal/das.jsonl                  # DAS accuracy per variable and hook, with controls
   tracking.jsonl                    # grokking metrics per checkpoint
   trackers/<stage>/                 # TensorBoard/W&B/MLflow files and run ids (train, saes, track, export)
   report.html
@@ -96,6 +98,7 @@ RECORD_SCHEMAS: dict[str, dict[str, Any]] = {
     "probes/structural.jsonl": {"model": str},
     "saes/table.jsonl": {"name": str},
     "saes/mdl_table.jsonl": {"name": str},
+    "causal/das.jsonl": {"variable": str, "hook": str},
 }
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
@@ -396,6 +399,23 @@ class RunLayout:
     def structural_probe_path(self) -> Path:
         """``probes/structural.jsonl``: structural-probe metrics per layer (and control)."""
         return self.probes_dir / "structural.jsonl"
+
+    @property
+    def causal_dir(self) -> Path:
+        """``causal/``: activation patching and DAS results."""
+        return self.path / "causal"
+
+    @property
+    def patching_path(self) -> Path:
+        """``causal/patching.json``: patching effects (hook x position before the query) per
+        variable, with attribution patching's agreement."""
+        return self.causal_dir / "patching.json"
+
+    @property
+    def das_path(self) -> Path:
+        """``causal/das.jsonl``: DAS interchange-intervention accuracy per variable and hook,
+        with its controls and the probe accuracy at the same hook."""
+        return self.causal_dir / "das.jsonl"
 
     @property
     def tree_scores_path(self) -> Path:

@@ -9,7 +9,8 @@ from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
 from .files import is_saved, load_sae, save_sae
 from .frontier import FrontierSpec, frontier_curves, frontier_records, frontier_saes, train_frontier
-from .grid import build_sae_grid, grid_name
+from .grid import SAEGridConfig, build_sae_grid, grid_name
+from .grid_train import GridSpec, SAEGridFit, grid_table, train_sae_grid
 from .ground_truth import (
     correlation_matrix,
     cosine_matrix,
@@ -56,7 +57,10 @@ def __getattr__(name: str):
 
 __all__ = [
     "DescriptionLength",
+    "GridSpec",
     "MDLFit",
+    "SAEGridConfig",
+    "SAEGridFit",
     "MDLSelection",
     "NoSAEMeetsBoundError",
     "PrecisionSearch",
@@ -103,6 +107,7 @@ __all__ = [
     "frontier_saes",
     "fvu",
     "grid_name",
+    "grid_table",
     "ground_truth_recovery",
     "l0",
     "is_saved",
@@ -115,5 +120,6 @@ __all__ = [
     "save_sae",
     "spliced_ce",
     "train_frontier",
+    "train_sae_grid",
     "train_saes",
 ]

@@ -31,6 +31,7 @@ from hierlens.models.tracker_paths import TrackerPaths
 
 from .base import SAE, StepContext
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
+from .heldout import heldout_evaluation, prepare_rows
 from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
 from .train_config import SAETrainConfig
@@ -49,6 +50,10 @@ class SAETrainResult:
             ``loss``, ``mse``, ``fvu``, ``l0``, ``dead_fraction``, ``dense_fraction``, ``lr``
             and the architecture's loss terms), averaged over the logging window.
         steps: optimiser steps done in total. tokens: activation rows consumed in total.
+        config: the settings the run used (``batch_size`` as capped by the rows).
+        evaluation: one record per SAE after training, for a tensor source: ``fvu_train`` on
+            its training rows beside ``fvu_heldout`` on the rows held out by
+            ``config.heldout_fraction`` (see :func:`hierlens.sae.heldout.heldout_evaluation`).
     """
 
     saes: list[SAE]
@@ -56,6 +61,7 @@ class SAETrainResult:
     steps: int
     tokens: int
     config: SAETrainConfig | None = None
+    evaluation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def lr_multiplier(step: int, steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -251,6 +257,7 @@ def train_saes(
     """
     cfg = _config_of(config, fields)
     saes, d_in = _validate(saes, cfg)
+    source, heldout, cfg = prepare_rows(source, cfg)  # held-out rows; batch <= rows
     if distribute not in (None, "data", "saes"):
         raise ValueError(f"distribute must be None, 'data' or 'saes', got {distribute!r}")
     if distribute is not None:
@@ -259,11 +266,17 @@ def train_saes(
     if distribute == "saes" and D.is_distributed():
         from .distributed import train_grid_parallel
 
+        part_cfg = cfg.replace(heldout_fraction=0.0)  # the rows were split here already
         steps, history = train_grid_parallel(
-            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback, log_dir
+            train_saes, saes, source, part_cfg, checkpoint_dir, resume, progress, callback, log_dir
         )
         return SAETrainResult(
-            saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
+            saes=saes,
+            history=history,
+            steps=steps,
+            tokens=steps * cfg.batch_size,
+            config=cfg,
+            evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
         )
     world = D.world_size() if data_parallel else 1
     if data_parallel:
@@ -472,7 +485,12 @@ def train_saes(
         for g in groups:  # also after an exception: the SAEs hold the last completed step
             g.sync_back(saes)
     return SAETrainResult(
-        saes=saes, history=history, steps=step, tokens=step * batch_size, config=cfg
+        saes=saes,
+        history=history,
+        steps=step,
+        tokens=step * batch_size,
+        config=cfg,
+        evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
     )
 
 

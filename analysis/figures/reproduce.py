@@ -1,4 +1,4 @@
-"""Paper figures: a registry of fourteen figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of fifteen figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting, or another setting the figure names), writes it to
 ``NAME.json`` and draws ``NAME.png`` and ``NAME.pdf`` (``hierlens reproduce NAME [--quick |
 --setting NAME]``).
@@ -23,6 +23,9 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   :data:`MDL_FULL` (TopK widths 8-256 x k 2-32, 800 steps). Measured ~15 min on 2 busy cores.
 - ``sparse-probing-f1-vs-k`` [Gurnee2023]: probe F1 vs k per layer of a Dyck
   transformer, :data:`PROBING_FULL`. Measured 28 s on one CPU core.
+- ``causal-dyck`` (DAS, Geiger et al. 2024; patching, Meng et al. 2022): stack-top patching
+  heatmap and DAS IIA per hook for depth and stack top beside probe accuracy and the
+  random-weights control, on a Dyck transformer, :data:`CAUSAL_FULL`.
 - ``filtering-vs-bp`` [GarnierBrun2025]: transformer vs exact belief propagation per
   filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
   one CPU core shared with other jobs (13 min of CPU time).
@@ -71,6 +74,8 @@ from hierlens.core.atomic_io import read_json, write_checked_json
 from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
+    CAUSAL_FULL,
+    CAUSAL_QUICK,
     CHOMSKY_FULL,
     CHOMSKY_MODEST,
     CHOMSKY_QUICK,
@@ -181,6 +186,18 @@ def _chomsky(out_dir: Path, device: str | None, progress: bool, **settings: Any)
     from .chomsky import chomsky_table
 
     return chomsky_table(out_dir, device, progress, **settings)
+
+
+def _causal(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .causal import causal_dyck
+
+    return causal_dyck(device=device or "cpu", progress=progress, **settings)
+
+
+def _plot_causal(data: dict[str, Any]) -> Any:
+    from .causal import plot_causal_dyck
+
+    return plot_causal_dyck(data)
 
 
 def _frontier(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
@@ -338,6 +355,17 @@ FIGURES: dict[str, FigureSpec] = {
             PROBING_FULL,
             "measured 28 s on one CPU core",
             ("selection", "seed"),
+        ),
+        FigureSpec(
+            "causal-dyck",
+            "where a Dyck transformer uses depth and the stack top: patching and DAS vs probes",
+            _causal,
+            _plot_causal,
+            CAUSAL_QUICK,
+            CAUSAL_FULL,
+            "measured 20 min on a 2-core CPU shared with other jobs (training 1500 steps, "
+            "then patching and rank-1 DAS with controls at 5 hooks x 2 variables)",
+            ("seed", "run_dir"),
         ),
         FigureSpec(
             "filtering-vs-bp",

@@ -34,16 +34,13 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     device = cfg.train.device
     _check_hooks(cfg, run.load_model(device=device))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
-    extra = {"pool": cfg.capture.pool} if cfg.capture.pool else {}
     store = capture_checkpoints(
         run_dir,
         list(cfg.capture.hooks),
-        split=cfg.capture.split or "all",
-        n=cfg.capture.n,
+        **cfg.capture.data(pretrained=True),
         batch_size=cfg.capture.batch_size,
         device=device,
         progress=progress,
-        **extra,
     )[run.steps[-1]]
     if cfg.sae.enabled:
         log.info("stage 2/6: SAE grid")
@@ -105,8 +102,19 @@ def _check_hooks(cfg: PipelineConfig, model: Any) -> None:
 
 
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
-    """Unknown hooks and probe labels fail before training."""
+    """Unknown hooks, probe labels and causal variables fail before training."""
+    from hierlens.models.hooks import resolve_hook_names
+
     _check_hooks(cfg, model)
+    if cfg.causal.enabled:
+        from hierlens.models.tasks.variables import causal_model, list_causal_tasks
+
+        if task.name in list_causal_tasks():
+            cm = causal_model(task)
+            for v in cfg.causal.variables:
+                cm.check_variable(v)
+        if cfg.causal.hooks:
+            resolve_hook_names(model, list(cfg.causal.hooks))
     if cfg.probes.labels:
         available = set(task.sample(1, "train", 0)[0].token_labels)
         bad = [n for n in cfg.probes.labels if n not in available]
@@ -175,12 +183,10 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
         run_dir,
         list(cfg.capture.hooks),
         steps=capture_steps,
-        split=cfg.capture.split or "test_id",
-        n=cfg.capture.n or 500,
+        **cfg.capture.data(pretrained=False),
         batch_size=cfg.capture.batch_size,
         device=cfg.train.device,
         progress=progress,
-        **({"pool": cfg.capture.pool} if cfg.capture.pool else {}),
     )
     store = stores[steps[-1]]
     if cfg.sae.enabled:
@@ -189,6 +195,11 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
     if cfg.probes.enabled:
         log.info("stage 4/6: sparse probes")
         _probe_stage(cfg, run_dir, store, progress)
+    if cfg.causal.enabled:
+        from .stages import causal_stage
+
+        log.info("stage 4b/6: causal evidence (patching, DAS)")
+        causal_stage(cfg, run_dir, model, task, progress)
     if cfg.tree.enabled:
         from ..grokking import track
 

@@ -84,7 +84,7 @@ def test_track_on_ray_equals_sequential_and_skips_tracked(ray_local, tiny_run, t
     from hierlens.analysis.cli import main
 
     fresh = copy_run(tiny_run, tmp_path / "cli")
-    argv = ["track", str(fresh), "--n", "8", "--n-trees", "3", "--representations"]
+    argv = ["track", str(fresh), "--n", "8", "--n-trees", "3", "--compare", "true"]
     assert main([*argv, "--n-compare", "4", "--no-progress", "--backend", "ray"]) == 0
     assert jobs_sent[-1] == [2, 4, 6]
     assert lines(fresh) == lines(seq)

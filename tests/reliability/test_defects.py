@@ -109,7 +109,7 @@ def test_edited_metrics_tree_score_and_structural_records_are_refused(tmp_path, 
     pre = tmp_path / "P"
     treebank = write_treebank(tmp_path, "t.conllu", conllu_text())
     argv = ["structural-probe", str(pre), "--model", str(gpt2), "--treebank", str(treebank)]
-    assert main([*argv, "--rank", "4", "--max-epochs", "2", "--no-controls"]) == 0
+    assert main([*argv, "--rank", "4", "--max-epochs", "2", "--controls", "false"]) == 0
     for path in (run.metrics_path, run.tree_scores_path, Run(pre).structural_probe_path):
         text = path.read_text()
         digit = re.search(r'": (\d)', text)
@@ -287,7 +287,9 @@ def test_structural_probes_skip_a_sentence_longer_than_the_context(gpt2, tmp_pat
     treebank = write_treebank(tmp_path, "t.conllu", conllu_text() + "\n" + long + "\n\n")
     argv = ["structural-probe", str(tmp_path / "R"), "--model", str(gpt2), "--treebank"]
     caplog.set_level(logging.WARNING)
-    assert main([*argv, str(treebank), "--rank", "4", "--max-epochs", "2", "--no-controls"]) == 0
+    assert (
+        main([*argv, str(treebank), "--rank", "4", "--max-epochs", "2", "--controls", "false"]) == 0
+    )
     assert "skipped 1 of" in caplog.text
 
 

@@ -233,7 +233,7 @@ def test_report_section_present_with_inputs_and_omitted_without(tracked, runs, t
 def test_cli_track_representations(runs, tmp_path, capsys):
     run_dir = tmp_path / "cli"
     shutil.copytree(runs[1], run_dir)
-    argv = ["track", str(run_dir), "--n", "8", "--n-trees", "4", "--representations"]
+    argv = ["track", str(run_dir), "--n", "8", "--n-trees", "4", "--compare", "true"]
     assert main([*argv, "--n-compare", "4", "--no-progress"]) == 0
     records = read_jsonl(Run(run_dir).tracking_path)
     assert [r["step"] for r in records] == [10, 20]
