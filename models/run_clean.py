@@ -5,8 +5,9 @@ folder (:mod:`~hierlens.core.checksums`, which lists every checked file: configs
 results, checkpoints, SAE folders, the report and figures), the manifest of the activation
 store it belongs to (index and shards), or when it is a temporary file of an interrupted
 write. The experiment trackers' folders (``trackers/``) are written by their libraries on the
-run's behalf and belong to it whole, as do the report and the figures of the run's
-``figures/`` folder (outputs written without checksums). Nothing is deleted through a link
+run's behalf and belong to it whole, as do the report, the figures of the run's
+``figures/`` folder and the SAEBench result files under ``saes/saebench/`` (outputs written
+without checksums). Nothing is deleted through a link
 (:func:`~hierlens.core.confined_delete.remove_tree`); what is left is named in a warning.
 """
 
@@ -23,6 +24,7 @@ from hierlens.core import confined_io as fs
 from hierlens.core.checksums import CorruptFileError, recorded_names
 from hierlens.core.confined_delete import remove_tree
 
+from .run_layout import RunLayout
 from .run_lock import LOCK_FILE
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class _Ownership:
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(os.path.abspath(run_dir))
         self.trackers = self.run_dir / "trackers"
+        self.saebench = RunLayout(self.run_dir).saebench_dir
         self.recorded: dict[Path, set[str]] = {}
         self.stores: dict[Path, set[str]] = {}
 
@@ -91,6 +94,8 @@ class _Ownership:
         if (folder == self.run_dir and name == "report.html") or (
             folder == self.run_dir / "figures" and path.suffix in _FIGURES
         ):
+            return True
+        if folder.parent == self.saebench and name.endswith("_eval_results.json"):
             return True
         if folder.name == "parts" and _PART.fullmatch(name) and self._store(folder.parent):
             return True
