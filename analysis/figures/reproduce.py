@@ -76,6 +76,8 @@ from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
     CAUSAL_FULL,
+    CAUSAL_QUESTION_FULL,
+    CAUSAL_QUESTION_QUICK,
     CAUSAL_QUICK,
     CHOMSKY_FULL,
     CHOMSKY_MODEST,
@@ -199,6 +201,18 @@ def _plot_causal(data: dict[str, Any]) -> Any:
     from .causal import plot_causal_dyck
 
     return plot_causal_dyck(data)
+
+
+def _causal_question(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .causal_question import causal_question
+
+    return causal_question(device=device or "cpu", progress=progress, **settings)
+
+
+def _plot_causal_question(data: dict[str, Any]) -> Any:
+    from .causal_question import plot_causal_question
+
+    return plot_causal_question(data)
 
 
 def _frontier(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
@@ -367,6 +381,17 @@ FIGURES: dict[str, FigureSpec] = {
             "measured 20 min on a 2-core CPU shared with other jobs (training 1500 steps, "
             "then patching and rank-1 DAS with controls at 5 hooks x 2 variables)",
             ("seed", "run_dir"),
+        ),
+        FigureSpec(
+            "causal-question",
+            "where a question-formation transformer uses the main auxiliary and the subject's "
+            "extent: patching, interchange maps and DAS vs probes",
+            _causal_question,
+            _plot_causal_question,
+            CAUSAL_QUESTION_QUICK,
+            CAUSAL_QUESTION_FULL,
+            "RUNTIME",
+            ("seed", "run_dir", "n_heads", "lr", "span"),
         ),
         FigureSpec(
             "filtering-vs-bp",
