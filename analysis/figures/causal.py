@@ -228,14 +228,17 @@ def variable_statement(data: Mapping[str, Any], variable: str) -> dict[str, Any]
     """Where ``variable`` is used (DAS IIA at the query per hook, and the interchange map's
     best hook and position) against where a probe decodes it, as numbers and one sentence.
 
-    ``used``/``decodable``: the hooks with held-out DAS IIA / probe accuracy >= 0.9;
-    ``agree``: the two sets are equal; ``text``: the statement."""
+    ``used``: the hooks where an interchange at the query reaches held-out IIA >= 0.9, with
+    the learned rank-k subspace or the whole activation (``used_subspace``: the subspace
+    alone); ``decodable``: the hooks with probe accuracy >= 0.9; ``agree``: ``used`` and
+    ``decodable`` are the same hooks; ``text``: the statement."""
     rs = [r for r in data["das"] if r["variable"] == variable]
     if not rs:
         raise ValueError(f"no DAS records for {variable!r}")
     best = max(rs, key=lambda r: r["das"])
     best_probe = max(rs, key=lambda r: r["probe"] if r["probe"] is not None else -1.0)
-    used = [r["hook"] for r in rs if r["das"] >= USED]
+    used = [r["hook"] for r in rs if max(r["das"], r.get("full") or 0.0) >= USED]
+    best_full = max(rs, key=lambda r: r.get("full") or 0.0)
     decodable = [r["hook"] for r in rs if r["probe"] is not None and r["probe"] >= USED]
     rand = [r["random_model"] for r in rs if r["random_model"] is not None]
     out: dict[str, Any] = {
@@ -244,7 +247,10 @@ def variable_statement(data: Mapping[str, Any], variable: str) -> dict[str, Any]
         "best_das": best["das"],
         "best_probe_hook": best_probe["hook"],
         "best_probe": best_probe["probe"],
+        "best_full_hook": best_full["hook"],
+        "best_full": best_full.get("full"),
         "used": used,
+        "used_subspace": [r["hook"] for r in rs if r["das"] >= USED],
         "decodable": decodable,
         "agree": used == decodable,
         "random_model_max": max(rand) if rand else None,
@@ -274,9 +280,13 @@ def variable_statement(data: Mapping[str, Any], variable: str) -> dict[str, Any]
             extra.append("decodable but not used at " + ", ".join(only_probe))
         if only_das:
             extra.append("used but not decodable at " + ", ".join(only_das))
+    full = (
+        f", whole activation {best_full['full']:.2f}" if best_full.get("full") is not None else ""
+    )
     out["text"] = (
-        f"{variable}: DAS IIA highest at {_short(best['hook'])} at the query ({best['das']:.2f}; "
-        f"used (>= {USED}) at {', '.join(map(_short, used)) or 'no hook'}){where}; probe best "
+        f"{variable}: at the query, IIA >= {USED} at {', '.join(map(_short, used)) or 'no hook'} "
+        f"(rank-{best.get('rank', '?')} DAS best at {_short(best['hook'])}, {best['das']:.2f}"
+        f"{full}){where}; probe best "
         f"at {_short(best_probe['hook'])} ({best_probe['probe']:.2f}; decodable at "
         f"{', '.join(map(_short, decodable)) or 'no hook'}): {verdict}"
         + (f" ({'; '.join(extra)})" if extra else "")

@@ -19,9 +19,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .causal import causal_study, plot_causal, residual_hooks, train_or_load
+from .causal import causal_study, plot_causal, residual_hooks, train_or_load, variable_statement
 
-__all__ = ["causal_question", "plot_causal_question"]
+__all__ = ["causal_question", "plot_causal_question", "results_rows"]
 
 VARIABLES = ("main_aux", "subject_extent")
 
@@ -97,3 +97,59 @@ def plot_causal_question(data: dict[str, Any]) -> Figure:
     acc = data["test_id"]["first_word_acc"]
     title = f"rank-{data['rank']} DAS per hook (fronted-aux. acc. {acc:.3f})"
     return plot_causal(data, "main_aux", title)
+
+
+def results_rows(rec: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The results-page row of a ``causal-question`` record (``NAME.json`` as
+    :func:`~.reproduce.reproduce` writes it, or its ``data``): where each variable is used
+    (DAS at the query, the interchange map's best hook and position) against where a probe
+    decodes it, and where the two disagree; every number read from the record."""
+    paper = "Geiger et al. 2024 (DAS); Arora et al. 2024 (CausalGym); McCoy et al. 2020"
+    claim = (
+        "interventions locate the variables a question-formation model uses, which need not "
+        "be where probes decode them"
+    )
+    if rec is None:
+        return [{"paper": paper, "claim": claim, "setting": "-", "ours": "-", "theirs": "-",
+                 "verdict": "not run (no causal-question record)"}]  # fmt: skip
+    data = rec.get("data", rec)
+    m, tr = data["model"], data["train"]
+    n_pairs = data["das"][0]["n_pairs"]
+    trained = f"{tr['steps']} steps at lr {tr['lr']:g}" if "steps" in tr else "loaded run"
+    setting = (
+        f"question formation, {m['n_layers']}-layer transformer, d_model {m['d_model']}, "
+        f"{trained} (fronted-auxiliary accuracy {data['test_id']['first_word_acc']:.3f} "
+        f"in distribution, {data['test_ood']['first_word_acc']:.3f} out of distribution); "
+        f"rank-{data['rank']} DAS at the query, {len(data['hooks'])} residual hooks, "
+        f"{n_pairs} pairs per variable (30% held out)"
+    )
+    controls = {c["variable"]: c for c in data["controls"]}
+    parts, verdicts = [], []
+    # the statements are recomputed from the measured records, never read back
+    statements = [variable_statement(data, v) for v in VARIABLES]
+    for s in statements:
+        c = controls[s["variable"]]
+        parts.append(
+            f"{s['text']}; random weights up to {s['random_model_max']:.3f}, no intervention "
+            f"{c['baseline']:.3f}, chance {s['chance']:.3f}"
+        )
+        hooks = ", ".join(h.replace("blocks.", "").replace("hook_", "") for h in s["used"])
+        full = "n/a" if s["best_full"] is None else f"{s['best_full']:.3f}"
+        if s["agree"]:
+            verdicts.append(
+                f"{s['variable']}: used where decodable ({hooks}; IIA of the whole activation "
+                f"{full}, of a rank-{data['rank']} subspace {s['best_das']:.3f})"
+            )
+        elif s["used"]:
+            verdicts.append(f"{s['variable']}: used at {hooks} but decodable at "
+                            f"{len(s['decodable'])} hook(s)")  # fmt: skip
+        else:
+            verdicts.append(
+                f"{s['variable']}: decodable (probe up to {s['best_probe']:.3f}) but not used at "
+                f"the query (DAS IIA at most {s['best_das']:.3f})"
+            )
+    agree = all(s["agree"] for s in statements)
+    verdict = ("reproduced: " if agree else "partly: ") + "; ".join(verdicts)
+    return [{"paper": paper, "claim": claim, "setting": setting, "ours": " / ".join(parts),
+             "theirs": "CausalGym: DAS finds the features that drive agreement better than "
+             "probes do", "verdict": verdict}]  # fmt: skip

@@ -14,7 +14,7 @@ from hierlens.analysis.figures.causal import (
     residual_hooks,
     variable_statement,
 )
-from hierlens.analysis.figures.causal_question import causal_question
+from hierlens.analysis.figures.causal_question import causal_question, results_rows
 from hierlens.models import ModelConfig, build_transformer, get_task
 from hierlens.models.tasks.variables import minimal_pairs
 
@@ -160,3 +160,27 @@ def test_causal_question_rejects_bad_settings_before_training():
         causal_question(steps=0)
     with pytest.raises(ValueError, match="n_layers"):
         causal_question(n_layers=1.5)  # type: ignore[arg-type]
+
+
+def test_results_row_reads_every_number_from_the_record():
+    data = hand_made_study()
+    data.update(
+        model={"d_model": 48, "n_layers": 2, "n_heads": 4},
+        train={"steps": 1234, "lr": 1e-3},
+        test_ood={"first_word_acc": 0.4321},
+        controls=[{"variable": v, "baseline": 0.015, "base_acc": 0.9}
+                  for v in ("main_aux", "subject_extent")],
+    )  # fmt: skip
+    for r in data["das"]:
+        r["n_pairs"] = 77
+    (row,) = results_rows({"name": "causal-question", "data": data})
+    assert "d_model 48, 1234 steps at lr 0.001" in row["setting"]
+    assert "accuracy 0.990 in distribution, 0.432 out of distribution" in row["setting"]
+    assert "rank-2 DAS" in row["setting"] and "77 pairs" in row["setting"]
+    assert "no intervention 0.015" in row["ours"] and "chance 0.125" in row["ours"]
+    assert row["verdict"] == (
+        "partly: main_aux: used where decodable (0.resid_post, 1.resid_post; IIA of the whole "
+        "activation n/a, of a rank-2 subspace 0.970); subject_extent: decodable (probe up to "
+        "1.000) but not used at the query (DAS IIA at most 0.300)"
+    )
+    assert results_rows(None)[0]["verdict"] == "not run (no causal-question record)"
