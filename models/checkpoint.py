@@ -4,9 +4,10 @@ A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named
 :meth:`hierlens.models.Run.checkpoint_dir`) holding
 
 - ``model.safetensors``: the model's ``state_dict`` (TransformerLens parameter names);
-- ``state.safetensors``: optimizer tensors and RNG states;
-- ``state.json``: the step, the optimizer's hyper-parameters, any extra JSON state, and the
-  sha256 of both tensor files.
+- ``state.safetensors``: the optimizer state (``optimizer.<key>``: the model's rows of a
+  :meth:`hierlens.core.optim.StackedAdamW.state_dict`, step count and AdamW moments keyed by
+  parameter name) and RNG states;
+- ``state.json``: the step, any extra JSON state, and the sha256 of both tensor files.
 
 It is written into a temporary folder beside the final one, fsynced, then renamed into place,
 so a checkpoint folder either is complete or does not exist. Loading checks the checksums: a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,58 +42,29 @@ STATE_FILE = "state.json"
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: model weights, optimizer state dict and extra state."""
+    """A loaded checkpoint: model weights, optimizer state (a
+    :meth:`~hierlens.core.optim.StackedAdamW.state_dict`, ``None`` when none was saved), RNG
+    states and extra state."""
 
     step: int
     path: Path
     model_state: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any] | None
+    optimizer_state: dict[str, torch.Tensor] | None
     rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = []
-    for g in state["param_groups"]:
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, scalars in meta.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(scalars)
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(
     path: str | os.PathLike,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: Mapping[str, torch.Tensor] | None = None,
     extra: dict[str, Any] | None = None,
     save_rng: bool = True,
 ) -> Path:
     """Write the checkpoint for ``step`` atomically into the folder ``path`` (a run's
-    :meth:`~hierlens.models.Run.checkpoint_dir`) and return it."""
+    :meth:`~hierlens.models.Run.checkpoint_dir`) and return it. ``optimizer_state``: the
+    model's :meth:`~hierlens.core.optim.StackedAdamW.state_dict`."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
@@ -101,10 +74,9 @@ def save_checkpoint(
     model_sha = save_tensors(tmp / "model.safetensors", dict(model.state_dict()))
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
-    if optimizer is not None:
-        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        tensors.update(opt_tensors)
-        meta["optimizer"] = opt_meta
+    if optimizer_state is not None:
+        tensors.update({f"optimizer.{k}": v.detach() for k, v in optimizer_state.items()})
+        meta["optimizer"] = True
     if save_rng:
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -150,9 +122,10 @@ def load_checkpoint(
         files[name] = load_tensors(fpath, expected_sha256=sums.get(name))
     state = files["state.safetensors"]
     model_state = {k: v.to(map_location) for k, v in files["model.safetensors"].items()}
-    optimizer_state = (
-        _unflatten_optimizer(state, meta["optimizer"]) if "optimizer" in meta else None
-    )
+    optimizer_state = None
+    if meta.get("optimizer"):
+        n = len("optimizer.")
+        optimizer_state = {k[n:]: v for k, v in state.items() if k.startswith("optimizer.")}
     rng = {k: v for k, v in state.items() if k.startswith("rng.")}
     return Checkpoint(step, path, model_state, optimizer_state, rng, meta.get("extra", {}))
 

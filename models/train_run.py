@@ -11,13 +11,15 @@ from typing import Any
 
 import torch
 
+from hierlens.core.optim import lr_at
+
 from .architectures import ArchConfig
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
 from .forward import is_bidirectional
 from .loggers import MultiLogger, make_logger
 from .run import Run, run_config_dict
 from .tasks.base import Example, Task
-from .train_config import TrainConfig, lr_at
+from .train_config import TrainConfig
 from .transformer import ModelConfig
 
 __all__ = [

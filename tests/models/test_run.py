@@ -133,7 +133,7 @@ def test_mdl_files_of_older_runs_are_found(tmp_path):
 @pytest.mark.parametrize(
     ("old", "new", "name"),
     [
-        ("hierlens.models.schedule", "hierlens.models.train_config", "lr_at"),
+        ("hierlens.models.schedule", "hierlens.models.train_config", "scheduled_steps"),
         ("hierlens.models.fast_forward", "hierlens.models.forward", "training_forward"),
     ],
 )

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 
+from hierlens.core.optim import lr_at
 from hierlens.models import (
     CorruptFileError,
     ModelConfig,
@@ -22,7 +23,7 @@ from hierlens.models import (
     train,
 )
 from hierlens.models.run import checkpoint_path
-from hierlens.models.train_config import lr_at, scheduled_steps
+from hierlens.models.train_config import scheduled_steps
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
@@ -180,8 +181,8 @@ def test_lr_schedule_closed_forms():
 
 # ----------------------------------------------------------------------------- loss_on="sequence"
 def test_next_token_targets_against_a_loop():
+    from hierlens.models.batches import next_token_targets
     from hierlens.models.tasks import IGNORE_INDEX
-    from hierlens.models.train import next_token_targets
 
     tokens = torch.tensor([[5, 6, 7, 8, 0, 0], [1, 2, 3, 4, 5, 6], [9, 9, 0, 0, 0, 0]])
     lengths = torch.tensor([4, 6, 2])
@@ -197,8 +198,8 @@ def test_sequence_loss_is_the_language_model_loss(tmp_path):
     every next token of the step's batch (and differs from the output-only loss)."""
     import torch.nn.functional as F
 
+    from hierlens.models.batches import BatchSampler
     from hierlens.models.tasks import IGNORE_INDEX
-    from hierlens.models.train import BatchSampler
 
     task = get_task("question_formation")
     model_cfg = ModelConfig.for_task(task, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=3)
