@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from hierlens.core.optim import StackedAdamW
 
 from .batches import BatchSampler
-from .forward import compiled, is_bidirectional
+from .forward import compiled
 from .fused import fused_logits, fused_spec, native_params
+from .model_inputs import is_bidirectional
 from .tasks.base import IGNORE_INDEX
 from .train_run import config_lr
 
