@@ -29,7 +29,7 @@ from .metrics import (
 )
 from .relu import ReluSAE, ReluSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
-from .train import SAETrainResult, lr_multiplier, train_saes
+from .train import SAETrainResult, train_saes
 from .train_config import SAETrainConfig
 
 load = load_sae
@@ -94,7 +94,6 @@ __all__ = [
     "l0",
     "load",
     "load_sae",
-    "lr_multiplier",
     "mse",
     "sae_class",
     "save",

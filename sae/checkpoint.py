@@ -1,8 +1,9 @@
 """Checkpoints of the fused SAE trainer, for exact resume.
 
 A checkpoint folder holds ``latest.json`` (the newest complete step folder), ``metrics.jsonl``
-and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, Adam moments and
-step counts, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
+and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, each stack's
+optimizer state as :meth:`hierlens.core.optim.StackedAdamW.state_dict` gives it, in the SAEs'
+layout, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
 run's fingerprint) and each SAE in SAELens layout (``sae_<i>/``, loadable on its own).
 """
 
@@ -23,11 +24,12 @@ from hierlens.models.atomic_io import (
 )
 
 
-def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst) -> None:
-    """Write the trainer state after ``step`` to ``ckpt/step_<step>/``: stacked tensors, Adam
-    state, dead-latent trackers and metric accumulators (``trainer_state.safetensors`` and
-    ``trainer_state.json``) plus every SAE in SAELens layout (``sae_<i>/``); then point
-    ``ckpt/latest.json`` at it (atomically) and delete older step folders."""
+def save_trainer_checkpoint(ckpt, step, groups, saes, fingerprint, window_steps, sst) -> None:
+    """Write the trainer state after ``step`` to ``ckpt/step_<step>/``: stacked tensors, each
+    stack's optimizer state, dead-latent trackers and metric accumulators
+    (``trainer_state.safetensors`` and ``trainer_state.json``) plus every SAE in SAELens
+    layout (``sae_<i>/``); then point ``ckpt/latest.json`` at it (atomically) and delete older
+    step folders."""
     step_dir = ckpt / f"step_{step:08d}"
     tensors: dict[str, torch.Tensor] = {"sst": sst.detach().reshape(1)}
     for gi, g in enumerate(groups):
@@ -36,14 +38,10 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
         tensors[f"g{gi}.since_fired"] = g.since_fired
         for name, t in g.acc.items():
             tensors[f"g{gi}.acc.{name}"] = t
-    index = {id(p): i for i, p in enumerate(p for pg in opt.param_groups for p in pg["params"])}
-    transposed = _transposed_leaves(groups)
-    for p, state in opt.state.items():
-        for key, value in state.items():
-            value = torch.as_tensor(value)
-            if id(p) in transposed and value.shape == p.shape:  # saved in the SAEs' layout
+        for key, value in g.optimizer.state_dict().items():
+            if _tensor_name(key) in g.transposed:  # saved in the SAEs' layout
                 value = value.transpose(1, 2)
-            tensors[f"opt.{index[id(p)]}.{key}"] = value.reshape(-1)
+            tensors[f"g{gi}.optimizer.{key}"] = value.contiguous()
     save_tensors(step_dir / "trainer_state.safetensors", tensors)
     for g in groups:
         g.sync_back(saes)
@@ -63,11 +61,11 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
-    """Restore the state written by :func:`save_trainer_checkpoint` into ``groups``, ``opt`` and
-    ``sst`` (in place); returns ``(step, metric records up to step, window_steps)``, or
-    ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A checkpoint of a different run
-    (``fingerprint`` differs) is a ``ValueError``."""
+def load_trainer_checkpoint(ckpt, groups, fingerprint, sst):
+    """Restore the state written by :func:`save_trainer_checkpoint` into ``groups`` (their
+    tensors, trackers and optimizers) and ``sst`` (in place); returns ``(step, metric records
+    up to step, window_steps)``, or ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A
+    checkpoint of a different run (``fingerprint`` differs) is a ``ValueError``."""
     latest = ckpt / "latest.json"
     if not latest.exists():
         return 0, [], 0
@@ -88,36 +86,19 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
             g.since_fired = t[f"g{gi}.since_fired"].to(dev)
             g.acc = {k: t[f"g{gi}.acc.{k}"].to(dev) for k in meta["acc_keys"][gi]}
             g.aux_dead = meta["aux_dead"][gi]
-    params = [p for pg in opt.param_groups for p in pg["params"]]
-    transposed = _transposed_leaves(groups)
-    state = opt.state_dict()
-    new_state = {}
-    for i, p in enumerate(params):
-        keys = [k.split(".", 2)[2] for k in t if k.startswith(f"opt.{i}.")]
-        if keys:
-            new_state[i] = {
-                k: (
-                    t[f"opt.{i}.{k}"].reshape(())
-                    if k == "step"
-                    else _param_shaped(t[f"opt.{i}.{k}"], p, id(p) in transposed)
-                )
-                for k in keys
-            }
-    state["state"] = new_state
-    opt.load_state_dict(state)
+            prefix = f"g{gi}.optimizer."
+            state = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+            for key in state:
+                if _tensor_name(key) in g.transposed:  # back to the leaves' layout
+                    state[key] = state[key].transpose(1, 2)
+            g.optimizer.load_state_dict(state)
     records = [r for r in read_jsonl(ckpt / "metrics.jsonl") if r["step"] <= meta["step"]]
     text = "".join(json.dumps(r) + "\n" for r in records)
     atomic_write_bytes(ckpt / "metrics.jsonl", text.encode())
     return meta["step"], records, meta["window_steps"]
 
 
-def _transposed_leaves(groups) -> set[int]:
-    """``id``s of the trained tensors stored transposed from the SAEs' layout (a checkpoint
-    keeps their optimiser state in the SAEs' layout, so it resumes whatever the storage)."""
-    return {id(g.leaves[n]) for g in groups for n in g.transposed}
-
-
-def _param_shaped(flat: torch.Tensor, p: torch.Tensor, transposed: bool) -> torch.Tensor:
-    if not transposed:
-        return flat.view_as(p)
-    return flat.view(p.shape[0], p.shape[2], p.shape[1]).transpose(1, 2).contiguous()
+def _tensor_name(key: str) -> str | None:
+    """The tensor an optimizer-state key (``exp_avg.<name>``) belongs to (``None`` for the
+    step counts)."""
+    return key.split(".", 1)[1] if "." in key else None
