@@ -10,8 +10,9 @@ A rank-``r`` linear map ``B`` (``(r, d)``) is fitted so that
   (L1 loss divided by the sentence length, averaged over the batch).
 
 :func:`fit_structural` trains one ``B`` per layer as one stacked program (``(L, r, d)``;
-sentences padded with masks), with Adam, the same initialisation and minibatch order for
-every layer (both from ``seed``), and early stopping on a dev split per layer: each layer
+sentences padded with masks), with Adam (the stacked optimizer step of
+:class:`hierlens.core.optim.StackedAdamW`, one member per layer), the same initialisation and
+minibatch order for every layer (both from ``seed``), and early stopping on a dev split per layer: each layer
 keeps the ``B`` of its best dev loss and stops improving after ``patience`` epochs without
 one, so the stacked fit gives each layer exactly what fitting it alone gives.
 :class:`StructuralProbe` is the scikit-learn-style estimator for one layer and
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierlens.core.optim import StackedAdamW
 from hierlens.models.atomic_io import write_checked_bytes
 from hierlens.models.device import resolve_device
 
@@ -163,7 +165,7 @@ def fit_structural(
     g = torch.Generator().manual_seed(seed)
     B0 = torch.rand(rank, d, generator=g) * 0.1 - 0.05
     B = torch.nn.Parameter(B0[None].repeat(L, 1, 1).to(dev))
-    opt = torch.optim.Adam([B], lr=lr)
+    opt = StackedAdamW({"B": B})  # Adam (no weight decay, no clipping), one member per layer
     best = B.detach().clone()
     best_loss = torch.full((L,), float("inf"), device=dev)
     stale = torch.zeros(L, dtype=torch.long, device=dev)
@@ -172,10 +174,10 @@ def fit_structural(
         order = torch.randperm(N, generator=g).to(dev)
         for start in range(0, N, batch_size):
             idx = order[start : start + batch_size]
-            opt.zero_grad(set_to_none=True)
             loss = _losses(B, X[:, idx], Y[idx], mask[idx], lengths[idx], kind)
             loss.sum().backward()  # layers are independent: each B only sees its own loss
-            opt.step()
+            opt.step(lr)
+            opt.zero_grad()
         with torch.no_grad():
             dl = _losses(B, Xd, Yd, maskd, lengthsd, kind)
             better = (dl < best_loss) & ~done
