@@ -11,7 +11,7 @@ so resuming from a checkpoint (weights, optimizer state, RNG state) reproduces a
 uninterrupted run bit for bit on CPU (with the same number of torch threads: the order of
 floating-point reductions depends on it). Inside a step nothing waits for the device: the
 loss is accumulated on the device and read every ``log_every`` steps. On CUDA training uses
-fused AdamW, bf16 autocast (``amp=True``), pinned host memory with non-blocking copies, and
+fused AdamW, bf16 autocast (``autocast``), pinned host memory with non-blocking copies, and
 optionally ``torch.compile``.
 
 The training story reads in a few files: this entry point, its configuration and schedules

@@ -78,7 +78,7 @@ class TrainConfig(Config):
         train_pool: number of training examples sampled once and drawn from with replacement.
         seed: seeds the training pool, the batch order and the RNG.
         device: "cpu", "cuda", ... (None: CUDA when available).
-        amp: bf16 autocast on CUDA (ignored on CPU).
+        autocast: bf16 autocast of the forward pass (None: on CUDA only).
         compile: compile the training forward with ``torch.compile`` (on CUDA in
             ``reduce-overhead`` mode, which replays CUDA graphs; batch widths are then rounded
             up to multiples of 8 so few shapes occur). Off by default: on the CPU
@@ -119,7 +119,7 @@ class TrainConfig(Config):
     train_pool: int = 20_000
     seed: int = 0
     device: str | None = None
-    amp: bool = True
+    autocast: bool | None = None
     compile: bool = False
     unpad: bool | None = None
     loss_on: str = "targets"

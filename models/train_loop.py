@@ -177,12 +177,15 @@ def _due(m: Member, stop_at: int | None) -> bool:
     )
 
 
+def use_autocast(config: TrainConfig, device: torch.device) -> bool:
+    """Whether ``config`` trains under bf16 autocast on ``device``."""
+    return device.type == "cuda" if config.autocast is None else config.autocast
+
+
 def advance(stack, stop_at: int | None) -> None:
     """One step of ``stack``, then each member's records, evaluation, checkpoint, and
     leaving the stack when it finished, diverged or reached ``stop_at``."""
-    first = stack.members[0].config
-    autocast = first.amp and stack.device.type == "cuda"
-    n_tokens = stack.step(autocast)
+    n_tokens = stack.step(use_autocast(stack.members[0].config, stack.device))
     due = []
     for r, m in enumerate(stack.members):
         m.step += 1

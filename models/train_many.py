@@ -1,6 +1,6 @@
 """Many small models trained as one program: models of one shape share a stack.
 
-:func:`train_many` trains N models: TL-native transformers (fused forward) or the
+:func:`train_many` trains S models: TL-native transformers (fused forward) or the
 Chomsky-hierarchy architectures of :func:`~hierlens.models.architectures.build_model` (their
 own forward under ``vmap``; see :mod:`.train_stack`). Models whose architectures share a
 shape (layers, widths, heads, context, vocabulary, norms, positions; for the Chomsky

@@ -80,7 +80,7 @@ def stack_key(model: torch.nn.Module, config, device: torch.device) -> tuple | N
         buffers,
         config.batch_size,
         str(device),
-        config.amp,
+        config.autocast,
         config.compile,
         unpad,
     )
@@ -106,7 +106,7 @@ def model_optimizer(
 
 def _stack_forward(members: list) -> Callable:
     """``forward(params, tokens, mask, keep) -> logits`` for stacked ``params`` and
-    ``(N, B, T)`` batches: ``(N, n, vocab)`` at ``keep`` ``(N, n)``, else ``(N, B, T,
+    ``(S, B, T)`` batches: ``(S, n, vocab)`` at ``keep`` ``(S, n)``, else ``(S, B, T,
     vocab)``."""
     model = members[0].model
     spec = fused_spec(model)
