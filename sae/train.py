@@ -68,6 +68,23 @@ def _validate(saes: Sequence[SAE], config: SAETrainConfig) -> tuple[list[SAE], i
     return saes, d_ins.pop()
 
 
+def _check_data_parallel(saes: list[SAE], cfg: SAETrainConfig) -> None:
+    """A ``ValueError`` unless every rank can take an equal slice of each batch and no SAE
+    couples the rows of a batch."""
+    world = D.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"distribute='data' needs batch_size ({cfg.batch_size}) divisible by the "
+            f"{world} processes"
+        )
+    coupled = sorted({s.name for s in saes if s.name == "batch_topk"})
+    if coupled:
+        raise ValueError(
+            f"distribute='data' cannot split {coupled} SAEs: their top-k runs over the "
+            "whole batch; use distribute='saes'"
+        )
+
+
 def _config_of(config: SAETrainConfig | None, fields: dict[str, Any]) -> SAETrainConfig:
     """``config`` with keyword ``fields`` applied (a fresh :class:`SAETrainConfig` without)."""
     if config is not None and not isinstance(config, SAETrainConfig):
@@ -154,19 +171,8 @@ def train_saes(
         return SAETrainResult(
             saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
         )
-    world = D.world_size() if data_parallel else 1
     if data_parallel:
-        if cfg.batch_size % world:
-            raise ValueError(
-                f"distribute='data' needs batch_size ({cfg.batch_size}) divisible by the "
-                f"{world} processes"
-            )
-        coupled = sorted({s.name for s in saes if s.name == "batch_topk"})
-        if coupled:
-            raise ValueError(
-                f"distribute='data' cannot split {coupled} SAEs: their top-k runs over the "
-                "whole batch; use distribute='saes'"
-            )
+        _check_data_parallel(saes, cfg)
         progress = progress and D.is_main()
     if cfg.checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs checkpoint_dir")
