@@ -78,8 +78,7 @@ class ModuleStack:
         self.forward = forward
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.optimizer = model_optimizer(params, [config], stacked=False)
-        if member.opt_state is not None:
-            self.optimizer.load_state_dict(member.opt_state)
+        member.restore_optimizer(self.optimizer)
         self.loss_sum = torch.zeros(1, device=device)
 
     def step(self, autocast: bool) -> list[int]:

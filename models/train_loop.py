@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.core.optim import StackedAdamW
+
 from . import distributed as D
 from .atomic_io import append_jsonl
 from .checkpoint import save_checkpoint
@@ -97,6 +99,19 @@ class Member:
         self.n_loss = 0
         self.tokens = 0
         self.t_last = time.perf_counter()
+
+    def restore_optimizer(self, optimizer: StackedAdamW, rows: list[int] | None = None) -> None:
+        """Load the optimizer state of the checkpoint this member resumes from into
+        ``optimizer`` (its ``rows``); a ``ValueError`` naming the run when it does not fit."""
+        if self.opt_state is None:
+            return
+        try:
+            optimizer.load_state_dict(self.opt_state, rows=rows)
+        except ValueError as exc:
+            raise ValueError(
+                f"{self.run.path}: the optimizer state of the checkpoint at step {self.step} "
+                f"does not fit this model ({exc}); resume=False starts the run again"
+            ) from exc
 
     def evaluate(self, device: torch.device) -> None:
         """Evaluate every split at the current step (each rank a shard of the examples

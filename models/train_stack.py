@@ -167,8 +167,7 @@ class Stack:
             t.requires_grad_(True)
         self.optimizer = model_optimizer(self._by_module_name(), [m.config for m in members])
         for r, mem in enumerate(members):
-            if mem.opt_state is not None:
-                self.optimizer.load_state_dict(mem.opt_state, rows=[r])
+            mem.restore_optimizer(self.optimizer, rows=[r])
         self.loss_sum = torch.zeros(len(members), device=device)
 
     def _by_module_name(self) -> dict[str, torch.Tensor]:

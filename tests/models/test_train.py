@@ -245,3 +245,17 @@ def test_sequence_loss_needs_a_next_token_task(tmp_path):
     with pytest.raises(ValueError, match="next_token"):
         train(model, task, cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_checkpoint_with_a_foreign_optimizer_state_is_a_clear_error(tmp_path):
+    """A checkpoint whose optimizer state does not fit the model (another layout or another
+    model's parameters) is a ValueError naming the run, before any step."""
+    from hierlens.models import save_checkpoint
+
+    cfg = CFG.replace(steps=2, checkpoint_every=1, eval_every=0)
+    model, _ = _train(tmp_path, cfg=cfg, stop_at=1)
+    save_checkpoint(checkpoint_path(tmp_path, 1), 1, model, {"step": torch.ones(1)})
+    with pytest.raises(ValueError, match="optimizer state") as info:
+        _train(tmp_path, cfg=cfg)
+    assert str(tmp_path) in str(info.value)
+    assert list_checkpoints(tmp_path) == [1]
