@@ -1,5 +1,4 @@
-"""Structural probes on every layer of a pretrained model, with the controls of Hewitt &
-Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" (NAACL):
+"""Structural probes on every layer of a pretrained model, with the controls of [Hewitt2019]:
 
 - :func:`word_vectors_by_layer`: word vectors at every layer (0 = the embeddings as block 0
   reads them, ``blocks.0.hook_resid_pre``; ``l`` = ``blocks.{l-1}.hook_resid_post``), a
@@ -163,7 +162,7 @@ def run_structural_probes(
     splits them itself), written to ``probes/structural.jsonl``: one record per layer and
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
-    from hierlens.models.atomic_io import atomic_write_jsonl_records
+    from hierlens.core.atomic_io import atomic_write_jsonl_records
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)

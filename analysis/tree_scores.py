@@ -1,5 +1,5 @@
 """Tree projections of every layer of a run's model, scored against gold trees
-(Murty et al., ICLR 2023), kept in ``tree_scores.jsonl``
+[Murty2023a], kept in ``tree_scores.jsonl``
 (:attr:`hierlens.models.Run.tree_scores_path`): one record per (step, split, layer, method),
 a rerun replacing its own records. ``hierlens tree-score`` and the pipeline write it; the
 report's per-layer section reads it."""
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models.run import Run, open_run
 
 from .trees.decode import tree_projection

@@ -1,8 +1,20 @@
 """hierlens.core: the infrastructure every wing uses and that imports no wing.
 
+- :mod:`.atomic_io`: atomic, checksummed writes and validated reads;
+- :mod:`.device`: ``device=None`` / ``dtype`` resolution;
+- :mod:`.config`: the frozen :class:`~hierlens.core.config.Config` base of every config;
+- :mod:`.distributed`: process groups under ``torchrun``;
+- :mod:`.loggers`: experiment trackers (TensorBoard, W&B, MLflow);
+- :mod:`.html_table`: small HTML tables for notebook ``_repr_html_``;
 - :mod:`.optim`: the one stacked optimizer step (per-member gradient clipping and AdamW,
   :class:`~hierlens.core.optim.StackedAdamW`) and the one learning-rate schedule
   (:func:`~hierlens.core.optim.lr_at`).
 
-It imports torch and the standard library only.
+It imports torch, numpy and the standard library only.
 """
+
+from .atomic_io import CorruptFileError
+from .config import Config
+from .device import resolve_device, resolve_dtype
+
+__all__ = ["Config", "CorruptFileError", "resolve_device", "resolve_dtype"]

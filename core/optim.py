@@ -6,9 +6,8 @@ all of them at once:
 
 1. each member's gradients are clipped to its own global norm, with the formula of
    ``torch.nn.utils.clip_grad_norm_`` (:func:`clip_grad_norms_`);
-2. AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"; Kingma & Ba
-   2015 with decoupled weight decay) updates each member with its own learning rate, betas,
-   epsilon and weight decay, through PyTorch's public functional AdamW
+2. AdamW ([Loshchilov2019]: Adam [Kingma2015] with decoupled weight decay) updates each
+   member with its own learning rate, betas, epsilon and weight decay, through PyTorch's public functional AdamW
    (``torch.optim.adamw.adamw``; its fused kernel where the device and dtype have one, else
    the multi-tensor one). Members that share every setting and their step count are
    updated by one call.
@@ -55,8 +54,8 @@ def lr_at(
     (``"constant"``: no decay); during the first ``warmup_steps`` steps it is also scaled by
     the linear warmup factor ``(step + 1) / warmup_steps``. A pure function of the step, so
     resuming needs no scheduler state. Transformer training warms up and decays from the end
-    of the warmup (cosine, Loshchilov & Hutter 2017); SAE training holds the rate and decays
-    linearly to 0 over the final share of the run (Conerly et al. 2024).
+    of the warmup (cosine, [Loshchilov2017]); SAE training holds the rate and decays linearly
+    to 0 over the final share of the run ([Conerly2024]).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -177,7 +176,8 @@ def _adamw(
 
 
 class StackedAdamW:
-    """AdamW with per-member gradient clipping for ``S`` members stacked on a leading axis.
+    """AdamW [Loshchilov2019] with per-member gradient clipping for ``S`` members stacked on a
+    leading axis.
 
     Args:
         params: ``{name: tensor}``, each ``(S, *shape)`` (``stacked=True``) or one member's

@@ -9,7 +9,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import distributed as D
+from hierlens.core import distributed as D
+
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import TrainConfig
 

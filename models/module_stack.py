@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from . import distributed as D
+from hierlens.core import distributed as D
+
 from .batches import BatchSampler
 from .forward import compiled, training_forward
 from .tasks.base import IGNORE_INDEX

@@ -61,8 +61,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from hierlens.core.atomic_io import (
+    CorruptFileError,
+    read_json,
+    read_jsonl,
+    sha256_file,
+    write_checked_json,
+)
+
 from .architectures import ArchConfig, build_model
-from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
 from .tasks import Task, get_task
@@ -267,7 +274,8 @@ class Run:
 
     def pretrained(self, device: str | torch.device | None = None) -> Pretrained:
         """The pretrained model of the run (loaded once per device)."""
-        from .device import resolve_device
+        from hierlens.core.device import resolve_device
+
         from .pretrained import load_pretrained
 
         if not self.is_pretrained:
@@ -367,7 +375,7 @@ class Run:
         self, step: int | None = None, device: str | torch.device | None = None
     ) -> TransformerBridge | torch.nn.Module:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
-        from .device import resolve_device
+        from hierlens.core.device import resolve_device
 
         dev = resolve_device(device)
         if self.is_pretrained:
@@ -442,6 +450,18 @@ class Run:
     def sae_table_path(self) -> Path:
         """``saes/table.jsonl``: one row of metrics and description length per SAE."""
         return self.saes_dir / "table.jsonl"
+
+    @property
+    def sae_frontier_path(self) -> Path:
+        """``saes/frontier.json``: the L0 frontier of the run's SAEs (one record per SAE:
+        sparsity, FVU, spliced CE and the scores against the task's known features)."""
+        return self.saes_dir / "frontier.json"
+
+    @property
+    def saebench_dir(self) -> Path:
+        """``saes/saebench/``: SAE evaluations in SAEBench's result layout
+        (``<eval_type>/<release>_<sae_id>_eval_results.json``)."""
+        return self.saes_dir / "saebench"
 
     @property
     def mdl_table_path(self) -> Path:

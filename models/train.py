@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed as D
+from hierlens.core import distributed as D
+from hierlens.core.device import resolve_device
+
 from .architectures import ArchConfig
 from .checkpoint import restore_rng
-from .device import resolve_device
 from .module_stack import ModuleStack
 from .run import Run, locks_run, run_config_dict
 from .tasks.base import Task

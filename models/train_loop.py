@@ -21,13 +21,13 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.loggers import MultiLogger
 from hierlens.core.optim import StackedAdamW
 
-from . import distributed as D
-from .atomic_io import append_jsonl
 from .checkpoint import save_checkpoint
 from .evaluate_many import evaluate_stack, stack_evaluable
-from .loggers import MultiLogger
 from .run import Run, latest_valid_checkpoint
 from .tasks.base import Task
 from .train_config import TrainConfig

@@ -37,7 +37,8 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .device import resolve_device
+from hierlens.core.device import resolve_device
+
 from .run import Run, run_config_dict
 from .tasks.base import Task
 from .train import TrainResult

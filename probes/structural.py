@@ -1,5 +1,4 @@
-"""Structural probes: Hewitt & Manning (2019), "A Structural Probe for Finding Syntax in
-Word Representations" (NAACL).
+"""Structural probes: [Hewitt2019].
 
 A rank-``r`` linear map ``B`` (``(r, d)``) is fitted so that
 
@@ -31,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.device import resolve_device
 from hierlens.core.optim import StackedAdamW
-from hierlens.models.atomic_io import write_checked_bytes
-from hierlens.models.device import resolve_device
 
 from .structural_metrics import distance_spearman, norm_spearman, root_accuracy, uuas
 

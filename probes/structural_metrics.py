@@ -1,5 +1,4 @@
-"""Evaluation metrics of structural probes, as defined by Hewitt & Manning (2019),
-"A Structural Probe for Finding Syntax in Word Representations" (NAACL), section 3.
+"""Evaluation metrics of structural probes, as defined by [Hewitt2019], section 3.
 
 - :func:`uuas`: undirected unlabelled attachment score of the minimum spanning tree of the
   predicted distances against the gold tree's edges, punctuation excluded, over a corpus

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .config import SAEConfig, check_k, check_nonneg
 from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
@@ -142,7 +142,7 @@ class SAE(nn.Module, abc.ABC):
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Initial tensors: random unit-norm decoder rows, ``W_enc = W_dec.T``, zero biases
-        (the tied initialisation of Conerly et al. 2024 / Gao et al. 2024)."""
+        (the tied initialisation of [Conerly2024] / [Gao2024])."""
         d_in, d_sae = self.cfg.d_in, self.cfg.d_sae
         w = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64)
         w = w / w.norm(dim=1, keepdim=True)

@@ -1,5 +1,4 @@
-"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one (Ayonrinde,
-Pearce & Sharkey 2024, "Interpretability as Compression")."""
+"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one [Ayonrinde2024]."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
 
 from .base import sae_class
 from .grid import build_sae_grid, check_grid_values

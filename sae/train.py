@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hierlens.models import distributed as D
+from hierlens.core import distributed as D
 
 from .base import SAE
 from .sources import Source
@@ -136,7 +136,7 @@ def train_saes(
             result equals an uninterrupted run for tensor and re-iterable sources).
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
-        distribute: under ``torchrun`` (see :mod:`hierlens.models.distributed`):
+        distribute: under ``torchrun`` (see :mod:`hierlens.core.distributed`):
             ``"data"``: every rank computes a disjoint contiguous slice of each batch and the
             gradients are all-reduced (the same result as one process on the same batches;
             ``batch_size`` must divide by the number of processes; rank 0 writes the

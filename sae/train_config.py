@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from hierlens.models.config import Config
-from hierlens.models.train_config import check_trackers
+from hierlens.core.config import Config
+from hierlens.core.loggers import check_trackers
 
 
 def _positive_int(name: str, value: Any, optional: bool = False) -> None:
@@ -43,7 +43,7 @@ class SAETrainConfig(Config):
         eps: Adam's epsilon.
         warmup_steps: steps of linear learning-rate warmup from 0.
         decay_fraction: final share of the run over which the learning rate decays linearly
-            to 0 (Conerly et al. 2024 use 0.2).
+            to 0 ([Conerly2024] use 0.2).
         grad_clip: per-SAE gradient-norm clip (None: no clipping).
         dead_after_tokens: a latent that has not fired for this many tokens counts as dead
             in the metrics.
@@ -63,7 +63,7 @@ class SAETrainConfig(Config):
             d_sae); on the CPU the whole step runs on sparse kernels.
         log_to: experiment trackers that get every SAE's metric records (``sae<i>/<metric>``)
             as they are written, any of "tensorboard", "wandb", "mlflow" (the ``tracking``
-            extra; see :mod:`hierlens.models.loggers`).
+            extra; see :mod:`hierlens.core.loggers`).
     """
 
     steps: int | None = None

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.loggers import MultiLogger, make_logger
 from hierlens.core.optim import StackedAdamW, lr_at
-from hierlens.models import distributed as D
-from hierlens.models.atomic_io import append_jsonl
-from hierlens.models.device import resolve_device
-from hierlens.models.loggers import MultiLogger, make_logger
 from hierlens.models.run import TrackerPaths
 
 from .base import SAE, StepContext
@@ -36,7 +36,7 @@ __all__ = ["SAEStack", "TrainState"]
 def _lr_at(cfg: SAETrainConfig, step: int, base_lr: float) -> float:
     """The learning rate of 0-based ``step`` for an SAE with peak rate ``base_lr``: linear
     warmup over ``warmup_steps``, constant, then linear decay to 0 over the last
-    ``decay_fraction`` of the run (Conerly et al. 2024 decay over the last 20%)."""
+    ``decay_fraction`` of the run ([Conerly2024] decay over the last 20%)."""
     total = cfg.total_steps
     return lr_at(
         step,

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WINGS = ("core", "models", "sae", "probes", "analysis")
-# wing -> wings it may import (besides itself); the infrastructure room ``core`` imports none
+# wing -> wings it may import (besides itself)
 ALLOWED = {
     "core": set(),
     "models": {"core"},

@@ -70,7 +70,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
         )
         for reason in skipped:
             log.info("skipped %s", reason)
-        from hierlens.models import distributed as D
+        from hierlens.core import distributed as D
 
         distribute = args.distribute if D.init_from_env(config.device) else None
         train_saes(

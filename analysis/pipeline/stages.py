@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import write_checked_jsonl
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 

@@ -3,11 +3,10 @@
 - Tree projections per layer (``tree_scores.jsonl``, written by ``hierlens tree-score
   --layers``): parse F1 of the projected trees against the gold trees beside the
   right-branching, left-branching and random-tree baselines on the same sentences, and the
-  tree score (Murty et al., ICLR 2023).
+  tree score [Murty2023a].
 - Structural probes per layer (``probes/structural.jsonl``, written by ``hierlens
   structural-probe``): UUAS and distance Spearman of the distance probe, root accuracy of the
-  depth probe, beside the random-weights control and the linear-chain baseline (Hewitt &
-  Manning 2019).
+  depth probe, beside the random-weights control and the linear-chain baseline [Hewitt2019].
 
 Omitted when neither file exists.
 """
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 
 from .html import fmt, table
 from .sections import ReportContext, _go

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.store import ActivationStore
 
@@ -170,8 +170,16 @@ def _sequences(store: ActivationStore, n_rows: int) -> dict[int, list[int]]:
 
 
 def _feature_cards(
-    ctx: ReportContext, name: str, sae: Any, store: ActivationStore, hook: str, step: int
+    ctx: ReportContext,
+    name: str,
+    sae: Any,
+    store: ActivationStore,
+    hook: str,
+    step: int,
+    notes: dict[int, str] | None = None,
 ) -> str:
+    """Cards of the latents with the largest activations, or of the latents ``notes``
+    names (in its order), each with its note (e.g. the true feature it matched)."""
     import plotly.graph_objects as go
 
     acts = store[hook][:MAX_ROWS].float()
@@ -179,7 +187,10 @@ def _feature_cards(
         codes = sae.encode(acts).float()
     peak = codes.max(0).values
     alive = int((peak > 0).sum())
-    order = torch.argsort(peak, descending=True)[: min(ctx.max_features, alive)]
+    if notes:
+        order = torch.tensor(list(notes)[: ctx.max_features], dtype=torch.long)
+    else:
+        order = torch.argsort(peak, descending=True)[: min(ctx.max_features, alive)]
     sequences = _sequences(store, codes.shape[0])
     seq_index = store.index["sequence"][: codes.shape[0]].tolist()
     pos_index = store.index["position"][: codes.shape[0]].tolist()
@@ -220,7 +231,8 @@ def _feature_cards(
         cards.append(
             f'<div class="card"><div class="grid"><div><p>latent <b>{f}</b>: fires on '
             f"{fmt(100 * density, 3)}% of tokens, max {fmt(float(peak[f]), 3)}</p>"
-            f"{''.join(lines)}</div><div>{ctx.charts.add(hist, height=240)}</div></div></div>"
+            + (f'<p class="note">{esc((notes or {}).get(f, ""))}</p>' if notes else "")
+            + f"{''.join(lines)}</div><div>{ctx.charts.add(hist, height=240)}</div></div></div>"
         )
     if not cards:
         cards.append('<p class="note">No latent fires on the stored activations.</p>')

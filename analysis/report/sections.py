@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.tasks import Task
 

@@ -1,8 +1,6 @@
 """Tree scores, unlabelled parse F1 and the branching / random-tree baselines.
 
-Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
-Projections" (ICLR 2023) and "Grokking of Hierarchical Structure in Vanilla Transformers"
-(ACL 2023). Trees are tuples of half-open word spans including ``(0, n)``, as in
+Follows [Murty2023a] and [Murty2023b]. Trees are tuples of half-open word spans including ``(0, n)``, as in
 :attr:`hierlens.models.tasks.base.Example.tree` and
 :func:`hierlens.analysis.trees.tree_projection`.
 """
@@ -42,7 +40,7 @@ def tree_score(
     *,
     method: str = "greedy",
 ) -> float:
-    """Mean tree score over sentences (Murty et al., ICLR 2023, "tree score").
+    """Mean tree score over sentences ([Murty2023a], "tree score").
 
     For one sentence with span scores ``s`` (``s[i, j]`` for the words ``i..j`` inclusive)
     and projected binary tree ``T``::

@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 from hierlens.analysis.cli import main
+from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import list_checkpoints, open_run
-from hierlens.models.atomic_io import read_json, read_jsonl
 
 TINY = [
     "--task",

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 import torch
 
+from hierlens.core.atomic_io import CorruptFileError
 from hierlens.core.optim import lr_at
 from hierlens.models import (
-    CorruptFileError,
     ModelConfig,
     TrainConfig,
     build_transformer,
