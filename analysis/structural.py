@@ -75,6 +75,28 @@ def chain_baseline(sentences: Sequence[Any]) -> dict[str, float]:
     return {"uuas": uuas(pred, gold, punct), "spearman": distance_spearman(pred, gold)}
 
 
+def chain_intervals(sentences: Sequence[Any], seed: int = 0) -> dict[str, list[float]]:
+    """Bootstrap intervals (95%, sentences resampled) of :func:`chain_baseline`'s UUAS and
+    Spearman: ``{"uuas_ci": [low, high], "spearman_ci": [low, high]}``."""
+    from hierlens.probes.structural_metrics import spearman_interval, uuas_interval
+
+    pred = [np.abs(np.subtract.outer(np.arange(len(s)), np.arange(len(s)))) for s in sentences]
+    gold = [s.distances() for s in sentences]
+    punct = [np.asarray(s.punct) for s in sentences]
+    return {
+        "uuas_ci": list(uuas_interval(pred, gold, punct, seed=seed)),
+        "spearman_ci": list(spearman_interval(pred, gold, seed=seed)),
+    }
+
+
+#: which gold tree the structural probes of a corpus in each format are scored against
+GOLD_TREES = {
+    "ptb": "dependencies converted from the PTB brackets by head rules (Collins 1999's "
+    "table, content words as heads: hierlens.models.head_rules)",
+    "conllu": "the dependencies of the CoNLL-U file",
+}
+
+
 def random_control(pretrained: Any, seed: int, folder: Path, device: str | None) -> Any:
     """The same architecture with freshly initialised weights (seeded), loaded like the
     trained model from a temporary folder."""
@@ -146,7 +168,8 @@ def structural_probes(
     _, _, test = split_indices(
         len(sentences), fit.get("fractions", (0.7, 0.15)), fit.get("seed", 0)
     )
-    out["baseline"] = {"name": "linear chain", **chain_baseline([sentences[i] for i in test])}
+    chain = [sentences[i] for i in test]
+    out["baseline"] = {"name": "linear chain", **chain_baseline(chain), **chain_intervals(chain)}
     return out
 
 
@@ -183,8 +206,16 @@ def run_structural_probes(
         device=device,
         **fit,
     )
-    records = [{"model": "trained", **r} for r in result["trained"]]
-    records += [{"model": "random", **r} for r in result.get("random", [])]
-    records.append({"model": "baseline", **result["baseline"], "split": result["split"]})
+    gold_tree = GOLD_TREES[corpus.format]
+    records = [{"model": "trained", **r, "gold_tree": gold_tree} for r in result["trained"]]
+    records += [{"model": "random", **r, "gold_tree": gold_tree} for r in result.get("random", [])]
+    records.append(
+        {
+            "model": "baseline",
+            **result["baseline"],
+            "split": result["split"],
+            "gold_tree": gold_tree,
+        }
+    )
     atomic_write_jsonl_records(run.structural_probe_path, records)
     return records

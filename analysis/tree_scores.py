@@ -7,16 +7,18 @@ report's per-layer section reads it."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.models.bootstrap import MIN_SENTENCES
 from hierlens.models.run import Run, open_run
 
 from .trees.decode import tree_projection
-from .trees.metrics import baseline_parse_f1, parse_f1, tree_score
+from .trees.metrics import baseline_parse_f1, parse_f1, parse_f1_interval, tree_score
 from .trees.spans import span_scores
 
 _KEY = ("step", "split", "layer", "method")
@@ -39,7 +41,10 @@ def tree_scores_by_layer(
     the same sentences) of the tree projections of ``layers`` (default all blocks) at
     checkpoint ``step`` (default the newest; a pretrained run's one state), on the run's
     examples of ``split`` (a task's ``test_id``, 200 sentences; a corpus's ``all``, every
-    sentence, by default). Returns the records and writes them to ``tree_scores.jsonl``."""
+    sentence, by default). Each record also holds ``parse_f1_ci``, the 95% percentile
+    bootstrap interval of the parse F1 over the sentences (seeded by ``seed``), and
+    ``warnings`` (fewer than :data:`~hierlens.models.bootstrap.MIN_SENTENCES` sentences).
+    Returns the records and writes them to ``tree_scores.jsonl``."""
     run = open_run(run_dir)
     if not run.steps:
         raise ValueError(f"{run.path}: the run has no checkpoints yet")
@@ -60,6 +65,13 @@ def tree_scores_by_layer(
     baselines = {
         f"parse_f1_{kind}": baseline_parse_f1(gold, kind) for kind in ("left", "right", "random")
     }
+    notes = []
+    if len(examples) < MIN_SENTENCES:
+        notes.append(
+            f"{len(examples)} sentences: parse F1 on fewer than {MIN_SENTENCES} sentences is "
+            "noisy, see its bootstrap interval"
+        )
+        warnings.warn(notes[-1], stacklevel=2)
     records = []
     for layer in layers:
         scores = span_scores(
@@ -80,7 +92,10 @@ def tree_scores_by_layer(
                 "method": method,
                 "tree_score": tree_score(scores, trees),
                 "parse_f1": parse_f1(trees, gold),
+                "parse_f1_ci": list(parse_f1_interval(trees, gold, seed=seed)),
+                "ci_level": 0.95,
                 **baselines,
+                "warnings": notes,
             }
         )
     new = {tuple(r[k] for k in _KEY) for r in records}

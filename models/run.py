@@ -72,7 +72,8 @@ from hierlens.core.atomic_io import (
 from .architectures import ArchConfig, build_model
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
-from .tasks import Task, get_task
+from .tasks.base import Task
+from .tasks.registry import get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
@@ -184,6 +185,14 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
+        from hierlens.core.html_table import key_value_table
+
+        from .run_display import run_summary
+
+        return key_value_table(run_summary(self), caption=f"Run {self.path.name}")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other.path == self.path
@@ -495,6 +504,23 @@ class Run:
     def structural_probe_path(self) -> Path:
         """``probes/structural.jsonl``: structural-probe metrics per layer (and control)."""
         return self.probes_dir / "structural.jsonl"
+
+    @property
+    def causal_dir(self) -> Path:
+        """``causal/``: activation patching and DAS results."""
+        return self.path / "causal"
+
+    @property
+    def patching_path(self) -> Path:
+        """``causal/patching.json``: patching effects (hook x position before the query) per
+        variable, with attribution patching's agreement."""
+        return self.causal_dir / "patching.json"
+
+    @property
+    def das_path(self) -> Path:
+        """``causal/das.jsonl``: DAS interchange-intervention accuracy per variable and hook,
+        with its controls and the probe accuracy at the same hook."""
+        return self.causal_dir / "das.jsonl"
 
     @property
     def tree_scores_path(self) -> Path:

@@ -170,6 +170,15 @@ class SAE(nn.Module, abc.ABC):
         )
         return (type(self).__name__, items)
 
+    def _repr_html_(self) -> str:
+        """A table of the SAE's architecture, shape, device and config fields."""
+        from hierlens.core.html_table import key_value_table
+
+        n_params = sum(p.numel() for p in self.parameters())
+        rows = {"architecture": self.name, "parameters": n_params, "device": str(self.device)}
+        rows.update({k: v for k, v in self.cfg.to_dict().items() if v is not None})
+        return key_value_table(rows, caption=f"{type(self).__name__} ({self.d_in} -> {self.d_sae})")
+
     # ----- properties ---------------------------------------------------------------------
     @property
     def d_in(self) -> int:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from hierlens.core import distributed as D
 
 from .base import SAE
+from .heldout import heldout_evaluation, prepare_rows
 from .sources import Source
 from .train_config import SAETrainConfig
 from .train_stack import TrainState
@@ -40,6 +41,10 @@ class SAETrainResult:
             ``loss``, ``mse``, ``fvu``, ``l0``, ``dead_fraction``, ``dense_fraction``, ``lr``
             and the architecture's loss terms), averaged over the logging window.
         steps: optimiser steps done in total. tokens: activation rows consumed in total.
+        config: the settings the run used (``batch_size`` as capped by the rows).
+        evaluation: one record per SAE after training, for a tensor source: ``fvu_train`` on
+            its training rows beside ``fvu_heldout`` on the rows held out by
+            ``config.heldout_fraction`` (see :func:`hierlens.sae.heldout.heldout_evaluation`).
     """
 
     saes: list[SAE]
@@ -47,6 +52,7 @@ class SAETrainResult:
     steps: int
     tokens: int
     config: SAETrainConfig | None = None
+    evaluation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _validate(saes: Sequence[SAE], config: SAETrainConfig) -> tuple[list[SAE], int]:
@@ -157,6 +163,7 @@ def train_saes(
     """
     cfg = _config_of(config, fields)
     saes, d_in = _validate(saes, cfg)
+    source, heldout, cfg = prepare_rows(source, cfg)  # held-out rows; batch <= rows
     if distribute not in (None, "data", "saes"):
         raise ValueError(f"distribute must be None, 'data' or 'saes', got {distribute!r}")
     if distribute is not None:
@@ -165,11 +172,17 @@ def train_saes(
     if distribute == "saes" and D.is_distributed():
         from .distributed import train_grid_parallel
 
+        part_cfg = cfg.replace(heldout_fraction=0.0)  # the rows were split here already
         steps, history = train_grid_parallel(
-            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback, log_dir
+            train_saes, saes, source, part_cfg, checkpoint_dir, resume, progress, callback, log_dir
         )
         return SAETrainResult(
-            saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
+            saes=saes,
+            history=history,
+            steps=steps,
+            tokens=steps * cfg.batch_size,
+            config=cfg,
+            evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
         )
     if data_parallel:
         _check_data_parallel(saes, cfg)
@@ -216,4 +229,5 @@ def train_saes(
         steps=trainer.step,
         tokens=trainer.step * cfg.batch_size,
         config=cfg,
+        evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
     )

@@ -26,6 +26,9 @@ PREFERRED = (
     "d_sae",
     "k",
     "fvu",
+    "fvu_train",
+    "fvu_heldout",
+    "n_heldout_rows",
     "l0",
     "dead",
     "dead_fraction",
@@ -96,6 +99,14 @@ def sae_section(ctx: ReportContext) -> str | None:
     columns = [c for c in PREFERRED if any(c in r for r in rows.values())]
     columns += sorted({c for r in rows.values() for c in r} - set(columns) - {"description"})
     parts = [table(columns, rows.values())]
+    if "fvu_heldout" in columns:
+        parts.append(
+            '<p class="note"><code>fvu_train</code>: fraction of variance unexplained on the '
+            "rows the SAE trained on; <code>fvu_heldout</code>: on the rows held out from "
+            "training (a seeded split, <code>n_heldout_rows</code> of them). A held-out FVU "
+            "well above the training FVU means the SAE fits its training rows, not the "
+            "activations.</p>"
+        )
     dl = _dl_chart(ctx, list(rows.values()))
     if dl:
         parts.append(dl)

@@ -1,9 +1,19 @@
-"""One report section of a run, for a notebook cell: :func:`show`."""
+"""One report section of a run, for a notebook cell: :func:`show`.
+
+The plotting library (plotly.js, about 4.8 MB) is inlined into the first section with
+charts that a notebook kernel displays, and only there: later sections draw their charts
+with the copy already on the page. Outside a notebook (no IPython kernel running) every
+section's HTML carries its own copy, so it stays self-contained offline. A restarted kernel
+brings the library again with its first section; ``show(..., library=True)`` brings it in
+any case (for a notebook whose first output was cleared).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from typing import Any
 
 import torch
 
@@ -14,18 +24,45 @@ from .sections import ReportContext
 
 __all__ = ["Section", "show"]
 
+_LOADED = "_hierlens_plotly_on_page"  # set on the IPython shell that received the library
+
+
+def _kernel() -> Any | None:
+    """The running IPython shell, or None outside IPython (never imports IPython)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get() if callable(get) else None
+
 
 class Section:
-    """One built report section; a notebook shows it (``_repr_html_``)."""
+    """One built report section; a notebook shows it (``_repr_html_``).
 
-    def __init__(self, name: str, heading: str, body: str, plotly: bool) -> None:
+    ``library``: None brings plotly.js with the first section with charts that the notebook
+    kernel displays (every time outside a notebook); True always; False never.
+    """
+
+    def __init__(
+        self, name: str, heading: str, body: str, plotly: bool, library: bool | None = None
+    ) -> None:
         self.name, self.heading, self.body, self.plotly = name, heading, body, plotly
+        self.library = library
 
     def __repr__(self) -> str:
         return f"Section({self.name!r})"
 
+    def _needs_library(self) -> bool:
+        if not self.plotly or self.library is False:
+            return False
+        kernel = _kernel()
+        if self.library or kernel is None:
+            return True
+        if getattr(kernel, _LOADED, False):
+            return False
+        setattr(kernel, _LOADED, True)
+        return True
+
     def _repr_html_(self) -> str:
-        lib = plotly_script() if self.plotly else ""
+        lib = plotly_script(notebook=True) if self._needs_library() else ""
         return f"<div><style>{CSS}</style>{lib}<h2>{esc(self.heading)}</h2>{self.body}</div>"
 
 
@@ -35,28 +72,27 @@ def show(
     *,
     max_sentences: int = 4,
     device: str | torch.device | None = None,
+    library: bool | None = None,
 ) -> Section:
     """Build the report section ``section`` (a name from
     :data:`hierlens.analysis.report.SECTIONS`: ``summary``, ``training``, ``grokking``,
-    ``trees``, ...) of the run in ``run_dir``; offline and self-contained like the report.
-    A section whose inputs the run lacks is a ``ValueError``."""
+    ``trees``, ...) of the run in ``run_dir``; offline like the report. ``library``: when the
+    section carries plotly.js (see the module docstring). A section whose inputs the run
+    lacks is a ``ValueError``."""
     from .write import SECTIONS
 
     names = [a for a, _, _ in SECTIONS]
     if section not in names:
         raise ValueError(f"unknown report section {section!r}; sections: {names}")
+    if library not in (None, True, False):
+        raise TypeError(f"library must be None, True or False, got {library!r}")
     run = open_run(run_dir)
-    charts = Charts()
+    # a notebook cell is shown after its page loaded, beside other cells: charts drawn as
+    # soon as plotly.js is there, with ids that do not collide with other cells'
+    charts = Charts(notebook=True, prefix=f"{uuid.uuid4().hex[:8]}-")
     ctx = ReportContext(run=run, charts=charts, max_sentences=max_sentences, device=device)
     _, heading, build = SECTIONS[names.index(section)]
     body = build(ctx)
     if body is None:
         raise ValueError(f"{run.path}: the run has no data for the {section!r} section yet")
-    # a notebook cell is shown after its page loaded: draw the charts at once, with ids
-    # that do not collide with other cells'
-    body = (
-        body.replace('document.addEventListener("DOMContentLoaded",function(){', "(function(){")
-        .replace("s.config);});</script>", "s.config);})();</script>")
-        .replace('"chart-', f'"chart-{uuid.uuid4().hex[:8]}-')
-    )
-    return Section(section, heading, body, charts.count > 0)
+    return Section(section, heading, body, charts.count > 0, library)

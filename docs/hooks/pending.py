@@ -11,7 +11,6 @@ from mkdocs.structure.files import File
 log = logging.getLogger("mkdocs.hooks.pending")
 PENDING = {
     "first-hour.md": "Your model, your sentences",
-    "causal.md": "Causal analysis",
 }
 
 

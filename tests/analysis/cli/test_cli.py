@@ -155,7 +155,7 @@ def test_capture_command_and_checkpoint_capture(tmp_path):
         "--device",
         "cpu",
     ]
-    assert main([*args, "--all-steps"]) == 0
+    assert main([*args, "--all-checkpoints", "true"]) == 0
     for step in (10, 20):
         store = ActivationStore.open(open_run(run_dir).activations_dir(step))
         assert store.hooks == ["blocks.0.hook_resid_post"] and "depth" in store.labels
@@ -247,11 +247,11 @@ def _tiny_run(tmp_path, *extra):
 
 
 def test_capture_steps_and_all_steps_are_exclusive(tmp_path, capsys):
-    """``--steps`` with ``--all-steps`` was silently ignored; now it is a usage error."""
+    """``--steps`` with ``--all-checkpoints`` was silently ignored; now it is a usage error."""
     import pytest
 
     with pytest.raises(SystemExit) as exc:
-        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-steps"])
+        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-checkpoints", "true"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
@@ -265,7 +265,7 @@ def test_commands_on_a_run_without_checkpoints(tmp_path, caplog):
     (run_dir / "checkpoints").mkdir()
     for argv in (
         ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
-        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-steps"],
+        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-checkpoints", "true"],
         ["probe", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
     ):
         caplog.clear()
@@ -307,7 +307,7 @@ def test_is_user_error_tells_raises_from_failures():
 
     from hierlens.analysis.cli.common import CLIError
     from hierlens.analysis.cli.main import is_user_error
-    from hierlens.models.tasks import get_task
+    from hierlens.models import get_task
 
     assert is_user_error(CLIError("bad flag"))
     assert is_user_error(FileNotFoundError(2, "No such file", "/x/y"))
@@ -377,13 +377,19 @@ def test_saes_from_fit_sae_appear_in_the_report(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
     fit = "fit-sae {} --hook blocks.0.hook_resid_post --widths 8 --ks 2 --steps 20 --n 20"
+    capsys.readouterr()
     assert main([*fit.format(run_dir).split(), "--device", "cpu", "--no-progress"]) == 0
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    # FVU on the rows trained on beside the FVU on the seeded held-out rows
+    assert row["fvu_train"] >= 0 and row["fvu_heldout"] >= 0 and row["n_heldout_rows"] >= 2
+    (saved,) = read_jsonl(open_run(run_dir).sae_table_path)
+    assert saved["name"] == "topk_w8_k2" and saved["fvu_heldout"] == row["fvu_heldout"]
     report = ["report", str(run_dir), "--max-sentences", "0", "--device", "cpu", "--no-progress"]
     assert main(report) == 0
     html = (run_dir / "report.html").read_text()
     assert '<section id="saes">' in html
     saes = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
-    assert "topk_w8_k2" in saes
+    assert "topk_w8_k2" in saes and "fvu_heldout" in saes
 
 
 def test_train_flags_come_from_the_configs():
