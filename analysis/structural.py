@@ -153,7 +153,14 @@ def structural_probes(
         raise ValueError(
             f"layers {bad} out of range: the model has layers 0..{pretrained.n_layers}"
         )
-    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="error")
+    # sentences longer than the model's context are left out (named in a warning), as
+    # capture leaves them out
+    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="skip")
+    sentences = [sentences[int(e.labels["index"])] for e in examples]
+    if len(sentences) < 3:
+        raise ValueError(
+            f"structural probes need at least 3 sentences that fit the model, got {len(sentences)}"
+        )
     fit = {"device": device, **fit}
 
     def probe(pre: Any) -> list[dict[str, Any]]:
@@ -185,7 +192,7 @@ def run_structural_probes(
     splits them itself), written to ``probes/structural.jsonl``: one record per layer and
     model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
     Returns the records."""
-    from hierlens.core.atomic_io import atomic_write_jsonl_records
+    from hierlens.core.atomic_io import write_checked_jsonl
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)
@@ -217,5 +224,6 @@ def run_structural_probes(
             "gold_tree": gold_tree,
         }
     )
-    atomic_write_jsonl_records(run.structural_probe_path, records)
+    with run.lock():
+        write_checked_jsonl(run.structural_probe_path, records)
     return records

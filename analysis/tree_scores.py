@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models.bootstrap import MIN_SENTENCES
 from hierlens.models.run import Run, open_run
 
@@ -100,7 +100,8 @@ def tree_scores_by_layer(
         )
     new = {tuple(r[k] for k in _KEY) for r in records}
     path = run.tree_scores_path
-    old = read_jsonl(path) if path.exists() else []
-    kept = [r for r in old if tuple(r.get(k) for k in _KEY) not in new]
-    atomic_write_jsonl_records(path, kept + records)
+    with run.lock():
+        old = run.read_records(path, writer=True)
+        kept = [r for r in old if tuple(r[k] for k in _KEY) not in new]
+        write_checked_jsonl(path, kept + records)
     return records

@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 import torch
 from torch.optim.adamw import adamw
 
-__all__ = ["SCHEDULES", "StackedAdamW", "clip_grad_norms_", "lr_at"]
+__all__ = ["SCHEDULES", "StackedAdamW", "clip_grad_norms_", "lr_at", "state_dict_problem"]
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -173,6 +173,44 @@ def _adamw(
         eps=eps,
         maximize=False,
     )
+
+
+def state_dict_problem(state: Mapping[str, torch.Tensor]) -> str | None:
+    """What makes ``state`` not a :meth:`StackedAdamW.state_dict` of ``M`` members, in words
+    (``None`` when it is one): ``"step"`` ``(M,)`` holding whole numbers ``>= 0``, and for
+    each parameter name both ``"exp_avg.<name>"`` and ``"exp_avg_sq.<name>"``, floating-point
+    tensors of one shape ``(M, *shape)``. Whether they fit a given stack is
+    :meth:`StackedAdamW.load_state_dict`'s check."""
+    step = state.get("step")
+    if not isinstance(step, torch.Tensor) or step.dim() != 1 or len(step) == 0:
+        return "expected 'step', a 1-d tensor with one entry per member"
+    if not (
+        step.is_floating_point()
+        and bool(torch.isfinite(step).all())
+        and bool((step >= 0).all())
+        and bool((step == step.round()).all())
+    ):
+        return "'step' must hold whole numbers >= 0"
+    moments: dict[str, dict[str, torch.Tensor]] = {"exp_avg": {}, "exp_avg_sq": {}}
+    for key, value in state.items():
+        if key == "step":
+            continue
+        prefix, _, name = key.partition(".")
+        if prefix not in moments or not name:
+            return f"unexpected key {key!r} (expected 'exp_avg.<name>' or 'exp_avg_sq.<name>')"
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return f"{key!r} must be a floating-point tensor"
+        if value.dim() == 0 or value.shape[0] != len(step):
+            return f"{key!r} has shape {tuple(value.shape)}, expected ({len(step)}, ...)"
+        moments[prefix][name] = value
+    first, second = moments["exp_avg"], moments["exp_avg_sq"]
+    if set(first) != set(second):
+        odd = sorted(set(first) ^ set(second))
+        return f"parameters {odd[:4]} lack one of their two moments"
+    for name, value in first.items():
+        if value.shape != second[name].shape:
+            return f"the two moments of {name!r} differ in shape"
+    return None
 
 
 class StackedAdamW:

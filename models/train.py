@@ -36,14 +36,23 @@ from hierlens.core.device import resolve_device
 from .architectures import ArchConfig
 from .checkpoint import restore_rng
 from .module_stack import ModuleStack
-from .run import Run, locks_run, run_config_dict
+from .run import Run
+from .run_load import run_config_dict
+from .run_lock import locks_run
 from .tasks.base import Task
 from .train_config import LOSS_ON, TrainConfig
 from .train_loop import Member, evaluate_members, run_stacks
 from .train_run import RunConflictError, check_training_inputs, prepare_run_dir
 from .transformer import ModelConfig
 
-__all__ = ["LOSS_ON", "RunConflictError", "TrainConfig", "TrainResult", "train"]
+__all__ = [
+    "LOSS_ON",
+    "RunConflictError",
+    "TrainConfig",
+    "TrainingDiverged",
+    "TrainResult",
+    "train",
+]
 
 
 @dataclasses.dataclass
@@ -57,6 +66,12 @@ class TrainResult:
     #: why training ended before ``config.steps`` other than ``stop_at``
     #: (``"diverged at step S"`` for a model whose loss turned non-finite)
     stopped: str | None = None
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because the loss turned non-finite (NaN or inf): what a caller that
+    needs the model raises for a :class:`TrainResult` whose ``stopped`` says so (the
+    pipeline; ``hierlens train`` exits with status 3 instead)."""
 
 
 @locks_run("run_dir")
@@ -92,6 +107,10 @@ def train(
             an error unless ``overwrite=True``.
         stop_at: stop after this step as if interrupted (resume later to continue).
         callback: called with the step number after every optimizer step.
+
+    A loss that turns NaN or infinite (read at the logged, evaluated and checkpointed steps)
+    stops training there: the checkpoints written before it are kept, and the result's
+    ``stopped`` is ``"diverged at step S"`` (see :class:`TrainingDiverged`).
 
     Holds the run directory's writer lock (:meth:`~hierlens.models.Run.lock`) while it runs.
     A fresh run seeds torch's global RNG with ``config.seed`` (what dropout draws from), so

@@ -23,12 +23,13 @@ from tqdm.auto import tqdm
 
 from hierlens.core import distributed as D
 from hierlens.core.atomic_io import append_jsonl
-from hierlens.core.loggers import MultiLogger
 from hierlens.core.optim import StackedAdamW
+from hierlens.core.trackers import MultiLogger
 
 from .checkpoint import save_checkpoint
 from .evaluate_many import evaluate_stack, stack_evaluable
-from .run import Run, latest_valid_checkpoint
+from .run import Run
+from .run_load import latest_valid_checkpoint
 from .tasks.base import Task
 from .train_config import TrainConfig
 from .train_run import (

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from hierlens.core.device import resolve_device
 
-from .run import Run, run_config_dict
+from .run import Run
+from .run_load import run_config_dict
 from .tasks.base import Task
 from .train import TrainResult
 from .train_config import TrainConfig

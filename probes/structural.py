@@ -22,7 +22,6 @@ paper's metrics (:mod:`.structural_metrics`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device
 from hierlens.core.optim import StackedAdamW
 
@@ -400,5 +399,5 @@ def structural_probe_sweep(
                 rec["root_acc"] = root_accuracy(p, g, pick(punct, te))
                 rec["norm_spearman"] = norm_spearman(p, g)
     if out_path is not None:
-        write_checked_bytes(out_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        write_checked_jsonl(out_path, records)
     return records

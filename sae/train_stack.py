@@ -10,6 +10,7 @@ stack on one batch: the stacked forward and backward, then the one optimizer ste
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ import torch
 from hierlens.core import distributed as D
 from hierlens.core.atomic_io import append_jsonl
 from hierlens.core.device import resolve_device
-from hierlens.core.loggers import MultiLogger, make_logger
 from hierlens.core.optim import StackedAdamW, lr_at
-from hierlens.models.run import TrackerPaths
+from hierlens.core.trackers import MultiLogger, make_logger
+from hierlens.models.tracker_paths import TrackerPaths
 
 from .base import SAE
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
@@ -32,6 +33,8 @@ from .train_config import SAETrainConfig
 from .workspace import Workspace
 
 __all__ = ["SAEStack", "TrainState"]
+
+log = logging.getLogger(__name__)
 
 
 def _lr_at(cfg: SAETrainConfig, step: int, base_lr: float) -> float:
@@ -202,6 +205,13 @@ class TrainState:
             self.step, self.history, self.window_steps = load_trainer_checkpoint(
                 self.ckpt, self.groups, self.fingerprint, self.sst
             )
+            if self.step:
+                log.info(
+                    "resuming SAE training at step %d of %d from %s",
+                    self.step,
+                    cfg.total_steps,
+                    self.ckpt,
+                )
         self.tracker = MultiLogger()
         if cfg.log_to and (D.is_main() or not data_parallel):
             root = (

@@ -39,7 +39,8 @@ def prepare_run(args: argparse.Namespace):
     """The run ``args.run_dir``; with ``--model PATH --treebank FILE`` a pretrained run is
     made there first (or checked to be the same model and corpus)."""
     from hierlens.models.corpus import Corpus
-    from hierlens.models.run import Run, open_run, pretrained_run_config
+    from hierlens.models.run import open_or_create_run, open_run
+    from hierlens.models.run_load import pretrained_run_config
 
     model = getattr(args, "model", None)
     treebank = getattr(args, "treebank", None)
@@ -49,23 +50,17 @@ def prepare_run(args: argparse.Namespace):
         raise CLIError("--model and --treebank go together (a pretrained model on a corpus)")
     corpus = Corpus(str(treebank), args.format, args.drop_punct)
     config = json.loads(json.dumps(pretrained_run_config(model, corpus)))
-    run = Run(args.run_dir)
-    if run.config_path.exists():
-        if open_run(run).config != config:
-            raise CLIError(
-                f"{run.path} already holds another run; choose another run directory "
-                "for this model and corpus"
-            )
-    else:
-        run.write_config(config)
-    return open_run(run)
+    try:
+        return open_or_create_run(args.run_dir, config)
+    except ValueError as exc:
+        raise CLIError(f"{exc} for this model and corpus") from None
 
 
 def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs):
     """``capture_checkpoints`` with the command's data options; a store of other data in
     the way is a one-line error naming ``--overwrite``."""
     from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.store import StoreMismatchError
+    from hierlens.models.store_writer import StoreMismatchError
 
     try:
         return capture_checkpoints(
@@ -76,12 +71,18 @@ def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs
             device=args.device,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            allow_nonfinite=args.allow_nonfinite,
             **kwargs,
         )
     except StoreMismatchError as exc:
         raise CLIError(
             f"{exc.path} holds a different capture (differs in: {', '.join(exc.diffs)}); "
             "pass --overwrite to replace it"
+        ) from None
+    except MemoryError as exc:
+        raise CLIError(
+            f"--n {args.n}: not enough memory to draw and capture that many sequences "
+            f"({exc}); capture fewer"
         ) from None
 
 
@@ -135,13 +136,19 @@ CAPTURE_FIELDS = ("split", "pool")
 def add_capture_data_flags(p: argparse.ArgumentParser, fields: tuple = CAPTURE_FIELDS) -> None:
     """The model/data options shared by every command that captures: ``--model`` and
     ``--treebank`` (a pretrained model on a corpus), the :class:`CaptureStage` flags
-    ``fields`` and ``--overwrite`` (``--n`` and ``--seed`` are shared flags)."""
+    ``fields``, ``--overwrite`` and ``--allow-nonfinite`` (``--n`` and ``--seed`` are shared
+    flags)."""
     from ..pipeline.config import CaptureStage
 
     add_source_flags(p)
     add_config_flags(p.add_argument_group("capture (CaptureStage)"), CaptureStage, only=fields)
     p.add_argument(
         "--overwrite", action="store_true", help="replace a store captured from other data"
+    )
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="keep NaN/inf activations (counted in the store) instead of stopping at the first",
     )
 
 
@@ -177,6 +184,8 @@ def add_capture_command(sub: argparse._SubParsersAction) -> None:
     )
     add_capture_data_flags(p, ("hooks", *CAPTURE_FIELDS, "batch_size"))
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--steps", type=ints, default=None, help="checkpoint steps (default: newest)")
+    which.add_argument(
+        "--steps", type=ints, default=None, help="checkpoint steps (default: newest)"
+    )
     add_config_flags(which, CaptureStage, only=("all_checkpoints",))
     p.set_defaults(func=cmd_capture)

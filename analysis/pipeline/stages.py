@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hierlens.core.checksums import is_committed
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
@@ -29,7 +30,8 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     acts = store[cfg.sae.hook]
     train_config = sae_train_config(cfg)
     run = Run(run_dir)
-    saved = run.sae_dirs()
+    # folders holding a completely saved SAE (a save cut short is trained and saved again)
+    saved = {name: path for name, path in run.sae_dirs().items() if S.is_saved(path)}
     log.info("SAE grid on %s (%s)", cfg.sae.hook, train_config.device)
     S.train_sae_grid(
         cfg.sae,
@@ -50,7 +52,7 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     from hierlens.probes import probe_sweep
 
     out = Run(run_dir).probe_results_path
-    if out.exists():
+    if is_committed(out):  # a complete, intact result: a rerun keeps it
         return
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]
@@ -81,7 +83,7 @@ def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, prog
         return
     stage = cfg.causal
     run = Run(run_dir)
-    if run.patching_path.exists() and run.das_path.exists():
+    if is_committed(run.patching_path) and is_committed(run.das_path):  # complete, intact
         log.info("[causal] already done (%s); skipped", run.causal_dir)
         return
     model.eval()
@@ -89,6 +91,5 @@ def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, prog
         model, task, list(stage.variables) or None, list(stage.hooks) or None,
         patch=stage.patch, das=stage.das, progress=progress,
     )  # fmt: skip
-    run.causal_dir.mkdir(parents=True, exist_ok=True)
     write_checked_json(run.patching_path, {"config": stage.patch.to_dict(), **result})
     write_checked_jsonl(run.das_path, result["das"])

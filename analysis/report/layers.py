@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hierlens.core.atomic_io import read_jsonl
-
 from .html import esc, fmt, table
 from .sections import ReportContext, _go
 
@@ -166,12 +164,12 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
 def layers_section(ctx: ReportContext) -> str | None:
     """Per-layer tree projections and structural probes (omitted without either)."""
     parts = []
-    if ctx.run.tree_scores_path.exists():
-        records = read_jsonl(ctx.run.tree_scores_path)
+    if ctx.run.has(ctx.run.tree_scores_path):
+        records = ctx.run.read_records(ctx.run.tree_scores_path)
         if records:
             parts.append(_tree_part(ctx, records))
-    if ctx.run.structural_probe_path.exists():
-        records = read_jsonl(ctx.run.structural_probe_path)
+    if ctx.run.has(ctx.run.structural_probe_path):
+        records = ctx.run.read_records(ctx.run.structural_probe_path)
         if any(r.get("model") == "trained" for r in records):
             parts.append(_probe_part(ctx, records))
     return "".join(parts) or None
