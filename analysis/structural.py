@@ -16,6 +16,7 @@ Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 POOLS = ("mean", "first")
+log = logging.getLogger(__name__)
 
 
 def word_vectors_by_layer(
@@ -73,14 +75,52 @@ def chain_baseline(sentences: Sequence[Any]) -> dict[str, float]:
     return {"uuas": uuas(pred, gold, punct), "spearman": distance_spearman(pred, gold)}
 
 
+def shared_weight_matrices(model: torch.nn.Module, other: torch.nn.Module) -> list[str]:
+    """Names of the weight matrices (parameters of two or more dimensions, which an
+    initialisation draws at random) that ``model`` and ``other`` hold with equal values."""
+    theirs = dict(other.named_parameters())
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.ndim >= 2 and name in theirs and torch.equal(p.detach().cpu(), theirs[name].cpu())
+    ]
+
+
 def random_control(pretrained: Any, seed: int, folder: Path, device: str | None) -> Any:
     """The same architecture with freshly initialised weights (seeded), loaded like the
-    trained model from a temporary folder."""
+    trained model from a temporary folder.
+
+    The control must differ from the model: a model that is itself an untrained
+    initialisation drawn with ``seed`` (``torch.manual_seed(seed)`` then the class's
+    constructor) would be its own control. When every weight matrix of the control equals
+    the model's, a ``ValueError`` says so; when only some do, a warning names how many."""
     from hierlens.models.pretrained import load_pretrained
 
     original = pretrained.model.original_model
     torch.manual_seed(seed)
     fresh = type(original)(original.config)  # the class's own weight initialisation
+    # compared with the folder's weights as saved: the bridge wraps its copy's modules
+    # (parameter names change, fused projections are split), so names would not match
+    saved = type(original).from_pretrained(str(pretrained.path), local_files_only=True)
+    shared = shared_weight_matrices(saved, fresh)
+    n_matrices = sum(1 for p in saved.parameters() if p.ndim >= 2)
+    del saved
+    if shared and len(shared) == n_matrices:
+        raise ValueError(
+            f"the random-weights control (seed {seed}) has exactly the model's weights: the "
+            "model is an untrained initialisation drawn with that seed, so it cannot be its "
+            "own control; choose another control seed (--control-seed, [structural] "
+            "control_seed) or skip the control (--no-controls, controls = false)"
+        )
+    if shared:
+        log.warning(
+            "the random-weights control (seed %d) shares %d of %d weight matrices with the "
+            "model (e.g. %s)",
+            seed,
+            len(shared),
+            n_matrices,
+            shared[0],
+        )
     fresh.save_pretrained(str(folder))
     pretrained.tokenizer.save_pretrained(str(folder))
     return load_pretrained(folder, device=device)
@@ -94,6 +134,7 @@ def structural_probes(
     controls: bool = True,
     random_seed: int = 0,
     device: str | torch.device | None = None,
+    special_tokens: Any = None,
     **fit: Any,
 ) -> dict[str, Any]:
     """Distance and depth probes on every layer of ``pretrained`` (and of its random-weights
@@ -106,6 +147,9 @@ def structural_probes(
         pool: a word's vector from its sub-word tokens, ``"mean"`` or ``"first"``.
         controls: also probe the random-weights control.
         random_seed: the control's weights.
+        special_tokens: the frame of each sentence (a resolved
+            :class:`~hierlens.models.special_tokens.SpecialTokens`, e.g. a run's, or a
+            policy; None: the default policy).
         fit: options of :func:`~hierlens.probes.structural_probe_sweep` (``rank``, ``lr``,
             ``max_epochs``, ``patience``, ``batch_size``, ``fractions``, ``seed``).
 
@@ -129,18 +173,23 @@ def structural_probes(
         raise ValueError(
             f"layers {bad} out of range: the model has layers 0..{pretrained.n_layers}"
         )
-    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="error")
+    examples = tokenize_words(
+        pretrained.tokenizer, sentences, on_long="error", special_tokens=special_tokens
+    )
     fit = {"device": device, **fit}
 
     def probe(pre: Any) -> list[dict[str, Any]]:
         vectors = word_vectors_by_layer(pre, examples, pool)
         return structural_probe_sweep(vectors, list(sentences), layers=layers, **fit)
 
-    out: dict[str, Any] = {"layers": layers, "pool": pool, "trained": probe(pretrained)}
-    out["split"] = {k: out["trained"][0][k] for k in ("n_train", "n_dev", "n_test")}
-    if controls:
-        with tempfile.TemporaryDirectory(prefix="hierlens-random-") as tmp:
-            out["random"] = probe(random_control(pretrained, random_seed, Path(tmp), device))
+    with tempfile.TemporaryDirectory(prefix="hierlens-random-") as tmp:
+        # the control first: one equal to the model is refused before any probe is fitted
+        control = random_control(pretrained, random_seed, Path(tmp), device) if controls else None
+        out: dict[str, Any] = {"layers": layers, "pool": pool, "trained": probe(pretrained)}
+        out["split"] = {k: out["trained"][0][k] for k in ("n_train", "n_dev", "n_test")}
+        if control is not None:
+            out["random"] = probe(control)
+            out["control_seed"] = random_seed
     _, _, test = split_indices(
         len(sentences), fit.get("fractions", (0.7, 0.15)), fit.get("seed", 0)
     )
@@ -154,14 +203,21 @@ def run_structural_probes(
     pool: str = "mean",
     controls: bool = True,
     device: str | torch.device | None = None,
+    control_seed: int = 0,
     **fit: Any,
 ) -> list[dict[str, Any]]:
     """:func:`structural_probes` on a pretrained run's corpus (all its sentences; the probe
-    splits them itself), written to ``probes/structural.jsonl``: one record per layer and
-    model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
+    splits them itself; the control's weights drawn with ``control_seed``), written to
+    ``probes/structural.jsonl``: one record per layer and model (``"model": "trained"`` or
+    ``"random"``) plus one ``"model": "baseline"`` record. Each record holds its
+    ``settings``: ``layer_numbering`` (0 = embeddings), ``punct`` (how punctuation entered
+    the probes), ``special_tokens`` (the run's frame), ``pool`` and ``control_seed``.
     Returns the records."""
     from hierlens.models.atomic_io import atomic_write_jsonl_records
+    from hierlens.models.pretrained import load_tokenizer
     from hierlens.models.run import open_run
+
+    from .layer_numbering import LAYER_NUMBERING
 
     run = open_run(run_dir)
     if not run.is_pretrained:
@@ -178,11 +234,25 @@ def run_structural_probes(
         layers,
         pool,
         controls,
+        random_seed=control_seed,
         device=device,
+        special_tokens=run.special_tokens,
         **fit,
     )
-    records = [{"model": "trained", **r} for r in result["trained"]]
-    records += [{"model": "random", **r} for r in result.get("random", [])]
-    records.append({"model": "baseline", **result["baseline"], "split": result["split"]})
+    tokenizer = load_tokenizer(run.config["pretrained"]["path"])
+    settings = {
+        "layer_numbering": LAYER_NUMBERING,
+        "punct": "dropped"
+        if corpus.drop_punct
+        else "kept in the input; excluded from UUAS and the chain baseline",
+        "special_tokens": run.special_tokens.describe(tokenizer),
+        "pool": pool,
+        "control_seed": control_seed if controls else None,
+    }
+    records = [{"model": "trained", **r, "settings": settings} for r in result["trained"]]
+    records += [{"model": "random", **r, "settings": settings} for r in result.get("random", [])]
+    records.append(
+        {"model": "baseline", **result["baseline"], "split": result["split"], "settings": settings}
+    )
     atomic_write_jsonl_records(run.structural_probe_path, records)
     return records

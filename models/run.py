@@ -3,6 +3,7 @@
 ```
 runs/<name>/
   config.json                       # {"task": {"name", "params"}, "model": ..., "train": ...}
+  label_names.json                  # pretrained runs: names of the string labels' ids
   metrics.jsonl                     # one JSON object per log/eval: step, split, metric values
   checkpoints/step_0000500/         # model.safetensors, state.safetensors, state.json
   activations/step_0000500/<hook>/  # an ActivationStore: shards per hook, manifest.json
@@ -13,6 +14,7 @@ runs/<name>/
   probes/results.jsonl              # one record per (hook, feature, k, selection) probe
   probes/structural.jsonl           # structural probes per layer (and their controls)
   tree_scores.jsonl                 # tree projections per layer: tree score, parse F1
+  pipeline_stages.json              # settings of the pipeline stages a rerun reuses
   tracking.jsonl                    # grokking metrics per checkpoint
   trackers/<stage>/                 # TensorBoard/W&B/MLflow files and run ids (train, saes, track, export)
   report.html
@@ -21,7 +23,8 @@ runs/<name>/
 
 A run is *trained* (``config.json`` names a task, a model config and a training config;
 ``checkpoints/`` holds the steps) or *pretrained*: ``config.json`` names a local Hugging Face
-folder and a corpus (``{"pretrained": {"path"}, "data": {...}}``, see
+folder, a corpus and the special tokens that frame its sentences (``{"pretrained": {"path"},
+"data": {...}, "special_tokens": {"policy", "prefix", "suffix"}}``, see
 :func:`pretrained_run_config`), the model is that folder as loaded (its one state is step 0,
 so ``activations/step_0000000/``), and the data are the corpus's sentences
 (:meth:`Run.examples`). Every later stage (SAEs, probes, tree scores, structural probes, the
@@ -65,6 +68,7 @@ from .architectures import ArchConfig, build_model
 from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
+from .special_tokens import SpecialTokens
 from .tasks import Task, get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
@@ -90,6 +94,8 @@ TRACKERS = "trackers"
 #: folders that held SAEs before ``saes/<name>/`` was their one location
 PRETRAINED = "pretrained"  # config.json key of a pretrained run
 PRETRAINED_STEP = 0  # the one state of a pretrained model
+SPECIAL_TOKENS = "special_tokens"  # config.json key: a pretrained run's resolved frame
+LABEL_NAMES = "label_names.json"  # names of the string labels' ids (POS tags, phrases)
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
 #: the file a writer locks (its content: the holder's pid and host, for the error message)
@@ -140,15 +146,33 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig | ArchConfig:
     return ArchConfig.from_dict(d) if "arch" in d else ModelConfig.from_dict(d)
 
 
-def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict[str, Any]:
+def pretrained_run_config(
+    model_path: str | os.PathLike,
+    corpus: Corpus,
+    special_tokens: SpecialTokens | str | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` of a run that analyses the pretrained model in the local folder
-    ``model_path`` on ``corpus``."""
+    ``model_path`` on ``corpus``, its sentences framed by ``special_tokens`` (a policy or a
+    :class:`~hierlens.models.special_tokens.SpecialTokens`; None: the default policy),
+    resolved to token ids with the folder's tokenizer and stored under
+    ``"special_tokens"``."""
+    from .pretrained import load_tokenizer
+
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"no folder at {str(model_path)!r}: only local Hugging Face folders load"
         )
-    return {PRETRAINED: {"path": str(folder.resolve())}, "data": corpus.to_dict()}
+    if not isinstance(special_tokens, SpecialTokens):
+        special_tokens = (
+            SpecialTokens() if special_tokens is None else SpecialTokens(special_tokens)
+        )
+    frame = special_tokens.resolve(load_tokenizer(folder))
+    return {
+        PRETRAINED: {"path": str(folder.resolve())},
+        "data": corpus.to_dict(),
+        SPECIAL_TOKENS: frame.to_dict(),
+    }
 
 
 def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
@@ -278,18 +302,68 @@ class Run:
             cache[key] = load_pretrained(self.config[PRETRAINED]["path"], device=device)
         return cache[key]
 
-    def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
-        """The run's data: ``n`` examples of the task's ``split`` drawn with ``seed`` (trained
-        runs), or the corpus's sentences of ``split`` tokenised for the model (pretrained
-        runs: ``all``, ``train``, ``dev``, ``test``; all of them when ``n`` is None)."""
-        if self.is_pretrained:
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The special tokens that frame a pretrained run's sentences: resolved once, when
+        the run was created, and stored in ``config.json`` (``"special_tokens"``). A run
+        whose ``config.json`` predates that key framed them as its tokenizer did by default
+        (policy ``template``), and keeps doing so."""
+        if not self.is_pretrained:
+            raise ValueError(f"{self.path} is a trained run; its tokens come from its task")
+        stored = self.config.get(SPECIAL_TOKENS)
+        if stored is not None:
+            return SpecialTokens.from_dict(stored)
+        if "_legacy_frame" not in self.__dict__:
             from .pretrained import load_tokenizer
 
             tokenizer = load_tokenizer(self.config[PRETRAINED]["path"])
-            return self.corpus.examples(tokenizer, split, n, seed)
+            self.__dict__["_legacy_frame"] = SpecialTokens("template").resolve(tokenizer)
+        return self.__dict__["_legacy_frame"]
+
+    def examples(
+        self, split: str, n: int | None = None, seed: int = 0, drop_punct: bool | None = None
+    ) -> list[Example]:
+        """The run's data: ``n`` examples of the task's ``split`` drawn with ``seed`` (trained
+        runs), or the corpus's sentences of ``split`` tokenised for the model and framed by
+        :attr:`special_tokens` (pretrained runs: ``all``, ``train``, ``dev``, ``test``; all
+        of them when ``n`` is None). ``drop_punct=True`` reads a corpus that keeps its
+        punctuation without it (the same sentences, punctuation words removed); None: the
+        corpus as the run reads it. A task marks no punctuation, so a trained run takes
+        only None."""
+        if self.is_pretrained:
+            from .pretrained import load_tokenizer
+
+            corpus = self.corpus
+            if drop_punct is not None and drop_punct != corpus.drop_punct:
+                if not drop_punct:
+                    raise ValueError(
+                        f"{self.path} reads its corpus without punctuation (drop_punct); it "
+                        "cannot be put back: create a run without drop_punct to keep it"
+                    )
+                corpus = Corpus(corpus.path, corpus.format, True)
+            tokenizer = load_tokenizer(self.config[PRETRAINED]["path"])
+            return corpus.examples(tokenizer, split, n, seed, special_tokens=self.special_tokens)
+        if drop_punct is not None:
+            raise ValueError(
+                f"{self.path} is a trained run: its task's sequences mark no punctuation"
+            )
         if n is None:
             raise ValueError("a task's examples need a count n")
         return self.task.sample(n, split, seed)
+
+    @property
+    def label_names_path(self) -> Path:
+        """``label_names.json``: the names behind the ids of a pretrained run's string labels
+        (``{"pos": [tag, ...], "constituent": [...]}``; a label's id is its index), written
+        when the run is created."""
+        return self.path / LABEL_NAMES
+
+    def label_names(self) -> dict[str, list[str]]:
+        """The stored label names (:attr:`label_names_path`); ``{}`` when the run has none
+        (a trained run, a text corpus, or a run written before they were stored)."""
+        if not self.label_names_path.exists():
+            return {}
+        return read_json(self.label_names_path)
 
     def model_id(self, step: int) -> dict[str, Any]:
         """What identifies the model at ``step`` in the stores captured from it: the run's
@@ -480,6 +554,13 @@ class Run:
     def tree_scores_path(self) -> Path:
         """``tree_scores.jsonl``: tree score and parse F1 of tree projections per layer."""
         return self.path / "tree_scores.jsonl"
+
+    @property
+    def stage_settings_path(self) -> Path:
+        """``pipeline_stages.json``: the settings of the pipeline stages whose results a
+        rerun reuses (``{"sae": {...}, "probes": {...}}``), so that other settings are refused
+        instead of silently ignored."""
+        return self.path / "pipeline_stages.json"
 
     @property
     def tracking_path(self) -> Path:

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .capture import add_capture_data_flags, add_source_flags, capture_one_step
-from .common import ints
+from .common import CLIError, ints
 
 log = logging.getLogger("hierlens")
 
@@ -63,12 +63,15 @@ def cmd_structural_probe(args: argparse.Namespace) -> int:
 
     run = prepare_run(args)
     fit = {"rank": args.rank, "max_epochs": args.max_epochs, "seed": args.seed}
+    if args.no_controls and args.control_seed is not None:
+        raise CLIError("--control-seed seeds the random-weights control, which --no-controls skips")
     records = run_structural_probes(
         run.path,
         layers=None if args.layers == "all" else ints(args.layers),
         pool=args.pool,
         controls=not args.no_controls,
         device=args.device,
+        control_seed=args.control_seed if args.control_seed is not None else 0,
         **fit,
     )
     for r in records:
@@ -111,6 +114,13 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0, help="split, initialisation and batches")
     p.add_argument("--no-controls", action="store_true", help="skip the random-weights control")
+    p.add_argument(
+        "--control-seed",
+        type=int,
+        default=None,
+        help="seed of the random-weights control's initialisation (default 0); a control "
+        "equal to the model is refused",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_structural_probe)

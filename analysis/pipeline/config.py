@@ -152,13 +152,15 @@ class TreeStage(Config):
 @dataclasses.dataclass(frozen=True)
 class StructuralStage(Config):
     """Structural probes (Hewitt & Manning 2019) on every layer of a pretrained model, with
-    the random-weights control (``controls``); needs a treebank."""
+    the random-weights control (``controls``, its weights drawn with ``control_seed``; a
+    control equal to the model is refused); needs a treebank."""
 
     enabled: bool = True
     rank: int = 64
     max_epochs: int = 40
     pool: str = "mean"
     controls: bool = True
+    control_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,11 +275,16 @@ class PipelineConfig:
         if seeds and "seed" in self.model:
             raise ValueError("[model] seed comes from seeds; remove one of them")
         if self.is_pretrained:
-            extra = [k for k in self.model if k != "pretrained"]
+            extra = [k for k in self.model if k not in ("pretrained", "special_tokens")]
             if extra:
-                raise ValueError(f"[model] a pretrained model takes only 'pretrained', not {extra}")
+                raise ValueError(
+                    "[model] a pretrained model takes only 'pretrained' and 'special_tokens', "
+                    f"not {extra}"
+                )
             try:
-                pretrained_run_config(self.model["pretrained"], self.corpus())
+                pretrained_run_config(
+                    self.model["pretrained"], self.corpus(), self.model.get("special_tokens")
+                )
             except (ValueError, TypeError, OSError) as exc:
                 raise ValueError(f"[model]/[data] {exc}") from exc
             return

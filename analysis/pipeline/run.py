@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import Run, open_run, pretrained_run_config
+from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import train
 from hierlens.models.train_many import train_many
@@ -27,15 +26,21 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     """The pipeline on a pretrained model: capture -> SAEs -> probes -> tree projections per
     layer -> structural probes -> report."""
     from hierlens.models.hooks import resolve_hook_names
+    from hierlens.models.pretrained_run import PretrainedRunConflict, open_pretrained_run
 
     run_dir = Path(cfg.out_dir) / cfg.name
-    config = json.loads(json.dumps(pretrained_run_config(cfg.model["pretrained"], cfg.corpus())))
-    run = Run(run_dir)
-    if run.config_path.exists() and open_run(run).config != config:
-        raise ValueError(f"{run_dir} holds another run; choose another name or out_dir")
-    if not run.config_path.exists():
-        run.write_config(config)
-    run = open_run(run_dir)
+    data = dict(cfg.data)
+    try:
+        run = open_pretrained_run(
+            run_dir,
+            cfg.model["pretrained"],
+            data["treebank"],
+            format=data.get("format"),
+            drop_punct=data.get("drop_punct"),
+            special_tokens=cfg.model.get("special_tokens"),
+        )
+    except PretrainedRunConflict as exc:
+        raise ValueError(f"{exc}; or another name or out_dir in the pipeline config") from None
     device = cfg.train.device
     resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
@@ -68,7 +73,7 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
         s = cfg.structural
         run_structural_probes(
             run_dir, pool=s.pool, controls=s.controls, device=device, rank=s.rank,
-            max_epochs=s.max_epochs,
+            max_epochs=s.max_epochs, control_seed=s.control_seed,
         )  # fmt: skip
     if cfg.report:
         from ..report import write_report

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import write_checked_jsonl
+from hierlens.models.atomic_io import read_json, write_checked_json, write_checked_jsonl
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
@@ -41,6 +42,46 @@ def sae_train_config(cfg: PipelineConfig) -> SAETrainConfig:
     return train if train.device is not None else train.replace(device=cfg.train.device)
 
 
+# settings that change how a stage runs, not what it computes
+_RUNTIME = ("enabled", "device", "compile", "fused", "sparse_decode", "log_every", "log_to")
+_RUNTIME += ("checkpoint_every",)
+
+
+def _stage_settings(section: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(section.to_dict()))
+    return {k: v for k, v in out.items() if k not in _RUNTIME}
+
+
+def check_reused_stage(run: Run, stage: str, settings: dict[str, Any], outputs: str) -> None:
+    """Refuse to reuse a stage's existing results (``outputs``, a path in the run) that were
+    made with other ``settings`` than the config's ``[stage]`` table: the pipeline skips work
+    whose results exist, so other settings would be silently ignored. Results whose settings
+    were not recorded (older runs) are reused as they are."""
+    path = run.stage_settings_path
+    stored = read_json(path).get(stage) if path.exists() else None
+    if stored is None or stored == settings:
+        return
+    diffs = [
+        f"{k}: {stored.get(k)!r} -> {settings.get(k)!r}"
+        for k in sorted(set(stored) | set(settings))
+        if stored.get(k) != settings.get(k)
+    ]
+    raise ValueError(
+        f"[{stage}] differs from the settings that made {run.path / outputs} "
+        f"({'; '.join(diffs)}); the pipeline reuses results that exist, so these settings "
+        f"would not apply: delete {run.path / outputs} to recompute with them, or choose "
+        "another name or out_dir"
+    )
+
+
+def record_stage(run: Run, stage: str, settings: dict[str, Any]) -> None:
+    """Store the settings that made a stage's results (see :func:`check_reused_stage`)."""
+    path = run.stage_settings_path
+    data = read_json(path) if path.exists() else {}
+    data[stage] = settings
+    write_checked_json(path, data)
+
+
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens import sae as S
 
@@ -51,6 +92,9 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
     run = Run(run_dir)
     saved = run.sae_dirs()
+    settings = _stage_settings(cfg.sae)
+    if any(name in saved for name in grid):
+        check_reused_stage(run, "sae", settings, "saes")
     missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
@@ -63,6 +107,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
         )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
+        record_stage(run, "sae", settings)
     rows = []
     for name in grid:
         sae = S.load(saved.get(name, run.sae_dir(name)))
@@ -85,8 +130,11 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
 def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens.probes import probe_sweep
 
-    out = Run(run_dir).probe_results_path
+    run = Run(run_dir)
+    out = run.probe_results_path
+    settings = _stage_settings(cfg.probes)
     if out.exists():
+        check_reused_stage(run, "probes", settings, "probes/results.jsonl")
         return
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]
@@ -103,3 +151,4 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
         out_path=out,
         progress=progress,
     )
+    record_stage(run, "probes", settings)

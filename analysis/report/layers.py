@@ -14,23 +14,46 @@ Omitted when neither file exists.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hierlens.models.atomic_io import read_jsonl
 
-from .html import fmt, table
+from ..layer_numbering import LAYER_NUMBERING
+from ..tree_scores import read_tree_scores
+from .html import esc, fmt, table
 from .sections import ReportContext, _go
 
 _BASELINES = (("parse_f1_right", "right-branching"), ("parse_f1_left", "left-branching"))
 _BASELINES += (("parse_f1_random", "random trees"),)
+_LAYER_AXIS = f"layer ({LAYER_NUMBERING})"
+
+
+def _settings_note(settings: dict[str, Any] | None) -> str:
+    """The settings a result was computed with, as one note."""
+    if not settings:
+        return ""
+    names = {
+        "layer_numbering": "layers",
+        "punct": "punctuation",
+        "special_tokens": "special tokens",
+        "mask_from_block": "first masked block",
+        "pool": "word vector",
+        "control_seed": "control seed",
+    }
+    shown = [(names.get(k, k), v) for k, v in settings.items() if v is not None]
+    items = "; ".join(f"{esc(k)}: {esc(v)}" for k, v in shown)
+    return f'<p class="note">Settings: {items}.</p>'
 
 
 def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     go = _go()
     step = max(r["step"] for r in records)
+    # the newest checkpoint's records with the settings of the newest record, one per layer
+    settings = records[-1]["settings"]
     latest = {}
-    for r in records:  # the newest checkpoint's records, one per layer (last one wins)
-        if r["step"] == step:
+    for r in records:
+        if r["step"] == step and r["settings"] == settings:
             latest[r["layer"]] = r
     rows = [latest[k] for k in sorted(latest)]
     layers = [r["layer"] for r in rows]
@@ -41,16 +64,31 @@ def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
             go.Scatter(x=layers, y=[r[key] for r in rows], name=label, line=dict(dash="dot"))
         )
     fig.update_layout(
-        title="Parse F1 of tree projections per layer", xaxis_title="layer", yaxis_title="F1"
+        title="Parse F1 of tree projections per layer",
+        xaxis_title=_LAYER_AXIS,
+        yaxis_title="F1",
     )
     cols = ["layer", "parse_f1", "parse_f1_right", "parse_f1_left", "parse_f1_random"]
     cols += ["tree_score", "n", "split", "method"]
     note = (
-        f'<p class="note">Checkpoint step {fmt(step)}; {fmt(rows[0]["n"])} sentences. The '
+        f'<p class="note">Checkpoint step {fmt(step)}; {fmt(rows[0]["n"])} sentences. Layer '
+        "l is the output of block l-1 (layer 0, the embeddings, has no tree projection). The "
         "baselines are the same sentences parsed as right- or left-branching or random binary "
         "trees.</p>"
     )
-    return "<h3>Tree projections per layer</h3>" + note + ctx.charts.add(fig) + table(cols, rows)
+    other = len({json.dumps(r["settings"], sort_keys=True) for r in records}) - 1
+    if other:
+        note += (
+            f'<p class="note">tree_scores.jsonl also holds records of {other} other '
+            "setting(s), not shown.</p>"
+        )
+    return (
+        "<h3>Tree projections per layer</h3>"
+        + note
+        + _settings_note(settings)
+        + ctx.charts.add(fig)
+        + table(cols, rows)
+    )
 
 
 def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
@@ -89,7 +127,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     )
     if baseline is not None:
         fig.add_hline(y=baseline["uuas"], line_dash="dot", annotation_text="linear chain UUAS")
-    fig.update_layout(title="Structural probes per layer", xaxis_title="layer (0 = embeddings)")
+    fig.update_layout(title="Structural probes per layer", xaxis_title=_LAYER_AXIS)
     cols = ["layer", "UUAS", "UUAS (random weights)", "Spearman", "Spearman (random weights)"]
     cols += ["root accuracy", "root accuracy (random weights)"]
     split = trained[0] if trained else {}
@@ -99,6 +137,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
         f"scored on {fmt(split.get('n_test'))}. Layer 0 is the embeddings; the random-weights "
         "control is the same architecture freshly initialised.</p>"
     )
+    note += _settings_note(split.get("settings"))
     if baseline is not None:
         note += (
             f'<p class="note">Linear-chain baseline on the test sentences: UUAS '
@@ -110,10 +149,9 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
 def layers_section(ctx: ReportContext) -> str | None:
     """Per-layer tree projections and structural probes (omitted without either)."""
     parts = []
-    if ctx.run.tree_scores_path.exists():
-        records = read_jsonl(ctx.run.tree_scores_path)
-        if records:
-            parts.append(_tree_part(ctx, records))
+    records = read_tree_scores(ctx.run)
+    if records:
+        parts.append(_tree_part(ctx, records))
     if ctx.run.structural_probe_path.exists():
         records = read_jsonl(ctx.run.structural_probe_path)
         if any(r.get("model") == "trained" for r in records):

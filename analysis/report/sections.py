@@ -71,9 +71,10 @@ class ReportContext:
 
     def examples(self, n: int) -> list[Any]:
         """``n`` example sentences of two words or more (a task's ``test_id`` split or a
-        corpus's sentences), drawn with the report's seed."""
+        corpus's sentences without punctuation, as ``tree-score`` scores them by default),
+        drawn with the report's seed."""
         if self.run.is_pretrained:
-            pool = self.run.examples("all", None, self.seed)
+            pool = self.run.examples("all", None, self.seed, drop_punct=True)
             pool = [e for e in pool if len(e.word_positions) >= 2]
             return pool[:n]
         drawn = self.task.sample(4 * n, "test_id", self.seed)
@@ -98,14 +99,25 @@ def summary_section(ctx: ReportContext) -> str:
     run = ctx.run
     cfg = run.config
     if run.is_pretrained:
+        from hierlens.models.pretrained import load_tokenizer
+
+        from ..layer_numbering import LAYER_NUMBERING
+
         corpus = run.corpus
+        tokenizer = load_tokenizer(cfg["pretrained"]["path"])
+        names = run.label_names()
         facts = {
             "directory": str(run.path),
             "pretrained model": cfg["pretrained"]["path"],
             "corpus": corpus.path,
             "format": corpus.format,
             "sentences": len(corpus.read()),
-            "punctuation dropped": corpus.drop_punct,
+            "punctuation": "dropped from the corpus for every stage"
+            if corpus.drop_punct
+            else "kept in the corpus (tree scores drop it unless told to keep it)",
+            "special tokens": run.special_tokens.describe(tokenizer),
+            "layer numbering": LAYER_NUMBERING,
+            "label names": ", ".join(f"{k} ({len(v)})" for k, v in names.items()) or "not stored",
         }
         return "<h3>Run</h3>" + key_values(facts)
     task = cfg.get("task", {})
@@ -265,10 +277,11 @@ def span_section(ctx: ReportContext) -> str | None:
         return None
     scores = span_scores(model, examples, layer=-1, progress=ctx.progress)
     step = ctx.run.steps[-1]
+    punct = " Punctuation is dropped, as tree-score scores sentences." * ctx.run.is_pretrained
     parts = [
         f'<p class="note">Checkpoint step {fmt(step)}, last layer; cell (i, j) is the score of '
         "the span of words i..j (Murty et al., 2023). Red nodes of the projected tree are "
-        "constituents of the gold tree.</p>"
+        f"constituents of the gold tree.{punct}</p>"
     ]
     for k, (example, s) in enumerate(zip(examples, scores)):
         words = ctx.words(example)
@@ -316,10 +329,11 @@ def probe_section(ctx: ReportContext) -> str | None:
     if not records:
         return None
     go = _go()
+    names = ctx.run.label_names()
     # best selection method per (hook, feature, k)
     best: dict[tuple[str, str, int], float] = {}
     for r in records:
-        key = (str(r["hook"]), str(r.get("feature", r.get("label", "?"))), int(r["k"]))
+        key = (str(r["hook"]), _feature_name(r, names), int(r["k"]))
         f1 = r["f1"] if r["f1"] is not None else float("nan")
         if key not in best or (math.isfinite(f1) and not f1 <= best[key]):
             best[key] = f1
@@ -361,6 +375,18 @@ def probe_section(ctx: ReportContext) -> str | None:
         yaxis=dict(title="test F1", range=[-0.02, 1.02]),
     )
     return f'{ctx.charts.add(summary)}<div class="grid">{"".join(per_hook)}</div>'
+
+
+def _feature_name(record: dict[str, Any], names: dict[str, list[str]]) -> str:
+    """A probe's feature as the legend shows it: ``pos=NN`` for the one-vs-rest problem of
+    class 20 of ``pos`` when the run stores the names of ``pos``'s ids, else as recorded."""
+    feature = str(record.get("feature", record.get("label", "?")))
+    label, positive = record.get("label"), record.get("positive")
+    vocab = names.get(label) if isinstance(label, str) else None
+    named = vocab and isinstance(positive, int) and 0 <= positive < len(vocab)
+    if named and feature == f"{label}={positive}":
+        return f"{label}={vocab[positive]}"
+    return feature
 
 
 def _hook_order(hook: str) -> tuple:
