@@ -45,6 +45,7 @@ def word_vectors_by_layer(
         ``0 .. n_layers``: 0 is the embeddings (``blocks.0.hook_resid_pre``), ``l`` the
         output of block ``l - 1`` (``blocks.{l-1}.hook_resid_post``).
     """
+    from hierlens.models.model_inputs import forward_kwargs
     from hierlens.models.text import pool_words
 
     if pool not in POOLS:
@@ -57,7 +58,9 @@ def word_vectors_by_layer(
     with torch.no_grad():
         for ex in examples:
             tokens = torch.tensor([ex.tokens], dtype=torch.long, device=device)
-            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+            _, cache = model.run_with_cache(
+                tokens, names_filter=lambda n: n in wanted, **forward_kwargs(model, None, tokens)
+            )
             for layer, name in enumerate(names):
                 acts = cache[name][0].float()
                 out[layer].append(pool_words(acts, ex.word_spans, pool).cpu().numpy())

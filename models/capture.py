@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .device import resolve_device, resolve_dtype
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
+from .model_inputs import forward_kwargs, hf_model
 from .store import ActivationStore, StoreWriter, hook_dir_name
 
 #: a per-sequence position selector: ``f(tokens_1d)`` -> a boolean mask or the indices to keep
@@ -344,7 +345,9 @@ class _Runner:
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
         self.fired = {}
         try:
-            if attention_mask is not None and self.pass_mask:
+            if hf_model(self.model) is not None:
+                self.model(tokens, **forward_kwargs(self.model, attention_mask, tokens))
+            elif attention_mask is not None and self.pass_mask:
                 self.model(tokens, attention_mask=attention_mask)
             else:
                 self.model(tokens)

@@ -19,14 +19,9 @@ from collections.abc import Callable
 import torch
 
 from .fused import fused_logits, fused_spec, native_params
+from .model_inputs import forward_kwargs, hf_model, is_bidirectional
 
-__all__ = ["Forward", "compiled", "is_bidirectional", "model_logits", "training_forward"]
-
-
-def is_bidirectional(model: torch.nn.Module) -> bool:
-    """True for models whose config says their attention is not causal."""
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "attention_dir", "causal") != "causal"
+__all__ = ["Forward", "compiled", "model_logits", "training_forward"]
 
 
 def model_logits(
@@ -36,10 +31,13 @@ def model_logits(
 
     For a causal model right padding cannot affect real positions, so the mask is not passed
     (saving the mask arithmetic); a bidirectional model gets ``attention_mask`` (True or 1 at
-    real tokens). Works for TransformerBridges and for plain modules returning logits or an
-    object with ``.logits``.
+    real tokens). A bridge over a Hugging Face model always gets an explicit attention mask
+    and positions (:func:`~hierlens.models.model_inputs.forward_kwargs`). Works for
+    TransformerBridges and for plain modules returning logits or an object with ``.logits``.
     """
-    if attention_mask is not None and is_bidirectional(model):
+    if hf_model(model) is not None:
+        out = model(tokens, **forward_kwargs(model, attention_mask, tokens))
+    elif attention_mask is not None and is_bidirectional(model):
         out = model(tokens, attention_mask=attention_mask.long())
     else:
         out = model(tokens)

@@ -13,8 +13,8 @@ import torch
 
 from .architectures import ArchConfig
 from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
-from .forward import is_bidirectional
 from .loggers import MultiLogger, make_logger
+from .model_inputs import is_bidirectional
 from .run import Run, run_config_dict
 from .tasks.base import Example, Task
 from .train_config import TrainConfig, lr_at

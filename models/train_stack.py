@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .forward import compiled, is_bidirectional
+from .forward import compiled
 from .fused import fused_logits, fused_spec, native_params
+from .model_inputs import is_bidirectional
 from .tasks.base import IGNORE_INDEX
 from .train import BatchSampler
 from .train_run import config_lr

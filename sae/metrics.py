@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hierlens.models.hooks import resolve_hook_names
+from hierlens.models.model_inputs import forward_kwargs
 
 from .base import SAE
 
@@ -128,7 +129,7 @@ def _run_with_replacement(
     A TransformerLens model (anything with ``run_with_hooks``) is hooked by hook name; a plain
     ``nn.Module`` by a forward hook on the submodule of that name.
     """
-    kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.long()}
+    kwargs = forward_kwargs(model, attention_mask, tokens)
     if replace is None:
         out = model(tokens, **kwargs)
     elif hasattr(model, "run_with_hooks"):

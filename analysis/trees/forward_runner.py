@@ -10,10 +10,14 @@ user's own module -- go through their own forward pass instead:
 - the residual stream is read with a forward hook on ``blocks.{layer}.hook_resid_post``
   (bridges) or on a named submodule (plain modules); the hook ends the pass there, so the
   blocks after it never run;
-- when the forward takes ``position_ids`` (every bridge over a Hugging Face model that does,
-  BERT and GPT-2 among them), each isolated row holds only the tokens it may see, with their
-  original positions as ``position_ids`` (rows of equal length run together; a padded row's
-  pad keys are hidden with an ``attention_mask`` of shape ``(B, T)``, 1 = visible);
+- a bridge over a Hugging Face model gets every isolated row packed to the tokens it may see
+  and an explicit ``(B, 1, T, T)`` attention mask with the tokens' original positions as
+  ``position_ids`` (:func:`hierlens.models.model_inputs.explicit_attention`), so no
+  ``transformers`` release can reinterpret the positions' jumps (5.25 reads them as packed
+  sequences when no mask is given);
+- any other forward that takes ``position_ids`` (TL-native bridges, a user's module) gets the
+  packed rows with their original positions and, where a row is padded, a ``(B, T)`` key mask
+  (1 = visible);
 - otherwise each row keeps the whole sentence and the hidden tokens are hidden from every
   query by the ``attention_mask`` alone (positions are then the default ``0..T-1``). In a
   causal model a hidden query that precedes every visible key then has nothing to attend to;
@@ -31,6 +35,8 @@ import difflib
 import inspect
 
 import torch
+
+from hierlens.models.model_inputs import explicit_attention, hf_model
 
 from .isolation import isolated_run
 
@@ -146,9 +152,10 @@ class ForwardRows:
     def __init__(self, model: torch.nn.Module, layer: int | str, *, causal: bool | None) -> None:
         self.model = model
         self.name, self.target = _read_out(model, layer)
+        self.hf = hf_model(model) is not None
         if _is_bridge(model):
             hf = getattr(model, "original_model", None)
-            self.packs = hf is not None and _accepts(hf.forward, "position_ids")
+            self.packs = self.hf or (hf is not None and _accepts(hf.forward, "position_ids"))
         else:
             if not _accepts(model.forward, "attention_mask"):
                 raise TypeError(
@@ -161,6 +168,7 @@ class ForwardRows:
         self.causal = infer_causal(model, causal)
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         self._tokens: torch.Tensor | None = None
         self._is_pad: torch.Tensor | None = None
 
@@ -179,10 +187,16 @@ class ForwardRows:
             raise _Reached
 
         kwargs = {}
-        if keys is not None and not bool(keys.all()):
-            kwargs["attention_mask"] = keys.long()
-        if positions is not None and self.packs:
-            kwargs["position_ids"] = positions
+        if self.hf:
+            visible = torch.ones_like(tokens, dtype=torch.bool) if keys is None else keys.bool()
+            kwargs = explicit_attention(
+                visible, causal=self.causal, positions=positions, dtype=self.dtype
+            )
+        else:
+            if keys is not None and not bool(keys.all()):
+                kwargs["attention_mask"] = keys.long()
+            if positions is not None and self.packs:
+                kwargs["position_ids"] = positions
         handle = self.target.register_forward_hook(read)
         try:
             self.model(tokens, **kwargs)
@@ -225,7 +239,7 @@ class ForwardRows:
 
         def run_packed(part, order, valid):
             packed = tokens[part].gather(1, order)
-            keys = None if valid is None or self.causal else valid
+            keys = valid if self.hf else (None if valid is None or self.causal else valid)
             return self.forward(packed, keys, positions=order)
 
         return isolated_run(run_packed, keep, pool_weight)

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import torch
 
 from hierlens.models.device import resolve_device
-from hierlens.models.forward import is_bidirectional
+from hierlens.models.model_inputs import is_bidirectional
 from hierlens.models.tasks.base import Example
 
 from .block_runner import BlockRunner

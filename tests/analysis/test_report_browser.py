@@ -2,8 +2,8 @@
 off; no console errors; every chart was drawn; a screenshot goes to test-artifacts/.
 
 Needs Chromium and its driver (Debian: ``apt-get install -y chromium chromium-driver``) and
-``selenium``. If they are missing the test fails with a message saying so; set
-``HIERLENS_SKIP_BROWSER=1`` to skip it instead.
+``selenium``. If they are missing the tests skip, saying what is missing and how to install
+it; with ``HIERLENS_REQUIRE_BROWSER=1`` (set by CI) they fail instead.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from hierlens.analysis.report import write_report
 from tests.analysis.test_report import build_run
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SKIP = os.environ.get("HIERLENS_SKIP_BROWSER") == "1"
-pytestmark = pytest.mark.skipif(SKIP, reason="HIERLENS_SKIP_BROWSER=1")
+REQUIRED = os.environ.get("HIERLENS_REQUIRE_BROWSER") == "1"
+
+
+def _missing(message: str) -> None:
+    """Skip (or, where the browser is required, fail) saying what is missing."""
+    (pytest.fail if REQUIRED else pytest.skip)(message)
 
 
 def _binary(*names: str) -> str | None:
@@ -34,18 +38,17 @@ def _binary(*names: str) -> str | None:
 def _start_chromium(profile: str):
     hint = (
         "the browser test needs Chromium, chromedriver and selenium "
-        "(apt-get install -y chromium chromium-driver; pip install selenium); "
-        "set HIERLENS_SKIP_BROWSER=1 to skip it"
+        "(apt-get install -y chromium chromium-driver; pip install selenium)"
     )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as err:
-        pytest.fail(f"selenium is not installed ({err}): {hint}")
+        _missing(f"selenium is not installed ({err}): {hint}")
     browser = _binary("chromium", "chromium-browser", "google-chrome")
     driver = _binary("chromedriver")
     if browser is None or driver is None:
-        pytest.fail(f"no Chromium binary or chromedriver on PATH: {hint}")
+        _missing(f"no Chromium binary or chromedriver on PATH: {hint}")
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for flag in (
@@ -161,9 +164,12 @@ def test_harness_sees_fetches_and_blocks_them(tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_missing_browser_is_a_clear_failure(monkeypatch, tmp_path):
+@pytest.mark.parametrize("required", [False, True])
+def test_missing_browser_skips_or_fails_with_the_reason(monkeypatch, tmp_path, required):
     import tests.analysis.test_report_browser as me
 
     monkeypatch.setattr(me, "_binary", lambda *names: None)
-    with pytest.raises(pytest.fail.Exception, match="HIERLENS_SKIP_BROWSER=1"):
+    monkeypatch.setattr(me, "REQUIRED", required)
+    expected = pytest.fail.Exception if required else pytest.skip.Exception
+    with pytest.raises(expected, match="apt-get install -y chromium chromium-driver"):
         me._start_chromium(str(tmp_path))

@@ -22,23 +22,43 @@ from hierlens.analysis.trees import span_scores
 def _reference(hidden, tokens, words, *, pool="sum", sim="cosine"):
     """One forward per span. ``hidden(tokens, keep)`` gives the ``(T, d)`` residual stream with
     the tokens where ``keep`` is False hidden (``keep=None``: full context)."""
-    full = hidden(tokens, None).double()
+    return _reference_all(lambda t, k: [hidden(t, k)], tokens, words, pools=(pool,), sims=(sim,))[
+        (0, pool, sim)
+    ]
+
+
+def _reference_all(
+    hidden_layers, tokens, words, *, pools=("sum", "mean"), sims=("cosine", "neg_l2")
+):
+    """Scores for every layer, pool and similarity from one forward per span:
+    ``hidden_layers(tokens, keep)`` gives a list of ``(T, d)`` residual streams (one per
+    layer). Returns ``{(layer, pool, sim): n x n nested list}``."""
+    full = [h.double() for h in hidden_layers(tokens, None)]
     in_word = {t for a, b in words for t in range(a, b)}
     n = len(words)
-    out = [[None] * n for _ in range(n)]
+    out = {
+        (layer, pool, sim): [[None] * n for _ in range(n)]
+        for layer in range(len(full))
+        for pool in pools
+        for sim in sims
+    }
     for i in range(n):
         for j in range(i, n):
             lo, hi = words[i][0], words[j][1]
             keep = [t not in in_word or lo <= t < hi for t in range(len(tokens))]
-            iso = hidden(tokens, keep).double()
+            iso = [h.double() for h in hidden_layers(tokens, keep)]
             span = [t for a, b in words[i : j + 1] for t in range(a, b)]
-            u, v = full[span].sum(0), iso[span].sum(0)
-            if pool == "mean":
-                u, v = u / (j - i + 1), v / (j - i + 1)
-            if sim == "cosine":
-                out[i][j] = float(u @ v / (u.norm() * v.norm()))
-            else:
-                out[i][j] = -float((u - v).norm())
+            for layer in range(len(full)):
+                for pool in pools:
+                    u, v = full[layer][span].sum(0), iso[layer][span].sum(0)
+                    if pool == "mean":
+                        u, v = u / (j - i + 1), v / (j - i + 1)
+                    for sim in sims:
+                        if sim == "cosine":
+                            value = float(u @ v / (u.norm() * v.norm()))
+                        else:
+                            value = -float((u - v).norm())
+                        out[(layer, pool, sim)][i][j] = value
     return out
 
 
@@ -55,19 +75,36 @@ def _assert_matches(scores, ref, atol=1e-4):
 
 def _hf_hidden(hf_model, layer):
     """Reference residual stream after block ``layer`` of a plain transformers model."""
+    every = _hf_hidden_layers(hf_model)
+    return lambda tokens, keep: every(tokens, keep)[layer]
+
+
+def _hf_hidden_layers(hf_model):
+    """Reference residual streams after every block of a plain transformers model (read with
+    forward hooks on its blocks, so a final layer norm is not included), with a ``(1, T)``
+    key mask that has holes and positions ``0..T-1`` (one forward per call)."""
+    base = getattr(hf_model, "transformer", None) or getattr(hf_model, "bert", None) or hf_model
+    blocks = base.h if hasattr(base, "h") else base.encoder.layer
 
     def hidden(tokens, keep):
         ids = torch.tensor([tokens])
         mask = torch.ones_like(ids) if keep is None else torch.tensor([keep]).long()
         positions = torch.arange(len(tokens))[None]
-        with torch.no_grad():
-            out = hf_model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                output_hidden_states=True,
+        seen = []
+        hooks = [
+            b.register_forward_hook(
+                lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out)[0])
             )
-        return out.hidden_states[layer + 1][0]
+            for b in blocks
+        ]
+        try:
+            with torch.no_grad():
+                hf_model(input_ids=ids, attention_mask=mask, position_ids=positions)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert len(seen) == len(blocks)
+        return seen
 
     return hidden
 
@@ -115,33 +152,51 @@ def _bert_inputs(tokenizer, sentences):
     return out
 
 
-_SENTENCES = ["the unbelievably tall giraffe ate leaves", "dogs bark", "hierarchical trees grow"]
+_SENTENCES = [
+    "the unbelievably tall giraffe ate leaves",
+    "dogs bark",
+    "hierarchical trees grow , slowly .",
+    "yesterday the committee 's chairman resigned unexpectedly",
+]
+
+
+_COMBOS = [(pool, sim) for pool in ("sum", "mean") for sim in ("cosine", "neg_l2")]
+
+
+@pytest.fixture(scope="module")
+def minilm_reference(minilm):
+    bridge, plain = minilm
+    inputs = _bert_inputs(bridge.tokenizer, _SENTENCES)
+    every = _hf_hidden_layers(plain)
+    return inputs, [_reference_all(every, ids, words) for ids, words in inputs]
 
 
 @needs_minilm
-@pytest.mark.parametrize(
-    "layer,pool,sim,min_bucket", [(1, "sum", "cosine", 32), (0, "mean", "neg_l2", 1)]
-)
-def test_minilm_matches_reference(minilm, monkeypatch, layer, pool, sim, min_bucket):
+@pytest.mark.parametrize("min_bucket", [32, 1])
+@pytest.mark.parametrize("layer", range(6))
+def test_minilm_matches_reference(minilm, minilm_reference, monkeypatch, layer, min_bucket):
+    """Every layer, both pooling modes and both similarities equal the one-forward-per-span
+    reference (a (1, T) key mask with holes, no packing) to 1e-4; ``min_bucket`` 1 runs
+    every length alone, 32 pads rows of several lengths together."""
     from hierlens.analysis.trees import isolation
 
     monkeypatch.setattr(isolation, "_MIN_BUCKET_ROWS", min_bucket)
-    bridge, plain = minilm
-    inputs = _bert_inputs(bridge.tokenizer, _SENTENCES)
+    bridge, _ = minilm
+    inputs, refs = minilm_reference
     assert any(b - a > 1 for _, words in inputs for a, b in words)  # some word is split
-    scores = span_scores(
-        bridge,
-        [torch.tensor(ids) for ids, _ in inputs],
-        word_spans=[words for _, words in inputs],
-        layer=layer,
-        pool=pool,
-        sim=sim,
-        batch_size=16,
-        progress=False,
-    )
-    hidden = _hf_hidden(plain, layer)
-    for (ids, words), sc in zip(inputs, scores):
-        _assert_matches(sc, _reference(hidden, ids, words, pool=pool, sim=sim))
+    for pool, sim in _COMBOS:
+        scores = span_scores(
+            bridge,
+            [torch.tensor(ids) for ids, _ in inputs],
+            word_spans=[words for _, words in inputs],
+            layer=layer,
+            pool=pool,
+            sim=sim,
+            batch_size=16,
+            progress=False,
+        )
+        for ref, sc in zip(refs, scores):
+            _assert_matches(sc, ref[(layer, pool, sim)])
 
 
 @needs_minilm
@@ -186,23 +241,37 @@ def gpt2(tmp_path_factory):
 
 
 # The first sequence starts with a marker in no word (like <bos>), the second with a word.
-_GPT_SEQS = [[39, 5, 6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16]]
-_GPT_WORDS = [[(1, 3), (3, 4), (4, 5), (5, 7), (7, 8)], [(0, 2), (2, 3), (3, 5)]]
+_GPT_SEQS = [
+    [39, 5, 6, 7, 8, 9, 10, 11],
+    [12, 13, 14, 15, 16],
+    [39, 20, 21, 22, 23, 24, 25, 26, 27, 28],
+]
+_GPT_WORDS = [
+    [(1, 3), (3, 4), (4, 5), (5, 7), (7, 8)],
+    [(0, 2), (2, 3), (3, 5)],
+    [(1, 2), (2, 4), (4, 5), (5, 6), (6, 9), (9, 10)],
+]
 
 
 @pytest.mark.parametrize("min_bucket", [32, 1])
 def test_gpt2_matches_reference(gpt2, monkeypatch, min_bucket):
+    """Both layers, both pooling modes and both similarities equal the one-forward-per-span
+    reference to 1e-4."""
     from hierlens.analysis.trees import isolation
 
     monkeypatch.setattr(isolation, "_MIN_BUCKET_ROWS", min_bucket)
     bridge, plain = gpt2
     assert bridge.cfg.attention_dir == "causal"
-    scores = span_scores(
-        bridge, _GPT_SEQS, word_spans=_GPT_WORDS, layer=0, batch_size=3, progress=False
-    )
-    hidden = _hf_hidden(plain, 0)
-    for toks, words, sc in zip(_GPT_SEQS, _GPT_WORDS, scores):
-        _assert_matches(sc, _reference(hidden, toks, words))
+    every = _hf_hidden_layers(plain)
+    refs = [_reference_all(every, toks, words) for toks, words in zip(_GPT_SEQS, _GPT_WORDS)]
+    for layer in range(2):
+        for pool, sim in _COMBOS:
+            scores = span_scores(
+                bridge, _GPT_SEQS, word_spans=_GPT_WORDS, layer=layer, pool=pool, sim=sim,
+                batch_size=3, progress=False,
+            )  # fmt: skip
+            for ref, sc in zip(refs, scores):
+                _assert_matches(sc, ref[(layer, pool, sim)])
 
 
 def test_gpt2_last_layer_batch_size_invariant(gpt2):
