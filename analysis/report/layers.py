@@ -21,29 +21,12 @@ from hierlens.models.atomic_io import read_jsonl
 
 from ..layer_numbering import LAYER_NUMBERING
 from ..tree_scores import read_tree_scores
-from .html import esc, fmt, table
+from .html import fmt, settings_note, table
 from .sections import ReportContext, _go
 
 _BASELINES = (("parse_f1_right", "right-branching"), ("parse_f1_left", "left-branching"))
 _BASELINES += (("parse_f1_random", "random trees"),)
 _LAYER_AXIS = f"layer ({LAYER_NUMBERING})"
-
-
-def _settings_note(settings: dict[str, Any] | None) -> str:
-    """The settings a result was computed with, as one note."""
-    if not settings:
-        return ""
-    names = {
-        "layer_numbering": "layers",
-        "punct": "punctuation",
-        "special_tokens": "special tokens",
-        "mask_from_block": "first masked block",
-        "pool": "word vector",
-        "control_seed": "control seed",
-    }
-    shown = [(names.get(k, k), v) for k, v in settings.items() if v is not None]
-    items = "; ".join(f"{esc(k)}: {esc(v)}" for k, v in shown)
-    return f'<p class="note">Settings: {items}.</p>'
 
 
 def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
@@ -85,7 +68,7 @@ def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     return (
         "<h3>Tree projections per layer</h3>"
         + note
-        + _settings_note(settings)
+        + settings_note(settings)
         + ctx.charts.add(fig)
         + table(cols, rows)
     )
@@ -137,7 +120,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
         f"scored on {fmt(split.get('n_test'))}. Layer 0 is the embeddings; the random-weights "
         "control is the same architecture freshly initialised.</p>"
     )
-    note += _settings_note(split.get("settings"))
+    note += settings_note(split.get("settings"))
     if baseline is not None:
         note += (
             f'<p class="note">Linear-chain baseline on the test sentences: UUAS '

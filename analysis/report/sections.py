@@ -19,7 +19,7 @@ from hierlens.models.run import Run
 from hierlens.models.tasks import Task
 
 from ..grokking import grokking_summary, main_metric
-from .html import Charts, bracketing, esc, fmt, key_values, table, tree_svg
+from .html import Charts, bracketing, esc, fmt, key_values, settings_note, table, tree_svg
 
 SPLIT_NAMES = {"test_id": "in-domain (test_id)", "test_ood": "out-of-domain (test_ood)"}
 
@@ -368,13 +368,33 @@ def probe_section(ctx: ReportContext) -> str | None:
         )
         note = "" if len(by_feature) <= 12 else f" (12 best of {len(by_feature)} features)"
         per_hook.append(f'<div>{ctx.charts.add(fig)}<p class="note">{esc(note)}</p></div>')
+    note = _activation_settings(ctx)
     summary.update_layout(
         title="Mean F1 over features (best selection) vs k, per hook",
         showlegend=True,
         xaxis=dict(title="k (neurons)", type="log", tickvals=sorted({k for _, _, k in best})),
         yaxis=dict(title="test F1", range=[-0.02, 1.02]),
     )
-    return f'{ctx.charts.add(summary)}<div class="grid">{"".join(per_hook)}</div>'
+    return f'{note}{ctx.charts.add(summary)}<div class="grid">{"".join(per_hook)}</div>'
+
+
+def _activation_settings(ctx: ReportContext) -> str:
+    """The settings of the activations the probes were fitted on (a pretrained run's frame
+    of special tokens, and rows per word or per token from the newest store's manifest)."""
+    from hierlens.models.atomic_io import read_json
+    from hierlens.models.pretrained import load_tokenizer
+
+    settings: dict[str, Any] = {}
+    if ctx.run.is_pretrained:
+        tokenizer = load_tokenizer(ctx.run.config["pretrained"]["path"])
+        settings["special_tokens"] = ctx.run.special_tokens.describe(tokenizer)
+        settings["punct"] = "dropped" if ctx.run.corpus.drop_punct else "kept"
+    stores = ctx.run.activation_dirs()
+    if stores:
+        manifest = stores[max(stores)] / "manifest.json"
+        pool = read_json(manifest).get("data", {}).get("pool") if manifest.exists() else None
+        settings["rows"] = f"one per word ({pool} of its tokens)" if pool else "one per token"
+    return settings_note(settings)
 
 
 def _feature_name(record: dict[str, Any], names: dict[str, list[str]]) -> str:

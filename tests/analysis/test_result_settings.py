@@ -135,6 +135,8 @@ def test_tag_names_are_stored_with_the_run_and_shown_in_probe_legends(scored_run
     shown = {f"pos={names['pos'][int(f[4:])]}" for f in coded}
     assert all(json.dumps(name) in body for name in shown)  # legend entries by tag name
     assert not any(json.dumps(f) in body for f in coded)
+    assert "special tokens: bos: [CLS] words [SEP]" in body  # the activations' settings
+    assert "rows: one per word (first of its tokens)" in body
     summary = show(r, "summary").body
     assert "special tokens" in summary and "[CLS] words [SEP]" in summary
     assert NUMBERING in summary
