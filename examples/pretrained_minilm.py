@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from hierlens.analysis.pipeline import run
+from hierlens.analysis.tree_scores import read_tree_scores
 from hierlens.models import open_run
 
 
@@ -83,9 +84,9 @@ def main() -> None:
     run_dir = run(config, progress=not quick)
     print(f"run directory: {run_dir} ({time.perf_counter() - start:.0f} s)")
     r = open_run(run_dir)
-    print("tree projections of each block's output (parse F1; right-branching baseline):")
-    for rec in (json.loads(x) for x in r.tree_scores_path.read_text().splitlines()):
-        print(f"  block {rec['layer']}: {rec['parse_f1']:.3f} ({rec['parse_f1_right']:.3f})")
+    print("tree projections per layer, layer l = block l-1's output (parse F1; right-branching):")
+    for rec in read_tree_scores(r):
+        print(f"  layer {rec['layer']}: {rec['parse_f1']:.3f} ({rec['parse_f1_right']:.3f})")
     print("structural probes per layer, 0 = embeddings (UUAS, Spearman):")
     for rec in (json.loads(x) for x in r.structural_probe_path.read_text().splitlines()):
         if rec["model"] == "baseline":

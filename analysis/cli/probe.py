@@ -42,9 +42,12 @@ def _probe(args: argparse.Namespace) -> int:
         out_path=out,
         progress=not args.no_progress,
     )
+    from ..report.sections import feature_name
+
+    names = Run(args.run_dir).label_names()  # pos=NN rather than pos=20
     best: dict[tuple[str, str], dict] = {}
     for r in records:
-        key = (r["feature"], r["hook"])
+        key = (feature_name(r, names), r["hook"])
         if key not in best or r["f1"] > best[key]["f1"]:
             best[key] = r
     for (feature, hook), r in sorted(best.items()):

@@ -29,11 +29,19 @@ _BASELINES += (("parse_f1_random", "random trees"),)
 _LAYER_AXIS = f"layer ({LAYER_NUMBERING})"
 
 
+def _standard(settings: dict[str, Any]) -> bool:
+    return settings.get("punct") != "kept" and settings.get("mask_from_block") in (0, None)
+
+
 def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     go = _go()
     step = max(r["step"] for r in records)
-    # the newest checkpoint's records with the settings of the newest record, one per layer
-    settings = records[-1]["settings"]
+    # the newest checkpoint's records of one setting, one per layer: the newest record's
+    # among those scored as the literature scores them (punctuation dropped, every block
+    # masked), else the newest record's
+    at_step = [r for r in records if r["step"] == step]
+    standard = [r for r in at_step if _standard(r["settings"])]
+    settings = (standard or at_step)[-1]["settings"]
     latest = {}
     for r in records:
         if r["step"] == step and r["settings"] == settings:

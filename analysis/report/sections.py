@@ -333,7 +333,7 @@ def probe_section(ctx: ReportContext) -> str | None:
     # best selection method per (hook, feature, k)
     best: dict[tuple[str, str, int], float] = {}
     for r in records:
-        key = (str(r["hook"]), _feature_name(r, names), int(r["k"]))
+        key = (str(r["hook"]), feature_name(r, names), int(r["k"]))
         f1 = r["f1"] if r["f1"] is not None else float("nan")
         if key not in best or (math.isfinite(f1) and not f1 <= best[key]):
             best[key] = f1
@@ -397,8 +397,8 @@ def _activation_settings(ctx: ReportContext) -> str:
     return settings_note(settings)
 
 
-def _feature_name(record: dict[str, Any], names: dict[str, list[str]]) -> str:
-    """A probe's feature as the legend shows it: ``pos=NN`` for the one-vs-rest problem of
+def feature_name(record: dict[str, Any], names: dict[str, list[str]]) -> str:
+    """A probe record's feature as the report and ``hierlens probe`` show it: ``pos=NN`` for the one-vs-rest problem of
     class 20 of ``pos`` when the run stores the names of ``pos``'s ids, else as recorded."""
     feature = str(record.get("feature", record.get("label", "?")))
     label, positive = record.get("label"), record.get("positive")

@@ -105,6 +105,8 @@ def test_one_layer_numbering_across_tree_scores_structural_probes_and_plots(
     # the report's per-layer charts say which numbering they use, on both axes
     body = show(r, "layers").body
     assert body.count(f"layer ({NUMBERING})") == 2
+    # the chart shows the punctuation-dropped scores (written first), and says so
+    assert "punctuation: dropped" in body and "1 other setting(s), not shown" in body
     # records written before records held settings numbered blocks: read as layers
     old = dict(records[0])
     old.pop("settings"), old.pop("block")
@@ -120,14 +122,16 @@ def test_one_layer_numbering_across_tree_scores_structural_probes_and_plots(
 
 
 @pytest.mark.filterwarnings("ignore:labels\\['pos'\\]")
-def test_tag_names_are_stored_with_the_run_and_shown_in_probe_legends(scored_run, treebank):
+def test_tag_names_are_stored_with_the_run_and_shown_in_probe_legends(scored_run, treebank, capsys):
     from hierlens.analysis.report import show
 
     r = str(scored_run.path)
     names = json.loads(scored_run.label_names_path.read_text())
     assert names == {k: list(v) for k, v in label_vocabulary(read_ptb(treebank)).items()}
     argv = ["probe", r, "--hooks", "blocks.1.hook_resid_post", "--labels", "pos"]
+    capsys.readouterr()
     assert main([*argv, "--ks", "1", "--pool", "first", "--no-progress"]) == 0
+    printed = {json.loads(line)["feature"] for line in capsys.readouterr().out.splitlines()}
     records = _saved(scored_run.probe_results_path)
     coded = {x["feature"] for x in records if x["label"] == "pos"}
     assert coded and all(f.startswith("pos=") and f[4:].isdigit() for f in coded)
@@ -135,6 +139,7 @@ def test_tag_names_are_stored_with_the_run_and_shown_in_probe_legends(scored_run
     shown = {f"pos={names['pos'][int(f[4:])]}" for f in coded}
     assert all(json.dumps(name) in body for name in shown)  # legend entries by tag name
     assert not any(json.dumps(f) in body for f in coded)
+    assert printed == shown  # hierlens probe prints them by name too
     assert "special tokens: bos: [CLS] words [SEP]" in body  # the activations' settings
     assert "rows: one per word (first of its tokens)" in body
     summary = show(r, "summary").body
