@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .sentence import Sentence
+from .special_tokens import SpecialTokens
 from .tasks.base import Example
 
 FORMATS = ("ptb", "conllu", "text")
@@ -126,7 +127,7 @@ class Corpus:
         n: int | None = None,
         seed: int = 0,
         max_length: int | None = None,
-        special_tokens: Any = None,
+        special_tokens: SpecialTokens | str | None = None,
     ) -> list[Example]:
         """Tokenised examples (:func:`~hierlens.models.text.tokenize_words`, framed by
         ``special_tokens``) of :meth:`sample`; too-long sentences are skipped (and logged),
