@@ -75,7 +75,9 @@ def check_reused_stage(run: Run, stage: str, settings: dict[str, Any], outputs: 
 
 
 def record_stage(run: Run, stage: str, settings: dict[str, Any]) -> None:
-    """Store the settings that made a stage's results (see :func:`check_reused_stage`)."""
+    """Store the settings a stage computes its results with (see
+    :func:`check_reused_stage`), before it writes them: results an interrupted stage left
+    are then known to come from these settings."""
     path = run.stage_settings_path
     data = read_json(path) if path.exists() else {}
     data[stage] = settings
@@ -96,6 +98,8 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     if any(name in saved for name in grid):
         check_reused_stage(run, "sae", settings, "saes")
     missing = {name: s for name, s in grid.items() if name not in saved}
+    if missing:  # before training, so that SAEs left by an interrupted run are attributed
+        record_stage(run, "sae", settings)
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
         S.train_saes(
@@ -107,7 +111,6 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
         )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
-        record_stage(run, "sae", settings)
     rows = []
     for name in grid:
         sae = S.load(saved.get(name, run.sae_dir(name)))
@@ -136,6 +139,7 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     if out.exists():
         check_reused_stage(run, "probes", settings, "probes/results.jsonl")
         return
+    record_stage(run, "probes", settings)
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]
     if missing:
@@ -151,4 +155,3 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
         out_path=out,
         progress=progress,
     )
-    record_stage(run, "probes", settings)
