@@ -11,7 +11,7 @@ trains only the new runs. Stacks run one after another in this process
 (``backend="sequential"``) or as Ray tasks, one per stack (``backend="ray"``, see
 :mod:`hierlens.analysis.ray_backend`).
 
-:func:`chomsky_scores` turns the rows into the score of Delétang et al. (ICLR 2023): per
+:func:`chomsky_scores` turns the rows into the score of [Deletang2023]: per
 (task, architecture), the test accuracy averaged over the ``test_ood`` lengths, maximised
 over seeds and learning rates.
 """
@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hierlens.core.atomic_io import atomic_write_json, read_json
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
-from hierlens.models.atomic_io import atomic_write_json, read_json
 from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length

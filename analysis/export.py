@@ -13,11 +13,11 @@ import os
 import shutil
 from collections.abc import Iterable
 
-from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.loggers import check_backends, make_logger, scalars
+from hierlens.core.atomic_io import read_jsonl
+from hierlens.core.loggers import check_trackers, make_logger, scalars
 from hierlens.models.run import Run, TrackerPaths, open_run
 
-__all__ = ["export_run"]
+__all__ = ["export_run", "log_run_artifacts"]
 
 
 def export_run(
@@ -30,7 +30,7 @@ def export_run(
     trackers ``to`` (``"tensorboard"``, ``"wandb"``, ``"mlflow"``); returns where their files
     and run ids are (``out_dir``, default the run's ``trackers/export/``). Each export makes
     new tracker runs (an earlier export's TensorBoard files there are replaced)."""
-    backends = check_backends(to, "export --to")
+    backends = check_trackers(to, "export --to")
     run = open_run(run_dir)
     paths = TrackerPaths(out_dir) if out_dir is not None else Run(run).trackers("export")
     if "tensorboard" in backends:
@@ -43,3 +43,16 @@ def export_run(
             logger.log_scalars(scalars(record, "track"), int(record["step"]))
         logger.log_artifacts([run.report_path, run.figures_dir])
     return paths
+
+
+def log_run_artifacts(
+    run_dir: str | os.PathLike, log_to: Iterable[str], stage: str = "train"
+) -> None:
+    """Attach a run's report and figures to the tracker runs of ``stage`` (continuing the
+    W&B and MLflow runs whose ids the run directory holds; TensorBoard has no artifacts)."""
+    run = Run(run_dir)
+    backends = [b for b in check_trackers(log_to) if b != "tensorboard"]
+    if not backends:
+        return
+    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
+        logger.log_artifacts([run.report_path, run.figures_dir])

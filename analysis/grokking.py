@@ -1,6 +1,6 @@
 """Structural grokking: evaluate every checkpoint of a run and summarise when it generalises.
 
-After Murty et al., "Grokking of Hierarchical Structure in Vanilla Transformers" (ACL 2023):
+After [Murty2023b]:
 in-domain accuracy saturates early, out-of-domain accuracy rises much later, and the rise
 goes with the model's computation becoming tree-structured (tree score, parse F1 of the tree
 projection against the gold trees).
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
-from hierlens.models.device import resolve_device
-from hierlens.models.loggers import MultiLogger, make_logger, scalars
+from hierlens.core.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
 from hierlens.models.tasks import Task, iter_batches
 
@@ -151,22 +151,22 @@ def track(
       ``test_id/<metric>``, ``test_ood/<metric>``), ``n`` examples each;
     - ``tree_score`` / ``parse_f1``: span scores at block ``layer`` for ``n_trees`` sentences
       of ``tree_split``, greedy tree projection, mean tree score and corpus parse F1 against
-      the gold trees (Murty et al., ICLR 2023);
+      the gold trees [Murty2023a];
     - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy;
     - ``cka_to_final`` (:data:`REPRESENTATION_METRICS`; ``compare=True`` adds both): linear
-      CKA (Kornblith et al. 2019) of every layer (the embedding ``blocks.0.hook_resid_pre``
+      CKA [Kornblith2019] of every layer (the embedding ``blocks.0.hook_resid_pre``
       and each ``blocks.{i}.hook_resid_post``, listed in ``representation_hooks``) with the
       same layer of the run's final checkpoint, over every token of ``n_compare``
       ``test_id`` sentences: ``cka_to_final`` (one value per layer, 1 at the final step)
       and ``cka_to_final_matrix`` (layer of this step x layer of the final step);
     - ``rank_collapse``: ``rank_residual``, the mean relative residual of each layer from
-      its best token-uniform rank-1 approximation over the same sentences (Dong et al. 2021).
+      its best token-uniform rank-1 approximation over the same sentences [Dong2021].
 
     The same examples (drawn with ``seed``) are used at every step. Records with
     representation metrics name their reference (final) step in their settings, so a run
     that gained checkpoints is tracked again against its new final checkpoint.
     ``log_to``: experiment
-    trackers (see :mod:`hierlens.models.loggers`) that get each new record's values as
+    trackers (see :mod:`hierlens.core.loggers`) that get each new record's values as
     ``track/<metric>`` at its step.
 
     ``backend="ray"``: every checkpoint still to evaluate is one Ray task (``num_cpus`` /

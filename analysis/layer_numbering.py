@@ -2,7 +2,7 @@
 
 Layer 0 is the embeddings (what block 0 reads, ``blocks.0.hook_resid_pre``) and layer ``l``
 (1 to ``n_blocks``) is the output of block ``l - 1`` (``blocks.{l-1}.hook_resid_post``), as
-in Hewitt & Manning (2019). Tree scores, structural probes and every per-layer chart use it,
+in [Hewitt2019]. Tree scores, structural probes and every per-layer chart use it,
 and every per-layer record says so in its ``settings`` (:data:`LAYER_NUMBERING`). Functions
 that take a *block* (``span_scores(layer=b)``, ``--mask-from-layer``) name block indices.
 """

@@ -1,5 +1,4 @@
-"""Structural probes on every layer of a pretrained model, with the controls of Hewitt &
-Manning (2019), "A Structural Probe for Finding Syntax in Word Representations" (NAACL):
+"""Structural probes on every layer of a pretrained model, with the controls of [Hewitt2019]:
 
 - :func:`word_vectors_by_layer`: word vectors at every layer (0 = the embeddings as block 0
   reads them, ``blocks.0.hook_resid_pre``; ``l`` = ``blocks.{l-1}.hook_resid_post``), a
@@ -87,6 +86,28 @@ def shared_weight_matrices(model: torch.nn.Module, other: torch.nn.Module) -> li
         for name, p in model.named_parameters()
         if p.ndim >= 2 and name in theirs and torch.equal(p.detach().cpu(), theirs[name].cpu())
     ]
+
+
+def chain_intervals(sentences: Sequence[Any], seed: int = 0) -> dict[str, list[float]]:
+    """Bootstrap intervals (95%, sentences resampled) of :func:`chain_baseline`'s UUAS and
+    Spearman: ``{"uuas_ci": [low, high], "spearman_ci": [low, high]}``."""
+    from hierlens.probes.structural_metrics import spearman_interval, uuas_interval
+
+    pred = [np.abs(np.subtract.outer(np.arange(len(s)), np.arange(len(s)))) for s in sentences]
+    gold = [s.distances() for s in sentences]
+    punct = [np.asarray(s.punct) for s in sentences]
+    return {
+        "uuas_ci": list(uuas_interval(pred, gold, punct, seed=seed)),
+        "spearman_ci": list(spearman_interval(pred, gold, seed=seed)),
+    }
+
+
+#: which gold tree the structural probes of a corpus in each format are scored against
+GOLD_TREES = {
+    "ptb": "dependencies converted from the PTB brackets by head rules (Collins 1999's "
+    "table, content words as heads: hierlens.models.head_rules)",
+    "conllu": "the dependencies of the CoNLL-U file",
+}
 
 
 def random_control(pretrained: Any, seed: int, folder: Path, device: str | None) -> Any:
@@ -196,7 +217,8 @@ def structural_probes(
     _, _, test = split_indices(
         len(sentences), fit.get("fractions", (0.7, 0.15)), fit.get("seed", 0)
     )
-    out["baseline"] = {"name": "linear chain", **chain_baseline([sentences[i] for i in test])}
+    chain = [sentences[i] for i in test]
+    out["baseline"] = {"name": "linear chain", **chain_baseline(chain), **chain_intervals(chain)}
     return out
 
 
@@ -216,7 +238,7 @@ def run_structural_probes(
     ``settings``: ``layer_numbering`` (0 = embeddings), ``punct`` (how punctuation entered
     the probes), ``special_tokens`` (the run's frame), ``pool`` and ``control_seed``.
     Returns the records."""
-    from hierlens.models.atomic_io import atomic_write_jsonl_records
+    from hierlens.core.atomic_io import atomic_write_jsonl_records
     from hierlens.models.pretrained import load_tokenizer
     from hierlens.models.run import open_run
 
@@ -252,10 +274,10 @@ def run_structural_probes(
         "pool": pool,
         "control_seed": control_seed if controls else None,
     }
-    records = [{"model": "trained", **r, "settings": settings} for r in result["trained"]]
-    records += [{"model": "random", **r, "settings": settings} for r in result.get("random", [])]
-    records.append(
-        {"model": "baseline", **result["baseline"], "split": result["split"], "settings": settings}
-    )
+    gold_tree = GOLD_TREES[corpus.format]
+    same = {"gold_tree": gold_tree, "settings": settings}
+    records = [{"model": "trained", **r, **same} for r in result["trained"]]
+    records += [{"model": "random", **r, **same} for r in result.get("random", [])]
+    records.append({"model": "baseline", **result["baseline"], "split": result["split"], **same})
     atomic_write_jsonl_records(run.structural_probe_path, records)
     return records

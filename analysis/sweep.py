@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
+from hierlens.core.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
 from hierlens.models.run import Run, run_config_dict
 from hierlens.models.tasks import Task, get_task
 from hierlens.models.train import TrainConfig

@@ -1,5 +1,5 @@
 """Tree projections of every layer of a run's model, scored against gold trees
-(Murty et al., ICLR 2023), kept in ``tree_scores.jsonl``
+[Murty2023a], kept in ``tree_scores.jsonl``
 (:attr:`hierlens.models.Run.tree_scores_path`): one record per (step, split, layer, method,
 settings), a rerun replacing its own records. ``hierlens tree-score`` and the pipeline write
 it; the report's per-layer section reads it (:func:`read_tree_scores`).
@@ -25,17 +25,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.models.bootstrap import MIN_SENTENCES
 from hierlens.models.run import Run, open_run
 
 from .layer_numbering import LAYER_NUMBERING, block_of_layer
 from .trees.decode import tree_projection
-from .trees.metrics import baseline_parse_f1, parse_f1, tree_score
+from .trees.metrics import baseline_parse_f1, parse_f1, parse_f1_interval, tree_score
 from .trees.spans import span_scores
 
 __all__ = ["read_tree_scores", "tree_scores_by_layer"]
@@ -80,8 +82,11 @@ def tree_scores_by_layer(
     sentence, by default). ``drop_punct``: score a corpus's sentences without their
     punctuation (the default; False keeps it, with a warning, and is refused for a run that
     reads its corpus without punctuation). ``mask_from_layer`` is the first masked *block*
-    (the t-shaped variant of :func:`~hierlens.analysis.trees.span_scores`). Returns the
-    records and writes them to ``tree_scores.jsonl``."""
+    (the t-shaped variant of :func:`~hierlens.analysis.trees.span_scores`). Each record also
+    holds ``parse_f1_ci``, the 95% percentile bootstrap interval of the parse F1 over the
+    sentences (seeded by ``seed``), and ``warnings`` (fewer than
+    :data:`~hierlens.models.bootstrap.MIN_SENTENCES` sentences). Returns the records and
+    writes them to ``tree_scores.jsonl``."""
     run = open_run(run_dir)
     if not run.steps:
         raise ValueError(f"{run.path}: the run has no checkpoints yet")
@@ -118,6 +123,13 @@ def tree_scores_by_layer(
         "special_tokens": _frame(run),
         "mask_from_block": mask_from_layer,
     }
+    notes = []
+    if len(examples) < MIN_SENTENCES:
+        notes.append(
+            f"{len(examples)} sentences: parse F1 on fewer than {MIN_SENTENCES} sentences is "
+            "noisy, see its bootstrap interval"
+        )
+        warnings.warn(notes[-1], stacklevel=2)
     records = []
     for block in blocks:
         scores = span_scores(
@@ -139,7 +151,10 @@ def tree_scores_by_layer(
                 "method": method,
                 "tree_score": tree_score(scores, trees),
                 "parse_f1": parse_f1(trees, gold),
+                "parse_f1_ci": list(parse_f1_interval(trees, gold, seed=seed)),
+                "ci_level": 0.95,
                 **baselines,
+                "warnings": notes,
                 "settings": settings,
             }
         )

@@ -27,8 +27,8 @@ import time
 
 import torch
 
+from hierlens.core.device import resolve_device
 from hierlens.models.capture import capture
-from hierlens.models.device import resolve_device
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 SIZES = {

@@ -22,8 +22,8 @@ from pathlib import Path
 def _child(kind: str, steps: int) -> None:
     import torch
 
+    from hierlens.core import distributed as D
     from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-    from hierlens.models import distributed as D
 
     if kind == "model":
         task = get_task("dyck", max_depth=6, max_length=32)

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.sae import MatchingPursuitSAE, TopKSAE, train_saes
 
 SIZES = {

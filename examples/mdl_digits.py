@@ -26,7 +26,7 @@ from pathlib import Path
 from hierlens.analysis.figures import MDL_FULL, MDL_QUICK
 from hierlens.analysis.figures.experiments import mdl_digits
 from hierlens.analysis.figures.plot import plot_mdl_digits, save_figure
-from hierlens.models.atomic_io import atomic_write_json
+from hierlens.core.atomic_io import atomic_write_json
 
 log = logging.getLogger("mdl_digits")
 

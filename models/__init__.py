@@ -3,12 +3,9 @@
 Importing this package is cheap: TransformerLens is imported only when a model is built.
 """
 
-from .atomic_io import CorruptFileError
 from .capture import capture, model_fingerprint
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checkpoint_capture import activations_dir, capture_checkpoints
-from .config import Config
-from .device import resolve_device, resolve_dtype
 from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
@@ -51,8 +48,6 @@ __all__ = [
     "capture_checkpoints",
     "model_fingerprint",
     "resolve_hook_names",
-    "Config",
-    "CorruptFileError",
     "evaluate_stack",
     "Example",
     "ModelConfig",
@@ -68,8 +63,6 @@ __all__ = [
     "load_checkpoint",
     "model_logits",
     "open_run",
-    "resolve_device",
-    "resolve_dtype",
     "save_checkpoint",
     "train",
     "train_many",

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
+
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
 from .model_inputs import forward_kwargs, hf_model
 from .store import ActivationStore, StoreWriter, hook_dir_name
@@ -646,7 +647,8 @@ def _run(
     plan = header["shards"]
     writer = None
     if out_dir is not None:
-        from . import distributed as D
+        from hierlens.core import distributed as D
+
         from .store import DistributedStoreWriter
 
         # under torchrun: each rank its share of the shards, rank 0 the manifest

@@ -10,7 +10,7 @@ A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named
 
 It is written into a temporary folder beside the final one, fsynced, then renamed into place,
 so a checkpoint folder either is complete or does not exist. Loading checks the checksums: a
-truncated or modified file is a :class:`~hierlens.models.atomic_io.CorruptFileError` naming it.
+truncated or modified file is a :class:`~hierlens.core.atomic_io.CorruptFileError` naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .atomic_io import (
+from hierlens.core.atomic_io import (
     CorruptFileError,
     _fsync_dir,
     atomic_write_json,

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 __all__ = ["Pretrained", "load_pretrained"]
 

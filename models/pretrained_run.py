@@ -26,7 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import CHECKSUMS, forget_checksums, write_checked_json
+from hierlens.core.atomic_io import CHECKSUMS, forget_checksums, write_checked_json
+
 from .corpus import Corpus
 from .run import (
     ACTIVATIONS,

@@ -64,8 +64,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from hierlens.core.atomic_io import (
+    CorruptFileError,
+    read_json,
+    read_jsonl,
+    sha256_file,
+    write_checked_json,
+)
+
 from .architectures import ArchConfig, build_model
-from .atomic_io import CorruptFileError, read_json, read_jsonl, sha256_file, write_checked_json
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
 from .special_tokens import SpecialTokens
@@ -202,6 +209,14 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
+    def _repr_html_(self) -> str:
+        """A table of what the run holds (see :func:`hierlens.models.run_display.run_summary`)."""
+        from hierlens.core.html_table import key_value_table
+
+        from .run_display import run_summary
+
+        return key_value_table(run_summary(self), caption=f"Run {self.path.name}")
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other.path == self.path
 
@@ -291,7 +306,8 @@ class Run:
 
     def pretrained(self, device: str | torch.device | None = None) -> Pretrained:
         """The pretrained model of the run (loaded once per device)."""
-        from .device import resolve_device
+        from hierlens.core.device import resolve_device
+
         from .pretrained import load_pretrained
 
         if not self.is_pretrained:
@@ -441,7 +457,7 @@ class Run:
         self, step: int | None = None, device: str | torch.device | None = None
     ) -> TransformerBridge | torch.nn.Module:
         """The model at checkpoint ``step`` (default: the newest valid checkpoint)."""
-        from .device import resolve_device
+        from hierlens.core.device import resolve_device
 
         dev = resolve_device(device)
         if self.is_pretrained:
@@ -516,6 +532,18 @@ class Run:
     def sae_table_path(self) -> Path:
         """``saes/table.jsonl``: one row of metrics and description length per SAE."""
         return self.saes_dir / "table.jsonl"
+
+    @property
+    def sae_frontier_path(self) -> Path:
+        """``saes/frontier.json``: the L0 frontier of the run's SAEs (one record per SAE:
+        sparsity, FVU, spliced CE and the scores against the task's known features)."""
+        return self.saes_dir / "frontier.json"
+
+    @property
+    def saebench_dir(self) -> Path:
+        """``saes/saebench/``: SAE evaluations in SAEBench's result layout
+        (``<eval_type>/<release>_<sae_id>_eval_results.json``)."""
+        return self.saes_dir / "saebench"
 
     @property
     def mdl_table_path(self) -> Path:

@@ -9,7 +9,7 @@ Two trees are kept: ``spans`` (the n-ary tree, for bracketing F1) and ``binary``
 right-binarised copy: a node with children ``c1 ... ck`` gets the extra spans
 ``c2..ck``, ``c3..ck``, ..., for tree distances). Dependency ``heads`` are kept when the
 source gives them (CoNLL-U); :meth:`Sentence.distances` and :meth:`Sentence.depths` then
-use the dependency tree, as Hewitt & Manning (2019) do, and otherwise the binarised
+use the dependency tree, as [Hewitt2019] do, and otherwise the binarised
 constituency tree.
 """
 

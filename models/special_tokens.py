@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import Config
+from hierlens.core.config import Config
 
 __all__ = ["SPECIAL_TOKEN_POLICIES", "SpecialTokens"]
 

@@ -7,7 +7,7 @@ A store lives in memory (``capture(..., out_dir=None)``) or on disk as a folder:
       index.safetensors              # sequence, position, token (+ label.<name>) per row
       <hook>/shard_00000.safetensors # rows [row_start, row_end) of that hook, tensor "activations"
 
-Every file is written atomically (:mod:`hierlens.models.atomic_io`) and the manifest is
+Every file is written atomically (:mod:`hierlens.core.atomic_io`) and the manifest is
 rewritten after each completed shard, so an interrupted capture leaves a valid partial store
 that :func:`hierlens.models.capture.capture` resumes. Opening a store checks the manifest and
 every checksum and names any bad file.
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .atomic_io import (
+from hierlens.core.atomic_io import (
     CorruptFileError,
     atomic_write_json,
     load_tensors,
@@ -32,7 +32,7 @@ from .atomic_io import (
     save_tensors,
     sha256_file,
 )
-from .device import resolve_dtype
+from hierlens.core.device import resolve_dtype
 
 FORMAT = "hierlens.activation_store"
 VERSION = 1
@@ -135,7 +135,7 @@ class ActivationStore:
 
     def _repr_html_(self) -> str:
         """A table of the captured hooks and their activation widths (for notebooks)."""
-        from .html_table import html_table
+        from hierlens.core.html_table import html_table
 
         rows = [
             {"hook": h, "shape": "×".join(map(str, m.get("shape", ()))), "dim": m.get("dim", "")}
@@ -484,7 +484,7 @@ class DistributedStoreWriter(StoreWriter):
     PARTS = "parts"
 
     def __init__(self, path, header, index, labels, overwrite: bool = False) -> None:
-        from . import distributed as D
+        from hierlens.core import distributed as D
 
         self._D = D
         self.path = Path(path)

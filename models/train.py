@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed as D
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.loggers import MultiLogger
+
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl
 from .checkpoint import restore_rng, save_checkpoint
-from .device import resolve_device
 from .forward import compiled, training_forward
-from .loggers import MultiLogger
 from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig

@@ -8,12 +8,12 @@ import dataclasses
 import math
 from typing import ClassVar
 
-from .config import Config
+from hierlens.core.config import Config
+from hierlens.core.loggers import check_trackers
+
 from .tasks.base import SPLITS
 
 LOSS_ON = ("targets", "sequence")
-#: the experiment trackers a run can log to (see :mod:`hierlens.models.loggers`)
-TRACKERS = ("tensorboard", "wandb", "mlflow")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -44,18 +44,6 @@ def lr_at(
     if schedule == "linear":
         return floor + (base_lr - floor) * (1.0 - progress)
     return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
-    """``log_to`` (a name or names from :data:`TRACKERS`) as a tuple; a ``ValueError``
-    naming ``where`` otherwise."""
-    names = (log_to,) if isinstance(log_to, str) else tuple(log_to or ())
-    bad = [b for b in names if b not in TRACKERS]
-    if bad:
-        raise ValueError(f"{where}: unknown tracker(s) {bad}; choose from {TRACKERS}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{where}: a tracker is named twice in {names}")
-    return names
 
 
 def log_spaced_steps(total_steps: int, count: int) -> set[int]:
@@ -119,11 +107,11 @@ class TrainConfig(Config):
         loss_on: ``"targets"`` trains only the positions the task gives a target (for the
             transduction tasks, the output after the marker); ``"sequence"`` trains a language
             model on every position (the next token of the whole padded-free sequence), as
-            Murty et al. (2023) train question formation and tense inflection. Needs a
+            [Murty2023b] train question formation and tense inflection. Needs a
             next-token task. Evaluation always uses the task's own targets.
         log_to: experiment trackers that get the scalars of ``metrics.jsonl`` as they are
             written, any of "tensorboard", "wandb", "mlflow" (the ``tracking`` extra; see
-            :mod:`hierlens.models.loggers`).
+            :mod:`hierlens.core.loggers`).
     """
 
     FIELD_CHOICES: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES, "loss_on": LOSS_ON}

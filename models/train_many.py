@@ -38,9 +38,10 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .atomic_io import append_jsonl
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+
 from .checkpoint import save_checkpoint
-from .device import resolve_device
 from .evaluate_many import evaluate_stack, stack_evaluable
 from .run import Run, latest_valid_checkpoint, run_config_dict
 from .tasks.base import Task

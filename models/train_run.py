@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
+from hierlens.core.atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
+from hierlens.core.loggers import MultiLogger, make_logger
+
 from .architectures import ArchConfig
-from .atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
-from .loggers import MultiLogger, make_logger
 from .model_inputs import is_bidirectional
 from .run import Run, run_config_dict
 from .tasks.base import Example, Task

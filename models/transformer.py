@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from .config import Config
-from .device import resolve_device, resolve_dtype
+from hierlens.core.config import Config
+from hierlens.core.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge

@@ -4,7 +4,9 @@
   (``.mrg``). The PTB's empty top bracket ``( (S ...) )`` is unwrapped, ``-NONE-`` empty
   elements are dropped with every constituent they leave empty, function tags and indices
   are stripped from labels (``NP-SBJ-1`` -> ``NP``) and bracket escapes in words are
-  undone (``-LRB-`` -> ``(``).
+  undone (``-LRB-`` -> ``(``). Each sentence also gets a dependency tree converted from its
+  constituency tree by head rules (:mod:`hierlens.models.head_rules`), which tree
+  distances, depths and UUAS then use.
 - :func:`read_conllu` / :func:`parse_conllu`: CoNLL-U sentences; multiword-token ranges
   (``1-2``) and empty nodes (``3.1``) are skipped.
 - :func:`shipped_treebank`: the small English treebank installed with hierlens, in either
@@ -18,8 +20,9 @@ Writers, so that gold trees from elsewhere feed the same readers:
 - :func:`write_ptb`: one bracketed tree per line (``nltk.Tree``), words under their
   part-of-speech preterminal (``X`` where none is known).
 - :func:`write_conllu`: CoNLL-U (the ``conllu`` package's serializer); the heads are the
-  sentence's own when it has a dependency tree, else derived from the constituency tree by
-  :func:`heads_from_tree` (head rules of :data:`HEAD_RULES`, else the last child).
+  sentence's own when it has a dependency tree (PTB sentences get theirs from head rules
+  when read), else derived from the constituency tree by :func:`heads_from_tree` (the
+  head rules of :mod:`hierlens.models.head_rules`).
 - :func:`task_trees`: the gold trees of a task's examples (the English grammar tasks,
   :func:`exportable_tasks`).
 """
@@ -30,10 +33,10 @@ import io
 from importlib.resources import files
 from pathlib import Path
 
+from .head_rules import base_label, tree_heads
 from .sentence import PTB_PUNCT, Sentence, dependency_spans
 
 __all__ = [
-    "HEAD_RULES",
     "exportable_tasks",
     "heads_from_tree",
     "parse_conllu",
@@ -50,13 +53,6 @@ __all__ = [
 _UNESCAPE = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
 
 
-def _label(raw: str) -> str:
-    """``NP-SBJ-1`` -> ``NP``, ``NP=2`` -> ``NP``; ``-LRB-``, ``-NONE-`` stay."""
-    if raw.startswith("-") and raw.endswith("-"):
-        return raw
-    return raw.split("=")[0].split("-")[0] or raw
-
-
 def _prune(tree):
     """``tree`` without ``-NONE-`` elements and the constituents they empty, or None."""
     from nltk import Tree
@@ -70,7 +66,9 @@ def _prune(tree):
 
 
 def sentence_from_tree(tree) -> Sentence:
-    """A :class:`Sentence` from one ``nltk.Tree`` in PTB style (preterminals over words)."""
+    """A :class:`Sentence` from one ``nltk.Tree`` in PTB style (preterminals over words):
+    its constituency spans, and dependency heads by the head rules of
+    :mod:`hierlens.models.head_rules` (relations ``dep``, ``root`` for the root word)."""
     from nltk import Tree
 
     while isinstance(tree, Tree) and tree.label() in ("", "ROOT", "TOP") and len(tree) == 1:
@@ -84,7 +82,7 @@ def sentence_from_tree(tree) -> Sentence:
     spans: dict[tuple[int, int], str] = {}
 
     def walk(node, parent_label: str) -> None:
-        label = _label(node.label())
+        label = base_label(node.label())
         if len(node) == 1 and not isinstance(node[0], Tree):  # preterminal
             words.append(_UNESCAPE.get(node[0], node[0]))
             pos.append(label)
@@ -99,8 +97,9 @@ def sentence_from_tree(tree) -> Sentence:
         if span[1] - span[0] >= 2:
             spans[span] = label  # post-order: a unary chain ends with its top label
 
-    walk(pruned, _label(pruned.label()))
+    walk(pruned, base_label(pruned.label()))
     order = sorted(spans, key=lambda s: (s[0], -s[1]))
+    heads = tree_heads(pruned)
     return Sentence(
         words=tuple(words),
         pos=tuple(pos),
@@ -108,6 +107,8 @@ def sentence_from_tree(tree) -> Sentence:
         span_labels=tuple(spans[s] for s in order),
         constituent=tuple(constituent),
         punct=tuple(p in PTB_PUNCT for p in pos),
+        heads=heads,
+        deprels=tuple("root" if h == -1 else "dep" for h in heads),
     )
 
 
@@ -199,22 +200,21 @@ def shipped_treebank(format: str = "ptb", drop_punct: bool = False) -> list[Sent
 
 _ESCAPE = {v: k for k, v in _UNESCAPE.items()}
 
-#: Head rules of the task grammar's phrases: the head child of a constituent is its first
-#: child (left to right) whose label is the first of the rule's labels present, then the
-#: second, ...; a phrase with no rule, or none of the rule's labels among its children, is
-#: headed by its last child. Content words head (as in Universal Dependencies): the verb
-#: heads the clause and its auxiliary, the noun its determiner and a preposition's phrase.
-HEAD_RULES: dict[str, tuple[str, ...]] = {
-    "S": ("Pred", "VP"),
-    "Pred": ("VP",),
-    "RC": ("Pred", "VP"),
-    "VP": ("V",),
-    "NP": ("N", "NP"),
-    "PP": ("NP",),
-}
-
-#: Universal POS of the task grammar's parts of speech (others are written ``X``).
+#: Universal POS of the task grammar's and the Penn Treebank's parts of speech (others are
+#: written ``X``).
 _UPOS = {"Det": "DET", "N": "NOUN", "V": "VERB", "Aux": "AUX", "Rel": "PRON", "P": "ADP"}
+_UPOS.update({"CC": "CCONJ", "CD": "NUM", "DT": "DET", "PDT": "DET", "EX": "PRON", "FW": "X"})
+_UPOS.update({"IN": "ADP", "RP": "ADP", "TO": "PART", "POS": "PART", "MD": "AUX", "UH": "INTJ"})
+_UPOS.update({t: "ADJ" for t in ("JJ", "JJR", "JJS")} | {t: "ADV" for t in ("RB", "RBR", "RBS")})
+_UPOS.update({"NN": "NOUN", "NNS": "NOUN", "NNP": "PROPN", "NNPS": "PROPN", "SYM": "SYM"})
+_UPOS.update({t: "VERB" for t in ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ")})
+_UPOS.update({"PRP": "PRON", "PRP$": "PRON", "WP": "PRON", "WP$": "PRON", "WDT": "PRON"})
+_UPOS.update({"WRB": "ADV", "$": "SYM", "#": "SYM", "LS": "X"} | dict.fromkeys(PTB_PUNCT, "PUNCT"))
+_UPOS_TAGS = frozenset(_UPOS.values()) | {"SCONJ"}  # the 17 Universal POS tags
+
+
+def _as_upos(tags: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_UPOS.get(t, "X") for t in tags)
 
 
 def exportable_tasks() -> list[str]:
@@ -329,47 +329,28 @@ def write_ptb(items: object, path: str | Path) -> Path:
 
 def heads_from_tree(tree) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
     """Words, parts of speech and dependency heads (0-based, ``-1`` for the root) of a
-    constituency tree, by head rules.
-
-    Each constituent's head word is the head word of its head child (:data:`HEAD_RULES`, else
-    its last child); every other child's head word depends on it. One word heads the whole
-    tree, so the result is a single-rooted tree.
-    """
+    constituency tree (an ``nltk.Tree``; bare words get an ``X`` preterminal, empty
+    ``-NONE-`` elements are dropped), by the head rules of :mod:`hierlens.models.head_rules`
+    (Collins 1999's table with content words as heads). One word heads the whole tree, so
+    the result is a single-rooted tree."""
     from nltk import Tree
 
-    tree = _preterminal_tree(tree)
-    words = [str(w) for w in tree.leaves()]
-    pos = [label for _, label in tree.pos()]
-    heads = [-1] * len(words)
-
-    def walk(node: Tree, start: int) -> tuple[int, int]:
-        """(head word index, end) of ``node`` starting at word ``start``."""
-        if len(node) == 1 and not isinstance(node[0], Tree):
-            return start, start + 1
-        kids, end = [], start
-        for child in node:
-            h, end = walk(child, end)
-            kids.append((child.label(), h))
-        rule = HEAD_RULES.get(node.label(), ())
-        pick = next(
-            (k for want in rule for k, (lab, _) in enumerate(kids) if lab == want),
-            len(kids) - 1,
-        )
-        head = kids[pick][1]
-        for k, (_, h) in enumerate(kids):
-            if k != pick:
-                heads[h] = head
-        return head, end
-
-    walk(tree, 0)
-    return tuple(words), tuple(pos), tuple(heads)
+    while isinstance(tree, Tree) and tree.label() in ("", "ROOT", "TOP") and len(tree) == 1:
+        tree = tree[0]
+    tree = _prune(_preterminal_tree(tree))
+    if tree is None:
+        raise ValueError("the tree has no words after dropping empty elements")
+    words = tuple(str(w) for w in tree.leaves())
+    pos = tuple(label for _, label in tree.pos())
+    return words, pos, tree_heads(tree)
 
 
 def write_conllu(items: object, path: str | Path) -> Path:
     """Write trees as CoNLL-U, readable by :func:`read_conllu`.
 
-    A :class:`Sentence` with dependency heads keeps them (and its relations and POS as UPOS);
-    any other item (see :func:`write_ptb`) gets the heads of :func:`heads_from_tree`, the
+    A :class:`Sentence` with dependency heads keeps them and its relations (its POS is
+    written as UPOS when it is a Universal POS tag, else as XPOS with the matching UPOS); any
+    other item (see :func:`write_ptb`) gets the heads of :func:`heads_from_tree`, the
     relation ``dep`` (``root`` for the root), its part of speech as XPOS and the matching
     Universal POS as UPOS (``X`` where none matches).
 
@@ -381,11 +362,14 @@ def write_conllu(items: object, path: str | Path) -> Path:
     lists = []
     for k, item in enumerate(items):  # type: ignore[attr-defined]
         if isinstance(item, Sentence) and item.heads is not None:
-            words, heads = item.words, item.heads
-            upos, xpos, rels = item.pos, ("_",) * len(words), item.deprels
+            words, heads, rels = item.words, item.heads, item.deprels
+            if all(p in _UPOS_TAGS for p in item.pos):  # read from CoNLL-U
+                upos, xpos = item.pos, ("_",) * len(words)
+            else:  # read from PTB brackets: the tags are XPOS
+                upos, xpos = _as_upos(item.pos), item.pos
         else:
             words, xpos, heads = heads_from_tree(_as_tree(item))
-            upos = tuple(_UPOS.get(p, "X") for p in xpos)
+            upos = _as_upos(xpos)
             rels = tuple("root" if h == -1 else "dep" for h in heads)
         rows = [
             Token(

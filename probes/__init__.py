@@ -1,11 +1,11 @@
-"""hierlens.probes: k-sparse probing after Gurnee et al. 2023 ("Finding Neurons in a Haystack").
+"""hierlens.probes: k-sparse probing after [Gurnee2023].
 
 - :mod:`.select`: neuron selection (mean difference, ANOVA F, mutual information, L1,
   telescope, random, exhaustive), batched over problems;
 - :mod:`.logistic`: batched L2 logistic regression (Newton) matching scikit-learn;
 - :class:`SparseProbe`: the scikit-learn estimator;
 - :func:`probe_sweep`: hooks x features x k sweeps as one batched program, saved as JSONL;
-- :mod:`.structural`: structural probes (Hewitt & Manning 2019) and their metrics;
+- :mod:`.structural`: structural probes [Hewitt2019] and their metrics;
 - :mod:`.labels`: per-token labels from task examples and token/span aggregation.
 """
 

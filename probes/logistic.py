@@ -12,7 +12,7 @@ part, so a 0/1 weight is how a problem uses a subset of shared rows.
 
 The solver is a damped Newton method with a batched Cholesky solve of the ``(k+1, k+1)``
 Hessians and a backtracking (Armijo) line search per problem: for the small ``k`` of sparse
-probing (Gurnee et al. 2023, "Finding Neurons in a Haystack") it converges in a handful of
+probing [Gurnee2023] it converges in a handful of
 iterations to machine precision, on CPU or GPU. Cost per iteration is ``O(P n k^2)``.
 """
 
@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 __all__ = [
     "LogisticFit",

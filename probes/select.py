@@ -1,11 +1,10 @@
 """Neuron selection for k-sparse probes, batched over many binary problems on shared rows.
 
-Following Gurnee et al. 2023 ("Finding Neurons in a Haystack: Case Studies with Sparse
-Probing"), a k-sparse probe first chooses ``k`` of the ``d`` neurons (or SAE latents) and then
-fits a logistic regression on them. Every function here takes the activations of one hook,
-``X`` of shape ``(n, d)``, shared by ``P`` binary problems with labels ``y`` ``(P, n)`` in
-{0, 1} and row weights ``w`` ``(P, n)`` (0 = the row is not part of that problem, e.g. a test
-row or a token where the label does not apply). Methods:
+Following [Gurnee2023], a k-sparse probe first chooses ``k`` of the ``d`` neurons (or SAE
+latents) and then fits a logistic regression on them. Every function here takes the activations
+of one hook, ``X`` of shape ``(n, d)`` , shared by ``P`` binary problems with labels ``y``
+``(P, n)`` in {0, 1} and row weights ``w`` ``(P, n)`` (0 = the row is not part of that problem,
+e.g. a test row or a token where the label does not apply). Methods:
 
 - ``mean_diff`` (default): ``|mean(x | y=1) - mean(x | y=0)|``.
 - ``anova``: the one-way ANOVA F statistic (scikit-learn's ``f_classif``).
@@ -30,7 +29,7 @@ from collections.abc import Iterable
 
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .logistic import all_finite, balanced_weights, fit_logistic_rows
 
@@ -222,7 +221,7 @@ def l1_logistic(
         raw = zc - step * gc
         new_coef = torch.sign(raw) * (raw.abs() - step * alpha).clamp_min(0)
         new_b = zb - step[:, 0] * gb
-        # Gradient-based adaptive restart (O'Donoghue & Candes 2015): drop the momentum when
+        # Gradient-based adaptive restart [ODonoghue2015]: drop the momentum when
         # it points against the proximal step.
         restart = (((zc - new_coef) * (new_coef - coef)).sum(-1) + (zb - new_b) * (new_b - b) > 0)[
             :, None

@@ -1,10 +1,10 @@
 """``SparseProbe``: a k-sparse logistic-regression probe as a scikit-learn classifier.
 
-After Gurnee et al. 2023 ("Finding Neurons in a Haystack: Case Studies with Sparse
-Probing"): choose ``k`` neurons with a selection method (:mod:`hierlens.probes.select`), then
-fit an L2-regularised logistic regression on those neurons only (:mod:`hierlens.probes.logistic`).
-Multi-class targets are handled one-vs-rest, each class with its own ``k`` neurons; all the
-binary problems are selected and fitted together as one batch.
+After [Gurnee2023]: choose ``k`` neurons with a selection method
+(:mod:`hierlens.probes.select`), then fit an L2-regularised logistic regression on those neurons
+only (:mod:`hierlens.probes.logistic`). Multi-class targets are handled one-vs-rest, each class
+with its own ``k`` neurons; all the binary problems are selected and fitted together as one
+batch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 
 from .logistic import fit_logistic
 from .select import SELECTIONS, gather_columns, select_features

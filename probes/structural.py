@@ -1,5 +1,4 @@
-"""Structural probes: Hewitt & Manning (2019), "A Structural Probe for Finding Syntax in
-Word Representations" (NAACL).
+"""Structural probes: [Hewitt2019].
 
 A rank-``r`` linear map ``B`` (``(r, d)``) is fitted so that
 
@@ -29,10 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.atomic_io import write_checked_bytes
-from hierlens.models.device import resolve_device
+from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.device import resolve_device
 
-from .structural_metrics import distance_spearman, norm_spearman, root_accuracy, uuas
+from .structural_metrics import (
+    distance_spearman,
+    norm_spearman,
+    root_accuracy,
+    small_split_warnings,
+    spearman_interval,
+    uuas,
+    uuas_interval,
+)
 
 __all__ = ["StructuralProbe", "fit_structural", "predict_structural", "structural_probe_sweep"]
 
@@ -305,6 +312,8 @@ def structural_probe_sweep(
     rank: int = 64,
     fractions: tuple[float, float] = (0.7, 0.15),
     seed: int = 0,
+    n_resamples: int = 1000,
+    level: float = 0.95,
     **fit_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Distance and depth probes on every layer, with the paper's metrics on a test split.
@@ -316,10 +325,22 @@ def structural_probe_sweep(
         layers: which layers (default all); out_path: write the records there as JSONL.
         fractions: train and dev shares of the sentences (seeded shuffle); the rest is test.
         fit_kwargs: passed to :func:`fit_structural` (lr, max_epochs, patience, ...).
+        n_resamples, level: the bootstrap intervals of UUAS and Spearman (test sentences
+            resampled with replacement, seeded by ``seed``).
 
     Returns:
         one record per layer: ``layer``, ``uuas``, ``spearman``, ``root_acc``,
-        ``norm_spearman``, the dev losses and the split sizes.
+        ``norm_spearman``, their intervals ``uuas_ci`` and ``spearman_ci`` (``[low, high]``
+        at ``ci_level``), ``gold_tree`` (``"dependency"``), the dev losses, the split sizes
+        and ``warnings`` (a test split of fewer than
+        :data:`~hierlens.models.bootstrap.MIN_SENTENCES` sentences, no test sentence of a
+        length Spearman scores).
+
+    Raises:
+        ValueError: a sentence without a dependency tree (UUAS over a spanning tree of
+            constituency distances is another metric, full of ties broken by word order;
+            PTB brackets read by :func:`~hierlens.models.read_ptb` get dependencies by head
+            rules), before any fit.
     """
     by = (
         dict(vectors_by_layer)
@@ -334,9 +355,17 @@ def structural_probe_sweep(
     for x in layers:
         if len(by[x]) != N:
             raise ValueError(f"layer {x!r} has {len(by[x])} sentences, expected {N}")
+    no_tree = [k for k, s in enumerate(sentences) if getattr(s, "heads", None) is None]
+    if no_tree:
+        raise ValueError(
+            f"structural probes are scored against dependency trees, and sentence "
+            f"{no_tree[0]} (of {len(no_tree)}) has none: read PTB brackets with read_ptb "
+            "(dependencies by head rules) or give CoNLL-U"
+        )
     splits = split_indices(N, fractions, seed)
     if min(len(s) for s in splits) == 0:
         raise ValueError(f"{N} sentences leave an empty train, dev or test split")
+    notes = small_split_warnings(sentences, splits)
     H = [[by[x][i] for i in range(N)] for x in layers]
     gold = {
         "distance": [s.distances() for s in sentences],
@@ -348,6 +377,7 @@ def structural_probe_sweep(
     records = [
         {"layer": x, "n_train": len(tr), "n_dev": len(dv), "n_test": len(te)} for x in layers
     ]
+    boot = {"n_resamples": n_resamples, "level": level, "seed": seed}
     for kind in KINDS:
         B, dev_loss = fit_structural(
             [pick(h, tr) for h in H], pick(gold[kind], tr), [pick(h, dv) for h in H],
@@ -360,6 +390,9 @@ def structural_probe_sweep(
             if kind == "distance":
                 rec["uuas"] = uuas(p, g, pick(punct, te))
                 rec["spearman"] = distance_spearman(p, g)
+                rec["uuas_ci"] = list(uuas_interval(p, g, pick(punct, te), **boot))
+                rec["spearman_ci"] = list(spearman_interval(p, g, **boot))
+                rec.update(ci_level=level, gold_tree="dependency", warnings=notes)
             else:
                 rec["root_acc"] = root_accuracy(p, g, pick(punct, te))
                 rec["norm_spearman"] = norm_spearman(p, g)

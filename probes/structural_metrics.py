@@ -1,5 +1,4 @@
-"""Evaluation metrics of structural probes, as defined by Hewitt & Manning (2019),
-"A Structural Probe for Finding Syntax in Word Representations" (NAACL), section 3.
+"""Evaluation metrics of structural probes, as defined by [Hewitt2019], section 3.
 
 - :func:`uuas`: undirected unlabelled attachment score of the minimum spanning tree of the
   predicted distances against the gold tree's edges, punctuation excluded, over a corpus
@@ -10,11 +9,14 @@
 - :func:`root_accuracy`: the share of sentences whose shallowest predicted word
   (punctuation excluded) is the gold root;
 - :func:`norm_spearman`: Spearman correlation of predicted and gold depths per sentence,
-  averaged per length, then over the lengths 5 to 50.
+  averaged per length, then over the lengths 5 to 50;
+- :func:`uuas_interval`, :func:`spearman_interval`: percentile bootstrap intervals of UUAS
+  and distance Spearman over sentences (:mod:`hierlens.models.bootstrap`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -22,12 +24,17 @@ import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.stats import spearmanr
 
+from hierlens.models.bootstrap import MIN_SENTENCES, bootstrap_interval, ratio
+
 __all__ = [
     "distance_spearman",
     "mst_edges",
     "norm_spearman",
     "root_accuracy",
+    "small_split_warnings",
+    "spearman_interval",
     "uuas",
+    "uuas_interval",
 ]
 
 LENGTHS = (5, 50)
@@ -175,3 +182,93 @@ def norm_spearman(
         if np.ptp(p) > 0 and np.ptp(g) > 0:
             by_len[len(g)].append(float(spearmanr(p, g).statistic))
     return _per_length_mean(by_len, lengths)
+
+
+def uuas_interval(
+    pred: Sequence[np.ndarray],
+    gold: Sequence[np.ndarray],
+    punct: Sequence | None = None,
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`uuas` over sentences (resampled with
+    replacement, seeded; see :func:`hierlens.models.bootstrap.bootstrap_interval`)."""
+    _pairs(pred, gold, "distance matrices")
+    correct, total = np.zeros(len(pred)), np.zeros(len(pred))
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _square(p, k, "pred"), _square(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+        keep = _keep(punct, k, len(g))
+        if keep.sum() < 2:
+            raise ValueError(f"sentence {k} has fewer than 2 non-punctuation words; UUAS needs 2")
+        idx = np.flatnonzero(keep)
+        gold_edges = mst_edges(g[np.ix_(idx, idx)])
+        correct[k] = len(gold_edges & mst_edges(p[np.ix_(idx, idx)]))
+        total[k] = len(gold_edges)
+    return bootstrap_interval(
+        lambda w: ratio(w @ correct, w @ total),
+        len(pred),
+        n_resamples=n_resamples,
+        level=level,
+        seed=seed,
+    )
+
+
+def spearman_interval(
+    pred: Sequence[np.ndarray],
+    gold: Sequence[np.ndarray],
+    lengths: tuple[int, int] = LENGTHS,
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`distance_spearman` over sentences (a resample
+    that holds no sentence of a length in ``lengths`` has no score and is left out)."""
+    _pairs(pred, gold, "distance matrices")
+    n_words = np.zeros(len(pred), dtype=np.int64)
+    sums, counts = np.zeros(len(pred)), np.zeros(len(pred))
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = _square(p, k, "pred"), _square(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+        rows = _rowwise_spearman(p, g)
+        n_words[k], sums[k], counts[k] = len(g), sum(rows), len(rows)
+    lo, hi = lengths
+    groups = [np.flatnonzero(n_words == n) for n in np.unique(n_words) if lo <= n <= hi]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        if not groups:
+            return np.full(w.shape[0], np.nan)
+        means = np.stack([ratio(w[:, g] @ sums[g], w[:, g] @ counts[g]) for g in groups], 1)
+        have = np.isfinite(means)
+        total = np.where(have, means, 0.0).sum(1)
+        return ratio(total, have.sum(1))
+
+    return bootstrap_interval(statistic, len(pred), n_resamples=n_resamples, level=level, seed=seed)
+
+
+def small_split_warnings(sentences: Sequence, splits: Sequence[np.ndarray]) -> list[str]:
+    """Why the scores of a train/dev/test split of ``sentences`` mean little, if they do:
+    a test split of fewer than :data:`~hierlens.models.bootstrap.MIN_SENTENCES` sentences,
+    a dev split of fewer than 5 (early stopping on noise), no test sentence of a length the
+    Spearman correlations count (5 to 50 words). Each is also issued as a ``UserWarning``."""
+    tr, dv, te = splits
+    notes = []
+    if len(te) < MIN_SENTENCES:
+        notes.append(
+            f"the test split has {len(te)} sentences (of {len(sentences)}; train {len(tr)}, "
+            f"dev {len(dv)}): UUAS and Spearman on fewer than {MIN_SENTENCES} sentences are "
+            "noisy, see their bootstrap intervals"
+        )
+    if len(dv) < 5:
+        notes.append(f"the dev split has {len(dv)} sentences: early stopping follows noise")
+    lo, hi = LENGTHS
+    if not any(lo <= len(sentences[i]) <= hi for i in te):
+        notes.append(f"no test sentence has {lo} to {hi} words: the Spearman scores are NaN")
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return notes

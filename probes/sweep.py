@@ -1,6 +1,6 @@
 """Sparse-probe sweeps: every (hook) x (feature) x (k) probe as one batched program.
 
-Following Gurnee et al. 2023 ("Finding Neurons in a Haystack"), a sweep asks, for every
+Following [Gurnee2023], a sweep asks, for every
 layer (hook) and every feature, how well a k-sparse probe recovers the feature as ``k``
 grows. Per hook, the neurons of all features' problems are selected together
 (:func:`hierlens.probes.select.select_features`); per ``k``, the probes of all hooks and
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.atomic_io import write_checked_bytes
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .logistic import all_finite, balanced_weights, fit_logistic_rows
 from .metrics import binary_metrics
@@ -375,7 +375,7 @@ class ProbeRecords(list):
         return [top[k] for k in sorted(top)]
 
     def _repr_html_(self) -> str:
-        from hierlens.models.html_table import html_table
+        from hierlens.core.html_table import html_table
 
         rows = [
             {k: r[k] for k in ("feature", "hook", "k", "selection", "f1", "mcc")}

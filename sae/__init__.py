@@ -1,6 +1,6 @@
 """hierlens.sae: sparse autoencoders (MP-SAE, Matryoshka and the ReLU/TopK/BatchTopK/JumpReLU family) in
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
-grids, and description length / MDL selection (Ayonrinde et al. 2024)."""
+grids, and description length / MDL selection [Ayonrinde2024]."""
 
 import warnings as _warnings
 
@@ -8,7 +8,15 @@ from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
 from .files import load_sae, save_sae
+from .frontier import FrontierSpec, frontier_curves, frontier_records, frontier_saes, train_frontier
 from .grid import build_sae_grid, grid_name
+from .ground_truth import (
+    correlation_matrix,
+    cosine_matrix,
+    evaluate_ground_truth,
+    feature_recovery,
+    ground_truth_recovery,
+)
 from .jumprelu import JumpReLUSAE, JumpReLUSAEConfig
 from .matching_pursuit import MatchingPursuitSAE, MatchingPursuitSAEConfig
 from .matryoshka import MatryoshkaBatchTopKSAE, MatryoshkaBatchTopKSAEConfig
@@ -16,11 +24,9 @@ from .mdl import DescriptionLength, PrecisionSearch, description_length, quantis
 from .mdl_fit import MDLFit, fit_mdl_sae
 from .mdl_select import MDLSelection, NoSAEMeetsBoundError, mdl_select
 from .metrics import (
-    cosine_matrix,
     dead_latents,
     dense_latents,
     evaluate_sae,
-    feature_recovery,
     firing_counts,
     fvu,
     l0,
@@ -66,6 +72,7 @@ __all__ = [
     "BatchTopKSAE",
     "BatchTopKSAEConfig",
     "Encoded",
+    "FrontierSpec",
     "JumpReLUSAE",
     "JumpReLUSAEConfig",
     "MatchingPursuitSAE",
@@ -83,14 +90,20 @@ __all__ = [
     "TopKSAE",
     "TopKSAEConfig",
     "build_sae_grid",
+    "correlation_matrix",
     "cosine_matrix",
     "dead_latents",
     "dense_latents",
+    "evaluate_ground_truth",
     "evaluate_sae",
     "feature_recovery",
     "firing_counts",
+    "frontier_curves",
+    "frontier_records",
+    "frontier_saes",
     "fvu",
     "grid_name",
+    "ground_truth_recovery",
     "l0",
     "load",
     "load_sae",
@@ -100,5 +113,6 @@ __all__ = [
     "save",
     "save_sae",
     "spliced_ce",
+    "train_frontier",
     "train_saes",
 ]

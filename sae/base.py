@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 
 from .config import SAEConfig, check_k, check_nonneg
 from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
@@ -142,7 +142,7 @@ class SAE(nn.Module, abc.ABC):
 
     def _init_tensors(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Initial tensors: random unit-norm decoder rows, ``W_enc = W_dec.T``, zero biases
-        (the tied initialisation of Conerly et al. 2024 / Gao et al. 2024)."""
+        (the tied initialisation of [Conerly2024] / [Gao2024])."""
         d_in, d_sae = self.cfg.d_in, self.cfg.d_sae
         w = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64)
         w = w / w.norm(dim=1, keepdim=True)
@@ -169,6 +169,15 @@ class SAE(nn.Module, abc.ABC):
             )
         )
         return (type(self).__name__, items)
+
+    def _repr_html_(self) -> str:
+        """A table of the SAE's architecture, shape, device and config fields."""
+        from hierlens.core.html_table import key_value_table
+
+        n_params = sum(p.numel() for p in self.parameters())
+        rows = {"architecture": self.name, "parameters": n_params, "device": str(self.device)}
+        rows.update({k: v for k, v in self.cfg.to_dict().items() if v is not None})
+        return key_value_table(rows, caption=f"{type(self).__name__} ({self.d_in} -> {self.d_sae})")
 
     # ----- properties ---------------------------------------------------------------------
     @property

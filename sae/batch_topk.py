@@ -1,4 +1,4 @@
-"""The BatchTopK SAE (Bussmann, Leask and Nanda 2024, "BatchTopK Sparse Autoencoders")."""
+"""The BatchTopK SAE [Bussmann2024]."""
 
 from __future__ import annotations
 

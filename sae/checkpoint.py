@@ -13,7 +13,7 @@ import shutil
 
 import torch
 
-from hierlens.models.atomic_io import (
+from hierlens.core.atomic_io import (
     atomic_write_bytes,
     atomic_write_json,
     load_tensors,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hierlens.models.config import Config
+from hierlens.core.config import Config
 
 _FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
@@ -20,7 +20,7 @@ class SAEConfig(Config):
         hook_name: the TransformerLens hook the SAE was trained on (metadata; used by the
             CE-recovered metric and written to ``cfg.json``).
         apply_b_dec_to_input: subtract ``b_dec`` from the input before encoding (as in
-            SAELens and Bricken et al. 2023).
+            SAELens and [Bricken2023]).
         unit_norm_decoder: keep every decoder row at unit norm: the trainer removes the
             gradient component parallel to each row before the optimiser step and
             renormalises the rows after it.

@@ -1,5 +1,5 @@
 """Handwritten-digit images as SAE training data, for the MDL-SAE digits reproduction
-(Ayonrinde, Pearce & Sharkey 2024 train on MNIST).
+([Ayonrinde2024] train on MNIST).
 
 - :func:`load_digits_images`: scikit-learn's bundled 8x8 digits (1797 images, shipped with
   scikit-learn, so no download is ever needed), the embedded default.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hierlens.models import distributed as D
+from hierlens.core import distributed as D
 
 from .base import SAE
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import expected_sha256, load_tensors, read_json
-from hierlens.models.config import unknown_keys_error
+from hierlens.core.atomic_io import expected_sha256, load_tensors, read_json
+from hierlens.core.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
 from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # noqa: F401
@@ -79,10 +79,11 @@ def load_sae(
         dtype: override the parameter dtype named in ``cfg.json``.
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError: unknown architecture, missing
-        fields or tensors, or tensors of the wrong shape (the message names the file).
-        CorruptFileError (a ValueError): a file fails the checksum recorded beside it
-        (``hierlens_sha256.json``), is truncated or does not parse.
+        FileNotFoundError: a file is missing.
+        ValueError: unknown architecture, missing fields or tensors, or tensors of the wrong
+            shape (the message names the file).
+        CorruptFileError: (a ``ValueError``) a file fails the checksum recorded beside it
+            (``hierlens_sha256.json``), is truncated or does not parse.
     """
     path = Path(path)
     cfg_path, w_path = path / CFG_FILE, path / WEIGHTS_FILE

@@ -1,5 +1,4 @@
-"""The JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction
-Fidelity with JumpReLU Sparse Autoencoders")."""
+"""The JumpReLU SAE [Rajamanoharan2024]."""
 
 from __future__ import annotations
 
@@ -70,7 +69,7 @@ class _Step(torch.autograd.Function):
 
 
 def jumprelu(z: torch.Tensor, theta: torch.Tensor, bandwidth: torch.Tensor) -> torch.Tensor:
-    """JumpReLU with the straight-through threshold gradient (Rajamanoharan et al., eq. 11)."""
+    """JumpReLU with the straight-through threshold gradient ([Rajamanoharan2024], eq. 11)."""
     return _JumpReLU.apply(z, theta, bandwidth)
 
 

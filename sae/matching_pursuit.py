@@ -1,5 +1,4 @@
-"""The matching-pursuit SAE, MP-SAE (Costa, Fel, Lubana, Tolooshams and Ba 2025, "From Flat
-to Hierarchical: Extracting Sparse Representations with Matching Pursuit").
+"""The matching-pursuit SAE, MP-SAE [Costa2025].
 
 The encoder unrolls matching pursuit over the unit-norm decoder atoms ``W_dec[i]``: starting
 from the residual ``r_0 = x - b_dec`` (or ``x`` without pre-centering), each step picks the
@@ -142,7 +141,7 @@ def pursue(
 
 
 class MatchingPursuitSAE(SAE, name="mp", aliases=("matching_pursuit",)):
-    """MP-SAE (Costa et al. 2025): a matching-pursuit encoder over the decoder's atoms.
+    """MP-SAE [Costa2025]: a matching-pursuit encoder over the decoder's atoms.
 
     The encoder is tied to the decoder: ``W_enc`` is ``W_dec.T`` (a read-only property) and
     ``b_enc`` is zero; the trainable tensors are ``W_dec`` (and ``b_dec`` with

@@ -1,6 +1,4 @@
-"""The Matryoshka BatchTopK SAE (Bussmann, Nabeshima, Karvonen and Nanda 2025, "Learning
-Multi-Level Features with Matryoshka Sparse Autoencoders"; Nabeshima 2024, "Matryoshka Sparse
-Autoencoders").
+"""The Matryoshka BatchTopK SAE [Bussmann2025] [Nabeshima2024].
 
 The dictionary is read as nested prefixes ``W_dec[:m_1] ⊂ W_dec[:m_2] ⊂ … ⊂ W_dec[:d_sae]``.
 The codes are chosen once, by BatchTopK over the whole dictionary; each prefix then

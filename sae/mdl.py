@@ -1,6 +1,4 @@
-"""Description length of SAE codes and the precision search (Ayonrinde, Pearce & Sharkey 2024,
-"Interpretability as Compression: Reconsidering SAE Explanations of Neural Activations with
-MDL-SAEs").
+"""Description length of SAE codes and the precision search [Ayonrinde2024].
 
 An SAE is read as a lossy compressor: to send an activation ``x`` one sends its code ``f(x)``
 at a finite precision, and the receiver decodes it. The description length is the number of
@@ -431,7 +429,7 @@ def search_bin_width(
     batch_size: int = 4096,
 ) -> PrecisionSearch:
     """The coarsest bin width (effective precision) of the codes whose quantised
-    reconstruction stays within a distortion budget (Ayonrinde et al. 2024, section 3).
+    reconstruction stays within a distortion budget ([Ayonrinde2024], section 3).
 
     The search starts at ``w_0 = 2 * max|code|`` (every code rounds to zero) and scans down
     the grid ``w_j = w_0 * 2**(-j/4)`` to the first (coarsest) ``w_j`` within budget, then
@@ -516,7 +514,7 @@ def description_length(
     batch_size: int = 4096,
 ) -> DescriptionLength:
     """Bits per token to communicate ``sae``'s codes of ``activations`` at precision
-    ``bin_width``, with its parts and the distortion (Ayonrinde, Pearce & Sharkey 2024).
+    ``bin_width``, with its parts and the distortion [Ayonrinde2024].
 
     Quantisation and the bit counts are defined in the module docstring.
 

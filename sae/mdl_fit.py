@@ -1,5 +1,4 @@
-"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one (Ayonrinde,
-Pearce & Sharkey 2024, "Interpretability as Compression")."""
+"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one [Ayonrinde2024]."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
 
 from .base import sae_class
 from .grid import build_sae_grid, check_grid_values
@@ -98,7 +97,9 @@ def fit_mdl_sae(
             :func:`mdl_select`; at least one bound is needed). ``tokens`` here are the
             model's ``(N, T)`` token ids, not a run length.
         eval_activations: ``(m, d_in)`` held-out activations for the description lengths
-            (default: ``activations``).
+            (default: ``activations``). Every table row also has ``fvu_train`` and
+            ``fvu_heldout``: the FVU on the rows trained on and on the rows the trainer held
+            out (``config.heldout_fraction``, see :mod:`hierlens.sae.heldout`).
         config: the training settings (:class:`SAETrainConfig`; its ``seed`` also seeds the
             initialisations); it needs a run length (``steps`` or ``tokens``).
         **train_fields: :class:`SAETrainConfig` fields as keywords, over ``config``
@@ -172,11 +173,24 @@ def fit_mdl_sae(
         for name, sae in saes.items():
             sae.save(out / name)
 
+    # each SAE's FVU on its training rows and on the rows the trainer held out
+    split_fvu = {
+        name: {k: v for k, v in ev.items() if k != "sae"}
+        for name, ev in zip(saes, train.evaluation)
+    }
+
     def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keyed = []
         for row in table:
             sae = saes[row["name"]]
-            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
+            keyed.append(
+                {
+                    **row,
+                    "width": sae.cfg.d_sae,
+                    knob: getattr(sae.cfg, knob),
+                    **split_fvu.get(row["name"], {}),
+                }
+            )
         return keyed
 
     try:

@@ -1,7 +1,6 @@
-"""Choosing among SAEs by description length under a distortion bound (Ayonrinde, Pearce &
-Sharkey 2024, "Interpretability as Compression", section 3: the MDL-SAE objective is the
-description length of the codes subject to the reconstruction staying within a bound).
-Training a grid and choosing from it is :mod:`hierlens.sae.mdl_fit`.
+"""Choosing among SAEs by description length under a distortion bound ([Ayonrinde2024], section
+3: the MDL-SAE objective is the description length of the codes subject to the reconstruction
+staying within a bound). Training a grid and choosing from it is :mod:`hierlens.sae.mdl_fit`.
 """
 
 from __future__ import annotations
@@ -102,7 +101,7 @@ def mdl_select(
     progress: bool = False,
 ) -> MDLSelection:
     """Rank SAEs by description length among those whose quantised reconstruction meets the
-    distortion bound, and say why the others were excluded (Ayonrinde et al. 2024).
+    distortion bound, and say why the others were excluded [Ayonrinde2024].
 
     Every SAE is compared at the precision the bound allows it: unless ``bin_width`` or
     ``max_fvu_increase`` is given, its codes are quantised as coarsely as keeps

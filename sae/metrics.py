@@ -8,17 +8,16 @@
   one no better than zeros) (:func:`spliced_ce`). Causal LMs are scored on the next token;
   encoders with a masked-LM head on BERT-style masked tokens (``objective="masked"``, the
   masking from :func:`mask_tokens`).
-- With ground-truth features (synthetic concepts): best-match cosine of every true feature,
-  the Hungarian-matched mean cosine, and both per level of the concept tree
-  (:func:`feature_recovery`).
+
+Scores against known features (directions and activations) live in
+:mod:`hierlens.sae.ground_truth`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,7 +71,7 @@ class SAEEvaluation(dict):
     """The metrics of :func:`evaluate_sae`: a dict that shows itself as a table in notebooks."""
 
     def _repr_html_(self) -> str:
-        from hierlens.models.html_table import key_value_table
+        from hierlens.core.html_table import key_value_table
 
         return key_value_table(self, "SAE evaluation")
 
@@ -172,7 +171,7 @@ def mask_tokens(
     mask_rate: float = 0.15,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style masked-LM inputs and targets (Devlin et al. 2019, section 3.1).
+    """BERT-style masked-LM inputs and targets ([Devlin2019], section 3.1).
 
     In each sequence, the candidates are the real (``attention_mask`` 1) tokens whose id is
     not in ``special_ids``. Exactly ``max(1, floor(mask_rate * n + 1/2))`` of its ``n``
@@ -401,70 +400,3 @@ def spliced_ce(
         (res["ce_zero"] - res["ce_spliced"]) / gap if gap != 0 else float("nan")
     )
     return res
-
-
-# ----- ground-truth recovery ---------------------------------------------------------------------
-def cosine_matrix(true_features: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities ``(n_true, d_sae)`` between true feature directions ``(n_true, d)``
-    and dictionary rows ``(d_sae, d)`` (e.g. ``W_dec``)."""
-    a = F.normalize(true_features.double(), dim=-1)
-    b = F.normalize(dictionary.double(), dim=-1)
-    return a @ b.T
-
-
-def feature_recovery(
-    true_features: torch.Tensor,
-    dictionary: torch.Tensor | SAE,
-    levels: Sequence[int] | torch.Tensor | None = None,
-) -> dict[str, Any]:
-    """How well a dictionary recovers known feature directions.
-
-    Args:
-        true_features: ``(n_true, d)`` ground-truth directions.
-        dictionary: ``(d_sae, d)`` rows (or an SAE: its ``W_dec``).
-        levels: optional tree level of each true feature (``n_true`` ints).
-
-    Returns:
-        ``best_cosine`` (list, per true feature: max cosine over latents),
-        ``mean_best_cosine``, ``hungarian_cosine`` (mean cosine of a one-to-one matching of
-        true features to latents maximising the total cosine, Kuhn 1955), ``assignment``
-        (latent matched to each true feature, -1 when there are fewer latents), and with
-        ``levels`` a ``per_level`` dict level -> ``{"n", "mean_best_cosine",
-        "hungarian_cosine"}`` (Hungarian values from the global matching).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    if isinstance(dictionary, SAE):
-        dictionary = dictionary.W_dec.detach()
-    if true_features.dim() != 2 or dictionary.dim() != 2:
-        raise ValueError("true_features and dictionary must be 2-D (n, d)")
-    if true_features.shape[1] != dictionary.shape[1]:
-        raise ValueError(
-            f"feature width {true_features.shape[1]} != dictionary width {dictionary.shape[1]}"
-        )
-    cos = cosine_matrix(true_features.cpu(), dictionary.cpu()).numpy()
-    best = cos.max(axis=1)
-    rows, cols = linear_sum_assignment(-cos)
-    assignment = np.full(cos.shape[0], -1, dtype=np.int64)
-    assignment[rows] = cols
-    matched = np.zeros(cos.shape[0])
-    matched[rows] = cos[rows, cols]
-    out: dict[str, Any] = {
-        "best_cosine": best.tolist(),
-        "mean_best_cosine": float(best.mean()),
-        "hungarian_cosine": float(matched.mean()),
-        "assignment": assignment.tolist(),
-    }
-    if levels is not None:
-        lv = np.asarray(levels.tolist() if isinstance(levels, torch.Tensor) else levels)
-        if lv.shape != (cos.shape[0],):
-            raise ValueError(f"levels must have one entry per true feature ({cos.shape[0]})")
-        out["per_level"] = {
-            int(level): {
-                "n": int((lv == level).sum()),
-                "mean_best_cosine": float(best[lv == level].mean()),
-                "hungarian_cosine": float(matched[lv == level].mean()),
-            }
-            for level in np.unique(lv)
-        }
-    return out

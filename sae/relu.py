@@ -1,5 +1,5 @@
-"""The ReLU SAE with a decoder-norm-weighted L1 penalty (Bricken et al. 2023, "Towards
-Monosemanticity"; the penalty of Anthropic's April 2024 update, Conerly et al.)."""
+"""The ReLU SAE with a decoder-norm-weighted L1 penalty ([Bricken2023]; the penalty of
+[Conerly2024])."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class ReluSAE(SAE, name="relu", aliases=("standard",)):
     """``f = ReLU((x - b_dec) W_enc + b_enc)``, ``x_hat = f W_dec + b_dec``.
 
     Loss: ``||x - x_hat||^2 + l1_coefficient * sum_i f_i ||W_dec[i]||`` (per row, averaged
-    over the batch). Decoder rows start at norm ``0.1`` (Conerly et al. 2024).
+    over the batch). Decoder rows start at norm ``0.1`` [Conerly2024].
 
     ``ReluSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
     :class:`ReluSAEConfig` (``l1_coefficient``, ...).

@@ -20,7 +20,7 @@ the training hyperparameters under SAELens' names (see each architecture's
 round-trip exactly. MP-SAE files (``matching_pursuit``) use the same layout, but SAELens has
 no such architecture.
 
-Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.models.atomic_io.CHECKSUMS`)
+Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.core.atomic_io.CHECKSUMS`)
 records their sha256; :func:`hierlens.sae.load_sae` checks it. SAELens ignores the extra file.
 """
 
@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import (
+from hierlens.core.atomic_io import (
     atomic_write_json,
     forget_checksums,
     record_checksums,

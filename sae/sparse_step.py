@@ -1,6 +1,6 @@
 """A TopK SAE training step that touches only the ``k`` active latents of each row.
 
-In a TopK SAE (Gao et al. 2024) only the encoder's forward product needs every latent: the
+In a TopK SAE [Gao2024] only the encoder's forward product needs every latent: the
 top-k selection has to see all pre-activations. Every other product of a training step is
 k-sparse: the decoder forward ``codes @ W_dec``, the decoder-weight gradient
 ``codes^T @ g``, the code gradient ``g @ W_dec^T`` (needed only at the active latents) and

@@ -1,5 +1,4 @@
-"""The TopK SAE with the AuxK loss on dead latents (Gao et al. 2024, "Scaling and evaluating
-sparse autoencoders")."""
+"""The TopK SAE with the AuxK loss on dead latents [Gao2024]."""
 
 from __future__ import annotations
 
@@ -59,7 +58,7 @@ def auxk_loss(
     recon: torch.Tensor,
     dead_mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """AuxK (Gao et al. 2024, section A.2): reconstruct the main residual ``x - x_hat``
+    """AuxK ([Gao2024], section A.2): reconstruct the main residual ``x - x_hat``
     (detached) from the ``k_aux`` largest pre-activations among dead latents, through the
     decoder without bias; the loss is the squared error, ``0`` for a member with no dead
     latent. ``pre`` ``(S, B, d_sae)``, ``dead_mask`` ``(S, d_sae)`` bool (``None``: no
@@ -90,7 +89,7 @@ class TopKSAE(SAE, name="topk"):
     """``f = TopK_k(ReLU((x - b_dec) W_enc + b_enc))``: keep the ``k`` largest
     pre-activations of each row, rectified; ``x_hat = f W_dec + b_dec``.
 
-    Loss: ``||x - x_hat||^2 + aux_coefficient * AuxK`` (Gao et al. 2024). Decoder rows are
+    Loss: ``||x - x_hat||^2 + aux_coefficient * AuxK`` [Gao2024]. Decoder rows are
     kept at unit norm by default.
 
     ``TopKSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of

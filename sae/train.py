@@ -22,14 +22,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models import distributed as D
-from hierlens.models.atomic_io import append_jsonl
-from hierlens.models.device import resolve_device
-from hierlens.models.loggers import MultiLogger, make_logger
+from hierlens.core import distributed as D
+from hierlens.core.atomic_io import append_jsonl
+from hierlens.core.device import resolve_device
+from hierlens.core.loggers import MultiLogger, make_logger
 from hierlens.models.run import TrackerPaths
 
 from .base import SAE, StepContext
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
+from .heldout import heldout_evaluation, prepare_rows
 from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
 from .train_config import SAETrainConfig
@@ -46,6 +47,10 @@ class SAETrainResult:
             ``loss``, ``mse``, ``fvu``, ``l0``, ``dead_fraction``, ``dense_fraction``, ``lr``
             and the architecture's loss terms), averaged over the logging window.
         steps: optimiser steps done in total. tokens: activation rows consumed in total.
+        config: the settings the run used (``batch_size`` as capped by the rows).
+        evaluation: one record per SAE after training, for a tensor source: ``fvu_train`` on
+            its training rows beside ``fvu_heldout`` on the rows held out by
+            ``config.heldout_fraction`` (see :func:`hierlens.sae.heldout.heldout_evaluation`).
     """
 
     saes: list[SAE]
@@ -53,6 +58,7 @@ class SAETrainResult:
     steps: int
     tokens: int
     config: SAETrainConfig | None = None
+    evaluation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def lr_multiplier(step: int, steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -227,7 +233,7 @@ def train_saes(
             result equals an uninterrupted run for tensor and re-iterable sources).
         progress: tqdm progress bar.
         callback: called with each logging step's records (raising stops training).
-        distribute: under ``torchrun`` (see :mod:`hierlens.models.distributed`):
+        distribute: under ``torchrun`` (see :mod:`hierlens.core.distributed`):
             ``"data"``: every rank computes a disjoint contiguous slice of each batch and the
             gradients are all-reduced (the same result as one process on the same batches;
             ``batch_size`` must divide by the number of processes; rank 0 writes the
@@ -248,6 +254,7 @@ def train_saes(
     """
     cfg = _config_of(config, fields)
     saes, d_in = _validate(saes, cfg)
+    source, heldout, cfg = prepare_rows(source, cfg)  # held-out rows; batch <= rows
     if distribute not in (None, "data", "saes"):
         raise ValueError(f"distribute must be None, 'data' or 'saes', got {distribute!r}")
     if distribute is not None:
@@ -256,11 +263,17 @@ def train_saes(
     if distribute == "saes" and D.is_distributed():
         from .distributed import train_grid_parallel
 
+        part_cfg = cfg.replace(heldout_fraction=0.0)  # the rows were split here already
         steps, history = train_grid_parallel(
-            train_saes, saes, source, cfg, checkpoint_dir, resume, progress, callback, log_dir
+            train_saes, saes, source, part_cfg, checkpoint_dir, resume, progress, callback, log_dir
         )
         return SAETrainResult(
-            saes=saes, history=history, steps=steps, tokens=steps * cfg.batch_size, config=cfg
+            saes=saes,
+            history=history,
+            steps=steps,
+            tokens=steps * cfg.batch_size,
+            config=cfg,
+            evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
         )
     world = D.world_size() if data_parallel else 1
     if data_parallel:
@@ -465,7 +478,12 @@ def train_saes(
         for g in groups:  # also after an exception: the SAEs hold the last completed step
             g.sync_back(saes)
     return SAETrainResult(
-        saes=saes, history=history, steps=step, tokens=step * batch_size, config=cfg
+        saes=saes,
+        history=history,
+        steps=step,
+        tokens=step * batch_size,
+        config=cfg,
+        evaluation=heldout_evaluation(saes, source, heldout, cfg.seed),
     )
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from hierlens.models.config import Config
-from hierlens.models.train_config import check_trackers
+from hierlens.core.config import Config
+from hierlens.core.loggers import check_trackers
 
 
 def _positive_int(name: str, value: Any, optional: bool = False) -> None:
@@ -31,19 +31,23 @@ def _positive_number(value: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class SAETrainConfig(Config):
-    """How :func:`hierlens.sae.train_saes` optimises a list of SAEs (not which SAEs, on what
-    data, or where it logs).
+    """How :func:`hierlens.sae.train_saes` optimises a list of SAEs and which rows of a tensor
+    source it holds out (not which SAEs, on what data, or where it logs).
 
     Parameters:
         steps: optimiser steps; give exactly one of steps and tokens.
         tokens: activation rows to train on, rounded up to whole batches (instead of steps).
-        batch_size: activation rows per step.
+        batch_size: activation rows per step; capped at the number of training rows of a
+            tensor source, with a warning (see :func:`hierlens.sae.heldout.prepare_rows`).
+        heldout_fraction: share of a tensor source's rows held out from training (a seeded
+            split, seed ``seed``) to measure each SAE's FVU on rows it never saw
+            (``SAETrainResult.evaluation``); 0 trains on every row.
         lr: Adam learning rate: one for all SAEs, or one per SAE.
         betas: Adam's moment decay rates.
         eps: Adam's epsilon.
         warmup_steps: steps of linear learning-rate warmup from 0.
         decay_fraction: final share of the run over which the learning rate decays linearly
-            to 0 (Conerly et al. 2024 use 0.2).
+            to 0 ([Conerly2024] use 0.2).
         max_grad_norm: per-SAE gradient-norm clip (None: no clipping).
         dead_after_tokens: a latent that has not fired for this many tokens counts as dead
             in the metrics.
@@ -63,12 +67,13 @@ class SAETrainConfig(Config):
             d_sae); on the CPU the whole step runs on sparse kernels.
         log_to: experiment trackers that get every SAE's metric records (``sae<i>/<metric>``)
             as they are written, any of "tensorboard", "wandb", "mlflow" (the ``tracking``
-            extra; see :mod:`hierlens.models.loggers`).
+            extra; see :mod:`hierlens.core.loggers`).
     """
 
     steps: int | None = None
     tokens: int | None = None
     batch_size: int = 4096
+    heldout_fraction: float = 0.1
     lr: float | tuple[float, ...] = 3e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -100,6 +105,9 @@ class SAETrainConfig(Config):
         if self.steps is not None and self.tokens is not None:
             raise ValueError("give exactly one of steps= or tokens=")
         _positive_int("batch_size", self.batch_size)
+        f = self.heldout_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+            raise ValueError(f"heldout_fraction must be a number in [0, 1), got {f!r}")
         lrs = self.lr if isinstance(self.lr, tuple) else (self.lr,)
         if not lrs or not all(_positive_number(v) for v in lrs):
             raise ValueError("lr must be a positive number or one positive number per SAE")

@@ -18,7 +18,7 @@ def _names(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hierlens.models.atomic_io import atomic_write_bytes
+    from hierlens.core.atomic_io import atomic_write_bytes
 
     from ..compare.runs import compare_runs
     from ..compare.similarity import MEASURES

@@ -78,7 +78,8 @@ def cmd_structural_probe(args: argparse.Namespace) -> int:
         **fit,
     )
     for r in records:
-        shown = {k: r[k] for k in ("model", "layer", "uuas", "spearman", "root_acc") if k in r}
+        keys = ("model", "layer", "uuas", "uuas_ci", "spearman", "spearman_ci", "root_acc")
+        shown = {k: r[k] for k in keys if k in r}
         print(json.dumps(shown))
     log.info("%d records written to %s", len(records), run.structural_probe_path)
     return 0

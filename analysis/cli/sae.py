@@ -70,10 +70,10 @@ def _fit_sae(args: argparse.Namespace) -> int:
         )
         for reason in skipped:
             log.info("skipped %s", reason)
-        from hierlens.models import distributed as D
+        from hierlens.core import distributed as D
 
         distribute = args.distribute if D.init_from_env(config.device) else None
-        train_saes(
+        result = train_saes(
             list(grid.values()),
             acts,
             config=config,
@@ -88,8 +88,11 @@ def _fit_sae(args: argparse.Namespace) -> int:
         if not D.is_main():
             return 0
         selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
+        for row, ev in zip(selection.table, result.evaluation):
+            row.update({k: v for k, v in ev.items() if k != "sae"})
     for row in selection.table:
         print(json.dumps(row, default=str))
+    _merge_table(run, selection.table, hook)
     log.info(
         "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
         selection.best_name,
@@ -97,6 +100,17 @@ def _fit_sae(args: argparse.Namespace) -> int:
         out_dir,
     )
     return 0
+
+
+def _merge_table(run, rows: list[dict], hook: str) -> None:
+    """Put this fit's rows (FVU on the training and the held-out rows, description length)
+    into the run's SAE table, which the report shows, replacing rows of the same names."""
+    from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
+
+    path = run.sae_table_path
+    new = {str(r["name"]): {**r, "hook_name": hook} for r in rows}
+    old = [r for r in (read_jsonl(path) if path.exists() else []) if r.get("name") not in new]
+    write_checked_jsonl(path, old + list(new.values()))
 
 
 def _owns(i: int, distribute: str | None, D) -> bool:

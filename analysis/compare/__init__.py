@@ -7,7 +7,7 @@
   models, the localisation-vs-distribution summary;
 - :mod:`.geometry`: crystals, lobes and galaxy of an SAE's decoder (Li et al. 2024);
 - :mod:`.rank_collapse`: residual from token-uniform rank 1 per layer, with the
-  pure-attention path decomposition (Dong et al. 2021);
+  pure-attention path decomposition [Dong2021];
 - :mod:`.runs`: checkpoints and runs on the same sentences (:func:`compare_runs`, the
   per-layer helpers ``track`` uses);
 - :mod:`.stats`: sources and the streamed moment statistics they share.

@@ -1,5 +1,4 @@
-"""Geometry of a trained SAE's features at three scales (Li, Michaud, Tegmark et al. 2024,
-"The Geometry of Concepts: Sparse Autoencoder Feature Structure").
+"""Geometry of a trained SAE's features at three scales [Li2024].
 
 Features are the rows of the decoder ``W_dec`` ``(d_sae, d_in)`` (pass the tensor or any
 SAE with a ``W_dec`` attribute).

@@ -5,7 +5,7 @@
   zero variance get correlation 0).
 - :func:`best_match` (max ``|ρ|`` per unit, both directions) and :func:`hungarian_match`
   (one-to-one assignment maximising total ``|ρ|``, ``scipy.optimize.linear_sum_assignment``).
-- :func:`rosetta_sets` across ``N >= 3`` models (Dravid et al. 2023, "Rosetta Neurons").
+- :func:`rosetta_sets` across ``N >= 3`` models [Dravid2023].
 - :func:`localization_summary`: how much shared information is unit-aligned vs only shared
   as a subspace (after Chowdhury et al.).
 """

@@ -1,5 +1,4 @@
-"""Rank collapse of token representations with depth (Dong, Cordonnier & Loukas 2021,
-"Attention is Not All You Need: pure attention loses rank doubly exponentially with depth").
+"""Rank collapse of token representations with depth [Dong2021].
 
 For one sequence ``X`` ``(n_tokens, d)`` the residual is ``res(X) = X - 1xᵀ`` with ``x``
 minimising ``‖X - 1xᵀ‖``, and :func:`rank_residual` reports ``‖res(X)‖ / ‖X‖``:
@@ -95,7 +94,7 @@ def _eye(m: int):
 
 def rank_residual(x: torch.Tensor, norm: str = "fro", relative: bool = True) -> torch.Tensor:
     """Residual of ``x`` ``(..., n_tokens, d)`` from its best token-uniform rank-1
-    approximation ``1 vᵀ`` (Dong et al. 2021), one value per leading index (shape ``x.shape[:-2]``).
+    approximation ``1 vᵀ`` [Dong2021], one value per leading index (shape ``x.shape[:-2]``).
 
     ``norm="fro"`` (batched, any device) or ``"l1_inf"`` (exact LPs on the CPU, one per
     sequence); ``relative`` divides by ``‖x‖`` in the same norm (0 where ``x`` is 0)."""

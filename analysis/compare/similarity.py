@@ -3,19 +3,19 @@
 Measures (each for two representations ``X`` ``(n, d_x)`` and ``Y`` ``(n, d_y)`` of the same
 ``n`` tokens; ``X̄`` is ``X`` with its column means removed):
 
-- ``"linear_cka"`` (Kornblith et al. 2019): ``‖X̄ᵀȲ‖²_F / (‖X̄ᵀX̄‖_F ‖ȲᵀȲ‖_F)``; with
-  ``debiased=True`` the ratio of unbiased HSIC estimates (Song et al. 2012; Nguyen, Raghu &
-  Kornblith 2021), less biased for small ``n`` (needs ``n >= 4``; may be slightly negative).
+- ``"linear_cka"`` [Kornblith2019]: ``‖X̄ᵀȲ‖²_F / (‖X̄ᵀX̄‖_F ‖ȲᵀȲ‖_F)``; with
+  ``debiased=True`` the ratio of unbiased HSIC estimates [Song2012] [Nguyen2021], less biased
+  for small ``n`` (needs ``n >= 4`` ; may be slightly negative).
 - ``"rbf_cka"``: CKA of Gaussian kernels ``exp(-‖xᵢ-xⱼ‖²/(2σ²))`` with
   ``σ = bandwidth · median_{i<j} ‖xᵢ-xⱼ‖`` (median heuristic), biased or debiased HSIC.
-- ``"svcca"`` (Raghu et al. 2017): keep the top principal directions of each side that
+- ``"svcca"`` [Raghu2017]: keep the top principal directions of each side that
   explain a fraction ``keep`` (0.99) of its variance, then the mean of the canonical
   correlations between the two reduced representations.
-- ``"pwcca"`` (Morcos et al. 2018): canonical correlations weighted by how much of ``X``
+- ``"pwcca"`` [Morcos2018]: canonical correlations weighted by how much of ``X``
   each canonical variate accounts for, ``αᵢ = Σⱼ |⟨hᵢ, x̄ⱼ⟩|`` (``hᵢ`` the unit-variance
   canonical variates of ``X``, ``x̄ⱼ`` its centred columns); asymmetric: weights come from
   the first argument. Only numerically null directions are dropped.
-- ``"procrustes"`` (Ding, Denain & Steinhardt 2021): the squared orthogonal Procrustes
+- ``"procrustes"`` [Ding2021]: the squared orthogonal Procrustes
   distance of the centred, Frobenius-normalised representations,
   ``min_R ‖X̄/‖X̄‖ - Ȳ/‖Ȳ‖·R‖²_F = 2 - 2‖X̄ᵀȲ‖_* / (‖X̄‖_F‖Ȳ‖_F)`` in ``[0, 2]`` (the
   narrower side is zero-padded, so widths may differ).
@@ -244,8 +244,8 @@ def _one(x: Source, y: Source, measure: str, **kw) -> float:
 
 
 def linear_cka(x: Source, y: Source, *, debiased: bool = False, **kw) -> float:
-    """Linear CKA of ``x`` ``(n, d_x)`` and ``y`` ``(n, d_y)`` (Kornblith et al. 2019;
-    ``debiased``: Nguyen et al. 2021). Streamed; ``kw`` as in :func:`similarity_matrix`."""
+    """Linear CKA of ``x`` ``(n, d_x)`` and ``y`` ``(n, d_y)`` ([Kornblith2019];
+    ``debiased``: [Nguyen2021]). Streamed; ``kw`` as in :func:`similarity_matrix`."""
     return _one(x, y, "linear_cka", debiased=debiased, **kw)
 
 
@@ -256,13 +256,13 @@ def rbf_cka(x: Source, y: Source, *, bandwidth: float = 1.0, debiased: bool = Fa
 
 
 def svcca(x: Source, y: Source, *, keep: float = 0.99, **kw) -> float:
-    """SVCCA (Raghu et al. 2017): mean canonical correlation after keeping the principal
+    """SVCCA [Raghu2017]: mean canonical correlation after keeping the principal
     directions explaining ``keep`` of each side's variance. Streamed."""
     return _one(x, y, "svcca", keep=keep, **kw)
 
 
 def pwcca(x: Source, y: Source, **kw) -> float:
-    """PWCCA (Morcos et al. 2018): canonical correlations weighted by their share of ``x``.
+    """PWCCA [Morcos2018]: canonical correlations weighted by their share of ``x``.
     Streamed."""
     return _one(x, y, "pwcca", **kw)
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.device import resolve_device, resolve_dtype
+from hierlens.core.device import resolve_device, resolve_dtype
 from hierlens.models.store import ActivationStore
 
 #: a representation: an ``(n_tokens, d)`` tensor/array or ``(ActivationStore, hook)``
@@ -220,7 +220,7 @@ class MomentStats:
         return tr, ones, kl
 
     def unbiased_hsic(self, i: int, j: int) -> torch.Tensor:
-        """Unbiased HSIC (Song et al. 2012) of the linear kernels of sources ``i`` and ``j``."""
+        """Unbiased HSIC [Song2012] of the linear kernels of sources ``i`` and ``j``."""
         n = self.n
         tr, ones, kl = self._hsic_terms(i, j)
         return (tr + ones / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))

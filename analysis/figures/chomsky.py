@@ -1,4 +1,4 @@
-"""The ``chomsky-table`` figure: Delétang et al. (ICLR 2023) Table 2 at CPU scale.
+"""The ``chomsky-table`` figure: [Deletang2023] Table 2 at CPU scale.
 
 :func:`chomsky_table` trains the grid of :func:`hierlens.analysis.chomsky_grid.chomsky_grid`
 (tasks x architectures x seeds x learning rates; runs already finished in ``out_dir`` are

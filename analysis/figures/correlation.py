@@ -1,5 +1,4 @@
-"""The within-group correlation sweep of Costa et al. 2025 ("From Flat to Hierarchical:
-Extracting Sparse Representations with Matching Pursuit", the toy of their section 4):
+"""The within-group correlation sweep of [Costa2025] (the toy of their section 4):
 MP-SAE vs TopK, BatchTopK, ReLU and Matryoshka SAEs on :class:`~hierlens.models.tasks.
 mpsae_toy.MPSAEToy` as the cosine within each group of features grows from 0 to 0.8.
 
@@ -7,9 +6,9 @@ Measures (all on held-out samples, per architecture, cosine and seed):
 
 - ``child_best`` / ``child_hungarian``: mean over the 9 children of the best cosine of any
   decoder row with the child's direction / of the row matched to it by a one-to-one
-  (Hungarian) matching of all 20 features to the 20 latents (Kuhn 1955). ``parent_best`` /
+  (Hungarian) matching of all 20 features to the 20 latents ([Kuhn1955]). ``parent_best`` /
   ``parent_hungarian``: the same over the 3 parents.
-- ``absorption``: feature absorption as Chanin et al. 2024 ("A is for Absorption") measure it,
+- ``absorption``: feature absorption as [Chanin2024] ("A is for Absorption") measure it,
   with the true parent direction in place of their probe: over the samples in which a parent
   *and* one of its children are active, the share in which the parent's latent (its Hungarian
   match) does not fire while another active latent carries the parent's direction, i.e. its
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks.mpsae_toy import MPSAEToy
 from hierlens.sae import (
     BatchTopKSAE,

@@ -1,13 +1,12 @@
 """The paper values of the ``chomsky-table`` figure and where each was checked.
 
-:data:`DELETANG_TABLE2` holds cells of Table 2 of Delétang et al., "Neural Networks and the
-Chomsky Hierarchy" (ICLR 2023; arXiv:2207.02098): score in percent = test accuracy averaged
-over the OOD lengths 41..500, maximised over 10 seeds and 3 learning rates, for models
-trained on lengths 1..40 for 1,000,000 steps (batch 128). Columns RNN, Stack-RNN, Tape-RNN,
-Transformer, LSTM (the Transformer cell is its best positional encoding); a score of at least
-90 counts as generalising. Tasks carry hierlens' names: ``modular_arithmetic`` is the paper's
-"Modular Arithmetic (Simple)" (regular), ``modular_arithmetic_brackets`` its "Modular
-Arithmetic" (DCF).
+:data:`DELETANG_TABLE2` holds cells of Table 2 of [Deletang2023] (arXiv:2207.02098): score in
+percent = test accuracy averaged over the OOD lengths 41..500, maximised over 10 seeds and 3
+learning rates, for models trained on lengths 1..40 for 1,000,000 steps (batch 128). Columns
+RNN, Stack-RNN, Tape-RNN, Transformer, LSTM (the Transformer cell is its best positional
+encoding); a score of at least 90 counts as generalising. Tasks carry hierlens' names:
+``modular_arithmetic`` is the paper's "Modular Arithmetic (Simple)" (regular),
+``modular_arithmetic_brackets`` its "Modular Arithmetic" (DCF).
 
 These values were transcribed without a copy of the paper's Table 2 at hand. Each cell is
 either *corroborated* (a source other than that transcription gives the same number; the

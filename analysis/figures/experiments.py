@@ -4,12 +4,12 @@ Each function runs one experiment and returns a JSON-serialisable dict, the data
 :mod:`hierlens.analysis.figures.plot` draws:
 
 - :func:`concept_recovery`: MP-SAE vs TopK vs ReLU on synthetic hierarchical concepts at
-  matched L0, recovery per tree level (Costa et al. 2025, "From Flat to Hierarchical").
+  matched L0, recovery per tree level ([Costa2025], "From Flat to Hierarchical").
 - :func:`mdl_digits`: description length of TopK SAEs vs dictionary width on 8x8 digits, with
   the atoms of the MDL-selected, the narrowest and the widest SAE (Ayonrinde, Pearce &
   Sharkey 2024, "Interpretability as Compression").
 - :func:`sparse_probing`: test F1 of k-sparse probes vs k per layer of a Dyck transformer
-  (Gurnee et al. 2023, "Finding Neurons in a Haystack").
+  [Gurnee2023].
 - :func:`filtering_vs_bp`: root accuracy of a bidirectional transformer vs exact belief
   propagation per filtering level (Garnier-Brun, Mézard, Moscato & Saglietti 2025).
 """
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.concepts import HierarchicalConcepts
@@ -163,7 +163,7 @@ def mdl_digits(
 ) -> dict[str, Any]:
     """TopK SAEs of every ``widths`` x ``ks`` trained in one fused pass on scikit-learn's 8x8
     digits (or MNIST IDX images), each measured by its description length on a held-out
-    fifth at the precision the bound ``max_fvu`` allows (Ayonrinde et al. 2024).
+    fifth at the precision the bound ``max_fvu`` allows [Ayonrinde2024].
 
     Returns ``max_fvu``, ``steps``, ``n_train``/``n_test``/``pixels``, ``curve`` (per width:
     see :func:`mdl_curve`), ``selected`` (name) and ``selected_length`` (its description
@@ -254,7 +254,7 @@ def sparse_probing(
     device: str | torch.device | None = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """k-sparse probes of a 2-layer Dyck-(2, 4) transformer (Gurnee et al. 2023).
+    """k-sparse probes of a 2-layer Dyck-(2, 4) transformer [Gurnee2023].
 
     Trains the model for ``steps`` steps (0: untrained), captures the residual stream after
     the embedding and after each block on ``n_examples`` held-out strings, and fits probes

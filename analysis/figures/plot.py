@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.core.atomic_io import atomic_write_bytes
 
 DPI = 150
 FORMATS = ("png", "pdf")
@@ -76,7 +76,7 @@ def _mark_summary(ax: Any, data: dict[str, Any]) -> None:
 def plot_grokking_curves(data: dict[str, Any]) -> Figure:
     """In-domain vs out-of-domain accuracy over training steps (log scale), with the steps
     where in-domain accuracy saturates and OOD accuracy crosses its threshold, and the
-    training loss below (Murty et al. 2023, Fig. 1)."""
+    training loss below ([Murty2023b], Fig. 1)."""
     steps, id_acc, ood_acc = _positive(data["steps"], data["test_id"], data["test_ood"])
     fig = _figure((6.4, 5.2))
     ax, ax_loss = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
@@ -100,7 +100,7 @@ def plot_grokking_curves(data: dict[str, Any]) -> Figure:
 
 def plot_tree_score_over_training(data: dict[str, Any]) -> Figure:
     """Tree score and parse F1 of the tree projections over training, beside OOD accuracy
-    (Murty et al. 2023: OOD generalisation comes with tree-structured computation)."""
+    ([Murty2023b]: OOD generalisation comes with tree-structured computation)."""
     steps, ood, f1, score = _positive(
         data["steps"],
         data["test_ood"],
@@ -175,7 +175,7 @@ def plot_depth_inverted_u(data: dict[str, Any]) -> Figure:
 
 def plot_mpsae_hierarchy(data: dict[str, Any]) -> Figure:
     """Best-match and Hungarian-matched cosine of the true concepts per tree level for
-    MP-SAE, TopK and ReLU at matched L0 (Costa et al. 2025)."""
+    MP-SAE, TopK and ReLU at matched L0 [Costa2025]."""
     names = list(data["methods"])
     levels = sorted(data["methods"][names[0]]["per_level"], key=int)
     fig = _figure((9, 3.6))
@@ -255,7 +255,7 @@ def plot_mdl_digits(data: dict[str, Any]) -> Figure:
 
 def plot_sparse_probing(data: dict[str, Any]) -> Figure:
     """Test F1 of k-sparse probes vs k, one panel per label and one line per layer
-    (Gurnee et al. 2023)."""
+    [Gurnee2023]."""
     labels, ks = data["labels"], data["ks"]
     fig = _figure((3.4 * len(labels), 3.2))
     axes = fig.subplots(1, len(labels), sharey=True)
@@ -278,7 +278,7 @@ def plot_sparse_probing(data: dict[str, Any]) -> Figure:
 
 def plot_filtering_vs_bp(data: dict[str, Any]) -> Figure:
     """Root accuracy of the transformer and of exact belief propagation (the Bayes optimum)
-    per filtering level (Garnier-Brun et al. 2025)."""
+    per filtering level [GarnierBrun2025]."""
     levels = data["filter_levels"]
     fig = _figure((5.2, 3.6))
     ax = fig.subplots()
@@ -307,7 +307,7 @@ _STRUCTURAL_PANELS = (
 
 
 def plot_structural_probe_layers(data: dict[str, Any]) -> Figure:
-    """Structural-probe metrics per layer (Hewitt & Manning 2019) for the trained model and
+    """Structural-probe metrics per layer [Hewitt2019] for the trained model and
     its random-weights control, with the linear-chain baseline on the UUAS and Spearman
     panels; layer 0 is the embeddings."""
     fig = _figure((8.4, 6.2))

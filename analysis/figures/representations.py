@@ -2,14 +2,14 @@
 depth, and the eigenvalue spectrum of SAE decoders per layer.
 
 - :func:`cka_across_seeds`: two runs of one task differing only in their seeds; layer x layer
-  linear CKA (Kornblith et al. 2019) between their final checkpoints, and between run A's
+  linear CKA [Kornblith2019] between their final checkpoints, and between run A's
   first and final checkpoints, on the same sentences (:func:`compare_runs`).
 - :func:`rank_collapse_depth`: randomly initialised deep transformers; relative residual from
   token-uniform rank 1 after every block along the paper's paths, pure attention, attention
-  with skips, attention with MLPs, and the full model (Dong, Cordonnier & Loukas 2021).
+  with skips, attention with MLPs, and the full model [Dong2021].
 - :func:`sae_geometry_spectrum`: a small transformer trained on a task, one TopK SAE trained
   on each layer's residual stream; eigenvalue spectrum of each decoder's point cloud and its
-  fitted power-law slope (Li, Michaud, Tegmark et al. 2024).
+  fitted power-law slope [Li2024].
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def rank_collapse_depth(
     on ``batch`` random token sequences of length ``n_tokens``, for every path of
     :data:`PATH_LABELS`. Returns ``layers`` (0 = embedding) and ``paths``
     (``{path: [mean residual per layer]}``, mean over seeds and sequences)."""
-    from hierlens.models.device import resolve_device
+    from hierlens.core.device import resolve_device
 
     dev = resolve_device(device)
     sums = {p: torch.zeros(depth + 1, dtype=torch.float64) for p in PATH_LABELS}

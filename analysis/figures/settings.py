@@ -296,3 +296,50 @@ CHOMSKY_MODEST: dict[str, Any] = {
     },
     "eval_n": 200,
 }
+
+# The L0 frontier (``sae-frontier``): every SAE architecture at four sparsities on Costa et
+# al.'s toy (one frontier per within-group cosine) and on a hierarchical-filtering
+# transformer's residual stream. Keyword arguments of
+# hierlens.analysis.figures.frontier.sae_frontier.
+_FRONTIER_SPEC: dict[str, Any] = {
+    "d_sae": 20,
+    "ks": [1, 2, 4, 8],
+    "mp_iterations": [1, 2, 4, 8],
+    "l1_coefficients": [0.3, 0.1, 0.03, 0.01],
+    "l0_coefficients": [0.3, 0.1, 0.03, 0.01],
+    "matryoshka_widths": [3, 11],
+}
+FRONTIER_QUICK: dict[str, Any] = {
+    "spec": _FRONTIER_SPEC,
+    "cosines": [0.8],
+    "toy": {"n_train": 2000, "n_eval": 1000, "steps": 80, "batch_size": 200, "lr": 1e-2},
+    "filtering": {
+        "task_params": {"q": 3, "depth": 3},
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+        "model_steps": 60,
+        "n_train": 200,
+        "n_eval": 100,
+        "steps": 80,
+        "batch_size": 200,
+        "lr": 1e-2,
+        "d_sae": 32,
+    },
+}
+FRONTIER_FULL: dict[str, Any] = {
+    "spec": _FRONTIER_SPEC,
+    "cosines": [0.0, 0.8],
+    "toy": {"n_train": 20_000, "n_eval": 5000, "steps": 1500, "batch_size": 200, "lr": 1e-2},
+    "filtering": {
+        "task_params": {"q": 4, "depth": 4},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 4},
+        "model_steps": 800,
+        "n_train": 1500,
+        "n_eval": 500,
+        "steps": 1500,
+        "batch_size": 256,
+        "lr": 3e-3,
+        "d_sae": 64,
+        "l1_coefficients": [3.0, 1.0, 0.3, 0.1],
+        "l0_coefficients": [1.0, 0.3, 0.1, 0.03],
+    },
+}

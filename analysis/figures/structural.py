@@ -1,6 +1,5 @@
 """Structural probes per layer of a pretrained encoder on real sentences, beside the controls
-of Hewitt & Manning (2019), "A Structural Probe for Finding Syntax in Word Representations"
-(NAACL): the ``structural-probe-layers`` figure.
+of [Hewitt2019]: the ``structural-probe-layers`` figure.
 
 :func:`structural_probe_layers` reads the shipped treebank in its CoNLL-U form (dependency
 trees, so the gold distances and depths are those of the dependency tree, as in the paper),
@@ -70,7 +69,7 @@ def structural_probe_layers(
     random_seed: int = 0,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Distance and depth structural probes (Hewitt & Manning 2019) on every layer of a
+    """Distance and depth structural probes [Hewitt2019] on every layer of a
     pretrained model and of its random-weights control, with the linear-chain baseline.
 
     Args:

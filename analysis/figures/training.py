@@ -1,6 +1,5 @@
 """Data of the training-dynamics figures: grokking curves and tree scores of a tracked run, and
-the depth sweep (after Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers", ACL 2023).
+the depth sweep after [Murty2023b].
 
 A *setting* is a JSON-able dict ``{"task": {"name", "params"}, "model": ModelConfig kwargs,
 "train": TrainConfig kwargs, "track": track kwargs}`` (plus ``"depths"`` and ``"seeds"`` for
@@ -14,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run, open_run
 from hierlens.models.tasks import get_task
 from hierlens.models.train import TrainConfig, train

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.config import Config, unknown_keys_error
+from hierlens.core.config import Config, unknown_keys_error
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
 from hierlens.models.tasks import get_task
@@ -124,7 +124,7 @@ class SAEStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class ProbeStage(Config):
-    """k-sparse probes (Gurnee et al. 2023) on every captured hook for the task's per-token
+    """k-sparse probes [Gurnee2023] on every captured hook for the task's per-token
     ``labels`` (default: all of them)."""
 
     enabled: bool = True
@@ -151,9 +151,9 @@ class TreeStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class StructuralStage(Config):
-    """Structural probes (Hewitt & Manning 2019) on every layer of a pretrained model, with
-    the random-weights control (``controls``, its weights drawn with ``control_seed``; a
-    control equal to the model is refused); needs a treebank."""
+    """Structural probes [Hewitt2019] on every layer of a pretrained model, with the
+    random-weights control (``controls``, its weights drawn with ``control_seed``; a control
+    equal to the model is refused); needs a treebank."""
 
     enabled: bool = True
     rank: int = 64

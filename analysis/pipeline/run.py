@@ -205,7 +205,7 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
         log.info("stage 6/6: report")
         write_report(run_dir)
         if cfg.train.log_to:  # the report and figures as the training run's artifacts
-            from hierlens.models.loggers import log_run_artifacts
+            from hierlens.analysis.export import log_run_artifacts
 
             log_run_artifacts(run_dir, cfg.train.log_to)
     return run_dir

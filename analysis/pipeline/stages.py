@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hierlens.models.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
@@ -86,6 +86,7 @@ def record_stage(run: Run, stage: str, settings: dict[str, Any]) -> None:
 
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens import sae as S
+    from hierlens.sae.heldout import split_evaluation
 
     if cfg.sae.hook not in store.hooks:
         raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
@@ -100,9 +101,10 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     missing = {name: s for name, s in grid.items() if name not in saved}
     if missing:  # before training, so that SAEs left by an interrupted run are attributed
         record_stage(run, "sae", settings)
+    split_fvu: dict[str, dict[str, Any]] = {}
     if missing:
         log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
-        S.train_saes(
+        result = S.train_saes(
             list(missing.values()),
             acts,
             config=train_config,
@@ -111,9 +113,12 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
         )
         for name, sae in missing.items():
             sae.save(run.sae_dir(name))
+        split_fvu = dict(zip(missing, result.evaluation))
     rows = []
     for name in grid:
         sae = S.load(saved.get(name, run.sae_dir(name)))
+        if name not in split_fvu:  # trained by an earlier run of the stage: the same split
+            split_fvu[name] = (split_evaluation([sae], acts, train_config) or [{}])[0]
         metrics = S.evaluate_sae(sae, acts)
         dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
         row = {
@@ -125,6 +130,7 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
             "dead": metrics["dead_fraction"],
             "description_length_bits": dl.bits,
             "bin_width": dl.bin_width,
+            **{k: v for k, v in split_fvu[name].items() if k != "sae"},
         }
         rows.append(row)
     write_checked_jsonl(run.sae_table_path, rows)
@@ -139,13 +145,13 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     if out.exists():
         check_reused_stage(run, "probes", settings, "probes/results.jsonl")
         return
-    record_stage(run, "probes", settings)
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]
     if missing:
         raise ValueError(
             f"[probes] unknown label(s) {missing}; the task provides {sorted(store.labels)}"
         )
+    record_stage(run, "probes", settings)
     width = min(store[h].shape[1] for h in store.hooks)
     probe_sweep(
         {h: store[h] for h in store.hooks},

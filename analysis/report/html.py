@@ -98,10 +98,17 @@ def _clean(obj: Any) -> Any:
 
 
 class Charts:
-    """Collects plotly figures of one page; each gets a ``div.chart`` and an inline script."""
+    """Collects plotly figures of one page; each gets a ``div.chart`` and an inline script.
 
-    def __init__(self) -> None:
+    ``notebook=True``: for a notebook cell, shown after its page loaded and beside other
+    cells: each chart is drawn as soon as plotly.js is on the page (which the first cell
+    that needs it brings, see :mod:`hierlens.analysis.report.show`), and the chart ids
+    start with ``prefix`` so that they do not collide with other cells'.
+    """
+
+    def __init__(self, notebook: bool = False, prefix: str = "") -> None:
         self.count = 0
+        self.notebook, self.prefix = notebook, prefix
 
     def add(self, figure: Any, height: int = 360) -> str:
         """HTML for ``figure`` (a ``plotly.graph_objects.Figure``): a div and the script that
@@ -109,7 +116,7 @@ class Charts:
         import plotly.io as pio
 
         self.count += 1
-        div_id = f"chart-{self.count}"
+        div_id = f"chart-{self.prefix}{self.count}"
         figure.update_layout(
             template="plotly_white",
             height=height,
@@ -123,20 +130,45 @@ class Charts:
         payload = _script_json(
             {"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": config}
         )
+        height = int(figure.layout.height)
+        div = f'<div class="chart" id="{div_id}" style="height:{height}px"></div>'
+        if self.notebook:  # wait (5 s at most) for the cell that brings plotly.js
+            return (
+                f"{div}<script>(function(){{var s={payload},n=0;function draw(){{"
+                f'if(window.Plotly){{Plotly.newPlot("{div_id}",s.data,s.layout,s.config);}}'
+                "else if(n++<100){setTimeout(draw,50);}"
+                f'else{{document.getElementById("{div_id}").textContent={_script_json(MISSING)};}}'
+                "}draw();})();</script>"
+            )
         return (
-            f'<div class="chart" id="{div_id}" style="height:{int(figure.layout.height)}px"></div>'
+            div
             # drawn once the page is laid out, so the chart takes its final width
-            f'<script>document.addEventListener("DOMContentLoaded",function(){{var s={payload};'
+            + f'<script>document.addEventListener("DOMContentLoaded",function(){{var s={payload};'
             f'Plotly.newPlot("{div_id}",s.data,s.layout,s.config);}});</script>'
         )
 
 
-def plotly_script() -> str:
-    """The plotly.js library as one inline ``<script>`` element (no network access)."""
+#: what a notebook chart says when plotly.js never arrives on its page
+MISSING = (
+    "plotly.js is not on this page (it comes with the first section shown in this kernel, "
+    "whose output may have been cleared): show the section with show(..., library=True)"
+)
+
+
+def plotly_script(notebook: bool = False) -> str:
+    """The plotly.js library as an inline ``<script>`` element (no network access). In a
+    ``notebook`` page an AMD loader (``define``, as the classic Jupyter notebook has) is
+    hidden while the library runs, so that a bundle built as a UMD module still sets
+    ``window.Plotly``."""
     from plotly.offline import get_plotlyjs
 
-    js = get_plotlyjs().replace("</script", "<\\/script")
-    return f"<script>{js}</script>"
+    js = "<script>" + get_plotlyjs().replace("</script", "<\\/script") + "</script>"
+    if not notebook:
+        return js
+    return (
+        "<script>window.__hierlensDefine=window.define;window.define=undefined;</script>"
+        f"{js}<script>window.define=window.__hierlensDefine;</script>"
+    )
 
 
 # ----------------------------------------------------------------------------- page

@@ -4,11 +4,11 @@ and what shape the SAE feature clouds have.
 - linear CKA of every layer to the final checkpoint over checkpoints (a layer x checkpoint
   heatmap) and layer x layer CKA of earlier checkpoints to the final one, from the
   ``cka_to_final`` metrics of ``tracking.jsonl`` (``hierlens track --representations``;
-  Kornblith et al. 2019);
+  [Kornblith2019]);
 - rank-collapse residual per layer at each tracked checkpoint (``rank_residual``; Dong,
   Cordonnier & Loukas 2021);
 - SAE geometry: the eigenvalue spectrum of each saved SAE's decoder rows and its fitted
-  power-law slope (Li, Michaud, Tegmark et al. 2024, "The Geometry of Concepts").
+  power-law slope [Li2024].
 
 The section is omitted when the run has none of these inputs.
 """
@@ -19,7 +19,7 @@ import logging
 import math
 from typing import Any
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 
 from ..compare.runs import layer_label
 from .html import esc, fmt, table

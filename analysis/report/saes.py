@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.store import ActivationStore
 
@@ -26,6 +26,9 @@ PREFERRED = (
     "d_sae",
     "k",
     "fvu",
+    "fvu_train",
+    "fvu_heldout",
+    "n_heldout_rows",
     "l0",
     "dead",
     "dead_fraction",
@@ -96,6 +99,14 @@ def sae_section(ctx: ReportContext) -> str | None:
     columns = [c for c in PREFERRED if any(c in r for r in rows.values())]
     columns += sorted({c for r in rows.values() for c in r} - set(columns) - {"description"})
     parts = [table(columns, rows.values())]
+    if "fvu_heldout" in columns:
+        parts.append(
+            '<p class="note"><code>fvu_train</code>: fraction of variance unexplained on the '
+            "rows the SAE trained on; <code>fvu_heldout</code>: on the rows held out from "
+            "training (a seeded split, <code>n_heldout_rows</code> of them). A held-out FVU "
+            "well above the training FVU means the SAE fits its training rows, not the "
+            "activations.</p>"
+        )
     dl = _dl_chart(ctx, list(rows.values()))
     if dl:
         parts.append(dl)
@@ -170,8 +181,16 @@ def _sequences(store: ActivationStore, n_rows: int) -> dict[int, list[int]]:
 
 
 def _feature_cards(
-    ctx: ReportContext, name: str, sae: Any, store: ActivationStore, hook: str, step: int
+    ctx: ReportContext,
+    name: str,
+    sae: Any,
+    store: ActivationStore,
+    hook: str,
+    step: int,
+    notes: dict[int, str] | None = None,
 ) -> str:
+    """Cards of the latents with the largest activations, or of the latents ``notes``
+    names (in its order), each with its note (e.g. the true feature it matched)."""
     import plotly.graph_objects as go
 
     acts = store[hook][:MAX_ROWS].float()
@@ -179,7 +198,10 @@ def _feature_cards(
         codes = sae.encode(acts).float()
     peak = codes.max(0).values
     alive = int((peak > 0).sum())
-    order = torch.argsort(peak, descending=True)[: min(ctx.max_features, alive)]
+    if notes:
+        order = torch.tensor(list(notes)[: ctx.max_features], dtype=torch.long)
+    else:
+        order = torch.argsort(peak, descending=True)[: min(ctx.max_features, alive)]
     sequences = _sequences(store, codes.shape[0])
     seq_index = store.index["sequence"][: codes.shape[0]].tolist()
     pos_index = store.index["position"][: codes.shape[0]].tolist()
@@ -220,7 +242,8 @@ def _feature_cards(
         cards.append(
             f'<div class="card"><div class="grid"><div><p>latent <b>{f}</b>: fires on '
             f"{fmt(100 * density, 3)}% of tokens, max {fmt(float(peak[f]), 3)}</p>"
-            f"{''.join(lines)}</div><div>{ctx.charts.add(hist, height=240)}</div></div></div>"
+            + (f'<p class="note">{esc((notes or {}).get(f, ""))}</p>' if notes else "")
+            + f"{''.join(lines)}</div><div>{ctx.charts.add(hist, height=240)}</div></div></div>"
         )
     if not cards:
         cards.append('<p class="note">No latent fires on the stored activations.</p>')

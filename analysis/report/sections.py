@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.tasks import Task
 
@@ -381,7 +381,7 @@ def probe_section(ctx: ReportContext) -> str | None:
 def _activation_settings(ctx: ReportContext) -> str:
     """The settings of the activations the probes were fitted on (a pretrained run's frame
     of special tokens, and rows per word or per token from the newest store's manifest)."""
-    from hierlens.models.atomic_io import read_json
+    from hierlens.core.atomic_io import read_json
     from hierlens.models.pretrained import load_tokenizer
 
     settings: dict[str, Any] = {}

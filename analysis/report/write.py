@@ -6,19 +6,22 @@ Sections, each omitted when the stage that produces its inputs did not run:
 - run summary and configuration (``config.json``, final evaluation, grokking summary);
 - training curves: loss, in-domain and out-of-domain accuracy (``metrics.jsonl``);
 - grokking view: accuracies, tree score and parse F1 over checkpoints (``tracking.jsonl``,
-  Murty et al., "Grokking of Hierarchical Structure in Vanilla Transformers", ACL 2023);
+  [Murty2023b];
 - span-score heatmaps of example sentences with the greedy tree projection and the gold tree,
-  computed from the newest checkpoint (Murty et al., ICLR 2023);
+  computed from the newest checkpoint [Murty2023a];
 - structure per layer (:mod:`.layers`): parse F1 of tree projections beside the branching
   baselines (``tree_scores.jsonl``) and structural probes beside their controls
   (``probes/structural.jsonl``);
 - SAEs (``saes/``): table of metrics, description length against width, feature cards built
   from the run's activation stores (``activations/step_NNNNNNN/``);
-- sparse probes (``probes/results.jsonl``): F1 against k per hook (Gurnee et al., 2023);
+- the SAE L0 frontier (``saes/frontier.json``, :mod:`.frontier`): FVU, spliced CE, MCC, F1
+  and absorption against L0 per architecture, and the chosen SAE's feature cards annotated
+  with the true feature each latent matched and its tree level;
+- sparse probes (``probes/results.jsonl``): F1 against k per hook [Gurnee2023];
 - representations: linear CKA of each layer to the final checkpoint and rank collapse over
   checkpoints (``hierlens track --representations``), SAE decoder spectra (``saes/``);
 - model accuracy against exact belief propagation for tasks that have it
-  (hierarchical filtering, Garnier-Brun et al., ICML 2025).
+  (hierarchical filtering, [GarnierBrun2025]).
 
 A section whose inputs exist but cannot be read is shown as an error box naming the problem
 (and logged); the other sections are still written.
@@ -33,9 +36,10 @@ from pathlib import Path
 
 import torch
 
-from hierlens.models.atomic_io import atomic_write_bytes
+from hierlens.core.atomic_io import atomic_write_bytes
 from hierlens.models.run import REPORT, open_run
 
+from .frontier import frontier_section
 from .html import Charts, esc, page
 from .layers import layers_section
 from .representations import representations_section
@@ -61,6 +65,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("trees", "Span scores and tree projections", span_section),
     ("layers", "Structure per layer", layers_section),
     ("saes", "Sparse autoencoders", sae_section),
+    ("frontier", "SAE L0 frontier", frontier_section),
     ("probes", "Sparse probes", probe_section),
     ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),

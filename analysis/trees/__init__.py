@@ -1,4 +1,4 @@
-"""Tree projections (Murty et al., ICLR 2023): span scores of a model on sentences, their
+"""Tree projections [Murty2023a]: span scores of a model on sentences, their
 decoding into binary trees, tree scores and parse F1 against gold trees.
 
 - :mod:`.spans`: :func:`span_scores`, one (n, n) matrix per sentence, every span run

@@ -1,7 +1,6 @@
 """Tree projections: the binary tree that best explains a sentence's span scores.
 
-Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
-Projections" (ICLR 2023). Scores come from
+Follows [Murty2023a]. Scores come from
 :func:`hierlens.analysis.trees.spans`: ``scores[i, j]`` (``i <= j``) is the
 score of the span of words ``i..j`` inclusive, higher meaning "more like a constituent".
 

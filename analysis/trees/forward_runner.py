@@ -1,6 +1,6 @@
 """Isolated runs through a model's own forward: any TransformerBridge, or a plain nn.Module.
 
-Tree projections (Murty et al., ICLR 2023) run every span of a sentence *isolated*: the model
+Tree projections [Murty2023a] run every span of a sentence *isolated*: the model
 sees only the span's tokens and the tokens that belong to no word (``[CLS]``, ``[SEP]``,
 ``<bos>``), each at its original position. Models that :class:`BlockRunner` cannot run
 block by block -- bridges booted from a Hugging Face folder with

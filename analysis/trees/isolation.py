@@ -1,4 +1,4 @@
-"""Isolated runs for tree projections (Murty et al., ICLR 2023): packed rows, length buckets.
+"""Isolated runs for tree projections [Murty2023a]: packed rows, length buckets.
 
 An isolated run of a span shows the model only the span's tokens and the tokens that belong to
 no word. A hidden token is a key of no query and its output is never read, so it is dropped

@@ -1,8 +1,6 @@
 """Tree scores, unlabelled parse F1 and the branching / random-tree baselines.
 
-Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
-Projections" (ICLR 2023) and "Grokking of Hierarchical Structure in Vanilla Transformers"
-(ACL 2023). Trees are tuples of half-open word spans including ``(0, n)``, as in
+Follows [Murty2023a] and [Murty2023b]. Trees are tuples of half-open word spans including ``(0, n)``, as in
 :attr:`hierlens.models.tasks.base.Example.tree` and
 :func:`hierlens.analysis.trees.tree_projection`.
 """
@@ -13,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from hierlens.models.bootstrap import bootstrap_interval, ratio
 
 from .decode import Span, Tree, as_score_matrix, sort_tree, tree_projection, tree_splits
 
@@ -42,7 +42,7 @@ def tree_score(
     *,
     method: str = "greedy",
 ) -> float:
-    """Mean tree score over sentences (Murty et al., ICLR 2023, "tree score").
+    """Mean tree score over sentences ([Murty2023a], "tree score").
 
     For one sentence with span scores ``s`` (``s[i, j]`` for the words ``i..j`` inclusive)
     and projected binary tree ``T``::
@@ -112,6 +112,35 @@ def parse_prf(
 def parse_f1(pred: Sequence[Iterable[Span]], gold: Sequence[Iterable[Span]]) -> float:
     """Corpus-level unlabelled bracketing F1 (see :func:`parse_prf`)."""
     return parse_prf(pred, gold)[2]
+
+
+def parse_f1_interval(
+    pred: Sequence[Iterable[Span]],
+    gold: Sequence[Iterable[Span]],
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the corpus-level :func:`parse_f1` over sentences
+    (resampled with replacement, seeded; see
+    :func:`hierlens.models.bootstrap.bootstrap_interval`)."""
+    if len(pred) != len(gold):
+        raise ValueError(f"got {len(pred)} predicted trees for {len(gold)} gold trees")
+    if len(pred) == 0:
+        raise ValueError("parse F1 needs at least one tree")
+    counts = np.zeros((len(pred), 3))  # matched, predicted, gold brackets
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        ps, gs = _bracket_set(p), _bracket_set(g)
+        counts[k] = len(ps & gs), len(ps), len(gs)
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        matched, n_pred, n_gold = (w @ counts).T
+        precision, recall = ratio(matched, n_pred), ratio(matched, n_gold)
+        f1 = ratio(2 * precision * recall, precision + recall)
+        return np.where((matched == 0) & (n_pred > 0) & (n_gold > 0), 0.0, f1)
+
+    return bootstrap_interval(statistic, len(pred), n_resamples=n_resamples, level=level, seed=seed)
 
 
 def _check_n(n: int) -> int:

@@ -1,4 +1,4 @@
-"""Input checks of tree projections (Murty et al., ICLR 2023): token sequences and word spans.
+"""Input checks of tree projections [Murty2023a]: token sequences and word spans.
 
 A sentence is a token sequence and the half-open token spans ``(start, end)`` of its words,
 disjoint and in order; tokens in no word (special tokens) stay visible in every isolated run.

@@ -1,8 +1,7 @@
 """Span contextual invariance scores, computed for all spans of many sentences in batched forwards.
 
-Follows Murty et al., "Characterizing Intrinsic Compositionality in Transformers with Tree
-Projections" (ICLR 2023), as used in "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023). For a span of words ``i..j`` of a sentence, the model is run twice:
+Follows [Murty2023a], as used in [Murty2023b]. For a span of words ``i..j`` of a sentence, the
+model is run twice:
 
 - in the *full context*: the sentence as it is;
 - *isolated*: the same token sequence at the same positions, with every attention key that
@@ -40,7 +39,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hierlens.models.device import resolve_device
+from hierlens.core.device import resolve_device
 from hierlens.models.model_inputs import is_bidirectional
 from hierlens.models.tasks.base import Example
 
@@ -112,7 +111,7 @@ def span_scores(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> list[torch.Tensor]:
-    """Span contextual invariance scores of every span of every sentence (Murty et al., 2023).
+    """Span contextual invariance scores of every span of every sentence [Murty2023a].
 
     Parameters:
         model: one of

@@ -1,8 +1,8 @@
-"""Sequence architectures of Delétang et al., "Neural Networks and the Chomsky Hierarchy"
-(ICLR 2023): vanilla RNN, LSTM, Stack-RNN, Tape-RNN and a transformer encoder with six
-positional encodings. All are plain ``nn.Module`` s mapping ``(B, T)`` int64 tokens to
-``(B, T, vocab_size)`` logits, with TransformerLens ``HookPoint`` submodules (module names
-such as ``hook_hidden``, ``hook_stack``) that hierlens' ``capture`` reads like any module.
+"""Sequence architectures of [Deletang2023]: vanilla RNN, LSTM, Stack-RNN, Tape-RNN and a
+transformer encoder with six positional encodings. All are plain ``nn.Module`` s mapping
+``(B, T)`` int64 tokens to ``(B, T, vocab_size)`` logits, with TransformerLens ``HookPoint``
+submodules (module names such as ``hook_hidden`` , ``hook_stack`` ) that hierlens' ``capture``
+reads like any module.
 """
 
 from .build import build_model

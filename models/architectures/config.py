@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import Config
+from hierlens.core.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task
@@ -16,8 +16,7 @@ POS_ENCODINGS = ("none", "sincos", "learned", "relative", "rope", "alibi")
 
 @dataclasses.dataclass(frozen=True)
 class ArchConfig(Config):
-    """One model of the architecture families compared by Delétang et al., "Neural Networks
-    and the Chomsky Hierarchy" (ICLR 2023).
+    """One model of the architecture families compared by [Deletang2023].
 
     Attributes:
         arch: ``rnn``, ``lstm``, ``stack_rnn``, ``tape_rnn`` or ``transformer``.

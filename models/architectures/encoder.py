@@ -1,5 +1,4 @@
-"""Transformer encoder with a choice of positional encodings, as compared by Delétang et al.,
-"Neural Networks and the Chomsky Hierarchy" (ICLR 2023).
+"""Transformer encoder with a choice of positional encodings, as compared by [Deletang2023].
 
 A plain ``nn.Module`` (pre-LayerNorm blocks, bidirectional unless ``cfg.causal``), not a
 TransformerLens config: TransformerLens' native models offer neither relative-bias nor ALiBi
@@ -8,15 +7,15 @@ encoders in bidirectional form, and one module keeps every encoding in one code 
 Positional encodings (``cfg.pos_encoding``):
 
 - ``none``: no position information;
-- ``sincos``: sinusoidal vectors added to the embeddings (Vaswani et al., 2017);
+- ``sincos``: sinusoidal vectors added to the embeddings [Vaswani2017];
 - ``learned``: a learned table of ``max_len`` vectors added to the embeddings;
 - ``relative``: a learned per-head bias for each clipped relative distance
-  ``clip(j - i, ±relative_max_distance)`` added to the attention scores (Shaw et al., 2018
+  ``clip(j - i, ±relative_max_distance)`` added to the attention scores ([Shaw2018]
   style; the paper uses Transformer-XL's relative encodings, of which this is the bias-only
   form);
-- ``rope``: rotary embeddings of queries and keys (Su et al., 2021);
-- ``alibi``: a per-head linear penalty ``-slope_h * |i - j|`` on the scores (Press et al.,
-  2022; symmetric since the encoder is bidirectional).
+- ``rope``: rotary embeddings of queries and keys [Su2021];
+- ``alibi``: a per-head linear penalty ``-slope_h * |i - j|`` on the scores ([Press2022];
+  symmetric since the encoder is bidirectional).
 
 Hook points (module names; called once per forward): ``hook_embed`` ``(B, T, d_model)``
 (after positions are added), ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``

@@ -1,6 +1,5 @@
-"""Memory-augmented recurrent networks of Delétang et al., "Neural Networks and the Chomsky
-Hierarchy" (ICLR 2023): the Stack-RNN (Joulin & Mikolov, "Inferring Algorithmic Patterns with
-Stack-Augmented Recurrent Nets", NeurIPS 2015) and the Tape-RNN.
+"""Memory-augmented recurrent networks of [Deletang2023]: the Stack-RNN [Joulin2015] and the
+Tape-RNN.
 
 At every step the controller (a vanilla RNN cell) reads the token embedding concatenated with
 the memory cell under the head (the stack top, the tape cell at the head), then emits logits,

@@ -1,5 +1,5 @@
-"""Vanilla RNN and LSTM sequence models (the recurrent baselines of Delétang et al., "Neural
-Networks and the Chomsky Hierarchy", ICLR 2023).
+"""Vanilla RNN and LSTM sequence models (the recurrent baselines of
+[Deletang2023]).
 
 Both map tokens ``(B, T)`` int64 to logits ``(B, T, vocab_size)``. Hook points (each called
 once per forward, after the time loop): ``hook_embed`` ``(B, T, d_model)``, ``hook_hidden``

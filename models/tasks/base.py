@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import Config
-from ..device import resolve_device
+from hierlens.core.config import Config
+from hierlens.core.device import resolve_device
+
 from ..forward import model_logits
 
 IGNORE_INDEX = -100

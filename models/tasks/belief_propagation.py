@@ -1,7 +1,6 @@
 """Exact belief propagation on the (filtered) binary-tree generative model.
 
-Follows Garnier-Brun, Mézard, Moscato, Saglietti, "How transformers learn structured data:
-insights from hierarchical filtering" (ICML 2025). The generative model has ``q`` symbols, a
+Follows [GarnierBrun2025]. The generative model has ``q`` symbols, a
 root drawn from ``prior``, and a grammar tensor ``M[a, b, c] = P(left = b, right = c | parent
 = a)``. With filtering level ``k`` (``0 <= k <= L``) the tree is cut at height ``k``: the
 ``2^(L-k)`` nodes at depth ``L - k`` are drawn *independently given the root* from their exact

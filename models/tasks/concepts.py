@@ -1,7 +1,6 @@
 """Synthetic hierarchical concepts: vectors built from a tree of concept directions.
 
-Follows the toy setting of Costa et al., "From Flat to Hierarchical: Extracting Sparse
-Representations with Matching Pursuit" (MP-SAE, 2025): concepts form a tree; in each sample
+Follows the toy setting of MP-SAE [Costa2025]: concepts form a tree; in each sample
 at most one top-level concept is active; an active concept activates at most one of its
 children; a child's direction is orthogonal to its parent's (and to every ancestor's) while
 siblings may share a configurable cosine. Each active concept contributes its direction times
@@ -21,13 +20,16 @@ MP-SAE) recovers each level of the tree.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..config import Config
+from hierlens.core.config import Config
 
-__all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts"]
+from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
+
+__all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts", "concept_ground_truth"]
 
 
 @dataclasses.dataclass
@@ -89,7 +91,7 @@ class ConceptSample:
 
 
 @dataclasses.dataclass(frozen=True)
-class HierarchicalConcepts(Config):
+class HierarchicalConcepts(Config, KnownLatents):
     """Configuration of the synthetic hierarchical-concepts generator.
 
     Parameters:
@@ -238,6 +240,12 @@ class HierarchicalConcepts(Config):
             family=torch.tensor(family, dtype=torch.int64),
         )
 
+    # ----------------------------------------------------------------- ground truth
+    def ground_truth(self, data: ConceptSample) -> GroundTruth:
+        """The concepts' magnitudes per sample and the concept tree
+        (:func:`concept_ground_truth`)."""
+        return concept_ground_truth(data)
+
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ConceptSample:
         """``n`` samples: vectors, ground-truth codes and the tree (CPU tensors)."""
@@ -270,6 +278,21 @@ class HierarchicalConcepts(Config):
         if self.noise_std > 0:
             x = x + rng.normal(0.0, self.noise_std, x.shape)
         return ConceptSample.from_numpy(x, codes, tree, dtype)
+
+
+def concept_ground_truth(sample: ConceptSample, names: Sequence[str] | None = None) -> GroundTruth:
+    """The ground truth of directly observed concept vectors: one row per sample, the
+    concepts' magnitudes as activations, the concept tree as the feature graph (default
+    names ``c<i>``)."""
+    if not isinstance(sample, ConceptSample):
+        raise TypeError(f"expected a ConceptSample, got {type(sample).__name__}")
+    tree = sample.tree
+    n = tree.n_concepts
+    names = tuple(names) if names is not None else tuple(f"c{i}" for i in range(n))
+    parent = tree.parent.tolist()
+    edges = tuple((p, c) for c, p in enumerate(parent) if p >= 0)
+    graph = FeatureGraph(names, tuple(tree.level.tolist()), edges)
+    return GroundTruth(sample.codes.float(), graph)
 
 
 def _orthonormal(rng: np.random.Generator, dim: int, k: int) -> np.ndarray:

@@ -1,9 +1,8 @@
 """Dyck-(k, d): well-nested strings of k bracket types up to depth d, as a language-model task.
 
-Follows the setup of Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023). Strings come from the probabilistic automaton: with an empty stack,
-open a bracket (of a uniformly random type) with probability 1/2 or end the string; below the
-maximum depth, open or close with probability 1/2 each; at the maximum depth, close. Strings
+Follows the setup of [Murty2023b]. Strings come from the probabilistic automaton: with an empty
+stack, open a bracket (of a uniformly random type) with probability 1/2 or end the string; below
+the maximum depth, open or close with probability 1/2 each; at the maximum depth, close. Strings
 shorter than ``min_length`` or longer than ``max_length`` brackets are rejected and redrawn.
 
 Splits. A string is a concatenation of *segments*, each going from an empty stack back to an
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
+from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 from .registry import register_task
 
 _PAIRS = ("()", "[]", "{}", "<>")
@@ -49,7 +49,7 @@ def _hash_fraction(salt: bytes, ids: np.ndarray) -> float:
 
 @register_task
 @dataclasses.dataclass(frozen=True)
-class DyckTask(Task):
+class DyckTask(Task, KnownLatents):
     """Dyck-(``n_types``, ``max_depth``) language modelling with a novel-segment OOD split.
 
     Parameters:
@@ -310,6 +310,59 @@ class DyckTask(Task):
                 "novel_segment": any(self.is_held_out_segment(b[x:y]) for x, y in segs),
             },
         )
+
+    # ----------------------------------------------------------------- ground truth
+    def stack_state(self, brackets: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The stack after each bracket: its depth and the type of its top bracket (-1 when
+        empty), both ``(len(brackets),)``."""
+        st = self.structure(np.asarray(brackets, dtype=np.int64))
+        top = np.full(len(st["type"]), -1, dtype=np.int64)
+        stack: list[int] = []
+        for i, (closing, t) in enumerate(zip(st["is_close"].tolist(), st["type"].tolist())):
+            if closing:
+                stack.pop()
+            else:
+                stack.append(t)
+            top[i] = stack[-1] if stack else -1
+        return st["depth_after"].astype(np.int64), top
+
+    def ground_truth(self, data: list[Example]) -> GroundTruth:
+        """Per token, the stack after reading it: level 0 holds the one-hots ``depth=d``
+        (``d = 0 .. D``, ``D`` the deepest nesting any split reaches) and ``top=<type>``
+        (the open bracket on top; none at depth 0); level 1 their conjunctions
+        ``depth=d,top=<type>`` (``d >= 1``), each a child of its ``depth=d`` and its
+        ``top=<type>``. ``<bos>`` and ``<eos>`` see the empty stack (``depth=0``)."""
+        examples = list(data)
+        if not examples or not all(isinstance(e, Example) for e in examples):
+            raise ValueError("ground_truth needs a non-empty list of this task's Examples")
+        D = self.ood_depth if self.ood != "segments" else self.max_depth
+        K = self.n_types
+        opens = self.vocab[3 : 3 + K]
+        names = [f"depth={d}" for d in range(D + 1)] + [f"top={o}" for o in opens]
+        level = [0] * (D + 1 + K)
+        edges = []
+        for d in range(1, D + 1):
+            for t in range(K):
+                edges += [(d, len(names)), (D + 1 + t, len(names))]
+                names.append(f"depth={d},top={opens[t]}")
+                level.append(1)
+        depths, tops = [], []
+        for e in examples:
+            depth, top = self.stack_state(e.tokens[1:-1])
+            if len(depth) and int(depth.max()) > D:
+                raise ValueError(f"an example nests deeper ({int(depth.max())}) than {D}")
+            depths.append(np.concatenate([[0], depth, [0]]))
+            tops.append(np.concatenate([[-1], top, [-1]]))
+        depth, top = np.concatenate(depths), np.concatenate(tops)
+        rows = np.arange(len(depth))
+        acts = np.zeros((len(depth), len(names)), dtype=np.float32)
+        acts[rows, depth] = 1.0
+        on = top >= 0
+        acts[rows[on], D + 1 + top[on]] = 1.0
+        both = D + 1 + K + (depth[on] - 1) * K + top[on]
+        acts[rows[on], both] = 1.0
+        graph = FeatureGraph(tuple(names), tuple(level), tuple(edges))
+        return GroundTruth(torch.from_numpy(acts), graph)
 
     # ----------------------------------------------------------------- metric
     def metric_counts(

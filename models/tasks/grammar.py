@@ -1,10 +1,9 @@
 """A small English fragment with constituency trees, shared by the grammar-based tasks.
 
-The fragment follows the kind of grammar used by McCoy, Frank & Linzen, "Does syntax need to
-grow on trees?" (TACL 2020) and Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023): determiners, singular/plural nouns, prepositional phrases,
-relative clauses with *who*/*that*, and either auxiliaries with bare verbs (question
-formation) or tensed verbs (tense inflection). The lexicon is our own. Every word has a
+The fragment follows the kind of grammar used by [McCoy2020] and [Murty2023b]: determiners,
+singular/plural nouns, prepositional phrases, relative clauses with *who*/*that*, and either
+auxiliaries with bare verbs (question formation) or tensed verbs (tense inflection). The lexicon
+is our own. Every word has a
 single part of speech. Rules (binary; ``NPb`` is written ``NP`` in the trees)::
 
     S    -> NP Pred

@@ -1,7 +1,6 @@
 """Hierarchical filtering: sequences generated on a binary tree with a tunable correlation range.
 
-Follows Garnier-Brun, Mézard, Moscato, Saglietti, "How transformers learn structured data:
-insights from hierarchical filtering" (ICML 2025).
+Follows [GarnierBrun2025].
 
 Generative model. ``q`` symbols; a full binary tree of depth ``L`` (``2^L`` leaves); the root
 is uniform; a seeded random grammar ``M[parent, left, right]`` gives each parent ``n_rules``
@@ -52,6 +51,7 @@ import torch
 
 from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
 from .belief_propagation import BPResult, belief_propagation, top_link_matrices
+from .ground_truth import FeatureGraph, GroundTruth, KnownLatents, one_hot_rows
 from .registry import register_task
 
 MASK = "<mask>"
@@ -123,7 +123,7 @@ def leaf_pair_mutual_information(
 
 @register_task
 @dataclasses.dataclass(frozen=True)
-class HierarchicalFilteringTask(Task):
+class HierarchicalFilteringTask(Task, KnownLatents):
     """Root classification / masked-leaf prediction on filtered tree-generated sequences.
 
     Parameters:
@@ -392,6 +392,45 @@ class HierarchicalFilteringTask(Task):
         tgt = targets[:, 1 : 1 + self.n_leaves]
         sel = tgt != IGNORE_INDEX
         return float((pred[sel] == tgt[sel]).double().mean())
+
+    # ----------------------------------------------------------------- ground truth
+    def ground_truth(self, data: Sequence[Example]) -> GroundTruth:
+        """Per token, the value of each of its ancestor nodes: feature ``h{h}=s{s}`` is 1 on
+        the tokens whose ancestor at height ``h`` has symbol ``s`` (``h = 0``: the leaf
+        itself, also where it is masked; ``h = depth``: the root), for the heights the
+        filtered tree has. ``<bos>``/``<eos>`` rows are all zero.
+
+        Level 0 is the root's height; a value at height ``h`` is a child of a value at the
+        next height up wherever the grammar can produce one below the other (through
+        several generations across the filtered gap), so a symbol may have several parents.
+
+        Raises:
+            ValueError: no examples, or examples of different filtering levels.
+        """
+        examples = list(data)
+        if not examples or not all(isinstance(e, Example) for e in examples):
+            raise ValueError("ground_truth needs a non-empty list of this task's Examples")
+        ks = {int(e.labels["filter_level"]) for e in examples}
+        if len(ks) != 1:
+            raise ValueError(f"examples of different filtering levels {sorted(ks)}: pass one split")
+        k, q, L = ks.pop(), self.q, self.depth
+        heights = sorted(set(range(k + 1)) | {L}, reverse=True)
+        names = [f"h{h}=s{s}" for h in heights for s in range(q)]
+        level = [i for i in range(len(heights)) for _ in range(q)]
+        M = self.grammar
+        step = (M.sum(2) + M.sum(1)) > 0  # step[s, s']: s can have a child s'
+        edges = []
+        for i in range(len(heights) - 1):
+            reach = np.linalg.matrix_power(step.astype(np.int64), heights[i] - heights[i + 1])
+            for s, t in zip(*np.nonzero(reach > 0)):
+                edges.append((i * q + int(s), (i + 1) * q + int(t)))
+        blocks = []
+        for h in heights:
+            key = "symbol" if h == 0 else f"ancestor_h{h}"
+            values = np.concatenate([np.asarray(e.token_labels[key]) for e in examples])
+            blocks.append(one_hot_rows(values, q))
+        acts = torch.from_numpy(np.concatenate(blocks, axis=1))
+        return GroundTruth(acts, FeatureGraph(tuple(names), tuple(level), tuple(edges)))
 
     # ----------------------------------------------------------------- metric
     def metric_counts(

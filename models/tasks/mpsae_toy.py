@@ -1,6 +1,5 @@
-"""The synthetic toy of Costa et al. 2025 ("From Flat to Hierarchical: Extracting Sparse
-Representations with Matching Pursuit", section 4 and their released toy), itself extended
-from the toy of Bussmann et al. 2025 (Matryoshka SAEs).
+"""The synthetic toy of [Costa2025] (section 4 and their released toy), itself extended
+from the toy of [Bussmann2025] (Matryoshka SAEs).
 
 The features (20 in all, in ``d = 20`` dimensions: no superposition):
 
@@ -35,8 +34,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..config import Config
-from .concepts import ConceptSample, ConceptTree
+from hierlens.core.config import Config
+
+from .concepts import ConceptSample, ConceptTree, concept_ground_truth
+from .ground_truth import GroundTruth, KnownLatents
 
 __all__ = ["MPSAEToy", "group_directions"]
 
@@ -53,7 +54,7 @@ def group_directions(basis: np.ndarray, cosine: float) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class MPSAEToy(Config):
+class MPSAEToy(Config, KnownLatents):
     """Costa et al.'s toy (see the module docstring) with the within-group cosine a parameter.
 
     Parameters:
@@ -156,6 +157,20 @@ class MPSAEToy(Config):
             p: list(range(base + p * self.n_children, base + (p + 1) * self.n_children))
             for p in range(self.n_parents)
         }
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """``p<j>`` for the parents, ``s<j>`` for the singletons, ``p<j>.c<m>`` for the
+        children, in the order of :meth:`tree`."""
+        names = [f"p{j}" for j in range(self.n_parents)]
+        names += [f"s{j}" for j in range(self.n_singletons)]
+        names += [f"p{j}.c{m}" for j in range(self.n_parents) for m in range(self.n_children)]
+        return tuple(names)
+
+    def ground_truth(self, data: ConceptSample) -> GroundTruth:
+        """The features' magnitudes per sample, parents at level 0 and children at level 1
+        (:func:`~hierlens.models.tasks.concepts.concept_ground_truth`)."""
+        return concept_ground_truth(data, self.feature_names)
 
     def sample(self, n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ConceptSample:
         """``n`` samples: vectors ``(n, dim)``, ground-truth magnitudes ``(n, dim)`` and the

@@ -1,8 +1,6 @@
 """Question formation: front the main auxiliary, a test of hierarchical generalisation.
 
-Follows McCoy, Frank & Linzen, "Does syntax need to grow on trees? Sources of hierarchical
-inductive bias in sequence-to-sequence networks" (TACL 2020) and Murty et al., "Grokking of
-Hierarchical Structure in Vanilla Transformers" (ACL 2023), with the English fragment of
+Follows [McCoy2020] and [Murty2023b], with the English fragment of
 :mod:`.grammar`. Language-model format::
 
     <bos> the newt who can't giggle will amuse the yak quest will the newt who can't giggle amuse the yak <eos>

@@ -6,7 +6,8 @@ import dataclasses
 import difflib
 from typing import Any
 
-from ..config import unknown_keys_error
+from hierlens.core.config import unknown_keys_error
+
 from .base import Task
 
 _TASKS: dict[str, type[Task]] = {}

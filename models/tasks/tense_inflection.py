@@ -1,8 +1,7 @@
 """Tense inflection: re-inflect past-tense sentences to the present, agreeing with the subject.
 
-Follows the tense-reinflection task of McCoy, Frank & Linzen, "Does syntax need to grow on
-trees?" (TACL 2020), also used by Murty et al., "Grokking of Hierarchical Structure in Vanilla
-Transformers" (ACL 2023), with the English fragment of :mod:`.grammar`. Language-model
+Follows the tense-reinflection task of [McCoy2020], also used by [Murty2023b], with the English
+fragment of :mod:`.grammar`. Language-model
 format::
 
     <bos> my newt near the yaks giggled PRESENT my newt near the yaks giggles <eos>
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..device import resolve_device
+from hierlens.core.device import resolve_device
+
 from ..forward import model_logits
 from .base import IGNORE_INDEX, Batch, Example, iter_batches
 from .grammar import NOUNS, RELS, Tree, first_unless_after

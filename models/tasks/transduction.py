@@ -18,6 +18,7 @@ import torch
 
 from .base import BOS, EOS, IGNORE_INDEX, PAD, SPLITS, Batch, Example, Task, gold_depths
 from .grammar import MAX_WORDS, NOUNS, VERBS_INTR, Lexicon, SentenceGenerator, Tree, all_words
+from .ground_truth import GroundTruth, KnownLatents, constituent_ground_truth
 
 __all__ = ["TransductionTask"]
 
@@ -34,7 +35,7 @@ def _is_int(v: object) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class TransductionTask(Task):
+class TransductionTask(Task, KnownLatents):
     """Base of the sentence-transformation tasks (language-model format).
 
     Tokens: ``<bos> w_1 .. w_n <marker> o_1 .. o_m <eos>``; the targets are the next tokens
@@ -209,6 +210,16 @@ class TransductionTask(Task):
             token_labels=tl,
             labels={"sentence": " ".join(words), "tree": tree.bracketed(), **labels},
         )
+
+    def ground_truth(self, data: Sequence[Example]) -> GroundTruth:
+        """Constituent labels of the input words, as label paths from the root (``S>NP``,
+        ``S>NP>RC>Pred``, ...; see
+        :func:`~hierlens.models.tasks.ground_truth.constituent_ground_truth`); the marker
+        and output tokens are all zero."""
+        examples = list(data)
+        if not examples or not all(isinstance(e, Example) for e in examples):
+            raise ValueError("ground_truth needs a non-empty list of this task's Examples")
+        return constituent_ground_truth(examples, [e.labels["tree"] for e in examples])
 
     @staticmethod
     def marker_positions(batch: Batch, marker_ids: torch.Tensor) -> torch.Tensor:

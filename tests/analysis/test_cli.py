@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 from hierlens.analysis.cli import main
+from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import list_checkpoints, open_run
-from hierlens.models.atomic_io import read_json, read_jsonl
 
 TINY = [
     "--task",
@@ -377,13 +377,19 @@ def test_saes_from_fit_sae_appear_in_the_report(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
     fit = "fit-sae {} --hook blocks.0.hook_resid_post --widths 8 --ks 2 --steps 20 --n 20"
+    capsys.readouterr()
     assert main([*fit.format(run_dir).split(), "--device", "cpu", "--no-progress"]) == 0
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    # FVU on the rows trained on beside the FVU on the seeded held-out rows
+    assert row["fvu_train"] >= 0 and row["fvu_heldout"] >= 0 and row["n_heldout_rows"] >= 2
+    (saved,) = read_jsonl(open_run(run_dir).sae_table_path)
+    assert saved["name"] == "topk_w8_k2" and saved["fvu_heldout"] == row["fvu_heldout"]
     report = ["report", str(run_dir), "--max-sentences", "0", "--device", "cpu", "--no-progress"]
     assert main(report) == 0
     html = (run_dir / "report.html").read_text()
     assert '<section id="saes">' in html
     saes = html.split('<section id="saes">', 1)[1].split("</section>", 1)[0]
-    assert "topk_w8_k2" in saes
+    assert "topk_w8_k2" in saes and "fvu_heldout" in saes
 
 
 def test_train_flags_come_from_the_configs():

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from hierlens.analysis.cli.common import CLIError, add_config_flags, config_from_flags
-from hierlens.models.config import Config
+from hierlens.core.config import Config
 from hierlens.sae import SAETrainConfig
 
 

@@ -138,6 +138,18 @@ def test_structural_probe_command_writes_layers_and_controls(tmp_path, tiny_bert
     baseline = [x for x in records if x["model"] == "baseline"]
     assert len(baseline) == 1 and 0.0 <= baseline[0]["uuas"] <= 1.0
     assert all(0.0 <= x["uuas"] <= 1.0 for x in trained + random)
+    # .mrg input: scored against dependencies from head rules, said in every record; 95%
+    # bootstrap intervals; the 2-sentence test split is flagged
+    assert all("head rules" in x["gold_tree"] for x in records)
+    for x in trained:
+        lo, hi = x["uuas_ci"]
+        assert lo <= x["uuas"] <= hi and x["ci_level"] == 0.95
+        assert any("test split has 2 sentences" in w for w in x["warnings"])
+    report = ["report", r, "--max-sentences", "0", "--device", "cpu", "--no-progress"]
+    assert main(report) == 0
+    layers = (run.path / "report.html").read_text().split('<section id="layers">', 1)[1]
+    assert "converted from the PTB brackets by head rules" in layers
+    assert "UUAS 95% CI" in layers and "Warning:</b> the test split has 2 sentences" in layers
     # a trained run is refused with the reason
     assert main(["structural-probe", str(tmp_path / "missing")]) == 2
 

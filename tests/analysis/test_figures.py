@@ -14,7 +14,7 @@ from hierlens.analysis.cli import main
 from hierlens.analysis.figures import FIGURES, redraw, reproduce
 from hierlens.analysis.figures import plot as figures_plot
 from hierlens.analysis.grokking import track
-from hierlens.models.atomic_io import read_jsonl
+from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run, open_run
 
 NAMES = {
@@ -31,6 +31,7 @@ NAMES = {
     "rank-collapse-depth",
     "sae-geometry-spectrum",
     "chomsky-table",
+    "sae-frontier",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,6 +56,10 @@ TINY = {
     "rank-collapse-depth": {"depth": 5, "d_model": 16, "n_tokens": 8, "batch": 2, "seeds": [0, 1]},
     "sae-geometry-spectrum": {"setting": _TINY_DYCK, "n_sentences": 40, "sae_steps": 30},
     "chomsky-table": {"tasks": ["parity_check"], "archs": ["lstm"], "steps": 3, "eval_n": 8},
+    "sae-frontier": {
+        "toy": {"n_train": 400, "n_eval": 300, "steps": 10, "batch_size": 100, "lr": 1e-2},
+        "filtering": None,
+    },
 }
 
 
@@ -164,6 +169,10 @@ def hand_made(name: str) -> dict:
         spectra = [[1.0, 0.5, 0.2, 0.1], [2.0, 0.4, 0.1, 0.05]]
         return {"labels": ["L0 embed", "L1"], "d_sae": 8, "k": 2, "spectra": spectra,
                 "slopes": [-1.0, None]}  # fmt: skip
+    if name == "sae-frontier":
+        from tests.analysis.test_sae_frontier_figure import hand_made_frontier
+
+        return hand_made_frontier()
     raise KeyError(name)
 
 

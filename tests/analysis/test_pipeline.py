@@ -95,6 +95,7 @@ def test_end_to_end_and_resume_skips_finished_stages(tmp_path):
         "relu_w16_l1c0.01",
     }
     assert all(r["fvu"] >= 0 for r in table)
+    assert all(r["fvu_train"] >= 0 and r["fvu_heldout"] >= 0 for r in table)
     assert set(layout.sae_dirs()) == {r["name"] for r in table}
     probes = layout.probe_results_path.read_text().splitlines()
     assert len(probes) == 2 * 2  # 2 hooks x 2 ks for the binary label

@@ -19,6 +19,7 @@ from hierlens import sae as S
 from hierlens.analysis.grokking import track
 from hierlens.analysis.report import write_report
 from hierlens.analysis.report.html import bracketing, children
+from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models import (
     ActivationStore,
     ModelConfig,
@@ -28,7 +29,6 @@ from hierlens.models import (
     get_task,
     train,
 )
-from hierlens.models.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models.run import Run
 from hierlens.probes import probe_sweep
 from hierlens.sae.mdl import description_length

@@ -173,3 +173,48 @@ def test_missing_browser_skips_or_fails_with_the_reason(monkeypatch, tmp_path, r
     expected = pytest.fail.Exception if required else pytest.skip.Exception
     with pytest.raises(expected, match="apt-get install -y chromium chromium-driver"):
         me._start_chromium(str(tmp_path))
+
+
+def test_notebook_sections_share_one_library_in_chromium(report, tmp_path, monkeypatch):
+    """Two sections shown in one notebook kernel: plotly.js comes once, with the first, and
+    both draw offline, even when the cell without the library runs before the one with it
+    (its charts wait for the library)."""
+    import sys
+    import types
+
+    from hierlens.analysis.report import show
+
+    shell = types.SimpleNamespace()
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    first = show(report.parent, "training")._repr_html_()
+    second = show(report.parent, "training")._repr_html_()
+    assert (first + second).count("plotly.js v") == 1
+    page = tmp_path / "notebook.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{second}{first}</body></html>")
+    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
+    driver = _start_chromium(profile)
+    try:
+        driver.get(page.resolve().as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        drawn = (
+            "return [document.querySelectorAll('div.chart').length, Array.from("
+            "document.querySelectorAll('div.chart')).filter(d => d.querySelector("
+            "'svg.main-svg') !== null).length];"
+        )
+        WebDriverWait(driver, 60).until(
+            lambda d: (lambda c: c[0] > 0 and c[0] == c[1])(d.execute_script(drawn))
+        )
+        n_charts, n_drawn = driver.execute_script(drawn)
+        assert n_charts == (first + second).count('<div class="chart"') >= 2
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);"
+        )
+        assert fetched == [], fetched
+        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, f"console errors: {errors}"
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -77,7 +77,7 @@ def sae_config():
 
 
 def do_sae(out_dir: str, mode: str) -> None:
-    from hierlens.models import distributed as D
+    from hierlens.core import distributed as D
     from hierlens.sae import train_saes
 
     x, saes = sae_setup()

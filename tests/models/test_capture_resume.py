@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hierlens.models.atomic_io import read_json
+from hierlens.core.atomic_io import read_json
 from hierlens.models.capture import capture
 from hierlens.models.store import ActivationStore
 

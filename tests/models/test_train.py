@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import torch
 
+from hierlens.core.atomic_io import CorruptFileError
 from hierlens.models import (
-    CorruptFileError,
     ModelConfig,
     TrainConfig,
     build_transformer,

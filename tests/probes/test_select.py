@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
@@ -116,8 +117,12 @@ def test_l1_logistic_matches_sklearn():
         max_iter=20_000,
         tol=1e-12,
     )
+    # an L1 penalty is l1_ratio=1 from scikit-learn 1.8 on (penalty= deprecated there), and
+    # penalty="l1" before it (where l1_ratio alone is ignored)
+    sklearn_minor = tuple(int(v) for v in sklearn.__version__.split(".")[:2])
+    l1 = {"l1_ratio": 1.0} if sklearn_minor >= (1, 8) else {"penalty": "l1"}
     ref = LogisticRegression(
-        l1_ratio=1.0, solver="saga", C=0.05, class_weight="balanced", tol=1e-12, max_iter=200_000
+        **l1, solver="saga", C=0.05, class_weight="balanced", tol=1e-12, max_iter=200_000
     ).fit(X, y)
     np.testing.assert_allclose(coef[0].numpy(), ref.coef_[0], atol=1e-5)
     assert abs(b[0].item() - ref.intercept_[0]) < 1e-5

@@ -161,3 +161,19 @@ def test_bad_input():
         StructuralProbe(kind="parse").fit([np.zeros((2, 3))] * 3, [g] * 3)
     with pytest.raises(RuntimeError, match="not fitted"):
         StructuralProbe().predict([np.zeros((2, 3))])
+
+
+def test_sweep_refuses_constituency_only_gold_trees():
+    """UUAS over a spanning tree of constituency distances is another metric (ties broken
+    by word order): the sweep wants dependency trees and says where to get them."""
+    import dataclasses
+
+    from hierlens.models import shipped_treebank
+    from hierlens.probes import structural_probe_sweep
+
+    sentences = shipped_treebank("ptb")[:6]
+    assert all(s.heads is not None for s in sentences)  # read_ptb converts by head rules
+    spans_only = [dataclasses.replace(s, heads=None, deprels=None) for s in sentences]
+    vectors = {0: [np.zeros((len(s), 4), dtype=np.float32) for s in sentences]}
+    with pytest.raises(ValueError, match="dependency trees.*read_ptb"):
+        structural_probe_sweep(vectors, spans_only)

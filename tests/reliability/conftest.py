@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hierlens.models.atomic_io import CHECKSUMS
+from hierlens.core.atomic_io import CHECKSUMS
 
 PRELOAD = [
     "torch",

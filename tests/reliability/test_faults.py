@@ -15,8 +15,9 @@ import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.analysis.pipeline import run as run_pipeline
-from hierlens.models import ActivationStore, atomic_io, load_checkpoint, open_run
-from hierlens.models.atomic_io import CorruptFileError, read_json, read_jsonl, write_checked_json
+from hierlens.core import atomic_io
+from hierlens.core.atomic_io import CorruptFileError, read_json, read_jsonl, write_checked_json
+from hierlens.models import ActivationStore, load_checkpoint, open_run
 from hierlens.models.run import Run
 from hierlens.sae import load_sae
 

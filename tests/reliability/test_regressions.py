@@ -17,6 +17,7 @@ import torch
 from hierlens.analysis.cli import main
 from hierlens.analysis.cli.main import is_user_error
 from hierlens.analysis.pipeline import PipelineConfig, load_config
+from hierlens.core.atomic_io import CorruptFileError, atomic_write_bytes
 from hierlens.models import (
     ModelConfig,
     TrainConfig,
@@ -27,7 +28,6 @@ from hierlens.models import (
     open_run,
     train,
 )
-from hierlens.models.atomic_io import CorruptFileError, atomic_write_bytes
 from hierlens.models.run import Run, RunLockedError
 from hierlens.sae import TopKSAE, load_sae
 

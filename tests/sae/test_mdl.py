@@ -437,7 +437,7 @@ def _grid_data(n=512, d=8, seed=0):
 
 
 def test_fit_grid_trains_each_sae_as_alone_and_writes_the_table(tmp_path):
-    from hierlens.models.atomic_io import read_json, read_jsonl
+    from hierlens.core.atomic_io import read_json, read_jsonl
     from hierlens.sae import load_sae, train_saes
 
     x = _grid_data()
@@ -483,7 +483,7 @@ def test_fit_grid_trains_each_sae_as_alone_and_writes_the_table(tmp_path):
 
 
 def test_fit_grid_errors(tmp_path):
-    from hierlens.models.atomic_io import read_jsonl
+    from hierlens.core.atomic_io import read_jsonl
 
     x = _grid_data(n=128)
     bad = x.clone()

@@ -97,6 +97,7 @@ def test_fused_training_equals_separate_plain_loops(sparse_decode):
         progress=False,
         log_every=8,
         sparse_decode=sparse_decode,
+        heldout_fraction=0.0,  # the plain loops see every row
     )
     separate = _make_saes()
     for sae in separate:
@@ -165,7 +166,7 @@ def test_exact_resume_after_interruption(tmp_path, sparse_decode):
 def test_iterable_and_callable_sources_match_tensor_source():
     x = _data(n=192)
     ref = [TopKSAE(D_IN, D_SAE, k=4, seed=3, device="cpu")]
-    train_saes(ref, x, steps=10, batch_size=BS, shuffle=False, progress=False)
+    train_saes(ref, x, steps=10, batch_size=BS, shuffle=False, heldout_fraction=0.0, progress=False)
     sizes = [5, 40, 17, 64, 66]  # uneven chunks, re-chunked into batches of 32
     chunks = list(torch.split(x, sizes))
     for source in (chunks, lambda: iter(chunks)):
@@ -199,6 +200,7 @@ def test_dead_and_dense_latent_tracking():
         dead_after_tokens=window,
         dense_threshold=0.5,
         max_grad_norm=None,
+        heldout_fraction=0.0,
         progress=False,
     )
     # reference from the (numerically unchanged) initial SAE, batch by batch
@@ -228,7 +230,15 @@ def test_fvu_in_history_matches_definition():
     x = _data(n=64)
     sae = ReluSAE(D_IN, D_SAE, device="cpu")
     res = train_saes(
-        [sae], x, steps=2, batch_size=64, lr=1e-12, log_every=2, shuffle=False, progress=False
+        [sae],
+        x,
+        steps=2,
+        batch_size=64,
+        lr=1e-12,
+        log_every=2,
+        shuffle=False,
+        heldout_fraction=0.0,
+        progress=False,
     )
     recon = sae(x).recon.detach()
     fvu = ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()

@@ -1,5 +1,5 @@
-"""The Chomsky-hierarchy tasks of Delétang et al., "Neural Networks and the Chomsky Hierarchy"
-(ICLR 2023), registered with the task registry (see :mod:`.base` for layout, splits, metric).
+"""The Chomsky-hierarchy tasks of [Deletang2023], registered with the task registry (see
+:mod:`.base` for layout, splits, metric).
 
 Regular: ``parity_check``, ``even_pairs``, ``cycle_navigation``, ``modular_arithmetic``.
 Deterministic context-free: ``reverse_string``, ``stack_manipulation``,

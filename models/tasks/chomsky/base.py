@@ -1,6 +1,6 @@
 """Shared machinery of the Chomsky-hierarchy tasks.
 
-Follows Delétang et al., "Neural Networks and the Chomsky Hierarchy" (ICLR 2023).
+Follows [Deletang2023].
 
 Layout of an example (no ``<bos>``/``<eos>``, as in the paper): the ``L`` input symbols, then
 ``computation_steps_mult * L`` blank tokens (the paper's extra "computation steps"; 0 by

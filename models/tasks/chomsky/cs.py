@@ -1,5 +1,4 @@
-"""Context-sensitive tasks of Delétang et al., "Neural Networks and the Chomsky Hierarchy"
-(ICLR 2023). Gold trees are flat (no bracket structure)."""
+"""Context-sensitive tasks of [Deletang2023]. Gold trees are flat (no bracket structure)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Deterministic context-free tasks of Delétang et al., "Neural Networks and the Chomsky
-Hierarchy" (ICLR 2023).
+"""Deterministic context-free tasks of [Deletang2023].
 
 Gold structure: bracket nesting for modular arithmetic with brackets and solve equation
 (each matched ``( ... )`` is a constituent); for stack manipulation each pushed symbol (an

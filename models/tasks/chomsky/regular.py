@@ -1,4 +1,4 @@
-"""Regular tasks of Delétang et al., "Neural Networks and the Chomsky Hierarchy" (ICLR 2023).
+"""Regular tasks of [Deletang2023].
 
 Each is a classification: one output symbol written at the single blank after the input.
 Gold tree: flat (no hierarchical structure).

@@ -17,8 +17,8 @@ from hierlens.analysis.cli import main
 from hierlens.analysis.compare.runs import compare_runs, layer_hooks
 from hierlens.analysis.grokking import track
 from hierlens.analysis.report import write_report
+from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.atomic_io import read_json, read_jsonl
 from hierlens.models.run import Run
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from hierlens.models.atomic_io import atomic_write_bytes, atomic_write_json, read_json
+from hierlens.core.atomic_io import atomic_write_bytes, atomic_write_json, read_json
 
 
 def test_atomic_write_uses_the_umask_like_open(tmp_path):

@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
+from hierlens.core.atomic_io import read_jsonl
+from hierlens.core.loggers import MissingExtraError, make_logger
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.atomic_io import read_jsonl
-from hierlens.models.loggers import MissingExtraError, make_logger
 from hierlens.models.run import Run, TrackerPaths
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
@@ -117,7 +117,7 @@ def test_mlflow_metrics_params_artifacts_and_resume(tmp_path):
     assert run.data.params["task.name"] == "dyck"
     assert run.info.status == "FINISHED"
     # artifacts: the report and figures of the run, attached at the end
-    from hierlens.models.loggers import log_run_artifacts
+    from hierlens.analysis.export import log_run_artifacts
 
     Run(run_dir).report_path.write_text("<html><body>report</body></html>")
     Run(run_dir).figures_dir.mkdir()
@@ -260,7 +260,7 @@ def test_missing_extra_is_a_one_line_error(tmp_path, monkeypatch):
 def test_import_hierlens_imports_no_tracker():
     code = (
         "import sys, hierlens, hierlens.models, hierlens.sae, hierlens.probes, hierlens.analysis\n"
-        "import hierlens.models.train, hierlens.models.loggers, hierlens.analysis.export\n"
+        "import hierlens.models.train, hierlens.core.loggers, hierlens.analysis.export\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('wandb', 'mlflow', 'tensorboard')"
         " or m.startswith('torch.utils.tensorboard')]\n"
         "assert not bad, bad\n"

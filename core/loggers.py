@@ -14,8 +14,9 @@ only when a logger is made (the ``tracking`` extra: ``pip install 'hierlens[trac
 - ``"mlflow"``: an MLflow run on ``MLFLOW_TRACKING_URI`` or, by default, a local file store
   in the run directory.
 
-The W&B and MLflow run ids are kept in the run directory (:class:`~hierlens.models.run.TrackerPaths`),
-so a resumed run continues the same tracker run.
+The W&B and MLflow run ids are kept beside the tracker files (:class:`TrackerFiles`; a run
+directory gives them with :meth:`hierlens.models.Run.trackers`), so a resumed run continues
+the same tracker run.
 """
 
 from __future__ import annotations
@@ -29,24 +30,24 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .atomic_io import atomic_write_json, read_json
-from .run import TrackerPaths
-from .train_config import TRACKERS, check_trackers
 
 __all__ = [
-    "BACKENDS",
+    "TRACKERS",
     "MetricLogger",
     "MissingExtraError",
     "MlflowLogger",
     "MultiLogger",
     "TensorBoardLogger",
+    "TrackerFiles",
     "WandbLogger",
-    "check_backends",
+    "check_trackers",
     "flat_params",
     "make_logger",
     "scalars",
 ]
 
-BACKENDS = TRACKERS
+#: the experiment trackers a run can log to
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow-skinny"}
 
 
@@ -76,9 +77,34 @@ def _require(backend: str) -> Any:
         ) from None
 
 
-def check_backends(log_to: Iterable[str], where: str = "log_to") -> tuple[str, ...]:
-    """``log_to`` as a tuple of known backend names (a ``ValueError`` otherwise)."""
-    return check_trackers(log_to, where)
+def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
+    """``log_to`` (a name or names from :data:`TRACKERS`) as a tuple; a ``ValueError``
+    naming ``where`` otherwise."""
+    names = (log_to,) if isinstance(log_to, str) else tuple(log_to or ())
+    bad = [b for b in names if b not in TRACKERS]
+    if bad:
+        raise ValueError(f"{where}: unknown tracker(s) {bad}; choose from {TRACKERS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: a tracker is named twice in {names}")
+    return names
+
+
+class TrackerFiles(Protocol):
+    """Where the trackers of one stage keep their files, under ``root``
+    (:class:`hierlens.models.run.TrackerPaths` names them inside a run directory)."""
+
+    @property
+    def root(self) -> Path: ...
+    @property
+    def tensorboard_dir(self) -> Path: ...
+    @property
+    def wandb_dir(self) -> Path: ...
+    @property
+    def wandb_id_path(self) -> Path: ...
+    @property
+    def mlflow_store(self) -> Path: ...
+    @property
+    def mlflow_id_path(self) -> Path: ...
 
 
 def scalars(record: Mapping[str, Any], group: str | None) -> dict[str, float]:
@@ -161,7 +187,7 @@ class WandbLogger:
 
     def __init__(
         self,
-        paths: TrackerPaths,
+        paths: TrackerFiles,
         *,
         name: str | None = None,
         project: str | None = None,
@@ -215,7 +241,7 @@ class MlflowLogger:
 
     def __init__(
         self,
-        paths: TrackerPaths,
+        paths: TrackerFiles,
         *,
         name: str | None = None,
         experiment: str | None = None,
@@ -328,7 +354,7 @@ class MultiLogger:
 
 def make_logger(
     log_to: Iterable[str],
-    paths: TrackerPaths,
+    paths: TrackerFiles,
     *,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
@@ -338,7 +364,7 @@ def make_logger(
     """A :class:`MultiLogger` over the backends in ``log_to`` writing under ``paths``
     (``resume``: continue the W&B/MLflow runs whose ids ``paths`` holds), with ``params``
     logged as hyperparameters. Every backend's library is checked before any starts."""
-    backends = check_backends(log_to)
+    backends = check_trackers(log_to)
     for b in backends:
         _require(b)
     loggers: list[MetricLogger] = []
@@ -357,18 +383,3 @@ def make_logger(
     if params:
         out.log_params(params)
     return out
-
-
-def log_run_artifacts(
-    run_dir: str | os.PathLike, log_to: Iterable[str], stage: str = "train"
-) -> None:
-    """Attach a run's report and figures to the tracker runs of ``stage`` (continuing the
-    W&B and MLflow runs whose ids the run directory holds; TensorBoard has no artifacts)."""
-    from .run import Run
-
-    run = Run(run_dir)
-    backends = [b for b in check_backends(log_to) if b != "tensorboard"]
-    if not backends:
-        return
-    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
-        logger.log_artifacts([run.report_path, run.figures_dir])
