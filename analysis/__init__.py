@@ -3,11 +3,12 @@ pipeline, reports, paper figures and the CLI.
 
 Rooms: :mod:`.trees` (span scores, tree decoding, tree metrics; imports only
 :mod:`hierlens.models`), :mod:`.compare` (CKA and other similarities, unit matching, SAE
-geometry, rank collapse, comparing runs), :mod:`.report`, :mod:`.figures`, :mod:`.cli`; beside them
-:mod:`.grokking` (tracking over checkpoints), :mod:`.sweep` and :mod:`.pipeline`.
+geometry, rank collapse, comparing runs), :mod:`.report`, :mod:`.figures`, :mod:`.pipeline`,
+:mod:`.cli`; beside them :mod:`.grokking` (tracking over checkpoints) and :mod:`.sweep`.
 
-Names are imported on first use, so ``hierlens --help`` stays fast:
-``from hierlens.analysis import span_scores, tree_projection`` gives the two functions.
+The names below are this wing's public namespace (each has this one path; the rooms'
+``__all__`` list the rest). They are imported on first use, so ``hierlens --help`` stays
+fast: ``from hierlens.analysis import span_scores, tree_projection`` gives the two functions.
 """
 
 from __future__ import annotations
@@ -15,78 +16,47 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from hierlens.models.moved import alias_moved_modules
-
+# name -> the module (under this package) that defines it
 _EXPORTS = {
-    "span_scores": "trees",
-    "tree_projection": "trees",
-    "tree_splits": "trees",
-    "constituent_score": "trees",
-    "tree_score": "trees",
-    "sentence_tree_score": "trees",
-    "parse_f1": "trees",
-    "parse_prf": "trees",
-    "left_branching": "trees",
-    "right_branching": "trees",
-    "random_tree": "trees",
-    "baseline_parse_f1": "trees",
-    "similarity_matrix": "compare",
-    "linear_cka": "compare",
-    "rbf_cka": "compare",
-    "svcca": "compare",
-    "pwcca": "compare",
-    "procrustes_distance": "compare",
-    "unit_correlations": "compare",
-    "best_match": "compare",
-    "hungarian_match": "compare",
-    "rosetta_sets": "compare",
-    "localization_summary": "compare",
-    "decoder_rows": "compare",
-    "eigen_spectrum": "compare",
-    "power_law_slope": "compare",
-    "clustering_entropy": "compare",
-    "difference_clusters": "compare",
-    "parallelogram_quality": "compare",
-    "lobe_alignment": "compare",
-    "rank_residual": "compare",
-    "rank_collapse": "compare",
-    "compare_runs": "compare",
+    "span_scores": "trees.spans",
+    "tree_projection": "trees.decode",
+    "tree_splits": "trees.decode",
+    "constituent_score": "trees.decode",
+    "tree_score": "trees.metrics",
+    "sentence_tree_score": "trees.metrics",
+    "parse_f1": "trees.metrics",
+    "parse_prf": "trees.metrics",
+    "left_branching": "trees.metrics",
+    "right_branching": "trees.metrics",
+    "random_tree": "trees.metrics",
+    "baseline_parse_f1": "trees.metrics",
+    "similarity_matrix": "compare.similarity",
+    "linear_cka": "compare.similarity",
+    "rbf_cka": "compare.similarity",
+    "svcca": "compare.similarity",
+    "pwcca": "compare.similarity",
+    "procrustes_distance": "compare.similarity",
+    "unit_correlations": "compare.matching",
+    "best_match": "compare.matching",
+    "hungarian_match": "compare.matching",
+    "rosetta_sets": "compare.matching",
+    "localization_summary": "compare.matching",
+    "decoder_rows": "compare.geometry",
+    "eigen_spectrum": "compare.geometry",
+    "power_law_slope": "compare.geometry",
+    "clustering_entropy": "compare.geometry",
+    "difference_clusters": "compare.geometry",
+    "parallelogram_quality": "compare.geometry",
+    "lobe_alignment": "compare.geometry",
+    "rank_residual": "compare.rank_collapse",
+    "rank_collapse": "compare.rank_collapse",
+    "compare_runs": "compare.runs",
     "track": "grokking",
     "grokking_summary": "grokking",
-    "sweep": "sweep",
-    "run": "pipeline",
-    "load_config": "pipeline",
-    "PipelineConfig": "pipeline",
-    "DEMO_CONFIG": "pipeline",
-    "write_report": "report",
-    "reproduce": "figures",
+    "write_report": "report.write",
 }
 
 __all__ = sorted(_EXPORTS)
-
-# modules of the flat 0.1 layout -> their rooms (old paths warn for one release)
-alias_moved_modules(
-    __name__,
-    {
-        "tree_projection": f"{__name__}.trees.spans",
-        "tree_decode": f"{__name__}.trees.decode",
-        "tree_metrics": f"{__name__}.trees.metrics",
-        "block_runner": f"{__name__}.trees.block_runner",
-        "report_html": f"{__name__}.report.html",
-        "report_saes": f"{__name__}.report.saes",
-        "report_sections": f"{__name__}.report.sections",
-        "figures_experiments": f"{__name__}.figures.experiments",
-        "figures_plot": f"{__name__}.figures.plot",
-        "figures_settings": f"{__name__}.figures.settings",
-        "figures_training": f"{__name__}.figures.training",
-        "cli_capture": f"{__name__}.cli.capture",
-        "cli_figures": f"{__name__}.cli.figures",
-        "cli_probe": f"{__name__}.cli.probe",
-        "cli_sae": f"{__name__}.cli.sae",
-        "cli_tree": f"{__name__}.cli.tree",
-    },
-    callable_attrs={"tree_projection": "tree_projection"},
-)
 
 
 def __getattr__(name: str) -> Any:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import atomic_write_json, read_json
+from hierlens.models import TrainConfig
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
 from hierlens.models.run import Run, run_config_dict
-from hierlens.models.tasks import get_task, list_tasks
 from hierlens.models.tasks.chomsky import accuracy_by_length
-from hierlens.models.train import TrainConfig
+from hierlens.models.tasks.registry import get_task, list_tasks
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 

@@ -7,7 +7,7 @@ projection against the gold trees).
 
 ``track`` writes one record per checkpoint to ``run_dir/tracking.jsonl``; an interrupted
 ``track`` resumes (steps already recorded with the same settings are skipped). With
-``compare=True`` (``hierlens track --representations``) each record also says how far every
+``compare=True`` (``hierlens track --compare true``) each record also says how far every
 layer is from where it ends up (linear CKA to the final checkpoint) and how collapsed its
 token representations are (rank-collapse residual), so one sees when representations settle.
 """
@@ -26,10 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlens.core.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import MultiLogger, make_logger, scalars
 from hierlens.models.run import TRACKING, Run, locks_run, open_run
-from hierlens.models.tasks import Task, iter_batches
+from hierlens.models.tasks import iter_batches
+from hierlens.models.tasks.base import Task
 
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
@@ -42,6 +44,7 @@ __all__ = [
     "REPRESENTATION_METRICS",
     "TRACKING",
     "GrokkingSummary",
+    "TrackConfig",
     "TrackFailed",
     "TrackSettings",
     "attention_entropy",
@@ -94,7 +97,38 @@ def attention_entropy(
 
 
 @dataclass(frozen=True)
-class TrackSettings:
+class TrackConfig(Config):
+    """How :func:`track` evaluates the checkpoints of a run (the defaults of ``track`` and
+    of ``hierlens track`` / ``hierlens sweep``).
+
+    Parameters:
+        n: examples per split for accuracy.
+        n_trees: sentences for tree score and parse F1.
+        tree_split: the split the tree sentences come from.
+        layer: block whose output the tree projection compares (-1: the last).
+        seed: seed of the examples (the same at every checkpoint).
+        compare: also record each layer's linear CKA to the final checkpoint and its
+            rank-collapse residual.
+        n_compare: sentences for the representation metrics (with compare).
+    """
+
+    n: int = 500
+    n_trees: int = 100
+    tree_split: str = "test_id"
+    layer: int = -1
+    seed: int = 4242
+    compare: bool = False
+    n_compare: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("n", "n_trees", "n_compare"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrackSettings(Config):
     """What a tracking record was computed with (a record is reused only if these match)."""
 
     n: int
@@ -128,13 +162,13 @@ def track(
     *,
     steps: Sequence[int] | None = None,
     metrics: Sequence[str] = METRICS,
-    n: int = 500,
-    n_trees: int = 100,
-    tree_split: str = "test_id",
-    layer: int = -1,
-    seed: int = 4242,
-    compare: bool = False,
-    n_compare: int = 64,
+    n: int | None = None,
+    n_trees: int | None = None,
+    tree_split: str | None = None,
+    layer: int | None = None,
+    seed: int | None = None,
+    compare: bool | None = None,
+    n_compare: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     log_to: Sequence[str] = (),
@@ -144,6 +178,8 @@ def track(
     num_gpus: float = 0,
 ) -> list[dict[str, Any]]:
     """Evaluate checkpoints of a run; returns the records (also in ``run_dir/tracking.jsonl``).
+    ``n``, ``n_trees``, ``tree_split``, ``layer``, ``seed``, ``compare`` and ``n_compare``
+    left None take the defaults of :class:`TrackConfig`.
 
     Each record holds ``step`` and, per requested metric:
 
@@ -176,6 +212,11 @@ def track(
     ends up as the sequential ``track`` writes it. A checkpoint whose task fails is reported;
     the others are written, then :class:`TrackFailed` names the failures.
     """
+    given = dict(n=n, n_trees=n_trees, tree_split=tree_split, layer=layer, seed=seed,
+                 compare=compare, n_compare=n_compare)  # fmt: skip
+    cfg = TrackConfig(**{k: v for k, v in given.items() if v is not None})
+    n, n_trees, tree_split, layer, seed = cfg.n, cfg.n_trees, cfg.tree_split, cfg.layer, cfg.seed
+    compare, n_compare = cfg.compare, cfg.n_compare
     if backend not in ("process", "ray"):
         raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
     if backend == "ray":
@@ -189,9 +230,6 @@ def track(
     unknown = [m for m in metrics if m not in allowed]
     if unknown:
         raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {allowed}")
-    for name, value in (("n", n), ("n_trees", n_trees), ("n_compare", n_compare)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     run = open_run(run_dir)
     task = task or run.task
     available = run.steps
@@ -204,14 +242,14 @@ def track(
     dev = resolve_device(device)
     representations = [m for m in metrics if m in REPRESENTATION_METRICS]
     settings = TrackSettings(
-        n,
-        n_trees,
-        tree_split,
-        layer,
-        seed,
-        tuple(metrics),
-        n_compare if representations else None,
-        available[-1] if representations else None,
+        n=n,
+        n_trees=n_trees,
+        tree_split=tree_split,
+        layer=layer,
+        seed=seed,
+        metrics=tuple(metrics),
+        n_compare=n_compare if representations else None,
+        reference_step=available[-1] if representations else None,
     )
 
     path = run.tracking_path
@@ -421,9 +459,9 @@ class GrokkingSummary:
         return dict(self.__dict__)
 
     def _repr_html_(self) -> str:
-        from .report.html import key_values
+        from hierlens.core.html_table import key_value_table
 
-        return "<p>Grokking summary</p>" + key_values(self.to_dict())
+        return key_value_table(self.to_dict(), caption="Grokking summary")
 
 
 def grokking_summary(

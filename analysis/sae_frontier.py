@@ -39,7 +39,7 @@ from hierlens.sae import (
     ground_truth_recovery,
     load_sae,
     spliced_ce,
-    train_saes,
+    train_sae_grid,
 )
 from hierlens.sae.saebench import core_result, ground_truth_result, write_results
 
@@ -72,23 +72,21 @@ def train_frontier_hook(
     eval_fraction: float,
 ) -> list[str]:
     """Train the frontier ``members`` of ``spec`` (:class:`FrontierSpec` fields) on the
-    training sequences of ``hook`` at checkpoint ``step`` as one fused run and save each;
-    returns the saved names. What each Ray task of :func:`fit_sae_frontier` runs."""
+    training sequences of ``hook`` at checkpoint ``step`` with
+    :func:`~hierlens.sae.train_sae_grid`, saving each; returns the saved names. What each Ray task of :func:`fit_sae_frontier` runs."""
     run = open_run(run_dir)
     store = ActivationStore.open(run.activations_dir(step))
     train_rows, _ = _split_rows(store, eval_fraction)
-    acts = store[hook][train_rows]
-    saes, _ = frontier_saes(
-        FrontierSpec.from_dict(spec), acts.shape[1], device=config.device, hook_name=hook
+    fit = train_sae_grid(
+        FrontierSpec.from_dict(spec),
+        store[hook][train_rows],
+        config,
+        save_dir=lambda member: run.sae_dir(grid_sae_name(member, hook, step)),
+        members=members,
+        progress=False,
+        hook_name=hook,
     )
-    todo = [saes[m] for m in members]
-    train_saes(todo, acts, config=config, progress=False)
-    names = []
-    for member, sae in zip(members, todo):
-        name = grid_sae_name(member, hook, step)
-        sae.save(run.sae_dir(name))
-        names.append(name)
-    return names
+    return [grid_sae_name(member, hook, step) for member in fit.trained]
 
 
 @locks_run("run_dir")

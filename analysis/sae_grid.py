@@ -21,7 +21,7 @@ import torch
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import SAE_CONFIG_FILE, locks_run, open_run
 from hierlens.models.store import ActivationStore
-from hierlens.sae import SAETrainConfig, build_sae_grid, train_saes
+from hierlens.sae import SAEGridConfig, SAETrainConfig, train_sae_grid
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +55,22 @@ def train_grid_pair(
     config: SAETrainConfig,
 ) -> list[str]:
     """Train the grid ``members`` (names from :func:`~hierlens.sae.grid_name`) of the grid
-    spec ``grid`` (keyword arguments of :func:`~hierlens.sae.build_sae_grid`) on ``hook`` at
-    checkpoint ``step`` as one fused run, and save each; returns the saved names. What each
-    Ray task of :func:`fit_sae_grid` runs."""
+    ``grid`` (:class:`~hierlens.sae.SAEGridConfig` fields) on ``hook`` at checkpoint ``step``
+    with :func:`~hierlens.sae.train_sae_grid`, saving each; returns the saved names. What
+    each Ray task of :func:`fit_sae_grid` runs."""
     run = open_run(run_dir)
     acts = ActivationStore.open(run.activations_dir(step))[hook]
-    saes, _ = build_sae_grid(
-        d_in=acts.shape[1], device=config.device, hook_name=hook, seed=config.seed, **grid
+    fit = train_sae_grid(
+        SAEGridConfig.from_dict(grid),
+        acts,
+        config,
+        save_dir=lambda member: run.sae_dir(grid_sae_name(member, hook, step)),
+        members=members,
+        progress=False,
+        hook_name=hook,
+        seed=config.seed,
     )
-    todo = {name: saes[name] for name in members}
-    train_saes(list(todo.values()), acts, config=config, progress=False)
-    names = []
-    for member, sae in todo.items():
-        name = grid_sae_name(member, hook, step)
-        sae.save(run.sae_dir(name))
-        names.append(name)
-    return names
+    return [grid_sae_name(member, hook, step) for member in fit.trained]
 
 
 @locks_run("run_dir")
@@ -95,7 +95,7 @@ def fit_sae_grid(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Train the SAE grid (``architectures`` x ``widths`` x ``ks`` / ``coefficients``, as
-    :func:`~hierlens.sae.build_sae_grid`) on every hook of ``hooks`` (exact names) at every
+    :class:`~hierlens.sae.SAEGridConfig`) on every hook of ``hooks`` (exact names) at every
     checkpoint ``steps`` (default: all) of a run; returns ``{saved name: folder}`` of the
     whole grid.
 
@@ -117,15 +117,14 @@ def fit_sae_grid(
     hooks = list(hooks)
     if not hooks or len(set(hooks)) != len(hooks):
         raise ValueError(f"hooks must be distinct hook names, got {hooks}")
-    spec: dict[str, Any] = {
-        "architectures": list(architectures),
-        "widths": list(widths),
-        "ks": None if ks is None else list(ks),
-        "coefficients": None if coefficients is None else list(coefficients),
-    }
-    members, skipped = build_sae_grid(d_in=1, device="cpu", **spec)  # names; checks the spec
-    for reason in skipped:
-        log.info("skipped %s", reason)
+    grid = SAEGridConfig(
+        widths=list(widths),
+        architectures=list(architectures),
+        ks=list(ks or ()),
+        coefficients=list(coefficients or ()),
+    )
+    members = list(grid.build(1, device="cpu")[0])  # the member names
+    spec = grid.to_dict()
     run = open_run(run_dir)
     steps = list(run.steps if steps is None else steps)
     pending: list[tuple[tuple[int, str], tuple]] = []

@@ -134,7 +134,7 @@ def random_control(pretrained: Any, seed: int, folder: Path, device: str | None)
             f"the random-weights control (seed {seed}) has exactly the model's weights: the "
             "model is an untrained initialisation drawn with that seed, so it cannot be its "
             "own control; choose another control seed (--control-seed, [structural] "
-            "control_seed) or skip the control (--no-controls, controls = false)"
+            "control_seed) or skip the control (--controls false; controls = false)"
         )
     if shared:
         log.warning(

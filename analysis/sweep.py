@@ -23,17 +23,23 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from hierlens.core.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
+from hierlens.models import TrainConfig
 from hierlens.models.run import Run, run_config_dict
-from hierlens.models.tasks import Task, get_task
-from hierlens.models.train import TrainConfig
+from hierlens.models.tasks.base import Task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 from .grokking import grokking_summary, track
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +174,6 @@ def sweep(
 
 
 def _plot_depths(data: dict[str, Any], path: Path) -> None:
-    from .figures.plot import plot_depth_inverted_u
-
     fig = plot_depth_inverted_u(data)
     fig.savefig(path, dpi=100)
 
@@ -235,3 +239,56 @@ def run_jobs(job_files: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
 if __name__ == "__main__":  # pragma: no cover - exercised through sweep() in a subprocess
     logging.basicConfig(level=logging.INFO)
     run_jobs(sys.argv[1:])
+
+
+def _by_depth(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[list[float]]]:
+    depths = sorted({r["depth"] for r in runs})
+    values = [
+        [float(r[key]) for r in runs if r["depth"] == d and r.get(key) is not None] for d in depths
+    ]
+    return depths, values
+
+
+def plot_depth_inverted_u(data: dict[str, Any]) -> Figure:
+    """Final and best OOD accuracy, and final tree score, vs number of layers: mean over
+    seeds with min-max bars and one dot per seed (Murty et al. 2023's inverted U)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = data["runs"]
+    fig = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    panels = (
+        (
+            axes[0],
+            (
+                ("best_ood", "best OOD acc. (any checkpoint)", "0.55", "^--"),
+                ("final_ood", "final OOD acc.", "tab:red", "o-"),
+            ),
+        ),
+        (axes[1], (("final_tree_score", "final tree score", "tab:purple", "o-"),)),
+    )
+    for ax, series in panels:
+        for key, label, color, style in series:
+            depths, values = _by_depth(runs, key)
+            keep = [i for i, v in enumerate(values) if v]
+            if not keep:
+                continue
+            xs = [depths[i] for i in keep]
+            mean = [float(np.mean(values[i])) for i in keep]
+            lo = [m - min(values[i]) for m, i in zip(mean, keep)]
+            hi = [max(values[i]) - m for m, i in zip(mean, keep)]
+            ax.errorbar(xs, mean, yerr=[lo, hi], fmt=style, color=color, capsize=3, label=label)
+            for x, i in zip(xs, keep):
+                ax.scatter([x] * len(values[i]), values[i], s=8, color=color, alpha=0.4)
+        ax.set_xlabel("number of layers")
+        ax.set_xticks(sorted({r["depth"] for r in runs}))
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(data.get("metric", "accuracy"))
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].set_ylabel("tree score")
+    n_seeds = len(data.get("seeds", [])) or len({r["seed"] for r in runs})
+    fig.suptitle(f"{data['task']}: depth sweep ({n_seeds} seed(s) per depth)", fontsize=10)
+    fig.tight_layout()
+    return fig

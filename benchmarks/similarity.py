@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from hierlens.analysis.compare import similarity_matrix
+from hierlens.analysis import similarity_matrix
 from hierlens.models import ModelConfig, build_transformer
 from hierlens.models.capture import capture
 

@@ -36,7 +36,8 @@ import time
 import numpy as np
 import torch
 
-from hierlens.analysis.trees import span_scores, span_scores_many
+from hierlens.analysis import span_scores
+from hierlens.analysis.trees import span_scores_many
 from hierlens.analysis.trees.block_runner import BlockRunner
 from hierlens.models.transformer import ModelConfig, build_transformer
 

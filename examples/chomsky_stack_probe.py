@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hierlens.models import TrainConfig, get_task
 from hierlens.models.architectures import ArchConfig, build_model
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import train
 from hierlens.probes import probe_sweep
 
 HOOKS = {

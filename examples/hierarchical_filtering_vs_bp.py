@@ -6,7 +6,7 @@ exact belief propagation reaches on the same held-out sequences.
     python examples/hierarchical_filtering_vs_bp.py --steps 100  # smoke run
 
 The model is trained into ``RUN_DIR/k<level>``. The experiment lives in
-:func:`hierlens.analysis.figures.experiments.filtering_vs_bp`; ``hierlens reproduce
+:func:`hierlens.analysis.figures.filtering_vs_bp.filtering_vs_bp`; ``hierlens reproduce
 filtering-vs-bp`` draws it for every filtering level.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from hierlens.analysis.figures.experiments import filtering_vs_bp
+from hierlens.analysis.figures.filtering_vs_bp import filtering_vs_bp
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ much wider one. Pass ``--mnist-images PATH`` to use MNIST IDX files instead.
 With the defaults (FVU bound 0.2 on the held-out fifth, 800 steps, seed 0) the description
 length per image over widths 16..256 was 38.5, 35.3, 35.0, 35.5, 37.4 bits (width 8 never
 meets the bound): an interior minimum at width 64 (k = 8). The experiment lives in
-:func:`hierlens.analysis.figures.experiments.mdl_digits`; ``hierlens reproduce mdl-digits``
+:func:`hierlens.analysis.figures.mdl_digits.mdl_digits`; ``hierlens reproduce mdl-digits``
 draws the same figure.
 """
 
@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from hierlens.analysis.figures import MDL_FULL, MDL_QUICK
-from hierlens.analysis.figures.experiments import mdl_digits
+from hierlens.analysis.figures.mdl_digits import mdl_digits
 from hierlens.analysis.figures.plot import plot_mdl_digits, save_figure
 from hierlens.core.atomic_io import atomic_write_json
 

@@ -10,7 +10,7 @@ every true concept and the Hungarian-matched mean cosine, and draws them as a fi
 
 Usage: ``python examples/sae_concepts.py [--quick] [--out runs/sae_concepts]``
 (writes ``results.json`` and ``recovery_by_level.png`` there). The experiment lives in
-:func:`hierlens.analysis.figures.experiments.concept_recovery`; ``hierlens reproduce
+:func:`hierlens.analysis.figures.concept_recovery.concept_recovery`; ``hierlens reproduce
 mpsae-hierarchy`` draws the same figure.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.analysis.figures import CONCEPTS_FULL, CONCEPTS_QUICK
-from hierlens.analysis.figures.experiments import L1_SWEEP
-from hierlens.analysis.figures.experiments import concept_recovery as run
+from hierlens.analysis.figures.concept_recovery import L1_SWEEP
+from hierlens.analysis.figures.concept_recovery import concept_recovery as run
 from hierlens.analysis.figures.plot import plot_mpsae_hierarchy, save_figure
 from hierlens.models.tasks.concepts import HierarchicalConcepts
 

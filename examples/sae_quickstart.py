@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from hierlens.models import get_task
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task, pad_examples
+from hierlens.models.tasks import pad_examples
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.sae import (
     BatchTopKSAE,
@@ -28,7 +29,7 @@ from hierlens.sae import (
     ReluSAE,
     TopKSAE,
     evaluate_sae,
-    load,
+    load_sae,
     spliced_ce,
     train_saes,
 )
@@ -77,7 +78,7 @@ def main() -> None:
 
     out = Path(args.out) / "mp_sae"
     saes[-1].save(out)
-    again = load(out, device="cpu")
+    again = load_sae(out, device="cpu")
     assert torch.equal(again.W_dec, saes[-1].W_dec)
     print(f"saved and reloaded {out}")
 

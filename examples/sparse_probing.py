@@ -11,7 +11,7 @@ multi-class labels) for every layer and k.
     python examples/sparse_probing.py --steps 0           # the same probes on an untrained model
     python examples/sparse_probing.py --out runs/probing  # also results.jsonl and f1_vs_k.png
 
-The experiment lives in :func:`hierlens.analysis.figures.experiments.sparse_probing`;
+The experiment lives in :func:`hierlens.analysis.figures.sparse_probing.sparse_probing`;
 ``hierlens reproduce sparse-probing-f1-vs-k`` draws the same figure.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from hierlens.analysis.figures.experiments import sparse_probing
 from hierlens.analysis.figures.plot import plot_sparse_probing, save_figure
+from hierlens.analysis.figures.sparse_probing import sparse_probing
 
 
 def main() -> None:

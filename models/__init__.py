@@ -9,25 +9,18 @@ from .checkpoint_capture import activations_dir, capture_checkpoints
 from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
-from .moved import alias_moved_modules
 from .pretrained import Pretrained, load_pretrained, load_tokenizer
 from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
 from .sentence import Sentence
 from .store import ActivationStore
-from .tasks import Example, Task, get_task, list_tasks
+from .tasks.base import Example, Task
+from .tasks.registry import get_task, list_tasks
 from .text import label_vocabulary, pool_words, read_text, tokenize_words
 from .train import TrainResult, train
 from .train_config import TrainConfig
 from .train_many import train_many
 from .transformer import ModelConfig, build_transformer
 from .treebank import read_conllu, read_ptb, shipped_treebank
-
-# modules folded into the training story: train_config (TrainConfig and its schedules),
-# train (the loop) and forward (evaluation and training forwards)
-alias_moved_modules(
-    __name__,
-    {"schedule": f"{__name__}.train_config", "fast_forward": f"{__name__}.forward"},
-)
 
 __all__ = [
     "Pretrained",
@@ -51,15 +44,15 @@ __all__ = [
     "evaluate_stack",
     "Example",
     "ModelConfig",
-    "Run",
     "Task",
+    "get_task",
+    "list_tasks",
+    "Run",
     "TrainConfig",
     "TrainResult",
     "build_transformer",
-    "get_task",
     "latest_valid_checkpoint",
     "list_checkpoints",
-    "list_tasks",
     "load_checkpoint",
     "model_logits",
     "open_run",

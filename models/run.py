@@ -76,7 +76,8 @@ from .architectures import ArchConfig, build_model
 from .checkpoint import STATE_FILE, Checkpoint, load_checkpoint
 from .corpus import Corpus
 from .special_tokens import SpecialTokens
-from .tasks import Task, get_task
+from .tasks.base import Task
+from .tasks.registry import get_task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
 
@@ -577,6 +578,23 @@ class Run:
     def structural_probe_path(self) -> Path:
         """``probes/structural.jsonl``: structural-probe metrics per layer (and control)."""
         return self.probes_dir / "structural.jsonl"
+
+    @property
+    def causal_dir(self) -> Path:
+        """``causal/``: activation patching and DAS results."""
+        return self.path / "causal"
+
+    @property
+    def patching_path(self) -> Path:
+        """``causal/patching.json``: patching effects (hook x position before the query) per
+        variable, with attribution patching's agreement."""
+        return self.causal_dir / "patching.json"
+
+    @property
+    def das_path(self) -> Path:
+        """``causal/das.jsonl``: DAS interchange-intervention accuracy per variable and hook,
+        with its controls and the probe accuracy at the same hook."""
+        return self.causal_dir / "das.jsonl"
 
     @property
     def tree_scores_path(self) -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from hierlens.models.tasks import Example
+from hierlens.models.tasks.base import Example
 
 __all__ = [
     "IGNORE_LABEL",

@@ -2,14 +2,14 @@
 one registry, the fused multi-SAE trainer and its config, SAE metrics, SAELens-format files,
 grids, and description length / MDL selection [Ayonrinde2024]."""
 
-import warnings as _warnings
-
-from .base import SAE, Encoded, SAEConfig, SAEOutput, StackedOutput, StepContext, sae_class
+from .base import SAE, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
+from .config import SAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
-from .files import load_sae, save_sae
+from .files import load_sae
 from .frontier import FrontierSpec, frontier_curves, frontier_records, frontier_saes, train_frontier
-from .grid import build_sae_grid, grid_name
+from .grid import SAEGridConfig, build_sae_grid, grid_name
+from .grid_train import GridSpec, SAEGridFit, grid_table, train_sae_grid
 from .ground_truth import (
     correlation_matrix,
     cosine_matrix,
@@ -33,30 +33,18 @@ from .metrics import (
     mse,
     spliced_ce,
 )
+from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
 from .relu import ReluSAE, ReluSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
 from .train import SAETrainResult, lr_multiplier, train_saes
 from .train_config import SAETrainConfig
 
-load = load_sae
-save = save_sae
-
-
-def __getattr__(name: str):
-    if name == "TrainResult":
-        _warnings.warn(
-            "hierlens.sae.TrainResult was renamed hierlens.sae.SAETrainResult (the old name "
-            "will be removed in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return SAETrainResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "DescriptionLength",
+    "GridSpec",
     "MDLFit",
+    "SAEGridConfig",
+    "SAEGridFit",
     "MDLSelection",
     "NoSAEMeetsBoundError",
     "PrecisionSearch",
@@ -103,16 +91,15 @@ __all__ = [
     "frontier_saes",
     "fvu",
     "grid_name",
+    "grid_table",
     "ground_truth_recovery",
     "l0",
-    "load",
     "load_sae",
     "lr_multiplier",
     "mse",
     "sae_class",
-    "save",
-    "save_sae",
     "spliced_ce",
     "train_frontier",
+    "train_sae_grid",
     "train_saes",
 ]

@@ -7,7 +7,8 @@ import math
 
 import torch
 
-from .base import Encoded, check_nonneg
+from .config import check_nonneg
+from .outputs import Encoded
 from .topk import TopKSAE, TopKSAEConfig, aux_dead_mask
 
 

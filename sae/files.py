@@ -1,6 +1,6 @@
 """Reading and writing SAE folders in SAELens' layout (``cfg.json`` + ``sae_weights.safetensors``).
 
-:func:`save_sae` writes the SAELens 6 layout described in :mod:`hierlens.sae.saelens_format`.
+:meth:`hierlens.sae.SAE.save` writes the SAELens 6 layout described in :mod:`hierlens.sae.saelens_format`.
 :func:`load_sae` reads our files exactly (from their ``hierlens`` block) and files written by
 other tools that follow the layout: the ``architecture`` is looked up in the SAE registry
 (:func:`hierlens.sae.sae_class`, which knows SAELens' names ``standard``, ``topk``,
@@ -23,17 +23,9 @@ from hierlens.core.config import unknown_keys_error
 # The architectures register themselves on SAE when their modules are imported.
 from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # noqa: F401
 from .base import SAE, sae_class
-from .saelens_format import CFG_FILE, WEIGHTS_FILE, sae_cfg_dict, write_sae_files
+from .saelens_format import CFG_FILE, WEIGHTS_FILE
 
-__all__ = ["CFG_FILE", "WEIGHTS_FILE", "load_sae", "sae_cfg_dict", "save_sae"]
-
-
-def save_sae(sae: SAE, path: str | os.PathLike) -> None:
-    """Write ``sae`` to the folder ``path`` (created if needed) in SAELens 6's layout; both
-    files are written atomically, weights first."""
-    if not isinstance(sae, SAE):
-        raise TypeError(f"save_sae expects a hierlens SAE, got {type(sae).__name__}")
-    write_sae_files(sae, path)
+__all__ = ["load_sae"]
 
 
 def _foreign_config(cls: type[SAE], cfg: dict[str, Any], cfg_path: Path) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from hierlens.models.tasks.ground_truth import GroundTruth
 
 from .base import SAE, sae_class
 from .grid import build_sae_grid
+from .grid_train import train_sae_grid
 from .ground_truth import evaluate_ground_truth
 from .metrics import evaluate_sae
-from .train import SAETrainResult, train_saes
+from .train import SAETrainResult
 from .train_config import SAETrainConfig
 
 __all__ = [
@@ -110,6 +111,13 @@ class FrontierSpec(Config):
             return self.matryoshka_widths
         return tuple(sorted({max(1, self.d_sae // 4), max(1, self.d_sae // 2)} - {self.d_sae}))
 
+    def build(
+        self, d_in: int, device: str | torch.device | None = None, **fields: Any
+    ) -> tuple[dict[str, SAE], list[str]]:
+        """:func:`frontier_saes` of this spec (what :func:`~hierlens.sae.train_sae_grid`
+        builds a grid with)."""
+        return frontier_saes(self, d_in, device=device, **fields)
+
 
 def frontier_saes(
     spec: FrontierSpec, d_in: int, device: str | torch.device | None = None, **fields: Any
@@ -148,10 +156,12 @@ def train_frontier(
     **fields: Any,
 ) -> tuple[dict[str, SAE], SAETrainResult]:
     """Build the frontier's SAEs and train them all in one fused
-    :func:`~hierlens.sae.train_saes` call on ``source`` (activations of width ``d_in``)."""
-    saes, _ = frontier_saes(spec, d_in, device=device or config.device, **fields)
-    result = train_saes(list(saes.values()), source, config=config, progress=progress)
-    return saes, result
+    :func:`~hierlens.sae.train_saes` call on ``source`` (activations of width ``d_in``):
+    :func:`~hierlens.sae.train_sae_grid` of ``spec``."""
+    fit = train_sae_grid(
+        spec, source, config, d_in=d_in, device=device, progress=progress, **fields
+    )
+    return fit.saes, fit.train
 
 
 def frontier_records(

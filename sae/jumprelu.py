@@ -6,7 +6,9 @@ import dataclasses
 
 import torch
 
-from .base import SAE, Encoded, SAEConfig, check_nonneg
+from .base import SAE
+from .config import SAEConfig, check_nonneg
+from .outputs import Encoded
 from .stacked import encoder_preacts
 
 

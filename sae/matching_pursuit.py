@@ -19,7 +19,9 @@ import dataclasses
 
 import torch
 
-from .base import SAE, Encoded, SAEConfig, check_k
+from .base import SAE
+from .config import SAEConfig, check_k
+from .outputs import Encoded
 from .stacked import gather_rows
 
 

@@ -1,4 +1,5 @@
-"""Training a grid of SAEs in one fused pass and choosing the MDL-optimal one [Ayonrinde2024]."""
+"""Training a grid of SAEs in one fused pass (:func:`~hierlens.sae.train_sae_grid`) and
+choosing the MDL-optimal one [Ayonrinde2024]."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import torch
 from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
 
 from .base import sae_class
-from .grid import build_sae_grid, check_grid_values
+from .grid import SAEGridConfig, check_grid_values
+from .grid_train import train_sae_grid
 from .mdl_select import MDLSelection, NoSAEMeetsBoundError, _bound, mdl_select
-from .train import SAETrainResult, train_saes
+from .train import SAETrainResult
 from .train_config import SAETrainConfig
 
 __all__ = ["MDLFit", "SELECTION_FILE", "TABLE_FILE", "fit_mdl_sae"]
@@ -67,13 +69,11 @@ def fit_mdl_sae(
     tokens: torch.Tensor | None = None,
     hook_name: str | None = None,
     eval_activations: torch.Tensor | None = None,
-    config: SAETrainConfig | None = None,
+    config: SAETrainConfig,
     sae_kwargs: dict[str, Any] | None = None,
-    train_kwargs: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
     log_dir: str | Path | None = None,
-    **train_fields: Any,
 ) -> MDLFit:
     """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
     Pearce & Sharkey 2024).
@@ -100,12 +100,10 @@ def fit_mdl_sae(
             (default: ``activations``). Every table row also has ``fvu_train`` and
             ``fvu_heldout``: the FVU on the rows trained on and on the rows the trainer held
             out (``config.heldout_fraction``, see :mod:`hierlens.sae.heldout`).
-        config: the training settings (:class:`SAETrainConfig`; its ``seed`` also seeds the
-            initialisations); it needs a run length (``steps`` or ``tokens``).
-        **train_fields: :class:`SAETrainConfig` fields as keywords, over ``config``
-            (``steps=``, ``batch_size=``, ``lr=``, ``seed=``, ``device=``, ...).
+        config: the training settings, the only way to give them (:class:`SAETrainConfig`;
+            its ``seed`` also seeds the initialisations); it needs a run length (``steps`` or
+            ``tokens``).
         sae_kwargs: extra config fields of every SAE (e.g. ``hook_name``).
-        train_kwargs: more :class:`SAETrainConfig` fields (merged with ``train_fields``).
         out_dir: when given, each SAE is saved to ``out_dir/<name>/`` (SAELens layout), the
             full table to ``out_dir/mdl_table.jsonl`` (one JSON object per SAE) and the choice
             to ``out_dir/mdl_selection.json``; the table is written even when no SAE meets
@@ -123,11 +121,9 @@ def fit_mdl_sae(
     """
     cls = sae_class(architecture)
     knob = cls.grid_knob
-    fields = {**(train_kwargs or {}), **train_fields}
-    base = config if config is not None else SAETrainConfig()
-    if "steps" in fields or "tokens" in fields:
-        fields = {"steps": None, "tokens": None, **fields}
-    cfg = base.replace(**fields)
+    if not isinstance(config, SAETrainConfig):
+        raise TypeError(f"config must be an SAETrainConfig, got {type(config).__name__}")
+    cfg = config
     cfg.total_steps  # noqa: B018 (a ValueError now when there is no run length)
     check_grid_values("widths", widths, int)
     if knob == "k":
@@ -151,67 +147,62 @@ def fit_mdl_sae(
     evals = activations if eval_activations is None else eval_activations
     _check_activations("eval_activations", evals, d_in)
 
-    saes, skipped = build_sae_grid(
-        [cls.name],
-        d_in,
-        widths,
-        ks=ks,
-        coefficients=sparsity_coefficients,
-        device=cfg.device,
-        **{"seed": cfg.seed, **(sae_kwargs or {})},
+    grid = SAEGridConfig(
+        widths=list(widths),
+        architectures=[cls.name],
+        ks=list(ks or ()),
+        coefficients=list(sparsity_coefficients or ()),
     )
-    if not saes:
-        raise ValueError(f"every grid point was skipped: {skipped}")
-
-    train = train_saes(
-        list(saes.values()), activations, config=cfg, progress=progress, log_dir=log_dir
-    )
-    for sae in saes.values():
-        sae.eval()
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        for name, sae in saes.items():
-            sae.save(out / name)
+    chosen: list[MDLSelection] = []
 
-    # each SAE's FVU on its training rows and on the rows the trainer held out
-    split_fvu = {
-        name: {k: v for k, v in ev.items() if k != "sae"}
-        for name, ev in zip(saes, train.evaluation)
-    }
-
-    def rows_of(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def rows_of(saes: dict[str, Any], table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keyed = []
         for row in table:
             sae = saes[row["name"]]
-            keyed.append(
-                {
-                    **row,
-                    "width": sae.cfg.d_sae,
-                    knob: getattr(sae.cfg, knob),
-                    **split_fvu.get(row["name"], {}),
-                }
-            )
+            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
         return keyed
 
+    def select(saes: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            selection = mdl_select(
+                saes,
+                evals,
+                max_fvu=max_fvu,
+                max_ce_increase=max_ce_increase,
+                model=model,
+                tokens=tokens,
+                hook_name=hook_name,
+                batch_size=cfg.batch_size,
+                progress=progress,
+            )
+        except NoSAEMeetsBoundError as exc:
+            exc.table = rows_of(saes, exc.table)
+            raise
+        selection.table = rows_of(saes, selection.table)
+        chosen.append(selection)
+        return selection.table
+
     try:
-        selection = mdl_select(
-            saes,
-            evals,
-            max_fvu=max_fvu,
-            max_ce_increase=max_ce_increase,
-            model=model,
-            tokens=tokens,
-            hook_name=hook_name,
-            batch_size=cfg.batch_size,
+        fit = train_sae_grid(
+            grid,
+            activations,
+            cfg,
+            save_dir=out,
+            table=select,
+            table_path=None if out is None else out / TABLE_FILE,
             progress=progress,
+            log_dir=log_dir,
+            **{"seed": cfg.seed, **(sae_kwargs or {})},
         )
-    except NoSAEMeetsBoundError as exc:
+    except NoSAEMeetsBoundError as exc:  # the table survives, with each SAE's held-out FVU
         if out is not None:
-            write_checked_jsonl(out / TABLE_FILE, rows_of(exc.table))
+            write_checked_jsonl(out / TABLE_FILE, exc.table)
         raise
-    selection.table = rows_of(selection.table)
+    selection = chosen[0]
+    selection.table = fit.table
+    selection = chosen[0]
     if out is not None:
-        write_checked_jsonl(out / TABLE_FILE, selection.table)
         write_checked_json(
             out / SELECTION_FILE,
             {
@@ -220,8 +211,8 @@ def fit_mdl_sae(
                 "architecture": cls.name,
                 "max_fvu": max_fvu,
                 "max_ce_increase": max_ce_increase,
-                "skipped": skipped,
+                "skipped": fit.skipped,
                 "train": cfg.to_dict(),
             },
         )
-    return MDLFit(selection.best, selection, saes, skipped, train, out)
+    return MDLFit(selection.best, selection, fit.saes, fit.skipped, fit.train, out)

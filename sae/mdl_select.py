@@ -240,19 +240,3 @@ def mdl_select(
         lengths=lengths,
     )
 
-
-def __getattr__(name: str) -> Any:
-    # fit_mdl_sae and MDLFit moved to hierlens.sae.mdl_fit (resolved lazily: it imports this)
-    if name in ("fit_mdl_sae", "MDLFit"):
-        import warnings
-
-        from . import mdl_fit
-
-        warnings.warn(
-            f"hierlens.sae.mdl_select.{name} moved to hierlens.sae.mdl_fit.{name} "
-            f"(also hierlens.sae.{name}); the old path will be removed in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(mdl_fit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,9 @@ import dataclasses
 
 import torch
 
-from .base import SAE, Encoded, SAEConfig, StepContext, check_k, check_nonneg
+from .base import SAE
+from .config import SAEConfig, check_k, check_nonneg
+from .outputs import Encoded, StepContext
 from .sparse_step import sparse_topk_step, uses_sparse_kernels
 from .stacked import encoder_preacts
 

@@ -28,9 +28,10 @@ from hierlens.core.device import resolve_device
 from hierlens.core.loggers import MultiLogger, make_logger
 from hierlens.models.run import TrackerPaths
 
-from .base import SAE, StepContext
+from .base import SAE
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
 from .heldout import heldout_evaluation, prepare_rows
+from .outputs import StepContext
 from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
 from .train_config import SAETrainConfig

@@ -8,9 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from .common import CLIError, ints, newest_step
-
-CAPTURE_N = 1000  # sequences captured when --n is not given (every command)
+from .common import CLIError, add_config_flags, config_from_flags, ints, newest_step, shared_flags
 
 log = logging.getLogger("hierlens")
 
@@ -164,18 +162,13 @@ def capture_one_step(args: argparse.Namespace, patterns: list[str]):
 
 
 def capture_data(args: argparse.Namespace, run) -> dict:
-    """``split``, ``n``, ``seed`` and ``pool`` of the capture, the shared defaults where not
-    given: a task's ``test_id`` split, 1000 sequences; a corpus's sentences, all of them."""
-    pretrained = run.is_pretrained
-    default_split, default_n = ("all", None) if pretrained else ("test_id", CAPTURE_N)
-    out = {
-        "split": args.split if args.split is not None else default_split,
-        "n": args.n if args.n is not None else default_n,
-        "seed": args.seed if args.seed is not None else 0,
-    }
-    if args.pool is not None:
-        out["pool"] = args.pool
-    return out
+    """``split``, ``n``, ``seed`` and ``pool`` of the capture, the defaults of
+    :meth:`CaptureStage.data <hierlens.analysis.pipeline.CaptureStage.data>` where not given
+    (``seed``: 0)."""
+    from ..pipeline.config import CaptureStage
+
+    stage = config_from_flags(args, CaptureStage, n=args.n)
+    return {**stage.data(run.is_pretrained), "seed": args.seed if args.seed is not None else 0}
 
 
 def add_source_flags(p: argparse.ArgumentParser) -> None:
@@ -211,32 +204,18 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_capture_data_flags(p: argparse.ArgumentParser) -> None:
+#: the capture flags of every command that captures (the ``CaptureStage`` fields)
+CAPTURE_FIELDS = ("split", "pool")
+
+
+def add_capture_data_flags(p: argparse.ArgumentParser, fields: tuple = CAPTURE_FIELDS) -> None:
     """The model/data options shared by every command that captures: ``--model`` and
-    ``--treebank`` (a pretrained model on a corpus), ``--split``, ``--n``, ``--seed``,
-    ``--pool`` and ``--overwrite``."""
+    ``--treebank`` (a pretrained model on a corpus), the :class:`CaptureStage` flags
+    ``fields`` and ``--overwrite`` (``--n`` and ``--seed`` are shared flags)."""
+    from ..pipeline.config import CaptureStage
+
     add_source_flags(p)
-    p.add_argument(
-        "--split",
-        default=None,
-        help="task split (default test_id) or corpus split all/train/dev/test (default all)",
-    )
-    p.add_argument(
-        "--n",
-        "--n-sequences",
-        dest="n",
-        type=int,
-        default=None,
-        help=f"sequences (default {CAPTURE_N}; corpus: all); under torchrun write "
-        "--n-sequences (torchrun takes --n for an abbreviation of its own flags)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="data seed (default 0)")
-    p.add_argument(
-        "--pool",
-        choices=("first", "last", "mean"),
-        default=None,
-        help="one row per word: its first, last or mean sub-token (default: one per token)",
-    )
+    add_config_flags(p.add_argument_group("capture (CaptureStage)"), CaptureStage, only=fields)
     p.add_argument(
         "--overwrite", action="store_true", help="replace a store captured from other data"
     )
@@ -247,12 +226,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     run = prepare_run(args)
     check_seed_applies(args, run)
-    if args.all_steps:
+    if args.all_checkpoints:
         steps = None
         newest_step(run.path)  # a clear error for a run without checkpoints
     else:
         steps = args.steps or [newest_step(run.path)]
-    stores = _capture(args, run, args.hooks.split(","), steps, batch_size=args.batch_size)
+    from ..pipeline.config import CaptureStage
+
+    stage = config_from_flags(args, CaptureStage, n=args.n)
+    stores = _capture(args, run, list(stage.hooks), steps, batch_size=stage.batch_size)
     for step, store in stores.items():
         log.info(
             "step %d: %d rows x %d hooks in %s",
@@ -265,20 +247,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def add_capture_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("capture", help="capture activations of a run's checkpoints to disk")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument(
-        "--hooks",
-        required=True,
-        help="comma-separated hook names or globs, e.g. 'blocks.*.hook_resid_post'",
+    from ..pipeline.config import CaptureStage
+
+    p = sub.add_parser(
+        "capture",
+        help="capture activations of a run's checkpoints to disk",
+        parents=shared_flags("run_dir", "device", "seed", "n", "progress"),
     )
-    add_capture_data_flags(p)
+    add_capture_data_flags(p, ("hooks", *CAPTURE_FIELDS, "batch_size"))
     which = p.add_mutually_exclusive_group()
-    which.add_argument(
-        "--steps", type=ints, default=None, help="checkpoint steps (default: newest)"
-    )
-    which.add_argument("--all-steps", action="store_true", help="every checkpoint")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    which.add_argument("--steps", type=ints, default=None, help="checkpoint steps (default: newest)")
+    add_config_flags(which, CaptureStage, only=("all_checkpoints",))
     p.set_defaults(func=cmd_capture)

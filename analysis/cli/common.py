@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -38,7 +39,8 @@ def coerce(text: str, default: Any) -> Any:
 
 
 def task_from_args(name: str, params: Sequence[str]) -> Any:
-    from hierlens.models.tasks import get_task, task_class
+    from hierlens.models.tasks import task_class
+    from hierlens.models.tasks.registry import get_task
 
     cls = task_class(name)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -109,10 +111,19 @@ _PREFIX_KEY = "_config_flags_"  # namespace entry: (prefix, flagged fields) of a
 
 
 def config_field_docs(config_class: type) -> dict[str, str]:
-    """``field -> help text`` from the ``Parameters:`` section of a config class's docstring
-    (``name: text`` entries; more-indented lines continue an entry; an entry ``a, b: text``
-    documents both)."""
-    doc = inspect.getdoc(config_class) or ""
+    """``field -> help text`` from the ``Parameters:`` sections of a config class's docstring
+    and its bases' (``name: text`` entries; more-indented lines continue an entry; an entry
+    ``a, b: text`` documents both; a class's own entry wins over its bases')."""
+    docs: dict[str, str] = {}
+    for cls in reversed(config_class.__mro__):
+        if dataclasses.is_dataclass(cls):
+            docs.update(_own_docs(cls))
+    return docs
+
+
+def _own_docs(config_class: type) -> dict[str, str]:
+    doc = config_class.__dict__.get("__doc__") or ""
+    doc = inspect.cleandoc(doc)
     lines = doc.splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == "Parameters:")
@@ -178,6 +189,7 @@ def add_config_flags(
     config_class: type,
     exclude: Sequence[str] = (),
     prefix: str = "",
+    only: Sequence[str] | None = None,
 ) -> None:
     """Add one ``--<prefix><field>`` flag per field of the dataclass ``config_class``.
 
@@ -185,28 +197,89 @@ def add_config_flags(
     comma-separated lists, ``Literal[...]`` fields get those choices, as does a field listed
     in the class's ``FIELD_CHOICES`` mapping), its help from the class docstring's
     ``Parameters:`` entry, and its default is None, meaning "the config's default" (see
-    :func:`config_from_flags`). Fields in ``exclude`` get no flag.
+    :func:`config_from_flags`); a field without a default is a required flag. Fields in
+    ``exclude`` get no flag; with ``only``, just those fields get one.
     """
-    flagged = [f.name for f in dataclasses.fields(config_class) if f.init and f.name not in exclude]
-    parser_or_group.set_defaults(**{_PREFIX_KEY + config_class.__name__: (prefix, flagged)})
-    docs = config_field_docs(config_class)
-    fixed = getattr(config_class, "FIELD_CHOICES", {})
+    names = [f.name for f in dataclasses.fields(config_class) if f.init]
+    missing = [n for n in (only or ()) if n not in names]
+    if missing:
+        raise TypeError(f"{config_class.__name__} has no field(s) {missing}")
+    flagged = [n for n in names if n not in exclude and (only is None or n in only)]
+    key = _PREFIX_KEY + config_class.__name__
+    earlier = parser_or_group.get_default(key)  # an earlier call for other fields of the class
+    if earlier is not None and earlier[0] == prefix:
+        flagged = [*earlier[1], *(n for n in flagged if n not in earlier[1])]
+    parser_or_group.set_defaults(**{key: (prefix, flagged)})
+    new = [n for n in names if n not in exclude and (only is None or n in only)]
     for field in dataclasses.fields(config_class):
-        if field.name not in flagged:
-            continue
-        kind, choices, is_bool = _flag_type(field.type)
-        choices = tuple(fixed.get(field.name, ())) or choices
-        default = field.default if field.default is not dataclasses.MISSING else None
-        shown = f" (default: {default})" if default is not None else ""
-        parser_or_group.add_argument(
-            "--" + (prefix + field.name).replace("_", "-"),
-            dest=prefix + field.name,
-            type=kind,
-            choices=choices,
-            default=None,
-            metavar="true|false" if is_bool else None,
-            help=(docs.get(field.name, "") + shown).replace("%", "%%") or None,
-        )
+        if field.name in new:
+            _add_field_flag(parser_or_group, config_class, field, prefix)
+
+
+def _add_field_flag(container: Any, config_class: type, field: Any, prefix: str = "") -> None:
+    """The ``--<prefix><field>`` flag of one dataclass field (see :func:`add_config_flags`)."""
+    kind, choices, is_bool = _flag_type(field.type)
+    fixed = getattr(config_class, "FIELD_CHOICES", {})
+    choices = tuple(fixed.get(field.name, ())) or choices
+    required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    default = None if required else field.default
+    if isinstance(default, tuple):
+        default = ",".join(str(v) for v in default) or "none"
+    shown = f" (default: {default})" if default is not None else ""
+    help_text = config_field_docs(config_class).get(field.name, "") + shown
+    container.add_argument(
+        "--" + (prefix + field.name).replace("_", "-"),
+        dest=prefix + field.name,
+        type=kind,
+        choices=choices,
+        default=None,
+        required=required,
+        metavar="true|false" if is_bool else None,
+        help=help_text.replace("%", "%%") or None,
+    )
+
+
+def add_union_flags(
+    container: Any, config_classes: Sequence[type], exclude: Sequence[str] = ()
+) -> None:
+    """One flag per field name found in any of ``config_classes`` (the first class that has
+    a field gives its type and help; defaults are each class's own, so none is shown). Read
+    them back with :func:`union_values`."""
+    seen: list[str] = []
+    for cls in config_classes:
+        for field in dataclasses.fields(cls):
+            if field.init and field.name not in exclude and field.name not in seen:
+                seen.append(field.name)
+                kind, choices, is_bool = _flag_type(field.type)
+                doc = config_field_docs(cls).get(field.name, "")
+                owners = [c for c in config_classes if field.name in _field_names(c)]
+                if len(owners) < len(config_classes):
+                    doc += " (only " + ", ".join(c.__name__ for c in owners) + ")"
+                container.add_argument(
+                    "--" + field.name.replace("_", "-"),
+                    dest=field.name,
+                    type=kind,
+                    choices=choices,
+                    default=None,
+                    metavar="true|false" if is_bool else None,
+                    help=doc.replace("%", "%%") or None,
+                )
+    container.set_defaults(**{_PREFIX_KEY + "union": ("", seen)})
+
+
+def _field_names(config_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class) if f.init}
+
+
+def union_values(args: argparse.Namespace) -> dict[str, Any]:
+    """``field -> value`` of the :func:`add_union_flags` flags given on the command line."""
+    _, flagged = getattr(args, _PREFIX_KEY + "union", ("", []))
+    values = {}
+    for name in flagged:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return values
 
 
 def flag_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
@@ -230,3 +303,70 @@ def config_from_flags(args: argparse.Namespace, config_class: type, **overrides:
         return config_class(**values)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
+
+
+# ----- the flags every command shares: one definition and one default each ----------------------
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="the run directory")
+
+
+def _add_step(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)"
+    )
+
+
+def _add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the command's sampling (default: its own)"
+    )
+
+
+def _add_n(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--n",
+        "--n-sequences",
+        dest="n",
+        type=int,
+        default=None,
+        help="examples or sentences to use (default: the command's own; a corpus: all); "
+        "under torchrun write --n-sequences (torchrun takes --n for its own flags)",
+    )
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+_SHARED_FLAGS = {
+    "run_dir": _add_run_dir,
+    "step": _add_step,
+    "device": _add_device,
+    "seed": _add_seed,
+    "n": _add_n,
+    "progress": _add_progress,
+}
+
+
+def shared_flags(*names: str) -> list[argparse.ArgumentParser]:
+    """``parents=`` for a command: one parser holding the shared flags ``names`` (any of
+    ``run_dir`` (positional), ``step``, ``device``, ``seed``, ``n``, ``progress``), each
+    defined once here with default None (``--no-progress``: off), meaning the command's
+    own default."""
+    unknown = [n for n in names if n not in _SHARED_FLAGS]
+    if unknown:
+        raise TypeError(f"no shared flag(s) {unknown}; choose from {list(_SHARED_FLAGS)}")
+    parent = argparse.ArgumentParser(add_help=False)
+    for name in names:
+        _SHARED_FLAGS[name](parent)
+    return [parent]
+
+
+def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: value}`` of the flags ``names`` that were given (not None), to pass on as
+    keyword arguments so that the callee's defaults apply to the others."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from .common import CLIError
+from .common import CLIError, given, shared_flags
 
 log = logging.getLogger("hierlens")
 
@@ -33,9 +33,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         step_b=args.step_b,
         hooks=args.hooks,
         measures=args.measures,
-        n=args.n,
+        **given(args, "n", "seed"),
         split=args.split,
-        seed=args.seed,
         matching=not args.no_matching,
         device=args.device,
     )
@@ -61,6 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
+        parents=shared_flags("device", "seed", "n"),
         help="layer x layer similarity (CKA, ...) and unit matching of two runs' models",
         description="Run the models of two runs on the same sentences (run A's task data) and "
         "write the layer x layer similarity matrices and a unit-matching summary as JSON.",
@@ -81,10 +81,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         default=["linear_cka"],
         help="comma-separated: linear_cka, rbf_cka, svcca, pwcca, procrustes (default linear_cka)",
     )
-    p.add_argument("--n", type=int, default=200, help="sentences of run A's task (default 200)")
     p.add_argument("--split", default="test_id", help="task split of the sentences")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-matching", action="store_true", help="skip the unit-matching summary")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: standard output)")
-    p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_compare)

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .common import shared_flags
+
 log = logging.getLogger("hierlens")
 
 
@@ -20,9 +22,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_export_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
+        parents=shared_flags("run_dir"),
         help="replay a run's metrics.jsonl and tracking.jsonl into TensorBoard, W&B or MLflow",
     )
-    p.add_argument("run_dir", type=Path)
     p.add_argument(
         "--to",
         required=True,

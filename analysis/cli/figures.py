@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .common import shared_flags
+
 log = logging.getLogger("hierlens")
 
 
@@ -43,6 +45,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def add_figures_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
+        parents=shared_flags("device", "progress"),
         help="draw a paper figure (PNG, PDF and its data as JSON); `reproduce list` lists them",
     )
     p.add_argument("name", nargs="?", help="figure name, `all`, or `list`")
@@ -55,7 +58,6 @@ def add_figures_command(sub: argparse._SubParsersAction) -> None:
         "`reproduce list` names them",
     )
     p.add_argument("--out", type=Path, default=Path("figures"), help="output folder (figures)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
         "--run-dir",
         type=Path,
@@ -69,5 +71,4 @@ def add_figures_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="structural-probe-layers: a local Hugging Face model folder (default MiniLM)",
     )
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)

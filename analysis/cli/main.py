@@ -8,6 +8,7 @@ hierlens tree-score / track / sweep tree projections, grokking curves, depth swe
 hierlens run CONFIG                 the whole pipeline; hierlens demo: the embedded demo
 hierlens report RUN_DIR             the self-contained HTML report of a run
 hierlens compare RUN_A RUN_B        layer x layer CKA and unit matching of two runs' models
+hierlens patch / das RUN_DIR        activation patching; distributed alignment search (causal/)
 hierlens export RUN_DIR --to TB     replay a run into TensorBoard, W&B or MLflow
 hierlens reproduce NAME [--quick]   a paper figure (PNG, PDF and its data); NAME=list lists them
                                     (and each figure's named settings, --setting S)
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .capture import add_capture_command
+    from .causal import add_causal_commands
     from .compare import add_compare_command
     from .export import add_export_command
     from .figures import add_figures_command
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_figures_command(sub)
     add_treebank_command(sub)
     add_compare_command(sub)
+    add_causal_commands(sub)
     return parser
 
 

@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 from .backend import add_backend_flags, backend_kwargs
+from .common import shared_flags
 
 log = logging.getLogger("hierlens")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..report.write import write_report
 
     path = write_report(
         args.run_dir,
@@ -70,28 +71,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained, works offline)")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser(
+        "report",
+        help="write RUN_DIR/report.html (self-contained, works offline)",
+        parents=shared_flags("run_dir", "device", "progress"),
+    )
     p.add_argument(
         "--out", type=Path, default=None, help="output file (default RUN_DIR/report.html)"
     )
     p.add_argument("--max-sentences", type=int, default=4, help="span-score heatmaps to draw")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("run", help="run (or resume) the whole pipeline from a TOML/JSON config")
+    p = sub.add_parser(
+        "run",
+        help="run (or resume) the whole pipeline from a TOML/JSON config",
+        parents=shared_flags("progress"),
+    )
     p.add_argument(
         "config", type=Path, nargs="+", help="pipeline config(s) (see hierlens.analysis.pipeline)"
     )
-    p.add_argument("--no-progress", action="store_true")
     add_backend_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the demo pipeline on Dyck; writes runs/demo/report.html")
+    p = sub.add_parser(
+        "demo",
+        help="the demo pipeline on Dyck; writes runs/demo/report.html",
+        parents=shared_flags("device", "progress"),
+    )
     p.add_argument(
         "--out-dir", type=Path, default=Path("runs"), help="parent of the demo run directory"
     )
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

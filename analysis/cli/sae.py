@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-from pathlib import Path
 
-from hierlens.sae import SAE, SAETrainConfig
+from hierlens.sae import SAE, SAEGridConfig, SAETrainConfig, sae_class
 
+from ..pipeline.config import SAEStage
 from .capture import add_capture_data_flags, capture_one_step
-from .common import CLIError, add_config_flags, config_from_flags, floats, ints
+from .common import (
+    CLIError,
+    add_config_flags,
+    add_union_flags,
+    config_from_flags,
+    shared_flags,
+    union_values,
+)
 
 log = logging.getLogger("hierlens")
 
 # Flags the command shares with activation capture (one --device and --seed for both).
 _SHARED = ("device", "seed")
+# SAE config fields that are not architecture settings: the grid and the command set them.
+_NOT_ARCH_FLAGS = ("d_in", "d_sae", "hook_name", "seed", "k", "l1_coefficient", "l0_coefficient")
 
 
 def cmd_fit_sae(args: argparse.Namespace) -> int:
@@ -25,78 +35,91 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
         return _fit_sae(args)
 
 
+def _arch_fields(args: argparse.Namespace, architectures: tuple[str, ...]) -> dict:
+    """The SAE architecture fields given as flags; each must be a field of every chosen
+    architecture's config."""
+    values = union_values(args)
+    for name in values:
+        lacking = [a for a in architectures if name not in _fields(SAE.registry[a].config_class)]
+        if lacking:
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} is not a setting of {', '.join(lacking)}")
+    return values
+
+
+def _fields(config_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
 def _fit_sae(args: argparse.Namespace) -> int:
     from hierlens.models.run import Run
-    from hierlens.sae import build_sae_grid, fit_mdl_sae, mdl_select, train_saes
+    from hierlens.sae import fit_mdl_sae, grid_table, train_sae_grid
 
-    seed = args.seed if args.seed is not None else 0
+    seed = args.seed if args.seed is not None else SAETrainConfig().seed
     config = config_from_flags(args, SAETrainConfig, device=args.device, seed=seed)
     if config.steps is None and config.tokens is None:
         raise CLIError("fit-sae needs a run length: --steps or --tokens")
-    k_sparse = SAE.registry[args.architecture].grid_knob == "k"
+    grid = config_from_flags(args, SAEGridConfig)
+    grid = grid.replace(architectures=tuple(sae_class(a).name for a in grid.architectures))
+    hook = config_from_flags(args, SAEStage).hook
+    fields = _arch_fields(args, grid.architectures)
     if args.mdl and args.max_fvu is None:
         raise CLIError("--mdl needs a distortion bound: --max-fvu")
-    store, hooks = capture_one_step(args, [args.hook])
+    if args.mdl and len(grid.architectures) != 1:
+        raise CLIError("--mdl chooses within one architecture: give one --architectures")
+    store, hooks = capture_one_step(args, [hook])
     hook = hooks[0]
     acts = store[hook]
     run = Run(args.run_dir)
     out_dir = run.saes_dir
     progress = not args.no_progress
     if args.mdl:
+        k_sparse = SAE.registry[grid.architectures[0]].grid_knob == "k"
         fit = fit_mdl_sae(
             acts,
-            args.widths,
-            args.ks if k_sparse else None,
-            sparsity_coefficients=None if k_sparse else args.coefficients,
-            architecture=args.architecture,
+            grid.widths,
+            grid.ks if k_sparse else None,
+            sparsity_coefficients=None if k_sparse else grid.coefficients,
+            architecture=grid.architectures[0],
             max_fvu=args.max_fvu,
             config=config,
-            sae_kwargs={"hook_name": hook},
+            sae_kwargs={"hook_name": hook, **fields},
             out_dir=out_dir,
             progress=progress,
             log_dir=run.trackers("saes").root,
         )
-        selection = fit.selection
+        rows = fit.selection.table
+        best = fit.selection.best_name
+        bits = fit.selection.best_length.bits
     else:
-        grid, skipped = build_sae_grid(
-            [args.architecture],
-            acts.shape[1],
-            args.widths,
-            ks=args.ks if k_sparse else None,
-            coefficients=None if k_sparse else args.coefficients,
-            device=config.device,
-            hook_name=hook,
-            seed=config.seed,
-        )
-        for reason in skipped:
-            log.info("skipped %s", reason)
         from hierlens.core import distributed as D
 
         distribute = args.distribute if D.init_from_env(config.device) else None
-        result = train_saes(
-            list(grid.values()),
+        fit = train_sae_grid(
+            grid,
             acts,
-            config=config,
-            progress=progress,
+            config,
+            save_dir=run.sae_dir,
+            table=lambda saes: grid_table(saes, acts),
             distribute=distribute,
+            progress=progress,
             log_dir=run.trackers("saes").root,
+            hook_name=hook,
+            seed=config.seed,
+            **fields,
         )
-        for i, (name, sae) in enumerate(grid.items()):
-            if _owns(i, distribute, D):  # each SAE's files written by the rank that trained it
-                sae.save(run.sae_dir(name))
-        D.barrier()
-        if not D.is_main():
+        if fit.table is None:  # not the first process under torchrun
             return 0
-        selection = mdl_select(grid, acts)  # no bound: each SAE at a 1% FVU-increase precision
-        for row, ev in zip(selection.table, result.evaluation):
-            row.update({k: v for k, v in ev.items() if k != "sae"})
-    for row in selection.table:
+        rows = fit.table
+        best_row = min(rows, key=lambda r: r["description_length_bits"])
+        best, bits = best_row["name"], best_row["description_length_bits"]
+    for row in rows:
         print(json.dumps(row, default=str))
-    _merge_table(run, selection.table, hook)
+    _merge_table(run, rows, hook)
     log.info(
         "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
-        selection.best_name,
-        selection.best_length.bits,
+        best,
+        bits,
         out_dir,
     )
     return 0
@@ -113,29 +136,14 @@ def _merge_table(run, rows: list[dict], hook: str) -> None:
     write_checked_jsonl(path, old + list(new.values()))
 
 
-def _owns(i: int, distribute: str | None, D) -> bool:
-    if distribute == "saes":
-        from hierlens.sae.distributed import owner
-
-        return owner(i, D.world_size()) == D.rank()
-    return D.is_main()
-
-
 def add_sae_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "fit-sae", help="train an SAE grid on a run's activations (--mdl: pick by MDL)"
+        "fit-sae",
+        help="train an SAE grid on a run's activations (--mdl: pick by MDL)",
+        parents=shared_flags("run_dir", "step", "device", "seed", "n", "progress"),
     )
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--hook", required=True, help="hook name, e.g. blocks.1.hook_resid_post")
-    p.add_argument("--architecture", default="topk", choices=sorted(SAE.registry))
-    p.add_argument("--widths", type=ints, required=True, help="dictionary sizes, e.g. 32,64,128")
-    p.add_argument("--ks", type=ints, default=[4, 8], help="k for topk / batch_topk / mp")
-    p.add_argument(
-        "--coefficients",
-        type=floats,
-        default=[1e-2],
-        help="sparsity penalties for relu / jumprelu",
-    )
+    add_config_flags(p, SAEStage, only=("hook",))
+    add_config_flags(p.add_argument_group("SAE grid (SAEGridConfig)"), SAEGridConfig)
     p.add_argument(
         "--mdl",
         action="store_true",
@@ -143,10 +151,7 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
         "the whole grid is trained and tabulated (bits computed at FVU <= 1)",
     )
     p.add_argument("--max-fvu", type=float, default=None, help="distortion bound for --mdl")
-    p.add_argument("--step", type=int, default=None, help="checkpoint (default: newest)")
     add_capture_data_flags(p)
-    p.add_argument("--device", default=None, help="capture and training device")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--distribute",
         choices=("saes", "data"),
@@ -154,6 +159,11 @@ def add_sae_command(sub: argparse._SubParsersAction) -> None:
         help="under torchrun: deal the SAEs out to the processes (saes) or split each batch "
         "across them (data); ignored in a single process",
     )
+    architecture = p.add_argument_group(
+        "SAE architecture (each architecture's config; unset: its default)"
+    )
+    classes = [cls.config_class for cls in SAE.registry.values()]
+    add_union_flags(architecture, classes, exclude=_NOT_ARCH_FLAGS)
     training = p.add_argument_group("SAE training (SAETrainConfig; unset: its default)")
     add_config_flags(training, SAETrainConfig, exclude=_SHARED)
     p.set_defaults(func=cmd_fit_sae)

@@ -7,13 +7,23 @@ import json
 import logging
 from pathlib import Path
 
-from .common import CLIError, add_config_flags, config_from_flags, flag_values, fmt, task_from_args
+from .common import (
+    CLIError,
+    add_config_flags,
+    config_from_flags,
+    flag_values,
+    fmt,
+    given,
+    shared_flags,
+    task_from_args,
+)
 
 log = logging.getLogger("hierlens")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from hierlens.models.tasks import list_tasks, task_class, task_parameters
+    from hierlens.models.tasks import task_class, task_parameters
+    from hierlens.models.tasks.registry import list_tasks
 
     for name in list_tasks():
         print(f"{name}: {task_class(name).description}")
@@ -49,25 +59,29 @@ def _arch_config(args: argparse.Namespace, task) -> object:
     if shared.get("d_mlp") is None:
         shared.pop("d_mlp", None)
     try:
-        return ArchConfig.for_task(task, seed=args.seed, **shared, **flag_values(args, ArchConfig))
+        return ArchConfig.for_task(
+            task, **given(args, "seed"), **shared, **flag_values(args, ArchConfig)
+        )
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hierlens.models import TrainConfig
     from hierlens.models.architectures import build_model
-    from hierlens.models.train import RunConflictError, TrainConfig, train
+    from hierlens.models.train import train
+    from hierlens.models.train_run import RunConflictError
     from hierlens.models.transformer import ModelConfig, build_transformer
 
     task = task_from_args(args.task, args.task_param)
-    config = config_from_flags(args, TrainConfig, seed=args.seed, device=args.device)
+    config = config_from_flags(args, TrainConfig, **given(args, "seed"), device=args.device)
     if args.arch is not None:
         model_config = _arch_config(args, task)
         model = build_model(model_config)
     else:
         try:
             model_config = ModelConfig.for_task(
-                task, seed=args.seed, **flag_values(args, ModelConfig)
+                task, **given(args, "seed"), **flag_values(args, ModelConfig)
             )
         except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
@@ -99,9 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = run.task
     model = run.load_model(args.step, device=args.device)
     splits = args.splits.split(",")
-    results = {
-        s: task.evaluate(model, s, n=args.n, seed=args.seed, device=args.device) for s in splits
-    }
+    kwargs = given(args, "n", "seed")
+    results = {s: task.evaluate(model, s, **kwargs, device=args.device) for s in splits}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -132,7 +145,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tasks", help="list tasks and their parameters")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("train", help="train a model on a task into a run directory")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a task into a run directory",
+        parents=shared_flags("device", "seed", "progress"),
+    )
     p.add_argument("--task", required=True, help="task name (see `hierlens tasks`)")
     p.add_argument(
         "--task-param",
@@ -157,23 +174,17 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     )
     training = p.add_argument_group("training (TrainConfig; unset: its default)")
     add_config_flags(training, _train_config_class(), exclude=("seed", "device"))
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data and batches")
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-    )
     p.add_argument("--no-resume", action="store_true", help="do not continue an existing run")
     p.add_argument(
         "--overwrite", action="store_true", help="with --no-resume: replace an existing run"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its task")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint on its task",
+        parents=shared_flags("run_dir", "step", "device", "seed", "n"),
+    )
     p.add_argument("--splits", default="test_id,test_ood", help="comma-separated splits")
-    p.add_argument("--n", type=int, default=1000, help="examples per split")
-    p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)

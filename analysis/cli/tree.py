@@ -9,7 +9,17 @@ from pathlib import Path
 
 from .backend import add_backend_flags, backend_kwargs
 from .capture import add_source_flags
-from .common import CLIError, check_seed_applies, ints, task_from_args
+from .common import (
+    CLIError,
+    add_config_flags,
+    check_seed_applies,
+    config_from_flags,
+    flag_values,
+    given,
+    ints,
+    shared_flags,
+    task_from_args,
+)
 
 
 def cmd_tree_score(args: argparse.Namespace) -> int:
@@ -36,7 +46,7 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
         step=args.step,
         split=args.split,
         n=args.n,
-        seed=args.seed if args.seed is not None else 0,
+        **given(args, "seed"),
         method=args.method,
         mask_from_layer=args.mask_from_layer,
         drop_punct=not args.keep_punct,
@@ -49,17 +59,14 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from ..grokking import TrackFailed, grokking_summary, track
+    from ..grokking import TrackConfig, TrackFailed, grokking_summary, track
 
     try:
         track(
             args.run_dir,
             steps=args.steps,
-            n=args.n,
-            n_trees=args.n_trees,
-            layer=args.layer,
-            compare=args.representations,
-            n_compare=args.n_compare,
+            **flag_values(args, TrackConfig),
+            **given(args, "seed"),
             device=args.device,
             progress=not args.no_progress,
             **backend_kwargs(args),
@@ -73,20 +80,13 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hierlens.models.train import TrainConfig
+    from hierlens.models import ModelConfig, TrainConfig
 
+    from ..grokking import TrackConfig
     from ..sweep import SweepFailed, sweep
 
     task = task_from_args(args.task, args.task_param)
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=0,
-        device=args.device,
-    )
-    model = {"d_model": args.d_model, "n_heads": args.n_heads}
+    config = config_from_flags(args, TrainConfig, eval_every=0, device=args.device)
     try:
         rows = sweep(
             task,
@@ -94,8 +94,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             args.seeds,
             config,
             args.out_dir,
-            model=model,
-            track_options={"n": args.n, "n_trees": args.n_trees},
+            model=flag_values(args, ModelConfig),
+            track_options=flag_values(args, TrackConfig),
             **backend_kwargs(args),
         )
     except SweepFailed as exc:
@@ -112,15 +112,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_tree_commands(sub: argparse._SubParsersAction) -> None:
+    from hierlens.models.train_config import TrainConfig
+    from hierlens.models.transformer import ModelConfig
+
+    from ..grokking import TrackConfig
+
     p = sub.add_parser(
         "tree-score",
         help="tree score and parse F1 of a run's tree projections",
-        description="Tree projections (Murty et al., ICLR 2023) of each layer scored against "
-        "the gold trees, beside right-/left-branching and random trees. Layers are numbered "
-        "0 = embeddings, layer l = the output of block l-1 (as structural probes and the "
-        "report number them); punctuation is dropped unless --keep-punct.",
+        description="Tree projections [Murty2023a] of each layer scored against the gold "
+        "trees, beside right-/left-branching and random trees. Layers are numbered 0 = "
+        "embeddings, layer l = the output of block l-1 (as structural probes and the report "
+        "number them); punctuation is dropped unless --keep-punct.",
+        parents=shared_flags("run_dir", "step", "device", "seed", "n", "progress"),
     )
-    p.add_argument("run_dir", type=Path)
     p.add_argument(
         "--layer",
         type=int,
@@ -149,47 +154,36 @@ def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", default=None, help="task split (default test_id) or corpus split (default all)"
     )
-    p.add_argument("--n", type=int, default=None, help="sentences (default 200; corpus: all)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
-    p.add_argument("--seed", type=int, default=None, help="draws the --n sentences (default 0)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tree_score)
 
-    p = sub.add_parser("track", help="evaluate every checkpoint of a run (grokking curves)")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser(
+        "track",
+        help="evaluate every checkpoint of a run (grokking curves)",
+        parents=shared_flags("run_dir", "device", "seed", "progress"),
+    )
     p.add_argument("--steps", type=ints, default=None, help="comma-separated steps (default all)")
-    p.add_argument("--n", type=int, default=500, help="examples per split for accuracy")
-    p.add_argument("--n-trees", type=int, default=100, help="sentences for tree score / parse F1")
-    p.add_argument("--layer", type=int, default=-1)
-    p.add_argument(
-        "--representations",
-        action="store_true",
-        help="also record each layer's linear CKA to the final checkpoint and its "
-        "rank-collapse residual",
-    )
-    p.add_argument(
-        "--n-compare", type=int, default=64, help="sentences for --representations (default 64)"
-    )
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p.add_argument_group("tracking (TrackConfig)"), TrackConfig, exclude=_OWN)
     add_backend_flags(p)
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("sweep", help="train and track models of several depths and seeds")
+    p = sub.add_parser(
+        "sweep",
+        help="train and track models of several depths and seeds",
+        parents=shared_flags("device"),
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--task-param", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--depths", type=ints, required=True, help="e.g. 2,4,6")
     p.add_argument("--seeds", type=ints, default=[0], help="e.g. 0,1,2")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--n-trees", type=int, default=100)
-    p.add_argument("--device", default=None)
+    model = p.add_argument_group("model (ModelConfig; unset: its default)")
+    add_config_flags(model, ModelConfig, exclude=("n_layers", "seed", "d_vocab", "n_ctx"))
+    training = p.add_argument_group("training (TrainConfig; unset: its default)")
+    add_config_flags(training, TrainConfig, exclude=("seed", "device", "eval_every"))
+    add_config_flags(p.add_argument_group("tracking (TrackConfig)"), TrackConfig, exclude=_OWN)
     add_backend_flags(p)
     p.set_defaults(func=cmd_sweep)
+
+
+# TrackConfig fields a command takes from its shared flags
+_OWN = ("seed",)

@@ -1,6 +1,7 @@
 """Paper figures: the registry and :func:`reproduce` (:mod:`.reproduce`), the figures' full
 and quick settings (:mod:`.settings`), their data functions (:mod:`.training`,
-:mod:`.experiments`, :mod:`.structural`, :mod:`.correlation`, :mod:`.representations`) and pure
+:mod:`.concept_recovery`, :mod:`.mdl_digits`, :mod:`.sparse_probing`, :mod:`.filtering_vs_bp`,
+:mod:`.structural`, :mod:`.correlation`, :mod:`.representations`; one module per experiment) and pure
 plotting functions (:mod:`.plot`, :mod:`.plot_representations`)."""
 
 from .reproduce import FIGURES, FigureSpec, describe, redraw, reproduce

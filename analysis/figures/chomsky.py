@@ -64,7 +64,7 @@ def chomsky_table(
         eval_n=eval_n,
     )
     table = chomsky_scores(rows)
-    from hierlens.models.tasks import get_task
+    from hierlens.models.tasks.registry import get_task
 
     t0 = get_task(tasks[0], **task_params)
     return {

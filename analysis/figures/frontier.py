@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from hierlens.core.device import resolve_device
+from hierlens.models import TrainConfig
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.ground_truth import ground_truth
 from hierlens.models.tasks.mpsae_toy import MPSAEToy
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.tasks.registry import get_task
+from hierlens.models.train import train
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.sae import (
     FrontierSpec,

@@ -124,55 +124,6 @@ def plot_tree_score_over_training(data: dict[str, Any]) -> Figure:
     return fig
 
 
-def _by_depth(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[list[float]]]:
-    depths = sorted({r["depth"] for r in runs})
-    values = [
-        [float(r[key]) for r in runs if r["depth"] == d and r.get(key) is not None] for d in depths
-    ]
-    return depths, values
-
-
-def plot_depth_inverted_u(data: dict[str, Any]) -> Figure:
-    """Final and best OOD accuracy, and final tree score, vs number of layers: mean over
-    seeds with min-max bars and one dot per seed (Murty et al. 2023's inverted U)."""
-    runs = data["runs"]
-    fig = _figure((9, 3.6))
-    axes = fig.subplots(1, 2)
-    panels = (
-        (
-            axes[0],
-            (
-                ("best_ood", "best OOD acc. (any checkpoint)", "0.55", "^--"),
-                ("final_ood", "final OOD acc.", "tab:red", "o-"),
-            ),
-        ),
-        (axes[1], (("final_tree_score", "final tree score", "tab:purple", "o-"),)),
-    )
-    for ax, series in panels:
-        for key, label, color, style in series:
-            depths, values = _by_depth(runs, key)
-            keep = [i for i, v in enumerate(values) if v]
-            if not keep:
-                continue
-            xs = [depths[i] for i in keep]
-            mean = [float(np.mean(values[i])) for i in keep]
-            lo = [m - min(values[i]) for m, i in zip(mean, keep)]
-            hi = [max(values[i]) - m for m, i in zip(mean, keep)]
-            ax.errorbar(xs, mean, yerr=[lo, hi], fmt=style, color=color, capsize=3, label=label)
-            for x, i in zip(xs, keep):
-                ax.scatter([x] * len(values[i]), values[i], s=8, color=color, alpha=0.4)
-        ax.set_xlabel("number of layers")
-        ax.set_xticks(sorted({r["depth"] for r in runs}))
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(data.get("metric", "accuracy"))
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[1].set_ylabel("tree score")
-    n_seeds = len(data.get("seeds", [])) or len({r["seed"] for r in runs})
-    fig.suptitle(f"{data['task']}: depth sweep ({n_seeds} seed(s) per depth)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def plot_mpsae_hierarchy(data: dict[str, Any]) -> Figure:
     """Best-match and Hungarian-matched cosine of the true concepts per tree level for
     MP-SAE, TopK and ReLU at matched L0 [Costa2025]."""

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models import ModelConfig, TrainConfig, build_transformer, train
 from hierlens.models.run import Run
+from hierlens.models.tasks.registry import get_task
 
 from ..compare.geometry import eigen_spectrum, power_law_slope
 from ..compare.rank_collapse import rank_collapse

@@ -1,4 +1,4 @@
-"""Paper figures: a registry of fourteen figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of fifteen figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting, or another setting the figure names), writes it to
 ``NAME.json`` and draws ``NAME.png`` and ``NAME.pdf`` (``hierlens reproduce NAME [--quick |
 --setting NAME]``).
@@ -23,6 +23,9 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   :data:`MDL_FULL` (TopK widths 8-256 x k 2-32, 800 steps). Measured ~15 min on 2 busy cores.
 - ``sparse-probing-f1-vs-k`` [Gurnee2023]: probe F1 vs k per layer of a Dyck
   transformer, :data:`PROBING_FULL`. Measured 28 s on one CPU core.
+- ``causal-dyck`` (DAS, Geiger et al. 2024; patching, Meng et al. 2022): stack-top patching
+  heatmap and DAS IIA per hook for depth and stack top beside probe accuracy and the
+  random-weights control, on a Dyck transformer, :data:`CAUSAL_FULL`.
 - ``filtering-vs-bp`` [GarnierBrun2025]: transformer vs exact belief propagation per
   filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
   one CPU core shared with other jobs (13 min of CPU time).
@@ -47,8 +50,8 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
   named setting ``modest`` (:data:`CHOMSKY_MODEST`, ``--setting modest``) trains the same 35
   cells at 900 steps: measured 10.1 min on a 2-core CPU shared with other jobs.
 
-Each figure is one data function (in :mod:`.training`, :mod:`.experiments` and
-:mod:`.representations`) and one pure plotting function (:mod:`.plot`,
+Each figure is one data function (in :mod:`.training`, the per-experiment modules such as
+:mod:`.mdl_digits`, and :mod:`.representations`) and one pure plotting function (:mod:`.plot`,
 :mod:`.plot_representations`); a
 figure's ``NAME.json`` holds ``{"name", "quick", "setting", "settings", "seconds", "data"}``, and
 :func:`redraw` draws the figure again from it. ``hierlens reproduce list`` prints the same run
@@ -68,9 +71,12 @@ from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
 
+from ..sweep import plot_depth_inverted_u
 from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
+    CAUSAL_FULL,
+    CAUSAL_QUICK,
     CHOMSKY_FULL,
     CHOMSKY_MODEST,
     CHOMSKY_QUICK,
@@ -118,7 +124,7 @@ def _depth(out_dir: Path, device: str | None, progress: bool, **settings: Any) -
 def _concepts(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
     from hierlens.models.tasks.concepts import HierarchicalConcepts
 
-    from .experiments import concept_recovery
+    from .concept_recovery import concept_recovery
 
     params = dict(settings.pop("concepts"))
     params["n_children"] = tuple(params.get("n_children", (3,)))
@@ -134,13 +140,13 @@ def _correlation(out_dir: Path, device: str | None, progress: bool, **settings: 
 
 
 def _mdl(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import mdl_digits
+    from .mdl_digits import mdl_digits
 
     return mdl_digits(device=device, progress=progress, **settings)
 
 
 def _probing(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import sparse_probing
+    from .sparse_probing import sparse_probing
 
     return sparse_probing(device=device, progress=progress, **settings)
 
@@ -152,7 +158,7 @@ def _structural(out_dir: Path, device: str | None, progress: bool, **settings: A
 
 
 def _filtering(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
-    from .experiments import filtering_vs_bp
+    from .filtering_vs_bp import filtering_vs_bp
 
     return filtering_vs_bp(
         run_dir=out_dir / "filtering_runs", device=device, progress=progress, **settings
@@ -181,6 +187,18 @@ def _chomsky(out_dir: Path, device: str | None, progress: bool, **settings: Any)
     from .chomsky import chomsky_table
 
     return chomsky_table(out_dir, device, progress, **settings)
+
+
+def _causal(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .causal import causal_dyck
+
+    return causal_dyck(device=device or "cpu", progress=progress, **settings)
+
+
+def _plot_causal(data: dict[str, Any]) -> Any:
+    from .causal import plot_causal_dyck
+
+    return plot_causal_dyck(data)
 
 
 def _frontier(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
@@ -291,7 +309,7 @@ FIGURES: dict[str, FigureSpec] = {
             "depth-inverted-u",
             "final/best OOD accuracy and tree score vs number of layers, over seeds",
             _depth,
-            fp.plot_depth_inverted_u,
+            plot_depth_inverted_u,
             {"setting": DEPTH_QUICK},
             {"setting": DEPTH_FULL},
             "estimated 15-20 h on one CPU core (12 runs of 30k steps, from the measured "
@@ -338,6 +356,17 @@ FIGURES: dict[str, FigureSpec] = {
             PROBING_FULL,
             "measured 28 s on one CPU core",
             ("selection", "seed"),
+        ),
+        FigureSpec(
+            "causal-dyck",
+            "where a Dyck transformer uses depth and the stack top: patching and DAS vs probes",
+            _causal,
+            _plot_causal,
+            CAUSAL_QUICK,
+            CAUSAL_FULL,
+            "measured 20 min on a 2-core CPU shared with other jobs (training 1500 steps, "
+            "then patching and rank-1 DAS with controls at 5 hooks x 2 variables)",
+            ("seed", "run_dir"),
         ),
         FigureSpec(
             "filtering-vs-bp",

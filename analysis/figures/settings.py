@@ -5,7 +5,7 @@
 The grokking and depth settings are ``{"task": {"name", "params"}, "model": ModelConfig
 kwargs, "train": TrainConfig kwargs, "track": track kwargs}`` (the depth sweep adds
 ``"depths"`` and ``"seeds"``); the others are keyword arguments of the experiment functions
-in :mod:`hierlens.analysis.figures.experiments`.
+in their modules (:mod:`hierlens.analysis.figures.mdl_digits` and the others).
 """
 
 from __future__ import annotations
@@ -297,6 +297,10 @@ CHOMSKY_MODEST: dict[str, Any] = {
     "eval_n": 200,
 }
 
+CAUSAL_QUICK: dict[str, Any] = {"steps": 150, "d_model": 32, "n_layers": 2, "n_pairs": 16,
+                                "das_pairs": 120, "das_steps": 40, "rank": 1}  # fmt: skip
+CAUSAL_FULL: dict[str, Any] = {"steps": 1500, "d_model": 64, "n_layers": 2, "n_pairs": 64,
+                               "das_pairs": 600, "das_steps": 300, "rank": 1}  # fmt: skip
 # The L0 frontier (``sae-frontier``): every SAE architecture at four sparsities on Costa et
 # al.'s toy (one frontier per within-group cosine) and on a hierarchical-filtering
 # transformer's residual stream. Keyword arguments of

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import read_jsonl
+from hierlens.models import TrainConfig
 from hierlens.models.run import Run, open_run
-from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.tasks.registry import get_task
+from hierlens.models.train import train
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 from ..grokking import grokking_summary, main_metric, track

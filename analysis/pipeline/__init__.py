@@ -30,7 +30,7 @@ from .config import (
     load_config,
 )
 from .run import run
-from .stages import build_sae_grid, sae_train_config
+from .stages import sae_train_config
 
 __all__ = [
     "DEMO_CONFIG",
@@ -40,7 +40,6 @@ __all__ = [
     "SAEStage",
     "StructuralStage",
     "TreeStage",
-    "build_sae_grid",
     "load_config",
     "run",
     "sae_train_config",

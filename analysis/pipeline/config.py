@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hierlens.analysis.causal.alignment import DASConfig
+from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
+from hierlens.models import TrainConfig
 from hierlens.models.corpus import Corpus
 from hierlens.models.run import pretrained_run_config
-from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.transformer import ModelConfig
-from hierlens.sae import SAE, SAETrainConfig
+from hierlens.sae import SAEGridConfig, SAETrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,21 @@ def _tuple(value: Any, name: str, kind: type = int) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class CaptureStage(Config):
-    """Which activations to capture: ``hooks`` (names or globs) on ``n`` sequences of
-    ``split``, at the final checkpoint (or every checkpoint with ``all_checkpoints``).
-    ``split`` defaults to a task's ``test_id`` or a corpus's ``all``; ``n`` to 500 task
-    sequences or every corpus sentence; ``pool`` ("first", "last", "mean") stores one row
-    per word instead of one per token."""
+    """Which activations to capture: ``hooks`` on ``n`` sequences of ``split``, at the final
+    checkpoint (or every checkpoint with ``all_checkpoints``).
+
+    Parameters:
+        hooks: hook names or globs, e.g. blocks.*.hook_resid_post.
+        split: a task split (None: test_id) or a corpus split all/train/dev/test (None: all).
+        n: sequences (None: 1000 task sequences, or every corpus sentence).
+        pool: one row per word (its first, last or mean sub-token) instead of one per token.
+        batch_size: sequences per forward pass.
+        all_checkpoints: capture every checkpoint, not only the final one.
+    """
+
+    #: sequences of a task captured when ``n`` is None
+    TASK_N = 1000
+    FIELD_CHOICES = {"pool": ("first", "last", "mean")}
 
     hooks: tuple[str, ...] = ("blocks.*.hook_resid_post",)
     split: str | None = None
@@ -53,6 +65,16 @@ class CaptureStage(Config):
         if self.pool not in (None, "first", "last", "mean"):
             raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
 
+    def data(self, pretrained: bool) -> dict[str, Any]:
+        """``split``, ``n`` (and ``pool``) of the capture with the defaults filled in: a
+        task's ``test_id`` split and :attr:`TASK_N` sequences; a corpus's ``all``, every
+        sentence."""
+        split, n = ("all", None) if pretrained else ("test_id", self.TASK_N)
+        out: dict[str, Any] = {"split": self.split or split, "n": self.n or n}
+        if self.pool is not None:
+            out["pool"] = self.pool
+        return out
+
 
 # The pipeline's SAE training settings where they differ from SAETrainConfig's: short runs on
 # the small grids of a pipeline.
@@ -60,42 +82,31 @@ _SAE_STAGE_TRAINING = {"steps": 300, "batch_size": 1024, "lr": 1e-3}
 
 
 @dataclasses.dataclass(frozen=True)
-class SAEStage(Config):
-    """The SAE grid trained on ``hook`` of the final checkpoint: every architecture in
-    ``architectures`` (registered SAE names: "topk", "batch_topk", "mp", "relu", "jumprelu")
-    at every width; k-sparse ones at every ``ks``, penalised ones at every ``coefficients``.
+class SAEStage(SAEGridConfig):
+    """The SAE grid (:class:`hierlens.sae.SAEGridConfig`: every architecture at every width,
+    k-sparse ones at every ``ks``, penalised ones at every ``coefficients``) trained on
+    ``hook`` of the final checkpoint.
 
     ``train`` holds the training settings (:class:`hierlens.sae.SAETrainConfig`); in a config
     file they sit in the ``[sae]`` table itself (``steps``, ``batch_size``, ``lr``, ...). Its
     ``device`` defaults to the pipeline's ``[train] device``.
+
+    Parameters:
+        widths: dictionary sizes ``d_sae``.
+        architectures: registered SAE names.
+        enabled: run the stage.
+        hook: the hook whose activations the grid is trained on.
+        train: the training settings (short runs on the small grids of a pipeline).
     """
 
+    widths: tuple[int, ...] = (64, 128, 256)
+    architectures: tuple[str, ...] = ("topk", "mp", "relu")
     enabled: bool = True
     hook: str = "blocks.0.hook_resid_post"
-    architectures: tuple[str, ...] = ("topk", "mp", "relu")
-    widths: tuple[int, ...] = (64, 128, 256)
-    ks: tuple[int, ...] = (4, 8)
-    coefficients: tuple[float, ...] = (1e-2,)
     train: SAETrainConfig = SAETrainConfig(**_SAE_STAGE_TRAINING)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "architectures", _tuple(list(self.architectures), "sae.architectures", str)
-        )
-        bad = [a for a in self.architectures if a not in SAE.registry]
-        if bad:
-            raise ValueError(
-                f"sae.architectures: unknown {bad}; choose from {tuple(sorted(SAE.registry))}"
-            )
-        object.__setattr__(self, "widths", _tuple(list(self.widths), "sae.widths"))
-        object.__setattr__(self, "ks", _tuple(list(self.ks), "sae.ks"))
-        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
-        if any(w < 1 for w in self.widths) or any(k < 1 for k in self.ks):
-            raise ValueError("sae.widths and sae.ks must be positive")
-        if any(k > min(self.widths) for k in self.ks):
-            raise ValueError(
-                f"sae.ks {self.ks} must not exceed the smallest width {min(self.widths)}"
-            )
+        super().__post_init__()
         if not isinstance(self.train, SAETrainConfig):
             raise TypeError(f"sae.train must be an SAETrainConfig, got {self.train!r}")
 
@@ -124,15 +135,25 @@ class SAEStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class ProbeStage(Config):
-    """k-sparse probes [Gurnee2023] on every captured hook for the task's per-token
-    ``labels`` (default: all of them)."""
+    """k-sparse probes [Gurnee2023] on every captured hook for the task's per-token labels.
+
+    Parameters:
+        enabled: run the stage.
+        labels: per-token task labels, e.g. depth,nesting (empty: all of them).
+        ks: sparsity levels.
+        selection: neuron-selection methods: mean_diff, anova, mutual_info, l1, telescope,
+            random, exhaustive.
+    """
 
     enabled: bool = True
     labels: tuple[str, ...] = ()
     ks: tuple[int, ...] = (1, 2, 4, 8)
-    selection: str = "mean_diff"
+    selection: tuple[str, ...] = ("mean_diff",)
 
     def __post_init__(self) -> None:
+        if isinstance(self.selection, str):
+            object.__setattr__(self, "selection", (self.selection,))
+        object.__setattr__(self, "selection", _tuple(list(self.selection), "probes.selection", str))
         object.__setattr__(self, "labels", _tuple(list(self.labels), "probes.labels", str))
         object.__setattr__(self, "ks", _tuple(list(self.ks), "probes.ks"))
 
@@ -141,7 +162,15 @@ class ProbeStage(Config):
 class TreeStage(Config):
     """Tracking over checkpoints (accuracy, tree score, parse F1, norms, attention entropy)
     of a trained run; for a pretrained run, tree projections of every layer scored against
-    the corpus's gold trees (``n_trees`` sentences, None: all)."""
+    the corpus's gold trees. The pipeline's short settings; ``hierlens track`` takes
+    :class:`~hierlens.analysis.grokking.TrackSettings`.
+
+    Parameters:
+        enabled: run the stage.
+        n: examples per split for accuracy.
+        n_trees: sentences for tree score and parse F1 (None: all of a corpus).
+        layer: block whose output the tree projection compares.
+    """
 
     enabled: bool = True
     n: int = 300
@@ -151,9 +180,20 @@ class TreeStage(Config):
 
 @dataclasses.dataclass(frozen=True)
 class StructuralStage(Config):
-    """Structural probes [Hewitt2019] on every layer of a pretrained model, with the
-    random-weights control (``controls``, its weights drawn with ``control_seed``; a control
-    equal to the model is refused); needs a treebank."""
+    """Structural probes [Hewitt2019] on every layer of a pretrained model, with
+    the random-weights control; needs a treebank.
+
+    Parameters:
+        enabled: run the stage.
+        rank: rank of the probe's linear map.
+        max_epochs: training epochs at most (early stopping on the dev split).
+        pool: a word's vector from its sub-word tokens: mean or first.
+        controls: also probe the random-weights control.
+        control_seed: seed of the control's initialisation; a control whose weights equal
+            the model's (a model that is itself that seed's initialisation) is refused.
+    """
+
+    FIELD_CHOICES = {"pool": ("mean", "first")}
 
     enabled: bool = True
     rank: int = 64
@@ -164,7 +204,41 @@ class StructuralStage(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class CausalStage(Config):
+    """Causal evidence (``hierlens patch`` and ``hierlens das``) on the final checkpoint, for
+    tasks with a causal model (:mod:`hierlens.models.tasks.variables`): activation and
+    attribution patching of the residual stream at every layer x position before the query,
+    and DAS with its controls at every hook. ``variables`` (default: all the task's) and
+    ``hooks`` (default: the residual stream before the first block and after each block);
+    ``patch`` and ``das`` hold the settings of
+    :class:`~hierlens.analysis.causal.sweep.PatchConfig` and
+    :class:`~hierlens.analysis.causal.alignment.DASConfig` (``[causal.patch]``, ``[causal.das]``
+    tables in a config file). Off by default."""
+
+    enabled: bool = False
+    variables: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    patch: PatchConfig = PatchConfig()
+    das: DASConfig = DASConfig()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variables", _tuple(list(self.variables), "causal.variables", str))
+        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "causal.hooks", str))
+        for name, kind in (("patch", PatchConfig), ("das", DASConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, kind.from_dict(dict(value)))
+            elif not isinstance(value, kind):
+                raise TypeError(f"causal.{name} must be a {kind.__name__} or a table")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["patch"], out["das"] = self.patch.to_dict(), self.das.to_dict()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(Config):
     """A whole pipeline: ``task`` ({"name", "params"}), ``model`` (ModelConfig fields but the
     vocabulary and context, which come from the task), ``train`` (TrainConfig fields) and the
     stages. ``seeds``: train one model per seed (each its model and data seed) into
@@ -184,6 +258,7 @@ class PipelineConfig:
     probes: ProbeStage = ProbeStage()
     tree: TreeStage = TreeStage()
     structural: StructuralStage = StructuralStage()
+    causal: CausalStage = CausalStage()
     report: bool = True
     seeds: tuple[int, ...] = ()
 
@@ -209,6 +284,7 @@ class PipelineConfig:
         "probes": ProbeStage,
         "tree": TreeStage,
         "structural": StructuralStage,
+        "causal": CausalStage,
     }
 
     @property

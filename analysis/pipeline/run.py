@@ -11,7 +11,7 @@ from typing import Any
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import Run, open_run
-from hierlens.models.tasks import get_task
+from hierlens.models.tasks.registry import get_task
 from hierlens.models.train import train
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -44,16 +44,13 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     device = cfg.train.device
     resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
-    extra = {"pool": cfg.capture.pool} if cfg.capture.pool else {}
     store = capture_checkpoints(
         run_dir,
         list(cfg.capture.hooks),
-        split=cfg.capture.split or "all",
-        n=cfg.capture.n,
+        **cfg.capture.data(pretrained=True),
         batch_size=cfg.capture.batch_size,
         device=device,
         progress=progress,
-        **extra,
     )[run.steps[-1]]
     if cfg.sae.enabled:
         log.info("stage 2/6: SAE grid")
@@ -76,7 +73,7 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
             max_epochs=s.max_epochs, control_seed=s.control_seed,
         )  # fmt: skip
     if cfg.report:
-        from ..report import write_report
+        from ..report.write import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)
@@ -101,10 +98,19 @@ def run(
 
 
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
-    """Unknown hooks and probe labels fail before training."""
+    """Unknown hooks, probe labels and causal variables fail before training."""
     from hierlens.models.hooks import resolve_hook_names
 
     resolve_hook_names(model, list(cfg.capture.hooks))
+    if cfg.causal.enabled:
+        from hierlens.models.tasks.variables import causal_model, list_causal_tasks
+
+        if task.name in list_causal_tasks():
+            cm = causal_model(task)
+            for v in cfg.causal.variables:
+                cm.check_variable(v)
+        if cfg.causal.hooks:
+            resolve_hook_names(model, list(cfg.causal.hooks))
     if cfg.probes.labels:
         available = set(task.sample(1, "train", 0)[0].token_labels)
         bad = [n for n in cfg.probes.labels if n not in available]
@@ -171,12 +177,10 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
         run_dir,
         list(cfg.capture.hooks),
         steps=capture_steps,
-        split=cfg.capture.split or "test_id",
-        n=cfg.capture.n or 500,
+        **cfg.capture.data(pretrained=False),
         batch_size=cfg.capture.batch_size,
         device=cfg.train.device,
         progress=progress,
-        **({"pool": cfg.capture.pool} if cfg.capture.pool else {}),
     )
     store = stores[steps[-1]]
     if cfg.sae.enabled:
@@ -185,6 +189,11 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
     if cfg.probes.enabled:
         log.info("stage 4/6: sparse probes")
         _probe_stage(cfg, run_dir, store, progress)
+    if cfg.causal.enabled:
+        from .stages import causal_stage
+
+        log.info("stage 4b/6: causal evidence (patching, DAS)")
+        causal_stage(cfg, run_dir, model, task, progress)
     if cfg.tree.enabled:
         from ..grokking import track
 
@@ -200,7 +209,7 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
             log_to=cfg.train.log_to,
         )
     if cfg.report:
-        from ..report import write_report
+        from ..report.write import write_report
 
         log.info("stage 6/6: report")
         write_report(run_dir)

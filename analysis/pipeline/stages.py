@@ -7,32 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.core.atomic_io import read_json, write_checked_json
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
-from .config import PipelineConfig, SAEStage
+from .config import PipelineConfig
 
 log = logging.getLogger(__name__)
-
-
-def build_sae_grid(
-    stage: SAEStage, d_in: int, hook: str, device: str | None = None
-) -> dict[str, Any]:
-    """``{name: untrained SAE}`` for the grid described by ``stage`` (names from
-    :func:`hierlens.sae.grid_name`: ``topk_w64_k8``, ``relu_w64_l1c0.01``)."""
-    from hierlens.sae import build_sae_grid as sae_grid
-
-    grid, _ = sae_grid(
-        stage.architectures,
-        d_in,
-        stage.widths,
-        ks=stage.ks,
-        coefficients=stage.coefficients,
-        device=device,
-        hook_name=hook,
-    )
-    return grid
 
 
 def sae_train_config(cfg: PipelineConfig) -> SAETrainConfig:
@@ -86,54 +67,32 @@ def record_stage(run: Run, stage: str, settings: dict[str, Any]) -> None:
 
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
     from hierlens import sae as S
-    from hierlens.sae.heldout import split_evaluation
 
     if cfg.sae.hook not in store.hooks:
         raise ValueError(f"[sae] hook {cfg.sae.hook!r} was not captured; captured: {store.hooks}")
     acts = store[cfg.sae.hook]
     train_config = sae_train_config(cfg)
-    grid = build_sae_grid(cfg.sae, acts.shape[1], cfg.sae.hook, device="cpu")
     run = Run(run_dir)
     saved = run.sae_dirs()
     settings = _stage_settings(cfg.sae)
-    if any(name in saved for name in grid):
+    if saved:  # SAEs in the run: made with the stored [sae] settings, if any were stored
         check_reused_stage(run, "sae", settings, "saes")
-    missing = {name: s for name, s in grid.items() if name not in saved}
-    if missing:  # before training, so that SAEs left by an interrupted run are attributed
+    else:  # before training, so that SAEs left by an interrupted run are attributed
         record_stage(run, "sae", settings)
-    split_fvu: dict[str, dict[str, Any]] = {}
-    if missing:
-        log.info("training %d SAEs on %s (%s)", len(missing), cfg.sae.hook, train_config.device)
-        result = S.train_saes(
-            list(missing.values()),
-            acts,
-            config=train_config,
-            progress=progress,
-            log_dir=run.trackers("saes").root,
-        )
-        for name, sae in missing.items():
-            sae.save(run.sae_dir(name))
-        split_fvu = dict(zip(missing, result.evaluation))
-    rows = []
-    for name in grid:
-        sae = S.load(saved.get(name, run.sae_dir(name)))
-        if name not in split_fvu:  # trained by an earlier run of the stage: the same split
-            split_fvu[name] = (split_evaluation([sae], acts, train_config) or [{}])[0]
-        metrics = S.evaluate_sae(sae, acts)
-        dl = S.description_length(sae, acts)  # codes at a 1% FVU-increase precision
-        row = {
-            "name": name,
-            "architecture": type(sae).__name__,
-            "d_sae": sae.d_sae,
-            "k": getattr(sae.cfg, "k", None),
-            **metrics,
-            "dead": metrics["dead_fraction"],
-            "description_length_bits": dl.bits,
-            "bin_width": dl.bin_width,
-            **{k: v for k, v in split_fvu[name].items() if k != "sae"},
-        }
-        rows.append(row)
-    write_checked_jsonl(run.sae_table_path, rows)
+    log.info("SAE grid on %s (%s)", cfg.sae.hook, train_config.device)
+    S.train_sae_grid(
+        cfg.sae,
+        acts,
+        train_config,
+        device="cpu",
+        save_dir=lambda name: saved.get(name, run.sae_dir(name)),
+        resume=True,
+        table=lambda saes: S.grid_table(saes, acts),
+        table_path=run.sae_table_path,
+        progress=progress,
+        log_dir=run.trackers("saes").root,
+        hook_name=cfg.sae.hook,
+    )
 
 
 def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
@@ -157,7 +116,35 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
         {h: store[h] for h in store.hooks},
         {n: store.labels[n].numpy() for n in names},
         ks=[k for k in cfg.probes.ks if k <= width],
-        selection=cfg.probes.selection,
+        selection=list(cfg.probes.selection),
         out_path=out,
         progress=progress,
     )
+
+
+def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, progress: bool) -> None:
+    """Patching and DAS (``[causal]``) of the final model, written to ``causal/``."""
+    from hierlens.core.atomic_io import write_checked_json, write_checked_jsonl
+    from hierlens.models.tasks.variables import list_causal_tasks
+
+    from ..causal.sweep import causal_sweep
+
+    if task.name not in list_causal_tasks():
+        log.info("[causal] skipped: the %s task has no causal model", task.name)
+        return
+    stage = cfg.causal
+    run = Run(run_dir)
+    settings = _stage_settings(stage)
+    if run.patching_path.exists() and run.das_path.exists():
+        check_reused_stage(run, "causal", settings, "causal")
+        log.info("[causal] already done (%s); skipped", run.causal_dir)
+        return
+    record_stage(run, "causal", settings)
+    model.eval()
+    result = causal_sweep(
+        model, task, list(stage.variables) or None, list(stage.hooks) or None,
+        patch=stage.patch, das=stage.das, progress=progress,
+    )  # fmt: skip
+    run.causal_dir.mkdir(parents=True, exist_ok=True)
+    write_checked_json(run.patching_path, {"config": stage.patch.to_dict(), **result})
+    write_checked_jsonl(run.das_path, result["das"])

@@ -14,8 +14,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..trees.draw import bracketing, children, tree_svg  # noqa: F401  (drawn by the sections)
-
 Span = tuple[int, int]
 
 

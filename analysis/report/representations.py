@@ -3,7 +3,7 @@ and what shape the SAE feature clouds have.
 
 - linear CKA of every layer to the final checkpoint over checkpoints (a layer x checkpoint
   heatmap) and layer x layer CKA of earlier checkpoints to the final one, from the
-  ``cka_to_final`` metrics of ``tracking.jsonl`` (``hierlens track --representations``;
+  ``cka_to_final`` metrics of ``tracking.jsonl`` (``hierlens track --compare true``;
   [Kornblith2019]);
 - rank-collapse residual per layer at each tracked checkpoint (``rank_residual``; Dong,
   Cordonnier & Loukas 2021);

@@ -16,10 +16,11 @@ import torch
 
 from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
-from hierlens.models.tasks import Task
+from hierlens.models.tasks.base import Task
 
 from ..grokking import grokking_summary, main_metric
-from .html import Charts, bracketing, esc, fmt, key_values, settings_note, table, tree_svg
+from ..trees.draw import bracketing, tree_svg
+from .html import Charts, esc, fmt, key_values, settings_note, table
 
 SPLIT_NAMES = {"test_id": "in-domain (test_id)", "test_ood": "out-of-domain (test_ood)"}
 

@@ -35,6 +35,8 @@ SECTION_INPUTS = {
     "saes": "saes/ (hierlens fit-sae)",
     "frontier": "saes/frontier.json (hierlens.analysis.sae_frontier.fit_sae_frontier)",
     "probes": "probes/results.jsonl (hierlens probe)",
+    "causal": "causal/patching.json or causal/das.jsonl (hierlens patch, hierlens das, the "
+    "pipeline's [causal] stage)",
     "representations": "tracking.jsonl with representation metrics "
     "(hierlens track --representations) or saes/",
     "bp": "a trained run of a task with exact belief propagation",
@@ -138,6 +140,7 @@ def sections_with_data(run_dir: str | os.PathLike) -> list[str]:
         "probes": run.probe_results_path.exists(),
         "representations": bool(run.sae_dirs())
         or any("cka_to_final" in r or "rank_residual" in r for r in tracking),
+        "causal": run.patching_path.exists() or run.das_path.exists(),
         "bp": bp,
     }
     return [name for name in SECTION_INPUTS if present[name]]

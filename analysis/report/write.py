@@ -19,7 +19,7 @@ Sections, each omitted when the stage that produces its inputs did not run:
   with the true feature each latent matched and its tree level;
 - sparse probes (``probes/results.jsonl``): F1 against k per hook [Gurnee2023];
 - representations: linear CKA of each layer to the final checkpoint and rank collapse over
-  checkpoints (``hierlens track --representations``), SAE decoder spectra (``saes/``);
+  checkpoints (``hierlens track --compare true``), SAE decoder spectra (``saes/``);
 - model accuracy against exact belief propagation for tasks that have it
   (hierarchical filtering, [GarnierBrun2025]).
 
@@ -37,8 +37,9 @@ from pathlib import Path
 import torch
 
 from hierlens.core.atomic_io import atomic_write_bytes
-from hierlens.models.run import REPORT, open_run
+from hierlens.models.run import open_run
 
+from .causal import causal_section
 from .frontier import frontier_section
 from .html import Charts, esc, page
 from .layers import layers_section
@@ -56,7 +57,7 @@ from .sections import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPORT", "SECTIONS", "write_report"]
+__all__ = ["SECTIONS", "write_report"]
 
 SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("summary", "Run summary", summary_section),
@@ -67,6 +68,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[ReportContext], str | None]], ...] = (
     ("saes", "Sparse autoencoders", sae_section),
     ("frontier", "SAE L0 frontier", frontier_section),
     ("probes", "Sparse probes", probe_section),
+    ("causal", "Causal evidence: patching and DAS", causal_section),
     ("representations", "Representations", representations_section),
     ("bp", "Belief-propagation comparison", bp_section),
 )

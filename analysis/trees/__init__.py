@@ -18,34 +18,7 @@ This room imports only :mod:`hierlens.models`.
 """
 
 from .block_runner import BlockRunner
-from .decode import constituent_score, tree_projection, tree_splits
-from .metrics import (
-    baseline_parse_f1,
-    baseline_trees,
-    left_branching,
-    parse_f1,
-    parse_prf,
-    random_tree,
-    right_branching,
-    sentence_tree_score,
-    tree_score,
-)
-from .spans import span_scores, span_scores_many
+from .metrics import baseline_trees
+from .spans import span_scores_many
 
-__all__ = [
-    "BlockRunner",
-    "baseline_parse_f1",
-    "baseline_trees",
-    "constituent_score",
-    "left_branching",
-    "parse_f1",
-    "parse_prf",
-    "random_tree",
-    "right_branching",
-    "sentence_tree_score",
-    "span_scores",
-    "span_scores_many",
-    "tree_projection",
-    "tree_score",
-    "tree_splits",
-]
+__all__ = ["BlockRunner", "baseline_trees", "span_scores_many"]

@@ -16,13 +16,17 @@ from hierlens.models.tasks.base import Example
 
 from .forward_runner import model_limits
 
-__all__ = ["Sentence", "WordSpan", "prepare_sentences"]
+__all__ = ["TokenizedSentence", "WordSpan", "prepare_sentences"]
 
 WordSpan = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Sentence:
+class TokenizedSentence:
+    """A checked input of a tree projection: the token ids of one sequence and the
+    half-open token spans of its words (disjoint, increasing), as :func:`prepare_sentences`
+    gives them. Not :class:`hierlens.models.Sentence`, a treebank sentence with gold trees."""
+
     tokens: tuple[int, ...]
     words: tuple[WordSpan, ...]  # token spans (half-open) of the words, increasing
 
@@ -86,7 +90,7 @@ def prepare_sentences(
     model: torch.nn.Module,
     sequences: Sequence[object],
     word_spans: Sequence[Sequence[WordSpan]] | None,
-) -> list[Sentence]:
+) -> list[TokenizedSentence]:
     """Checked sentences (ValueError/TypeError naming the bad entry) of ``sequences`` (Examples,
     1-D token tensors or token-id sequences) with ``word_spans`` (default: an Example's ``word_spans`` when
     it has them, else its ``word_positions``, else every token a word); lengths and ids checked against the model's
@@ -127,5 +131,5 @@ def prepare_sentences(
             words = [(p, p + 1) for p in seq.word_positions]
         else:
             words = [(t, t + 1) for t in range(len(tokens))]
-        sentences.append(Sentence(tokens, _check_words(words, len(tokens), index)))
+        sentences.append(TokenizedSentence(tokens, _check_words(words, len(tokens), index)))
     return sentences

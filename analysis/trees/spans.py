@@ -47,7 +47,7 @@ from .block_runner import BlockRunner
 from .decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
 from .forward_runner import ForwardRows
 from .isolation import NativeRows
-from .sentences import Sentence, WordSpan, prepare_sentences
+from .sentences import TokenizedSentence, WordSpan, prepare_sentences
 
 __all__ = ["span_scores", "span_scores_many", "tree_projection"]
 
@@ -74,7 +74,7 @@ def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) ->
     return layer, mask_from_layer
 
 
-def _word_matrix(sentences: Sequence[Sentence], n_words: int, seq: int) -> torch.Tensor:
+def _word_matrix(sentences: Sequence[TokenizedSentence], n_words: int, seq: int) -> torch.Tensor:
     """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
     mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
     for row, sent in enumerate(sentences):
@@ -361,7 +361,7 @@ def _score_all(backends, models, sentences, causal, pool, sim, batch_size, progr
     return results
 
 
-def _rows(sent: Sentence, causal: bool) -> list[tuple[int, int]]:
+def _rows(sent: TokenizedSentence, causal: bool) -> list[tuple[int, int]]:
     """The isolated runs a sentence needs, as word spans ``(i, j)`` inclusive; in a causal model
     ``j`` is the last word (the row serves every span starting at ``i``). The span starting at
     word 0 (causal) or covering the whole sentence (bidirectional) equals the full run."""
@@ -371,7 +371,9 @@ def _rows(sent: Sentence, causal: bool) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i, n) if (i, j) != (0, n - 1)]
 
 
-def _group(sentences: Sequence[Sentence], batch_size: int, causal: bool) -> list[list[int]]:
+def _group(
+    sentences: Sequence[TokenizedSentence], batch_size: int, causal: bool
+) -> list[list[int]]:
     """Consecutive sentences whose isolated rows fit (roughly) one batch."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -390,7 +392,7 @@ def _group(sentences: Sequence[Sentence], batch_size: int, causal: bool) -> list
 
 def _score_group(
     rows: NativeRows | ForwardRows,
-    sentences: Sequence[Sentence],
+    sentences: Sequence[TokenizedSentence],
     out: Sequence[torch.Tensor],
     *,
     causal: bool,

@@ -4,26 +4,20 @@ from .base import (
     IGNORE_INDEX,
     SPLITS,
     Batch,
-    Example,
-    Task,
     gold_depths,
     iter_batches,
     pad_examples,
 )
 from .dyck import DyckTask
-from .registry import get_task, list_tasks, register_task, task_class, task_parameters
+from .registry import register_task, task_class, task_parameters
 
 __all__ = [
     "IGNORE_INDEX",
     "SPLITS",
     "Batch",
     "DyckTask",
-    "Example",
-    "Task",
-    "get_task",
     "gold_depths",
     "iter_batches",
-    "list_tasks",
     "pad_examples",
     "register_task",
     "task_class",

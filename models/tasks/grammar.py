@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -425,18 +424,3 @@ def all_words(lexicon: Lexicon | None = None) -> dict[str, list[str]]:
         "V": verbs,
     }
 
-
-def __getattr__(name: str) -> Any:
-    """``TransductionTask`` moved to :mod:`.transduction`; importing it from here still
-    works, with a :class:`DeprecationWarning`."""
-    if name == "TransductionTask":
-        warnings.warn(
-            f"{__name__}.TransductionTask moved to {__package__}.transduction; the old path "
-            "will be removed in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from .transduction import TransductionTask
-
-        return TransductionTask
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

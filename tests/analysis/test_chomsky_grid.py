@@ -12,12 +12,12 @@ from hierlens.analysis.chomsky_grid import GridFailed, chomsky_grid, chomsky_sco
 from hierlens.analysis.cli import main
 from hierlens.analysis.figures import reproduce
 from hierlens.analysis.figures.chomsky import plot_chomsky_table
+from hierlens.models import TrainConfig, get_task
 from hierlens.models.architectures import ArchConfig, build_model
 from hierlens.models.capture import capture
 from hierlens.models.checkpoint import load_checkpoint
 from hierlens.models.run import Run, open_run
-from hierlens.models.tasks import get_task
-from hierlens.models.train import TrainConfig, train
+from hierlens.models.train import train
 
 TASK = {"n_train": 4, "n_test": 7}
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from hierlens.analysis.report import write_report
+from hierlens.analysis import write_report
 from hierlens.analysis.sae_frontier import fit_sae_frontier
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run

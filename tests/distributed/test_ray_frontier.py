@@ -11,7 +11,7 @@ import torch
 from hierlens.analysis.sae_frontier import fit_sae_frontier
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run
-from hierlens.sae import FrontierSpec, SAETrainConfig, load
+from hierlens.sae import FrontierSpec, SAETrainConfig, load_sae
 
 TASK = get_task("hierarchical_filtering", q=3, depth=2)
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
@@ -42,5 +42,5 @@ def test_frontier_on_ray_equals_in_process(run_dir, tmp_path, ray_local):
     assert len(a["records"]) == 2 * 2 * 6
     for ra, rb in zip(a["records"], b["records"]):
         assert ra["mcc"] == pytest.approx(rb["mcc"], abs=1e-6)
-        x, y = load(Run(seq).sae_dir(ra["sae"])), load(Run(on_ray).sae_dir(rb["sae"]))
+        x, y = load_sae(Run(seq).sae_dir(ra["sae"])), load_sae(Run(on_ray).sae_dir(rb["sae"]))
         torch.testing.assert_close(x.W_dec, y.W_dec, atol=1e-6, rtol=1e-5)

@@ -16,7 +16,7 @@ from hierlens.analysis.grokking import TrackFailed, track
 from hierlens.analysis.sae_grid import fit_sae_grid, grid_sae_name
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run
-from hierlens.sae import SAETrainConfig, load
+from hierlens.sae import SAETrainConfig, load_sae
 
 TASK = get_task("dyck", max_depth=3, max_length=8)
 TRACK = dict(n=8, n_trees=3, compare=True, n_compare=4, progress=False)
@@ -84,7 +84,7 @@ def test_track_on_ray_equals_sequential_and_skips_tracked(ray_local, tiny_run, t
     from hierlens.analysis.cli import main
 
     fresh = copy_run(tiny_run, tmp_path / "cli")
-    argv = ["track", str(fresh), "--n", "8", "--n-trees", "3", "--representations"]
+    argv = ["track", str(fresh), "--n", "8", "--n-trees", "3", "--compare", "true"]
     assert main([*argv, "--n-compare", "4", "--no-progress", "--backend", "ray"]) == 0
     assert jobs_sent[-1] == [2, 4, 6]
     assert lines(fresh) == lines(seq)
@@ -104,7 +104,7 @@ def test_track_failed_checkpoint_is_reported_and_others_complete(ray_local, tiny
 
 def saved_weights(run_dir):
     run = Run(run_dir)
-    return {name: load(path).state_dict() for name, path in run.sae_dirs().items()}
+    return {name: load_sae(path).state_dict() for name, path in run.sae_dirs().items()}
 
 
 def test_sae_grid_on_ray_equals_sequential_and_reruns_missing(

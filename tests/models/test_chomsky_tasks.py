@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from hierlens.models.tasks import IGNORE_INDEX, get_task, gold_depths
+from hierlens.models import get_task
+from hierlens.models.tasks import IGNORE_INDEX, gold_depths
 from hierlens.models.tasks.chomsky import CHOMSKY_TASKS, accuracy_by_length
 
 ALL = [name for names in CHOMSKY_TASKS.values() for name in names]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hierlens.models.tasks import DyckTask, get_task, pad_examples
+from hierlens.models import get_task
+from hierlens.models.tasks import DyckTask, pad_examples
 
 
 def _walk_transitions(task, strings):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from hierlens.models import get_task
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task
 from hierlens.models.tasks.concepts import HierarchicalConcepts
 from hierlens.models.tasks.ground_truth import (
     FeatureGraph,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -130,26 +129,11 @@ def test_mdl_files_of_older_runs_are_found(tmp_path):
     assert run.mdl_table_path == run.saes_dir / "mdl_table.jsonl"
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "name"),
-    [
-        ("hierlens.models.schedule", "hierlens.models.train_config", "lr_at"),
-        ("hierlens.models.fast_forward", "hierlens.models.forward", "training_forward"),
-    ],
-)
-def test_folded_modules_import_from_their_old_paths(old, new, name):
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=new):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+def test_train_config_has_one_public_path():
+    import hierlens.models as models
+    from hierlens.models.train_config import TrainConfig
 
-
-def test_train_config_is_where_it_was():
-    from hierlens.models import TrainConfig
-    from hierlens.models.train import TrainConfig as FromTrain
-    from hierlens.models.train_config import TrainConfig as FromConfig
-
-    assert TrainConfig is FromTrain is FromConfig
+    assert models.TrainConfig is TrainConfig and "TrainConfig" in models.__all__
 
 
 def test_run_does_not_import_the_training_loop():

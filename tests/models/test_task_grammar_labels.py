@@ -18,9 +18,7 @@ def test_in_relative_clause_label_marks_exactly_the_relative_clauses():
         assert seen_rc > 20
 
 
-def test_transduction_base_lives_in_its_own_module_and_old_path_warns():
-    import pytest
-
+def test_transduction_base_lives_in_its_own_module():
     from hierlens.models.tasks import (
         QuestionFormationTask,
         TenseInflectionTask,
@@ -31,8 +29,4 @@ def test_transduction_base_lives_in_its_own_module_and_old_path_warns():
 
     assert TransductionTask is New
     assert issubclass(QuestionFormationTask, New) and issubclass(TenseInflectionTask, New)
-    with pytest.warns(DeprecationWarning, match="transduction"):
-        from hierlens.models.tasks.grammar import TransductionTask as Old
-    assert Old is New
-    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
-        grammar.Nope  # noqa: B018
+    assert not hasattr(grammar, "TransductionTask")  # one path: the transduction module

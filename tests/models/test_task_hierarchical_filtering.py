@@ -9,7 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from hierlens.models.tasks import IGNORE_INDEX, get_task, list_tasks
+from hierlens.models import get_task, list_tasks
+from hierlens.models.tasks import IGNORE_INDEX
 from hierlens.models.tasks.belief_propagation import belief_propagation
 from hierlens.models.tasks.hierarchical_filtering import (
     HierarchicalFilteringTask,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hierlens.models.tasks import IGNORE_INDEX, get_task, list_tasks, pad_examples
+from hierlens.models import get_task, list_tasks
+from hierlens.models.tasks import IGNORE_INDEX, pad_examples
 from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
 from hierlens.models.tasks.question_formation import QuestionFormationTask
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hierlens.models.tasks import get_task
+from hierlens.models import get_task
 from hierlens.models.tasks.base import pad_examples
 from hierlens.probes import aggregate_spans, flatten_activations, token_labels, tree_token_labels
 

@@ -62,7 +62,7 @@ ALL = [
 def test_round_trip_is_exact(tmp_path, make):
     sae = _perturb(make())
     sae.save(tmp_path / "s")
-    back = hsae.load(tmp_path / "s", device="cpu")
+    back = hsae.load_sae(tmp_path / "s", device="cpu")
     assert type(back) is type(sae)
     assert back.cfg == sae.cfg
     for name in sae.tensor_names:
@@ -135,7 +135,7 @@ def test_load_handwritten_saelens_files(tmp_path):
         },
         {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec},
     )
-    std = hsae.load(tmp_path / "std", device="cpu")
+    std = hsae.load_sae(tmp_path / "std", device="cpu")
     assert isinstance(std, ReluSAE) and std.cfg.hook_name == "blocks.0.hook_resid_pre"
     torch.testing.assert_close(std.encode(x), torch.relu(pre))
     torch.testing.assert_close(std.reconstruct(x), torch.relu(pre) @ W_dec + b_dec)
@@ -153,7 +153,7 @@ def test_load_handwritten_saelens_files(tmp_path):
         },
         {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec},
     )
-    tk = hsae.load(tmp_path / "topk", device="cpu")
+    tk = hsae.load_sae(tmp_path / "topk", device="cpu")
     assert (
         isinstance(tk, TopKSAE) and tk.cfg.k == 2 and tk.cfg.hook_name == "blocks.1.hook_resid_post"
     )
@@ -176,7 +176,7 @@ def test_load_handwritten_saelens_files(tmp_path):
         },
         {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": threshold},
     )
-    jr = hsae.load(tmp_path / "jr", device="cpu")
+    jr = hsae.load_sae(tmp_path / "jr", device="cpu")
     pre_nc = x @ W_enc + b_enc
     torch.testing.assert_close(
         jr.encode(x), torch.where(pre_nc > threshold, pre_nc, torch.zeros(()))
@@ -191,30 +191,30 @@ def test_bad_files_raise_clearly(tmp_path):
         "b_dec": torch.zeros(4),
     }
     with pytest.raises(FileNotFoundError, match="cfg.json"):
-        hsae.load(tmp_path / "nothing")
+        hsae.load_sae(tmp_path / "nothing")
     _write_foreign(tmp_path / "arch", {"architecture": "gatted", "d_in": 4, "d_sae": 10}, t)
     with pytest.raises(ValueError, match="gated|architecture"):
-        hsae.load(tmp_path / "arch", device="cpu")
+        hsae.load_sae(tmp_path / "arch", device="cpu")
     _write_foreign(tmp_path / "shape", {"architecture": "standard", "d_in": 4, "d_sae": 11}, t)
     with pytest.raises(ValueError, match="shape"):
-        hsae.load(tmp_path / "shape", device="cpu")
+        hsae.load_sae(tmp_path / "shape", device="cpu")
     _write_foreign(tmp_path / "thr", {"architecture": "jumprelu", "d_in": 4, "d_sae": 10}, t)
     with pytest.raises(ValueError, match="threshold"):
-        hsae.load(tmp_path / "thr", device="cpu")
+        hsae.load_sae(tmp_path / "thr", device="cpu")
     _write_foreign(tmp_path / "k", {"architecture": "topk", "d_in": 4, "d_sae": 10}, t)
     with pytest.raises(ValueError, match="'k'"):
-        hsae.load(tmp_path / "k", device="cpu")
+        hsae.load_sae(tmp_path / "k", device="cpu")
     _write_foreign(
         tmp_path / "norm",
         {"architecture": "standard", "d_in": 4, "d_sae": 10, "normalize_activations": "layer_norm"},
         t,
     )
     with pytest.raises(ValueError, match="normalize_activations"):
-        hsae.load(tmp_path / "norm", device="cpu")
+        hsae.load_sae(tmp_path / "norm", device="cpu")
     (tmp_path / "trunc").mkdir()
     (tmp_path / "trunc" / "cfg.json").write_text(
         '{"architecture": "standard", "d_in": 4, "d_sae": 10}'
     )
     (tmp_path / "trunc" / "sae_weights.safetensors").write_bytes(b"\x10\x00\x00")
     with pytest.raises(ValueError, match="sae_weights.safetensors"):
-        hsae.load(tmp_path / "trunc", device="cpu")
+        hsae.load_sae(tmp_path / "trunc", device="cpu")

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
+from hierlens.models import get_task
 from hierlens.models.capture import capture
-from hierlens.models.tasks import get_task
 from hierlens.models.tasks.ground_truth import ground_truth
 from hierlens.models.tasks.mpsae_toy import MPSAEToy
 from hierlens.models.transformer import ModelConfig, build_transformer

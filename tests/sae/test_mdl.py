@@ -9,7 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hierlens.sae import NoSAEMeetsBoundError, TopKSAE, fit_mdl_sae, fvu, mdl_select
+from hierlens.sae import (
+    NoSAEMeetsBoundError,
+    SAETrainConfig,
+    TopKSAE,
+    fit_mdl_sae,
+    fvu,
+    mdl_select,
+)
 from hierlens.sae.mdl import description_length, quantise, search_bin_width
 
 
@@ -446,12 +453,8 @@ def test_fit_grid_trains_each_sae_as_alone_and_writes_the_table(tmp_path):
         widths=[4, 16],
         ks=[1, 2, 8],
         max_fvu=0.95,
-        steps=25,
-        batch_size=64,
-        lr=3e-3,
-        seed=1,
+        config=SAETrainConfig(steps=25, batch_size=64, lr=3e-3, seed=1, device="cpu"),
         out_dir=tmp_path,
-        device="cpu",
         progress=False,
     )
     assert sorted(fit.saes) == [
@@ -488,7 +491,7 @@ def test_fit_grid_errors(tmp_path):
     x = _grid_data(n=128)
     bad = x.clone()
     bad[0, 0] = float("nan")
-    kw = dict(steps=2, batch_size=32, device="cpu", progress=False)
+    kw = dict(config=SAETrainConfig(steps=2, batch_size=32, device="cpu"), progress=False)
     with pytest.raises(ValueError, match="NaN or inf"):
         fit_mdl_sae(bad, [4], [1], max_fvu=0.5, **kw)
     with pytest.raises(ValueError, match="unknown architecture"):
@@ -499,6 +502,10 @@ def test_fit_grid_errors(tmp_path):
         fit_mdl_sae(x, [4], [1], **kw)
     with pytest.raises(ValueError, match="eval_activations"):
         fit_mdl_sae(x, [4], [1], max_fvu=0.5, eval_activations=x[:, :3], **kw)
+    with pytest.raises(TypeError, match="SAETrainConfig"):
+        fit_mdl_sae(x, [4], [1], max_fvu=0.5, config={"steps": 2}, progress=False)
+    with pytest.raises(TypeError, match="steps"):  # settings come only as the config
+        fit_mdl_sae(x, [4], [1], max_fvu=0.5, steps=2, progress=False)
     with pytest.raises(NoSAEMeetsBoundError, match="best FVU reached"):
         fit_mdl_sae(x, [4, 8], [1], max_fvu=1e-6, out_dir=tmp_path, **kw)
     assert len(read_jsonl(tmp_path / "mdl_table.jsonl")) == 2  # the table survives

@@ -118,17 +118,16 @@ def test_keywords_and_config_train_identically():
 
 
 def test_renamed_public_names():
-    with pytest.warns(DeprecationWarning, match="SAETrainResult"):
-        assert hsae.TrainResult is hsae.SAETrainResult
     import hierlens.models as models
+    import hierlens.sae.mdl_select as mdl_select
+
+    assert not hasattr(hsae, "TrainResult")  # renamed SAETrainResult, no alias
     import hierlens.sae.checkpoint as ckpt
 
     assert models.TrainResult is not hsae.SAETrainResult
     assert not hasattr(ckpt, "save_checkpoint") and not hasattr(ckpt, "load_checkpoint")
     assert callable(ckpt.save_trainer_checkpoint) and callable(ckpt.load_trainer_checkpoint)
-    with pytest.warns(DeprecationWarning, match="mdl_fit"):
-        from hierlens.sae.mdl_select import fit_mdl_sae
-    assert fit_mdl_sae is hsae.fit_mdl_sae
+    assert not hasattr(mdl_select, "fit_mdl_sae")  # it lives in hierlens.sae.mdl_fit
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -202,7 +201,7 @@ def test_saved_files_follow_saelens6_rules(tmp_path, arch, hook_name):
     sae.save(tmp_path / "s")
     cfg = saelens6_reads(tmp_path / "s")
     assert cfg["metadata"]["hook_name"] == hook_name
-    assert type(hsae.load(tmp_path / "s", device="cpu")) is type(sae)
+    assert type(hsae.load_sae(tmp_path / "s", device="cpu")) is type(sae)
 
 
 def test_batch_topk_inference_is_the_jumprelu_saelens_reads(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hierlens.sae import TopKSAE, train_saes
-from hierlens.sae.base import StepContext
+from hierlens.sae.outputs import StepContext
 from hierlens.sae.sparse_step import sparse_topk_step
 from hierlens.sae.workspace import Workspace
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from hierlens import sae as S
+from hierlens.analysis import write_report
 from hierlens.analysis.cli import main
 from hierlens.analysis.compare.runs import compare_runs, layer_hooks
 from hierlens.analysis.grokking import track
-from hierlens.analysis.report import write_report
 from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import Run
@@ -233,7 +233,7 @@ def test_report_section_present_with_inputs_and_omitted_without(tracked, runs, t
 def test_cli_track_representations(runs, tmp_path, capsys):
     run_dir = tmp_path / "cli"
     shutil.copytree(runs[1], run_dir)
-    argv = ["track", str(run_dir), "--n", "8", "--n-trees", "4", "--representations"]
+    argv = ["track", str(run_dir), "--n", "8", "--n-trees", "4", "--compare", "true"]
     assert main([*argv, "--n-compare", "4", "--no-progress"]) == 0
     records = read_jsonl(Run(run_dir).tracking_path)
     assert [r["step"] for r in records] == [10, 20]

@@ -47,7 +47,7 @@ def _with(section, **changes):
         (_with("train", stpes=3), r"\[train\].*did you mean 'steps'"),
         (_with("task", name="dyk"), r"\[task\].*did you mean 'dyck'"),
         (_with("model", d_vocab=3), r"\[model\] d_vocab comes from the task"),
-        (_with("sae", ks=[32]), r"\[sae\].*smallest width"),
+        (_with("sae", ks=[32]), r"\[sae\].*exceeds every width"),
         (_with("sae", architectures=["topk", "gated"]), r"\[sae\].*unknown \['gated'\]"),
         ({k: v for k, v in TINY.items() if k != "name"}, "name"),
     ],
@@ -118,8 +118,8 @@ def test_sae_stage_trains_on_the_configured_device(tmp_path, monkeypatch):
     """The SAE stage used to train on the CPU whatever [train] device said."""
     import torch
 
-    import hierlens.sae as S
     from hierlens.analysis.pipeline import stages
+    from hierlens.sae import grid_train
 
     class Stop(Exception):
         pass
@@ -137,7 +137,7 @@ def test_sae_stage_trains_on_the_configured_device(tmp_path, monkeypatch):
         def __getitem__(self, hook):
             return torch.randn(40, 16)
 
-    monkeypatch.setattr(S, "train_saes", fake_train)
+    monkeypatch.setattr(grid_train, "train_saes", fake_train)
     for device, own in (("cuda:1", None), ("cuda:1", "cuda:2")):
         sae = {**TINY["sae"], **({"device": own} if own else {})}
         cfg = load_config({**TINY, "train": {**TINY["train"], "device": device}, "sae": sae})

@@ -10,7 +10,7 @@ import torch
 from hierlens.analysis.figures import FIGURES, reproduce, results_page
 from hierlens.analysis.figures.correlation import METHODS, absorption_rates
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_quick_figure(tmp_path):

@@ -96,7 +96,7 @@ def test_one_layer_numbering_across_tree_scores_structural_probes_and_plots(
     caplog.clear()
     assert main(["tree-score", r, "--layers", "0", "--no-progress"]) == 2
     assert "layer 0 is the embeddings" in caplog.text
-    probe = ["structural-probe", r, "--rank", "2", "--max-epochs", "1", "--no-controls"]
+    probe = ["structural-probe", r, "--rank", "2", "--max-epochs", "1", "--controls", "false"]
     assert main([*probe, "--no-progress"]) == 0
     structural = _saved(scored_run.structural_probe_path)
     trained = [x for x in structural if x["model"] == "trained"]

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from hierlens.analysis.trees import span_scores
-from hierlens.models.tasks import get_task
+from hierlens.analysis import span_scores
+from hierlens.models import get_task
 from hierlens.models.transformer import ModelConfig, build_transformer
 
 

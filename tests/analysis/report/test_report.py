@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from hierlens import sae as S
+from hierlens.analysis import write_report
 from hierlens.analysis.grokking import track
-from hierlens.analysis.report import write_report
-from hierlens.analysis.report.html import bracketing, children
+from hierlens.analysis.trees.draw import bracketing, children
 from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
 from hierlens.models import (
     ActivationStore,
@@ -178,7 +178,7 @@ def test_training_and_grokking_charts_match_files(report, run_dir):
 
 
 def test_span_heatmaps_and_trees(report, run_dir):
-    from hierlens.analysis.trees import span_scores
+    from hierlens.analysis import span_scores
     from hierlens.models.run import open_run
 
     run = open_run(run_dir)
@@ -232,7 +232,7 @@ def test_sae_table_dl_curve_and_feature_cards(report, run_dir):
         assert f"<td>{row['name']}</td>" in html
     # feature cards: the top latent of topk_16 and its top token, by a slow row-by-row loop
     store = ActivationStore.open(Run(run_dir).activations_dir(20))
-    sae = S.load(Run(run_dir).sae_dir("topk_16"), device="cpu")
+    sae = S.load_sae(Run(run_dir).sae_dir("topk_16"), device="cpu")
     acts = store[HOOK].float()
     best = (-math.inf, -1, -1)
     for row in range(acts.shape[0]):
@@ -272,7 +272,7 @@ def test_sae_metrics_computed_when_there_is_no_table(run_dir, tmp_path):
     store = ActivationStore.open(Run(run).activations_dir(20))
     x = store[HOOK].double().numpy()
     for width in WIDTHS:
-        sae = S.load(Run(run).sae_dir(f"topk_{width}"), device="cpu")
+        sae = S.load_sae(Run(run).sae_dir(f"topk_{width}"), device="cpu")
         row = re.search(rf"<tr><td>topk_{width}</td>(.*?)</tr>", html).group(1)
         cells = dict(zip(columns[1:], re.findall(r"<td>(.*?)</td>", row)))
         # reference: numpy, one row at a time

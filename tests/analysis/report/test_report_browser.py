@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hierlens.analysis.report import write_report
-from tests.analysis.test_report import build_run
+from hierlens.analysis import write_report
+from tests.analysis.report.test_report import build_run
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 REQUIRED = os.environ.get("HIERLENS_REQUIRE_BROWSER") == "1"
 
 
@@ -166,7 +166,7 @@ def test_harness_sees_fetches_and_blocks_them(tmp_path):
 
 @pytest.mark.parametrize("required", [False, True])
 def test_missing_browser_skips_or_fails_with_the_reason(monkeypatch, tmp_path, required):
-    import tests.analysis.test_report_browser as me
+    import tests.analysis.report.test_report_browser as me
 
     monkeypatch.setattr(me, "_binary", lambda *names: None)
     monkeypatch.setattr(me, "REQUIRED", required)

@@ -130,8 +130,8 @@ def test_flags_that_cannot_apply_to_an_existing_run_are_refused(
     assert "--seed draws --n sentences" in caplog.text
     assert main(["tree-score", r, "--layers", "1", "--seed", "3", "--no-progress"]) == 2
     caplog.clear()
-    assert main(["structural-probe", r, "--no-controls", "--control-seed", "1"]) == 2
-    assert "which --no-controls skips" in caplog.text
+    assert main(["structural-probe", r, "--controls", "false", "--control-seed", "1"]) == 2
+    assert "which --controls false skips" in caplog.text
     # source flags without --model/--treebank on a directory without a run
     caplog.clear()
     assert main(["tree-score", str(tmp_path / "new"), "--drop-punct"]) == 2

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hierlens.analysis.trees import span_scores
+from hierlens.analysis import span_scores
 
 
 def _reference(hidden, tokens, words, *, pool="sum", sim="cosine"):

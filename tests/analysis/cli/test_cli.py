@@ -155,7 +155,7 @@ def test_capture_command_and_checkpoint_capture(tmp_path):
         "--device",
         "cpu",
     ]
-    assert main([*args, "--all-steps"]) == 0
+    assert main([*args, "--all-checkpoints", "true"]) == 0
     for step in (10, 20):
         store = ActivationStore.open(open_run(run_dir).activations_dir(step))
         assert store.hooks == ["blocks.0.hook_resid_post"] and "depth" in store.labels
@@ -247,11 +247,11 @@ def _tiny_run(tmp_path, *extra):
 
 
 def test_capture_steps_and_all_steps_are_exclusive(tmp_path, capsys):
-    """``--steps`` with ``--all-steps`` was silently ignored; now it is a usage error."""
+    """``--steps`` with ``--all-checkpoints`` was silently ignored; now it is a usage error."""
     import pytest
 
     with pytest.raises(SystemExit) as exc:
-        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-steps"])
+        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-checkpoints", "true"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
@@ -265,7 +265,7 @@ def test_commands_on_a_run_without_checkpoints(tmp_path, caplog):
     (run_dir / "checkpoints").mkdir()
     for argv in (
         ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
-        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-steps"],
+        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-checkpoints", "true"],
         ["probe", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
     ):
         caplog.clear()
@@ -307,7 +307,7 @@ def test_is_user_error_tells_raises_from_failures():
 
     from hierlens.analysis.cli.common import CLIError
     from hierlens.analysis.cli.main import is_user_error
-    from hierlens.models.tasks import get_task
+    from hierlens.models import get_task
 
     assert is_user_error(CLIError("bad flag"))
     assert is_user_error(FileNotFoundError(2, "No such file", "/x/y"))

@@ -31,6 +31,7 @@ NAMES = {
     "rank-collapse-depth",
     "sae-geometry-spectrum",
     "chomsky-table",
+    "causal-dyck",
     "sae-frontier",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,6 +45,7 @@ _TINY_DYCK = {
 # Overrides that make each quick setting run in seconds on one core.
 TINY = {
     "grokking-curves": {"steps": 40},
+    "causal-dyck": {"steps": 5, "d_model": 16, "n_pairs": 4, "das_pairs": 30, "das_steps": 3},
     "tree-score-over-training": {"steps": 40},
     "depth-inverted-u": {"steps": 12},
     "mpsae-hierarchy": {"n_train": 400, "n_eval": 200, "steps": 30, "batch_size": 100},
@@ -101,6 +103,13 @@ def hand_made(name: str) -> dict:
         ]
         runs.append({"depth": 6, "seed": 0, "final_ood": 0.5, "best_ood": 0.6})
         return {"task": "qf", "metric": "acc", "depths": [2, 4, 6], "seeds": [0, 1], "runs": runs}
+    if name == "causal-dyck":
+        hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+        patching = [{"variable": "stack_top", "hooks": hooks, "offsets": [-1, 0], "n_pairs": 4,
+                     "effect": {hooks[0]: [0.1, 0.0], hooks[1]: [0.0, 0.9]}}]  # fmt: skip
+        das = [{"variable": v, "hook": h, "das": 0.5, "probe": 0.9, "random_model": 0.4,
+                "chance": 0.5} for v in ("depth", "stack_top") for h in hooks]  # fmt: skip
+        return {"closing_acc": 0.99, "rank": 1, "hooks": hooks, "patching": patching, "das": das}
     if name == "mpsae-hierarchy":
         level = {"0": {"mean_best_cosine": 0.9, "hungarian_cosine": 0.8}}
         level["1"] = {"mean_best_cosine": 0.7, "hungarian_cosine": 0.6}
@@ -170,7 +179,7 @@ def hand_made(name: str) -> dict:
         return {"labels": ["L0 embed", "L1"], "d_sae": 8, "k": 2, "spectra": spectra,
                 "slopes": [-1.0, None]}  # fmt: skip
     if name == "sae-frontier":
-        from tests.analysis.test_sae_frontier_figure import hand_made_frontier
+        from tests.analysis.figures.test_sae_frontier_figure import hand_made_frontier
 
         return hand_made_frontier()
     raise KeyError(name)
@@ -330,6 +339,7 @@ def test_existing_run_is_tracked_then_continued_with_its_own_settings(grok_dir, 
         "mdl-digits",
         "sparse-probing-f1-vs-k",
         "filtering-vs-bp",
+        "causal-dyck",
     ],
 )
 def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
@@ -354,6 +364,10 @@ def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
     elif name == "sparse-probing-f1-vs-k":
         assert data["ks"] == [1, 2] and len(data["hooks"]) == 3
         assert all(len(v) == 2 for lab in data["f1"].values() for v in lab.values())
+    elif name == "causal-dyck":
+        assert {r["variable"] for r in data["das"]} == {"depth", "stack_top"}
+        assert len(data["das"]) == 2 * len(data["hooks"]) == 10
+        assert all(0.0 <= r["das"] <= 1.0 for r in data["das"])
     elif name == "filtering-vs-bp":
         assert data["filter_levels"] == [0, 4] and data["n_eval"] == 100
         assert "2 model(s) in 1 stack(s)" in caplog.text  # the levels train as one stack

@@ -1,0 +1,113 @@
+"""``hierlens patch`` and ``hierlens das``: causal evidence on a run's model and task.
+
+``hierlens patch RUN_DIR``: activation patching (and attribution patching) of every hook x
+position before the query for the task's variables, written to ``causal/patching.json``.
+``hierlens das RUN_DIR``: distributed alignment search at every hook with its controls and
+the probe accuracy beside it, written to ``causal/das.jsonl``. Every setting is a field of
+:class:`~hierlens.analysis.causal.sweep.PatchConfig` or
+:class:`~hierlens.analysis.causal.alignment.DASConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from .common import CLIError, add_config_flags, config_from_flags, shared_flags
+
+log = logging.getLogger("hierlens")
+
+
+def _model_and_task(args: argparse.Namespace):
+    from hierlens.models.run import open_run
+
+    run = open_run(args.run_dir)
+    if run.is_pretrained:
+        raise CLIError(
+            f"{run.path} is a pretrained run without a task: build MinimalPairs from your own "
+            "sentence pairs and call hierlens.analysis.causal from Python"
+        )
+    from hierlens.models.tasks.variables import causal_model
+
+    task = run.task
+    cm = causal_model(task)  # a task without variables fails before the model loads
+    variables = args.variables.split(",") if args.variables else list(cm.variables)
+    for v in variables:
+        cm.check_variable(v)
+    model = run.load_model(args.step, device=args.device)
+    hooks = args.hooks.split(",") if args.hooks else None
+    return run, model, task, variables, hooks
+
+
+def cmd_patch(args: argparse.Namespace) -> int:
+    from hierlens.analysis.causal.sweep import PatchConfig, causal_sweep
+    from hierlens.core.atomic_io import write_checked_json
+    from hierlens.models.run import Run
+
+    config = config_from_flags(args, PatchConfig)
+    with Run(args.run_dir).lock():
+        run, model, task, variables, hooks = _model_and_task(args)
+        result = causal_sweep(model, task, variables, hooks, patch=config, das=None)
+        run.causal_dir.mkdir(parents=True, exist_ok=True)
+        write_checked_json(run.patching_path, {"config": config.to_dict(), **result})
+    for record in result["patching"]:
+        shown = {"variable": record["variable"], "n_pairs": record["n_pairs"]}
+        if "agreement" in record:
+            shown["attribution_pearson"] = round(record["agreement"]["pearson"], 4)
+        print(json.dumps(shown))
+    log.info("patching of %d variable(s) written to %s", len(result["patching"]), run.patching_path)
+    return 0
+
+
+def cmd_das(args: argparse.Namespace) -> int:
+    from hierlens.analysis.causal.alignment import DASConfig
+    from hierlens.analysis.causal.sweep import causal_sweep
+    from hierlens.core.atomic_io import write_checked_jsonl
+    from hierlens.models.run import Run
+
+    config = config_from_flags(args, DASConfig)
+    with Run(args.run_dir).lock():
+        run, model, task, variables, hooks = _model_and_task(args)
+        result = causal_sweep(model, task, variables, hooks, patch=None, das=config,
+                              progress=not args.no_progress)  # fmt: skip
+        run.causal_dir.mkdir(parents=True, exist_ok=True)
+        write_checked_jsonl(run.das_path, result["das"])
+    for r in result["das"]:
+        keys = ("variable", "hook", "das", "random_model", "random_subspace", "probe", "chance")
+        print(json.dumps({k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keys}))
+    log.info("%d DAS records written to %s", len(result["das"]), run.das_path)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variables", default=None, help="comma-separated (default: all the task's)")
+    p.add_argument(
+        "--hooks",
+        default=None,
+        help="comma-separated hook names or globs (default: the residual stream at every layer)",
+    )
+
+
+def add_causal_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "patch",
+        parents=shared_flags("run_dir", "step", "device", "progress"),
+        help="activation and attribution patching of a run's model for the task's variables",
+    )
+    _common(p)
+    from hierlens.analysis.causal.sweep import PatchConfig
+
+    add_config_flags(p.add_argument_group("patching"), PatchConfig)
+    p.set_defaults(func=cmd_patch)
+
+    p = sub.add_parser(
+        "das",
+        parents=shared_flags("run_dir", "step", "device", "progress"),
+        help="distributed alignment search per hook, with controls and probe accuracy",
+    )
+    _common(p)
+    from hierlens.analysis.causal.alignment import DASConfig
+
+    add_config_flags(p.add_argument_group("search"), DASConfig)
+    p.set_defaults(func=cmd_das)
