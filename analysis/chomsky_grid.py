@@ -24,12 +24,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hierlens.core.atomic_io import atomic_write_json, read_json
-from hierlens.models import TrainConfig
+from hierlens.core.atomic_io import read_json, write_checked_json
+from hierlens.models import TrainConfig, get_task, list_tasks
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
-from hierlens.models.run import Run, run_config_dict
+from hierlens.models.run import Run
+from hierlens.models.run_load import run_config_dict
 from hierlens.models.tasks.chomsky import accuracy_by_length
-from hierlens.models.tasks.registry import get_task, list_tasks
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 
@@ -200,7 +200,7 @@ def chomsky_grid(
         "ran": [names[j["run_dir"]] for j in pending if names[j["run_dir"]] not in errors],
         "failed": [{"run": name, "error": err} for name, err in errors.items()],
     }
-    atomic_write_json(out / SUMMARY, summary)
+    write_checked_json(out / SUMMARY, summary)
     if errors:
         raise GridFailed(summary)
     return rows
@@ -262,7 +262,7 @@ def run_grid_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         if outcome.stopped:
             result["stopped"] = outcome.stopped
-        atomic_write_json(Path(job["run_dir"]) / DONE, result)
+        write_checked_json(Path(job["run_dir"]) / DONE, result)
         results.append(result)
     return results
 

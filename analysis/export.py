@@ -10,14 +10,17 @@ tracking would have made, for runs made without a logger.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 
-from hierlens.core.atomic_io import read_jsonl
-from hierlens.core.loggers import check_trackers, make_logger, scalars
-from hierlens.models.run import Run, TrackerPaths, open_run
+from hierlens.core.confined_delete import remove_tree
+from hierlens.core.loggers import check_trackers, scalars
+from hierlens.core.trackers import make_logger
+from hierlens.models.run import Run, open_run
+from hierlens.models.tracker_paths import TrackerPaths
 
 __all__ = ["export_run", "log_run_artifacts"]
+
+_EVENTS = "events.out.tfevents."
 
 
 def export_run(
@@ -33,15 +36,17 @@ def export_run(
     backends = check_trackers(to, "export --to")
     run = open_run(run_dir)
     paths = TrackerPaths(out_dir) if out_dir is not None else Run(run).trackers("export")
-    if "tensorboard" in backends:
-        shutil.rmtree(paths.tensorboard_dir, ignore_errors=True)
-    with make_logger(
-        backends, paths, name=run.path.name, params=run.config, resume=False
-    ) as logger:
-        logger.log_records(read_jsonl(run.metrics_path), "split")
-        for record in read_jsonl(run.tracking_path):
-            logger.log_scalars(scalars(record, "track"), int(record["step"]))
-        logger.log_artifacts([run.report_path, run.figures_dir])
+    # writing into the run's trackers/ makes this a writer of the run: it holds the lock
+    with run.lock() if out_dir is None else run.confined():
+        if "tensorboard" in backends:  # only the event files an export writes
+            remove_tree(paths.tensorboard_dir, lambda parts: parts[-1].startswith(_EVENTS))
+        with make_logger(
+            backends, paths, name=run.path.name, params=run.config, resume=False
+        ) as logger:
+            logger.log_records(run.read_records(run.metrics_path), "split")
+            for record in run.read_records(run.tracking_path):
+                logger.log_scalars(scalars(record, "track"), int(record["step"]))
+            logger.log_artifacts([run.report_path, run.figures_dir])
     return paths
 
 
@@ -54,5 +59,5 @@ def log_run_artifacts(
     backends = [b for b in check_trackers(log_to) if b != "tensorboard"]
     if not backends:
         return
-    with make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
+    with run.confined(), make_logger(backends, run.trackers(stage), name=run.path.name) as logger:
         logger.log_artifacts([run.report_path, run.figures_dir])

@@ -25,13 +25,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.atomic_io import append_checked_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.atomic_io import append_jsonl, read_jsonl, write_checked_jsonl
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
-from hierlens.core.loggers import MultiLogger, make_logger, scalars
-from hierlens.models.run import TRACKING, Run, locks_run, open_run
-from hierlens.models.tasks import iter_batches
-from hierlens.models.tasks.base import Task
+from hierlens.core.loggers import scalars
+from hierlens.core.trackers import MultiLogger, make_logger
+from hierlens.models.run import Run, open_run
+from hierlens.models.run_layout import RECORD_SCHEMAS, TRACKING
+from hierlens.models.run_lock import locks_run
+from hierlens.models.tasks.base import Task, iter_batches
 
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
@@ -253,8 +255,9 @@ def track(
     )
 
     path = run.tracking_path
-    existing = [r for r in read_jsonl(path) if r.get("settings") == settings.key()]
-    if len(existing) != len(read_jsonl(path)):
+    records = run.read_records(path, writer=True)
+    existing = [r for r in records if r["settings"] == settings.key()]
+    if len(existing) != len(records):
         write_checked_jsonl(path, existing)  # settings changed: recompute everything
     done = {r["step"]: r for r in existing}
 
@@ -308,7 +311,7 @@ class TrackFailed(RuntimeError):
 
 
 def _write_record(path: Path, tracker: MultiLogger, record: dict[str, Any]) -> dict[str, Any]:
-    append_checked_jsonl(path, [record])
+    append_jsonl(path, [record])
     tracker.log_scalars(scalars(record, "track"), record["step"])
     return record
 
@@ -480,7 +483,10 @@ def grokking_summary(
     """
     if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
         path = Path(records)
-        records = read_jsonl(Run(path).tracking_path if path.is_dir() else path)
+        if path.is_dir():
+            records = Run(path).read_records(Run(path).tracking_path)
+        else:
+            records = read_jsonl(path, schema=RECORD_SCHEMAS[TRACKING])
     records = sorted(records, key=lambda r: r["step"])
     if not records:
         raise ValueError("no tracking records to summarise")
@@ -493,7 +499,8 @@ def grokking_summary(
 
     def first(split: str, level: float) -> int | None:
         for r in records:
-            if r.get(f"{split}/{metric}", -1.0) >= level:
+            value = r.get(f"{split}/{metric}")
+            if isinstance(value, (int, float)) and value >= level:
                 return int(r["step"])
         return None
 
@@ -503,8 +510,13 @@ def grokking_summary(
         id_saturation_step=sat,
         ood_threshold_step=ood,
         gap=None if sat is None or ood is None else ood - sat,
-        final_id=float(last.get(f"test_id/{metric}", float("nan"))),
-        final_ood=float(last.get(f"test_ood/{metric}", float("nan"))),
+        final_id=_number(last.get(f"test_id/{metric}")),
+        final_ood=_number(last.get(f"test_ood/{metric}")),
         final_tree_score=last.get("tree_score"),
         final_parse_f1=last.get("parse_f1"),
     )
+
+
+def _number(value: Any) -> float:
+    """A record's value as a float (NaN for a missing or null one)."""
+    return float(value) if isinstance(value, (int, float)) else float("nan")

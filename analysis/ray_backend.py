@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +51,92 @@ class TaskOutcome:
         return self.error is None
 
 
+#: seconds to wait for a Ray cluster's address to accept a connection
+CONNECT_TIMEOUT_S = 10.0
+
+
+class RayConnectError(ValueError):
+    """No Ray cluster could be joined at the address given (``--address``)."""
+
+
+def connect(ray: Any, address: str, **kwargs: Any) -> None:
+    """``ray.init(address=...)``, after checking within :data:`CONNECT_TIMEOUT_S` that
+    ``HOST:PORT`` accepts a connection (Ray itself retries a wrong address for minutes); any
+    failure is a :class:`RayConnectError` naming the address and the ``--address`` flag."""
+    host, sep, port = address.rpartition(":")
+    if address != "auto" and sep and port.isdigit():
+        host = host.removeprefix("ray://")
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise RayConnectError(
+                f"--address {address}: no Ray cluster accepts connections there ({exc}); "
+                "give the head's address as `ray start --head` printed it"
+            ) from None
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # Ray's own error types vary by version and by failure
+        raise RayConnectError(
+            f"--address {address}: cannot join the Ray cluster ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+# The reaper: a small process that watches this one. While it lives, it notes every process
+# descending from it (the local Ray's servers and agents); if this process dies without
+# stopping Ray (a SIGKILL), it kills those it noted (checked by start time, so a reused pid
+# is never hit), so no Ray process outlives the run. Linux only (it reads /proc).
+_REAPER = r"""
+import os, signal, sys, time
+driver = int(sys.argv[1])
+def table():
+    out = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+                out[int(e)] = (int(rest[1]), rest[19])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+known = {}
+while True:
+    t = table()
+    if driver not in t:
+        break
+    kids, todo = {}, [driver]
+    while todo:
+        p = todo.pop()
+        for q, (pp, start) in t.items():
+            if pp == p and q not in kids and q != os.getpid():
+                kids[q] = start
+                todo.append(q)
+    known.update(kids)
+    time.sleep(1.0)
+t = table()
+for pid, start in known.items():
+    if pid in t and t[pid][1] == start:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def _start_reaper() -> subprocess.Popen | None:
+    """Start the reaper (see :data:`_REAPER`) for this process; None where there is no
+    ``/proc``."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def map_tasks(
     fn: Callable[..., Any],
     jobs: Sequence[tuple[Any, tuple]],
@@ -69,10 +159,11 @@ def map_tasks(
     if started:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is not None:
-            ray.init(address=address, **kwargs)
+            connect(ray, address, **kwargs)
         else:
             # "local": a new Ray of this process even where another cluster runs on the host
             ray.init(address="local", num_cpus=local_cpus, **kwargs)
+    reaper = _start_reaper() if started and address is None else None
     try:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(fn)
         refs = [remote.remote(*args) for _, args in jobs]
@@ -88,3 +179,6 @@ def map_tasks(
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:  # Ray stopped cleanly: nothing left to reap
+            reaper.kill()
+            reaper.wait()

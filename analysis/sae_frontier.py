@@ -27,7 +27,8 @@ import torch
 
 from hierlens.core.atomic_io import write_checked_json
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import SAE_CONFIG_FILE, locks_run, open_run
+from hierlens.models.run import open_run
+from hierlens.models.run_lock import locks_run
 from hierlens.models.store import ActivationStore
 from hierlens.models.tasks.base import pad_examples
 from hierlens.models.tasks.ground_truth import KnownLatents, store_rows
@@ -37,6 +38,7 @@ from hierlens.sae import (
     frontier_records,
     frontier_saes,
     ground_truth_recovery,
+    is_saved,
     load_sae,
     spliced_ce,
     train_sae_grid,
@@ -73,8 +75,14 @@ def train_frontier_hook(
 ) -> list[str]:
     """Train the frontier ``members`` of ``spec`` (:class:`FrontierSpec` fields) on the
     training sequences of ``hook`` at checkpoint ``step`` with
-    :func:`~hierlens.sae.train_sae_grid`, saving each; returns the saved names. What each Ray task of :func:`fit_sae_frontier` runs."""
+    :func:`~hierlens.sae.train_sae_grid`, saving each; returns the saved names. What each
+    Ray task of :func:`fit_sae_frontier` runs."""
     run = open_run(run_dir)
+    with run.confined():  # a Ray worker holds no lock: access is confined all the same
+        return _train_hook(run, step, hook, spec, members, config, eval_fraction)
+
+
+def _train_hook(run, step, hook, spec, members, config, eval_fraction) -> list[str]:
     store = ActivationStore.open(run.activations_dir(step))
     train_rows, _ = _split_rows(store, eval_fraction)
     fit = train_sae_grid(
@@ -143,11 +151,7 @@ def fit_sae_frontier(
     )
     pending = []
     for hook in hooks:
-        missing = [
-            m
-            for m in members
-            if not (run.sae_dir(grid_sae_name(m, hook, step)) / SAE_CONFIG_FILE).is_file()
-        ]
+        missing = [m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))]
         if missing:
             args = (str(run.path), step, hook, spec.to_dict(), missing, config, eval_fraction)
             pending.append((hook, args))
@@ -192,8 +196,8 @@ def _score(run, step, hooks, spec, members, split, n, seed, eval_fraction, devic
     results = []
     for hook in hooks:
         acts = store[hook][held]
-        saes = {m: load_sae(run.sae_dir(grid_sae_name(m, hook, step)), device=device)
-                for m in members}  # fmt: skip
+        saes = {m: load_sae(run.sae_dir(grid_sae_name(m, hook, step)), device=device,
+                            verify=True) for m in members}  # fmt: skip
         cache: dict[int, dict[str, Any]] = {}
 
         def spliced(sae: Any, hook: str = hook, cache: dict = cache) -> dict[str, Any]:

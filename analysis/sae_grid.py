@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import SAE_CONFIG_FILE, locks_run, open_run
+from hierlens.models.run import open_run
+from hierlens.models.run_lock import locks_run
 from hierlens.models.store import ActivationStore
-from hierlens.sae import SAEGridConfig, SAETrainConfig, train_sae_grid
+from hierlens.sae import SAEGridConfig, SAETrainConfig, is_saved, train_sae_grid
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ def train_grid_pair(
     with :func:`~hierlens.sae.train_sae_grid`, saving each; returns the saved names. What
     each Ray task of :func:`fit_sae_grid` runs."""
     run = open_run(run_dir)
+    with run.confined():  # a Ray worker holds no lock: access is confined all the same
+        return _train_pair(run, step, hook, grid, members, config)
+
+
+def _train_pair(run, step, hook, grid, members, config) -> list[str]:
     acts = ActivationStore.open(run.activations_dir(step))[hook]
     fit = train_sae_grid(
         SAEGridConfig.from_dict(grid),
@@ -131,9 +137,7 @@ def fit_sae_grid(
     for step in steps:
         for hook in hooks:
             missing = [
-                m
-                for m in members
-                if not (run.sae_dir(grid_sae_name(m, hook, step)) / SAE_CONFIG_FILE).is_file()
+                m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))
             ]
             if missing:
                 pending.append(((step, hook), (str(run.path), step, hook, spec, missing, config)))
@@ -165,7 +169,7 @@ def fit_sae_grid(
         for hook in hooks:
             for m in members:
                 path = run.sae_dir(grid_sae_name(m, hook, step))
-                if (path / SAE_CONFIG_FILE).is_file():
+                if is_saved(path):
                     saved[path.name] = path
     if failed:
         raise SAEGridFailed(saved, failed)

@@ -197,9 +197,16 @@ def structural_probes(
         raise ValueError(
             f"layers {bad} out of range: the model has layers 0..{pretrained.n_layers}"
         )
+    # sentences longer than the model's context are left out (named in a warning), as
+    # capture leaves them out
     examples = tokenize_words(
-        pretrained.tokenizer, sentences, on_long="error", special_tokens=special_tokens
+        pretrained.tokenizer, sentences, on_long="skip", special_tokens=special_tokens
     )
+    sentences = [sentences[int(e.labels["index"])] for e in examples]
+    if len(sentences) < 3:
+        raise ValueError(
+            f"structural probes need at least 3 sentences that fit the model, got {len(sentences)}"
+        )
     fit = {"device": device, **fit}
 
     def probe(pre: Any) -> list[dict[str, Any]]:
@@ -238,7 +245,7 @@ def run_structural_probes(
     ``settings``: ``layer_numbering`` (0 = embeddings), ``punct`` (how punctuation entered
     the probes), ``special_tokens`` (the run's frame), ``pool`` and ``control_seed``.
     Returns the records."""
-    from hierlens.core.atomic_io import atomic_write_jsonl_records
+    from hierlens.core.atomic_io import write_checked_jsonl
     from hierlens.models.pretrained import load_tokenizer
     from hierlens.models.run import open_run
 
@@ -279,5 +286,6 @@ def run_structural_probes(
     records = [{"model": "trained", **r, **same} for r in result["trained"]]
     records += [{"model": "random", **r, **same} for r in result.get("random", [])]
     records.append({"model": "baseline", **result["baseline"], "split": result["split"], **same})
-    atomic_write_jsonl_records(run.structural_probe_path, records)
+    with run.lock():
+        write_checked_jsonl(run.structural_probe_path, records)
     return records

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hierlens.core.atomic_io import atomic_write_json, atomic_write_jsonl_records, read_json
-from hierlens.models import TrainConfig
-from hierlens.models.run import Run, run_config_dict
+from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.models import TrainConfig, get_task
+from hierlens.models.run import Run
+from hierlens.models.run_load import run_config_dict
 from hierlens.models.tasks.base import Task
-from hierlens.models.tasks.registry import get_task
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -128,7 +128,7 @@ def sweep(
                     )
                     continue
                 run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(run_dir / "job.json", job)
+                write_checked_json(run_dir / "job.json", job)
                 pending.append((run_dir.name, (str(run_dir / "job.json"),)))
     errors: dict[str, str] = dict(conflicts)
     if backend == "ray":
@@ -159,13 +159,13 @@ def sweep(
             if (run_dir / DONE).exists():
                 row = {"depth": depth, "seed": seed, "run_dir": str(run_dir)}
                 rows.append({**row, **read_json(run_dir / DONE)})
-    atomic_write_jsonl_records(out / "sweep.jsonl", rows)
+    write_checked_jsonl(out / "sweep.jsonl", rows)
     summary = {
         "runs": rows,
         "ran": [name for name, _ in pending if name not in errors],
         "failed": [{"run": name, "error": err} for name, err in errors.items()],
     }
-    atomic_write_json(out / SUMMARY, summary)
+    write_checked_json(out / SUMMARY, summary)
     if rows and not errors:
         _plot_depths({"task": task.name, "seeds": seeds, "runs": rows}, out / "sweep_depth.png")
     if errors:
@@ -229,7 +229,7 @@ def run_jobs(job_files: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             continue
         track(run_dir, task, progress=False, **{"log_to": config.log_to, **job["track"]})
         summary = grokking_summary(run_dir).to_dict()
-        atomic_write_json(run_dir / DONE, summary)
+        write_checked_json(run_dir / DONE, summary)
         summaries.append(summary)
     if failed:
         raise RuntimeError("; ".join(failed))

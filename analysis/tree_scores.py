@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models.bootstrap import MIN_SENTENCES
 from hierlens.models.run import Run, open_run
 
@@ -160,10 +160,11 @@ def tree_scores_by_layer(
         )
     new = {_key(r) for r in records}
     path = run.tree_scores_path
-    old = read_jsonl(path) if path.exists() else []
-    legacy = _legacy_settings(run) if any("settings" not in r for r in old) else None
-    kept = [r for r in old if _key(_normalised(r, legacy)) not in new]
-    atomic_write_jsonl_records(path, kept + records)
+    with run.lock():
+        old = run.read_records(path, writer=True)
+        legacy = _legacy_settings(run) if any("settings" not in r for r in old) else None
+        kept = [r for r in old if _key(_normalised(r, legacy)) not in new]
+        write_checked_jsonl(path, kept + records)
     return records
 
 
@@ -195,9 +196,7 @@ def read_tree_scores(run_dir: str | os.PathLike | Run) -> list[dict[str, Any]]:
     """The records of ``tree_scores.jsonl`` (``[]`` when there is none), each in the current
     form: layers numbered 0 = embeddings, with its ``settings``."""
     run = open_run(run_dir)
-    if not run.tree_scores_path.exists():
-        return []
-    records = read_jsonl(run.tree_scores_path)
+    records = run.read_records(run.tree_scores_path)
     if any("settings" not in r for r in records):
         legacy = _legacy_settings(run)
         return [_normalised(r, legacy) for r in records]

@@ -1,28 +1,26 @@
-"""Atomic, checksummed file writes and validated reads.
+"""Atomic, checksummed file writes and validated reads, on the confined file layer.
 
-Every file hierlens writes goes to a temporary file in the same folder, is fsynced and then
-moved into place with ``os.replace``, so a reader never sees a half-written file and an
-interrupted write never destroys the previous version. Readers raise :class:`CorruptFileError`
-naming the file when it is truncated or does not parse.
+Every file hierlens writes goes through :mod:`~hierlens.core.confined_io` (never through a
+link, never outside its root): whole files are replaced atomically (temporary file, fsync,
+``os.replace``), so a reader never sees a half-written file and an interrupted write never
+destroys the previous version; JSON lines are appended with fsync. Readers raise
+:class:`CorruptFileError` naming the file when it is truncated or does not parse.
 
-Files that a later stage reads (SAE folders, probe results, tracking records, figure data,
-``config.json``) are also *checksummed*: :func:`write_checked_bytes` and its JSON/JSONL
-variants record the file's sha256 in ``hierlens_sha256.json`` beside it (:data:`CHECKSUMS`,
-one per folder, ``{"files": {name: sha256}}``), and :func:`read_json`, :func:`read_jsonl`
-and :func:`expected_sha256` check it: a file that no longer matches its recorded checksum is
-a :class:`CorruptFileError` naming it. A file's entry is dropped before it is rewritten and
-recorded after, so an interrupted write leaves a complete file with no entry (read
-unchecked), never a stale entry. An OS error while writing (full disk, read-only file system)
-is raised with the path it was writing.
+Files that a later stage reads are *checked*: :func:`write_checked_json` and its variants
+record their sha256 in the folder's manifest (:mod:`~hierlens.core.checksums`), and
+:func:`read_json` / :func:`read_jsonl` require it (``verify=True``, the default); records are
+validated against a schema where the reader gives one (:func:`check_records`). JSON is
+written strictly: a non-finite float becomes ``null``, never a bare ``NaN``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
+import logging
+import math
 import os
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,80 +29,93 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import confined_io as fs
+from .checksums import (
+    CorruptFileError,
+    append_checked,
+    read_checked,
+    sha256_bytes,
+    write_checked,
+)
 
-class CorruptFileError(ValueError):
-    """A file that exists but is truncated, corrupt or fails its checksum."""
+__all__ = [
+    "OptionalField",
+    "append_jsonl",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_records",
+    "dumps",
+    "json_safe",
+    "load_checked_tensors",
+    "load_tensors",
+    "parse_tensors",
+    "read_json",
+    "read_jsonl",
+    "salvage_jsonl",
+    "save_tensors",
+    "tensor_bytes",
+    "write_checked_bytes",
+    "write_checked_json",
+    "write_checked_jsonl",
+]
+
+log = logging.getLogger(__name__)
 
 
-#: the checksum manifest of a folder: ``{"files": {file name: sha256}}``
-CHECKSUMS = "hierlens_sha256.json"
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, recursively through
+    dicts, lists and tuples (what strict JSON can hold)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
-def _with_path(exc: OSError, path: Path) -> OSError:
-    """``exc`` itself when it names a file, else the same error naming ``path`` (a full disk
-    raises ``OSError 28`` without a file name)."""
-    if exc.filename is not None:
-        return exc
-    out = OSError(exc.errno, exc.strerror or str(exc), str(path))
-    out.__cause__ = exc
-    return out
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj`` (non-finite floats written as ``null``)."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+def _jsonl_bytes(records: Iterable[Mapping[str, Any]]) -> bytes:
+    return "".join(dumps(dict(r)) + "\n" for r in records).encode()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _with_path(exc, path) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _with_path(exc, path) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """Write ``data`` to ``path`` atomically (no checksum: outputs no stage reads back)."""
+    fs.write_bytes(path, data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write ``obj`` as indented strict JSON, atomically (no checksum: files validated by a
+    schema when read, such as an activation store's manifest)."""
+    fs.write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
-def _read_text(path: Path) -> str:
-    """The text of ``path``, checked against its recorded checksum; bytes that are not
-    UTF-8 are a :class:`CorruptFileError` naming the file."""
-    data = path.read_bytes()
-    verify_checksum(path, data)
+def write_checked_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` atomically with its checksum (see :func:`~.checksums.write_checked`)."""
+    write_checked({path: data})
+
+
+def write_checked_json(path: str | os.PathLike, obj: Any) -> None:
+    """Indented strict JSON, atomically, checksummed."""
+    write_checked_bytes(path, (dumps(obj, indent=2) + "\n").encode())
+
+
+def write_checked_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replace a JSONL file with ``records`` (one strict JSON object a line), checksummed."""
+    write_checked_bytes(path, _jsonl_bytes(records))
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append ``records`` as JSON lines and commit them in the folder's checksum manifest;
+    an interrupted earlier append's bytes (a torn line) are cut off first, with a warning."""
+    append_checked(path, _jsonl_bytes(records))
+
+
+def _text(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -113,27 +124,134 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a file that does not parse or fails its recorded checksum is a
-    :class:`CorruptFileError` naming it."""
+def read_json(path: str | os.PathLike, verify: bool = True) -> Any:
+    """Read a JSON file. ``verify``: it must match the checksum recorded beside it (a missing
+    manifest or entry is an error); else a checksum is checked only when recorded. A file
+    that does not parse or fails its checksum is a :class:`CorruptFileError` naming it."""
     path = Path(path)
-    text = _read_text(path)
+    text = _text(path, read_checked(path, required=verify))
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({exc})") from exc
+        raise CorruptFileError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # a nesting bomb is corrupt too
+        raise CorruptFileError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def read_jsonl(
+    path: str | os.PathLike,
+    verify: bool = True,
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField] | None = None,
+) -> list[dict[str, Any]]:
+    """The records of a JSONL file (``[]`` when it does not exist).
+
+    ``verify``: the file's committed content is checked against its manifest (bytes an
+    interrupted append left after it are ignored); unverified files may end in a torn line,
+    which is skipped with a warning naming the file. Every line must be a JSON object, and
+    with ``schema`` pass :func:`check_records`; anything else is a :class:`CorruptFileError`
+    naming the file and line.
+    """
+    path = Path(path)
+    if fs.file_kind(path) is None:
+        return []
+    data = read_checked(path, required=verify)
+    lines = _text(path, data).split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if i == len(lines) - 1 and not verify:
+                log.warning("%s: ignoring a torn last line (line %d)", path, i + 1)
+                break
+            raise CorruptFileError(f"{path}: line {i + 1} is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise CorruptFileError(f"{path}: line {i + 1} is not a JSON object")
+        out.append(record)
+    if schema:
+        check_records(path, out, schema)
+    return out
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def salvage_jsonl(
+    path: str | os.PathLike,
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField] | None = None,
+) -> list[dict[str, Any]]:
+    """The records of the JSONL file ``path`` for the writer that owns it: as
+    :func:`read_jsonl` reads them when the file verifies; otherwise (truncated or modified)
+    its leading complete lines that are JSON objects passing ``schema``, kept and committed
+    anew with a warning naming the file and what was dropped, so the writer can go on (and
+    write again what it can recompute). Readers that do not own the file use
+    :func:`read_jsonl`, which refuses it."""
+    try:
+        return read_jsonl(path, schema=schema)
+    except CorruptFileError as exc:
+        reason = str(exc)
+    data = fs.read_bytes(path)
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for line in data.split(b"\n")[:-1]:  # complete lines only
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict):
+                break
+            if schema:
+                check_records(path, [record], schema)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            break
+        kept.append(record)
+        size += len(line) + 1
+    log.warning(
+        "%s: kept its first %d record(s) (%d of %d bytes); the rest is dropped and written "
+        "again where it can be (%s)",
+        path,
+        len(kept),
+        size,
+        len(data),
+        reason,
+    )
+    write_checked_jsonl(path, kept)
+    return kept
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionalField:
+    """A :func:`check_records` schema entry for a field a record may lack: when present, its
+    value must be of ``kinds`` (a type or a tuple of types, as for a required field)."""
+
+    kinds: type | tuple[type, ...]
+
+
+def check_records(
+    path: str | os.PathLike,
+    records: list[dict[str, Any]],
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField],
+) -> None:
+    """Check that every record has the fields of ``schema`` with those types (``int`` does
+    not accept a bool; ``float`` accepts an int; ``type(None)`` allows null; an
+    :class:`OptionalField` may be missing); a record that does not is a
+    :class:`CorruptFileError` naming the file, the record and the field."""
+    for i, record in enumerate(records):
+        for key, kinds in schema.items():
+            if isinstance(kinds, OptionalField):
+                if key not in record:
+                    continue
+                kinds = kinds.kinds
+            kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+            if float in kinds:
+                kinds = (*kinds, int)
+            value = record.get(key, ...)
+            ok = value is not ... and isinstance(value, kinds)
+            if isinstance(value, bool) and bool not in kinds:
+                ok = False
+            if not ok:
+                names = "/".join("null" if k is type(None) else k.__name__ for k in kinds)
+                got = "missing" if value is ... else repr(value)[:40]
+                raise CorruptFileError(
+                    f"{path}: record {i + 1} field {key!r} must be {names}, got {got}"
+                )
 
 
 def save_tensors(
@@ -141,11 +259,27 @@ def save_tensors(
     tensors: dict[str, torch.Tensor],
     metadata: dict[str, str] | None = None,
 ) -> str:
-    """Save tensors as safetensors atomically; returns the file's sha256."""
+    """Save tensors as safetensors atomically; returns the file's sha256 (for the manifest
+    that records it)."""
     prepared = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     data = st_save(prepared, metadata=metadata)
-    atomic_write_bytes(path, data)
+    fs.write_bytes(path, data)
     return sha256_bytes(data)
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of ``tensors`` (for :func:`~.checksums.write_checked`)."""
+    prepared = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return st_save(prepared, metadata=metadata)
+
+
+def parse_tensors(path: str | os.PathLike, data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors bytes ``data`` read from ``path`` (a
+    :class:`CorruptFileError` naming it when they do not parse)."""
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CorruptFileError(f"{path}: not a valid safetensors file ({exc})") from exc
 
 
 def load_tensors(
@@ -156,151 +290,12 @@ def load_tensors(
     Raises :class:`CorruptFileError` naming the file when it is truncated, does not parse or
     fails the checksum, and ``FileNotFoundError`` when it is missing.
     """
-    path = Path(path)
-    data = path.read_bytes()
+    data = fs.read_bytes(path)
     if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
         raise CorruptFileError(f"{path}: checksum mismatch (file truncated or modified)")
-    try:
-        return st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CorruptFileError(f"{path}: not a valid safetensors file ({exc})") from exc
+    return parse_tensors(path, data)
 
 
-def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Append JSON records, one per line, flushing and fsyncing so a crash loses no line."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(r) + "\n" for r in records)
-    if not lines:
-        return
-    try:
-        with open(path, "a") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        raise _with_path(exc, path) from exc
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file; a torn last line (from a crash mid-write) is ignored, any other bad
-    line is a :class:`CorruptFileError`."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = _read_text(path).splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:
-                break
-            raise CorruptFileError(f"{path}: line {i + 1} is not valid JSON") from exc
-    return out
-
-
-def atomic_write_jsonl_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Replace a JSONL file with ``records``, atomically."""
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-# ---------------------------------------------------------------- checksum manifests
-def _manifest_path(path: Path) -> Path:
-    return path.parent / CHECKSUMS
-
-
-def _read_manifest(folder_file: Path) -> dict[str, str]:
-    """``{name: sha256}`` of the manifest ``folder_file`` (empty when there is none)."""
-    try:
-        data = folder_file.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    try:
-        files = json.loads(data.decode("utf-8"))["files"]
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise CorruptFileError(f"{folder_file}: not a checksum manifest") from None
-    return files
-
-
-def _update_manifest(folder: Path, changes: dict[str, str | None]) -> None:
-    manifest = folder / CHECKSUMS
-    files = _read_manifest(manifest)
-    new = dict(files)
-    for name, digest in changes.items():
-        if digest is None:
-            new.pop(name, None)
-        else:
-            new[name] = digest
-    if new != files:
-        atomic_write_bytes(manifest, (json.dumps({"files": new}, indent=2) + "\n").encode())
-
-
-def expected_sha256(path: str | os.PathLike) -> str | None:
-    """The sha256 recorded for ``path`` in the checksum manifest beside it (None if none)."""
-    path = Path(path)
-    return _read_manifest(_manifest_path(path)).get(path.name)
-
-
-def verify_checksum(path: str | os.PathLike, data: bytes | None = None) -> None:
-    """Check ``path`` (or its bytes ``data``) against its recorded checksum, if it has one;
-    a mismatch is a :class:`CorruptFileError` naming the file."""
-    path = Path(path)
-    expected = expected_sha256(path)
-    if expected is None:
-        return
-    actual = sha256_bytes(data) if data is not None else sha256_file(path)
-    if actual != expected:
-        raise CorruptFileError(
-            f"{path}: checksum mismatch with {_manifest_path(path).name} (file modified or corrupt)"
-        )
-
-
-def forget_checksums(paths: Iterable[str | os.PathLike]) -> None:
-    """Drop the recorded checksums of ``paths`` (all in one folder) before rewriting them."""
-    paths = [Path(p) for p in paths]
-    if paths and _manifest_path(paths[0]).exists():
-        _update_manifest(paths[0].parent, {p.name: None for p in paths})
-
-
-def record_checksums(digests: dict[str | os.PathLike, str]) -> None:
-    """Record ``{path: sha256}`` (files of one folder) in that folder's manifest."""
-    if digests:
-        paths = {Path(p): d for p, d in digests.items()}
-        _update_manifest(next(iter(paths)).parent, {p.name: d for p, d in paths.items()})
-
-
-def write_checked_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """:func:`atomic_write_bytes`, recording the file's sha256 in the folder's manifest."""
-    path = Path(path)
-    forget_checksums([path])
-    atomic_write_bytes(path, data)
-    record_checksums({path: sha256_bytes(data)})
-
-
-def write_checked_json(path: str | os.PathLike, obj: Any) -> None:
-    """:func:`atomic_write_json`, checksummed."""
-    write_checked_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def write_checked_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """:func:`atomic_write_jsonl_records`, checksummed."""
-    write_checked_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-def append_checked_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """:func:`append_jsonl`, checksummed: the file is verified first (appending to a corrupt
-    file is an error naming it) and its new sha256 recorded after."""
-    path = Path(path)
-    records = list(records)
-    if not records:
-        return
-    if path.exists():
-        verify_checksum(path)
-    forget_checksums([path])
-    append_jsonl(path, records)
-    record_checksums({path: sha256_file(path)})
+def load_checked_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file that must match the checksum recorded beside it."""
+    return parse_tensors(path, read_checked(path))

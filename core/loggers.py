@@ -17,6 +17,10 @@ only when a logger is made (the ``tracking`` extra: ``pip install 'hierlens[trac
 The W&B and MLflow run ids are kept beside the tracker files (:class:`TrackerFiles`; a run
 directory gives them with :meth:`hierlens.models.Run.trackers`), so a resumed run continues
 the same tracker run.
+
+Trackers never stop a run: they run behind the guard of :mod:`~hierlens.core.trackers`.
+Connecting to a tracking server is bounded by :data:`CONNECT_TIMEOUT_S` (an MLflow server is
+probed before its client, which would otherwise retry for minutes, is made).
 """
 
 from __future__ import annotations
@@ -24,30 +28,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import socket
+import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from . import confined_io as fs
 from .atomic_io import atomic_write_json, read_json
+from .checksums import CorruptFileError
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "TRACKERS",
     "MetricLogger",
     "MissingExtraError",
     "MlflowLogger",
-    "MultiLogger",
     "TensorBoardLogger",
     "TrackerFiles",
     "WandbLogger",
     "check_trackers",
     "flat_params",
-    "make_logger",
     "scalars",
 ]
 
 #: the experiment trackers a run can log to
 TRACKERS = ("tensorboard", "wandb", "mlflow")
+#: seconds to wait for a tracking server to accept a connection (and for each request)
+CONNECT_TIMEOUT_S = 10.0
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow-skinny"}
 
 
@@ -91,7 +102,7 @@ def check_trackers(log_to: object, where: str = "log_to") -> tuple[str, ...]:
 
 class TrackerFiles(Protocol):
     """Where the trackers of one stage keep their files, under ``root``
-    (:class:`hierlens.models.run.TrackerPaths` names them inside a run directory)."""
+    (:class:`hierlens.models.tracker_paths.TrackerPaths` names them inside a run directory)."""
 
     @property
     def root(self) -> Path: ...
@@ -195,10 +206,12 @@ class WandbLogger:
         resume: bool = True,
     ) -> None:
         wandb = _require("wandb")
-        paths.root.mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(paths.root)
         run_id = None
-        if resume and paths.wandb_id_path.exists():
-            run_id = paths.wandb_id_path.read_text().strip() or None
+        if resume and fs.file_kind(paths.wandb_id_path) == "file":
+            run_id = fs.read_bytes(paths.wandb_id_path).decode("utf-8", "replace").strip()
+            if not _RUN_ID.fullmatch(run_id):
+                raise CorruptFileError(f"{paths.wandb_id_path}: not a W&B run id")
         self.resumed = run_id is not None
         run_id = run_id or uuid.uuid4().hex[:12]
         self.run = wandb.init(
@@ -209,8 +222,9 @@ class WandbLogger:
             dir=str(paths.wandb_dir),
             mode=mode or os.environ.get("WANDB_MODE") or None,
             reinit="create_new",
+            settings=wandb.Settings(init_timeout=max(CONNECT_TIMEOUT_S, 60.0)),
         )
-        paths.wandb_id_path.write_text(run_id)
+        fs.write_bytes(paths.wandb_id_path, run_id.encode())
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
         self.run_dir = Path(self.run.dir).parent
@@ -251,7 +265,14 @@ class MlflowLogger:
         _require("mlflow")
         from mlflow.tracking import MlflowClient
 
-        saved = read_json(paths.mlflow_id_path) if paths.mlflow_id_path.exists() else None
+        saved = None
+        if fs.file_kind(paths.mlflow_id_path) == "file":
+            saved = read_json(paths.mlflow_id_path, verify=False)
+            ok = isinstance(saved, dict) and all(
+                isinstance(saved.get(k), str) for k in ("run_id", "tracking_uri")
+            )
+            if not ok or not _RUN_ID.fullmatch(saved["run_id"]):
+                raise CorruptFileError(f"{paths.mlflow_id_path}: not an MLflow run id record")
         uri = (
             tracking_uri
             or (saved or {}).get("tracking_uri")
@@ -261,6 +282,11 @@ class MlflowLogger:
         if uri.startswith("file:"):
             # MLflow 3 keeps its local file store behind an opt-in; it is the default here
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        else:
+            _probe_server(uri)
+            # bounded requests: MLflow's own defaults retry a dead server for minutes
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(CONNECT_TIMEOUT_S)))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         self.client = MlflowClient(tracking_uri=uri)
         self.tracking_uri = uri
         self.resumed = bool(resume and saved and saved.get("tracking_uri") == uri)
@@ -272,7 +298,6 @@ class MlflowLogger:
             exp = self.client.get_experiment_by_name(exp_name)
             exp_id = exp.experiment_id if exp else self.client.create_experiment(exp_name)
             self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
-            paths.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(paths.mlflow_id_path, {"run_id": self.run_id, "tracking_uri": uri})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -305,81 +330,17 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id)
 
 
-class MultiLogger:
-    """Several loggers as one (the empty one does nothing)."""
-
-    def __init__(self, loggers: Sequence[MetricLogger] = ()) -> None:
-        self.loggers = list(loggers)
-
-    def __bool__(self) -> bool:
-        return bool(self.loggers)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        for lg in self.loggers:
-            lg.log_params(params)
-
-    def log_scalars(self, values: Mapping[str, float], step: int) -> None:
-        if values:
-            for lg in self.loggers:
-                lg.log_scalars(values, step)
-
-    def log_records(self, records: Iterable[Mapping[str, Any]], group_key: str | None) -> None:
-        """Log each record's scalars at its ``step``, named ``<record[group_key]>/<key>``
-        (``group_key`` None: under the record's own keys)."""
-        if not self.loggers:
-            return
-        for r in records:
-            group = None if group_key is None else str(r.get(group_key, ""))
-            if group_key == "sae":
-                group = f"sae{r.get('sae')}"
-            values = scalars({k: v for k, v in r.items() if k != group_key}, group)
-            self.log_scalars(values, int(r["step"]))
-
-    def log_artifacts(self, paths: Sequence[str | os.PathLike]) -> None:
-        existing = [p for p in paths if Path(p).exists()]
-        if existing:
-            for lg in self.loggers:
-                lg.log_artifacts(existing)
-
-    def close(self) -> None:
-        for lg in self.loggers:
-            lg.close()
-
-    def __enter__(self) -> MultiLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def make_logger(
-    log_to: Iterable[str],
-    paths: TrackerFiles,
-    *,
-    name: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    resume: bool = True,
-    purge_step: int | None = None,
-) -> MultiLogger:
-    """A :class:`MultiLogger` over the backends in ``log_to`` writing under ``paths``
-    (``resume``: continue the W&B/MLflow runs whose ids ``paths`` holds), with ``params``
-    logged as hyperparameters. Every backend's library is checked before any starts."""
-    backends = check_trackers(log_to)
-    for b in backends:
-        _require(b)
-    loggers: list[MetricLogger] = []
+def _probe_server(uri: str) -> None:
+    """Raise ``ConnectionError`` naming ``uri`` unless its server accepts a TCP connection
+    within :data:`CONNECT_TIMEOUT_S` (http and https URIs; others are not probed)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        for b in backends:
-            if b == "tensorboard":
-                loggers.append(TensorBoardLogger(paths.tensorboard_dir, purge_step=purge_step))
-            elif b == "wandb":
-                loggers.append(WandbLogger(paths, name=name, resume=resume))
-            else:
-                loggers.append(MlflowLogger(paths, name=name, resume=resume))
-    except BaseException:
-        MultiLogger(loggers).close()
-        raise
-    out = MultiLogger(loggers)
-    if params:
-        out.log_params(params)
-    return out
+        with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ConnectionError(
+            f"tracking server {uri} is unreachable within {CONNECT_TIMEOUT_S:g} s ({exc})"
+        ) from None

@@ -27,7 +27,6 @@ layers, width 384); the treebank to the project's 65 hand-written sentences.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -88,7 +87,7 @@ def main() -> None:
     for rec in read_tree_scores(r):
         print(f"  layer {rec['layer']}: {rec['parse_f1']:.3f} ({rec['parse_f1_right']:.3f})")
     print("structural probes per layer, 0 = embeddings (UUAS, Spearman):")
-    for rec in (json.loads(x) for x in r.structural_probe_path.read_text().splitlines()):
+    for rec in r.read_records(r.structural_probe_path):
         if rec["model"] == "baseline":
             print(f"  linear chain: {rec['uuas']:.3f}, {rec['spearman']:.3f}")
         else:

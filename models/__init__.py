@@ -10,7 +10,8 @@ from .evaluate_many import evaluate_stack
 from .forward import model_logits
 from .hooks import available_hook_names, resolve_hook_names
 from .pretrained import Pretrained, load_pretrained, load_tokenizer
-from .run import Run, latest_valid_checkpoint, list_checkpoints, open_run
+from .run import Run, open_run
+from .run_load import latest_valid_checkpoint, list_checkpoints
 from .sentence import Sentence
 from .store import ActivationStore
 from .tasks.base import Example, Task

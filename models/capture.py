@@ -17,6 +17,7 @@ row per word, pooled over its sub-word tokens, and drops the special tokens.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import inspect
 import json
@@ -34,7 +35,8 @@ from hierlens.core.device import resolve_device, resolve_dtype
 
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
 from .model_inputs import forward_kwargs, hf_model
-from .store import ActivationStore, StoreWriter, hook_dir_name
+from .store import ActivationStore, hook_dir_name
+from .store_writer import StoreWriter
 
 #: a per-sequence position selector: ``f(tokens_1d)`` -> a boolean mask or the indices to keep
 PositionSelector = Callable[[torch.Tensor], torch.Tensor | np.ndarray | Sequence[int]]
@@ -649,7 +651,7 @@ def _run(
     if out_dir is not None:
         from hierlens.core import distributed as D
 
-        from .store import DistributedStoreWriter
+        from .store_writer import DistributedStoreWriter
 
         # under torchrun: each rank its share of the shards, rank 0 the manifest
         writer_cls = DistributedStoreWriter if D.init_from_env(dev) else StoreWriter
@@ -695,7 +697,9 @@ def _run(
             rows = plan[k]["row_end"] - plan[k]["row_start"]
             if writer is not None:
                 shard = {n: buf[n][:rows] for n in names}
-                in_flight[slot] = executor.submit(writer.write_shard, k, shard, counts)
+                # the writer thread runs in this context: the same confined root
+                context = contextvars.copy_context()
+                in_flight[slot] = executor.submit(context.run, writer.write_shard, k, shard, counts)
             else:
                 r0 = plan[k]["row_start"]
                 for n in names:
@@ -788,6 +792,6 @@ def _fill_shard(
                 f"hook {n!r} has {int(per_batch[first])} non-finite activation value(s) in "
                 f"batch {seq0 // batch_size} (sequences {seq0}.."
                 f"{min(seq0 + batch_size, shard['seq_end']) - 1}); pass allow_nonfinite=True "
-                "to keep and count them"
+                "(the command line's --allow-nonfinite) to keep and count them"
             )
     return counts

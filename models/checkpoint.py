@@ -8,34 +8,51 @@ A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named
 - ``state.json``: the step, the optimizer's hyper-parameters, any extra JSON state, and the
   sha256 of both tensor files.
 
-It is written into a temporary folder beside the final one, fsynced, then renamed into place,
-so a checkpoint folder either is complete or does not exist. Loading checks the checksums: a
-truncated or modified file is a :class:`~hierlens.core.atomic_io.CorruptFileError` naming it.
+It is written into a temporary folder beside the final one, with the checksum manifest of all
+three files (:mod:`~hierlens.core.checksums`), then renamed into place, so a checkpoint
+folder either is complete or does not exist. Loading checks every file against the manifest
+(a missing manifest is an error, not a pass) and ``state.json`` against its schema (the step
+must be the folder's step): a truncated, modified or malformed file is a
+:class:`~hierlens.core.atomic_io.CorruptFileError` naming it. Everything goes through the
+confined file layer, so no file of a checkpoint is reached through a link.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import (
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import dumps, parse_tensors, read_json, tensor_bytes
+from hierlens.core.checksums import (
+    CHECKSUMS,
     CorruptFileError,
-    _fsync_dir,
-    atomic_write_json,
-    load_tensors,
-    read_json,
-    save_tensors,
+    read_checked,
+    sha256_bytes,
+    write_checked,
 )
+from hierlens.core.confined_delete import remove_tree
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+TENSOR_FILES = ("model.safetensors", "state.safetensors")
+_FILES = (*TENSOR_FILES, STATE_FILE, CHECKSUMS)
+_STEP_NAME = re.compile(r"^step_(\d+)$")
+
+
+def owned_checkpoint_file(parts: tuple[str, ...]) -> bool:
+    """Whether ``parts`` (a path inside a checkpoint folder) is a file a checkpoint writes:
+    its three files, their manifest, or a temporary file of an interrupted write."""
+    return len(parts) == 1 and (
+        parts[0] in _FILES or re.fullmatch(r"\..+\.tmp", parts[0]) is not None
+    )
 
 
 @dataclass
@@ -93,12 +110,9 @@ def save_checkpoint(
     """Write the checkpoint for ``step`` atomically into the folder ``path`` (a run's
     :meth:`~hierlens.models.Run.checkpoint_dir`) and return it."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model_sha = save_tensors(tmp / "model.safetensors", dict(model.state_dict()))
+    fs.make_dirs(final.parent)
+    _remove_owned(tmp)
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
     if optimizer is not None:
@@ -110,51 +124,90 @@ def save_checkpoint(
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
-    state_sha = save_tensors(tmp / "state.safetensors", tensors)
-    meta["sha256"] = {"model.safetensors": model_sha, "state.safetensors": state_sha}
-    atomic_write_json(tmp / STATE_FILE, meta)
-    if final.exists():  # re-saving the same step: move the old one aside first
+    files = {
+        tmp / "model.safetensors": tensor_bytes(dict(model.state_dict())),
+        tmp / "state.safetensors": tensor_bytes(tensors),
+    }
+    meta["sha256"] = {p.name: sha256_bytes(d) for p, d in files.items()}
+    files[tmp / STATE_FILE] = (dumps(meta, indent=2) + "\n").encode()
+    write_checked(files)
+    if fs.file_kind(final) is not None:  # re-saving the same step: move the old one aside first
         old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_owned(old)
+        fs.replace(final, old)
+        fs.replace(tmp, final)
+        _remove_owned(old)
     else:
-        os.replace(tmp, final)
-    _fsync_dir(final.parent)
+        fs.replace(tmp, final)
     return final
 
 
-def load_checkpoint(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-) -> Checkpoint:
-    """Load and verify a checkpoint folder.
+def _remove_owned(folder: Path) -> None:
+    """Remove a checkpoint folder of ours (only the files a checkpoint writes)."""
+    left = remove_tree(folder, owned_checkpoint_file)
+    if left:
+        log.warning("%s: left %d file(s) a checkpoint does not write: %s", folder, len(left), left)
 
-    Raises :class:`CorruptFileError` naming the bad file (missing, truncated, checksum
-    mismatch), so callers can report it and fall back to an earlier checkpoint.
-    """
+
+def read_checkpoint_meta(path: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The checked and validated ``state.json`` of the checkpoint folder ``path``: it must
+    match the manifest, name the folder's step (and ``step`` when given), and hold the
+    checksums of both tensor files. Otherwise a :class:`CorruptFileError` naming it."""
     path = Path(path)
     meta_path = path / STATE_FILE
-    if not meta_path.exists():
+    if fs.file_kind(meta_path) is None:
         raise CorruptFileError(f"{meta_path}: missing (incomplete checkpoint)")
     meta = read_json(meta_path)
-    try:
-        sums = meta["sha256"]
-        step = int(meta["step"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptFileError(f"{meta_path}: malformed checkpoint metadata") from exc
+    m = _STEP_NAME.match(path.name)
+    expected = step if step is not None else (int(m.group(1)) if m else None)
+    sums = meta.get("sha256") if isinstance(meta, dict) else None
+    ok = (
+        isinstance(meta, dict)
+        and type(meta.get("step")) is int
+        and (expected is None or meta["step"] == expected)
+        and isinstance(sums, dict)
+        and all(isinstance(sums.get(n), str) for n in TENSOR_FILES)
+        and isinstance(meta.get("extra", {}), dict)
+        and isinstance(meta.get("optimizer", {}), dict)
+    )
+    if not ok:
+        raise CorruptFileError(
+            f"{meta_path}: malformed checkpoint metadata (expected step {expected}, the "
+            "checksums of both tensor files, and objects for extra and optimizer)"
+        )
+    return meta
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", step: int | None = None
+) -> Checkpoint:
+    """Load and verify a checkpoint folder (of ``step`` when given; else the step its folder
+    name says).
+
+    Raises :class:`CorruptFileError` naming the bad file (missing, truncated, checksum
+    mismatch, malformed metadata), so callers can report it and fall back to an earlier
+    checkpoint.
+    """
+    path = Path(path)
+    meta = read_checkpoint_meta(path, step)
     files = {}
-    for name in ("model.safetensors", "state.safetensors"):
-        fpath = path / name
-        if not fpath.exists():
-            raise CorruptFileError(f"{fpath}: missing")
-        files[name] = load_tensors(fpath, expected_sha256=sums.get(name))
+    for name in TENSOR_FILES:
+        if fs.file_kind(path / name) is None:
+            raise CorruptFileError(f"{path / name}: missing")
+        data = read_checked(path / name)
+        if sha256_bytes(data) != meta["sha256"][name]:
+            raise CorruptFileError(f"{path / name}: checksum mismatch with {STATE_FILE}")
+        files[name] = parse_tensors(path / name, data)
     state = files["state.safetensors"]
     model_state = {k: v.to(map_location) for k, v in files["model.safetensors"].items()}
-    optimizer_state = (
-        _unflatten_optimizer(state, meta["optimizer"]) if "optimizer" in meta else None
-    )
+    try:
+        optimizer_state = (
+            _unflatten_optimizer(state, meta["optimizer"]) if "optimizer" in meta else None
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptFileError(f"{path / STATE_FILE}: malformed optimizer state ({exc})") from exc
     rng = {k: v for k, v in state.items() if k.startswith("rng.")}
-    return Checkpoint(step, path, model_state, optimizer_state, rng, meta.get("extra", {}))
+    return Checkpoint(meta["step"], path, model_state, optimizer_state, rng, meta.get("extra", {}))
 
 
 def restore_rng(rng_state: dict[str, torch.Tensor]) -> None:

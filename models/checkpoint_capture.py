@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from .capture import capture
-from .run import Run, locks_run, open_run
+from .run import Run, open_run
+from .run_lock import locks_run
 from .store import ActivationStore
 
 

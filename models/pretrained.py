@@ -18,6 +18,7 @@ set to add a BOS token); which special tokens frame a sentence is decided explic
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 
 from hierlens.core.device import resolve_device, resolve_dtype
 
-__all__ = ["Pretrained", "load_pretrained"]
+__all__ = ["Pretrained", "check_model_folder", "load_pretrained"]
 
 
 @dataclasses.dataclass
@@ -76,7 +77,67 @@ def _local_folder(path: str | Path) -> Path:
         raise ValueError(f"{str(path)!r} is a file; only local Hugging Face folders load")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{str(folder)!r} has no config.json; it is not a Hugging Face model")
+    _check_config(folder / "config.json")
     return folder
+
+
+def _check_config(path: Path) -> None:
+    """A model's ``config.json`` must be a JSON object with a ``model_type`` (else an error
+    naming it, before any library reads it)."""
+    from hierlens.core.checksums import CorruptFileError
+
+    try:
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptFileError(f"{path}: not a valid JSON config ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise CorruptFileError(f"{path}: expected a JSON object with a 'model_type'")
+
+
+#: weight files hierlens loads (safetensors only: a pickle is never unpickled)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Check a model folder's weights before any library reads them, so that each fault is
+    one error naming its file (``config.json`` is checked when the folder is first named):
+    the weights must be safetensors (``model.safetensors`` or the shards its index names; a pickle such
+    as ``pytorch_model.bin`` is refused, never loaded) whose headers parse."""
+    from safetensors import safe_open
+
+    from hierlens.core.checksums import CorruptFileError
+
+    index = folder / WEIGHT_FILES[1]
+    if (folder / WEIGHT_FILES[0]).is_file():
+        shards = [folder / WEIGHT_FILES[0]]
+    elif index.is_file():
+        try:
+            names = sorted(
+                set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise CorruptFileError(f"{index}: not a safetensors index ({exc})") from None
+        shards = [folder / n for n in names]
+        bad = [n for n in names if "/" in n or n in (".", "..")]
+        if bad:
+            raise CorruptFileError(f"{index}: shard names must be file names, got {bad}")
+    else:
+        pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.pt*")
+        )
+        found = f" (found {', '.join(pickles)}: pickle files, never loaded)" if pickles else ""
+        raise ValueError(
+            f"{folder}: no safetensors weights ({WEIGHT_FILES[0]}){found}; save the model "
+            "with save_pretrained(..., safe_serialization=True)"
+        )
+    for shard in shards:
+        if not shard.is_file():
+            raise FileNotFoundError(errno.ENOENT, "a weight shard is missing", str(shard))
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # the library's own error types differ by version
+            raise CorruptFileError(f"{shard}: not a valid safetensors file ({exc})") from None
 
 
 def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
@@ -89,7 +150,12 @@ def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
 def _load_tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # the folder's tokenizer files
+        raise ValueError(
+            f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})"
+        ) from None
     if not getattr(tok, "is_fast", False):
         raise ValueError(
             f"{str(folder)!r} has no fast tokenizer (tokenizer.json); word alignment needs one"
@@ -98,6 +164,19 @@ def _load_tokenizer(folder: Path) -> Any:
         tok = AutoTokenizer.from_pretrained(
             str(folder), local_files_only=True, add_prefix_space=True
         )
+    return _bounded_by_context(tok, folder)
+
+
+def _bounded_by_context(tok: Any, folder: Path) -> Any:
+    """``tok`` with ``model_max_length`` at most the model's context (``config.json``'s
+    ``max_position_embeddings`` / ``n_positions`` / ``n_ctx``): a tokenizer saved without
+    one says "unlimited", and every reader must skip the same too-long sentences."""
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    context = [cfg.get(k) for k in ("max_position_embeddings", "n_positions", "n_ctx")]
+    context = [c for c in context if isinstance(c, int) and not isinstance(c, bool) and c > 0]
+    limit = tok.model_max_length
+    if context and not (isinstance(limit, int) and limit <= context[0]):
+        tok.model_max_length = context[0]
     return tok
 
 
@@ -133,9 +212,11 @@ def load_pretrained(
 
     Raises:
         FileNotFoundError: ``path`` does not exist (hub names are not downloaded).
-        ValueError: ``path`` is not a model folder, or has no fast tokenizer.
+        ValueError: ``path`` is not a model folder, has no fast tokenizer, or its files are
+            not valid (each error names the file: see :func:`check_model_folder`).
     """
     folder = _local_folder(path)
+    check_model_folder(folder)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype) if dtype is not None else torch.float32
     tokenizer = _load_tokenizer(folder)
@@ -143,13 +224,16 @@ def load_pretrained(
 
     # the bridge gets its own copy: TransformerLens edits the tokenizer it is given (its BOS
     # token, add_bos_token), and hierlens frames sentences from the folder's own settings
-    model = TransformerBridge.boot_transformers(
-        str(folder), device=str(dev), dtype=dt, tokenizer=_load_tokenizer(folder)
-    )
+    try:
+        model = TransformerBridge.boot_transformers(
+            str(folder), device=str(dev), dtype=dt, tokenizer=_load_tokenizer(folder)
+        )
+    except (OSError, ValueError, KeyError) as exc:  # the folder's content, not hierlens
+        raise ValueError(f"{folder}: cannot load the model ({type(exc).__name__}: {exc})") from None
     model.eval()
     cfg = model.cfg
     n_layers, d_model = int(cfg.n_layers), int(cfg.d_model)
-    tok = tokenizer
+    tok = tokenizer  # bounded by the model's context (_load_tokenizer)
     return Pretrained(
         model=model,
         tokenizer=tok,

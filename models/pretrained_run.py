@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from hierlens.core.atomic_io import CHECKSUMS, forget_checksums, write_checked_json
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import write_checked_json
+from hierlens.core.checksums import CHECKSUMS
 
 from .corpus import Corpus
-from .run import (
-    ACTIVATIONS,
-    CONFIG,
-    LABEL_NAMES,
-    LOCK_FILE,
-    PRETRAINED,
-    Run,
-    open_run,
-    pretrained_run_config,
-)
+from .run import Run, open_run
+from .run_clean import clear_run
+from .run_layout import ACTIVATIONS, CONFIG, LABEL_NAMES, PRETRAINED
+from .run_load import pretrained_run_config
+from .run_lock import LOCK_FILE
 from .special_tokens import SpecialTokens
 
 __all__ = ["PretrainedRunConflict", "open_pretrained_run", "run_outputs"]
@@ -77,9 +73,8 @@ class PretrainedRunConflict(ValueError):
 def run_outputs(run: Run) -> list[str]:
     """The names of the entries of ``run``'s directory that hold results (anything but
     ``config.json``, ``label_names.json``, the checksum list and the lock file), sorted."""
-    if not run.path.is_dir():
-        return []
-    return sorted(p.name for p in run.path.iterdir() if p.name not in SETTINGS_FILES)
+    with run.confined():
+        return sorted(n for n in fs.entries(run.path) if n not in SETTINGS_FILES)
 
 
 def _stored(run: Run) -> dict[str, Any]:
@@ -130,7 +125,8 @@ def _create(
 def _write_label_names(run: Run, corpus: Corpus) -> None:
     names = corpus.label_names()
     if names is not None:
-        write_checked_json(run.label_names_path, {k: list(v) for k, v in names.items()})
+        with run.confined():
+            write_checked_json(run.label_names_path, {k: list(v) for k, v in names.items()})
 
 
 def open_pretrained_run(
@@ -163,10 +159,10 @@ def open_pretrained_run(
     if not asked:
         return open_run(run)  # a missing config.json: the error naming it
     complete = model is not None and treebank is not None
-    if not run.config_path.exists() and not complete:
+    if not run.has(run.config_path) and not complete:
         raise ValueError("a new pretrained run needs both a model folder and a treebank")
     with run.lock():
-        if not run.config_path.exists():
+        if not run.has(run.config_path):
             return _create(
                 run, model, Corpus(str(treebank), format, bool(drop_punct)), special_tokens
             )
@@ -178,7 +174,7 @@ def open_pretrained_run(
         stored = _stored(existing)
         differs = {k: (stored[k], v) for k, v in asked.items() if stored[k] != v}
         if not differs:
-            if not existing.label_names_path.exists():
+            if not existing.has(existing.label_names_path):
                 _write_label_names(existing, existing.corpus)
             return existing
         outputs = run_outputs(run)
@@ -190,9 +186,7 @@ def open_pretrained_run(
             log.warning(
                 "%s: deleting the activations of the previous settings (overwrite)", run.path
             )
-            shutil.rmtree(existing.activations_root)
         else:
             log.info("%s holds no results yet: replacing its settings", run.path)
-        run.label_names_path.unlink(missing_ok=True)
-        forget_checksums([run.label_names_path])
+        clear_run(run.path)  # the run's own files only; anything else stays, named in a warning
         return _create(Run(run.path), model, corpus, special_tokens)

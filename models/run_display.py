@@ -20,7 +20,7 @@ def run_summary(run: Any) -> dict[str, Any]:
     activation stores, SAEs and which result files exist. Reads only small files
     (``config.json`` and directory listings); a folder that is not a run yet says so."""
     rows: dict[str, Any] = {"path": str(run.path)}
-    if not run.config_path.exists():
+    if not run.has(run.config_path):
         rows["state"] = "no config.json yet (not a run, or one being created)"
         return rows
     try:
@@ -50,5 +50,5 @@ def run_summary(run: Any) -> dict[str, Any]:
         "probes/structural.jsonl": run.structural_probe_path,
         "report.html": run.report_path,
     }
-    rows["results"] = _listed([name for name, path in files.items() if path.exists()])
+    rows["results"] = _listed([name for name, path in files.items() if run.has(path)])
     return rows

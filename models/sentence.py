@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .tree_distances import depths_and_tour, span_forest, subtree_ranges, tree_distance_matrix
+
 __all__ = ["PTB_PUNCT", "Sentence", "binarize_spans", "dependency_spans"]
 
 Span = tuple[int, int]
@@ -47,31 +49,53 @@ def _children(span: Span, spans: Sequence[Span]) -> list[Span]:
 
 def binarize_spans(spans: Sequence[Span]) -> tuple[Span, ...]:
     """Right-binarise an n-ary tree given as spans: ``(c1 c2 ... ck)`` becomes
-    ``(c1 (c2 (... ck)))``; spans of one word are never added."""
+    ``(c1 (c2 (... ck)))``; spans of one word are never added. Linear in the number of
+    spans and words (one sweep finds every span's children)."""
+    spans = list(spans)
+    n = max((j for _, j in spans), default=0)
+    parent, innermost = span_forest(spans, n)
+    starts: list[list[int]] = [[] for _ in spans]  # the start of each child of each span
+    for s, p in enumerate(parent):
+        if p >= 0:
+            starts[p].append(spans[s][0])
+    for w, p in enumerate(innermost):
+        if p >= 0:
+            starts[p].append(w)
     out = set(spans)
-    for span in spans:
-        kids = _children(span, spans)
-        for m in range(1, len(kids) - 1):
-            out.add((kids[m][0], span[1]))
+    for s, kids in enumerate(starts):
+        kids.sort()
+        out.update((k, spans[s][1]) for k in kids[1:-1])
     return _sorted(out)
+
+
+def _cycle_checked(heads: Sequence[int]) -> None:
+    try:
+        depths_and_tour(heads)
+    except ValueError:
+        raise ValueError("heads contain a cycle") from None
 
 
 def dependency_spans(heads: Sequence[int]) -> tuple[Span, ...]:
     """Spans of the yields of dependency subtrees (``heads[i]``: head of word ``i``, ``-1``
     for the root) that cover two or more contiguous words; the whole sentence included."""
     n = len(heads)
-    members = [{i} for i in range(n)]
-    for i in range(n):
-        h, seen = heads[i], 0
-        while h != -1:
-            members[h].add(i)
-            h, seen = heads[h], seen + 1
-            if seen > n:
-                raise ValueError("heads contain a cycle")
-    spans = {(min(m), max(m) + 1) for m in members if len(m) >= 2 and max(m) - min(m) == len(m) - 1}
+    _cycle_checked(heads)
+    lo, hi, size = subtree_ranges(heads)
+    ok = (size >= 2) & (hi - lo + 1 == size)
+    spans = {(int(a), int(b) + 1) for a, b in zip(lo[ok], hi[ok])}
     if n >= 2:
         spans.add((0, n))
     return _sorted(spans)
+
+
+def _spans_above(spans: Sequence[Span], n: int) -> np.ndarray:
+    """``(n,)`` int64: how many of ``spans`` contain each word."""
+    diff = np.zeros(n + 1, dtype=np.int64)
+    if spans:
+        ends = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        np.add.at(diff, ends[:, 0], 1)
+        np.add.at(diff, ends[:, 1], -1)
+    return np.cumsum(diff)[:n]
 
 
 def _check_heads(heads: Sequence[int]) -> None:
@@ -126,10 +150,7 @@ class Sentence:
                 raise ValueError(f"span {(i, j)} is not a span of 2+ words of {n}")
         if n >= 2 and (0, n) not in self.spans:
             raise ValueError(f"the whole-sentence span (0, {n}) is missing")
-        for a in self.spans:
-            for b in self.spans:
-                if a[0] < b[0] < a[1] < b[1]:
-                    raise ValueError(f"spans {a} and {b} cross")
+        span_forest(self.spans, n)  # raises on crossing spans
         if self.heads is not None:
             if len(self.heads) != n or self.deprels is None or len(self.deprels) != n:
                 raise ValueError("heads and deprels need one entry per word")
@@ -146,65 +167,37 @@ class Sentence:
     @property
     def depth(self) -> tuple[int, ...]:
         """Constituency depth of each word: the number of spans (root included) containing it."""
-        d = [0] * len(self.words)
-        for i, j in self.spans:
-            for w in range(i, j):
-                d[w] += 1
-        return tuple(d)
+        return tuple(int(x) for x in _spans_above(self.spans, len(self.words)))
 
     @property
     def dep_depth(self) -> tuple[int, ...] | None:
         """Depth of each word in the dependency tree (root 0), or None without heads."""
         if self.heads is None:
             return None
-        out = []
-        for i in range(len(self.words)):
-            d, h = 0, self.heads[i]
-            while h != -1:
-                d, h = d + 1, self.heads[h]
-            out.append(d)
-        return tuple(out)
+        depth, _, _ = depths_and_tour(self.heads)
+        return tuple(int(x) - 1 for x in depth[: len(self.words)])
 
     def distances(self) -> np.ndarray:
         """``(n, n)`` int64 tree distances between words: path lengths in the dependency
         tree when heads are given, else between the word leaves of the right-binarised
-        constituency tree (a word hangs below the smallest span containing it)."""
+        constituency tree (a word hangs below the smallest span containing it). Computed
+        through lowest common ancestors by range-minimum queries
+        (:func:`~hierlens.models.tree_distances.tree_distance_matrix`): a number of Python
+        steps linear in the sentence's length."""
         n = len(self.words)
         if self.heads is not None:
-            parents = {i: h for i, h in enumerate(self.heads)}
-            depth = np.asarray(self.dep_depth)
-            anc = [self._ancestors(i, parents) for i in range(n)]
-            out = np.zeros((n, n), dtype=np.int64)
-            for i in range(n):
-                for j in range(i + 1, n):
-                    lca = next(a for a in anc[i] if a in set(anc[j]))
-                    out[i, j] = out[j, i] = depth[i] + depth[j] - 2 * depth[lca]
-            return out
-        member = np.zeros((len(self.binary), n), dtype=np.int64)
-        for s, (i, j) in enumerate(self.binary):
-            member[s, i:j] = 1
-        depth = member.sum(0)
-        common = member.T @ member  # spans containing both words
-        out = depth[:, None] + depth[None, :] - 2 * (common - 1)
-        np.fill_diagonal(out, 0)
-        return out
+            return tree_distance_matrix(self.heads, range(n))
+        binary = self.binary
+        parent, innermost = span_forest(binary, n)
+        nodes = np.concatenate([parent, innermost])  # spans, then words below their span
+        return tree_distance_matrix(nodes, np.arange(len(binary), len(binary) + n))
 
     def depths(self) -> np.ndarray:
         """``(n,)`` int64 depth of each word in the tree :meth:`distances` uses: the
         dependency depth (root word 0), else the number of binarised spans above the word."""
         if self.heads is not None:
             return np.asarray(self.dep_depth, dtype=np.int64)
-        d = np.zeros(len(self.words), dtype=np.int64)
-        for i, j in self.binary:
-            d[i:j] += 1
-        return d
-
-    @staticmethod
-    def _ancestors(i: int, parents: dict[int, int]) -> list[int]:
-        out = [i]
-        while parents[out[-1]] != -1:
-            out.append(parents[out[-1]])
-        return out
+        return _spans_above(self.binary, len(self.words))
 
     def without_punct(self) -> Sentence:
         """The sentence with punctuation words removed and every index re-numbered.

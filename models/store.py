@@ -7,31 +7,28 @@ A store lives in memory (``capture(..., out_dir=None)``) or on disk as a folder:
       index.safetensors              # sequence, position, token (+ label.<name>) per row
       <hook>/shard_00000.safetensors # rows [row_start, row_end) of that hook, tensor "activations"
 
-Every file is written atomically (:mod:`hierlens.core.atomic_io`) and the manifest is
-rewritten after each completed shard, so an interrupted capture leaves a valid partial store
-that :func:`hierlens.models.capture.capture` resumes. Opening a store checks the manifest and
-every checksum and names any bad file.
+Every file is written atomically through the confined file layer
+(:mod:`hierlens.core.confined_io`) and the manifest is rewritten after each completed shard,
+so an interrupted capture leaves a valid partial store that
+:func:`hierlens.models.capture.capture` resumes (:mod:`~hierlens.models.store_writer`).
+Opening a store checks the manifest's schema (hook folders are plain names, the shards tile
+the rows, each listed file is its shard's own name) and every checksum, and names any bad
+file.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import re
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import (
-    CorruptFileError,
-    atomic_write_json,
-    load_tensors,
-    read_json,
-    save_tensors,
-    sha256_file,
-)
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import load_tensors, read_json
+from hierlens.core.checksums import CorruptFileError, sha256_file
 from hierlens.core.device import resolve_dtype
 
 FORMAT = "hierlens.activation_store"
@@ -272,13 +269,74 @@ class ActivationStore:
 
 
 # ---------------------------------------------------------------------- on-disk format
+_SAFE_DIR = re.compile(r"[A-Za-z0-9_.\-]+")
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _bad(file: Path, what: str) -> CorruptFileError:
+    return CorruptFileError(f"{file}: not a valid activation-store manifest ({what})")
+
+
+def _check_manifest(file: Path, m: dict[str, Any]) -> None:
+    """Validate the manifest's schema: hook folders are plain names, shards tile the rows
+    ``[0, n_tokens)`` in order, every listed file is its shard's expected name with a
+    sha256 (so nothing a manifest names can lie outside the store)."""
+    n = m["n_tokens"]
+    if type(n) is not int or n < 0 or not isinstance(m["dtype"], str):
+        raise _bad(file, "n_tokens / dtype")
+    try:
+        resolve_dtype(m["dtype"])
+    except (TypeError, ValueError):
+        raise _bad(file, f"dtype {m['dtype']!r}") from None
+    hooks = m["hooks"]
+    if not isinstance(hooks, dict) or not hooks:
+        raise _bad(file, "hooks")
+    dirs = {}
+    for hook, meta in hooks.items():
+        d = meta.get("dir") if isinstance(meta, dict) else None
+        ok = isinstance(d, str) and _SAFE_DIR.fullmatch(d) and d not in (".", "..")
+        if not ok or type(meta.get("dim")) is not int or meta["dim"] < 1:
+            raise _bad(file, f"hook {hook!r}")
+        dirs[hook] = d
+    if len(set(dirs.values())) != len(dirs):
+        raise _bad(file, "two hooks share a folder")
+    index = m["index"]
+    if not isinstance(index, dict) or not _HEX.fullmatch(str(index.get("sha256"))):
+        raise _bad(file, "index")
+    shards, row = m["shards"], 0
+    if not isinstance(shards, list):
+        raise _bad(file, "shards")
+    for k, shard in enumerate(shards):
+        keys = ("seq_start", "seq_end", "row_start", "row_end")
+        if not isinstance(shard, dict) or any(type(shard.get(x)) is not int for x in keys):
+            raise _bad(file, f"shard {k}")
+        if (
+            shard["row_start"] != row
+            or shard["row_end"] < row
+            or shard["seq_end"] < shard["seq_start"]
+        ):
+            raise _bad(file, f"shard {k} rows")
+        row = shard["row_end"]
+        files = shard.get("files")
+        if files is None:
+            continue
+        if not isinstance(files, dict) or set(files) != set(dirs):
+            raise _bad(file, f"shard {k} files")
+        for hook, entry in files.items():
+            ok = isinstance(entry, dict) and entry.get("file") == _shard_file(dirs[hook], k)
+            if not ok or not _HEX.fullmatch(str(entry.get("sha256"))):
+                raise _bad(file, f"shard {k} file of {hook!r}")
+    if row != n:
+        raise _bad(file, f"shards cover {row} rows, n_tokens is {n}")
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and structurally check ``path/manifest.json``."""
+    """Read ``path/manifest.json`` and check its schema (:func:`_check_manifest`)."""
     path = Path(path)
     file = path / MANIFEST
-    if not file.exists():
-        raise FileNotFoundError(f"{path}: no {MANIFEST} (not an activation store)")
-    manifest = read_json(file)
+    if fs.file_kind(file) is None:
+        raise FileNotFoundError(errno.ENOENT, f"no {MANIFEST} (not an activation store)", str(path))
+    manifest = read_json(file, verify=False)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorruptFileError(f"{file}: not an activation-store manifest")
     if manifest.get("version") != VERSION:
@@ -289,6 +347,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     missing = [k for k in required if k not in manifest]
     if missing:
         raise CorruptFileError(f"{file}: manifest lacks {', '.join(missing)}")
+    _check_manifest(file, manifest)
     return manifest
 
 
@@ -301,251 +360,6 @@ def bad_files(path: Path, manifest: dict[str, Any]) -> list[str]:
     bad = []
     for rel, digest in entries:
         file = path / rel
-        if not file.exists() or sha256_file(file) != digest:
+        if fs.file_kind(file) != "file" or sha256_file(file) != digest:
             bad.append(rel)
     return bad
-
-
-def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields that decide whether a store holds a given capture (shard plan without the
-    shards' files)."""
-    out = {k: manifest.get(k) for k in IDENTITY_KEYS}
-    out["shards"] = [
-        {k: s[k] for k in ("seq_start", "seq_end", "row_start", "row_end")}
-        for s in manifest.get("shards") or []
-    ]
-    return out
-
-
-class StoreMismatchError(ValueError):
-    """A folder already holds a different capture (another model, data, hooks or plan)."""
-
-    def __init__(self, path: Path, diffs: list[str]) -> None:
-        self.path = path
-        self.diffs = diffs
-        super().__init__(
-            f"{path} holds a different capture (differs in: {', '.join(diffs)}); "
-            "pass overwrite=True to replace it or choose another out_dir"
-        )
-
-
-class StoreWriter:
-    """Writes (or resumes) a store on disk, one shard at a time; used by ``capture``.
-
-    ``header`` holds the identity fields (:data:`IDENTITY_KEYS`) plus ``n_tokens``; the
-    shard plan ``header["shards"]`` is a list of ``{seq_start, seq_end, row_start,
-    row_end}``. An existing store with the same identity is resumed (its verified shards
-    kept); a different one is a ``ValueError`` unless ``overwrite``.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        header: dict[str, Any],
-        index: Mapping[str, torch.Tensor],
-        labels: Mapping[str, torch.Tensor],
-        overwrite: bool = False,
-    ) -> None:
-        self.path = Path(path)
-        header = json.loads(json.dumps(header))  # compare as it reads back from JSON
-        self.header = header
-        self._dirs = {h: m["dir"] for h, m in header["hooks"].items()}
-        existing = self._existing_manifest(overwrite)
-        if existing is not None and not overwrite:
-            old, new = identity(existing), identity(header)
-            diffs = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
-            diffs = [f"{k} (shard_bytes)" if k == "shards" else k for k in diffs]
-            if diffs:
-                raise StoreMismatchError(self.path, diffs)
-        if existing is not None and overwrite:
-            self._remove_store(existing)
-            existing = None
-        self._remove_stale_tmp()
-        if existing is None:
-            self.manifest = {"format": FORMAT, "version": VERSION, **header, "complete": False}
-            self.manifest["shards"] = [dict(s, files=None) for s in header["shards"]]
-            tensors = {k: index[k] for k in INDEX_KEYS}
-            tensors.update({f"label.{k}": v for k, v in labels.items()})
-            digest = save_tensors(self.path / INDEX_FILE, tensors)
-            self.manifest["index"] = {"file": INDEX_FILE, "sha256": digest}
-            self.done = [False] * len(header["shards"])
-            self._write_manifest()
-        else:
-            self.manifest = existing
-            bad = set(bad_files(self.path, existing))
-            if INDEX_FILE in bad:  # the index is a pure function of the data: rewrite it
-                tensors = {k: index[k] for k in INDEX_KEYS}
-                tensors.update({f"label.{k}": v for k, v in labels.items()})
-                self.manifest["index"]["sha256"] = save_tensors(self.path / INDEX_FILE, tensors)
-            self.done = []
-            for shard in self.manifest["shards"]:
-                files = shard.get("files") or {}
-                ok = bool(files) and set(files) == set(self._dirs)
-                ok = ok and not any(e["file"] in bad for e in files.values())
-                if not ok:
-                    shard["files"] = None
-                self.done.append(ok)
-            self.manifest["complete"] = all(self.done)
-            self._write_manifest()
-
-    def _existing_manifest(self, overwrite: bool = False) -> dict[str, Any] | None:
-        if not (self.path / MANIFEST).exists():
-            if overwrite:
-                self._remove_unlisted_store()
-            if self.path.exists() and any(self.path.iterdir()):
-                raise ValueError(
-                    f"{self.path} exists, is not empty and is not an activation store; "
-                    "choose an empty or new out_dir"
-                )
-            return None
-        return read_manifest(self.path)
-
-    def _remove_unlisted_store(self) -> None:
-        """For ``overwrite`` of a store whose manifest is gone: remove what a store of these
-        hooks writes (the index, the hooks' shard folders, temporary files) and nothing
-        else, so a folder holding other files is still refused."""
-        if not self.path.is_dir():
-            return
-        (self.path / INDEX_FILE).unlink(missing_ok=True)
-        for tmp in self.path.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for d in self._dirs.values():
-            folder = self.path / d
-            if folder.is_dir() and folder.resolve().parent == self.path.resolve():
-                files = list(folder.iterdir())
-                if all(f.is_file() and f.name.endswith((".safetensors", ".tmp")) for f in files):
-                    shutil.rmtree(folder)
-
-    def _remove_stale_tmp(self) -> None:
-        """Delete temporary files left by writes that a crash interrupted."""
-        folders = [self.path] + [self.path / d for d in self._dirs.values()]
-        for folder in folders:
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-
-    def _remove_store(self, manifest: dict[str, Any]) -> None:
-        for meta in manifest.get("hooks", {}).values():
-            d = self.path / meta.get("dir", "")
-            if meta.get("dir") and d.is_dir() and d.resolve().parent == self.path.resolve():
-                shutil.rmtree(d)
-        for name in (INDEX_FILE, MANIFEST):
-            (self.path / name).unlink(missing_ok=True)
-
-    def _write_manifest(self) -> None:
-        atomic_write_json(self.path / MANIFEST, self.manifest)
-
-    def pending(self) -> list[int]:
-        """Shard numbers still to compute."""
-        return [k for k, d in enumerate(self.done) if not d]
-
-    def write_shard(
-        self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
-    ) -> None:
-        """Write shard ``k`` (``{hook: (rows, d)}``) and record it in the manifest."""
-        shard = self.manifest["shards"][k]
-        rows = shard["row_end"] - shard["row_start"]
-        files = {}
-        for hook, x in arrays.items():
-            if x.shape[0] != rows:
-                raise ValueError(f"shard {k} of {hook!r} has {x.shape[0]} rows, expected {rows}")
-            rel = _shard_file(self._dirs[hook], k)
-            digest = save_tensors(self.path / rel, {"activations": x})
-            files[hook] = {"file": rel, "sha256": digest}
-        shard["files"] = files
-        shard["nonfinite"] = {h: int(v) for h, v in nonfinite.items()}
-        self.done[k] = True
-        self._write_manifest()
-
-    def finish(self) -> ActivationStore:
-        """Mark the store complete (all shards written) and open it."""
-        if not all(self.done):
-            raise RuntimeError(f"{self.path}: shards {self.pending()} were not written")
-        self.manifest["nonfinite"] = {
-            hook: sum(int((s.get("nonfinite") or {}).get(hook, 0)) for s in self.manifest["shards"])
-            for hook in self.manifest["hooks"]
-        }
-        self.manifest["complete"] = True
-        self._write_manifest()
-        return ActivationStore.open(self.path, verify=False)
-
-
-class DistributedStoreWriter(StoreWriter):
-    """A :class:`StoreWriter` for one rank of a ``torchrun`` capture.
-
-    Rank 0 creates (or resumes) the store; every rank then computes the pending shards
-    ``k`` with ``k % world == rank`` and writes them with a record ``parts/shard-K.json``
-    (files, checksums, non-finite counts) next to them; :meth:`finish` waits for all ranks
-    and rank 0 adopts the records into the one manifest, in shard (= sequence) order. A
-    relaunch after a crash keeps every shard whose record verifies, whichever rank wrote it
-    and whatever the number of processes.
-    """
-
-    PARTS = "parts"
-
-    def __init__(self, path, header, index, labels, overwrite: bool = False) -> None:
-        from hierlens.core import distributed as D
-
-        self._D = D
-        self.path = Path(path)
-        if D.is_main():
-            super().__init__(path, header, index, labels, overwrite=overwrite)
-            self._adopt_parts()
-        D.barrier()
-        if not D.is_main():
-            self.header = json.loads(json.dumps(header))
-            self._dirs = {h: m["dir"] for h, m in self.header["hooks"].items()}
-            self.manifest = read_manifest(self.path)
-            self.done = [bool(s.get("files")) for s in self.manifest["shards"]]
-
-    def _adopt_parts(self) -> None:
-        parts = self.path / self.PARTS
-        if not parts.is_dir():
-            return
-        for rec_file in sorted(parts.glob("shard-*.json")):
-            rec = read_json(rec_file)
-            k = int(rec["shard"])
-            shard = self.manifest["shards"][k]
-            ok = set(rec["files"]) == set(self._dirs) and all(
-                (self.path / e["file"]).exists()
-                and sha256_file(self.path / e["file"]) == e["sha256"]
-                for e in rec["files"].values()
-            )
-            if ok and not self.done[k]:
-                shard["files"] = rec["files"]
-                shard["nonfinite"] = rec["nonfinite"]
-                self.done[k] = True
-            rec_file.unlink()
-        self.manifest["complete"] = all(self.done)
-        self._write_manifest()
-
-    def pending(self) -> list[int]:
-        r, w = self._D.rank(), self._D.world_size()
-        return [k for k, d in enumerate(self.done) if not d and k % w == r]
-
-    def write_shard(
-        self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
-    ) -> None:
-        shard = self.manifest["shards"][k]
-        rows = shard["row_end"] - shard["row_start"]
-        files = {}
-        for hook, x in arrays.items():
-            if x.shape[0] != rows:
-                raise ValueError(f"shard {k} of {hook!r} has {x.shape[0]} rows, expected {rows}")
-            rel = _shard_file(self._dirs[hook], k)
-            files[hook] = {"file": rel, "sha256": save_tensors(self.path / rel, {"activations": x})}
-        record = {
-            "shard": k,
-            "files": files,
-            "nonfinite": {h: int(v) for h, v in nonfinite.items()},
-        }
-        atomic_write_json(self.path / self.PARTS / f"shard-{k}.json", record)
-
-    def finish(self) -> ActivationStore:
-        self._D.barrier()
-        if self._D.is_main():
-            self._adopt_parts()
-            shutil.rmtree(self.path / self.PARTS, ignore_errors=True)
-            store = super().finish()
-        self._D.barrier()
-        return store if self._D.is_main() else ActivationStore.open(self.path, verify=False)

@@ -42,9 +42,11 @@ def _split(text: str) -> tuple[str, ...]:
 def read_text(path: str | Path) -> list[tuple[str, ...]]:
     """Word lists from ``path``: ``.jsonl`` (``"words"`` or ``"text"`` per line) or plain
     text, one sentence per line; blank lines are skipped."""
+    from .treebank_files import read_text_file
+
     path = Path(path)
     out = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for k, line in enumerate(read_text_file(path).splitlines()):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
@@ -120,8 +122,9 @@ def tokenize_words(
         ``word_positions`` (first token of each word), ``tree`` (the n-ary gold spans), and
         ``token_labels`` ``word`` (word index), ``depth``, ``pos``, ``constituent``,
         ``is_punct`` and (with heads) ``dep_depth``, all ``-1`` at special tokens.
-        ``labels`` holds ``index`` (position in ``sentences``), ``sentence`` and the names
-        of the string labels (``pos_names``, ``constituent_names``).
+        ``labels`` holds ``index`` (position in ``sentences``), ``sentence`` (the words
+        joined by spaces, for display), ``words`` (the words themselves: a word may contain
+        a space) and the names of the string labels (``pos_names``, ``constituent_names``).
     """
     if on_long not in ("skip", "error"):
         raise ValueError(f"on_long must be 'skip' or 'error', got {on_long!r}")
@@ -149,14 +152,14 @@ def tokenize_words(
         return []
     enc = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=False)
     pre, post = list(frame.prefix), list(frame.suffix)
-    out, skipped = [], 0
+    out, skipped = [], []
     for k, (sent, ws) in enumerate(zip(sentences, words)):
         ids = pre + list(enc["input_ids"][k]) + post
         wids = [None] * len(pre) + list(enc.word_ids(k)) + [None] * len(post)
         if max_length is not None and len(ids) > max_length:
             if on_long == "error":
                 raise ValueError(f"sentence {k} has {len(ids)} tokens > max_length {max_length}")
-            skipped += 1
+            skipped.append(k)
             continue
         spans: list[list[int]] = [[] for _ in ws]
         for t, w in enumerate(wids):
@@ -175,7 +178,7 @@ def tokenize_words(
             name: tuple(OFF_WORD if w is None else vals[w] for w in wids)
             for name, vals in per_word.items()
         }
-        labels: dict[str, Any] = {"index": k, "sentence": " ".join(ws)}
+        labels: dict[str, Any] = {"index": k, "sentence": " ".join(ws), "words": tuple(ws)}
         if isinstance(sent, Sentence):
             labels.update({f"{n}_names": tuple(v) for n, v in vocab.items()})
         out.append(
@@ -190,8 +193,13 @@ def tokenize_words(
             )
         )
     if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
         log.warning(
-            "skipped %d of %d sentences longer than %d tokens", skipped, len(words), max_length
+            "skipped %d of %d sentences longer than %d tokens (sentences %s, counted from 0)",
+            len(skipped),
+            len(words),
+            max_length,
+            shown,
         )
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -32,12 +33,14 @@ from tqdm.auto import tqdm
 from hierlens.core import distributed as D
 from hierlens.core.atomic_io import append_jsonl
 from hierlens.core.device import resolve_device
-from hierlens.core.loggers import MultiLogger
+from hierlens.core.trackers import MultiLogger
 
 from .architectures import ArchConfig
 from .checkpoint import restore_rng, save_checkpoint
 from .forward import compiled, training_forward
-from .run import Run, latest_valid_checkpoint, locks_run, run_config_dict
+from .run import Run
+from .run_load import latest_valid_checkpoint, run_config_dict
+from .run_lock import locks_run
 from .tasks.base import IGNORE_INDEX, Task, pad_examples
 from .train_config import LOSS_ON, TrainConfig
 from .train_run import (
@@ -59,6 +62,7 @@ __all__ = [
     "BatchSampler",
     "RunConflictError",
     "TrainConfig",
+    "TrainingDiverged",
     "TrainResult",
     "make_optimizer",
     "train",
@@ -79,6 +83,10 @@ class TrainResult:
     #: (:func:`~hierlens.models.train_many.train_many` sets ``"diverged at step S"`` for a
     #: model whose loss turned non-finite)
     stopped: str | None = None
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because the loss turned non-finite (NaN or inf)."""
 
 
 def next_token_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -278,7 +286,7 @@ def train(
         if ckpt is not None:
             model.load_state_dict(ckpt.model_state)
             if ckpt.optimizer_state is not None:
-                optimizer.load_state_dict(ckpt.optimizer_state)
+                load_optimizer_state(optimizer, ckpt.optimizer_state)
             restore_rng(ckpt.rng_state)
             start = ckpt.step
             log.info("resuming %s from step %d", run.path, start)
@@ -354,6 +362,7 @@ def train(
         leave=False,
     )
     step = start
+    stopped = None
     try:
         while step < config.steps:
             if distributed:
@@ -400,6 +409,16 @@ def train(
                     D.all_reduce_sum([loss_sum])
                     loss_sum /= world
                 last_loss = float(loss_sum) / n_loss
+                if not math.isfinite(last_loss):
+                    stopped = f"diverged at step {step}"
+                    log.warning(
+                        "%s: training loss is %s by step %d; training stops (the checkpoints "
+                        "so far are kept)",
+                        run.path,
+                        last_loss,
+                        step,
+                    )
+                    break
                 if main:
                     record = train_record(step, last_loss, lr, tokens_seen, now - t_last)
                     append_jsonl(run.metrics_path, [record])
@@ -428,7 +447,22 @@ def train(
         bar.close()
         tracker.close()
     model.eval()
-    return TrainResult(run.path, step, last_loss, last_eval)
+    return TrainResult(run.path, step, last_loss, last_eval, stopped=stopped)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer ``state`` (moments and step counts) into ``optimizer``,
+    keeping ``optimizer``'s hyper-parameters: they come from the run's config, never from
+    the checkpoint's file."""
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if len(state.get("param_groups", ())) != len(hyper):
+        raise ValueError(
+            f"the checkpoint's optimizer has {len(state.get('param_groups', ()))} parameter "
+            f"groups, the model's {len(hyper)}"
+        )
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(kept)
 
 
 def _sharded_evaluate(

@@ -43,9 +43,10 @@ from hierlens.core.device import resolve_device
 
 from .checkpoint import save_checkpoint
 from .evaluate_many import evaluate_stack, stack_evaluable
-from .run import Run, latest_valid_checkpoint, run_config_dict
+from .run import Run
+from .run_load import latest_valid_checkpoint, run_config_dict
 from .tasks.base import Task
-from .train import BatchSampler, TrainResult, make_optimizer
+from .train import BatchSampler, TrainResult, load_optimizer_state, make_optimizer
 from .train_config import TrainConfig
 from .train_run import (
     check_training_inputs,
@@ -79,7 +80,7 @@ class _Member:
             if ckpt is not None:
                 model.load_state_dict(ckpt.model_state)
                 if ckpt.optimizer_state is not None:
-                    self.optimizer.load_state_dict(ckpt.optimizer_state)
+                    load_optimizer_state(self.optimizer, ckpt.optimizer_state)
                 self.step = ckpt.step
                 log.info("resuming %s from step %d", run.path, self.step)
         truncate_metrics(run, self.step)

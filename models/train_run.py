@@ -6,17 +6,18 @@ the training-loss record, and writing evaluation records."""
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import append_jsonl, atomic_write_jsonl_records, read_json, read_jsonl
-from hierlens.core.loggers import MultiLogger, make_logger
+from hierlens.core.atomic_io import append_jsonl, read_json, write_checked_jsonl
+from hierlens.core.trackers import MultiLogger, make_logger
 
 from .architectures import ArchConfig
 from .model_inputs import is_bidirectional
-from .run import Run, run_config_dict
+from .run import Run
+from .run_clean import clear_run
+from .run_load import run_config_dict
 from .tasks.base import Example, Task
 from .train_config import TrainConfig, lr_at
 from .transformer import ModelConfig
@@ -108,14 +109,17 @@ def holds_other_config(run: Run, config: dict[str, Any]) -> bool:
     """True when ``run`` has a ``config.json`` that :func:`~hierlens.models.train` would
     refuse to continue with ``config`` (a :func:`~hierlens.models.run.run_config_dict`): it
     differs in anything but the runtime fields (device, compile, unpad, logging)."""
-    return run.config_path.exists() and _comparable(read_json(run.config_path)) != _comparable(
-        config
-    )
+    if not run.has(run.config_path):
+        return False
+    with run.confined():
+        return _comparable(read_json(run.config_path)) != _comparable(config)
 
 
 def prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """Check ``run`` against ``config`` (a different saved config is an error), clear it
-    for ``overwrite``, and write ``config.json``."""
+    for ``overwrite`` (everything the old run wrote: checkpoints, metrics, trackers, and what
+    was derived from its model: activations, SAEs, probes, tree scores, tracking, the report
+    and figures), and write ``config.json``."""
     if run.exists and not resume:
         if not overwrite:
             raise RunConflictError(
@@ -123,10 +127,8 @@ def prepare_run_dir(run: Run, config: dict[str, Any], resume: bool, overwrite: b
                 "overwrite=True to delete it and start again",
                 "exists",
             )
-        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)
-        shutil.rmtree(run.trackers("train").root, ignore_errors=True)
-        run.config_path.unlink(missing_ok=True)
-        run.metrics_path.unlink(missing_ok=True)
+        clear_run(run.path)
+        run._config = None
     elif holds_other_config(run, config):
         raise RunConflictError(
             f"{run.path} holds a run with a different configuration; use another run "
@@ -140,10 +142,11 @@ def truncate_metrics(run: Run, step: int) -> None:
     """Drop metric records written after ``step`` (by an interrupted run being resumed); at
     step 0 every record goes, as the step-0 evaluation is made again."""
     path = run.metrics_path
-    records = read_jsonl(path)
-    kept = [r for r in records if r.get("step", 0) <= step] if step > 0 else []
-    if len(kept) != len(records) or (path.exists() and len(records) == 0 and path.stat().st_size):
-        atomic_write_jsonl_records(path, kept)
+    with run.confined():
+        records = run.read_records(path, writer=True)
+        kept = [r for r in records if r["step"] <= step] if step > 0 else []
+        if len(kept) != len(records) or (run.has(path) and not records):
+            write_checked_jsonl(path, kept)
 
 
 def eval_sets(task: Task, config: TrainConfig) -> dict[str, list[Example]]:
@@ -192,5 +195,6 @@ def write_evaluation(
 ) -> None:
     """Append one record per evaluated split (``{split: metrics}``) at ``step``."""
     records = [{"step": step, "split": split, **m} for split, m in metrics.items()]
-    append_jsonl(run.metrics_path, records)
+    with run.confined():
+        append_jsonl(run.metrics_path, records)
     tracker.log_records(records, "split")

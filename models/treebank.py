@@ -30,11 +30,13 @@ Writers, so that gold trees from elsewhere feed the same readers:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
 from .head_rules import base_label, tree_heads
 from .sentence import PTB_PUNCT, Sentence, dependency_spans
+from .treebank_files import conllu_sentences, read_text_file
 
 __all__ = [
     "exportable_tasks",
@@ -135,25 +137,37 @@ def parse_ptb(text: str, drop_punct: bool = False) -> list[Sentence]:
     return out
 
 
+def _in_file(path: str | Path, parse: Callable, drop_punct: bool) -> list[Sentence]:
+    """``parse(text)`` of the file ``path``, its errors naming the file."""
+    text = read_text_file(path)
+    try:
+        return parse(text, drop_punct=drop_punct)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def read_ptb(path: str | Path, drop_punct: bool = False) -> list[Sentence]:
     """Sentences from a file of PTB bracketed trees (``.mrg``, ``.ptb``, ``.txt``)."""
-    return parse_ptb(Path(path).read_text(encoding="utf-8"), drop_punct=drop_punct)
+    return _in_file(path, parse_ptb, drop_punct)
 
 
 def parse_conllu(text: str, drop_punct: bool = False) -> list[Sentence]:
-    """Sentences from CoNLL-U ``text``: words, UPOS, heads and relations (see module doc)."""
-    import conllu
-
+    """Sentences from CoNLL-U ``text``: words, UPOS, heads and relations (see module doc).
+    An error names the sentence (number, first line, ``sent_id``)."""
     out = []
-    for k, tokenlist in enumerate(conllu.parse(text)):
+    for where, tokenlist in conllu_sentences(text):
         rows = [t for t in tokenlist if isinstance(t["id"], int)]
         if not rows:
             continue
         index = {t["id"]: i for i, t in enumerate(rows)}
+        bad = [t["head"] for t in rows if t["head"] != 0 and t["head"] not in index]
+        if bad:
+            raise ValueError(f"{where}: head {bad[0]!r} is not a word id of the sentence")
+        heads = tuple(-1 if t["head"] == 0 else index[t["head"]] for t in rows)
         try:
-            heads = tuple(-1 if t["head"] == 0 else index[t["head"]] for t in rows)
-        except (KeyError, TypeError):
-            raise ValueError(f"sentence {k}: a head is not a word id of the sentence") from None
+            dependency_spans(heads)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         upos = tuple(str(t["upos"]) for t in rows)
         spans = dependency_spans(heads)
         n = len(rows)
@@ -181,8 +195,8 @@ def parse_conllu(text: str, drop_punct: bool = False) -> list[Sentence]:
 
 
 def read_conllu(path: str | Path, drop_punct: bool = False) -> list[Sentence]:
-    """Sentences from a CoNLL-U file."""
-    return parse_conllu(Path(path).read_text(encoding="utf-8"), drop_punct=drop_punct)
+    """Sentences from a CoNLL-U file (an error names the file and the sentence)."""
+    return _in_file(path, parse_conllu, drop_punct)
 
 
 def shipped_treebank(format: str = "ptb", drop_punct: bool = False) -> list[Sentence]:

@@ -20,7 +20,6 @@ paper's metrics (:mod:`.structural_metrics`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device
 
 from .structural_metrics import (
@@ -397,5 +396,5 @@ def structural_probe_sweep(
                 rec["root_acc"] = root_accuracy(p, g, pick(punct, te))
                 rec["norm_spearman"] = norm_spearman(p, g)
     if out_path is not None:
-        write_checked_bytes(out_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        write_checked_jsonl(out_path, records)
     return records

@@ -13,7 +13,6 @@ values 1..4 becomes the binary problems ``"nesting=1"``, ..., ``"nesting=4"``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.atomic_io import write_checked_bytes
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device, resolve_dtype
 
 from .logistic import all_finite, balanced_weights, fit_logistic_rows
@@ -356,8 +355,7 @@ def probe_sweep(
             bar.update()
     bar.close()
     if out_path is not None:
-        data = "".join(json.dumps(r) + "\n" for r in records).encode()
-        write_checked_bytes(out_path, data)
+        write_checked_jsonl(out_path, records)
     return ProbeRecords(records)
 
 

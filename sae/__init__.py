@@ -6,7 +6,7 @@ from .base import SAE, sae_class
 from .batch_topk import BatchTopKSAE, BatchTopKSAEConfig
 from .config import SAEConfig
 from .digits import load_digits_images, load_mnist, read_idx
-from .files import load_sae
+from .files import is_saved, load_sae
 from .frontier import FrontierSpec, frontier_curves, frontier_records, frontier_saes, train_frontier
 from .grid import SAEGridConfig, build_sae_grid, grid_name
 from .grid_train import GridSpec, SAEGridFit, grid_table, train_sae_grid
@@ -94,6 +94,7 @@ __all__ = [
     "grid_table",
     "ground_truth_recovery",
     "l0",
+    "is_saved",
     "load_sae",
     "lr_multiplier",
     "mse",

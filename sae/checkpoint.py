@@ -4,23 +4,32 @@ A checkpoint folder holds ``latest.json`` (the newest complete step folder), ``m
 and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, Adam moments and
 step counts, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
 run's fingerprint) and each SAE in SAELens layout (``sae_<i>/``, loadable on its own).
+
+Every file is written with its checksum (:mod:`hierlens.core.checksums`) through the
+confined file layer and checked when a run resumes; ``latest.json`` may name only a step
+folder of this checkpoint; old step folders are deleted as far as the checkpoint wrote them.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import re
+from pathlib import Path
 
 import torch
 
+from hierlens.core import confined_io as fs
 from hierlens.core.atomic_io import (
-    atomic_write_bytes,
-    atomic_write_json,
-    load_tensors,
+    load_checked_tensors,
     read_json,
-    read_jsonl,
-    save_tensors,
+    salvage_jsonl,
+    tensor_bytes,
+    write_checked_json,
+    write_checked_jsonl,
 )
+from hierlens.core.checksums import CorruptFileError, write_checked
+from hierlens.models.run_clean import remove_owned
+
+_STEP_DIR = re.compile(r"step_(\d{8,})")
 
 
 def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst) -> None:
@@ -28,6 +37,7 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
     state, dead-latent trackers and metric accumulators (``trainer_state.safetensors`` and
     ``trainer_state.json``) plus every SAE in SAELens layout (``sae_<i>/``); then point
     ``ckpt/latest.json`` at it (atomically) and delete older step folders."""
+    ckpt = Path(ckpt)
     step_dir = ckpt / f"step_{step:08d}"
     tensors: dict[str, torch.Tensor] = {"sst": sst.detach().reshape(1)}
     for gi, g in enumerate(groups):
@@ -44,7 +54,7 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
             if id(p) in transposed and value.shape == p.shape:  # saved in the SAEs' layout
                 value = value.transpose(1, 2)
             tensors[f"opt.{index[id(p)]}.{key}"] = value.reshape(-1)
-    save_tensors(step_dir / "trainer_state.safetensors", tensors)
+    write_checked({step_dir / "trainer_state.safetensors": tensor_bytes(tensors)})
     for g in groups:
         g.sync_back(saes)
     for i, s in enumerate(saes):
@@ -56,11 +66,22 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
         "acc_keys": [sorted(g.acc) for g in groups],
         "fingerprint": fingerprint,
     }
-    atomic_write_json(step_dir / "trainer_state.json", meta)
-    atomic_write_json(ckpt / "latest.json", {"step": step, "dir": step_dir.name})
-    for old in ckpt.glob("step_*"):
-        if old.is_dir() and old.name != step_dir.name:
-            shutil.rmtree(old, ignore_errors=True)
+    write_checked_json(step_dir / "trainer_state.json", meta)
+    write_checked_json(ckpt / "latest.json", {"step": step, "dir": step_dir.name})
+    old = [ckpt / n for n, k in fs.entries(ckpt).items() if k == "dir" and _STEP_DIR.fullmatch(n)]
+    remove_owned(ckpt, [d for d in old if d.name != step_dir.name], "the SAE trainer")
+
+
+def _latest(ckpt: Path) -> tuple[int, Path] | None:
+    """``(step, folder)`` that ``latest.json`` names (checked), None without one."""
+    latest = ckpt / "latest.json"
+    if fs.file_kind(latest) is None:
+        return None
+    meta = read_json(latest)
+    ok = isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] >= 0
+    if not ok or meta.get("dir") != f"step_{meta['step']:08d}":
+        raise CorruptFileError(f"{latest}: expected {{'step': S, 'dir': 'step_<S, 8 digits>'}}")
+    return meta["step"], ckpt / meta["dir"]
 
 
 def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
@@ -68,17 +89,41 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
     ``sst`` (in place); returns ``(step, metric records up to step, window_steps)``, or
     ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A checkpoint of a different run
     (``fingerprint`` differs) is a ``ValueError``."""
-    latest = ckpt / "latest.json"
-    if not latest.exists():
+    ckpt = Path(ckpt)
+    found = _latest(ckpt)
+    if found is None:
         return 0, [], 0
-    step_dir = ckpt / read_json(latest)["dir"]
+    step, step_dir = found
     meta = read_json(step_dir / "trainer_state.json")
-    if meta["fingerprint"] != fingerprint:
+    keys = {"step": int, "window_steps": int, "aux_dead": list, "acc_keys": list}
+    if not isinstance(meta, dict) or any(type(meta.get(k)) is not t for k, t in keys.items()):
+        raise CorruptFileError(f"{step_dir / 'trainer_state.json'}: malformed trainer state")
+    if meta.get("fingerprint") != fingerprint:
         raise ValueError(
             f"the checkpoint in {ckpt} was written by a different run (SAE configs or trainer "
             "settings differ); use a new checkpoint_dir or resume=False"
         )
-    t = load_tensors(step_dir / "trainer_state.safetensors")
+    if meta["step"] != step or len(meta["acc_keys"]) != len(groups):
+        raise CorruptFileError(
+            f"{step_dir / 'trainer_state.json'}: does not match {ckpt / 'latest.json'} or the "
+            "SAEs being trained"
+        )
+    t = load_checked_tensors(step_dir / "trainer_state.safetensors")
+    try:
+        _restore(t, meta, groups, opt, sst)
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        raise CorruptFileError(
+            f"{step_dir / 'trainer_state.safetensors'}: does not fit the SAEs being trained "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    records = salvage_jsonl(ckpt / "metrics.jsonl", schema={"step": int, "sae": int})
+    records = [r for r in records if r["step"] <= meta["step"]]
+    write_checked_jsonl(ckpt / "metrics.jsonl", records)
+    return meta["step"], records, meta["window_steps"]
+
+
+def _restore(t, meta, groups, opt, sst) -> None:
+    """Copy the checkpoint's tensors ``t`` into the groups, the optimizer and ``sst``."""
     dev = sst.device
     with torch.no_grad():
         sst.copy_(t["sst"].reshape(()).to(dev))
@@ -105,10 +150,6 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
             }
     state["state"] = new_state
     opt.load_state_dict(state)
-    records = [r for r in read_jsonl(ckpt / "metrics.jsonl") if r["step"] <= meta["step"]]
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write_bytes(ckpt / "metrics.jsonl", text.encode())
-    return meta["step"], records, meta["window_steps"]
 
 
 def _transposed_leaves(groups) -> set[int]:

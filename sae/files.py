@@ -11,13 +11,16 @@ other tools that follow the layout: the ``architecture`` is looked up in the SAE
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import expected_sha256, load_tensors, read_json
+from hierlens.core import confined_io as fs
+from hierlens.core.atomic_io import parse_tensors, read_json
+from hierlens.core.checksums import CHECKSUMS, CorruptFileError, is_committed, read_checked
 from hierlens.core.config import unknown_keys_error
 
 # The architectures register themselves on SAE when their modules are imported.
@@ -25,7 +28,15 @@ from . import batch_topk, jumprelu, matching_pursuit, matryoshka, relu, topk  # 
 from .base import SAE, sae_class
 from .saelens_format import CFG_FILE, WEIGHTS_FILE
 
-__all__ = ["load_sae"]
+__all__ = ["is_saved", "load_sae"]
+
+
+def is_saved(path: str | os.PathLike) -> bool:
+    """Whether the folder ``path`` holds a completely saved SAE: both files present, committed
+    in its checksum manifest and matching it (a save that was interrupted is not, and is
+    written again by a rerun)."""
+    path = Path(path)
+    return is_committed(path / CFG_FILE) and is_committed(path / WEIGHTS_FILE)
 
 
 def _foreign_config(cls: type[SAE], cfg: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
@@ -62,6 +73,7 @@ def load_sae(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: str | None = None,
+    verify: bool | None = None,
 ) -> SAE:
     """Load an SAE from a folder in SAELens' layout (ours or another tool's).
 
@@ -69,24 +81,37 @@ def load_sae(
         path: folder with ``cfg.json`` and ``sae_weights.safetensors``.
         device: ``None``: CUDA when available, else CPU.
         dtype: override the parameter dtype named in ``cfg.json``.
+        verify: both files must match the checksum manifest beside them
+            (``hierlens_sha256.json``); None: required for a folder hierlens wrote (its
+            ``cfg.json`` has a ``hierlens`` block, or the manifest exists), not for an SAE
+            written by another tool. Readers of a run directory pass True; False checks
+            the files only against checksums that are recorded.
 
     Raises:
         FileNotFoundError: a file is missing.
         ValueError: unknown architecture, missing fields or tensors, or tensors of the wrong
             shape (the message names the file).
         CorruptFileError: (a ``ValueError``) a file fails the checksum recorded beside it
-            (``hierlens_sha256.json``), is truncated or does not parse.
+            (``hierlens_sha256.json``), has none where one is expected, is truncated or does
+            not parse.
     """
     path = Path(path)
     cfg_path, w_path = path / CFG_FILE, path / WEIGHTS_FILE
     for f in (cfg_path, w_path):
-        if not f.is_file():
+        if fs.file_kind(f) != "file":
             raise FileNotFoundError(
-                f"{f} does not exist (expected an SAE folder in SAELens layout)"
+                errno.ENOENT, "does not exist (expected an SAE folder in SAELens layout)", str(f)
             )
-    cfg = read_json(cfg_path)
+    has_manifest = fs.file_kind(path / CHECKSUMS) == "file"
+    cfg = read_json(cfg_path, verify=has_manifest if verify is None else verify)
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_path}: expected a JSON object")
+    if verify is None and not has_manifest and "hierlens" in cfg:
+        raise CorruptFileError(
+            f"{path}: an SAE folder hierlens wrote, without its checksum manifest "
+            f"({CHECKSUMS}); its save was interrupted or the manifest removed (save it again)"
+        )
+    checked = (has_manifest or "hierlens" in cfg) if verify is None else verify
     ours = cfg.get("hierlens")
     if isinstance(ours, dict) and isinstance(ours.get("class"), str):
         cls = sae_class(ours["class"])
@@ -112,7 +137,7 @@ def load_sae(
         fields["dtype"] = str(dtype).removeprefix("torch.")
     config = cls.config_class.from_dict(fields)
     sae = cls.from_config(config, device)
-    weights = load_tensors(w_path, expected_sha256=expected_sha256(w_path))
+    weights = parse_tensors(w_path, read_checked(w_path, required=checked))
     if "threshold" not in weights and "log_threshold" in weights:
         weights["threshold"] = weights["log_threshold"].exp()
     with torch.no_grad():

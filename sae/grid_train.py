@@ -17,7 +17,7 @@ from hierlens.core.atomic_io import write_checked_jsonl
 
 from .base import SAE
 from .distributed import owner
-from .files import load_sae
+from .files import is_saved, load_sae
 from .heldout import split_evaluation
 from .train import SAETrainResult, train_saes
 from .train_config import SAETrainConfig
@@ -25,8 +25,6 @@ from .train_config import SAETrainConfig
 __all__ = ["GridSpec", "SAEGridFit", "grid_table", "train_sae_grid"]
 
 log = logging.getLogger(__name__)
-
-_CONFIG_FILE = "cfg.json"  # what marks a saved SAE folder (SAELens layout)
 
 
 class GridSpec(Protocol):
@@ -110,6 +108,7 @@ def train_sae_grid(
     distribute: str | None = None,
     progress: bool = True,
     log_dir: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
     **fields: Any,
 ) -> SAEGridFit:
     """Build the SAEs of ``grid``, train them as one fused :func:`~hierlens.sae.train_saes`
@@ -128,8 +127,9 @@ def train_sae_grid(
         save_dir: where each member is saved: a folder (member ``m`` in ``save_dir/m``) or
             a function member name -> folder. None: nothing is saved.
         members: train only these members (default: every member).
-        resume: members whose folder already holds a saved SAE are not trained (they are
-            loaded when a table is asked for).
+        resume: members whose folder already holds a completely saved SAE
+            (:func:`~hierlens.sae.is_saved`) are not trained (they are loaded when a table
+            is asked for).
         table: rows of the whole grid, ``table({name: SAE}) -> [row]`` (for example
             ``lambda saes: grid_table(saes, x)``); None: no table. Each row (also of the
             ``table`` an error it raises carries) gets its member's ``evaluation``.
@@ -138,6 +138,9 @@ def train_sae_grid(
             (each saves its own) and ``"data"`` splits each batch; only the first process
             tabulates.
         progress: tqdm bars. log_dir: where the trackers of ``config.log_to`` write.
+        checkpoint_dir: the trainer checkpoints the members being trained there every
+            ``config.checkpoint_every`` steps and resumes mid-run from what it holds (see
+            :func:`~hierlens.sae.train_saes`); None: no checkpoints.
         **fields: SAE config fields shared by every member (``hook_name``, ``seed``, ...).
 
     Returns:
@@ -162,7 +165,7 @@ def train_sae_grid(
     if unknown:
         raise ValueError(f"no grid member(s) {unknown}; the grid has {list(built)}")
     if resume:
-        names = [m for m in names if not (_folder(save_dir, m) / _CONFIG_FILE).is_file()]
+        names = [m for m in names if not is_saved(_folder(save_dir, m))]
     todo = {m: built[m] for m in names}
     result = None
     if todo:
@@ -173,6 +176,8 @@ def train_sae_grid(
             progress=progress,
             distribute=distribute,
             log_dir=log_dir,
+            checkpoint_dir=checkpoint_dir,
+            resume=checkpoint_dir is not None,
         )
         for sae in todo.values():
             sae.eval()
@@ -188,7 +193,7 @@ def train_sae_grid(
         return fit
     for name in built:
         if name not in fit.saes and members is None and save_dir is not None:
-            sae = load_sae(_folder(save_dir, name), device=device)
+            sae = load_sae(_folder(save_dir, name), device=device, verify=True)
             fit.saes[name] = sae
             if isinstance(activations, torch.Tensor):  # the trainer's split, drawn again
                 found = split_evaluation([sae], activations, config)

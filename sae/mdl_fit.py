@@ -74,6 +74,7 @@ def fit_mdl_sae(
     out_dir: str | Path | None = None,
     progress: bool = True,
     log_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> MDLFit:
     """Train a grid of SAEs in one fused pass and pick the MDL-optimal one (Ayonrinde,
     Pearce & Sharkey 2024).
@@ -110,6 +111,9 @@ def fit_mdl_sae(
             the bound.
         progress: tqdm bars.
         log_dir: where the trackers of ``config.log_to`` write (see :func:`train_saes`).
+        checkpoint_dir: checkpoint the grid's training there every
+            ``config.checkpoint_every`` steps and resume from what it holds (see
+            :func:`train_saes`).
 
     Returns:
         An :class:`MDLFit`.
@@ -193,6 +197,7 @@ def fit_mdl_sae(
             table_path=None if out is None else out / TABLE_FILE,
             progress=progress,
             log_dir=log_dir,
+            checkpoint_dir=checkpoint_dir,
             **{"seed": cfg.seed, **(sae_kwargs or {})},
         )
     except NoSAEMeetsBoundError as exc:  # the table survives, with each SAE's held-out FVU
@@ -201,7 +206,6 @@ def fit_mdl_sae(
         raise
     selection = chosen[0]
     selection.table = fit.table
-    selection = chosen[0]
     if out is not None:
         write_checked_json(
             out / SELECTION_FILE,

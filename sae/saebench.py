@@ -272,8 +272,7 @@ def write_results(out_dir: str | os.PathLike, results: Iterable[dict[str, Any]])
     paths = []
     for res in results:
         path = result_path(out_dir, res)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, _json_safe(res))
+        atomic_write_json(path, _json_safe(res))  # creates the folders, never through a link
         paths.append(path)
     return paths
 

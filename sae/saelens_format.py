@@ -20,8 +20,10 @@ the training hyperparameters under SAELens' names (see each architecture's
 round-trip exactly. MP-SAE files (``matching_pursuit``) use the same layout, but SAELens has
 no such architecture.
 
-Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.core.atomic_io.CHECKSUMS`)
-records their sha256; :func:`hierlens.sae.load_sae` checks it. SAELens ignores the extra file.
+Beside the two files, ``hierlens_sha256.json`` (:data:`hierlens.core.checksums.CHECKSUMS`)
+records their sha256, written with them (:func:`~hierlens.core.checksums.write_checked`:
+a save interrupted anywhere leaves files that match it or files a rerun writes again);
+:func:`hierlens.sae.load_sae` checks it. SAELens ignores the extra file.
 """
 
 from __future__ import annotations
@@ -31,13 +33,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hierlens.core.atomic_io import (
-    atomic_write_json,
-    forget_checksums,
-    record_checksums,
-    save_tensors,
-    sha256_file,
-)
+from hierlens.core.atomic_io import dumps, tensor_bytes
+from hierlens.core.checksums import write_checked
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -85,12 +82,13 @@ def sae_cfg_dict(sae: Any) -> dict[str, Any]:
 def write_sae_files(sae: Any, path: str | os.PathLike) -> None:
     """Write ``sae`` to the folder ``path`` (created if needed).
 
-    Both files are written atomically (weights first), so an interrupted save never leaves a
-    config that points at missing weights of a new shape; their checksums are recorded last
-    (and dropped first), so a folder whose manifest lists them holds exactly what was saved.
+    Both files are written atomically together with their checksums
+    (:func:`~hierlens.core.checksums.write_checked`): the new checksums are recorded as
+    pending first and committed after both files are in place, so a folder whose manifest
+    commits them holds exactly what was saved, and an interrupted save is never read as a
+    complete, unchecked one.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {
         "W_enc": sae.W_enc.detach().contiguous(),
         "b_enc": sae.b_enc.detach(),
@@ -99,9 +97,9 @@ def write_sae_files(sae: Any, path: str | os.PathLike) -> None:
     }
     if "threshold" in sae.tensor_names:
         tensors["threshold"] = sae.threshold.detach()
-    forget_checksums([path / WEIGHTS_FILE, path / CFG_FILE])
-    weights_sha = save_tensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    atomic_write_json(path / CFG_FILE, sae_cfg_dict(sae))
-    record_checksums(
-        {path / WEIGHTS_FILE: weights_sha, path / CFG_FILE: sha256_file(path / CFG_FILE)}
+    write_checked(
+        {
+            path / WEIGHTS_FILE: tensor_bytes(tensors, metadata={"format": "pt"}),
+            path / CFG_FILE: (dumps(sae_cfg_dict(sae), indent=2) + "\n").encode(),
+        }
     )

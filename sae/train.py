@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,8 +26,8 @@ from tqdm.auto import tqdm
 from hierlens.core import distributed as D
 from hierlens.core.atomic_io import append_jsonl
 from hierlens.core.device import resolve_device
-from hierlens.core.loggers import MultiLogger, make_logger
-from hierlens.models.run import TrackerPaths
+from hierlens.core.trackers import MultiLogger, make_logger
+from hierlens.models.tracker_paths import TrackerPaths
 
 from .base import SAE
 from .checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
@@ -36,6 +37,8 @@ from .sources import BatchStream, Source
 from .sparse_step import uses_sparse_kernels
 from .train_config import SAETrainConfig
 from .workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -345,6 +348,10 @@ def train_saes(
         start_step, history, window_steps = load_trainer_checkpoint(
             ckpt, groups, opt, fingerprint, sst
         )
+        if start_step:
+            log.info(
+                "resuming SAE training at step %d of %d from %s", start_step, total_steps, ckpt
+            )
 
     autocast_ctx = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))

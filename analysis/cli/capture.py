@@ -55,6 +55,7 @@ def prepare_run(args: argparse.Namespace):
     directory that holds no results yet (a command failed before writing any) takes new
     settings; one whose only results are activations takes them with ``--overwrite``."""
     from hierlens.models.pretrained_run import PretrainedRunConflict, open_pretrained_run
+    from hierlens.models.run import Run
 
     given = {
         "model": getattr(args, "model", None),
@@ -63,7 +64,8 @@ def prepare_run(args: argparse.Namespace):
         "drop_punct": True if getattr(args, "drop_punct", False) else None,
         "special_tokens": getattr(args, "special_tokens", None),
     }
-    new = not (Path(args.run_dir) / "config.json").exists()
+    run = Run(args.run_dir)
+    new = not run.has(run.config_path)
     incomplete = given["model"] is None or given["treebank"] is None
     if new and incomplete and any(v is not None for v in given.values()):
         others = [SOURCE_FLAGS[k] for k, v in given.items() if v is not None]
@@ -122,7 +124,7 @@ def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs
     """``capture_checkpoints`` with the command's data options; a store of other data in
     the way is a one-line error naming ``--overwrite``."""
     from hierlens.models.checkpoint_capture import capture_checkpoints
-    from hierlens.models.store import StoreMismatchError
+    from hierlens.models.store_writer import StoreMismatchError
 
     try:
         return capture_checkpoints(
@@ -133,12 +135,18 @@ def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs
             device=args.device,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            allow_nonfinite=args.allow_nonfinite,
             **kwargs,
         )
     except StoreMismatchError as exc:
         raise CLIError(
             f"{exc.path} holds a different capture (differs in: {', '.join(exc.diffs)}); "
             "pass --overwrite to replace it"
+        ) from None
+    except MemoryError as exc:
+        raise CLIError(
+            f"--n {args.n}: not enough memory to draw and capture that many sequences "
+            f"({exc}); capture fewer"
         ) from None
 
 
@@ -211,13 +219,19 @@ CAPTURE_FIELDS = ("split", "pool")
 def add_capture_data_flags(p: argparse.ArgumentParser, fields: tuple = CAPTURE_FIELDS) -> None:
     """The model/data options shared by every command that captures: ``--model`` and
     ``--treebank`` (a pretrained model on a corpus), the :class:`CaptureStage` flags
-    ``fields`` and ``--overwrite`` (``--n`` and ``--seed`` are shared flags)."""
+    ``fields``, ``--overwrite`` and ``--allow-nonfinite`` (``--n`` and ``--seed`` are shared
+    flags)."""
     from ..pipeline.config import CaptureStage
 
     add_source_flags(p)
     add_config_flags(p.add_argument_group("capture (CaptureStage)"), CaptureStage, only=fields)
     p.add_argument(
         "--overwrite", action="store_true", help="replace a store captured from other data"
+    )
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="keep NaN/inf activations (counted in the store) instead of stopping at the first",
     )
 
 
@@ -256,6 +270,8 @@ def add_capture_command(sub: argparse._SubParsersAction) -> None:
     )
     add_capture_data_flags(p, ("hooks", *CAPTURE_FIELDS, "batch_size"))
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--steps", type=ints, default=None, help="checkpoint steps (default: newest)")
+    which.add_argument(
+        "--steps", type=ints, default=None, help="checkpoint steps (default: newest)"
+    )
     add_config_flags(which, CaptureStage, only=("all_checkpoints",))
     p.set_defaults(func=cmd_capture)

@@ -49,7 +49,6 @@ def cmd_patch(args: argparse.Namespace) -> int:
     with Run(args.run_dir).lock():
         run, model, task, variables, hooks = _model_and_task(args)
         result = causal_sweep(model, task, variables, hooks, patch=config, das=None)
-        run.causal_dir.mkdir(parents=True, exist_ok=True)
         write_checked_json(run.patching_path, {"config": config.to_dict(), **result})
     for record in result["patching"]:
         shown = {"variable": record["variable"], "n_pairs": record["n_pairs"]}
@@ -71,7 +70,6 @@ def cmd_das(args: argparse.Namespace) -> int:
         run, model, task, variables, hooks = _model_and_task(args)
         result = causal_sweep(model, task, variables, hooks, patch=None, das=config,
                               progress=not args.no_progress)  # fmt: skip
-        run.causal_dir.mkdir(parents=True, exist_ok=True)
         write_checked_jsonl(run.das_path, result["das"])
     for r in result["das"]:
         keys = ("variable", "hook", "das", "random_model", "random_subspace", "probe", "chance")

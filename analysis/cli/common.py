@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+#: exit status of a command whose training diverged (the loss turned NaN or inf)
+DIVERGED = 3
+
 
 class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""

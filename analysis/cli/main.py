@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import CLIError
+from .common import DIVERGED, CLIError
 
 log = logging.getLogger("hierlens")
 
@@ -77,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:
+        from hierlens.models.train import TrainingDiverged
+
+        if isinstance(exc, TrainingDiverged):
+            log.error("%s", exc)
+            return DIVERGED
+        if isinstance(exc, MemoryError):  # a size flag asked for more than the machine has
+            log.error("out of memory (%s); ask for less with the command's size flags", exc)
+            return 2
         if not is_user_error(exc):
             raise  # a bug: the full traceback, exit status 1
         if debug:
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _WING_DIRS = tuple(
     str(Path(__file__).resolve().parents[2] / wing) + os.sep
-    for wing in ("models", "sae", "probes", "analysis")
+    for wing in ("core", "models", "sae", "probes", "analysis")
 )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 
+from hierlens.models.store import hook_dir_name
 from hierlens.sae import SAE, SAEGridConfig, SAETrainConfig, sae_class
 
 from ..pipeline.config import SAEStage
@@ -35,6 +37,27 @@ def cmd_fit_sae(args: argparse.Namespace) -> int:
         return _fit_sae(args)
 
 
+def _training_key(
+    args: argparse.Namespace,
+    hook: str,
+    step: int,
+    grid: SAEGridConfig,
+    fields: dict,
+    config: SAETrainConfig,
+) -> str:
+    """The folder name of this grid's training checkpoints: the hook and a digest of
+    everything that decides the SAEs (grid, architecture settings, training settings, data)."""
+    spec = {
+        "hook": hook,
+        "step": step,
+        "grid": [grid.to_dict(), fields, args.mdl, args.max_fvu],
+        "train": config.to_dict(),
+        "data": [args.split, args.n, args.seed, args.pool],
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{hook_dir_name(hook)}-{digest[:12]}"
+
+
 def _arch_fields(args: argparse.Namespace, architectures: tuple[str, ...]) -> dict:
     """The SAE architecture fields given as flags; each must be a field of every chosen
     architecture's config."""
@@ -52,7 +75,9 @@ def _fields(config_class: type) -> set[str]:
 
 
 def _fit_sae(args: argparse.Namespace) -> int:
+    from hierlens.core.confined_delete import remove_tree
     from hierlens.models.run import Run
+    from hierlens.models.run_clean import remove_owned
     from hierlens.sae import fit_mdl_sae, grid_table, train_sae_grid
 
     seed = args.seed if args.seed is not None else SAETrainConfig().seed
@@ -73,6 +98,16 @@ def _fit_sae(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     out_dir = run.saes_dir
     progress = not args.no_progress
+    step = args.step if args.step is not None else run.steps[-1]
+    # --checkpoint-every: the grid checkpoints into the run and a rerun resumes it mid-run
+    ckpt = None
+    if config.checkpoint_every is not None:
+        ckpt = run.sae_training_dir(_training_key(args, hook, step, grid, fields, config))
+        log.info(
+            "checkpointing the SAE grid's training every %d steps in %s",
+            config.checkpoint_every,
+            ckpt,
+        )
     if args.mdl:
         k_sparse = SAE.registry[grid.architectures[0]].grid_knob == "k"
         fit = fit_mdl_sae(
@@ -87,6 +122,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
             out_dir=out_dir,
             progress=progress,
             log_dir=run.trackers("saes").root,
+            checkpoint_dir=ckpt,
         )
         rows = fit.selection.table
         best = fit.selection.best_name
@@ -104,6 +140,7 @@ def _fit_sae(args: argparse.Namespace) -> int:
             distribute=distribute,
             progress=progress,
             log_dir=run.trackers("saes").root,
+            checkpoint_dir=ckpt,
             hook_name=hook,
             seed=config.seed,
             **fields,
@@ -113,6 +150,9 @@ def _fit_sae(args: argparse.Namespace) -> int:
         rows = fit.table
         best_row = min(rows, key=lambda r: r["description_length_bits"])
         best, bits = best_row["name"], best_row["description_length_bits"]
+    if ckpt is not None:  # the SAEs are saved: their training checkpoints are done with
+        remove_owned(run.path, [ckpt], "the SAE trainer")
+        remove_tree(ckpt.parent, lambda parts: False)  # saes/training/ once it is empty
     for row in rows:
         print(json.dumps(row, default=str))
     _merge_table(run, rows, hook)
@@ -128,11 +168,11 @@ def _fit_sae(args: argparse.Namespace) -> int:
 def _merge_table(run, rows: list[dict], hook: str) -> None:
     """Put this fit's rows (FVU on the training and the held-out rows, description length)
     into the run's SAE table, which the report shows, replacing rows of the same names."""
-    from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
+    from hierlens.core.atomic_io import write_checked_jsonl
 
     path = run.sae_table_path
     new = {str(r["name"]): {**r, "hook_name": hook} for r in rows}
-    old = [r for r in (read_jsonl(path) if path.exists() else []) if r.get("name") not in new]
+    old = [r for r in run.read_records(path, writer=True) if r.get("name") not in new]
     write_checked_jsonl(path, old + list(new.values()))
 
 

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from .common import (
+    DIVERGED,
     CLIError,
     add_config_flags,
     config_from_flags,
@@ -100,6 +101,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except RunConflictError as exc:
         raise CLIError(_CONFLICT_TEXT[exc.kind].format(path=args.run_dir)) from None
+    if result.stopped:
+        log.error(
+            "%s: %s; the checkpoints written before it are kept%s",
+            args.run_dir,
+            result.stopped,
+            "" if args.allow_divergence else " (--allow-divergence: exit status 0)",
+        )
+        return 0 if args.allow_divergence else DIVERGED
     log.info("finished at step %d; train loss %s", result.step, result.train_loss)
     for split, metrics in result.eval.items():
         log.info("%s: %s", split, fmt(metrics))
@@ -177,6 +186,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="do not continue an existing run")
     p.add_argument(
         "--overwrite", action="store_true", help="with --no-resume: replace an existing run"
+    )
+    p.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help=f"exit 0 when the loss turns NaN/inf (training stops either way; else exit {DIVERGED})",
     )
     p.set_defaults(func=cmd_train)
 

@@ -38,7 +38,7 @@ def causal_dyck(
     """Train (or load) the Dyck transformer and run the causal sweep; returns
     ``closing_acc``, ``hooks``, ``patching`` and ``das`` records (JSON-ready)."""
     from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, open_run
-    from hierlens.models.run import latest_valid_checkpoint
+    from hierlens.models.run_load import latest_valid_checkpoint
 
     from ..causal.alignment import DASConfig
     from ..causal.sweep import PatchConfig, causal_sweep

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hierlens.core.atomic_io import read_jsonl
 from hierlens.models import TrainConfig
 from hierlens.models.run import Run, open_run
 from hierlens.models.tasks.registry import get_task
@@ -92,7 +91,7 @@ def tracked_records(
     run = open_run(run_dir)  # FileNotFoundError when it is not a run directory
     if not run.steps:
         raise ValueError(f"{run_dir}: the run has no checkpoints to draw")
-    existing = read_jsonl(run.tracking_path)
+    existing = run.read_records(run.tracking_path)
     options = dict(track_options or {})
     if existing:
         settings = existing[-1].get("settings", {})
@@ -193,7 +192,10 @@ def depth_sweep(
     metric = main_metric(task)
     runs = []
     for row in rows:
-        records = sorted(read_jsonl(Run(row["run_dir"]).tracking_path), key=lambda r: r["step"])
+        records = sorted(
+            Run(row["run_dir"]).read_records(Run(row["run_dir"]).tracking_path),
+            key=lambda r: r["step"],
+        )
         ood = [float(r[f"test_ood/{metric}"]) for r in records]
         last = records[-1]
         runs.append(

@@ -15,10 +15,9 @@ from typing import Any
 from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
-from hierlens.models import TrainConfig
+from hierlens.models import TrainConfig, get_task
 from hierlens.models.corpus import Corpus
-from hierlens.models.run import pretrained_run_config
-from hierlens.models.tasks.registry import get_task
+from hierlens.models.run_load import pretrained_run_config
 from hierlens.models.transformer import ModelConfig
 from hierlens.sae import SAEGridConfig, SAETrainConfig
 
@@ -26,11 +25,21 @@ log = logging.getLogger(__name__)
 
 
 def _tuple(value: Any, name: str, kind: type = int) -> tuple:
+    """``value`` as a tuple of ``kind`` (a list or tuple of them; a string is not a list of
+    strings: ``"16"`` is an error naming the field, not ``('1', '6')``)."""
     if isinstance(value, (list, tuple)) and all(
         isinstance(v, kind) and not isinstance(v, bool) for v in value
     ):
         return tuple(value)
     raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
+
+
+def _positive(value: Any, name: str, none: bool = False) -> None:
+    """A positive integer (or None when ``none``), else a ``ValueError`` naming the field."""
+    if none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +68,19 @@ class CaptureStage(Config):
     all_checkpoints: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "capture.hooks", str))
-        if self.n is not None and (not isinstance(self.n, int) or self.n < 1):
-            raise ValueError(f"capture.n must be a positive integer, got {self.n!r}")
+        object.__setattr__(self, "hooks", _tuple(self.hooks, "capture.hooks", str))
+        if not self.hooks:
+            raise ValueError("capture.hooks must name at least one hook")
+        _positive(self.n, "capture.n", none=True)
+        _positive(self.batch_size, "capture.batch_size")
+        if self.split is not None and not isinstance(self.split, str):
+            raise ValueError(f"capture.split must be a split name, got {self.split!r}")
         if self.pool not in (None, "first", "last", "mean"):
             raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
+        if not isinstance(self.all_checkpoints, bool):
+            raise ValueError(
+                f"capture.all_checkpoints must be true or false, got {self.all_checkpoints!r}"
+            )
 
     def data(self, pretrained: bool) -> dict[str, Any]:
         """``split``, ``n`` (and ``pool``) of the capture with the defaults filled in: a
@@ -107,6 +124,8 @@ class SAEStage(SAEGridConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.hook, str) or not self.hook:
+            raise ValueError(f"hook must be a hook name, got {self.hook!r}")
         if not isinstance(self.train, SAETrainConfig):
             raise TypeError(f"sae.train must be an SAETrainConfig, got {self.train!r}")
 
@@ -151,11 +170,21 @@ class ProbeStage(Config):
     selection: tuple[str, ...] = ("mean_diff",)
 
     def __post_init__(self) -> None:
-        if isinstance(self.selection, str):
+        from hierlens.probes.select import SELECTIONS
+
+        if isinstance(self.selection, str):  # one method, by name
             object.__setattr__(self, "selection", (self.selection,))
-        object.__setattr__(self, "selection", _tuple(list(self.selection), "probes.selection", str))
-        object.__setattr__(self, "labels", _tuple(list(self.labels), "probes.labels", str))
-        object.__setattr__(self, "ks", _tuple(list(self.ks), "probes.ks"))
+        object.__setattr__(self, "selection", _tuple(self.selection, "probes.selection", str))
+        object.__setattr__(self, "labels", _tuple(self.labels, "probes.labels", str))
+        object.__setattr__(self, "ks", _tuple(self.ks, "probes.ks"))
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"probes.ks must be positive integers, got {list(self.ks)}")
+        bad = [m for m in self.selection if m not in SELECTIONS]
+        if not self.selection or bad:
+            raise ValueError(
+                f"probes.selection must be methods among {', '.join(SELECTIONS)}, "
+                f"got {list(self.selection)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +205,12 @@ class TreeStage(Config):
     n: int = 300
     n_trees: int | None = 40
     layer: int = -1
+
+    def __post_init__(self) -> None:
+        _positive(self.n, "tree.n")
+        _positive(self.n_trees, "tree.n_trees", none=True)
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise ValueError(f"tree.layer must be an integer, got {self.layer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +237,18 @@ class StructuralStage(Config):
     controls: bool = True
     control_seed: int = 0
 
+    def __post_init__(self) -> None:
+        from ..structural import POOLS
+
+        _positive(self.rank, "structural.rank")
+        _positive(self.max_epochs, "structural.max_epochs")
+        if self.pool not in POOLS:
+            raise ValueError(
+                f"structural.pool must be one of {', '.join(POOLS)}, got {self.pool!r}"
+            )
+        if not isinstance(self.controls, bool):
+            raise ValueError(f"structural.controls must be true or false, got {self.controls!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class CausalStage(Config):
@@ -222,8 +269,8 @@ class CausalStage(Config):
     das: DASConfig = DASConfig()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "variables", _tuple(list(self.variables), "causal.variables", str))
-        object.__setattr__(self, "hooks", _tuple(list(self.hooks), "causal.hooks", str))
+        object.__setattr__(self, "variables", _tuple(self.variables, "causal.variables", str))
+        object.__setattr__(self, "hooks", _tuple(self.hooks, "causal.hooks", str))
         for name, kind in (("patch", PatchConfig), ("das", DASConfig)):
             value = getattr(self, name)
             if isinstance(value, Mapping):
@@ -340,8 +387,21 @@ class PipelineConfig(Config):
         return out
 
     def validate(self) -> None:
-        """Check the task and model sections by building their configs (cheap); for a
-        pretrained pipeline, the model folder and the corpus file."""
+        """Check every section before any stage runs: the task and model by building their
+        configs (cheap), each stage's fields (at their construction) and the capture split
+        against the task's or corpus's splits; for a pretrained pipeline, the model folder
+        and the corpus file too. (Hook names, and that the SAE hook is among the captured
+        ones, are checked against the model once it is built, before stage 1.)"""
+        from hierlens.models.corpus import SPLITS as CORPUS_SPLITS
+        from hierlens.models.tasks.base import SPLITS as TASK_SPLITS
+
+        if not isinstance(self.report, bool):
+            raise ValueError(f"report must be true or false, got {self.report!r}")
+        splits = CORPUS_SPLITS if self.is_pretrained else TASK_SPLITS
+        if self.capture.split is not None and self.capture.split not in splits:
+            raise ValueError(
+                f"[capture] split {self.capture.split!r} is not one of {', '.join(splits)}"
+            )
         seeds = list(self.seeds)
         bad = [x for x in seeds if not isinstance(x, int) or isinstance(x, bool) or x < 0]
         if bad or len(set(seeds)) != len(seeds):

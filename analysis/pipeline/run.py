@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hierlens.models import get_task
 from hierlens.models.checkpoint_capture import capture_checkpoints
 from hierlens.models.run import Run, open_run
-from hierlens.models.tasks.registry import get_task
-from hierlens.models.train import train
+from hierlens.models.train import TrainingDiverged, train
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
 
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     """The pipeline on a pretrained model: capture -> SAEs -> probes -> tree projections per
     layer -> structural probes -> report."""
-    from hierlens.models.hooks import resolve_hook_names
     from hierlens.models.pretrained_run import PretrainedRunConflict, open_pretrained_run
 
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -42,7 +41,7 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     except PretrainedRunConflict as exc:
         raise ValueError(f"{exc}; or another name or out_dir in the pipeline config") from None
     device = cfg.train.device
-    resolve_hook_names(run.load_model(device=device), list(cfg.capture.hooks))
+    _check_hooks(cfg, run.load_model(device=device))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
     store = capture_checkpoints(
         run_dir,
@@ -97,11 +96,25 @@ def run(
         return _run_stages(cfg, progress)
 
 
+def _check_hooks(cfg: PipelineConfig, model: Any) -> None:
+    """The capture's hooks and the SAE hook must be hooks of ``model``."""
+    from hierlens.models.hooks import resolve_hook_names
+
+    captured = resolve_hook_names(model, list(cfg.capture.hooks))
+    if cfg.sae.enabled:
+        sae_hooks = resolve_hook_names(model, [cfg.sae.hook])
+        if not set(sae_hooks) <= set(captured):
+            raise ValueError(
+                f"[sae] hook {cfg.sae.hook!r} is not among the captured hooks "
+                f"{list(cfg.capture.hooks)} ([capture] hooks)"
+            )
+
+
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
     """Unknown hooks, probe labels and causal variables fail before training."""
     from hierlens.models.hooks import resolve_hook_names
 
-    resolve_hook_names(model, list(cfg.capture.hooks))
+    _check_hooks(cfg, model)
     if cfg.causal.enabled:
         from hierlens.models.tasks.variables import causal_model, list_causal_tasks
 
@@ -153,7 +166,7 @@ def _run_seeds(cfg: PipelineConfig, progress: bool) -> Path:
     )  # fmt: skip
     for result in results:
         if result.stopped:
-            raise RuntimeError(f"{result.run_dir}: {result.stopped}")
+            raise TrainingDiverged(f"{result.run_dir}: {result.stopped}")
     for sub, run_dir in zip(subs, run_dirs, strict=True):
         with Run(run_dir).lock():
             _run_stages(sub, progress)
@@ -169,7 +182,9 @@ def _run_stages(cfg: PipelineConfig, progress: bool) -> Path:
     _check_stages(cfg, task, model)
 
     log.info("stage 1/6: train -> %s", run_dir)
-    train(model, task, cfg.train, run_dir, model_config=model_config, progress=progress)
+    result = train(model, task, cfg.train, run_dir, model_config=model_config, progress=progress)
+    if result.stopped:
+        raise TrainingDiverged(f"{run_dir}: {result.stopped}; the later stages need a model")
     steps = open_run(run_dir).steps
     capture_steps = steps if cfg.capture.all_checkpoints else [steps[-1]]
     log.info("stage 2/6: capture %s at steps %s", list(cfg.capture.hooks), capture_steps)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
+from hierlens.core.checksums import is_committed
 from hierlens.models.run import Run
 from hierlens.sae import SAETrainConfig
 
@@ -38,8 +39,7 @@ def check_reused_stage(run: Run, stage: str, settings: dict[str, Any], outputs: 
     made with other ``settings`` than the config's ``[stage]`` table: the pipeline skips work
     whose results exist, so other settings would be silently ignored. Results whose settings
     were not recorded (older runs) are reused as they are."""
-    path = run.stage_settings_path
-    stored = read_json(path).get(stage) if path.exists() else None
+    stored = read_stage_settings(run).get(stage)
     if stored is None or stored == settings:
         return
     diffs = [
@@ -59,10 +59,23 @@ def record_stage(run: Run, stage: str, settings: dict[str, Any]) -> None:
     """Store the settings a stage computes its results with (see
     :func:`check_reused_stage`), before it writes them: results an interrupted stage left
     are then known to come from these settings."""
-    path = run.stage_settings_path
-    data = read_json(path) if path.exists() else {}
+    data = read_stage_settings(run)
     data[stage] = settings
-    write_checked_json(path, data)
+    with run.confined():
+        write_checked_json(run.stage_settings_path, data)
+
+
+def read_stage_settings(run: Run) -> dict[str, Any]:
+    """The stored settings of the run's pipeline stages (``pipeline_stages.json``, checked
+    against its checksum), ``{}`` when none are stored."""
+    path = run.stage_settings_path
+    if not run.has(path):
+        return {}
+    with run.confined():
+        data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{path}: expected an object of stage settings")
+    return data
 
 
 def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -> None:
@@ -73,12 +86,13 @@ def _sae_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool) -
     acts = store[cfg.sae.hook]
     train_config = sae_train_config(cfg)
     run = Run(run_dir)
-    saved = run.sae_dirs()
     settings = _stage_settings(cfg.sae)
-    if saved:  # SAEs in the run: made with the stored [sae] settings, if any were stored
+    if run.sae_dirs():  # SAEs in the run: made with the stored [sae] settings, if any were stored
         check_reused_stage(run, "sae", settings, "saes")
     else:  # before training, so that SAEs left by an interrupted run are attributed
         record_stage(run, "sae", settings)
+    # folders holding a completely saved SAE (a save cut short is trained and saved again)
+    saved = {name: path for name, path in run.sae_dirs().items() if S.is_saved(path)}
     log.info("SAE grid on %s (%s)", cfg.sae.hook, train_config.device)
     S.train_sae_grid(
         cfg.sae,
@@ -101,8 +115,9 @@ def _probe_stage(cfg: PipelineConfig, run_dir: Path, store: Any, progress: bool)
     run = Run(run_dir)
     out = run.probe_results_path
     settings = _stage_settings(cfg.probes)
-    if out.exists():
+    if run.has(out):  # results in the run: made with the stored [probes] settings
         check_reused_stage(run, "probes", settings, "probes/results.jsonl")
+    if is_committed(out):  # a complete, intact result: a rerun keeps it
         return
     names = list(cfg.probes.labels) or sorted(store.labels)
     missing = [n for n in names if n not in store.labels]
@@ -135,8 +150,9 @@ def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, prog
     stage = cfg.causal
     run = Run(run_dir)
     settings = _stage_settings(stage)
-    if run.patching_path.exists() and run.das_path.exists():
+    if run.has(run.patching_path) or run.has(run.das_path):
         check_reused_stage(run, "causal", settings, "causal")
+    if is_committed(run.patching_path) and is_committed(run.das_path):  # complete, intact
         log.info("[causal] already done (%s); skipped", run.causal_dir)
         return
     record_stage(run, "causal", settings)
@@ -145,6 +161,5 @@ def causal_stage(cfg: PipelineConfig, run_dir: Path, model: Any, task: Any, prog
         model, task, list(stage.variables) or None, list(stage.hooks) or None,
         patch=stage.patch, das=stage.das, progress=progress,
     )  # fmt: skip
-    run.causal_dir.mkdir(parents=True, exist_ok=True)
     write_checked_json(run.patching_path, {"config": stage.patch.to_dict(), **result})
     write_checked_jsonl(run.das_path, result["das"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hierlens.core.atomic_io import read_json, read_jsonl
+from hierlens.core.atomic_io import read_json
 
 from .html import esc, fmt, table
 from .sections import ReportContext, _go, _hook_order
@@ -16,7 +16,7 @@ def causal_section(ctx: ReportContext) -> str | None:
     (omitted when neither exists)."""
     run = ctx.run
     parts: list[str] = []
-    if run.patching_path.exists():
+    if run.has(run.patching_path):
         go = _go()
         data = read_json(run.patching_path)
         for rec in data.get("patching", []):
@@ -35,9 +35,9 @@ def causal_section(ctx: ReportContext) -> str | None:
                 note = (f"attribution patching vs real patching: Pearson {fmt(a['pearson'], 3)}, "
                         f"Spearman {fmt(a['spearman'], 3)}, same top site: {a['same_top_site']}")  # fmt: skip
             parts.append(f'<div>{ctx.charts.add(fig)}<p class="note">{esc(note)}</p></div>')
-    if run.das_path.exists():
+    if run.has(run.das_path):
         go = _go()
-        records = read_jsonl(run.das_path)
+        records = run.read_records(run.das_path)
         by_var: dict[str, list[dict]] = defaultdict(list)
         for r in records:
             by_var[r["variable"]].append(r)

@@ -47,7 +47,7 @@ def frontier_section(ctx: ReportContext) -> str | None:
     from hierlens.sae import load_sae
 
     path = ctx.run.sae_frontier_path
-    if not path.is_file():
+    if not ctx.run.has(path):
         return None
     data = read_json(path)
     records = data["records"]
@@ -98,8 +98,8 @@ def frontier_section(ctx: ReportContext) -> str | None:
         for m in matches
     }
     store_dir = ctx.run.activations_dir(data["step"])
-    if (store_dir / "manifest.json").is_file():
-        sae = load_sae(ctx.run.sae_dir(best["sae"]), device="cpu")
+    if ctx.run.has(store_dir / "manifest.json"):
+        sae = load_sae(ctx.run.sae_dir(best["sae"]), device="cpu", verify=True)
         store = ActivationStore.open(store_dir)
         parts.append(
             _feature_cards(ctx, best["sae"], sae, store, best["hook"], data["step"], notes or None)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hierlens.core.atomic_io import read_jsonl
-
 from ..layer_numbering import LAYER_NUMBERING
 from ..tree_scores import read_tree_scores
 from .html import esc, fmt, settings_note, table
@@ -199,8 +197,8 @@ def layers_section(ctx: ReportContext) -> str | None:
     records = read_tree_scores(ctx.run)
     if records:
         parts.append(_tree_part(ctx, records))
-    if ctx.run.structural_probe_path.exists():
-        records = read_jsonl(ctx.run.structural_probe_path)
+    if ctx.run.has(ctx.run.structural_probe_path):
+        records = ctx.run.read_records(ctx.run.structural_probe_path)
         if any(r.get("model") == "trained" for r in records):
             parts.append(_probe_part(ctx, records))
     return "".join(parts) or None

@@ -19,8 +19,6 @@ import logging
 import math
 from typing import Any
 
-from hierlens.core.atomic_io import read_jsonl
-
 from ..compare.runs import layer_label
 from .html import esc, fmt, table
 from .sections import ReportContext
@@ -195,7 +193,7 @@ def _sae_parts(ctx: ReportContext) -> list[str]:
 def representations_section(ctx: ReportContext) -> str | None:
     """CKA to the final checkpoint, rank collapse over checkpoints and SAE geometry; ``None``
     when the run has neither representation tracking nor SAEs."""
-    records = sorted(read_jsonl(ctx.run.tracking_path), key=lambda r: r["step"])
+    records = sorted(ctx.run.read_records(ctx.run.tracking_path), key=lambda r: r["step"])
     parts = _cka_parts(ctx, records) + _rank_parts(ctx, records) + _sae_parts(ctx)
     if not parts:
         return None

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.store import ActivationStore
 
@@ -68,14 +67,14 @@ def sae_section(ctx: ReportContext) -> str | None:
     from hierlens.sae import evaluate_sae, load_sae
 
     dirs = ctx.run.sae_dirs()
-    table_rows = {str(r.get("name")): r for r in read_jsonl(ctx.run.sae_table_path)}
+    table_rows = {str(r.get("name")): r for r in ctx.run.read_records(ctx.run.sae_table_path)}
     if not dirs and not table_rows:
         return None
     stores = _StoreCache(ctx.run)
     rows: dict[str, dict[str, Any]] = {}
     loaded: dict[str, tuple[Any, tuple[int, ActivationStore] | None]] = {}
     for name, path in dirs.items():
-        sae = load_sae(path, device="cpu")
+        sae = load_sae(path, device="cpu", verify=True)
         hook = sae.cfg.hook_name
         found = stores.find(hook)
         loaded[name] = (sae, found)

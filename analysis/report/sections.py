@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from hierlens.core.atomic_io import read_jsonl
 from hierlens.models.run import Run
 from hierlens.models.tasks.base import Task
 
@@ -66,7 +65,9 @@ class ReportContext:
 
     def words(self, example: Any) -> list[str]:
         """The words of an example (a task's word tokens, or a corpus sentence's words)."""
-        if "sentence" in example.labels:
+        if "words" in example.labels:  # a corpus sentence's words (one may hold a space)
+            return [str(w) for w in example.labels["words"]]
+        if "sentence" in example.labels:  # a grammar task's words (vocabulary tokens)
             return str(example.labels["sentence"]).split(" ")
         return [self.token_string(example.tokens[p]) for p in example.word_positions]
 
@@ -138,7 +139,7 @@ def summary_section(ctx: ReportContext) -> str:
         rows = [{**r} for r in evals if r["step"] == last_step]
         cols = ["split", "step"] + sorted({k for r in rows for k in r} - {"split", "step"})
         parts += [f"<h3>Final evaluation (step {fmt(last_step)})</h3>", table(cols, rows)]
-    tracking = read_jsonl(ctx.run.tracking_path)
+    tracking = ctx.run.read_records(ctx.run.tracking_path)
     if tracking and any(str(k).startswith("test_id/") for k in tracking[0]):
         try:
             summary = grokking_summary(tracking)
@@ -200,7 +201,7 @@ def training_section(ctx: ReportContext) -> str | None:
 # ----------------------------------------------------------------------------- grokking
 def grokking_section(ctx: ReportContext) -> str | None:
     """Accuracies, tree score and parse F1 over checkpoints (``tracking.jsonl``)."""
-    records = sorted(read_jsonl(ctx.run.tracking_path), key=lambda r: r["step"])
+    records = sorted(ctx.run.read_records(ctx.run.tracking_path), key=lambda r: r["step"])
     if not records:
         return None
     go = _go()
@@ -326,7 +327,7 @@ def span_section(ctx: ReportContext) -> str | None:
 # ----------------------------------------------------------------------------- probes
 def probe_section(ctx: ReportContext) -> str | None:
     """Sparse-probe F1 against k, per hook (``probes/results.jsonl``)."""
-    records = [r for r in read_jsonl(ctx.run.probe_results_path) if "f1" in r]
+    records = [r for r in ctx.run.read_records(ctx.run.probe_results_path) if "f1" in r]
     if not records:
         return None
     go = _go()
@@ -382,8 +383,8 @@ def probe_section(ctx: ReportContext) -> str | None:
 def _activation_settings(ctx: ReportContext) -> str:
     """The settings of the activations the probes were fitted on (a pretrained run's frame
     of special tokens, and rows per word or per token from the newest store's manifest)."""
-    from hierlens.core.atomic_io import read_json
     from hierlens.models.pretrained import load_tokenizer
+    from hierlens.models.store import read_manifest
 
     settings: dict[str, Any] = {}
     if ctx.run.is_pretrained:
@@ -392,8 +393,11 @@ def _activation_settings(ctx: ReportContext) -> str:
         settings["punct"] = "dropped" if ctx.run.corpus.drop_punct else "kept"
     stores = ctx.run.activation_dirs()
     if stores:
-        manifest = stores[max(stores)] / "manifest.json"
-        pool = read_json(manifest).get("data", {}).get("pool") if manifest.exists() else None
+        store = stores[max(stores)]
+        pool = None
+        if ctx.run.has(store / "manifest.json"):
+            with ctx.run.confined():
+                pool = (read_manifest(store).get("data") or {}).get("pool")
         settings["rows"] = f"one per word ({pool} of its tokens)" if pool else "one per token"
     return settings_note(settings)
 

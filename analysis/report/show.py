@@ -123,24 +123,22 @@ def show(
 def sections_with_data(run_dir: str | os.PathLike) -> list[str]:
     """The report sections whose inputs the run holds (a cheap check of the files each one
     reads, :data:`SECTION_INPUTS`): the names :func:`show` can build for it."""
-    from hierlens.core.atomic_io import read_jsonl
-
     run = open_run(run_dir)
-    tracking = read_jsonl(run.tracking_path) if run.tracking_path.exists() else []
+    tracking = run.read_records(run.tracking_path)
     has_trees = run.corpus.has_trees if run.is_pretrained else True
     bp = not run.is_pretrained and hasattr(run.task, "bp_accuracy") and bool(run.steps)
     present = {
         "summary": True,
-        "training": not run.is_pretrained and run.metrics_path.exists(),
+        "training": not run.is_pretrained and run.has(run.metrics_path),
         "grokking": bool(tracking),
         "trees": bool(run.steps) and has_trees,
-        "layers": run.tree_scores_path.exists() or run.structural_probe_path.exists(),
+        "layers": run.has(run.tree_scores_path) or run.has(run.structural_probe_path),
         "saes": bool(run.sae_dirs()),
-        "frontier": run.sae_frontier_path.is_file(),
-        "probes": run.probe_results_path.exists(),
+        "frontier": run.has(run.sae_frontier_path),
+        "probes": run.has(run.probe_results_path),
         "representations": bool(run.sae_dirs())
         or any("cka_to_final" in r or "rank_residual" in r for r in tracking),
-        "causal": run.patching_path.exists() or run.das_path.exists(),
+        "causal": run.has(run.patching_path) or run.has(run.das_path),
         "bp": bp,
     }
     return [name for name in SECTION_INPUTS if present[name]]

@@ -126,7 +126,8 @@ def write_report(
     sections = []
     for anchor, heading, build in SECTIONS:
         try:
-            body = build(ctx)
+            with run.confined():  # no file of the run is read through a link
+                body = build(ctx)
         except Exception as err:  # one broken input must not cost the whole report
             log.warning("report section %r failed: %s: %s", heading, type(err).__name__, err)
             body = (
@@ -138,6 +139,6 @@ def write_report(
     task_name = "pretrained" if run.is_pretrained else run.config.get("task", {}).get("name", "?")
     title = f"hierlens report: {run.path.name} ({task_name})"
     html = page(title, sections, plotly=charts.count > 0)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_path, html.encode("utf-8"))
+    with run.confined():  # the report is replaced atomically, never written through a link
+        atomic_write_bytes(out_path, html.encode("utf-8"))
     return out_path

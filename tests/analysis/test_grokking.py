@@ -1,10 +1,11 @@
-import json
 import math
 
 import pytest
 
 from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
+from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
+from hierlens.models.run import write_run_config
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
 
@@ -83,7 +84,7 @@ def test_grokking_summary_by_hand(tmp_path):
     never = grokking_summary(records, ood_threshold=0.9)
     assert never.ood_threshold_step is None and never.gap is None
     path = tmp_path / "tracking.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_checked_jsonl(path, [{**r, "settings": {}} for r in records])  # as track() writes
     assert grokking_summary(tmp_path) == summary
 
 
@@ -118,7 +119,7 @@ def test_sweep_reports_a_conflicting_run_and_trains_the_rest_of_its_stack(tmp_pa
 
     bad = tmp_path / "depth01_seed0"
     bad.mkdir()
-    (bad / "config.json").write_text(json.dumps({"task": {"name": "other"}}))
+    write_run_config(bad, {"task": {"name": "other"}})
     cfg = TrainConfig(
         steps=2, batch_size=4, warmup_steps=0, eval_every=0, checkpoint_every=2,
         train_pool=20, device="cpu",
@@ -131,7 +132,7 @@ def test_sweep_reports_a_conflicting_run_and_trains_the_rest_of_its_stack(tmp_pa
     assert "different configuration" in summary["failed"][0]["error"]
     assert summary["ran"] == ["depth01_seed1"]
     assert (tmp_path / "depth01_seed1" / "done.json").exists()
-    assert sorted(p.name for p in bad.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in bad.iterdir()) == ["config.json", "hierlens_sha256.json"]
 
 
 def test_sweep_fuses_the_seeds_of_each_depth(tmp_path, monkeypatch, caplog):

@@ -11,10 +11,12 @@ import sys
 import pytest
 import torch
 
-from hierlens.core.atomic_io import read_jsonl
-from hierlens.core.loggers import MissingExtraError, make_logger
+from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
+from hierlens.core.loggers import MissingExtraError
+from hierlens.core.trackers import make_logger
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
-from hierlens.models.run import Run, TrackerPaths
+from hierlens.models.run import Run
+from hierlens.models.tracker_paths import TrackerPaths
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
@@ -156,7 +158,13 @@ def _wandb_records(path):
 
 
 def _wandb_history(paths):
-    """``({name: [(step, value)]}, run ids, config keys)`` over the offline run folders."""
+    """``({name: [(step, value)]}, run ids, config keys)`` over the offline run folders.
+
+    ``run.finish()`` hands the last records to W&B's service process, which may still be
+    writing them; ``wandb.teardown()`` waits for it, so the files are read whole."""
+    import wandb
+
+    wandb.teardown()
     out, ids, config = {}, set(), set()
     for f in sorted(glob.glob(str(paths.wandb_dir / "wandb" / "offline-run-*" / "*.wandb"))):
         for rec in _wandb_records(f):
@@ -236,8 +244,9 @@ def test_export_equals_logging_during_the_run(tmp_path):
 
     run_dir = tmp_path / "run"
     _train(run_dir, CFG.replace(log_to=("tensorboard",)))
-    Run(run_dir).tracking_path.write_text(
-        json.dumps({"step": 10, "tree_score": 0.25, "main_metric": "accuracy"}) + "\n"
+    write_checked_jsonl(  # a tracking record as track() writes it
+        Run(run_dir).tracking_path,
+        [{"step": 10, "tree_score": 0.25, "main_metric": "accuracy", "settings": {}}],
     )
     assert main(["export", str(run_dir), "--to", "tensorboard", "--to", "mlflow"]) == 0
     exported = _tb_scalars(Run(run_dir).trackers("export").tensorboard_dir)

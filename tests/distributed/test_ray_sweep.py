@@ -13,6 +13,7 @@ import pytest
 
 from hierlens.analysis.sweep import SUMMARY, SweepFailed, sweep
 from hierlens.models import TrainConfig, get_task
+from hierlens.models.run import write_run_config
 
 TASK = get_task("dyck", max_depth=3, max_length=8)
 CFG = TrainConfig(
@@ -70,7 +71,7 @@ def test_ray_sweep_matches_sequential_and_reruns_only_missing(ray_local, sequent
 def test_failed_run_is_reported_and_others_finish(ray_local, tmp_path):
     bad = tmp_path / "depth01_seed0"
     bad.mkdir(parents=True)
-    (bad / "config.json").write_text(json.dumps({"task": {"name": "other"}}))
+    write_run_config(bad, {"task": {"name": "other"}})
     with pytest.raises(SweepFailed) as info:
         sweep(TASK, [1], SEEDS, CFG, tmp_path, backend="ray", **KW)
     summary = info.value.summary

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from hierlens.models import ActivationStore, build_transformer
-from hierlens.models.run import latest_valid_checkpoint
+from hierlens.models.run_load import latest_valid_checkpoint
 
 from . import worker
 

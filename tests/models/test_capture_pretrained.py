@@ -9,7 +9,7 @@ import torch
 
 from hierlens.models import load_pretrained, pool_words, shipped_treebank, tokenize_words
 from hierlens.models.capture import capture
-from hierlens.models.store import StoreMismatchError
+from hierlens.models.store_writer import StoreMismatchError
 from hierlens.probes import IGNORE_LABEL
 from tests.hf_folders import build_tiny_gpt2, minilm_path
 

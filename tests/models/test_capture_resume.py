@@ -75,7 +75,7 @@ def test_killed_capture_resumes_to_identical_arrays(tmp_path):
     killed = _run_child(tmp_path, run_dir, 10)
     assert killed.returncode == -9, killed.stderr
 
-    manifest = read_json(run_dir / "manifest.json")
+    manifest = read_json(run_dir / "manifest.json", verify=False)  # schema-checked, no sum
     complete = [s for s in manifest["shards"] if s["files"]]
     assert not manifest["complete"]
     assert 0 < len(complete) < len(manifest["shards"])

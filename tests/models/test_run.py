@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hierlens.models import Run, open_run
-from hierlens.models.run import step_dir_name
+from hierlens.models.run_layout import step_dir_name
 
 
 def test_layout_of_a_run_that_does_not_exist_yet(tmp_path):
@@ -61,6 +61,9 @@ def test_open_run_errors(tmp_path):
         open_run(tmp_path)
     assert info.value.filename == str(tmp_path / "config.json")
     (tmp_path / "config.json").write_text(json.dumps({"task": {}}))
+    with pytest.raises(ValueError, match="no checksum manifest"):  # not written by hierlens
+        open_run(tmp_path)
+    Run(tmp_path).write_config({"task": {}})
     with pytest.raises(ValueError, match="expected keys 'task' and 'model'"):
         open_run(tmp_path)
 

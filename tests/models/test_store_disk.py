@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hierlens.core.atomic_io import CorruptFileError
+from hierlens.core.checksums import CorruptFileError
 from hierlens.models.capture import capture
 from hierlens.models.store import ActivationStore
 

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from hierlens.core.atomic_io import CorruptFileError
+from hierlens.core.checksums import CorruptFileError
 from hierlens.models import (
     ModelConfig,
     TrainConfig,
@@ -21,7 +21,7 @@ from hierlens.models import (
     open_run,
     train,
 )
-from hierlens.models.run import checkpoint_path
+from hierlens.models.run_load import checkpoint_path
 from hierlens.models.train_config import lr_at, scheduled_steps
 
 TASK = get_task("dyck", max_depth=4, max_length=12)

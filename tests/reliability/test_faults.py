@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.analysis.pipeline import run as run_pipeline
-from hierlens.core import atomic_io
-from hierlens.core.atomic_io import CorruptFileError, read_json, read_jsonl, write_checked_json
+from hierlens.core import confined_io
+from hierlens.core.atomic_io import read_json, read_jsonl, write_checked_json
+from hierlens.core.checksums import CorruptFileError
 from hierlens.models import ActivationStore, load_checkpoint, open_run
 from hierlens.models.run import Run
 from hierlens.sae import load_sae
@@ -71,34 +70,25 @@ def test_corrupted_bytes_are_an_error_naming_the_file(kind, pipeline_run, tmp_pa
 
 class _FaultyDisk:
     """Where this process may not mount a tmpfs: the folder ``tmp_path/mnt`` with faults
-    injected where hierlens writes files (``atomic_io``'s temporary files): ``free`` bytes
-    left (a larger file fails with ENOSPC, as on a full disk) or ``read_only`` (creating a
-    file fails with EROFS). The errors are the ones the OS raises, so everything above the
-    write (path in the message, one-line CLI error, nothing written lost) is exercised."""
+    injected where hierlens writes file contents (the confined file layer's one write
+    function): ``free`` bytes left (a larger write fails with ENOSPC, as on a full disk) or
+    ``read_only`` (every write fails with EROFS). The errors are the ones the OS raises, so
+    everything above the write (path in the message, one-line CLI error, nothing written
+    lost) is exercised."""
 
     def __init__(self, monkeypatch, mnt: Path) -> None:
         self.mnt, self.free, self.read_only = mnt, None, False
-        real_fdopen, real_mkstemp = os.fdopen, tempfile.mkstemp
+        real = confined_io._write_all
         disk = self
 
-        class _File(io.BufferedWriter):
-            def write(self, data):
-                if disk.free is not None and len(data) > disk.free:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return super().write(data)
-
-        def fdopen(fd, mode="r", *args, **kwargs):
-            if mode == "wb":
-                return _File(io.FileIO(fd, "wb"))
-            return real_fdopen(fd, mode, *args, **kwargs)
-
-        def mkstemp(*args, **kwargs):
+        def write_all(fd, data):
             if disk.read_only:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-            return real_mkstemp(*args, **kwargs)
+            if disk.free is not None and len(data) > disk.free:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(fd, data)
 
-        monkeypatch.setattr(atomic_io.os, "fdopen", fdopen)
-        monkeypatch.setattr(atomic_io.tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(confined_io, "_write_all", write_all)
 
 
 @contextlib.contextmanager

@@ -88,3 +88,57 @@ def test_resume_trains_only_the_missing_members_and_tabulates_all(tmp_path):
         train_sae_grid(grid, x, CONFIG, members=["topk_w4_k9"], progress=False)
     with pytest.raises(ValueError, match="needs save_dir"):
         train_sae_grid(grid, x, CONFIG, resume=True, progress=False)
+
+
+def test_resume_trains_again_a_member_whose_save_was_cut_short(tmp_path):
+    from hierlens.core.checksums import manifest_path
+
+    x = _acts()
+    grid = SAEGridConfig(widths=(4,), ks=(1, 2))
+    train_sae_grid(grid, x, CONFIG, save_dir=tmp_path, progress=False, seed=CONFIG.seed)
+    cut = tmp_path / "topk_w4_k2"
+    (cut / "sae_weights.safetensors").unlink()  # killed after cfg.json, before the weights
+    manifest_path(cut / "cfg.json").unlink()
+    again = train_sae_grid(
+        grid,
+        x,
+        CONFIG,
+        save_dir=tmp_path,
+        resume=True,
+        table=lambda saes: [{"name": n} for n in saes],
+        progress=False,
+        seed=CONFIG.seed,
+    )
+    assert again.trained == ["topk_w4_k2"]
+    assert [r["name"] for r in again.table] == ["topk_w4_k1", "topk_w4_k2"]
+    load_sae(cut, device="cpu", verify=True)
+
+
+def test_checkpoint_dir_resumes_the_grid_mid_run(tmp_path, monkeypatch, caplog):
+    import hierlens.sae.train as sae_train
+
+    x = _acts()
+    grid = SAEGridConfig(widths=(4, 8), ks=(2,))
+    config = CONFIG.replace(steps=8, checkpoint_every=2)
+    whole = train_sae_grid(
+        grid, x, config, checkpoint_dir=tmp_path / "a", progress=False, seed=CONFIG.seed
+    )
+    real, saved = sae_train.save_trainer_checkpoint, []
+
+    def killed_after_two(*args, **kwargs):
+        real(*args, **kwargs)
+        saved.append(args[1])
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sae_train, "save_trainer_checkpoint", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae_grid(grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=2)
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="hierlens.sae.train"):
+        resumed = train_sae_grid(
+            grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=CONFIG.seed
+        )
+    assert "resuming SAE training at step 4" in caplog.text
+    for name, sae in whole.saes.items():
+        torch.testing.assert_close(resumed.saes[name].W_dec, sae.W_dec, atol=0, rtol=0)

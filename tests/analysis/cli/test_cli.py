@@ -279,7 +279,7 @@ def test_library_bugs_are_not_reported_as_bad_input(tmp_path, monkeypatch, caplo
     traceback under ``-v`` or ``HIERLENS_DEBUG=1``."""
     import pytest
 
-    import hierlens.models.run as run_module
+    import hierlens.models.run as run_module  # where open_run lives
 
     def buggy(*args, **kwargs):
         return len(None)  # a TypeError that no raise statement wrote

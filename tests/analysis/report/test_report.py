@@ -19,7 +19,7 @@ from hierlens import sae as S
 from hierlens.analysis import write_report
 from hierlens.analysis.grokking import track
 from hierlens.analysis.trees.draw import bracketing, children
-from hierlens.core.atomic_io import atomic_write_jsonl_records, read_jsonl
+from hierlens.core.atomic_io import read_jsonl, write_checked_jsonl
 from hierlens.models import (
     ActivationStore,
     ModelConfig,
@@ -65,7 +65,7 @@ def build_run(run: Path) -> Path:
              "fvu": metrics["fvu"], "l0": metrics["l0"], "dead": metrics["dead_fraction"],
              "description_length_bits": dl.bits}
         )  # fmt: skip
-    atomic_write_jsonl_records(Run(run).sae_table_path, rows)
+    write_checked_jsonl(Run(run).sae_table_path, rows)
     labels = {k: store.labels[k].numpy() for k in ("depth", "is_close")}
     probe_sweep(
         {HOOK: acts}, labels, ks=(1, 2, 4), device="cpu",
@@ -314,11 +314,11 @@ def test_data_strings_are_escaped(run_dir, tmp_path):
     records = read_jsonl(Run(run).probe_results_path)
     for r in records:
         r["hook"], r["feature"] = evil + r["hook"], evil + r["feature"]
-    atomic_write_jsonl_records(Run(run).probe_results_path, records)
+    write_checked_jsonl(Run(run).probe_results_path, records)
     rows = read_jsonl(Run(run).sae_table_path)
     rows[0]["architecture"] = evil
     rows.append({"name": evil, "d_sae": 8, "fvu": 0.5, "description_length_bits": 3.0})
-    atomic_write_jsonl_records(Run(run).sae_table_path, rows)
+    write_checked_jsonl(Run(run).sae_table_path, rows)
     (Run(run).sae_dir("topk_16")).rename(Run(run).saes_dir / "a<b>&'c\"")
     out = write_report(run, tmp_path / "out" / "r.html", max_sentences=0)
     html = out.read_text()
@@ -339,13 +339,13 @@ def test_data_strings_are_escaped(run_dir, tmp_path):
 def test_sections_omitted_when_stages_did_not_run(run_dir, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
-    shutil.copy(Run(run_dir).config_path, Run(bare).config_path)
+    Run(bare).write_config(Run(run_dir).config)
     html = write_report(bare).read_text()
     assert '<section id="summary">' in html
     assert html.count("<section") == 1 and "Plotly" not in html and "<script" not in html
     assert "dyck" in html
     # metrics only: summary and training curves, no model-dependent sections
-    shutil.copy(Run(run_dir).metrics_path, Run(bare).metrics_path)
+    write_checked_jsonl(Run(bare).metrics_path, Run(run_dir).metrics())
     html = write_report(bare).read_text()
     assert re.findall(r'<section id="(\w+)">', html) == ["summary", "training"]
     # SAEs without activation stores: table without feature cards
