@@ -54,7 +54,7 @@ def main() -> None:
     quick = args.quick
     if quick:  # the first 10 sentences only
         from hierlens.models.corpus import Corpus
-        from hierlens.models.treebank import write_conllu
+        from hierlens.models.treebank_export import write_conllu
 
         small = Path(args.out_dir) / "quick_treebank.conllu"
         small.parent.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,10 @@ from .metrics import (
     fvu,
     l0,
     mse,
-    spliced_ce,
 )
 from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
 from .relu import ReluSAE, ReluSAEConfig
+from .spliced_loss import spliced_ce
 from .topk import TopKSAE, TopKSAEConfig
 from .train import SAETrainResult, lr_multiplier, train_saes
 from .train_config import SAETrainConfig

@@ -196,7 +196,7 @@ class _Encoded:
     def spliced(self, bin_width: float | None) -> dict[str, float]:
         """:func:`hierlens.sae.spliced_ce` with the reconstruction from codes quantised at
         ``bin_width`` (None: exact) spliced in (cached per width)."""
-        from .metrics import spliced_ce
+        from .spliced_loss import spliced_ce
 
         if self.model is None or self.tokens is None:
             raise ValueError("spliced cross-entropy needs model= and tokens=")

@@ -13,7 +13,7 @@ N_SENTENCES = 100  # sentences written when --n is not given
 
 
 def cmd_export_treebank(args: argparse.Namespace) -> int:
-    from hierlens.models.treebank import task_trees, write_conllu, write_ptb
+    from hierlens.models.treebank_export import task_trees, write_conllu, write_ptb
 
     n = args.n if args.n is not None else N_SENTENCES
     if n <= 0:

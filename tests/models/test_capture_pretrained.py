@@ -106,7 +106,8 @@ def test_pooling_is_part_of_store_identity(gpt2, tmp_path):
 
 def test_too_long_and_bad_pool_rejected(gpt2):
     words = ["the", "cat", "sat", "on", "a", "mat"] * 12  # > 64 positions of the tiny GPT-2
-    examples = tokenize_words(gpt2.tokenizer, [words, ["a", "dog"]])
+    # no tokenizer-side limit, so that capture's own context check is what refuses it
+    examples = tokenize_words(gpt2.tokenizer, [words, ["a", "dog"]], max_length=10**6)
     assert len(examples[0].tokens) > gpt2.model.cfg.n_ctx
     hook = "blocks.0.hook_resid_post"
     with pytest.raises(ValueError, match="context n_ctx=64"):

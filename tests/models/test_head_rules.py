@@ -11,7 +11,8 @@ import pytest
 from nltk import Tree
 
 from hierlens.models import shipped_treebank
-from hierlens.models.treebank import heads_from_tree, parse_ptb, read_conllu, write_conllu
+from hierlens.models.treebank import parse_ptb, read_conllu
+from hierlens.models.treebank_export import heads_from_tree, write_conllu
 from hierlens.probes.structural_metrics import mst_edges
 
 

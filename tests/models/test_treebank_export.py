@@ -7,12 +7,10 @@ import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.models import get_task
-from hierlens.models.treebank import (
+from hierlens.models.treebank import read_conllu, read_ptb, shipped_treebank
+from hierlens.models.treebank_export import (
     exportable_tasks,
     heads_from_tree,
-    read_conllu,
-    read_ptb,
-    shipped_treebank,
     task_trees,
     write_conllu,
     write_ptb,

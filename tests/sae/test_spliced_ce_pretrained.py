@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hierlens.models import load_pretrained, shipped_treebank, tokenize_words
-from hierlens.sae.metrics import mask_tokens, spliced_ce
+from hierlens.sae.spliced_loss import mask_tokens, spliced_ce
 from tests.hf_folders import build_tiny_bert, build_tiny_gpt2, minilm_path
 
 HOOK = "blocks.0.hook_resid_post"

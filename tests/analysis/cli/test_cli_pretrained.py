@@ -17,7 +17,7 @@ from tests.hf_folders import build_tiny_bert, build_tiny_gpt2, minilm_path
 @pytest.fixture(scope="module")
 def treebank(tmp_path_factory):
     """Eight shipped sentences as a PTB file."""
-    from hierlens.models.treebank import write_ptb
+    from hierlens.models.treebank_export import write_ptb
 
     path = tmp_path_factory.mktemp("tb") / "eight.mrg"
     write_ptb(shipped_treebank("ptb")[:8], path)
@@ -114,7 +114,7 @@ def test_minilm_capture_is_per_word(tmp_path):
     """The real MiniLM on three shipped sentences: one pooled row per word at every layer."""
     sentences = shipped_treebank("ptb")[:3]
     path = tmp_path / "three.mrg"
-    from hierlens.models.treebank import write_ptb
+    from hierlens.models.treebank_export import write_ptb
 
     write_ptb(sentences, path)
     r = str(tmp_path / "run")
