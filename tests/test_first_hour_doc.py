@@ -15,7 +15,7 @@ import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.models import shipped_treebank
-from hierlens.models.treebank import write_ptb
+from hierlens.models.treebank_export import write_ptb
 from tests.hf_folders import build_tiny_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ def tiny_gpt2(tmp_path_factory):
 def plain_treebank(tmp_path_factory):
     """Six shipped sentences without punctuation, so every way of scoring them sees the
     same words."""
-    from hierlens.models.treebank import write_ptb
+    from hierlens.models.treebank_export import write_ptb
 
     path = tmp_path_factory.mktemp("tb") / "six.mrg"
     write_ptb([s.without_punct() for s in shipped_treebank("ptb")[:6]], path)

@@ -12,7 +12,7 @@ from hierlens.models import ActivationStore, load_pretrained, open_run, shipped_
 from hierlens.models.run import write_run_config
 from hierlens.models.special_tokens import SpecialTokens
 from hierlens.models.text import tokenize_words
-from hierlens.models.treebank import write_ptb
+from hierlens.models.treebank_export import write_ptb
 from tests.hf_folders import build_tiny_bert, build_tiny_gpt2
 
 HOOK = "blocks.1.hook_resid_post"

@@ -12,7 +12,7 @@ import torch
 from hierlens.analysis.cli import main
 from hierlens.models import load_pretrained, open_run, read_ptb, shipped_treebank
 from hierlens.models.text import label_vocabulary
-from hierlens.models.treebank import write_ptb
+from hierlens.models.treebank_export import write_ptb
 from tests.hf_folders import build_tiny_bert
 
 NUMBERING = "0 = embeddings; layer l = output of block l-1"
@@ -77,6 +77,7 @@ def test_one_layer_numbering_across_tree_scores_structural_probes_and_plots(
     from hierlens.analysis import parse_f1, span_scores, tree_projection
     from hierlens.analysis.report import show
     from hierlens.analysis.tree_scores import read_tree_scores
+    from hierlens.core.checksums import write_checked
     from hierlens.models.text import tokenize_words
 
     r = str(scored_run.path)
@@ -111,12 +112,14 @@ def test_one_layer_numbering_across_tree_scores_structural_probes_and_plots(
     old = dict(records[0])
     old.pop("settings"), old.pop("block")
     old["layer"] = 0
-    saved = scored_run.tree_scores_path.read_text()
-    scored_run.tree_scores_path.write_text(json.dumps(old) + "\n")
+    # (written through the checked layer, as hierlens wrote them: only the records are old)
+    path = scored_run.tree_scores_path
+    saved = path.read_bytes()
+    write_checked({path: (json.dumps(old) + "\n").encode()})
     try:
         (read,) = read_tree_scores(r)
     finally:
-        scored_run.tree_scores_path.write_text(saved)
+        write_checked({path: saved})
     assert read["layer"] == 1 and read["block"] == 0
     assert read["settings"]["punct"] == "kept"  # the run's corpus keeps punctuation
 
