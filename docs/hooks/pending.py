@@ -9,9 +9,7 @@ import logging
 from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.hooks.pending")
-PENDING = {
-    "first-hour.md": "Your model, your sentences",
-}
+PENDING: dict[str, str] = {}
 
 
 def on_files(files, config):
