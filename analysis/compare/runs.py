@@ -44,13 +44,16 @@ def layer_hooks(model: torch.nn.Module) -> list[str]:
 
 
 def layer_label(hook: str) -> str:
-    """A short label of a hook for charts: ``embed`` for ``blocks.0.hook_resid_pre``,
-    ``L{i}`` for ``blocks.{i}.hook_resid_post``, the hook name otherwise."""
+    """A short label of a hook for charts, in hierlens' one layer numbering
+    (:mod:`~hierlens.analysis.layer_numbering`, 0 = embeddings): ``L0 embed`` for
+    ``blocks.0.hook_resid_pre``, ``L{i+1}`` for ``blocks.{i}.hook_resid_post`` (the output
+    of block ``i``), the hook name otherwise."""
     if hook == "blocks.0.hook_resid_pre":
-        return "embed"
+        return "L0 embed"
     parts = hook.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
-        return f"L{parts[1]}"
+    block_output = len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post"
+    if block_output and parts[1].isdigit():
+        return f"L{int(parts[1]) + 1}"
     return hook
 
 

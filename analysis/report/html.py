@@ -59,6 +59,25 @@ def key_values(items: Mapping[str, Any]) -> str:
     return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>'
 
 
+_SETTING_NAMES = {
+    "layer_numbering": "layers",
+    "punct": "punctuation",
+    "special_tokens": "special tokens",
+    "mask_from_block": "first masked block",
+    "pool": "word vector",
+    "control_seed": "control seed",
+}
+
+
+def settings_note(settings: Mapping[str, Any] | None) -> str:
+    """The settings a result was computed with (a record's ``settings``), as one note."""
+    if not settings:
+        return ""
+    shown = [(_SETTING_NAMES.get(k, k), v) for k, v in settings.items() if v is not None]
+    items = "; ".join(f"{esc(k)}: {esc(v)}" for k, v in shown)
+    return f'<p class="note">Settings: {items}.</p>'
+
+
 def _script_json(obj: object) -> str:
     """JSON safe to place inside a ``<script>`` element."""
     text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
