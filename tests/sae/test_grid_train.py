@@ -115,7 +115,7 @@ def test_resume_trains_again_a_member_whose_save_was_cut_short(tmp_path):
 
 
 def test_checkpoint_dir_resumes_the_grid_mid_run(tmp_path, monkeypatch, caplog):
-    import hierlens.sae.train as sae_train
+    import hierlens.sae.train_stack as sae_train
 
     x = _acts()
     grid = SAEGridConfig(widths=(4, 8), ks=(2,))
@@ -135,7 +135,7 @@ def test_checkpoint_dir_resumes_the_grid_mid_run(tmp_path, monkeypatch, caplog):
     with pytest.raises(KeyboardInterrupt):
         train_sae_grid(grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=2)
     monkeypatch.undo()
-    with caplog.at_level(logging.INFO, logger="hierlens.sae.train"):
+    with caplog.at_level(logging.INFO, logger="hierlens.sae.train_stack"):
         resumed = train_sae_grid(
             grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=CONFIG.seed
         )
