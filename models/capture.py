@@ -462,6 +462,55 @@ def capture(
         (``(n_words, d)`` with ``pool``) with ``d`` the product of the hook's per-token
         dimensions.
     """
+    dtype = _check_capture_args(model, batch_size, shard_bytes, dtype, model_id, pool, positions)
+    names = resolve_hook_names(model, hooks)
+    d = _prepare_data(data, labels)
+    mask, word_len, word_index = _select_rows(model, d, positions, pool)
+    dev, pad_id = _place_model(model, device)
+
+    was_training = model.training
+    if was_training:  # (a bridge's train()/eval() walks every submodule: only when needed)
+        model.eval()
+    runner = _Runner(model, names, dev)
+    try:
+        with torch.inference_mode(), attached_hooks(model, names, runner.on_hook):
+            shapes = _probe(runner, d, pad_id)
+            header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
+            header["model"] = model_id if model_id is not None else model_fingerprint(model)
+            if pool is not None:  # rows are words: the pooling is part of the data identity
+                _identify_pooling(header, index, mask, pool, word_len, word_index)
+            runner.early_stop = True
+            return _run(
+                runner,
+                d,
+                mask,
+                header,
+                index,
+                out_dir,
+                pad_id,
+                dtype,
+                allow_nonfinite,
+                overwrite,
+                progress,
+                pool,
+                word_len,
+            )
+    finally:
+        if was_training:
+            model.train()
+
+
+def _check_capture_args(
+    model: Any,
+    batch_size: Any,
+    shard_bytes: Any,
+    dtype: torch.dtype | str,
+    model_id: Any,
+    pool: str | None,
+    positions: Positions,
+) -> torch.dtype:
+    """Check :func:`capture`'s arguments that need neither the data nor a forward pass (a
+    ``TypeError``/``ValueError`` saying what was expected); returns the resolved dtype."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
@@ -482,8 +531,15 @@ def capture(
         raise ValueError(f"pool must be None, 'first', 'last' or 'mean', got {pool!r}")
     if pool is not None and positions is not None:
         raise ValueError("give either positions or pool: pooling stores every word")
-    names = resolve_hook_names(model, hooks)
-    d = _prepare_data(data, labels)
+    return dtype
+
+
+def _select_rows(
+    model: torch.nn.Module, d: _Data, positions: Positions, pool: str | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The flat mask of the tokens :func:`capture` stores (one per word with ``pool``), after
+    checking the data against the model's context length and vocabulary; returns the mask and,
+    with ``pool``, each word's token count and each token's word index (else None, None)."""
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if isinstance(n_ctx, int) and n_ctx > 0 and int(d.lengths.max()) > n_ctx:
         k = int(torch.argmax(d.lengths))
@@ -503,6 +559,14 @@ def capture(
     if n_rows == 0:
         raise ValueError("positions select no token: nothing to capture")
 
+    return mask, word_len, word_index
+
+
+def _place_model(
+    model: torch.nn.Module, device: str | torch.device | None
+) -> tuple[torch.device, int]:
+    """Move ``model`` to ``device`` when one is given and the model is elsewhere; returns
+    the device the capture runs on and the padding id (the tokenizer's, else 0)."""
     model_dev = _model_device(model)
     dev = resolve_device(device) if device is not None else (model_dev or resolve_device(None))
     if model_dev is not None and model_dev != dev:
@@ -511,40 +575,25 @@ def capture(
     pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
     pad_id = int(pad_id) if isinstance(pad_id, int) else 0
 
-    was_training = model.training
-    if was_training:  # (a bridge's train()/eval() walks every submodule: only when needed)
-        model.eval()
-    runner = _Runner(model, names, dev)
-    try:
-        with torch.inference_mode(), attached_hooks(model, names, runner.on_hook):
-            shapes = _probe(runner, d, pad_id)
-            header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
-            header["model"] = model_id if model_id is not None else model_fingerprint(model)
-            if pool is not None:  # rows are words: the pooling is part of the data identity
-                index["position"] = word_index[mask]
-                h = hashlib.sha256(header["data"]["sha256"].encode())
-                h.update(f"pool={pool}".encode())
-                h.update(word_len.numpy().tobytes())
-                header["data"].update(sha256=h.hexdigest(), pool=pool)
-            runner.early_stop = True
-            return _run(
-                runner,
-                d,
-                mask,
-                header,
-                index,
-                out_dir,
-                pad_id,
-                dtype,
-                allow_nonfinite,
-                overwrite,
-                progress,
-                pool,
-                word_len,
-            )
-    finally:
-        if was_training:
-            model.train()
+    return dev, pad_id
+
+
+def _identify_pooling(
+    header: dict[str, Any],
+    index: dict[str, torch.Tensor],
+    mask: torch.Tensor,
+    pool: str,
+    word_len: torch.Tensor,
+    word_index: torch.Tensor,
+) -> None:
+    """Make a pooled capture's rows words: the index's ``position`` column becomes the word
+    index, and the pooling (its kind and the word lengths) joins the data's identity in
+    ``header`` so that pooled and unpooled captures never mix in one store."""
+    index["position"] = word_index[mask]
+    h = hashlib.sha256(header["data"]["sha256"].encode())
+    h.update(f"pool={pool}".encode())
+    h.update(word_len.numpy().tobytes())
+    header["data"].update(sha256=h.hexdigest(), pool=pool)
 
 
 def _probe(runner: _Runner, d: _Data, pad_id: int) -> dict[str, tuple[int, ...]]:
