@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.atomic_io import append_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.atomic_io import append_jsonl, json_safe, read_jsonl, write_checked_jsonl
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import scalars
@@ -468,7 +468,7 @@ def _representation_metrics(
     metrics: Sequence[str],
     device: torch.device,
 ) -> dict[str, Any]:
-    from .compare.runs import finite_or_none, layer_hooks, rank_collapse_by_layer
+    from .compare.runs import layer_hooks, rank_collapse_by_layer
     from .compare.similarity import similarity_matrix
 
     hooks = layer_hooks(model)
@@ -482,10 +482,10 @@ def _representation_metrics(
         cka = similarity_matrix(
             [(store, h) for h in hooks], [(reference, h) for h in hooks], device=device
         )["linear_cka"]
-        out["cka_to_final"] = finite_or_none(torch.diagonal(cka).tolist())
-        out["cka_to_final_matrix"] = finite_or_none(cka.tolist())
+        out["cka_to_final"] = json_safe(torch.diagonal(cka).tolist())
+        out["cka_to_final_matrix"] = json_safe(cka.tolist())
     if "rank_collapse" in metrics:
-        out["rank_residual"] = finite_or_none(rank_collapse_by_layer(model, examples))
+        out["rank_residual"] = json_safe(rank_collapse_by_layer(model, examples))
     return out
 
 

@@ -169,10 +169,7 @@ def fit_logistic(
     Returns:
         A :class:`LogisticFit` with tensors on ``device``.
     """
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    _check_penalty(C, class_weight)
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     dev = resolve_device(device)
@@ -369,3 +366,12 @@ class _NewtonState:
             bad = info != 0
             L[bad] = torch.linalg.cholesky(H[bad] + 1e-6 * eye)
         return L
+
+
+def _check_penalty(C, class_weight) -> None:
+    """Reject an L2 probe's settings that are not a positive ``C`` and a ``class_weight`` of
+    None or "balanced"."""
+    if not (isinstance(C, (int, float)) and C > 0):
+        raise ValueError(f"C must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")

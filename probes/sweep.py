@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device, resolve_dtype
 
-from .logistic import all_finite, balanced_weights, fit_logistic_rows
+from .logistic import _check_penalty, all_finite, balanced_weights, fit_logistic_rows
 from .metrics import binary_metrics
 from .select import SELECTIONS, select_features
 
@@ -159,10 +159,7 @@ def _check_options(methods, C, class_weight, test_size, tol) -> None:
     bad = [m for m in methods if m not in SELECTIONS]
     if bad or not methods:
         raise ValueError(f"unknown selection(s) {bad}; expected from {', '.join(SELECTIONS)}")
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    _check_penalty(C, class_weight)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):

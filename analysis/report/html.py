@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hierlens.core.atomic_io import json_safe
+
 Span = tuple[int, int]
 
 
@@ -84,17 +86,6 @@ def _script_json(obj: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _clean(obj: Any) -> Any:
-    """Plotly JSON with non-finite floats as null (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 class Charts:
     """Collects plotly figures of one page; each gets a ``div.chart`` and an inline script.
 
@@ -123,7 +114,7 @@ class Charts:
         )
         if len(figure.data) > 1:  # room for the legend below the x axis title
             figure.update_layout(height=height + 40, margin_b=110)
-        spec = _clean(json.loads(pio.to_json(figure, validate=True)))
+        spec = json_safe(json.loads(pio.to_json(figure, validate=True)))
         config = {"displaylogo": False, "showLink": False}
         payload = _script_json(
             {"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": config}
