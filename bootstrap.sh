@@ -39,8 +39,13 @@ make_venv() {  # make_venv DIR: a venv with torch in it
 # Headless Chromium for the report's browser tests: installed where this user may (root with
 # apt-get); elsewhere the browser tests skip and say so.
 browser_note=""
+has_program() {  # has_program NAME: an executable NAME on PATH (bash's command -v alone also
+    # reports a file that is not executable)
+    local found
+    found=$(command -v "$1" 2>/dev/null) && [ -x "$found" ]
+}
 provision_browser() {
-    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    if has_program chromium && has_program chromedriver; then
         return
     fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

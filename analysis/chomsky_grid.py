@@ -91,6 +91,63 @@ def chomsky_grid(
     Writes ``out_dir/grid_summary.json`` (rows, the runs that ran now, the failures) and
     raises :class:`GridFailed` after the other runs finished when any run failed.
     """
+    tasks, archs, seeds, lrs, base, arch_options = _check_grid(
+        tasks, archs, seeds, lrs, train_config, model, arch_options, eval_n, backend
+    )
+    params = dict(task_params or {})
+    evaluation = {"n": eval_n, "seed": eval_seed}
+    jobs: list[dict[str, Any]] = []
+    for task_name in tasks:
+        task = get_task(task_name, **params)  # bad task parameters fail here, before training
+        for arch in archs:
+            fields = {**dict(model or {}), **arch_options.get(arch, {})}
+            ArchConfig.for_task(task, arch=arch, **fields)
+            for lr in lrs:
+                for seed in seeds:
+                    job = _cell_job(
+                        task, task_name, params, arch, fields, lr, seed, base, evaluation, out_dir
+                    )
+                    jobs.append(job)
+    out = Path(out_dir)
+    _refuse_stale_runs(jobs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if not (Path(j["run_dir"]) / DONE).exists()]
+    names = {j["run_dir"]: str(Path(j["run_dir"]).relative_to(out)) for j in jobs}
+    stacks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job in pending:  # one fused stack per (task, architecture)
+        stacks.setdefault((job["key"]["task"], job["key"]["arch"]), []).append(job)
+    groups = list(stacks.values())
+    if backend == "ray":
+        counts = (len(pending), len(jobs))
+        errors = _run_stacks_on_ray(groups, names, counts, address, num_cpus, num_gpus)
+    else:
+        errors = _run_stacks_here(groups, names)
+    rows = _grid_rows(jobs)
+    summary = {
+        "runs": rows,
+        "ran": [names[j["run_dir"]] for j in pending if names[j["run_dir"]] not in errors],
+        "failed": [{"run": name, "error": err} for name, err in errors.items()],
+    }
+    write_checked_json(out / SUMMARY, summary)
+    if errors:
+        raise GridFailed(summary)
+    return rows
+
+
+def _check_grid(
+    tasks: Sequence[str],
+    archs: Sequence[str],
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    train_config: TrainConfig | Mapping[str, Any],
+    model: Mapping[str, Any] | None,
+    arch_options: Mapping[str, Mapping[str, Any]] | None,
+    eval_n: int,
+    backend: str,
+) -> tuple[list, list, list, list, dict[str, Any], dict[str, dict[str, Any]]]:
+    """Reject a bad backend, grid axis, training config or model setting before any job is
+    made; returns the four axes as lists, the training config's fields and the
+    per-architecture options as plain dicts."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     tasks, archs, seeds, lrs = list(tasks), list(archs), list(seeds), list(lrs)
@@ -118,91 +175,92 @@ def chomsky_grid(
     for key in ("arch", "seed", "vocab_size"):
         if key in (model or {}):
             raise ValueError(f"model[{key!r}] is set by the grid; remove it")
-    params = dict(task_params or {})
-    jobs: list[dict[str, Any]] = []
-    for task_name in tasks:
-        task = get_task(task_name, **params)  # bad task parameters fail here, before training
-        for arch in archs:
-            ArchConfig.for_task(
-                task, arch=arch, **{**dict(model or {}), **arch_options.get(arch, {})}
-            )
-            for lr in lrs:
-                for seed in seeds:
-                    fields = {**dict(model or {}), **arch_options.get(arch, {})}
-                    run_config = run_config_dict(
-                        task,
-                        ArchConfig.for_task(task, **fields, arch=arch, seed=seed),
-                        TrainConfig(**{**base, "lr": float(lr), "seed": seed}),
-                    )
-                    jobs.append(
-                        {
-                            "task": {"name": task_name, "params": params},
-                            "model": {
-                                **dict(model or {}),
-                                **arch_options.get(arch, {}),
-                                "arch": arch,
-                                "seed": seed,
-                            },
-                            "train": {**base, "lr": float(lr), "seed": seed},
-                            "eval": {"n": eval_n, "seed": eval_seed},
-                            "run_dir": str(Path(out_dir) / run_name(task_name, arch, lr, seed)),
-                            "key": {"task": task_name, "arch": arch, "lr": float(lr), "seed": seed},
-                            "config": run_config,
-                        }
-                    )
-    out = Path(out_dir)
-    _refuse_stale_runs(jobs, out)
-    out.mkdir(parents=True, exist_ok=True)
-    pending = [j for j in jobs if not (Path(j["run_dir"]) / DONE).exists()]
-    errors: dict[str, str] = {}
-    names = {j["run_dir"]: str(Path(j["run_dir"]).relative_to(out)) for j in jobs}
-    stacks: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for job in pending:  # one fused stack per (task, architecture)
-        stacks.setdefault((job["key"]["task"], job["key"]["arch"]), []).append(job)
-    groups = list(stacks.values())
-    if backend == "ray":
-        from .ray_backend import map_tasks
+    return tasks, archs, seeds, lrs, base, arch_options
 
-        log.info(
-            "chomsky grid: %d of %d run(s) in %d stack(s) to do on Ray",
-            len(pending),
-            len(jobs),
-            len(groups),
-        )
-        outcomes = map_tasks(
-            run_grid_jobs,
-            [(tuple(names[j["run_dir"]] for j in g), (g,)) for g in groups],
-            address=address,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-        )
-        for o in outcomes:
-            if not o.ok:
-                errors.update({name: o.error for name in o.key})
-    else:
-        for i, group in enumerate(groups):
-            shown = ", ".join(names[j["run_dir"]] for j in group)
-            log.info("chomsky grid stack %d/%d: %s", i + 1, len(groups), shown)
-            try:
-                run_grid_jobs(group)
-            except Exception as exc:  # noqa: BLE001 - one failed stack must not stop the grid
-                log.exception("stack %s failed", shown)
-                for j in group:
-                    if not (Path(j["run_dir"]) / DONE).exists():
-                        errors[names[j["run_dir"]]] = f"{type(exc).__name__}: {exc}"
+
+def _cell_job(
+    task: Any,
+    task_name: str,
+    params: dict[str, Any],
+    arch: str,
+    fields: dict[str, Any],
+    lr: float,
+    seed: int,
+    base: dict[str, Any],
+    evaluation: dict[str, Any],
+    out_dir: str | os.PathLike,
+) -> dict[str, Any]:
+    """The job of one grid cell (task, arch, lr, seed): what :func:`run_grid_jobs` needs to
+    train and evaluate it, its run folder, its ``key`` in the rows and the ``config.json``
+    its training writes (``fields``: the architecture's model fields)."""
+    run_config = run_config_dict(
+        task,
+        ArchConfig.for_task(task, **fields, arch=arch, seed=seed),
+        TrainConfig(**{**base, "lr": float(lr), "seed": seed}),
+    )
+    return {
+        "task": {"name": task_name, "params": params},
+        "model": {**fields, "arch": arch, "seed": seed},
+        "train": {**base, "lr": float(lr), "seed": seed},
+        "eval": dict(evaluation),
+        "run_dir": str(Path(out_dir) / run_name(task_name, arch, lr, seed)),
+        "key": {"task": task_name, "arch": arch, "lr": float(lr), "seed": seed},
+        "config": run_config,
+    }
+
+
+def _run_stacks_on_ray(
+    groups: list[list[dict[str, Any]]],
+    names: dict[str, str],
+    counts: tuple[int, int],
+    address: str | None,
+    num_cpus: float,
+    num_gpus: float,
+) -> dict[str, str]:
+    """Run each stack of ``groups`` as one Ray task (``counts``: pending and all runs, for
+    the log); returns ``{run name: error}`` of the runs of the stacks that failed."""
+    from .ray_backend import map_tasks
+
+    log.info("chomsky grid: %d of %d run(s) in %d stack(s) to do on Ray", *counts, len(groups))
+    outcomes = map_tasks(
+        run_grid_jobs,
+        [(tuple(names[j["run_dir"]] for j in g), (g,)) for g in groups],
+        address=address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )
+    errors: dict[str, str] = {}
+    for o in outcomes:
+        if not o.ok:
+            errors.update({name: o.error for name in o.key})
+    return errors
+
+
+def _run_stacks_here(groups: list[list[dict[str, Any]]], names: dict[str, str]) -> dict[str, str]:
+    """Run the stacks of ``groups`` one after another in this process; a stack that fails is
+    logged and does not stop the others. Returns ``{run name: error}`` of the runs a failed
+    stack left without ``done.json``."""
+    errors: dict[str, str] = {}
+    for i, group in enumerate(groups):
+        shown = ", ".join(names[j["run_dir"]] for j in group)
+        log.info("chomsky grid stack %d/%d: %s", i + 1, len(groups), shown)
+        try:
+            run_grid_jobs(group)
+        except Exception as exc:  # noqa: BLE001 - one failed stack must not stop the grid
+            log.exception("stack %s failed", shown)
+            for j in group:
+                if not (Path(j["run_dir"]) / DONE).exists():
+                    errors[names[j["run_dir"]]] = f"{type(exc).__name__}: {exc}"
+    return errors
+
+
+def _grid_rows(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per finished run, in grid order: its ``key``, ``run_dir`` and ``done.json``."""
     rows = []
     for job in jobs:
         done = Path(job["run_dir"]) / DONE
         if done.exists():
             rows.append({**job["key"], "run_dir": job["run_dir"], **read_json(done)})
-    summary = {
-        "runs": rows,
-        "ran": [names[j["run_dir"]] for j in pending if names[j["run_dir"]] not in errors],
-        "failed": [{"run": name, "error": err} for name, err in errors.items()],
-    }
-    write_checked_json(out / SUMMARY, summary)
-    if errors:
-        raise GridFailed(summary)
     return rows
 
 

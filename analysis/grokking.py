@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.atomic_io import append_jsonl, read_jsonl, write_checked_jsonl
+from hierlens.core.atomic_io import append_jsonl, json_safe, read_jsonl, write_checked_jsonl
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import scalars
@@ -219,28 +219,11 @@ def track(
     cfg = TrackConfig(**{k: v for k, v in given.items() if v is not None})
     n, n_trees, tree_split, layer, seed = cfg.n, cfg.n_trees, cfg.tree_split, cfg.layer, cfg.seed
     compare, n_compare = cfg.compare, cfg.n_compare
-    if backend not in ("process", "ray"):
-        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
-    if backend == "ray":
-        from .ray_backend import require_ray
-
-        require_ray()
-    metrics = tuple(metrics)
-    if compare:
-        metrics += tuple(m for m in REPRESENTATION_METRICS if m not in metrics)
-    allowed = METRICS + REPRESENTATION_METRICS
-    unknown = [m for m in metrics if m not in allowed]
-    if unknown:
-        raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {allowed}")
+    metrics = _check_track_options(backend, metrics, compare)
     run = open_run(run_dir)
     task = task or run.task
     available = run.steps
-    if not available:
-        raise ValueError(f"{run_dir}: no checkpoints to track")
-    steps = list(available if steps is None else steps)
-    missing = [s for s in steps if s not in available]
-    if missing:
-        raise ValueError(f"{run_dir}: no checkpoint at step(s) {missing}; available: {available}")
+    steps = _checked_steps(run_dir, available, steps)
     dev = resolve_device(device)
     representations = [m for m in metrics if m in REPRESENTATION_METRICS]
     settings = TrackSettings(
@@ -255,12 +238,7 @@ def track(
     )
 
     path = run.tracking_path
-    records = run.read_records(path, writer=True)
-    existing = [r for r in records if r["settings"] == settings.key()]
-    if len(existing) != len(records):
-        write_checked_jsonl(path, existing)  # settings changed: recompute everything
-    done = {r["step"]: r for r in existing}
-
+    done = _reusable_records(run, path, settings)
     todo = [s for s in steps if s not in done]
     tracker = MultiLogger()
     if log_to:
@@ -271,20 +249,8 @@ def track(
     failed: dict[int, str] = {}
     try:
         if backend == "ray":
-            from .ray_backend import map_tasks
-
-            jobs = [(s, (str(run.path), task, s, settings, device)) for s in todo]
-            log.info("track: %d checkpoint(s) to evaluate on Ray", len(jobs))
-            outcomes = map_tasks(
-                track_record, jobs, address=address, num_cpus=num_cpus, num_gpus=num_gpus
-            )
-            results = {o.key: o for o in outcomes}
-            for step in todo:  # written in the order the sequential loop writes them
-                outcome = results[step]
-                if outcome.ok:
-                    new[step] = _write_record(path, tracker, outcome.result)
-                else:
-                    failed[step] = outcome.error
+            where = {"address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+            new, failed = _track_on_ray(run, task, todo, settings, device, path, tracker, **where)
         else:
             inputs = _TrackInputs.draw(task, settings)
             final = _FinalReference(run, available[-1], inputs, dev)
@@ -297,6 +263,83 @@ def track(
     if failed:
         raise TrackFailed(records, failed)
     return records
+
+
+def _check_track_options(backend: str, metrics: Sequence[str], compare: bool) -> tuple[str, ...]:
+    """Reject an unknown backend (or ``"ray"`` without Ray) and unknown metrics; returns the
+    metrics to record (with ``compare``, the representation metrics added)."""
+    if backend not in ("process", "ray"):
+        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    if backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()
+    metrics = tuple(metrics)
+    if compare:
+        metrics += tuple(m for m in REPRESENTATION_METRICS if m not in metrics)
+    allowed = METRICS + REPRESENTATION_METRICS
+    unknown = [m for m in metrics if m not in allowed]
+    if unknown:
+        raise ValueError(f"unknown tracking metric(s) {unknown}; choose from {allowed}")
+    return metrics
+
+
+def _checked_steps(
+    run_dir: str | os.PathLike, available: list[int], steps: Sequence[int] | None
+) -> list[int]:
+    """The steps to track (all ``available`` checkpoints when ``steps`` is None); an error
+    when the run has no checkpoint or a step has none."""
+    if not available:
+        raise ValueError(f"{run_dir}: no checkpoints to track")
+    steps = list(available if steps is None else steps)
+    missing = [s for s in steps if s not in available]
+    if missing:
+        raise ValueError(f"{run_dir}: no checkpoint at step(s) {missing}; available: {available}")
+    return steps
+
+
+def _reusable_records(run: Run, path: Path, settings: TrackSettings) -> dict[int, dict[str, Any]]:
+    """``{step: record}`` of the records in ``path`` made with ``settings``; when some were
+    made with other settings, the file is rewritten without them (they are recomputed)."""
+    records = run.read_records(path, writer=True)
+    existing = [r for r in records if r["settings"] == settings.key()]
+    if len(existing) != len(records):
+        write_checked_jsonl(path, existing)
+    return {r["step"]: r for r in existing}
+
+
+def _track_on_ray(
+    run: Run,
+    task: Task,
+    todo: list[int],
+    settings: TrackSettings,
+    device: str | torch.device | None,
+    path: Path,
+    tracker: MultiLogger,
+    *,
+    address: str | None,
+    num_cpus: float,
+    num_gpus: float,
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """Evaluate the checkpoints ``todo`` as one Ray task each (``num_cpus`` / ``num_gpus``
+    each, on the cluster at ``address``) and write their records to ``path`` and
+    ``tracker`` here, in the order of ``todo`` as the sequential loop writes them; returns
+    the records written and the failed steps' errors."""
+    from .ray_backend import map_tasks
+
+    new: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
+    jobs = [(s, (str(run.path), task, s, settings, device)) for s in todo]
+    log.info("track: %d checkpoint(s) to evaluate on Ray", len(jobs))
+    outcomes = map_tasks(track_record, jobs, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    results = {o.key: o for o in outcomes}
+    for step in todo:
+        outcome = results[step]
+        if outcome.ok:
+            new[step] = _write_record(path, tracker, outcome.result)
+        else:
+            failed[step] = outcome.error
+    return new, failed
 
 
 class TrackFailed(RuntimeError):
@@ -425,7 +468,7 @@ def _representation_metrics(
     metrics: Sequence[str],
     device: torch.device,
 ) -> dict[str, Any]:
-    from .compare.runs import finite_or_none, layer_hooks, rank_collapse_by_layer
+    from .compare.runs import layer_hooks, rank_collapse_by_layer
     from .compare.similarity import similarity_matrix
 
     hooks = layer_hooks(model)
@@ -439,10 +482,10 @@ def _representation_metrics(
         cka = similarity_matrix(
             [(store, h) for h in hooks], [(reference, h) for h in hooks], device=device
         )["linear_cka"]
-        out["cka_to_final"] = finite_or_none(torch.diagonal(cka).tolist())
-        out["cka_to_final_matrix"] = finite_or_none(cka.tolist())
+        out["cka_to_final"] = json_safe(torch.diagonal(cka).tolist())
+        out["cka_to_final_matrix"] = json_safe(cka.tolist())
     if "rank_collapse" in metrics:
-        out["rank_residual"] = finite_or_none(rank_collapse_by_layer(model, examples))
+        out["rank_residual"] = json_safe(rank_collapse_by_layer(model, examples))
     return out
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 POOLS = ("mean", "first")
+log = logging.getLogger(__name__)
 
 
 def word_vectors_by_layer(
@@ -75,6 +77,17 @@ def chain_baseline(sentences: Sequence[Any]) -> dict[str, float]:
     return {"uuas": uuas(pred, gold, punct), "spearman": distance_spearman(pred, gold)}
 
 
+def shared_weight_matrices(model: torch.nn.Module, other: torch.nn.Module) -> list[str]:
+    """Names of the weight matrices (parameters of two or more dimensions, which an
+    initialisation draws at random) that ``model`` and ``other`` hold with equal values."""
+    theirs = dict(other.named_parameters())
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.ndim >= 2 and name in theirs and torch.equal(p.detach().cpu(), theirs[name].cpu())
+    ]
+
+
 def chain_intervals(sentences: Sequence[Any], seed: int = 0) -> dict[str, list[float]]:
     """Bootstrap intervals (95%, sentences resampled) of :func:`chain_baseline`'s UUAS and
     Spearman: ``{"uuas_ci": [low, high], "spearman_ci": [low, high]}``."""
@@ -99,12 +112,39 @@ GOLD_TREES = {
 
 def random_control(pretrained: Any, seed: int, folder: Path, device: str | None) -> Any:
     """The same architecture with freshly initialised weights (seeded), loaded like the
-    trained model from a temporary folder."""
+    trained model from a temporary folder.
+
+    The control must differ from the model: a model that is itself an untrained
+    initialisation drawn with ``seed`` (``torch.manual_seed(seed)`` then the class's
+    constructor) would be its own control. When every weight matrix of the control equals
+    the model's, a ``ValueError`` says so; when only some do, a warning names how many."""
     from hierlens.models.pretrained import load_pretrained
 
     original = pretrained.model.original_model
     torch.manual_seed(seed)
     fresh = type(original)(original.config)  # the class's own weight initialisation
+    # compared with the folder's weights as saved: the bridge wraps its copy's modules
+    # (parameter names change, fused projections are split), so names would not match
+    saved = type(original).from_pretrained(str(pretrained.path), local_files_only=True)
+    shared = shared_weight_matrices(saved, fresh)
+    n_matrices = sum(1 for p in saved.parameters() if p.ndim >= 2)
+    del saved
+    if shared and len(shared) == n_matrices:
+        raise ValueError(
+            f"the random-weights control (seed {seed}) has exactly the model's weights: the "
+            "model is an untrained initialisation drawn with that seed, so it cannot be its "
+            "own control; choose another control seed (--control-seed, [structural] "
+            "control_seed) or skip the control (--controls false; controls = false)"
+        )
+    if shared:
+        log.warning(
+            "the random-weights control (seed %d) shares %d of %d weight matrices with the "
+            "model (e.g. %s)",
+            seed,
+            len(shared),
+            n_matrices,
+            shared[0],
+        )
     fresh.save_pretrained(str(folder))
     pretrained.tokenizer.save_pretrained(str(folder))
     return load_pretrained(folder, device=device)
@@ -118,6 +158,7 @@ def structural_probes(
     controls: bool = True,
     random_seed: int = 0,
     device: str | torch.device | None = None,
+    special_tokens: Any = None,
     **fit: Any,
 ) -> dict[str, Any]:
     """Distance and depth probes on every layer of ``pretrained`` (and of its random-weights
@@ -130,6 +171,9 @@ def structural_probes(
         pool: a word's vector from its sub-word tokens, ``"mean"`` or ``"first"``.
         controls: also probe the random-weights control.
         random_seed: the control's weights.
+        special_tokens: the frame of each sentence (a resolved
+            :class:`~hierlens.models.special_tokens.SpecialTokens`, e.g. a run's, or a
+            policy; None: the default policy).
         fit: options of :func:`~hierlens.probes.structural_probe_sweep` (``rank``, ``lr``,
             ``max_epochs``, ``patience``, ``batch_size``, ``fractions``, ``seed``).
 
@@ -155,7 +199,9 @@ def structural_probes(
         )
     # sentences longer than the model's context are left out (named in a warning), as
     # capture leaves them out
-    examples = tokenize_words(pretrained.tokenizer, sentences, on_long="skip")
+    examples = tokenize_words(
+        pretrained.tokenizer, sentences, on_long="skip", special_tokens=special_tokens
+    )
     sentences = [sentences[int(e.labels["index"])] for e in examples]
     if len(sentences) < 3:
         raise ValueError(
@@ -167,11 +213,14 @@ def structural_probes(
         vectors = word_vectors_by_layer(pre, examples, pool)
         return structural_probe_sweep(vectors, list(sentences), layers=layers, **fit)
 
-    out: dict[str, Any] = {"layers": layers, "pool": pool, "trained": probe(pretrained)}
-    out["split"] = {k: out["trained"][0][k] for k in ("n_train", "n_dev", "n_test")}
-    if controls:
-        with tempfile.TemporaryDirectory(prefix="hierlens-random-") as tmp:
-            out["random"] = probe(random_control(pretrained, random_seed, Path(tmp), device))
+    with tempfile.TemporaryDirectory(prefix="hierlens-random-") as tmp:
+        # the control first: one equal to the model is refused before any probe is fitted
+        control = random_control(pretrained, random_seed, Path(tmp), device) if controls else None
+        out: dict[str, Any] = {"layers": layers, "pool": pool, "trained": probe(pretrained)}
+        out["split"] = {k: out["trained"][0][k] for k in ("n_train", "n_dev", "n_test")}
+        if control is not None:
+            out["random"] = probe(control)
+            out["control_seed"] = random_seed
     _, _, test = split_indices(
         len(sentences), fit.get("fractions", (0.7, 0.15)), fit.get("seed", 0)
     )
@@ -186,14 +235,21 @@ def run_structural_probes(
     pool: str = "mean",
     controls: bool = True,
     device: str | torch.device | None = None,
+    control_seed: int = 0,
     **fit: Any,
 ) -> list[dict[str, Any]]:
     """:func:`structural_probes` on a pretrained run's corpus (all its sentences; the probe
-    splits them itself), written to ``probes/structural.jsonl``: one record per layer and
-    model (``"model": "trained"`` or ``"random"``) plus one ``"model": "baseline"`` record.
+    splits them itself; the control's weights drawn with ``control_seed``), written to
+    ``probes/structural.jsonl``: one record per layer and model (``"model": "trained"`` or
+    ``"random"``) plus one ``"model": "baseline"`` record. Each record holds its
+    ``settings``: ``layer_numbering`` (0 = embeddings), ``punct`` (how punctuation entered
+    the probes), ``special_tokens`` (the run's frame), ``pool`` and ``control_seed``.
     Returns the records."""
     from hierlens.core.atomic_io import write_checked_jsonl
+    from hierlens.models.pretrained import load_tokenizer
     from hierlens.models.run import open_run
+
+    from .layer_numbering import LAYER_NUMBERING
 
     run = open_run(run_dir)
     if not run.is_pretrained:
@@ -210,20 +266,26 @@ def run_structural_probes(
         layers,
         pool,
         controls,
+        random_seed=control_seed,
         device=device,
+        special_tokens=run.special_tokens,
         **fit,
     )
+    tokenizer = load_tokenizer(run.config["pretrained"]["path"])
+    settings = {
+        "layer_numbering": LAYER_NUMBERING,
+        "punct": "dropped"
+        if corpus.drop_punct
+        else "kept in the input; excluded from UUAS and the chain baseline",
+        "special_tokens": run.special_tokens.describe(tokenizer),
+        "pool": pool,
+        "control_seed": control_seed if controls else None,
+    }
     gold_tree = GOLD_TREES[corpus.format]
-    records = [{"model": "trained", **r, "gold_tree": gold_tree} for r in result["trained"]]
-    records += [{"model": "random", **r, "gold_tree": gold_tree} for r in result.get("random", [])]
-    records.append(
-        {
-            "model": "baseline",
-            **result["baseline"],
-            "split": result["split"],
-            "gold_tree": gold_tree,
-        }
-    )
+    same = {"gold_tree": gold_tree, "settings": settings}
+    records = [{"model": "trained", **r, **same} for r in result["trained"]]
+    records += [{"model": "random", **r, **same} for r in result.get("random", [])]
+    records.append({"model": "baseline", **result["baseline"], "split": result["split"], **same})
     with run.lock():
         write_checked_jsonl(run.structural_probe_path, records)
     return records

@@ -89,6 +89,35 @@ def sweep(
     fraction of a GPU packs several small models on one) on the cluster at ``address``
     (``"auto"``, ``"HOST:PORT"``; None: a local Ray started in this process).
     """
+    depths, seeds, model = _check_sweep(task, depths, seeds, model, backend)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pending, conflicts = _write_jobs(task, depths, seeds, model, train_config, track_options, out)
+    errors: dict[str, str] = dict(conflicts)
+    if backend == "ray":
+        errors.update(_run_on_ray(pending, address, num_cpus, num_gpus))
+    else:
+        errors.update(_run_in_processes(pending, out))
+    rows = _done_rows(depths, seeds, out)
+    write_checked_jsonl(out / "sweep.jsonl", rows)
+    summary = {
+        "runs": rows,
+        "ran": [name for name, _ in pending if name not in errors],
+        "failed": [{"run": name, "error": err} for name, err in errors.items()],
+    }
+    write_checked_json(out / SUMMARY, summary)
+    if rows and not errors:
+        _plot_depths({"task": task.name, "seeds": seeds, "runs": rows}, out / "sweep_depth.png")
+    if errors:
+        raise SweepFailed(summary)
+    return rows
+
+
+def _check_sweep(
+    task: Task, depths: Sequence[int], seeds: Sequence[int], model, backend: str
+) -> tuple[list[int], list[int], dict[str, Any]]:
+    """Reject a bad backend, grid or model before any job starts (Ray must be importable
+    for ``backend="ray"``); returns the depths, seeds and extra model fields as lists/dict."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "ray":
@@ -105,53 +134,84 @@ def sweep(
         if key in model:
             raise ValueError(f"model[{key!r}] is set by the sweep; remove it")
     ModelConfig.for_task(task, **model)  # validate before any job starts
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    return depths, seeds, model
+
+
+def _write_jobs(
+    task: Task,
+    depths: list[int],
+    seeds: list[int],
+    model: dict[str, Any],
+    train_config: TrainConfig,
+    track_options: dict[str, Any] | None,
+    out: Path,
+) -> tuple[list[tuple[str, tuple]], dict[str, str]]:
+    """Write ``job.json`` of every (depth, seed) job not done yet; returns the pending jobs
+    ``(name, (job file,))`` and the jobs whose folder holds a run of another configuration
+    (``{name: error}``; found before any stack forms, so the other runs of its stack still
+    train)."""
     pending: list[tuple[str, tuple]] = []
     conflicts: dict[str, str] = {}
     for depth in depths:
         for seed in seeds:
             run_dir = out / job_name(depth, seed)
-            if not (run_dir / DONE).exists():
-                job = {
-                    "task": {"name": task.name, "params": task.to_dict()},
-                    "model": {**model, "n_layers": depth, "seed": seed},
-                    "train": train_config.replace(seed=seed).to_dict(),
-                    "track": dict(track_options or {}),
-                    "run_dir": str(run_dir),
-                }
-                if holds_other_config(Run(run_dir), _run_config(job)):
-                    # found before any stack forms, so the other runs of its stack still train
-                    conflicts[run_dir.name] = (
-                        f"{run_dir} holds a run with a different configuration; use another "
-                        "output folder, or delete that run to train it again"
-                    )
-                    continue
-                run_dir.mkdir(parents=True, exist_ok=True)
-                write_checked_json(run_dir / "job.json", job)
-                pending.append((run_dir.name, (str(run_dir / "job.json"),)))
-    errors: dict[str, str] = dict(conflicts)
-    if backend == "ray":
-        from .ray_backend import map_tasks
+            if (run_dir / DONE).exists():
+                continue
+            job = {
+                "task": {"name": task.name, "params": task.to_dict()},
+                "model": {**model, "n_layers": depth, "seed": seed},
+                "train": train_config.replace(seed=seed).to_dict(),
+                "track": dict(track_options or {}),
+                "run_dir": str(run_dir),
+            }
+            if holds_other_config(Run(run_dir), _run_config(job)):
+                conflicts[run_dir.name] = (
+                    f"{run_dir} holds a run with a different configuration; use another "
+                    "output folder, or delete that run to train it again"
+                )
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_checked_json(run_dir / "job.json", job)
+            pending.append((run_dir.name, (str(run_dir / "job.json"),)))
+    return pending, conflicts
 
-        groups = fused_groups(pending)
-        log.info("sweep: %d job(s) in %d stack(s) to run on Ray", len(pending), len(groups))
-        tasks = [(tuple(n for n, _ in g), tuple(f for _, (f,) in g)) for g in groups]
-        for o in map_tasks(
-            run_jobs_of, tasks, address=address, num_cpus=num_cpus, num_gpus=num_gpus
-        ):
-            if not o.ok:
-                errors.update({name: o.error for name in o.key})
-    else:
-        for group in fused_groups(pending):
-            names = [name for name, _ in group]
-            log.info("sweep jobs %s (one stack)", ", ".join(names))
-            files = [job_file for _, (job_file,) in group]
-            proc = subprocess.run([sys.executable, "-m", "hierlens.analysis.sweep", *files])
-            if proc.returncode != 0:
-                for name in names:
-                    if not (out / name / DONE).exists():
-                        errors[name] = f"exit status {proc.returncode}"
+
+def _run_on_ray(
+    pending: list[tuple[str, tuple]], address: str | None, num_cpus: float, num_gpus: float
+) -> dict[str, str]:
+    """Run each stack of ``pending`` as one Ray task; returns ``{job name: error}`` of the
+    jobs of the stacks that failed."""
+    from .ray_backend import map_tasks
+
+    errors: dict[str, str] = {}
+    groups = fused_groups(pending)
+    log.info("sweep: %d job(s) in %d stack(s) to run on Ray", len(pending), len(groups))
+    tasks = [(tuple(n for n, _ in g), tuple(f for _, (f,) in g)) for g in groups]
+    for o in map_tasks(run_jobs_of, tasks, address=address, num_cpus=num_cpus, num_gpus=num_gpus):
+        if not o.ok:
+            errors.update({name: o.error for name in o.key})
+    return errors
+
+
+def _run_in_processes(pending: list[tuple[str, tuple]], out: Path) -> dict[str, str]:
+    """Run each stack of ``pending`` in a fresh Python process, one after another; returns
+    ``{job name: error}`` of the jobs left without ``done.json`` by a process that failed."""
+    errors: dict[str, str] = {}
+    for group in fused_groups(pending):
+        names = [name for name, _ in group]
+        log.info("sweep jobs %s (one stack)", ", ".join(names))
+        files = [job_file for _, (job_file,) in group]
+        proc = subprocess.run([sys.executable, "-m", "hierlens.analysis.sweep", *files])
+        if proc.returncode != 0:
+            for name in names:
+                if not (out / name / DONE).exists():
+                    errors[name] = f"exit status {proc.returncode}"
+    return errors
+
+
+def _done_rows(depths: list[int], seeds: list[int], out: Path) -> list[dict[str, Any]]:
+    """One row per finished (depth, seed) job, in grid order: ``depth``, ``seed``,
+    ``run_dir`` and the summary its ``done.json`` holds."""
     rows = []
     for depth in depths:
         for seed in seeds:
@@ -159,17 +219,6 @@ def sweep(
             if (run_dir / DONE).exists():
                 row = {"depth": depth, "seed": seed, "run_dir": str(run_dir)}
                 rows.append({**row, **read_json(run_dir / DONE)})
-    write_checked_jsonl(out / "sweep.jsonl", rows)
-    summary = {
-        "runs": rows,
-        "ran": [name for name, _ in pending if name not in errors],
-        "failed": [{"run": name, "error": err} for name, err in errors.items()],
-    }
-    write_checked_json(out / SUMMARY, summary)
-    if rows and not errors:
-        _plot_depths({"task": task.name, "seeds": seeds, "runs": rows}, out / "sweep_depth.png")
-    if errors:
-        raise SweepFailed(summary)
     return rows
 
 

@@ -39,8 +39,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
+from hierlens.models.batches import BatchSampler
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
-from hierlens.models.train import BatchSampler
 
 WARM = 10  # steps not timed
 

@@ -47,7 +47,7 @@ import torch
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 from hierlens.models.architectures import ArchConfig, build_model
-from hierlens.models.train import BatchSampler
+from hierlens.models.batches import BatchSampler
 from hierlens.models.train_many import train_many
 
 

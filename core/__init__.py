@@ -9,7 +9,10 @@
 - :mod:`.distributed`: process groups under ``torchrun``;
 - :mod:`.loggers`, :mod:`.trackers`: experiment trackers (TensorBoard, W&B, MLflow) behind
   a guard that drops a failing one;
-- :mod:`.html_table`: small HTML tables for notebook ``_repr_html_``.
+- :mod:`.html_table`: small HTML tables for notebook ``_repr_html_``;
+- :mod:`.optim`: the one stacked optimizer step (per-member gradient clipping and AdamW,
+  :class:`~hierlens.core.optim.StackedAdamW`) and the one learning-rate schedule
+  (:func:`~hierlens.core.optim.lr_at`).
 
 It imports torch, numpy and the standard library only.
 """

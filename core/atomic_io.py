@@ -15,6 +15,7 @@ written strictly: a non-finite float becomes ``null``, never a bare ``NaN``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from .checksums import (
 )
 
 __all__ = [
+    "OptionalField",
     "append_jsonl",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -139,7 +141,7 @@ def read_json(path: str | os.PathLike, verify: bool = True) -> Any:
 def read_jsonl(
     path: str | os.PathLike,
     verify: bool = True,
-    schema: Mapping[str, type | tuple[type, ...]] | None = None,
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField] | None = None,
 ) -> list[dict[str, Any]]:
     """The records of a JSONL file (``[]`` when it does not exist).
 
@@ -174,7 +176,8 @@ def read_jsonl(
 
 
 def salvage_jsonl(
-    path: str | os.PathLike, schema: Mapping[str, type | tuple[type, ...]] | None = None
+    path: str | os.PathLike,
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField] | None = None,
 ) -> list[dict[str, Any]]:
     """The records of the JSONL file ``path`` for the writer that owns it: as
     :func:`read_jsonl` reads them when the file verifies; otherwise (truncated or modified)
@@ -213,16 +216,29 @@ def salvage_jsonl(
     return kept
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionalField:
+    """A :func:`check_records` schema entry for a field a record may lack: when present, its
+    value must be of ``kinds`` (a type or a tuple of types, as for a required field)."""
+
+    kinds: type | tuple[type, ...]
+
+
 def check_records(
     path: str | os.PathLike,
     records: list[dict[str, Any]],
-    schema: Mapping[str, type | tuple[type, ...]],
+    schema: Mapping[str, type | tuple[type, ...] | OptionalField],
 ) -> None:
     """Check that every record has the fields of ``schema`` with those types (``int`` does
-    not accept a bool; ``float`` accepts an int; ``type(None)`` allows null); a record that
-    does not is a :class:`CorruptFileError` naming the file, the record and the field."""
+    not accept a bool; ``float`` accepts an int; ``type(None)`` allows null; an
+    :class:`OptionalField` may be missing); a record that does not is a
+    :class:`CorruptFileError` naming the file, the record and the field."""
     for i, record in enumerate(records):
         for key, kinds in schema.items():
+            if isinstance(kinds, OptionalField):
+                if key not in record:
+                    continue
+                kinds = kinds.kinds
             kinds = kinds if isinstance(kinds, tuple) else (kinds,)
             if float in kinds:
                 kinds = (*kinds, int)

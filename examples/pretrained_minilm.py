@@ -27,7 +27,6 @@ layers, width 384); the treebank to the project's 65 hand-written sentences.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from hierlens.analysis.pipeline import run
+from hierlens.analysis.tree_scores import read_tree_scores
 from hierlens.models import open_run
 
 
@@ -83,11 +83,11 @@ def main() -> None:
     run_dir = run(config, progress=not quick)
     print(f"run directory: {run_dir} ({time.perf_counter() - start:.0f} s)")
     r = open_run(run_dir)
-    print("tree projections of each block's output (parse F1; right-branching baseline):")
-    for rec in (json.loads(x) for x in r.tree_scores_path.read_text().splitlines()):
-        print(f"  block {rec['layer']}: {rec['parse_f1']:.3f} ({rec['parse_f1_right']:.3f})")
+    print("tree projections per layer, layer l = block l-1's output (parse F1; right-branching):")
+    for rec in read_tree_scores(r):
+        print(f"  layer {rec['layer']}: {rec['parse_f1']:.3f} ({rec['parse_f1_right']:.3f})")
     print("structural probes per layer, 0 = embeddings (UUAS, Spearman):")
-    for rec in (json.loads(x) for x in r.structural_probe_path.read_text().splitlines()):
+    for rec in r.read_records(r.structural_probe_path):
         if rec["model"] == "baseline":
             print(f"  linear chain: {rec['uuas']:.3f}, {rec['spearman']:.3f}")
         else:

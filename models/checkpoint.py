@@ -4,16 +4,20 @@ A checkpoint is a folder ``checkpoints/step_NNNNNNN/`` of a run directory (named
 :meth:`hierlens.models.Run.checkpoint_dir`) holding
 
 - ``model.safetensors``: the model's ``state_dict`` (TransformerLens parameter names);
-- ``state.safetensors``: optimizer tensors and RNG states;
-- ``state.json``: the step, the optimizer's hyper-parameters, any extra JSON state, and the
-  sha256 of both tensor files.
+- ``state.safetensors``: the optimizer state (``optimizer.<key>``: the model's rows of a
+  :meth:`hierlens.core.optim.StackedAdamW.state_dict`, step count and AdamW moments keyed by
+  parameter name) and RNG states;
+- ``state.json``: the step, the optimizer state's format and member count (no
+  hyper-parameters: on resume they come from the run's config), any extra JSON state, and
+  the sha256 of both tensor files.
 
 It is written into a temporary folder beside the final one, with the checksum manifest of all
 three files (:mod:`~hierlens.core.checksums`), then renamed into place, so a checkpoint
 folder either is complete or does not exist. Loading checks every file against the manifest
 (a missing manifest is an error, not a pass) and ``state.json`` against its schema (the step
-must be the folder's step): a truncated, modified or malformed file is a
-:class:`~hierlens.core.atomic_io.CorruptFileError` naming it. Everything goes through the
+must be the folder's step) and the optimizer state against its layout
+(:func:`~hierlens.core.optim.state_dict_problem`): a truncated, modified or malformed file is a
+:class:`~hierlens.core.checksums.CorruptFileError` naming it. Everything goes through the
 confined file layer, so no file of a checkpoint is reached through a link.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from hierlens.core.checksums import (
     write_checked,
 )
 from hierlens.core.confined_delete import remove_tree
+from hierlens.core.optim import state_dict_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,9 @@ STATE_FILE = "state.json"
 TENSOR_FILES = ("model.safetensors", "state.safetensors")
 _FILES = (*TENSOR_FILES, STATE_FILE, CHECKSUMS)
 _STEP_NAME = re.compile(r"^step_(\d+)$")
+#: the ``"format"`` of ``state.json``'s ``"optimizer"`` entry: a flat
+#: :meth:`~hierlens.core.optim.StackedAdamW.state_dict` in ``state.safetensors``
+OPTIMIZER_FORMAT = "StackedAdamW"
 
 
 def owned_checkpoint_file(parts: tuple[str, ...]) -> bool:
@@ -57,68 +66,65 @@ def owned_checkpoint_file(parts: tuple[str, ...]) -> bool:
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: model weights, optimizer state dict and extra state."""
+    """A loaded checkpoint: model weights, optimizer state (a
+    :meth:`~hierlens.core.optim.StackedAdamW.state_dict`, ``None`` when none was saved), RNG
+    states and extra state."""
 
     step: int
     path: Path
     model_state: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any] | None
+    optimizer_state: dict[str, torch.Tensor] | None
     rng_state: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = []
-    for g in state["param_groups"]:
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, scalars in meta.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(scalars)
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
+def _check_optimizer_file(path: Path, meta: Any, state: Mapping[str, torch.Tensor]) -> None:
+    """A :class:`CorruptFileError` naming the file of checkpoint ``path`` whose optimizer
+    state is malformed: ``state.json``'s ``"optimizer"`` entry ``meta`` or the tensors
+    ``state`` (the ``optimizer.`` entries of ``state.safetensors``)."""
+    ok = (
+        isinstance(meta, dict)
+        and meta.get("format") == OPTIMIZER_FORMAT
+        and type(meta.get("members")) is int
+    )
+    if not ok:
+        raise CorruptFileError(
+            f"{path / STATE_FILE}: malformed optimizer state (expected {{'format': "
+            f"{OPTIMIZER_FORMAT!r}, 'members': M}}; a checkpoint of another optimizer layout "
+            "does not resume)"
+        )
+    problem = state_dict_problem(state)
+    if problem is None and len(state["step"]) != meta["members"]:
+        problem = f"{len(state['step'])} members, {STATE_FILE} says {meta['members']}"
+    if problem is not None:
+        raise CorruptFileError(
+            f"{path / 'state.safetensors'}: malformed optimizer state ({problem})"
+        )
 
 
 def save_checkpoint(
     path: str | os.PathLike,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: Mapping[str, torch.Tensor] | None = None,
     extra: dict[str, Any] | None = None,
     save_rng: bool = True,
 ) -> Path:
     """Write the checkpoint for ``step`` atomically into the folder ``path`` (a run's
-    :meth:`~hierlens.models.Run.checkpoint_dir`) and return it."""
+    :meth:`~hierlens.models.Run.checkpoint_dir`) and return it. ``optimizer_state``: the
+    model's :meth:`~hierlens.core.optim.StackedAdamW.state_dict`."""
     final = Path(path)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     fs.make_dirs(final.parent)
     _remove_owned(tmp)
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"step": step, "extra": extra or {}}
-    if optimizer is not None:
-        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        tensors.update(opt_tensors)
-        meta["optimizer"] = opt_meta
+    if optimizer_state is not None:
+        problem = state_dict_problem(optimizer_state)
+        if problem is not None:
+            raise ValueError(f"optimizer_state is not a StackedAdamW state_dict: {problem}")
+        tensors.update({f"optimizer.{k}": v.detach() for k, v in optimizer_state.items()})
+        meta["optimizer"] = {"format": OPTIMIZER_FORMAT, "members": len(optimizer_state["step"])}
     if save_rng:
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -200,12 +206,11 @@ def load_checkpoint(
         files[name] = parse_tensors(path / name, data)
     state = files["state.safetensors"]
     model_state = {k: v.to(map_location) for k, v in files["model.safetensors"].items()}
-    try:
-        optimizer_state = (
-            _unflatten_optimizer(state, meta["optimizer"]) if "optimizer" in meta else None
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CorruptFileError(f"{path / STATE_FILE}: malformed optimizer state ({exc})") from exc
+    optimizer_state = None
+    if "optimizer" in meta:
+        n = len("optimizer.")
+        optimizer_state = {k[n:]: v for k, v in state.items() if k.startswith("optimizer.")}
+        _check_optimizer_file(path, meta["optimizer"], optimizer_state)
     rng = {k: v for k, v in state.items() if k.startswith("rng.")}
     return Checkpoint(meta["step"], path, model_state, optimizer_state, rng, meta.get("extra", {}))
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .sentence import Sentence
+from .special_tokens import SpecialTokens
 from .tasks.base import Example
 
 FORMATS = ("ptb", "conllu", "text")
@@ -126,13 +127,26 @@ class Corpus:
         n: int | None = None,
         seed: int = 0,
         max_length: int | None = None,
+        special_tokens: SpecialTokens | str | None = None,
     ) -> list[Example]:
-        """Tokenised examples (:func:`~hierlens.models.text.tokenize_words`) of
-        :meth:`sample`; too-long sentences are skipped (and logged), and
-        ``example.labels["index"]`` is the example's position in :meth:`sample`'s list."""
-        from .text import label_vocabulary, tokenize_words
+        """Tokenised examples (:func:`~hierlens.models.text.tokenize_words`, framed by
+        ``special_tokens``) of :meth:`sample`; too-long sentences are skipped (and logged),
+        and ``example.labels["index"]`` is the example's position in :meth:`sample`'s list."""
+        from .text import tokenize_words
 
         sentences = self.sample(split, n, seed)
-        # label names from the whole file, so every split and sample shares one vocabulary
-        vocab = label_vocabulary(self.read()) if self.has_trees else None
-        return tokenize_words(tokenizer, sentences, max_length=max_length, label_vocab=vocab)
+        return tokenize_words(
+            tokenizer,
+            sentences,
+            max_length=max_length,
+            label_vocab=self.label_names(),
+            special_tokens=special_tokens,
+        )
+
+    def label_names(self) -> dict[str, tuple[str, ...]] | None:
+        """The names of the string labels (``pos``, ``constituent``) over the whole file, so
+        every split and sample shares one vocabulary (a label's id is its index); None for
+        ``text``, which has no labels."""
+        from .text import label_vocabulary
+
+        return label_vocabulary(self.read()) if self.has_trees else None

@@ -1,8 +1,8 @@
 """Evaluation of a stack of models of one shape on the same examples, as one program.
 
 :func:`evaluate_stack` computes what :meth:`~hierlens.models.Task.evaluate` gives for each of
-N TL-native models whose parameters are stacked on a leading model axis: one fused forward
-(:func:`~hierlens.models.fused.fused_logits`) per batch of examples for all N models, then
+S TL-native models whose parameters are stacked on a leading model axis: one fused forward
+(:func:`~hierlens.models.fused.fused_logits`) per batch of examples for all S models, then
 the task's metric counts per model. Tasks that define their own evaluation (a greedy
 continuation, say) are evaluated model by model by the caller.
 """
@@ -38,8 +38,8 @@ def evaluate_stack(
     device: torch.device | str = "cpu",
 ) -> list[dict[str, float]]:
     """``task.evaluate(model_i, examples=examples)`` for every model ``i`` of the stack
-    ``params`` (``{native name: (N, *shape)}``): the task's metrics plus ``loss`` and ``n``,
-    one dict per model. Batches of ``examples`` ``(B, T)`` run as ``(N, B, T)``."""
+    ``params`` (``{native name: (S, *shape)}``): the task's metrics plus ``loss`` and ``n``,
+    one dict per model. Batches of ``examples`` ``(B, T)`` run as ``(S, B, T)``."""
     if not stack_evaluable(task):
         raise ValueError(f"task {task.name!r} has its own evaluation; evaluate each model alone")
     if not examples:

@@ -12,9 +12,9 @@ computes the same function with fused kernels:
 
 It reads the model's own parameters from a mapping ``{native parameter name: tensor}`` (the
 names of the TL-native model, e.g. ``layers.0.attn.q.weight``), so gradients land on the
-bridge's parameters and the bridge stays the model users see. The same code runs ``N`` models
+bridge's parameters and the bridge stays the model users see. The same code runs ``S`` models
 of one shape at once when every tensor of the mapping carries a leading model axis
-(``(N, *shape)``) and the tokens are ``(N, B, T)``: that is how
+(``(S, *shape)``) and the tokens are ``(S, B, T)``: that is how
 :func:`~hierlens.models.train_many.train_many` trains a stack of models.
 
 Supported (everything :func:`~hierlens.models.transformer.build_transformer` builds): learned
@@ -188,11 +188,11 @@ def fused_spec(model: torch.nn.Module) -> FusedSpec | None:
 
 
 # --------------------------------------------------------------------------------------
-# Kernels that take one model's tensors or a stack of N models' tensors.
+# Kernels that take one model's tensors or a stack of S models' tensors.
 
 
 def _per_model(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A stacked ``(N, d)`` parameter shaped to broadcast against ``x`` ``(N, ..., d)``."""
+    """A stacked ``(S, d)`` parameter shaped to broadcast against ``x`` ``(S, ..., d)``."""
     return param.view(param.shape[0], *([1] * (x.dim() - 2)), param.shape[-1])
 
 
@@ -203,7 +203,7 @@ def _linear(
     rows: StackRows | None = None,
 ) -> torch.Tensor:
     """``x @ weight.T + bias``: ``weight`` ``(out, in)`` with ``x`` ``(..., in)``, or stacked
-    ``(N, out, in)`` with ``x`` ``(N, ..., in)`` (one batched product for all N) or with the
+    ``(S, out, in)`` with ``x`` ``(S, ..., in)`` (one batched product for all S) or with the
     ``(M, in)`` flat rows of a stack described by ``rows`` (one product per model's rows)."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
@@ -258,7 +258,7 @@ def fused_embed(
     spec: FusedSpec, p: Params, tokens: torch.Tensor, positions: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Token (plus learned position) embeddings: ``(B, T, d)`` from ``tokens`` ``(B, T)``, or
-    ``(N, B, T, d)`` from ``(N, B, T)`` with stacked parameters. ``positions`` ``(B, T)``:
+    ``(S, B, T, d)`` from ``(S, B, T)`` with stacked parameters. ``positions`` ``(B, T)``:
     the position id of each slot (default ``0..T-1``)."""
     embed = p["tok_embed.weight"]
     if embed.dim() == 2:
@@ -353,11 +353,11 @@ def fused_block(
     positions: torch.Tensor | None = None,
     layout: Grouped | StackRows | None = None,
 ) -> torch.Tensor:
-    """Block ``index`` on ``hidden`` ``(B, T, d)`` (or ``(N, B, T, d)`` stacked; or the
+    """Block ``index`` on ``hidden`` ``(B, T, d)`` (or ``(S, B, T, d)`` stacked; or the
     ``(n, d)`` real rows of a padded batch described by ``layout``).
 
-    ``masked_keys`` ``(B, T)`` (or ``(N, B, T)``) bool, True = hidden from every query (on
-    top of the causal mask); ``positions`` ``(B, T)`` (or ``(N, B, T)``) position ids for
+    ``masked_keys`` ``(B, T)`` (or ``(S, B, T)``) bool, True = hidden from every query (on
+    top of the causal mask); ``positions`` ``(B, T)`` (or ``(S, B, T)``) position ids for
     rotary models (default ``0..T-1``)."""
     rows = layout if isinstance(layout, StackRows) else None
     pre = f"layers.{index}"
@@ -382,7 +382,7 @@ def fused_logits(
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits ``(B, T, d_vocab)`` of the model with parameters ``p`` on ``tokens``
-    ``(B, T)`` (stacked: ``(N, B, T, d_vocab)`` from ``(N, B, T)``).
+    ``(B, T)`` (stacked: ``(S, B, T, d_vocab)`` from ``(S, B, T)``).
 
     ``attention_mask`` (same shape as ``tokens``, True or 1 at real tokens) hides padding
     keys; a causal model ignores it (right padding cannot reach a real position).
@@ -395,8 +395,8 @@ def fused_logits(
     :mod:`.fused_layouts`): one model's batch in :data:`ATTENTION_GROUPS` groups (a
     bidirectional model then needs ``attention_mask``).
 
-    For a stack, ``keep`` is ``(N, n)``, model ``i``'s indices into its own ``B * T`` slots,
-    distinct within a row; ``attention_mask`` is required and the logits are ``(N, n,
+    For a stack, ``keep`` is ``(S, n)``, model ``i``'s indices into its own ``B * T`` slots,
+    distinct within a row; ``attention_mask`` is required and the logits are ``(S, n,
     d_vocab)``. A model with fewer real tokens than ``n`` lists some of its padding slots
     too: they are not computed and their logits are zeros. The real tokens of all models run
     as one flat run of rows (:class:`~hierlens.models.fused_layouts.StackRows`).
@@ -413,7 +413,7 @@ def fused_logits(
     stacked = p["tok_embed.weight"].dim() == 3
     if keep.dim() != (2 if stacked else 1) or tokens.dim() != keep.dim() + 1:
         raise ValueError(
-            f"keep must be (n,) with (B, T) tokens for one model, (N, n) with (N, B, T) "
+            f"keep must be (n,) with (B, T) tokens for one model, (S, n) with (S, B, T) "
             f"tokens for a stack; got keep {tuple(keep.shape)}, tokens {tuple(tokens.shape)}"
         )
     if stacked and attention_mask is None:
@@ -438,7 +438,7 @@ def fused_logits(
 def _stack_logits(
     spec: FusedSpec, p: Params, tokens: torch.Tensor, real: torch.Tensor, keep: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`fused_logits` of a stack at ``keep`` ``(N, n)``: ``(N, n, d_vocab)``."""
+    """:func:`fused_logits` of a stack at ``keep`` ``(S, n)``: ``(S, n, d_vocab)``."""
     rows = StackRows.build(keep, real, not spec.causal)
     embed = p["tok_embed.weight"]
     n_models, vocab = embed.shape[:2]

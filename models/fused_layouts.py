@@ -6,7 +6,7 @@ padded batch only, packed as rows, and attention on padded layouts of rows of si
 
 - :class:`Grouped`: one model's ``(B, T)`` batch; its rows are sorted by sequence length so
   that each of :data:`ATTENTION_GROUPS` attention groups is a contiguous run of rows;
-- :class:`StackRows`: a stack of N models' ``(N, B, T)`` batches as one flat run of rows,
+- :class:`StackRows`: a stack of S models' ``(S, B, T)`` batches as one flat run of rows,
   model by model (no model is padded to another's count of real tokens). Products run per
   model on its run of rows (:func:`segment_linear`) and attention on groups of
   :data:`STACK_GROUP_SEQUENCES` sequences sorted by length across all models.
@@ -119,12 +119,12 @@ class Grouped:
 
 @dataclasses.dataclass(frozen=True)
 class StackRows:
-    """The real tokens of a stack's ``(N, B, T)`` batches as ``M`` flat rows, model by model
+    """The real tokens of a stack's ``(S, B, T)`` batches as ``M`` flat rows, model by model
     (model ``i``'s rows are ``[bounds[i], bounds[i + 1])``, in the order of its ``keep``).
 
     ``model`` ``(M,)``: each row's model; ``slots`` ``(M,)``: its flat index into the
-    caller's ``(N * n)`` ``keep`` entries (where its logits go); ``token_slots`` ``(M,)``: its
-    flat index into ``N * B * T``; ``positions`` ``(M,)``: its position in its sequence.
+    caller's ``(S * n)`` ``keep`` entries (where its logits go); ``token_slots`` ``(M,)``: its
+    flat index into ``S * B * T``; ``positions`` ``(M,)``: its position in its sequence.
     Attention runs on groups of ``rows_per_group`` sequences sorted by length across models;
     ``order`` puts the rows in group order and ``inverse`` back."""
 
@@ -145,12 +145,12 @@ class StackRows:
         mask: bool,
         rows_per_group: int | None = None,
     ) -> StackRows:
-        """``keep`` ``(N, n)`` flat slots into each model's ``(B, T)`` batch (entries at
-        padding are skipped), ``real`` ``(N, B, T)`` True at real tokens; ``mask``: build
+        """``keep`` ``(S, n)`` flat slots into each model's ``(B, T)`` batch (entries at
+        padding are skipped), ``real`` ``(S, B, T)`` True at real tokens; ``mask``: build
         key masks for bidirectional attention."""
         per = STACK_GROUP_SEQUENCES if rows_per_group is None else rows_per_group
         n_models, batch, width = real.shape
-        is_real = real.reshape(n_models, -1).gather(1, keep)  # (N, n)
+        is_real = real.reshape(n_models, -1).gather(1, keep)  # (S, n)
         slots = is_real.reshape(-1).nonzero().squeeze(1)  # ascending: model by model
         counts = is_real.sum(1).tolist()
         bounds = [0]
@@ -158,7 +158,7 @@ class StackRows:
             bounds.append(bounds[-1] + c)
         model = slots // keep.shape[1]
         slot = keep.reshape(-1)[slots]  # into the model's own B * T
-        seq = model * batch + slot // width  # into N * B
+        seq = model * batch + slot // width  # into S * B
         col = slot % width
         rank, sorted_lengths = _rank(real.sum(-1).reshape(-1))
         order = torch.argsort(rank[seq] * width + col)
@@ -175,7 +175,7 @@ class StackRows:
         return out.index_select(0, self.inverse)
 
     def per_row(self, param: torch.Tensor) -> torch.Tensor:
-        """A stacked ``(N, d)`` parameter as each row's ``(M, d)``."""
+        """A stacked ``(S, d)`` parameter as each row's ``(M, d)``."""
         return param.index_select(0, self.model)
 
 
@@ -223,7 +223,7 @@ def segment_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, bounds: tuple[int, ...]
 ) -> torch.Tensor:
     """Rows ``[bounds[i], bounds[i + 1])`` of ``x`` ``(M, in)`` through model ``i``'s
-    ``weight`` ``(N, out, in)`` and ``bias`` ``(N, out)``: ``(M, out)``."""
+    ``weight`` ``(S, out, in)`` and ``bias`` ``(S, out)``: ``(M, out)``."""
     if torch.is_autocast_enabled(x.device.type):  # mixed dtypes: the plain ops autocast
         parts = [
             F.linear(x[a:b], weight[i], None if bias is None else bias[i])

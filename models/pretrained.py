@@ -7,11 +7,12 @@ tokenizer and the facts the rest of hierlens needs (causal or not, layers, width
 names, special-token ids). Only local folders load: a hub name such as
 ``"bert-base-uncased"`` is refused, so nothing is ever downloaded.
 
-The tokenizer is the model's *fast* tokenizer, set up for word alignment: a byte-level BPE
-tokenizer (GPT-2 family) is loaded with ``add_prefix_space=True`` so that pre-split words
-tokenize as they would inside a sentence. The bridge's tokenizer setup then makes it
-prepend the model's BOS token where the model has one (GPT-2's ``<|endoftext|>``); BERT-style
-tokenizers keep ``[CLS] ... [SEP]``.
+The tokenizer is the model's *fast* tokenizer as its folder defines it, set up for word
+alignment: a byte-level BPE tokenizer (GPT-2 family) is loaded with ``add_prefix_space=True``
+so that pre-split words tokenize as they would inside a sentence. It is the same object
+whichever way the model is loaded (the bridge keeps its own copy, which TransformerLens may
+set to add a BOS token); which special tokens frame a sentence is decided explicitly by
+:class:`~hierlens.models.special_tokens.SpecialTokens`, never by the tokenizer's settings.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Pretrained:
 
     Attributes:
         model: the ``TransformerBridge`` (in eval mode).
-        tokenizer: its fast tokenizer (the bridge's own, ``model.tokenizer``).
+        tokenizer: its fast tokenizer as the folder defines it (:func:`load_tokenizer`; not
+            the bridge's copy ``model.tokenizer``, whose special tokens TransformerLens sets).
         path: the folder it was loaded from.
         causal: True for a causal (left-to-right) language model, False for an encoder.
         n_layers: number of transformer blocks.
@@ -220,16 +222,18 @@ def load_pretrained(
     tokenizer = _load_tokenizer(folder)
     from transformer_lens.model_bridge import TransformerBridge
 
+    # the bridge gets its own copy: TransformerLens edits the tokenizer it is given (its BOS
+    # token, add_bos_token), and hierlens frames sentences from the folder's own settings
     try:
         model = TransformerBridge.boot_transformers(
-            str(folder), device=str(dev), dtype=dt, tokenizer=tokenizer
+            str(folder), device=str(dev), dtype=dt, tokenizer=_load_tokenizer(folder)
         )
     except (OSError, ValueError, KeyError) as exc:  # the folder's content, not hierlens
         raise ValueError(f"{folder}: cannot load the model ({type(exc).__name__}: {exc})") from None
     model.eval()
     cfg = model.cfg
     n_layers, d_model = int(cfg.n_layers), int(cfg.d_model)
-    tok = _bounded_by_context(model.tokenizer, folder)
+    tok = tokenizer  # bounded by the model's context (_load_tokenizer)
     return Pretrained(
         model=model,
         tokenizer=tok,

@@ -1,7 +1,9 @@
 """A run directory: :class:`Run` is its layout (:class:`~hierlens.models.run_layout.RunLayout`:
 every path, what it holds, the writer lock) with what loads from it (config, task, model,
 checkpoints, pretrained model, data; :mod:`~hierlens.models.run_load`).
-:func:`open_run` opens an existing run and checks its ``config.json``.
+:func:`open_run` opens an existing run and checks its ``config.json``; a pretrained run is
+created (or reopened with its settings checked) by
+:func:`~hierlens.models.pretrained_run.open_pretrained_run`.
 
 The three parts: layout (``run_layout.py``), locking (``run_lock.py``) and loading
 (``run_load.py``); this module joins them into the one :class:`Run` users hold.
@@ -10,19 +12,18 @@ The three parts: layout (``run_layout.py``), locking (``run_lock.py``) and loadi
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hierlens.core import confined_io as fs
 from hierlens.core.atomic_io import read_json
-from hierlens.core.checksums import CHECKSUMS, CorruptFileError
+from hierlens.core.checksums import CorruptFileError
 
-from .run_layout import CONFIG, PRETRAINED, RunLayout
+from .corpus import Corpus
+from .run_layout import CONFIG, PRETRAINED, SPECIAL_TOKENS, RunLayout
 from .run_load import load_model, model_config_from_dict, model_id
-from .run_lock import LOCK_FILE
+from .special_tokens import SpecialTokens
 from .tasks.base import Task
 from .tasks.registry import get_task
 from .train_config import TrainConfig
@@ -35,9 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tasks.base import Example
     from .transformer import ModelConfig
 
-log = logging.getLogger(__name__)
-
-__all__ = ["Run", "open_or_create_run", "open_run", "write_run_config"]
+__all__ = ["Run", "open_run", "write_run_config"]
 
 
 class Run(RunLayout):
@@ -71,18 +70,70 @@ class Run(RunLayout):
             cache[key] = load_pretrained(self.config[PRETRAINED]["path"], device=device)
         return cache[key]
 
-    def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
-        """The run's data: ``n`` examples of the task's ``split`` drawn with ``seed`` (trained
-        runs), or the corpus's sentences of ``split`` tokenised for the model (pretrained
-        runs: ``all``, ``train``, ``dev``, ``test``; all of them when ``n`` is None)."""
-        if self.is_pretrained:
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The special tokens that frame a pretrained run's sentences: resolved once, when
+        the run was created, and stored in ``config.json`` (``"special_tokens"``). A run
+        whose ``config.json`` predates that key framed them as its tokenizer did by default
+        (policy ``template``), and keeps doing so."""
+        if not self.is_pretrained:
+            raise ValueError(f"{self.path} is a trained run; its tokens come from its task")
+        stored = self.config.get(SPECIAL_TOKENS)
+        if stored is not None:
+            return SpecialTokens.from_dict(stored)
+        if "_legacy_frame" not in self.__dict__:
             from .pretrained import load_tokenizer
 
             tokenizer = load_tokenizer(self.config[PRETRAINED]["path"])
-            return self.corpus.examples(tokenizer, split, n, seed)
+            self.__dict__["_legacy_frame"] = SpecialTokens("template").resolve(tokenizer)
+        return self.__dict__["_legacy_frame"]
+
+    def examples(
+        self, split: str, n: int | None = None, seed: int = 0, drop_punct: bool | None = None
+    ) -> list[Example]:
+        """The run's data: ``n`` examples of the task's ``split`` drawn with ``seed`` (trained
+        runs), or the corpus's sentences of ``split`` tokenised for the model and framed by
+        :attr:`special_tokens` (pretrained runs: ``all``, ``train``, ``dev``, ``test``; all
+        of them when ``n`` is None). ``drop_punct=True`` reads a corpus that keeps its
+        punctuation without it (the same sentences, punctuation words removed); None: the
+        corpus as the run reads it. A task marks no punctuation, so a trained run takes
+        only None."""
+        if self.is_pretrained:
+            from .pretrained import load_tokenizer
+
+            corpus = self.corpus
+            if drop_punct is not None and drop_punct != corpus.drop_punct:
+                if not drop_punct:
+                    raise ValueError(
+                        f"{self.path} reads its corpus without punctuation (drop_punct); it "
+                        "cannot be put back: create a run without drop_punct to keep it"
+                    )
+                corpus = Corpus(corpus.path, corpus.format, True)
+            tokenizer = load_tokenizer(self.config[PRETRAINED]["path"])
+            return corpus.examples(tokenizer, split, n, seed, special_tokens=self.special_tokens)
+        if drop_punct is not None:
+            raise ValueError(
+                f"{self.path} is a trained run: its task's sequences mark no punctuation"
+            )
         if n is None:
             raise ValueError("a task's examples need a count n")
         return self.task.sample(n, split, seed)
+
+    def label_names(self) -> dict[str, list[str]]:
+        """The stored label names (:attr:`label_names_path`, checked against its checksum);
+        ``{}`` when the run has none (a trained run, a text corpus, or a run written before
+        they were stored)."""
+        if not self.has(self.label_names_path):
+            return {}
+        with self.confined():
+            names = read_json(self.label_names_path)
+        if not isinstance(names, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in names.values()
+        ):
+            raise CorruptFileError(
+                f"{self.label_names_path}: expected an object of label-name lists"
+            )
+        return names
 
     def model_id(self, step: int) -> dict[str, Any]:
         """What identifies the model at ``step`` in the stores captured from it
@@ -119,31 +170,6 @@ class Run(RunLayout):
 def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
     """Write ``config`` as the ``config.json`` of ``run_dir`` (atomically)."""
     Run(run_dir).write_config(config)
-
-
-def open_or_create_run(run_dir: str | os.PathLike, config: dict[str, Any]) -> Run:
-    """The run in ``run_dir`` with ``config``: created if there is none; an existing run
-    with the same config is opened. A run with another config is an error, unless it holds
-    nothing but its config (a command that failed before writing a result, whose corrected
-    retry then replaces it)."""
-    run = Run(run_dir)
-    with run.lock():
-        if run.has(run.config_path):
-            try:
-                same = open_run(run).config == config
-            except (CorruptFileError, ValueError):
-                same = False
-            if not same:
-                extra = set(fs.entries(run.path)) - {CONFIG, CHECKSUMS, LOCK_FILE}
-                if extra:
-                    raise ValueError(
-                        f"{run.path} already holds another run; choose another run directory"
-                    )
-                log.info("%s held only the config of a failed attempt; replacing it", run.path)
-                run.write_config(config)
-        else:
-            run.write_config(config)
-    return open_run(run.path)
 
 
 def _not_a_run(run: Run) -> FileNotFoundError:

@@ -4,6 +4,7 @@ holds (:class:`~hierlens.models.run.Run` adds loading what it holds).
 ```
 runs/<name>/
   config.json                       # {"task": {"name", "params"}, "model": ..., "train": ...}
+  label_names.json                  # pretrained runs: names of the string labels' ids
   metrics.jsonl                     # one JSON object per log/eval: step, split, metric values
   checkpoints/step_0000500/         # model.safetensors, state.safetensors, state.json
   activations/step_0000500/<hook>/  # an ActivationStore: shards per hook, manifest.json
@@ -15,6 +16,7 @@ runs/<name>/
   probes/results.jsonl              # one record per (hook, feature, k, selection) probe
   probes/structural.jsonl           # structural probes per layer (and their controls)
   tree_scores.jsonl                 # tree projections per layer: tree score, parse F1
+  pipeline_stages.json              # settings of the pipeline stages a rerun reuses
   causal/patching.json              # activation patching per variable (and attribution)
   causal/das.jsonl                  # DAS accuracy per variable and hook, with controls
   tracking.jsonl                    # grokking metrics per checkpoint
@@ -25,8 +27,9 @@ runs/<name>/
 
 A run is *trained* (``config.json`` names a task, a model config and a training config;
 ``checkpoints/`` holds the steps) or *pretrained*: ``config.json`` names a local Hugging Face
-folder and a corpus (``{"pretrained": {"path"}, "data": {...}}``, see
-:func:`pretrained_run_config`), the model is that folder as loaded (its one state is step 0,
+folder, a corpus and the special tokens that frame its sentences (``{"pretrained": {"path"},
+"data": {...}, "special_tokens": {"policy", "prefix", "suffix"}}``, see
+:func:`~hierlens.models.run_load.pretrained_run_config`), the model is that folder as loaded (its one state is step 0,
 so ``activations/step_0000000/``), and the data are the corpus's sentences
 (:meth:`Run.examples`). Every later stage (SAEs, probes, tree scores, structural probes, the
 report) reads both kinds the same way.
@@ -60,7 +63,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hierlens.core import confined_io as fs
-from hierlens.core.atomic_io import read_json, read_jsonl, salvage_jsonl, write_checked_json
+from hierlens.core.atomic_io import (
+    OptionalField,
+    read_json,
+    read_jsonl,
+    salvage_jsonl,
+    write_checked_json,
+)
 
 from .checkpoint import STATE_FILE
 from .corpus import Corpus
@@ -82,6 +91,9 @@ FIGURES = "figures"
 TRACKERS = "trackers"
 PRETRAINED = "pretrained"  # config.json key of a pretrained run
 PRETRAINED_STEP = 0  # the one state of a pretrained model
+SPECIAL_TOKENS = "special_tokens"  # config.json key: a pretrained run's resolved frame
+LABEL_NAMES = "label_names.json"  # names of the string labels' ids (POS tags, phrases)
+STAGE_SETTINGS = "pipeline_stages.json"  # settings of the pipeline stages a rerun reuses
 #: folders that held SAEs before ``saes/<name>/`` was their one location
 LEGACY_SAE_GROUPS = ("grid", "mdl")
 SAE_CONFIG_FILE = "cfg.json"
@@ -93,9 +105,17 @@ METRICS_SCHEMA: dict[str, Any] = {"step": int, "split": str}
 RECORD_SCHEMAS: dict[str, dict[str, Any]] = {
     METRICS: METRICS_SCHEMA,
     "tracking.jsonl": {"step": int, "settings": dict},
-    "tree_scores.jsonl": {"step": int, "split": str, "layer": int, "method": str},
+    # ``settings`` (how a record was computed) is absent only from records written before
+    # records held it, which their readers recognise by its absence
+    "tree_scores.jsonl": {
+        "step": int,
+        "split": str,
+        "layer": int,
+        "method": str,
+        "settings": OptionalField(dict),
+    },
     "probes/results.jsonl": {"hook": str, "feature": str, "k": int, "selection": str},
-    "probes/structural.jsonl": {"model": str},
+    "probes/structural.jsonl": {"model": str, "settings": OptionalField(dict)},
     "saes/table.jsonl": {"name": str},
     "saes/mdl_table.jsonl": {"name": str},
     "causal/das.jsonl": {"variable": str, "hook": str},
@@ -103,7 +123,16 @@ RECORD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 
-__all__ = ["LOCK_FILE", "METRICS_SCHEMA", "RECORD_SCHEMAS", "RunLayout", "step_dir_name"]
+__all__ = [
+    "LABEL_NAMES",
+    "LOCK_FILE",
+    "METRICS_SCHEMA",
+    "RECORD_SCHEMAS",
+    "SPECIAL_TOKENS",
+    "STAGE_SETTINGS",
+    "RunLayout",
+    "step_dir_name",
+]
 
 
 def step_dir_name(step: int) -> str:
@@ -421,6 +450,20 @@ class RunLayout:
     def tree_scores_path(self) -> Path:
         """``tree_scores.jsonl``: tree score and parse F1 of tree projections per layer."""
         return self.path / "tree_scores.jsonl"
+
+    @property
+    def stage_settings_path(self) -> Path:
+        """``pipeline_stages.json``: the settings of the pipeline stages whose results a
+        rerun reuses (``{"sae": {...}, "probes": {...}}``), so that other settings are refused
+        instead of silently ignored."""
+        return self.path / STAGE_SETTINGS
+
+    @property
+    def label_names_path(self) -> Path:
+        """``label_names.json``: the names behind the ids of a pretrained run's string labels
+        (``{"pos": [tag, ...], "constituent": [...]}``; a label's id is its index), written
+        when the run is created."""
+        return self.path / LABEL_NAMES
 
     @property
     def tracking_path(self) -> Path:

@@ -22,7 +22,8 @@ from hierlens.core.checksums import CorruptFileError
 from .architectures import ArchConfig, build_model
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint_meta
 from .corpus import Corpus
-from .run_layout import PRETRAINED, PRETRAINED_STEP, RunLayout
+from .run_layout import PRETRAINED, PRETRAINED_STEP, SPECIAL_TOKENS, RunLayout
+from .special_tokens import SpecialTokens
 from .tasks.base import Task
 from .train_config import TrainConfig
 from .transformer import ModelConfig, build_transformer
@@ -67,15 +68,33 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig | ArchConfig:
     return ArchConfig.from_dict(d) if "arch" in d else ModelConfig.from_dict(d)
 
 
-def pretrained_run_config(model_path: str | os.PathLike, corpus: Corpus) -> dict[str, Any]:
+def pretrained_run_config(
+    model_path: str | os.PathLike,
+    corpus: Corpus,
+    special_tokens: SpecialTokens | str | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` of a run that analyses the pretrained model in the local folder
-    ``model_path`` on ``corpus``."""
+    ``model_path`` on ``corpus``, its sentences framed by ``special_tokens`` (a policy or a
+    :class:`~hierlens.models.special_tokens.SpecialTokens`; None: the default policy),
+    resolved to token ids with the folder's tokenizer and stored under
+    ``"special_tokens"``."""
+    from .pretrained import load_tokenizer
+
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"no folder at {str(model_path)!r}: only local Hugging Face folders load"
         )
-    return {PRETRAINED: {"path": str(folder.resolve())}, "data": corpus.to_dict()}
+    if not isinstance(special_tokens, SpecialTokens):
+        special_tokens = (
+            SpecialTokens() if special_tokens is None else SpecialTokens(special_tokens)
+        )
+    frame = special_tokens.resolve(load_tokenizer(folder))
+    return {
+        PRETRAINED: {"path": str(folder.resolve())},
+        "data": corpus.to_dict(),
+        SPECIAL_TOKENS: frame.to_dict(),
+    }
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:

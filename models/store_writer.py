@@ -188,10 +188,11 @@ class StoreWriter:
         """Shard numbers still to compute."""
         return [k for k, d in enumerate(self.done) if not d]
 
-    def write_shard(
-        self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
-    ) -> None:
-        """Write shard ``k`` (``{hook: (rows, d)}``) and record it in the manifest."""
+    def _save_shard_files(
+        self, k: int, arrays: Mapping[str, torch.Tensor]
+    ) -> dict[str, dict[str, str]]:
+        """Save shard ``k``'s array of each hook (``{hook: (rows, d)}``, rows checked against
+        the shard plan) and return its manifest entry ``{hook: {"file", "sha256"}}``."""
         shard = self.manifest["shards"][k]
         rows = shard["row_end"] - shard["row_start"]
         files = {}
@@ -199,9 +200,15 @@ class StoreWriter:
             if x.shape[0] != rows:
                 raise ValueError(f"shard {k} of {hook!r} has {x.shape[0]} rows, expected {rows}")
             rel = _shard_file(self._dirs[hook], k)
-            digest = save_tensors(self.path / rel, {"activations": x})
-            files[hook] = {"file": rel, "sha256": digest}
-        shard["files"] = files
+            files[hook] = {"file": rel, "sha256": save_tensors(self.path / rel, {"activations": x})}
+        return files
+
+    def write_shard(
+        self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
+    ) -> None:
+        """Write shard ``k`` (``{hook: (rows, d)}``) and record it in the manifest."""
+        shard = self.manifest["shards"][k]
+        shard["files"] = self._save_shard_files(k, arrays)
         shard["nonfinite"] = {h: int(v) for h, v in nonfinite.items()}
         self.done[k] = True
         self._write_manifest()
@@ -295,17 +302,9 @@ class DistributedStoreWriter(StoreWriter):
     def write_shard(
         self, k: int, arrays: Mapping[str, torch.Tensor], nonfinite: Mapping[str, int]
     ) -> None:
-        shard = self.manifest["shards"][k]
-        rows = shard["row_end"] - shard["row_start"]
-        files = {}
-        for hook, x in arrays.items():
-            if x.shape[0] != rows:
-                raise ValueError(f"shard {k} of {hook!r} has {x.shape[0]} rows, expected {rows}")
-            rel = _shard_file(self._dirs[hook], k)
-            files[hook] = {"file": rel, "sha256": save_tensors(self.path / rel, {"activations": x})}
         record = {
             "shard": k,
-            "files": files,
+            "files": self._save_shard_files(k, arrays),
             "nonfinite": {h: int(v) for h, v in nonfinite.items()},
         }
         atomic_write_json(self.path / self.PARTS / f"shard-{k}.json", record)

@@ -6,7 +6,9 @@
 - :func:`tokenize_words`: words -> :class:`~hierlens.models.tasks.Example` through a fast
   Hugging Face tokenizer (``is_split_into_words=True`` and ``word_ids()``), so every wing
   of hierlens accepts real sentences. Sub-word tokens of a word share its labels; special
-  tokens (``[CLS]``, ``[SEP]``, ``<|endoftext|>``) belong to no word and get ``-1``.
+  tokens (``[CLS]``, ``[SEP]``, ``<|endoftext|>``, framing the words as the
+  :class:`~hierlens.models.special_tokens.SpecialTokens` policy says) belong to no word and
+  get ``-1``.
 - :func:`pool_words`: token activations -> one vector per word (first, last or mean
   sub-token).
 """
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from .sentence import Sentence
+from .special_tokens import SpecialTokens
 from .tasks.base import IGNORE_INDEX, Example
 
 __all__ = ["label_vocabulary", "pool_words", "read_text", "tokenize_words"]
@@ -92,8 +95,13 @@ def tokenize_words(
     max_length: int | None = None,
     on_long: str = "skip",
     label_vocab: Mapping[str, Sequence[str]] | None = None,
+    special_tokens: SpecialTokens | str | None = None,
 ) -> list[Example]:
     """Tokenise word-split sentences into :class:`Example` s aligned with their words.
+
+    The words are tokenised alone (``add_special_tokens=False``) and framed by the ids of
+    ``special_tokens`` (:class:`~hierlens.models.special_tokens.SpecialTokens`), so the
+    frame never depends on how a tokenizer object happens to be configured.
 
     Args:
         tokenizer: a fast Hugging Face tokenizer (``word_ids()`` is needed); a byte-level BPE
@@ -104,6 +112,9 @@ def tokenize_words(
             tokenizer's ``model_max_length`` when it is finite).
         on_long: ``"skip"`` too-long sentences (their number is logged) or ``"error"``.
         label_vocab: names of the string labels (default :func:`label_vocabulary`).
+        special_tokens: the frame: a resolved :class:`SpecialTokens` (a run's stored one), or
+            a policy (``"bos"``, ``"template"``, ``"none"``) resolved for ``tokenizer``;
+            None: the default policy of :class:`SpecialTokens`.
 
     Returns:
         one example per kept sentence: ``tokens`` with the special tokens, ``targets`` all
@@ -128,12 +139,23 @@ def tokenize_words(
             raise ValueError(f"sentence {k} must be a non-empty list of non-empty words")
     trees = [s for s in sentences if isinstance(s, Sentence)]
     vocab = label_vocabulary(trees) if label_vocab is None else label_vocab
+    if special_tokens is None:
+        special_tokens = SpecialTokens()
+    elif isinstance(special_tokens, str):
+        special_tokens = SpecialTokens(special_tokens)
+    elif not isinstance(special_tokens, SpecialTokens):
+        raise TypeError(
+            f"special_tokens must be a SpecialTokens or a policy name, got {special_tokens!r}"
+        )
+    frame = special_tokens.resolve(tokenizer)
     if not words:
         return []
-    enc = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=True)
+    enc = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=False)
+    pre, post = list(frame.prefix), list(frame.suffix)
     out, skipped = [], []
     for k, (sent, ws) in enumerate(zip(sentences, words)):
-        ids, wids = enc["input_ids"][k], enc.word_ids(k)
+        ids = pre + list(enc["input_ids"][k]) + post
+        wids = [None] * len(pre) + list(enc.word_ids(k)) + [None] * len(post)
         if max_length is not None and len(ids) > max_length:
             if on_long == "error":
                 raise ValueError(f"sentence {k} has {len(ids)} tokens > max_length {max_length}")

@@ -1,6 +1,6 @@
-"""Training hyper-parameters (:class:`TrainConfig`) and the schedules they describe: the
-learning rate as a pure function of the step, and which steps are evaluated or checkpointed
-(every N steps and/or log-spaced)."""
+"""Training hyper-parameters (:class:`TrainConfig`) and the schedules they describe: which
+steps are evaluated or checkpointed (every N steps and/or log-spaced). The learning rate of
+every step is :func:`hierlens.core.optim.lr_at` of the config's fields."""
 
 from __future__ import annotations
 
@@ -10,40 +10,11 @@ from typing import ClassVar
 
 from hierlens.core.config import Config
 from hierlens.core.loggers import check_trackers
+from hierlens.core.optim import SCHEDULES
 
 from .tasks.base import SPLITS
 
 LOSS_ON = ("targets", "sequence")
-SCHEDULES = ("cosine", "linear", "constant")
-
-
-def lr_at(
-    step: int,
-    *,
-    base_lr: float,
-    total_steps: int,
-    warmup_steps: int = 0,
-    schedule: str = "cosine",
-    min_lr_ratio: float = 0.0,
-) -> float:
-    """Learning rate for the optimizer step that takes the model from ``step`` to ``step + 1``.
-
-    Linear warmup from ``base_lr / warmup_steps`` to ``base_lr`` over ``warmup_steps`` steps,
-    then ``cosine`` or ``linear`` decay to ``min_lr_ratio * base_lr`` at ``total_steps``, or
-    ``constant``. A pure function of the step, so resuming needs no scheduler state.
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return base_lr
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    floor = base_lr * min_lr_ratio
-    if schedule == "linear":
-        return floor + (base_lr - floor) * (1.0 - progress)
-    return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def log_spaced_steps(total_steps: int, count: int) -> set[int]:
@@ -94,7 +65,7 @@ class TrainConfig(Config):
         train_pool: number of training examples sampled once and drawn from with replacement.
         seed: seeds the training pool, the batch order and the RNG.
         device: "cpu", "cuda", ... (None: CUDA when available).
-        amp: bf16 autocast on CUDA (ignored on CPU).
+        autocast: bf16 autocast of the forward pass (None: on CUDA only).
         compile: compile the training forward with ``torch.compile`` (on CUDA in
             ``reduce-overhead`` mode, which replays CUDA graphs; batch widths are then rounded
             up to multiples of 8 so few shapes occur). Off by default: on the CPU
@@ -135,7 +106,7 @@ class TrainConfig(Config):
     train_pool: int = 20_000
     seed: int = 0
     device: str | None = None
-    amp: bool = True
+    autocast: bool | None = None
     compile: bool = False
     unpad: bool | None = None
     loss_on: str = "targets"

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from hierlens.core.atomic_io import append_jsonl, read_json, write_checked_jsonl
+from hierlens.core.optim import lr_at
 from hierlens.core.trackers import MultiLogger, make_logger
 
 from .architectures import ArchConfig
@@ -19,7 +20,7 @@ from .run import Run
 from .run_clean import clear_run
 from .run_load import run_config_dict
 from .tasks.base import Example, Task
-from .train_config import TrainConfig, lr_at
+from .train_config import TrainConfig
 from .transformer import ModelConfig
 
 __all__ = [

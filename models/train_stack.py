@@ -1,8 +1,8 @@
 """The stacked program behind :func:`~hierlens.models.train_many.train_many`: parameters of
-N models of one shape stacked on a leading model axis ``(N, *shape)``, their AdamW moments,
-each model's batch of its own step, and one optimizer step for all of them (the stacked
-forward, per-model gradient clipping with one norm per model, and the fused AdamW kernel once
-per distinct learning rate and weight decay).
+S models of one shape stacked on a leading member axis ``(S, *shape)``, each model's batch
+of its own step, and one training step for all of them (the stacked forward and backward,
+then the one optimizer step of :class:`hierlens.core.optim.StackedAdamW`: per-model gradient
+clipping with one norm per model, and AdamW with each model's learning rate at its step).
 
 Two kinds of models stack:
 
@@ -12,12 +12,12 @@ Two kinds of models stack:
 - the Chomsky-hierarchy architectures of :func:`~hierlens.models.architectures.build_model`
   (RNN, LSTM, Stack-RNN, Tape-RNN, the transformer encoder): the forward is the model's own
   ``forward`` under ``torch.func.vmap`` over the stacked parameters
-  (``functional_call``), so each op of a time step runs once for all N models.
+  (``functional_call``), so each op of a time step runs once for all S models.
 
-A *member* is any object with ``model``, ``params`` (:func:`stack_params`), ``optimizer``
-(the model's own ``torch.optim.AdamW``, whose state a checkpoint saves), ``config``
-(:class:`~hierlens.models.TrainConfig`), ``task``, ``step`` and ``data`` (a
-:class:`~hierlens.models.train.BatchSampler`).
+A *member* is a :class:`~hierlens.models.train_loop.Member`: ``model``, ``params``
+(:func:`stack_params`), ``config`` (:class:`~hierlens.models.TrainConfig`), ``task``,
+``step``, ``opt_state`` (the optimizer state its checkpoint held) and ``data`` (a
+:class:`~hierlens.models.batches.BatchSampler`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hierlens.core.optim import StackedAdamW
+
+from .batches import BatchSampler
 from .forward import compiled
 from .fused import fused_logits, fused_spec, native_params
 from .model_inputs import is_bidirectional
 from .tasks.base import IGNORE_INDEX
-from .train import BatchSampler
 from .train_run import config_lr
 
-__all__ = ["Stack", "attach_data", "stack_key", "stack_params"]
+__all__ = ["Stack", "attach_data", "model_optimizer", "stack_key", "stack_params"]
 
 
 def _vmappable(model: torch.nn.Module) -> bool:
@@ -78,15 +80,33 @@ def stack_key(model: torch.nn.Module, config, device: torch.device) -> tuple | N
         buffers,
         config.batch_size,
         str(device),
-        config.amp,
+        config.autocast,
         config.compile,
         unpad,
     )
 
 
+def model_optimizer(
+    params: dict[str, torch.Tensor], configs: list, *, stacked: bool = True
+) -> StackedAdamW:
+    """The optimizer of models with :class:`~hierlens.models.TrainConfig` s ``configs``
+    over ``params`` (``{parameter name: tensor}``, ``(S, *shape)`` when ``stacked``, else one
+    model's own parameters): AdamW with each model's betas, weight decay on matrices only,
+    and gradient clipping."""
+    extra = 1 if stacked else 0
+    return StackedAdamW(
+        params,
+        stacked=stacked,
+        betas=[tuple(c.betas) for c in configs],
+        weight_decay=[c.weight_decay for c in configs],
+        grad_clip=[c.grad_clip for c in configs],
+        decay={n for n, t in params.items() if t.dim() - extra >= 2},
+    )
+
+
 def _stack_forward(members: list) -> Callable:
     """``forward(params, tokens, mask, keep) -> logits`` for stacked ``params`` and
-    ``(N, B, T)`` batches: ``(N, n, vocab)`` at ``keep`` ``(N, n)``, else ``(N, B, T,
+    ``(S, B, T)`` batches: ``(S, n, vocab)`` at ``keep`` ``(S, n)``, else ``(S, B, T,
     vocab)``."""
     model = members[0].model
     spec = fused_spec(model)
@@ -124,7 +144,7 @@ def _stack_forward(members: list) -> Callable:
 
 
 class Stack:
-    """The stacked parameters ``(N, *shape)`` and AdamW moments of some members."""
+    """The stacked parameters ``(S, *shape)`` of some members and their optimizer."""
 
     def __init__(
         self, members: list, device: torch.device, unpad: bool, compile: bool = False
@@ -138,66 +158,40 @@ class Stack:
         self.spec = fused_spec(members[0].model)  # None for a stack of plain modules
         self._make_forward()
         first = members[0].params
-        self.decay = [n for n, p in first.items() if p.dim() >= 2]
-        self.no_decay = [n for n, p in first.items() if p.dim() < 2]
+        # the optimizer keys its state by the modules' parameter names (what train() saves)
+        own = {id(p): n for n, p in members[0].model.named_parameters()}
+        self.module_names = {n: own[id(p)] for n, p in first.items()}
         with torch.no_grad():
             self.p = {n: torch.stack([m.params[n].detach() for m in members]) for n in first}
-            self.m = {n: torch.zeros_like(t) for n, t in self.p.items()}
-            self.v = {n: torch.zeros_like(t) for n, t in self.p.items()}
-            for r, mem in enumerate(members):
-                names = {id(p): n for n, p in mem.params.items()}
-                for p, st in mem.optimizer.state.items():
-                    self.m[names[id(p)]][r] = st["exp_avg"]
-                    self.v[names[id(p)]][r] = st["exp_avg_sq"]
         for t in self.p.values():
             t.requires_grad_(True)
-        steps = [float(m.step) for m in members]
-        self.count = torch.tensor(steps, dtype=torch.float32, device=device)
+        self.optimizer = model_optimizer(self._by_module_name(), [m.config for m in members])
+        for r, mem in enumerate(members):
+            mem.restore_optimizer(self.optimizer, rows=[r])
         self.loss_sum = torch.zeros(len(members), device=device)
-        self._cache_views()
+
+    def _by_module_name(self) -> dict[str, torch.Tensor]:
+        return {self.module_names[n]: t for n, t in self.p.items()}
 
     def _make_forward(self) -> None:
         self.forward = _stack_forward(self.members)
         if self.compile:
             self.forward = compiled(self.forward, self.device)
 
-    def _cache_views(self) -> None:
-        """Each row's views of the parameters, moments and step count for the AdamW kernel:
-        ``views[r][decay]`` with ``decay`` True for matrices, False for the rest."""
-        with torch.no_grad():
-            self.views = self._row_views()
-
-    def _row_views(self) -> list[dict]:
-        return [
-            {
-                decay: (
-                    [self.p[n][r] for n in names],
-                    [self.m[n][r] for n in names],
-                    [self.v[n][r] for n in names],
-                    [self.count[r]] * len(names),
-                )
-                for decay, names in ((True, self.decay), (False, self.no_decay))
-            }
-            for r in range(len(self.members))
-        ]
+    def losses(self) -> list[float]:
+        """Each member's training losses summed since its last record (a host sync)."""
+        return self.loss_sum.tolist()
 
     def write_back(self, r: int) -> None:
-        """Copy member ``r``'s weights into its model and its moments into its optimizer
-        (the state a ``train`` checkpoint holds)."""
+        """Copy member ``r``'s weights into its model."""
         mem = self.members[r]
         with torch.no_grad():
             for n, p in mem.params.items():
                 p.copy_(self.p[n][r])
-        names = {id(p): n for n, p in mem.params.items()}
-        for group in mem.optimizer.param_groups:
-            group["lr"] = config_lr(mem.config, max(mem.step - 1, 0))
-            for p in group["params"]:
-                n = names[id(p)]
-                mem.optimizer.state[p] = {
-                    "step": self.count[r].clone(),
-                    "exp_avg": self.m[n][r].clone(),
-                    "exp_avg_sq": self.v[n][r].clone(),
-                }
+
+    def optimizer_state(self, r: int) -> dict[str, torch.Tensor]:
+        """Member ``r``'s optimizer state, as its checkpoint holds it."""
+        return self.optimizer.state_dict(rows=[r])
 
     def remove(self, rows: list[int]) -> None:
         """Take members ``rows`` out of the stack."""
@@ -206,23 +200,20 @@ class Stack:
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
         with torch.no_grad():
             self.p = {n: t.index_select(0, idx).requires_grad_(True) for n, t in self.p.items()}
-            self.m = {n: t.index_select(0, idx) for n, t in self.m.items()}
-            self.v = {n: t.index_select(0, idx) for n, t in self.v.items()}
-            self.count = self.count.index_select(0, idx)
             self.loss_sum = self.loss_sum.index_select(0, idx)
+        self.optimizer.keep(keep, self._by_module_name())
         if self.members:
             self._make_forward()
-        self._cache_views()
 
     def _batch(self):
         """Every member's batch of its current step, stacked: tokens, targets and mask
-        ``(N, B, T)``, ``keep`` ``(N, n)`` or ``None``, and each member's real tokens."""
+        ``(S, B, T)``, ``keep`` ``(S, n)`` or ``None``, and each member's real tokens."""
         mems = self.members
         rows = [m.data.rows(m.step) for m in mems]
         lengths = np.stack([m.data.lengths[r] for m, r in zip(mems, rows, strict=True)])
         m = self.width_multiple
         width = min(-(-int(lengths.max()) // m) * m, mems[0].data.tokens.shape[1])
-        real = np.arange(width)[None, None, :] < lengths[:, :, None]  # (N, B, T)
+        real = np.arange(width)[None, None, :] < lengths[:, :, None]  # (S, B, T)
         idx = torch.from_numpy(np.stack(rows)).to(self.device)
         tokens = torch.stack([m.data.tokens[idx[i], :width] for i, m in enumerate(mems)])
         targets = torch.stack([m.data.targets[idx[i], :width] for i, m in enumerate(mems)])
@@ -234,12 +225,13 @@ class Stack:
         mask = torch.from_numpy(real).to(self.device)
         return tokens, targets, mask, keep, lengths.sum(1).tolist()
 
-    def step(self, amp: bool) -> list[int]:
-        """One optimizer step of every member (each at its own step); accumulates the losses
-        in ``loss_sum`` and returns each member's real tokens."""
+    def step(self, autocast: bool) -> list[int]:
+        """One training step of every member (each at its own step): the stacked forward and
+        backward, then the optimizer step; accumulates the losses in ``loss_sum`` and
+        returns each member's real tokens."""
         tokens, targets, mask, keep, n_tokens = self._batch()
         n = len(self.members)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = self.forward(self.p, tokens, mask, keep)
         targets = targets.reshape(n, -1)
         if keep is not None:
@@ -251,67 +243,12 @@ class Stack:
             reduction="none",
         ).view(n, -1)
         losses = per.sum(1) / (targets != IGNORE_INDEX).sum(1)
-        names = list(self.p)
-        # the fused AdamW kernel walks memory in order: gradients in the parameters' layout
-        raw = torch.autograd.grad(losses.sum(), [self.p[k] for k in names])
-        grads = {k: g.contiguous() for k, g in zip(names, raw, strict=True)}
+        losses.sum().backward()
+        self.optimizer.step([config_lr(m.config, m.step) for m in self.members])
+        self.optimizer.zero_grad()
         with torch.no_grad():
-            self._clip(grads)
-            self._adamw(grads)
             self.loss_sum += losses.detach()
         return n_tokens
-
-    def _clip(self, grads: dict[str, torch.Tensor]) -> None:
-        """Each member's gradients scaled to its ``grad_clip`` global norm (as
-        ``clip_grad_norm_``), one norm per member."""
-        clips = [m.config.grad_clip for m in self.members]
-        if all(c is None for c in clips):
-            return
-        n = len(clips)
-        norms = torch.stack(
-            [torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in grads.values()]
-        )
-        total = torch.linalg.vector_norm(norms, dim=0)
-        limit = torch.tensor([c or 1.0 for c in clips], device=self.device)
-        coef = (limit / (total + 1e-6)).clamp(max=1.0)
-        off = torch.tensor([c is None for c in clips], device=self.device)
-        coef = torch.where(off, torch.ones_like(coef), coef)
-        for g in grads.values():
-            g.mul_(coef.view(n, *([1] * (g.dim() - 1))))
-
-    def _adamw(self, grads: dict[str, torch.Tensor]) -> None:
-        """AdamW (decoupled weight decay on matrices only, as :func:`make_optimizer`) with
-        each member's learning rate at its step: one fused kernel per (lr, decay, betas)."""
-        self.count += 1
-        groups: dict[tuple, list[int]] = {}
-        for r, mem in enumerate(self.members):
-            c = mem.config
-            key = (config_lr(c, mem.step), c.weight_decay, tuple(c.betas))
-            groups.setdefault(key, []).append(r)
-        for (lr, wd, (b1, b2)), rows in groups.items():
-            for decay, names in ((True, self.decay), (False, self.no_decay)):
-                if not names:
-                    continue
-                lists: tuple[list, ...] = ([], [], [], [], [])
-                for r in rows:
-                    p, m, v, count = self.views[r][decay]
-                    for out, part in zip(lists, (p, [grads[n][r] for n in names], m, v, count)):
-                        out.extend(part)
-                torch._fused_adamw_(
-                    lists[0],
-                    lists[1],
-                    lists[2],
-                    lists[3],
-                    [],
-                    lists[4],
-                    lr=lr,
-                    beta1=b1,
-                    beta2=b2,
-                    weight_decay=wd if decay else 0.0,
-                    eps=1e-8,
-                    amsgrad=False,
-                    maximize=False,
-                )
 
 
 def attach_data(members: list, device: torch.device) -> None:

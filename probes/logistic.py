@@ -169,10 +169,7 @@ def fit_logistic(
     Returns:
         A :class:`LogisticFit` with tensors on ``device``.
     """
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    _check_penalty(C, class_weight)
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     dev = resolve_device(device)
@@ -194,6 +191,49 @@ def fit_logistic(
         tol=tol,
         init=init,
     )
+
+
+def _starting_point(init, sn, y, P: int, m: int, k: int, fit_intercept: bool, dt, dev):
+    """The Newton iterations' start ``beta (P, m)``: the given ``init`` (a warm start), else
+    zero weights and, with an intercept, the intercept-only optimum (the log-odds of the
+    weighted positive rate under the normalised weights ``sn``)."""
+    beta = torch.zeros(P, m, dtype=dt, device=dev)
+    if init is not None:
+        beta[:, :k] = torch.as_tensor(init[0]).to(device=dev, dtype=dt).reshape(P, k)
+        if fit_intercept:
+            beta[:, k] = torch.as_tensor(init[1]).to(device=dev, dtype=dt).reshape(P)
+    elif fit_intercept:
+        pos = (sn * y).sum(-1).clamp(1e-6, 1 - 1e-6)
+        beta[:, k] = torch.log(pos / (1 - pos))
+    return beta
+
+
+def _line_search(state: _NewtonState, beta, f, v, step, slope, final, done):
+    """Backtracking (Armijo) line search along the Newton ``step``, all problems at once
+    from ``t = 1``, halving ``t`` for the problems not yet accepted (at most 30 trials).
+
+    Problems already ``done`` are left as they are; ``final`` ones take the full step.
+    Returns the new ``beta``, objective ``f``, signed logits ``v`` and the mask of problems
+    whose step was accepted."""
+    t = torch.ones_like(f)
+    accepted = done.clone()
+    new_beta, new_f, new_v = beta, f, v
+    for trial in range(30):
+        cand = beta + t[:, None] * step
+        fc, vc = state.objective(cand)
+        ok = ~accepted & (final | ((fc <= f + 1e-4 * t * slope) & (fc < f)))
+        if trial == 0 and bool((ok | accepted).all()):
+            new_beta, new_f, new_v = cand, fc, vc  # the common case: full steps
+            accepted = accepted | ok
+            break
+        new_beta = torch.where(ok[:, None], cand, new_beta)
+        new_f = torch.where(ok, fc, new_f)
+        new_v = torch.where(ok[:, None], vc, new_v)
+        accepted = accepted | ok
+        if bool(accepted.all()):
+            break
+        t = torch.where(accepted, t, t * 0.5)
+    return new_beta, new_f, new_v, accepted
 
 
 def fit_logistic_rows(
@@ -238,15 +278,7 @@ def fit_logistic_rows(
     contiguous = m > _CONTIGUOUS_FROM
     XT = Xt.transpose(1, 2).contiguous() if contiguous else Xt.transpose(1, 2)
 
-    beta = torch.zeros(P, m, dtype=dt, device=dev)
-    if init is not None:
-        beta[:, :k] = torch.as_tensor(init[0]).to(device=dev, dtype=dt).reshape(P, k)
-        if fit_intercept:
-            beta[:, k] = torch.as_tensor(init[1]).to(device=dev, dtype=dt).reshape(P)
-    elif fit_intercept:
-        # The intercept-only optimum: the log-odds of the weighted positive rate.
-        pos = (sn * y).sum(-1).clamp(1e-6, 1 - 1e-6)
-        beta[:, k] = torch.log(pos / (1 - pos))
+    beta = _starting_point(init, sn, y, P, m, k, fit_intercept, dt, dev)
     # The state of the problems still iterated (all at first); converged problems are moved
     # to the result once they are a quarter of the batch, so that later iterations only
     # touch the data of the others.
@@ -280,25 +312,7 @@ def fit_logistic_rows(
         # Once the predicted decrease (half the squared Newton decrement) is at the
         # resolution of the objective, take the full Newton step and stop.
         final = ~done & (-slope <= 16 * eps * f.abs().clamp_min(1.0))
-        # Backtracking (Armijo) line search, all problems at once from t = 1.
-        t = torch.ones_like(f)
-        accepted = done.clone()
-        new_beta, new_f, new_v = beta, f, v
-        for trial in range(30):
-            cand = beta + t[:, None] * step
-            fc, vc = state.objective(cand)
-            ok = ~accepted & (final | ((fc <= f + 1e-4 * t * slope) & (fc < f)))
-            if trial == 0 and bool((ok | accepted).all()):
-                new_beta, new_f, new_v = cand, fc, vc  # the common case: full steps
-                accepted = accepted | ok
-                break
-            new_beta = torch.where(ok[:, None], cand, new_beta)
-            new_f = torch.where(ok, fc, new_f)
-            new_v = torch.where(ok[:, None], vc, new_v)
-            accepted = accepted | ok
-            if bool(accepted.all()):
-                break
-            t = torch.where(accepted, t, t * 0.5)
+        new_beta, new_f, new_v, accepted = _line_search(state, beta, f, v, step, slope, final, done)
         # A problem whose line search finds no decrease is at the precision limit.
         done = done | final | ~accepted
         beta, f, v = new_beta, new_f, new_v
@@ -352,3 +366,12 @@ class _NewtonState:
             bad = info != 0
             L[bad] = torch.linalg.cholesky(H[bad] + 1e-6 * eye)
         return L
+
+
+def _check_penalty(C, class_weight) -> None:
+    """Reject an L2 probe's settings that are not a positive ``C`` and a ``class_weight`` of
+    None or "balanced"."""
+    if not (isinstance(C, (int, float)) and C > 0):
+        raise ValueError(f"C must be a positive number, got {C!r}")
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")

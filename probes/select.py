@@ -31,7 +31,7 @@ import torch
 
 from hierlens.core.device import resolve_device, resolve_dtype
 
-from .logistic import all_finite, balanced_weights, fit_logistic_rows
+from .logistic import _check_penalty, all_finite, balanced_weights, fit_logistic_rows
 
 __all__ = [
     "SELECTIONS",
@@ -318,10 +318,7 @@ def select_features(
     """
     if method not in SELECTIONS:
         raise ValueError(f"unknown selection {method!r}; expected one of {', '.join(SELECTIONS)}")
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    _check_penalty(C, class_weight)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, default=torch.float64)
     X = torch.as_tensor(X).to(device=dev, dtype=dt)

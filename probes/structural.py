@@ -8,11 +8,13 @@ A rank-``r`` linear map ``B`` (``(r, d)``) is fitted so that
 - the **depth probe**'s squared norms ``||B h_i||^2`` match the words' depths in the tree
   (L1 loss divided by the sentence length, averaged over the batch).
 
-:func:`fit_structural` trains one ``B`` per layer as one stacked program (``(L, r, d)``;
-sentences padded with masks), with Adam, the same initialisation and minibatch order for
-every layer (both from ``seed``), and early stopping on a dev split per layer: each layer
-keeps the ``B`` of its best dev loss and stops improving after ``patience`` epochs without
-one, so the stacked fit gives each layer exactly what fitting it alone gives.
+:func:`fit_structural` trains one ``B`` per layer as one stacked program (``(S, r, d)``, a
+stack of ``S`` probes, one per layer; sentences padded with masks), with Adam (the stacked
+optimizer step of :class:`hierlens.core.optim.StackedAdamW`), the same initialisation and
+minibatch order for every layer (both from ``seed``), and early stopping on a dev split per
+layer: each layer keeps the ``B`` of its best dev loss and stops improving after
+``patience`` epochs without one, so the stacked fit gives each layer exactly what fitting it
+alone gives.
 :class:`StructuralProbe` is the scikit-learn-style estimator for one layer and
 :func:`structural_probe_sweep` runs every layer over treebank sentences and reports the
 paper's metrics (:mod:`.structural_metrics`).
@@ -29,6 +31,7 @@ import torch
 
 from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device
+from hierlens.core.optim import StackedAdamW
 
 from .structural_metrics import (
     distance_spearman,
@@ -86,10 +89,10 @@ def _check(kind: str, H: list[list[torch.Tensor]], targets: Sequence[Any]) -> li
 
 
 def _pad(H: list[list[torch.Tensor]], targets: list[torch.Tensor], kind: str):
-    L, N, d = len(H), len(H[0]), H[0][0].shape[1]
+    S, N, d = len(H), len(H[0]), H[0][0].shape[1]
     lengths = torch.tensor([h.shape[0] for h in H[0]])
     n = int(lengths.max())
-    X = torch.zeros(L, N, n, d)
+    X = torch.zeros(S, N, n, d)
     for li, layer in enumerate(H):
         for k, h in enumerate(layer):
             X[li, k, : len(h)] = h
@@ -105,7 +108,7 @@ def _pad(H: list[list[torch.Tensor]], targets: list[torch.Tensor], kind: str):
 
 
 def _predict(B: torch.Tensor, X: torch.Tensor, kind: str) -> torch.Tensor:
-    """``B`` (L, r, d), ``X`` (L, N, n, d) -> (L, N, n, n) squared distances or (L, N, n)
+    """``B`` (S, r, d), ``X`` (S, N, n, d) -> (S, N, n, n) squared distances or (S, N, n)
     squared norms."""
     t = torch.einsum("lrd,lbnd->lbnr", B, X)
     sq = (t * t).sum(-1)
@@ -116,7 +119,7 @@ def _predict(B: torch.Tensor, X: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _losses(B, X, Y, mask, lengths, kind) -> torch.Tensor:
-    """(L,) mean over sentences of the length-normalised L1 loss."""
+    """(S,) mean over sentences of the length-normalised L1 loss."""
     pred = _predict(B, X, kind)
     nf = lengths.to(pred.dtype)
     if kind == "distance":
@@ -145,7 +148,7 @@ def fit_structural(
 
     Args:
         H_train: ``H_train[l][k]`` is the ``(n_k, d)`` word vectors of sentence ``k`` at
-            layer ``l`` (``L`` layers).
+            layer ``l`` (``S`` layers).
         targets_train: per sentence, ``(n_k, n_k)`` gold tree distances (``kind="distance"``)
             or ``(n_k,)`` gold depths (``kind="depth"``).
         H_dev, targets_dev: the dev split, same layout, for early stopping.
@@ -153,7 +156,7 @@ def fit_structural(
         seed: initialisation (uniform in +-0.05, the same for every layer) and batch order.
 
     Returns:
-        ``B`` ``(L, rank, d)`` float32 on the CPU (each layer's best on dev) and the ``(L,)``
+        ``B`` ``(S, rank, d)`` float32 on the CPU (each layer's best on dev) and the ``(S,)``
         best dev losses.
     """
     Htr, Hdv = _as_layers(H_train), _as_layers(H_dev)
@@ -165,23 +168,23 @@ def fit_structural(
     dev = resolve_device(device)
     X, Y, mask, lengths = (t.to(dev) for t in _pad(Htr, Ytr, kind))
     Xd, Yd, maskd, lengthsd = (t.to(dev) for t in _pad(Hdv, Ydv, kind))
-    L, N, _, d = X.shape
+    S, N, _, d = X.shape
     g = torch.Generator().manual_seed(seed)
     B0 = torch.rand(rank, d, generator=g) * 0.1 - 0.05
-    B = torch.nn.Parameter(B0[None].repeat(L, 1, 1).to(dev))
-    opt = torch.optim.Adam([B], lr=lr)
+    B = torch.nn.Parameter(B0[None].repeat(S, 1, 1).to(dev))
+    opt = StackedAdamW({"B": B})  # Adam (no weight decay, no clipping), one member per layer
     best = B.detach().clone()
-    best_loss = torch.full((L,), float("inf"), device=dev)
-    stale = torch.zeros(L, dtype=torch.long, device=dev)
-    done = torch.zeros(L, dtype=torch.bool, device=dev)
+    best_loss = torch.full((S,), float("inf"), device=dev)
+    stale = torch.zeros(S, dtype=torch.long, device=dev)
+    done = torch.zeros(S, dtype=torch.bool, device=dev)
     for _ in range(max_epochs):
         order = torch.randperm(N, generator=g).to(dev)
         for start in range(0, N, batch_size):
             idx = order[start : start + batch_size]
-            opt.zero_grad(set_to_none=True)
             loss = _losses(B, X[:, idx], Y[idx], mask[idx], lengths[idx], kind)
             loss.sum().backward()  # layers are independent: each B only sees its own loss
-            opt.step()
+            opt.step(lr)
+            opt.zero_grad()
         with torch.no_grad():
             dl = _losses(B, Xd, Yd, maskd, lengthsd, kind)
             better = (dl < best_loss) & ~done
@@ -197,11 +200,11 @@ def fit_structural(
 def predict_structural(
     B: torch.Tensor, H: Sequence[Sequence[Any]], kind: str
 ) -> list[list[np.ndarray]]:
-    """Predictions of stacked probes ``B`` (L, r, d) on ``H[l][k]`` (n_k, d): per layer and
+    """Predictions of stacked probes ``B`` (S, r, d) on ``H[l][k]`` (n_k, d): per layer and
     sentence, ``(n_k, n_k)`` squared distances or ``(n_k,)`` squared norms."""
     Hs = _as_layers(H)
     if B.ndim != 3 or len(Hs) != B.shape[0]:
-        raise ValueError(f"B must be (L, r, d) with L = {len(Hs)} layers, got {tuple(B.shape)}")
+        raise ValueError(f"B must be (S, r, d) with S = {len(Hs)} layers, got {tuple(B.shape)}")
     dummy = [np.zeros((len(h), len(h))) if kind == "distance" else np.zeros(len(h)) for h in Hs[0]]
     X, _, _, lengths = _pad(Hs, _check(kind, Hs, dummy), kind)
     with torch.no_grad():

@@ -65,6 +65,16 @@ def _pairs(pred: Sequence, gold: Sequence, what: str) -> None:
         raise ValueError(f"no {what} to score")
 
 
+def _checked(pred: Sequence, gold: Sequence, check, what: str):
+    """``(k, pred[k], gold[k])`` of each sentence, both read by ``check`` (:func:`_square`
+    or :func:`_vector`) and of the same shape (``what``: "distances" or "depths")."""
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        p, g = check(p, k, "pred"), check(g, k, "gold")
+        if p.shape != g.shape:
+            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} {what}")
+        yield k, p, g
+
+
 def _keep(punct: Sequence | None, k: int, n: int) -> np.ndarray:
     if punct is None:
         return np.ones(n, dtype=bool)
@@ -100,21 +110,26 @@ def uuas(
     punctuation words are leaves); predicted edges are the minimum spanning tree of the
     predicted distances over the same words. ``punct``: per-sentence boolean masks.
     """
+    correct, total = _uuas_counts(pred, gold, punct)
+    return float(correct.sum() / total.sum())
+
+
+def _uuas_counts(
+    pred: Sequence[np.ndarray], gold: Sequence[np.ndarray], punct: Sequence | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sentence ``(len(pred),)``: the predicted edges that are gold edges, and the gold
+    edges (both over the non-punctuation words; see :func:`uuas`)."""
     _pairs(pred, gold, "distance matrices")
-    correct = total = 0
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _square(p, k, "pred"), _square(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+    correct, total = np.zeros(len(pred)), np.zeros(len(pred))
+    for k, p, g in _checked(pred, gold, _square, "distances"):
         keep = _keep(punct, k, len(g))
         if keep.sum() < 2:
             raise ValueError(f"sentence {k} has fewer than 2 non-punctuation words; UUAS needs 2")
         idx = np.flatnonzero(keep)
         gold_edges = mst_edges(g[np.ix_(idx, idx)])
-        pred_edges = mst_edges(p[np.ix_(idx, idx)])
-        correct += len(gold_edges & pred_edges)
-        total += len(gold_edges)
-    return correct / total
+        correct[k] = len(gold_edges & mst_edges(p[np.ix_(idx, idx)]))
+        total[k] = len(gold_edges)
+    return correct, total
 
 
 def _rowwise_spearman(p: np.ndarray, g: np.ndarray) -> list[float]:
@@ -140,10 +155,7 @@ def distance_spearman(
     and gold distance rows. NaN when no sentence has such a length."""
     _pairs(pred, gold, "distance matrices")
     by_len: dict[int, list[float]] = defaultdict(list)
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _square(p, k, "pred"), _square(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+    for _, p, g in _checked(pred, gold, _square, "distances"):
         by_len[len(g)].extend(_rowwise_spearman(p, g))
     return _per_length_mean(by_len, lengths)
 
@@ -155,10 +167,7 @@ def root_accuracy(
     (the shallowest gold non-punctuation word; ties in gold count as any of them)."""
     _pairs(pred, gold, "depth vectors")
     hits = 0
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _vector(p, k, "pred"), _vector(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} depths")
+    for k, p, g in _checked(pred, gold, _vector, "depths"):
         keep = _keep(punct, k, len(g))
         if not keep.any():
             raise ValueError(f"sentence {k} has no non-punctuation word")
@@ -175,10 +184,7 @@ def norm_spearman(
     correlation between predicted and gold depths. NaN when no sentence qualifies."""
     _pairs(pred, gold, "depth vectors")
     by_len: dict[int, list[float]] = defaultdict(list)
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _vector(p, k, "pred"), _vector(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} depths")
+    for _, p, g in _checked(pred, gold, _vector, "depths"):
         if np.ptp(p) > 0 and np.ptp(g) > 0:
             by_len[len(g)].append(float(spearmanr(p, g).statistic))
     return _per_length_mean(by_len, lengths)
@@ -195,19 +201,7 @@ def uuas_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of :func:`uuas` over sentences (resampled with
     replacement, seeded; see :func:`hierlens.models.bootstrap.bootstrap_interval`)."""
-    _pairs(pred, gold, "distance matrices")
-    correct, total = np.zeros(len(pred)), np.zeros(len(pred))
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _square(p, k, "pred"), _square(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
-        keep = _keep(punct, k, len(g))
-        if keep.sum() < 2:
-            raise ValueError(f"sentence {k} has fewer than 2 non-punctuation words; UUAS needs 2")
-        idx = np.flatnonzero(keep)
-        gold_edges = mst_edges(g[np.ix_(idx, idx)])
-        correct[k] = len(gold_edges & mst_edges(p[np.ix_(idx, idx)]))
-        total[k] = len(gold_edges)
+    correct, total = _uuas_counts(pred, gold, punct)
     return bootstrap_interval(
         lambda w: ratio(w @ correct, w @ total),
         len(pred),
@@ -231,10 +225,7 @@ def spearman_interval(
     _pairs(pred, gold, "distance matrices")
     n_words = np.zeros(len(pred), dtype=np.int64)
     sums, counts = np.zeros(len(pred)), np.zeros(len(pred))
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        p, g = _square(p, k, "pred"), _square(g, k, "gold")
-        if p.shape != g.shape:
-            raise ValueError(f"sentence {k}: predicted {p.shape} vs gold {g.shape} distances")
+    for k, p, g in _checked(pred, gold, _square, "distances"):
         rows = _rowwise_spearman(p, g)
         n_words[k], sums[k], counts[k] = len(g), sum(rows), len(rows)
     lo, hi = lengths

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device, resolve_dtype
 
-from .logistic import all_finite, balanced_weights, fit_logistic_rows
+from .logistic import _check_penalty, all_finite, balanced_weights, fit_logistic_rows
 from .metrics import binary_metrics
 from .select import SELECTIONS, select_features
 
@@ -154,6 +154,140 @@ def _lda_start(Xt: torch.Tensor, y: torch.Tensor, s: torch.Tensor):
     return coef[:, None], -coef * (m1 + m0) / 2
 
 
+def _check_options(methods, C, class_weight, test_size, tol) -> None:
+    """Reject bad sweep settings before any data is touched."""
+    bad = [m for m in methods if m not in SELECTIONS]
+    if bad or not methods:
+        raise ValueError(f"unknown selection(s) {bad}; expected from {', '.join(SELECTIONS)}")
+    _check_penalty(C, class_weight)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+
+
+def _check_labels(labels, n: int) -> None:
+    """Every feature's labels are one per activation row."""
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError("labels must be a non-empty dict {feature: (n,) array}")
+    for feature, lab in labels.items():
+        if np.asarray(lab).shape[:1] != (n,):
+            raise ValueError(
+                f"labels[{feature!r}] has shape {np.asarray(lab).shape}; activations have {n} rows"
+            )
+
+
+def _feature_major(acts: dict[str, torch.Tensor], standardize: bool, n: int, dt, dev):
+    """All hooks' neurons in one feature-major matrix ``XT`` (each hook followed by a row of
+    ones), so that the designs of a whole chunk of hooks are gathered in one indexing pass.
+
+    Each ``acts[h]`` is replaced by its (standardized) ``(n, d)`` view into ``XT``; returns
+    ``XT`` and each hook's first row in it."""
+    XT = torch.empty(sum(a.shape[1] + 1 for a in acts.values()), n, dtype=dt, device=dev)
+    offset, start = {}, 0
+    for h in list(acts):
+        d_h = acts[h].shape[1]
+        block = XT[start : start + d_h]
+        block.copy_(acts[h].T)
+        if standardize:
+            block.sub_(block.mean(1, keepdim=True))
+            std = torch.linalg.vector_norm(block, dim=1, keepdim=True) / math.sqrt(n)
+            block.div_(std.clamp_min(1e-6))
+        XT[start + d_h] = 1.0
+        acts[h] = block.T  # (n, d) view for the selection
+        offset[h] = start
+        start += d_h + 1
+    return XT, offset
+
+
+def _gather_designs(XT, offset, widths, chunk, idx, k: int, n: int) -> torch.Tensor:
+    """The ``(len(chunk) * P, k + 1, n)`` designs of a chunk of hooks: each problem's
+    selected neurons (``idx[c]`` ``(P, k)`` for hook ``chunk[c]``), then the row of ones."""
+    ones_row = [torch.full_like(i[:, :1], widths[h]) for h, i in zip(chunk, idx)]
+    rows = torch.cat([torch.cat([i, o], 1) + offset[h] for h, i, o in zip(chunk, idx, ones_row)])
+    return XT.index_select(0, rows.reshape(-1)).reshape(rows.shape[0], k + 1, n)
+
+
+def _warm_start(chunk, idx, previous, dt):
+    """Start from the previous k's probe on the neurons both share (its intercept too)."""
+    coefs, inters = [], []
+    for h, i in zip(chunk, idx):
+        p_idx, p_coef, p_b = previous[h]
+        match = (i[:, :, None] == p_idx[:, None, :]).to(dt)
+        coefs.append((match @ p_coef[..., None])[..., 0])
+        inters.append(p_b)
+    return torch.cat(coefs), torch.cat(inters)
+
+
+def _select_all(acts, Y, W, ks, methods, bar, C, class_weight, seed, dev, dt, tol, opts):
+    """Every (method, hook)'s selected neurons per k: ``{(method, hook): {k: (P, k)}}``."""
+    selected: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for m in methods:
+        for h in acts:
+            selected[(m, h)] = select_features(
+                acts[h],
+                Y,
+                ks,
+                method=m,
+                sample_weight=W,
+                C=C,
+                class_weight=class_weight,
+                seed=seed,
+                device=dev,
+                dtype=dt,
+                tol=tol,
+                **opts,
+            )
+            bar.update()
+    return selected
+
+
+def _fit_chunk(Xg, Yc, Wc, chunk, idx, previous, *, k, C, tol, dt):
+    """Fit a chunk's probes (from the discriminant start at ``k == 1``, else warm from the
+    previous k's probes), remember them in ``previous`` and return the fit and the scores
+    ``z`` ``(rows, n)`` of every row."""
+    P = Yc.shape[0] // len(chunk)
+    init = _lda_start(Xg, Yc, Wc) if k == 1 else None
+    if all(h in previous for h in chunk):
+        init = _warm_start(chunk, idx, previous, dt)
+    fit = fit_logistic_rows(Xg, Yc, Wc, C=C, tol=tol, init=init)
+    for c, (h, i) in enumerate(zip(chunk, idx)):
+        rows = slice(c * P, (c + 1) * P)
+        previous[h] = (i, fit.coef[rows], fit.intercept[rows])
+    beta = torch.cat([fit.coef, fit.intercept[:, None]], 1)
+    return fit, torch.bmm(beta[:, None, :], Xg)[:, 0]
+
+
+def _chunk_records(chunk, idx, problems, fit, met, k, m, n_train, n_test):
+    """One record per (hook of the chunk, problem) from the chunk's fit and test metrics."""
+    P = len(problems)
+    met = {key: v.cpu().tolist() for key, v in met.items()}
+    losses = fit.loss.cpu().tolist()
+    records = []
+    for c, h in enumerate(chunk):
+        sel = idx[c].cpu().tolist()
+        for p, prob in enumerate(problems):
+            r = c * P + p
+            records.append(
+                {
+                    "hook": h,
+                    "feature": prob.name,
+                    "label": prob.feature,
+                    "positive": prob.positive,
+                    "k": k,
+                    "selection": m,
+                    "f1": met["f1"][r],
+                    "mcc": met["mcc"][r],
+                    "accuracy": met["accuracy"][r],
+                    "train_loss": losses[r],
+                    "selected": sel[p],
+                    "n_train": n_train[p],
+                    "n_test": n_test[p],
+                }
+            )
+    return records
+
+
 def probe_sweep(
     activations: Mapping[str, Any],
     labels: Mapping[str, Any],
@@ -203,29 +337,13 @@ def probe_sweep(
         first), ``n_train``, ``n_test``.
     """
     methods = [selection] if isinstance(selection, str) else list(selection)
-    bad = [m for m in methods if m not in SELECTIONS]
-    if bad or not methods:
-        raise ValueError(f"unknown selection(s) {bad}; expected from {', '.join(SELECTIONS)}")
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    _check_options(methods, C, class_weight, test_size, tol)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     if tol is None:
         tol = 1e-10 if dt == torch.float64 else 1e-5
     acts, n = _validate_activations(activations, dev, dt)
-    if not isinstance(labels, Mapping) or not labels:
-        raise ValueError("labels must be a non-empty dict {feature: (n,) array}")
-    for feature, lab in labels.items():
-        if np.asarray(lab).shape[:1] != (n,):
-            raise ValueError(
-                f"labels[{feature!r}] has shape {np.asarray(lab).shape}; activations have {n} rows"
-            )
+    _check_labels(labels, n)
     ks = sorted({int(k) for k in ks})
     width = min(a.shape[1] for a in acts.values())
     if not ks or ks[0] < 1 or ks[-1] > width:
@@ -244,43 +362,12 @@ def probe_sweep(
     test = torch.as_tensor(np.stack([p.test for p in problems]), device=dev)
     opts = dict(selection_options or {})
 
-    # All hooks' neurons in one feature-major matrix (each hook followed by a row of ones),
-    # so that the designs of a whole chunk of hooks are gathered in one indexing pass.
     hooks = list(acts)
-    XT = torch.empty(sum(a.shape[1] + 1 for a in acts.values()), n, dtype=dt, device=dev)
-    offset, start = {}, 0
-    for h in hooks:
-        d_h = acts[h].shape[1]
-        block = XT[start : start + d_h]
-        block.copy_(acts[h].T)
-        if standardize:
-            block.sub_(block.mean(1, keepdim=True))
-            std = torch.linalg.vector_norm(block, dim=1, keepdim=True) / math.sqrt(n)
-            block.div_(std.clamp_min(1e-6))
-        XT[start + d_h] = 1.0
-        acts[h] = block.T  # (n, d) view for the selection
-        offset[h] = start
-        start += d_h + 1
+    widths = {h: acts[h].shape[1] for h in hooks}
+    XT, offset = _feature_major(acts, standardize, n, dt, dev)
     steps = len(hooks) * len(methods) + len(methods) * len(ks)
     bar = tqdm(total=steps, desc="probe sweep", disable=not progress)
-    selected: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
-    for m in methods:
-        for h in hooks:
-            selected[(m, h)] = select_features(
-                acts[h],
-                Y,
-                ks,
-                method=m,
-                sample_weight=W,
-                C=C,
-                class_weight=class_weight,
-                seed=seed,
-                device=dev,
-                dtype=dt,
-                tol=tol,
-                **opts,
-            )
-            bar.update()
+    selected = _select_all(acts, Y, W, ks, methods, bar, C, class_weight, seed, dev, dt, tol, opts)
     records: list[dict[str, Any]] = []
     P = len(problems)
     n_train = W.sum(-1).long().tolist()
@@ -295,63 +382,15 @@ def probe_sweep(
             for a in range(0, len(hooks), per_chunk):
                 chunk = hooks[a : a + per_chunk]
                 idx = [selected[(m, h)][k] for h in chunk]
-                ones_row = [torch.full_like(i[:, :1], acts[h].shape[1]) for h, i in zip(chunk, idx)]
-                rows = torch.cat(
-                    [torch.cat([i, o], 1) + offset[h] for h, i, o in zip(chunk, idx, ones_row)]
-                )
-                Xg = XT.index_select(0, rows.reshape(-1)).reshape(rows.shape[0], k + 1, n)
+                Xg = _gather_designs(XT, offset, widths, chunk, idx, k, n)
                 if len(chunk) not in repeated:
                     repeated[len(chunk)] = tuple(
                         t.repeat(len(chunk), 1) for t in (Y, W_fit, Y > 0.5, test)
                     )
                 Yc, Wc, Yc_bool, test_c = repeated[len(chunk)]
-                init = _lda_start(Xg, Yc, Wc) if k == 1 else None
-                if all(h in previous for h in chunk):
-                    # Warm start from the previous k's probe on the neurons both share.
-                    coefs, inters = [], []
-                    for h, i in zip(chunk, idx):
-                        p_idx, p_coef, p_b = previous[h]
-                        match = (i[:, :, None] == p_idx[:, None, :]).to(dt)
-                        coefs.append((match @ p_coef[..., None])[..., 0])
-                        inters.append(p_b)
-                    init = (torch.cat(coefs), torch.cat(inters))
-                fit = fit_logistic_rows(
-                    Xg,
-                    Yc,
-                    Wc,
-                    C=C,
-                    tol=tol,
-                    init=init,
-                )
-                for c, (h, i) in enumerate(zip(chunk, idx)):
-                    rows = slice(c * P, (c + 1) * P)
-                    previous[h] = (i, fit.coef[rows], fit.intercept[rows])
-                beta = torch.cat([fit.coef, fit.intercept[:, None]], 1)
-                z = torch.bmm(beta[:, None, :], Xg)[:, 0]
+                fit, z = _fit_chunk(Xg, Yc, Wc, chunk, idx, previous, k=k, C=C, tol=tol, dt=dt)
                 met = binary_metrics(z > 0, Yc_bool, test_c)
-                met = {key: v.cpu().tolist() for key, v in met.items()}
-                losses = fit.loss.cpu().tolist()
-                for c, h in enumerate(chunk):
-                    sel = idx[c].cpu().tolist()
-                    for p, prob in enumerate(problems):
-                        r = c * P + p
-                        records.append(
-                            {
-                                "hook": h,
-                                "feature": prob.name,
-                                "label": prob.feature,
-                                "positive": prob.positive,
-                                "k": k,
-                                "selection": m,
-                                "f1": met["f1"][r],
-                                "mcc": met["mcc"][r],
-                                "accuracy": met["accuracy"][r],
-                                "train_loss": losses[r],
-                                "selected": sel[p],
-                                "n_train": n_train[p],
-                                "n_test": n_test[p],
-                            }
-                        )
+                records += _chunk_records(chunk, idx, problems, fit, met, k, m, n_train, n_test)
             bar.update()
     bar.close()
     if out_path is not None:

@@ -36,7 +36,7 @@ from .outputs import Encoded, SAEOutput, StackedOutput, StepContext
 from .relu import ReluSAE, ReluSAEConfig
 from .spliced_loss import spliced_ce
 from .topk import TopKSAE, TopKSAEConfig
-from .train import SAETrainResult, lr_multiplier, train_saes
+from .train import SAETrainResult, train_saes
 from .train_config import SAETrainConfig
 
 __all__ = [
@@ -96,7 +96,6 @@ __all__ = [
     "l0",
     "is_saved",
     "load_sae",
-    "lr_multiplier",
     "mse",
     "sae_class",
     "spliced_ce",

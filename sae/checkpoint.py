@@ -1,13 +1,17 @@
 """Checkpoints of the fused SAE trainer, for exact resume.
 
 A checkpoint folder holds ``latest.json`` (the newest complete step folder), ``metrics.jsonl``
-and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, Adam moments and
-step counts, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
+and ``step_<step>/`` with ``trainer_state.safetensors`` (stacked SAE tensors, each stack's
+optimizer state as :meth:`hierlens.core.optim.StackedAdamW.state_dict` gives it, in the SAEs'
+layout, dead-latent trackers, metric accumulators), ``trainer_state.json`` (step, the
 run's fingerprint) and each SAE in SAELens layout (``sae_<i>/``, loadable on its own).
 
 Every file is written with its checksum (:mod:`hierlens.core.checksums`) through the
 confined file layer and checked when a run resumes; ``latest.json`` may name only a step
 folder of this checkpoint; old step folders are deleted as far as the checkpoint wrote them.
+A malformed optimizer state (:func:`hierlens.core.optim.state_dict_problem`) or one that does
+not fit the SAEs being trained is a :class:`~hierlens.core.checksums.CorruptFileError` naming
+the file.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ from hierlens.core.atomic_io import (
     write_checked_jsonl,
 )
 from hierlens.core.checksums import CorruptFileError, write_checked
+from hierlens.core.optim import state_dict_problem
 from hierlens.models.run_clean import remove_owned
 
 _STEP_DIR = re.compile(r"step_(\d{8,})")
 
 
-def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_steps, sst) -> None:
-    """Write the trainer state after ``step`` to ``ckpt/step_<step>/``: stacked tensors, Adam
-    state, dead-latent trackers and metric accumulators (``trainer_state.safetensors`` and
-    ``trainer_state.json``) plus every SAE in SAELens layout (``sae_<i>/``); then point
-    ``ckpt/latest.json`` at it (atomically) and delete older step folders."""
+def save_trainer_checkpoint(ckpt, step, groups, saes, fingerprint, window_steps, sst) -> None:
+    """Write the trainer state after ``step`` to ``ckpt/step_<step>/``: stacked tensors, each
+    stack's optimizer state, dead-latent trackers and metric accumulators
+    (``trainer_state.safetensors`` and ``trainer_state.json``) plus every SAE in SAELens
+    layout (``sae_<i>/``); then point ``ckpt/latest.json`` at it (atomically) and delete older
+    step folders."""
     ckpt = Path(ckpt)
     step_dir = ckpt / f"step_{step:08d}"
     tensors: dict[str, torch.Tensor] = {"sst": sst.detach().reshape(1)}
@@ -46,14 +52,10 @@ def save_trainer_checkpoint(ckpt, step, groups, saes, opt, fingerprint, window_s
         tensors[f"g{gi}.since_fired"] = g.since_fired
         for name, t in g.acc.items():
             tensors[f"g{gi}.acc.{name}"] = t
-    index = {id(p): i for i, p in enumerate(p for pg in opt.param_groups for p in pg["params"])}
-    transposed = _transposed_leaves(groups)
-    for p, state in opt.state.items():
-        for key, value in state.items():
-            value = torch.as_tensor(value)
-            if id(p) in transposed and value.shape == p.shape:  # saved in the SAEs' layout
+        for key, value in g.optimizer.state_dict().items():
+            if _tensor_name(key) in g.transposed:  # saved in the SAEs' layout
                 value = value.transpose(1, 2)
-            tensors[f"opt.{index[id(p)]}.{key}"] = value.reshape(-1)
+            tensors[f"g{gi}.optimizer.{key}"] = value.contiguous()
     write_checked({step_dir / "trainer_state.safetensors": tensor_bytes(tensors)})
     for g in groups:
         g.sync_back(saes)
@@ -84,11 +86,13 @@ def _latest(ckpt: Path) -> tuple[int, Path] | None:
     return meta["step"], ckpt / meta["dir"]
 
 
-def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
-    """Restore the state written by :func:`save_trainer_checkpoint` into ``groups``, ``opt`` and
-    ``sst`` (in place); returns ``(step, metric records up to step, window_steps)``, or
-    ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A checkpoint of a different run
-    (``fingerprint`` differs) is a ``ValueError``."""
+def load_trainer_checkpoint(ckpt, groups, fingerprint, sst):
+    """Restore the state written by :func:`save_trainer_checkpoint` into ``groups`` (their
+    tensors, trackers and optimizers) and ``sst`` (in place); returns ``(step, metric records
+    up to step, window_steps)``, or ``(0, [], 0)`` when ``ckpt`` holds no checkpoint. A
+    checkpoint of a different run (``fingerprint`` differs) is a ``ValueError``; a file that
+    fails its checksum, is malformed or does not fit the SAEs is a :class:`CorruptFileError`
+    naming it."""
     ckpt = Path(ckpt)
     found = _latest(ckpt)
     if found is None:
@@ -110,7 +114,7 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
         )
     t = load_checked_tensors(step_dir / "trainer_state.safetensors")
     try:
-        _restore(t, meta, groups, opt, sst)
+        _restore(t, meta, groups, sst)
     except (KeyError, RuntimeError, ValueError, IndexError) as exc:
         raise CorruptFileError(
             f"{step_dir / 'trainer_state.safetensors'}: does not fit the SAEs being trained "
@@ -122,8 +126,9 @@ def load_trainer_checkpoint(ckpt, groups, opt, fingerprint, sst):
     return meta["step"], records, meta["window_steps"]
 
 
-def _restore(t, meta, groups, opt, sst) -> None:
-    """Copy the checkpoint's tensors ``t`` into the groups, the optimizer and ``sst``."""
+def _restore(t, meta, groups, sst) -> None:
+    """Copy the checkpoint's tensors ``t`` into the groups (tensors, trackers, optimizers)
+    and ``sst``; a malformed optimizer state is a ``ValueError`` saying what is wrong."""
     dev = sst.device
     with torch.no_grad():
         sst.copy_(t["sst"].reshape(()).to(dev))
@@ -133,32 +138,18 @@ def _restore(t, meta, groups, opt, sst) -> None:
             g.since_fired = t[f"g{gi}.since_fired"].to(dev)
             g.acc = {k: t[f"g{gi}.acc.{k}"].to(dev) for k in meta["acc_keys"][gi]}
             g.aux_dead = meta["aux_dead"][gi]
-    params = [p for pg in opt.param_groups for p in pg["params"]]
-    transposed = _transposed_leaves(groups)
-    state = opt.state_dict()
-    new_state = {}
-    for i, p in enumerate(params):
-        keys = [k.split(".", 2)[2] for k in t if k.startswith(f"opt.{i}.")]
-        if keys:
-            new_state[i] = {
-                k: (
-                    t[f"opt.{i}.{k}"].reshape(())
-                    if k == "step"
-                    else _param_shaped(t[f"opt.{i}.{k}"], p, id(p) in transposed)
-                )
-                for k in keys
-            }
-    state["state"] = new_state
-    opt.load_state_dict(state)
+            prefix = f"g{gi}.optimizer."
+            state = {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
+            problem = state_dict_problem(state)
+            if problem is not None:
+                raise ValueError(f"malformed optimizer state of stack {gi}: {problem}")
+            for key in state:
+                if _tensor_name(key) in g.transposed:  # back to the leaves' layout
+                    state[key] = state[key].transpose(1, 2)
+            g.optimizer.load_state_dict(state)
 
 
-def _transposed_leaves(groups) -> set[int]:
-    """``id``s of the trained tensors stored transposed from the SAEs' layout (a checkpoint
-    keeps their optimiser state in the SAEs' layout, so it resumes whatever the storage)."""
-    return {id(g.leaves[n]) for g in groups for n in g.transposed}
-
-
-def _param_shaped(flat: torch.Tensor, p: torch.Tensor, transposed: bool) -> torch.Tensor:
-    if not transposed:
-        return flat.view_as(p)
-    return flat.view(p.shape[0], p.shape[2], p.shape[1]).transpose(1, 2).contiguous()
+def _tensor_name(key: str) -> str | None:
+    """The tensor an optimizer-state key (``exp_avg.<name>``) belongs to (``None`` for the
+    step counts)."""
+    return key.split(".", 1)[1] if "." in key else None

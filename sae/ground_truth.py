@@ -41,9 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hierlens.models.tasks.ground_truth import GroundTruth
+from hierlens.models.tasks.ground_truth import FeatureGraph, GroundTruth
 
 from .base import SAE
+from .latent_hierarchy import absorption_by_parent, latent_claims, pooled_absorption
 
 __all__ = [
     "best_f1_threshold",
@@ -198,6 +199,112 @@ def _check_codes(codes: torch.Tensor, truth: GroundTruth) -> torch.Tensor:
     return codes.detach().cpu()
 
 
+def _varying_features(on_ev: torch.Tensor) -> list[int]:
+    """Indices of the features that vary on the evaluation rows ``on_ev`` ``(n_eval,
+    n_features)`` (neither never nor always true): the only ones a correlation can score."""
+    counts = on_ev.sum(0)
+    present = ((counts > 0) & (counts < on_ev.shape[0])).nonzero().squeeze(1).tolist()
+    if not present:
+        raise ValueError("no feature varies on the evaluation rows: nothing to recover")
+    return present
+
+
+def _match_latents(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of latents to features maximising the total correlation
+    ([Kuhn1955]) on ``corr`` ``(d_sae, m)``: the latent matched to each feature (-1 when
+    unmatched) and its correlation (0 when unmatched), both ``(m,)``."""
+    from scipy.optimize import linear_sum_assignment
+
+    lat, feat = linear_sum_assignment(corr, maximize=True)
+    latent_of = np.full(corr.shape[1], -1, dtype=np.int64)
+    latent_of[feat] = lat
+    matched = np.zeros(corr.shape[1])
+    matched[feat] = corr[lat, feat]
+    return latent_of, matched
+
+
+def _detection(
+    code_dev: torch.Tensor, truth_dev: torch.Tensor, code_ev: torch.Tensor, truth_ev: torch.Tensor
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One matched latent as a detector of its feature: the firing threshold chosen on the
+    dev rows, then ``threshold``/``precision``/``recall``/``f1`` on the evaluation rows, and
+    the latent's bool firing pattern on those rows."""
+    t = best_f1_threshold(code_dev, truth_dev)
+    fire = code_ev.double() > t
+    tp = int((fire & truth_ev).sum())
+    fp = int((fire & ~truth_ev).sum())
+    fn = int((~fire & truth_ev).sum())
+    scores = {
+        "threshold": t,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+    }
+    return scores, fire
+
+
+def _feature_rows(
+    codes: torch.Tensor,
+    on: torch.Tensor,
+    graph: FeatureGraph,
+    dev: torch.Tensor,
+    ev: torch.Tensor,
+    present: list[int],
+    latent_of: np.ndarray,
+    matched: np.ndarray,
+) -> tuple[list[dict[str, Any]], dict[int, torch.Tensor]]:
+    """The per-feature rows of :func:`ground_truth_recovery` (name, level, matched latent,
+    correlation and detection scores, in ``present`` order) and, for each matched feature,
+    the firing pattern of its latent on the evaluation rows (``on`` ``(n_rows, n_features)``
+    is where each feature is true)."""
+    rows: list[dict[str, Any]] = []
+    fires: dict[int, torch.Tensor] = {}
+    for j, f in enumerate(present):
+        row: dict[str, Any] = {
+            "name": graph.names[f],
+            "level": graph.level[f],
+            "latent": int(latent_of[j]),
+            "correlation": float(matched[j]),
+            "threshold": None,
+            "precision": 0.0,
+            "recall": 0.0,
+            "f1": 0.0,
+        }
+        ell = int(latent_of[j])
+        if ell >= 0:
+            scores, fires[f] = _detection(codes[dev, ell], on[dev, f], codes[ev, ell], on[ev, f])
+            row.update(scores)
+        rows.append(row)
+    return rows, fires
+
+
+def _mean_of(by_feature: dict[int, dict[str, Any]], key: str, feats: list[int]) -> float:
+    """Mean of one per-feature value over ``feats`` (NaN when there are none)."""
+    return float(np.mean([by_feature[f][key] for f in feats])) if feats else float("nan")
+
+
+def _per_level(
+    truth: GroundTruth,
+    present: list[int],
+    by_feature: dict[int, dict[str, Any]],
+    by_level: dict[int, list[int]],
+) -> dict[int, dict[str, Any]]:
+    """Level -> ``n_features``, ``mcc``, ``mean_f1`` of that level's evaluated features and
+    ``absorption``/``n_parents`` of its parents."""
+    level = truth.features.level
+    out = {}
+    for v in sorted({level[f] for f in present}):
+        feats = [f for f in present if level[f] == v]
+        out[v] = {
+            "n_features": len(feats),
+            "mcc": _mean_of(by_feature, "correlation", feats),
+            "mean_f1": _mean_of(by_feature, "f1", feats),
+            "absorption": pooled_absorption(by_level, [v]) if v in by_level else float("nan"),
+            "n_parents": by_level.get(v, [0, 0, 0])[2],
+        }
+    return out
+
+
 def ground_truth_recovery(
     codes: torch.Tensor,
     truth: GroundTruth,
@@ -229,122 +336,35 @@ def ground_truth_recovery(
         latents), ``merged_latents`` (latent -> feature names), ``absent_features``,
         ``n_features``, ``n_latents``, ``n_dev_rows``, ``n_eval_rows``.
     """
-    from scipy.optimize import linear_sum_assignment
-
     codes = _check_codes(codes, truth)
     graph = truth.features
     dev, ev = _split_rows(truth.n_rows, dev_fraction, dev_rows, seed)
-    acts = truth.activations.double()
     on = truth.active
     on_ev = on[ev]
-    counts = on_ev.sum(0)
-    present = ((counts > 0) & (counts < len(ev))).nonzero().squeeze(1).tolist()
-    if not present:
-        raise ValueError("no feature varies on the evaluation rows: nothing to recover")
-    corr = correlation_matrix(codes[ev], acts[ev][:, present]).numpy()  # (d_sae, m)
-    lat, feat = linear_sum_assignment(corr, maximize=True)
-    latent_of = np.full(len(present), -1, dtype=np.int64)
-    latent_of[feat] = lat
-    matched = np.zeros(len(present))
-    matched[feat] = corr[lat, feat]
-
-    per_feature: list[dict[str, Any]] = []
-    fires: dict[int, torch.Tensor] = {}
-    for j, f in enumerate(present):
-        row: dict[str, Any] = {
-            "name": graph.names[f],
-            "level": graph.level[f],
-            "latent": int(latent_of[j]),
-            "correlation": float(matched[j]),
-            "threshold": None,
-            "precision": 0.0,
-            "recall": 0.0,
-            "f1": 0.0,
-        }
-        ell = int(latent_of[j])
-        if ell >= 0:
-            t = best_f1_threshold(codes[dev, ell], on[dev, f])
-            fire = codes[ev, ell].double() > t
-            fires[f] = fire
-            truth_f = on_ev[:, f]
-            tp = int((fire & truth_f).sum())
-            fp = int((fire & ~truth_f).sum())
-            fn = int((~fire & truth_f).sum())
-            row.update(
-                threshold=t,
-                precision=tp / (tp + fp) if tp + fp else 0.0,
-                recall=tp / (tp + fn) if tp + fn else 0.0,
-                f1=2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
-            )
-        per_feature.append(row)
+    present = _varying_features(on_ev)
+    corr = correlation_matrix(codes[ev], truth.activations.double()[ev][:, present]).numpy()
+    latent_of, matched = _match_latents(corr)  # corr: (d_sae, len(present))
+    per_feature, fires = _feature_rows(codes, on, graph, dev, ev, present, latent_of, matched)
     by_feature = {f: per_feature[j] for j, f in enumerate(present)}
 
-    # absorption: parents whose latent is silent where a child's latent fires
-    n_abs_by_level: dict[int, list[int]] = {}
-    for p in present:
-        kids = [c for c in graph.children(p) if c in fires]
-        if p not in fires or not kids:
-            continue
-        child_fires = torch.stack([on_ev[:, c] & fires[c] for c in kids]).any(0)
-        cond = on_ev[:, p] & child_fires
-        n_cond = int(cond.sum())
-        n_absorbed = int((cond & ~fires[p]).sum())
-        by_feature[p]["absorption"] = n_absorbed / n_cond if n_cond else float("nan")
-        by_feature[p]["absorption_rows"] = n_cond
-        acc = n_abs_by_level.setdefault(graph.level[p], [0, 0, 0])
-        acc[0] += n_absorbed
-        acc[1] += n_cond
-        acc[2] += 1
+    per_parent, by_level = absorption_by_parent(truth, present, fires, on_ev)
+    for p, (rate, n_rows) in per_parent.items():
+        by_feature[p]["absorption"] = rate
+        by_feature[p]["absorption_rows"] = n_rows
 
-    # claims: each latent's best feature, when correlated enough
-    claims: dict[int, list[int]] = {}
-    merged: dict[int, list[str]] = {}
-    for ell in range(corr.shape[0]):
-        if not np.any(corr[ell] != 0):
-            continue  # a dead (constant) latent claims nothing
-        best = int(np.argmax(corr[ell]))
-        if corr[ell, best] >= min_correlation:
-            claims.setdefault(present[best], []).append(ell)
-        strong = [present[j] for j in np.nonzero(corr[ell] >= min_correlation)[0]]
-        unrelated = [
-            (a, b)
-            for i, a in enumerate(strong)
-            for b in strong[i + 1 :]
-            if a not in graph.ancestors(b) and b not in graph.ancestors(a)
-        ]
-        if unrelated:
-            merged[ell] = [graph.names[f] for f in strong]
+    claims, merged = latent_claims(corr, truth, present, min_correlation)
     split = {graph.names[f]: lats for f, lats in claims.items() if len(lats) > 1}
     unique = sum(1 for lats in claims.values() if len(lats) == 1)
-
-    def mean(key: str, feats: list[int]) -> float:
-        return float(np.mean([by_feature[f][key] for f in feats])) if feats else float("nan")
-
-    def pooled(levels: list[int]) -> float:
-        a = sum(n_abs_by_level[v][0] for v in levels)
-        b = sum(n_abs_by_level[v][1] for v in levels)
-        return a / b if b else float("nan")
-
-    per_level = {}
-    for v in sorted({graph.level[f] for f in present}):
-        feats = [f for f in present if graph.level[f] == v]
-        per_level[v] = {
-            "n_features": len(feats),
-            "mcc": mean("correlation", feats),
-            "mean_f1": mean("f1", feats),
-            "absorption": pooled([v]) if v in n_abs_by_level else float("nan"),
-            "n_parents": n_abs_by_level.get(v, [0, 0, 0])[2],
-        }
     return {
-        "mcc": mean("correlation", present),
-        "mean_f1": mean("f1", present),
-        "mean_precision": mean("precision", present),
-        "mean_recall": mean("recall", present),
+        "mcc": _mean_of(by_feature, "correlation", present),
+        "mean_f1": _mean_of(by_feature, "f1", present),
+        "mean_precision": _mean_of(by_feature, "precision", present),
+        "mean_recall": _mean_of(by_feature, "recall", present),
         "uniqueness": unique / len(present),
         "n_split_features": len(split),
         "n_merged_latents": len(merged),
-        "absorption": pooled(list(n_abs_by_level)),
-        "per_level": per_level,
+        "absorption": pooled_absorption(by_level, list(by_level)),
+        "per_level": _per_level(truth, present, by_feature, by_level),
         "features": per_feature,
         "split_features": split,
         "merged_latents": merged,

@@ -4,6 +4,7 @@ choosing the MDL-optimal one [Ayonrinde2024]."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,105 @@ def _check_activations(name: str, x: Any, d_in: int | None = None) -> None:
         raise TypeError(f"{name} must be floating point, got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contain NaN or inf values")
+
+
+def _check_grid_args(
+    cls: type,
+    architecture: str,
+    config: Any,
+    widths: Sequence[int],
+    ks: Sequence[int] | None,
+    sparsity_coefficients: Sequence[float] | None,
+) -> None:
+    """Refuse training settings that are not an :class:`SAETrainConfig` with a run length,
+    bad widths, and a sparsity knob that does not fit the architecture (``ks`` for a
+    ``k`` architecture, ``sparsity_coefficients`` for a penalised one, never both)."""
+    if not isinstance(config, SAETrainConfig):
+        raise TypeError(f"config must be an SAETrainConfig, got {type(config).__name__}")
+    config.total_steps  # noqa: B018 (a ValueError now when there is no run length)
+    check_grid_values("widths", widths, int)
+    if cls.grid_knob == "k":
+        if ks is None:
+            raise ValueError(f"architecture {architecture!r} needs ks=")
+        if sparsity_coefficients is not None:
+            raise ValueError(f"architecture {architecture!r} takes ks=, not sparsity_coefficients=")
+    else:
+        if sparsity_coefficients is None:
+            raise ValueError(f"architecture {architecture!r} needs sparsity_coefficients=")
+        if ks is not None:
+            raise ValueError(f"architecture {architecture!r} takes sparsity_coefficients=, not ks=")
+
+
+def _check_bound_args(
+    max_fvu: float | None,
+    max_ce_increase: float | None,
+    model: torch.nn.Module | None,
+    tokens: torch.Tensor | None,
+) -> None:
+    """Refuse a missing or bad distortion bound, and a CE bound without a model and tokens."""
+    if max_fvu is None and max_ce_increase is None:
+        raise ValueError("give a distortion bound: max_fvu and/or max_ce_increase")
+    _bound("max_fvu", max_fvu)
+    _bound("max_ce_increase", max_ce_increase)
+    if max_ce_increase is not None and (model is None or tokens is None):
+        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+
+
+def _keyed_rows(
+    saes: dict[str, Any], table: list[dict[str, Any]], knob: str
+) -> list[dict[str, Any]]:
+    """Copies of the selection's rows with each SAE's ``width`` and sparsity ``knob`` value
+    (``k`` or the penalty coefficient) added."""
+    keyed = []
+    for row in table:
+        sae = saes[row["name"]]
+        keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
+    return keyed
+
+
+def _select_rows(
+    saes: dict[str, Any],
+    evals: torch.Tensor,
+    knob: str,
+    chosen: list[MDLSelection],
+    **select_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """The grid's table: :func:`mdl_select` over the trained ``saes`` on ``evals``, rows
+    keyed by ``_keyed_rows`` (also those a :class:`NoSAEMeetsBoundError` carries); the
+    selection is appended to ``chosen``."""
+    try:
+        selection = mdl_select(saes, evals, **select_kwargs)
+    except NoSAEMeetsBoundError as exc:
+        exc.table = _keyed_rows(saes, exc.table, knob)
+        raise
+    selection.table = _keyed_rows(saes, selection.table, knob)
+    chosen.append(selection)
+    return selection.table
+
+
+def _write_selection(
+    path: Path,
+    selection: MDLSelection,
+    architecture: str,
+    max_fvu: float | None,
+    max_ce_increase: float | None,
+    skipped: list[str],
+    config: SAETrainConfig,
+) -> None:
+    """Write the choice (best, ranking, architecture, bounds, skipped grid points and the
+    training settings) as checked JSON to ``path``."""
+    write_checked_json(
+        path,
+        {
+            "best": selection.best_name,
+            "ranking": selection.ranking,
+            "architecture": architecture,
+            "max_fvu": max_fvu,
+            "max_ce_increase": max_ce_increase,
+            "skipped": skipped,
+            "train": config.to_dict(),
+        },
+    )
 
 
 def fit_mdl_sae(
@@ -124,28 +224,8 @@ def fit_mdl_sae(
             :class:`NoSAEMeetsBoundError` after training when no SAE meets the bound.
     """
     cls = sae_class(architecture)
-    knob = cls.grid_knob
-    if not isinstance(config, SAETrainConfig):
-        raise TypeError(f"config must be an SAETrainConfig, got {type(config).__name__}")
-    cfg = config
-    cfg.total_steps  # noqa: B018 (a ValueError now when there is no run length)
-    check_grid_values("widths", widths, int)
-    if knob == "k":
-        if ks is None:
-            raise ValueError(f"architecture {architecture!r} needs ks=")
-        if sparsity_coefficients is not None:
-            raise ValueError(f"architecture {architecture!r} takes ks=, not sparsity_coefficients=")
-    else:
-        if sparsity_coefficients is None:
-            raise ValueError(f"architecture {architecture!r} needs sparsity_coefficients=")
-        if ks is not None:
-            raise ValueError(f"architecture {architecture!r} takes sparsity_coefficients=, not ks=")
-    if max_fvu is None and max_ce_increase is None:
-        raise ValueError("give a distortion bound: max_fvu and/or max_ce_increase")
-    _bound("max_fvu", max_fvu)
-    _bound("max_ce_increase", max_ce_increase)
-    if max_ce_increase is not None and (model is None or tokens is None):
-        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+    _check_grid_args(cls, architecture, config, widths, ks, sparsity_coefficients)
+    _check_bound_args(max_fvu, max_ce_increase, model, tokens)
     _check_activations("activations", activations)
     d_in = activations.shape[1]
     evals = activations if eval_activations is None else eval_activations
@@ -159,46 +239,31 @@ def fit_mdl_sae(
     )
     out = Path(out_dir) if out_dir is not None else None
     chosen: list[MDLSelection] = []
-
-    def rows_of(saes: dict[str, Any], table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        keyed = []
-        for row in table:
-            sae = saes[row["name"]]
-            keyed.append({**row, "width": sae.cfg.d_sae, knob: getattr(sae.cfg, knob)})
-        return keyed
-
-    def select(saes: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            selection = mdl_select(
-                saes,
-                evals,
-                max_fvu=max_fvu,
-                max_ce_increase=max_ce_increase,
-                model=model,
-                tokens=tokens,
-                hook_name=hook_name,
-                batch_size=cfg.batch_size,
-                progress=progress,
-            )
-        except NoSAEMeetsBoundError as exc:
-            exc.table = rows_of(saes, exc.table)
-            raise
-        selection.table = rows_of(saes, selection.table)
-        chosen.append(selection)
-        return selection.table
-
+    select = functools.partial(
+        _select_rows,
+        evals=evals,
+        knob=cls.grid_knob,
+        chosen=chosen,
+        max_fvu=max_fvu,
+        max_ce_increase=max_ce_increase,
+        model=model,
+        tokens=tokens,
+        hook_name=hook_name,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
     try:
         fit = train_sae_grid(
             grid,
             activations,
-            cfg,
+            config,
             save_dir=out,
             table=select,
             table_path=None if out is None else out / TABLE_FILE,
             progress=progress,
             log_dir=log_dir,
             checkpoint_dir=checkpoint_dir,
-            **{"seed": cfg.seed, **(sae_kwargs or {})},
+            **{"seed": config.seed, **(sae_kwargs or {})},
         )
     except NoSAEMeetsBoundError as exc:  # the table survives, with each SAE's held-out FVU
         if out is not None:
@@ -207,16 +272,7 @@ def fit_mdl_sae(
     selection = chosen[0]
     selection.table = fit.table
     if out is not None:
-        write_checked_json(
-            out / SELECTION_FILE,
-            {
-                "best": selection.best_name,
-                "ranking": selection.ranking,
-                "architecture": cls.name,
-                "max_fvu": max_fvu,
-                "max_ce_increase": max_ce_increase,
-                "skipped": fit.skipped,
-                "train": cfg.to_dict(),
-            },
+        _write_selection(
+            out / SELECTION_FILE, selection, cls.name, max_fvu, max_ce_increase, fit.skipped, config
         )
     return MDLFit(selection.best, selection, fit.saes, fit.skipped, fit.train, out)

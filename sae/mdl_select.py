@@ -84,6 +84,155 @@ def _bound(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}")
 
 
+def _check_select_args(
+    items: list[tuple[str, Any]],
+    activations: torch.Tensor,
+    max_fvu: float | None,
+    max_ce_increase: float | None,
+    max_fvu_increase: float | None,
+    bin_width: float | None,
+    use_ce: bool,
+) -> None:
+    """Refuse bad bounds, a CE bound without a model and tokens (``use_ce`` false), repeated
+    names, an SAE whose ``d_in`` differs from the activations' width, and non-finite
+    activations, before any SAE is measured."""
+    _bound("max_fvu", max_fvu)
+    _bound("max_ce_increase", max_ce_increase)
+    _bound("max_fvu_increase", max_fvu_increase)
+    if bin_width is not None:
+        _check_bin_width(bin_width)
+    if max_ce_increase is not None and not use_ce:
+        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
+    names = [n for n, _ in items]
+    if len(set(names)) != len(names):
+        raise ValueError("SAE names must be distinct")
+    for name, sae in items:
+        d_in, _ = _sae_dims(sae)
+        if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
+            break  # check_activations below reports it
+        if activations.shape[1] != d_in:
+            raise ValueError(
+                f"SAE {name!r} expects d_in={d_in} but the activations have width "
+                f"{activations.shape[1]}"
+            )
+    for _, sae in items:
+        check_activations(sae, activations)
+
+
+def _describe(index: int, name: str, sae: Any) -> dict[str, Any]:
+    """The opening of a candidate's table row: name, position, architecture, width and
+    ``k`` (when the SAE has one)."""
+    cfg = sae.cfg
+    row: dict[str, Any] = {
+        "name": name,
+        "index": index,
+        "architecture": getattr(sae, "name", None) or type(sae).__name__,
+        "d_sae": cfg.d_sae,
+    }
+    if getattr(cfg, "k", None) is not None:
+        row["k"] = cfg.k
+    return row
+
+
+def _unquantised_reason(
+    fvu0: float, ce0: float | None, max_fvu: float | None, max_ce_increase: float | None
+) -> str | None:
+    """Why a candidate is out before any quantisation (its exact FVU or CE increase already
+    over the bound), or None."""
+    if max_fvu is not None and fvu0 > max_fvu:
+        return f"FVU {fvu0:.4g} without quantisation already exceeds max_fvu={max_fvu}"
+    if max_ce_increase is not None and ce0 > max_ce_increase:
+        return (
+            f"CE increase {ce0:.4g} without quantisation already exceeds "
+            f"max_ce_increase={max_ce_increase}"
+        )
+    return None
+
+
+def _searched_width(
+    enc: _Encoded,
+    fvu0: float,
+    ce0: float | None,
+    max_fvu: float | None,
+    max_ce_increase: float | None,
+    max_fvu_increase: float | None,
+    rtol: float,
+) -> tuple[float | None, str | None]:
+    """The coarsest bin width that keeps the candidate within its distortion budget (the
+    slack up to the bounds, or the fixed ``max_fvu_increase``), or ``(None, reason)`` when
+    the search fails."""
+    fvu_budget = max_fvu_increase
+    if fvu_budget is None:
+        # the slack up to the bound, less a hair so float rounding cannot tip over it
+        fvu_budget = 0.01 if max_fvu is None else max(0.0, (max_fvu - fvu0) - 1e-12)
+    ce_budget = None if max_ce_increase is None else max_ce_increase - ce0
+    try:
+        return _search(enc, fvu_budget, ce_budget, rtol).bin_width, None
+    except ValueError as exc:
+        return None, f"precision search failed: {exc}"
+
+
+def _quantised_reason(
+    dl: DescriptionLength, max_fvu: float | None, max_ce_increase: float | None
+) -> str | None:
+    """Why a candidate is out after quantisation (the quantised reconstruction over the
+    bound), or None."""
+    if max_fvu is not None and dl.fvu > max_fvu:
+        return f"FVU {dl.fvu:.4g} of the quantised reconstruction exceeds max_fvu={max_fvu}"
+    if max_ce_increase is not None and dl.ce_increase > max_ce_increase:
+        return (
+            f"CE increase {dl.ce_increase:.4g} of the quantised reconstruction "
+            f"exceeds max_ce_increase={max_ce_increase}"
+        )
+    return None
+
+
+def _no_sae_error(
+    table: list[dict[str, Any]],
+    max_fvu: float | None,
+    max_ce_increase: float | None,
+    use_ce: bool,
+) -> NoSAEMeetsBoundError:
+    """The error for a table with no eligible candidate: the best distortion reached and
+    every exclusion reason."""
+    best_fvu = min(r.get("fvu", r["fvu_unquantised"]) for r in table)
+    msg = f"no SAE meets the distortion bound (max_fvu={max_fvu}"
+    msg += f", max_ce_increase={max_ce_increase}): best FVU reached {best_fvu:.4g}"
+    if use_ce:
+        best_ce = min(
+            r.get("ce_increase")
+            if r.get("ce_increase") is not None
+            else r["ce_increase_unquantised"]
+            for r in table
+        )
+        msg += f", best CE increase reached {best_ce:.4g}"
+    msg += "; " + "; ".join(f"{r['name']}: {r['reason']}" for r in table)
+    return NoSAEMeetsBoundError(msg, table)
+
+
+def _ranked(
+    items: list[tuple[str, Any]],
+    table: list[dict[str, Any]],
+    lengths: dict[str, DescriptionLength],
+    eligible: list[dict[str, Any]],
+) -> MDLSelection:
+    """Rank the eligible rows by bits (ties by input order), write each row's ``rank`` and
+    select the first."""
+    eligible.sort(key=lambda r: (r["bits"], r["index"]))
+    for rank, r in enumerate(eligible, start=1):
+        r["rank"] = rank
+    top = eligible[0]
+    return MDLSelection(
+        best=items[top["index"]][1],
+        best_name=top["name"],
+        best_index=top["index"],
+        best_length=lengths[top["name"]],
+        ranking=[r["name"] for r in eligible],
+        table=table,
+        lengths=lengths,
+    )
+
+
 @torch.no_grad()
 def mdl_select(
     saes: Sequence[Any] | Mapping[str, Any],
@@ -133,110 +282,36 @@ def mdl_select(
             message gives the best distortion reached and every exclusion reason.
     """
     items = _candidates(saes)
-    _bound("max_fvu", max_fvu)
-    _bound("max_ce_increase", max_ce_increase)
-    _bound("max_fvu_increase", max_fvu_increase)
-    if bin_width is not None:
-        _check_bin_width(bin_width)
-    if max_ce_increase is not None and (model is None or tokens is None):
-        raise ValueError("max_ce_increase needs model= and tokens= (and hook_name=)")
-    names = [n for n, _ in items]
-    if len(set(names)) != len(names):
-        raise ValueError("SAE names must be distinct")
-    for name, sae in items:
-        d_in, _ = _sae_dims(sae)
-        if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
-            break  # check_activations below reports it
-        if activations.shape[1] != d_in:
-            raise ValueError(
-                f"SAE {name!r} expects d_in={d_in} but the activations have width "
-                f"{activations.shape[1]}"
-            )
-    for _, sae in items:
-        check_activations(sae, activations)
     use_ce = model is not None and tokens is not None
+    _check_select_args(
+        items, activations, max_fvu, max_ce_increase, max_fvu_increase, bin_width, use_ce
+    )
 
     table: list[dict[str, Any]] = []
     lengths: dict[str, DescriptionLength] = {}
     for index, (name, sae) in enumerate(tqdm(items, disable=not progress, desc="mdl_select")):
-        cfg = sae.cfg
-        row: dict[str, Any] = {
-            "name": name,
-            "index": index,
-            "architecture": getattr(sae, "name", None) or type(sae).__name__,
-            "d_sae": cfg.d_sae,
-        }
-        if getattr(cfg, "k", None) is not None:
-            row["k"] = cfg.k
+        row = _describe(index, name, sae)
         enc = _Encoded(sae, activations, batch_size, model if use_ce else None, tokens, hook_name)
         row["fvu_unquantised"] = fvu0 = enc.fvu(None)
         ce0 = None
         if use_ce:
             res = enc.spliced(None)
             row["ce_increase_unquantised"] = ce0 = res["ce_spliced"] - res["ce_clean"]
-        reason = None
-        if max_fvu is not None and fvu0 > max_fvu:
-            reason = f"FVU {fvu0:.4g} without quantisation already exceeds max_fvu={max_fvu}"
-        elif max_ce_increase is not None and ce0 > max_ce_increase:
-            reason = (
-                f"CE increase {ce0:.4g} without quantisation already exceeds "
-                f"max_ce_increase={max_ce_increase}"
-            )
+        reason = _unquantised_reason(fvu0, ce0, max_fvu, max_ce_increase)
         width = bin_width
         if reason is None and width is None:
-            fvu_budget = max_fvu_increase
-            if fvu_budget is None:
-                # the slack up to the bound, less a hair so float rounding cannot tip over it
-                fvu_budget = 0.01 if max_fvu is None else max(0.0, (max_fvu - fvu0) - 1e-12)
-            ce_budget = None if max_ce_increase is None else max_ce_increase - ce0
-            try:
-                width = _search(enc, fvu_budget, ce_budget, rtol).bin_width
-            except ValueError as exc:
-                reason = f"precision search failed: {exc}"
+            width, reason = _searched_width(
+                enc, fvu0, ce0, max_fvu, max_ce_increase, max_fvu_increase, rtol
+            )
         if width is not None and reason is None:
             dl = _measure(enc, width)
             lengths[name] = dl
             row.update(dl.to_dict())
-            if max_fvu is not None and dl.fvu > max_fvu:
-                reason = (
-                    f"FVU {dl.fvu:.4g} of the quantised reconstruction exceeds max_fvu={max_fvu}"
-                )
-            elif max_ce_increase is not None and dl.ce_increase > max_ce_increase:
-                reason = (
-                    f"CE increase {dl.ce_increase:.4g} of the quantised reconstruction "
-                    f"exceeds max_ce_increase={max_ce_increase}"
-                )
-        row["eligible"] = reason is None
-        row["reason"] = reason
-        row["rank"] = None
+            reason = _quantised_reason(dl, max_fvu, max_ce_increase)
+        row.update(eligible=reason is None, reason=reason, rank=None)
         table.append(row)
 
     eligible = [r for r in table if r["eligible"]]
     if not eligible:
-        best_fvu = min(r.get("fvu", r["fvu_unquantised"]) for r in table)
-        msg = f"no SAE meets the distortion bound (max_fvu={max_fvu}"
-        msg += f", max_ce_increase={max_ce_increase}): best FVU reached {best_fvu:.4g}"
-        if use_ce:
-            best_ce = min(
-                r.get("ce_increase")
-                if r.get("ce_increase") is not None
-                else r["ce_increase_unquantised"]
-                for r in table
-            )
-            msg += f", best CE increase reached {best_ce:.4g}"
-        msg += "; " + "; ".join(f"{r['name']}: {r['reason']}" for r in table)
-        raise NoSAEMeetsBoundError(msg, table)
-    eligible.sort(key=lambda r: (r["bits"], r["index"]))
-    for rank, r in enumerate(eligible, start=1):
-        r["rank"] = rank
-    top = eligible[0]
-    return MDLSelection(
-        best=items[top["index"]][1],
-        best_name=top["name"],
-        best_index=top["index"],
-        best_length=lengths[top["name"]],
-        ranking=[r["name"] for r in eligible],
-        table=table,
-        lengths=lengths,
-    )
-
+        raise _no_sae_error(table, max_fvu, max_ce_increase, use_ce)
+    return _ranked(items, table, lengths, eligible)

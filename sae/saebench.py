@@ -86,6 +86,158 @@ def _max_other_cosine(w: torch.Tensor) -> torch.Tensor:
     return sim.max(1).values if len(w) > 1 else torch.full((len(w),), float("nan"))
 
 
+def _check_core_inputs(sae: SAE, activations: torch.Tensor) -> None:
+    """Refuse what :func:`core_result` cannot evaluate: a non-SAE, or activations that are
+    not ``(n >= 2, d_in)``."""
+    if not isinstance(sae, SAE):
+        raise TypeError(f"expected a hierlens SAE, got {type(sae).__name__}")
+    if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
+        raise ValueError("activations must be a tensor of shape (n, d_in)")
+    if activations.shape[1] != sae.d_in or activations.shape[0] < 2:
+        raise ValueError(
+            f"activations must have width d_in={sae.d_in} and at least 2 rows, got "
+            f"{tuple(activations.shape)}"
+        )
+
+
+_SUMS = ("sse", "sst", "legacy", "cos", "n_in", "n_out", "ratio", "xhat2", "dot", "l0", "l1")
+
+
+def _batch_sums(
+    x: torch.Tensor, xh: torch.Tensor, codes: torch.Tensor, mean: torch.Tensor
+) -> dict[str, float]:
+    """One batch's contribution to every summed statistic of :func:`core_result`, from the
+    float64 inputs ``x`` and reconstructions ``xh`` ``(b, d_in)``, the codes ``(b, d_sae)``
+    and the mean input ``(d_in,)``: squared error and variance, per-row explained variance
+    and cosine, norms in and out and their ratio, ``|xh|^2`` and ``x . xh``, L0 and L1."""
+    rss = (x - xh).pow(2).sum(1)
+    var = (x - mean).pow(2).sum(1)
+    n_in, n_out = x.norm(dim=1), xh.norm(dim=1)
+    return {
+        "sse": float(rss.sum()),
+        "sst": float(var.sum()),
+        "legacy": float((1 - rss / var.clamp_min(1e-30)).sum()),
+        "cos": float(F.cosine_similarity(x, xh, dim=1).sum()),
+        "n_in": float(n_in.sum()),
+        "n_out": float(n_out.sum()),
+        "ratio": float((n_out / torch.where(n_in.abs() < 1e-4, 1.0, n_in)).sum()),
+        "xhat2": float(n_out.pow(2).sum()),
+        "dot": float((x * xh).sum()),
+        "l0": float((codes != 0).sum()),
+        "l1": float(codes.sum()),
+    }
+
+
+def _reconstruction_sums(
+    sae: SAE, activations: torch.Tensor, batch_size: int
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Encode and decode ``activations`` ``(n, d_in)`` batch by batch: the statistics of
+    :func:`_batch_sums` summed over all rows, and how many rows each latent fires on
+    ``(d_sae,)`` float64."""
+    mean = activations.double().mean(0)
+    sums = dict.fromkeys(_SUMS, 0.0)
+    fires = torch.zeros(sae.d_sae, dtype=torch.float64)
+    for start in range(0, activations.shape[0], batch_size):
+        x = activations[start : start + batch_size].to(sae.device)
+        codes = sae.encode(x).double().cpu()
+        xh = sae.decode(codes.to(sae.device, sae.dtype)).double().cpu()
+        for key, v in _batch_sums(x.double().cpu(), xh, codes, mean).items():
+            sums[key] += v
+        fires += (codes > 0).double().sum(0)
+    return sums, fires
+
+
+def _model_metrics(sp: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``model_behavior_preservation`` (KL) and ``model_performance_preservation`` (CE)
+    categories from a :func:`~hierlens.sae.spliced_ce` result (empty: all missing)."""
+    kl_score = None
+    if sp and sp.get("kl_zero"):
+        kl_score = (sp["kl_zero"] - sp["kl_spliced"]) / sp["kl_zero"]
+    return {
+        "model_behavior_preservation": {
+            "kl_div_score": kl_score,
+            "kl_div_with_ablation": sp.get("kl_zero"),
+            "kl_div_with_sae": sp.get("kl_spliced"),
+        },
+        "model_performance_preservation": {
+            "ce_loss_score": sp.get("ce_loss_recovered"),
+            "ce_loss_with_ablation": sp.get("ce_zero"),
+            "ce_loss_with_sae": sp.get("ce_spliced"),
+            "ce_loss_without_sae": sp.get("ce_clean"),
+        },
+    }
+
+
+def _reconstruction_metrics(sums: dict[str, float], n: int) -> dict[str, dict[str, Any]]:
+    """The ``reconstruction_quality``, ``shrinkage`` and ``sparsity`` categories from the
+    statistics of :func:`_reconstruction_sums` over ``n`` rows."""
+    return {
+        "reconstruction_quality": {
+            "explained_variance": 1 - sums["sse"] / sums["sst"] if sums["sst"] > 0 else None,
+            "explained_variance_legacy": sums["legacy"] / n,
+            "mse": sums["sse"] / n,
+            "cossim": sums["cos"] / n,
+        },
+        "shrinkage": {
+            "l2_norm_in": sums["n_in"] / n,
+            "l2_norm_out": sums["n_out"] / n,
+            "l2_ratio": sums["ratio"] / n,
+            "relative_reconstruction_bias": sums["xhat2"] / sums["dot"] if sums["dot"] else None,
+        },
+        "sparsity": {"l0": sums["l0"] / n, "l1": sums["l1"] / n},
+    }
+
+
+def _misc_metrics(
+    density: torch.Tensor, max_enc: torch.Tensor, max_dec: torch.Tensor
+) -> dict[str, float]:
+    """The ``misc_metrics`` category: shares of latents (and of all firing) above 1% and 10%
+    density, the mean largest cosine of an encoder/decoder row with another, and the share
+    of latents that ever fire; ``density`` and the cosines are ``(d_sae,)``."""
+    total = float(density.sum())
+    return {
+        "freq_over_1_percent": float((density > 0.01).double().mean()),
+        "freq_over_10_percent": float((density > 0.1).double().mean()),
+        "normalized_freq_over_1_percent": float(density[density > 0.01].sum()) / total
+        if total
+        else 0.0,
+        "normalized_freq_over_10_percent": float(density[density > 0.1].sum()) / total
+        if total
+        else 0.0,
+        "average_max_encoder_cosine_sim": float(max_enc.mean()),
+        "average_max_decoder_cosine_sim": float(max_dec.mean()),
+        "frac_alive": float((density > 0).double().mean()),
+    }
+
+
+def _latent_details(
+    sae: SAE,
+    density: torch.Tensor,
+    w_enc: torch.Tensor,
+    w_dec: torch.Tensor,
+    max_enc: torch.Tensor,
+    max_dec: torch.Tensor,
+) -> list[dict[str, Any]]:
+    """SAEBench's per-latent detail rows: density, encoder bias and norm, encoder-decoder
+    cosine and the largest cosine with another latent (``w_enc``, ``w_dec``: ``(d_sae,
+    d_in)`` float64)."""
+    b_enc = sae.b_enc.detach().double().cpu()
+    enc_dec = F.cosine_similarity(w_enc, w_dec, dim=1)
+    return [
+        {
+            "index": i,
+            "feature_density": float(density[i]),
+            "consistent_activation_heuristic": -1,
+            "encoder_bias": float(b_enc[i]),
+            "encoder_norm": float(w_enc[i].norm()),
+            "encoder_decoder_cosine_sim": float(enc_dec[i]),
+            "max_decoder_cosine_sim": _clean(float(max_dec[i])),
+            "max_encoder_cosine_sim": _clean(float(max_enc[i])),
+        }
+        for i in range(sae.d_sae)
+    ]
+
+
 @torch.no_grad()
 def core_result(
     sae: SAE,
@@ -103,115 +255,28 @@ def core_result(
     activations; ``spliced`` (a :func:`~hierlens.sae.spliced_ce` result) fills the model
     behaviour (KL) and performance (CE) categories, which are -1 without it.
     """
-    if not isinstance(sae, SAE):
-        raise TypeError(f"expected a hierlens SAE, got {type(sae).__name__}")
-    if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
-        raise ValueError("activations must be a tensor of shape (n, d_in)")
-    if activations.shape[1] != sae.d_in or activations.shape[0] < 2:
-        raise ValueError(
-            f"activations must have width d_in={sae.d_in} and at least 2 rows, got "
-            f"{tuple(activations.shape)}"
-        )
+    _check_core_inputs(sae, activations)
     n = activations.shape[0]
-    x_all = activations.double()
-    mean = x_all.mean(0)
-    sums = dict.fromkeys(("sse", "sst", "legacy", "cos", "n_in", "n_out", "ratio", "xhat2",
-                          "dot", "l0", "l1"), 0.0)  # fmt: skip
-    fires = torch.zeros(sae.d_sae, dtype=torch.float64)
-    for start in range(0, n, batch_size):
-        x = activations[start : start + batch_size].to(sae.device)
-        codes = sae.encode(x).double().cpu()
-        xh = sae.decode(codes.to(sae.device, sae.dtype)).double().cpu()
-        x = x.double().cpu()
-        rss = (x - xh).pow(2).sum(1)
-        var = (x - mean).pow(2).sum(1)
-        n_in, n_out = x.norm(dim=1), xh.norm(dim=1)
-        sums["sse"] += float(rss.sum())
-        sums["sst"] += float(var.sum())
-        sums["legacy"] += float((1 - rss / var.clamp_min(1e-30)).sum())
-        sums["cos"] += float(F.cosine_similarity(x, xh, dim=1).sum())
-        sums["n_in"] += float(n_in.sum())
-        sums["n_out"] += float(n_out.sum())
-        sums["ratio"] += float((n_out / torch.where(n_in.abs() < 1e-4, 1.0, n_in)).sum())
-        sums["xhat2"] += float(n_out.pow(2).sum())
-        sums["dot"] += float((x * xh).sum())
-        sums["l0"] += float((codes != 0).sum())
-        sums["l1"] += float(codes.sum())
-        fires += (codes > 0).double().sum(0)
+    sums, fires = _reconstruction_sums(sae, activations, batch_size)
     density = fires / n
-    total = float(density.sum())
     w_enc = sae.W_enc.detach().double().cpu().T  # (d_sae, d_in)
     w_dec = sae.W_dec.detach().double().cpu()
     max_enc, max_dec = _max_other_cosine(w_enc), _max_other_cosine(w_dec)
-    enc_dec = F.cosine_similarity(w_enc, w_dec, dim=1)
     sp = spliced or {}
-
-    def kl_score() -> float | None:
-        if not sp or not sp.get("kl_zero"):
-            return None
-        return (sp["kl_zero"] - sp["kl_spliced"]) / sp["kl_zero"]
-
     metrics = {
-        "model_behavior_preservation": {
-            "kl_div_score": kl_score(),
-            "kl_div_with_ablation": sp.get("kl_zero"),
-            "kl_div_with_sae": sp.get("kl_spliced"),
-        },
-        "model_performance_preservation": {
-            "ce_loss_score": sp.get("ce_loss_recovered"),
-            "ce_loss_with_ablation": sp.get("ce_zero"),
-            "ce_loss_with_sae": sp.get("ce_spliced"),
-            "ce_loss_without_sae": sp.get("ce_clean"),
-        },
-        "reconstruction_quality": {
-            "explained_variance": 1 - sums["sse"] / sums["sst"] if sums["sst"] > 0 else None,
-            "explained_variance_legacy": sums["legacy"] / n,
-            "mse": sums["sse"] / n,
-            "cossim": sums["cos"] / n,
-        },
-        "shrinkage": {
-            "l2_norm_in": sums["n_in"] / n,
-            "l2_norm_out": sums["n_out"] / n,
-            "l2_ratio": sums["ratio"] / n,
-            "relative_reconstruction_bias": sums["xhat2"] / sums["dot"] if sums["dot"] else None,
-        },
-        "sparsity": {"l0": sums["l0"] / n, "l1": sums["l1"] / n},
+        **_model_metrics(sp),
+        **_reconstruction_metrics(sums, n),
         "token_stats": {
             "total_tokens_eval_reconstruction": int(sp.get("n_positions", 0)),
             "total_tokens_eval_sparsity_variance": n,
         },
-        "misc_metrics": {
-            "freq_over_1_percent": float((density > 0.01).double().mean()),
-            "freq_over_10_percent": float((density > 0.1).double().mean()),
-            "normalized_freq_over_1_percent": float(density[density > 0.01].sum()) / total
-            if total
-            else 0.0,
-            "normalized_freq_over_10_percent": float(density[density > 0.1].sum()) / total
-            if total
-            else 0.0,
-            "average_max_encoder_cosine_sim": float(max_enc.mean()),
-            "average_max_decoder_cosine_sim": float(max_dec.mean()),
-            "frac_alive": float((density > 0).double().mean()),
-        },
+        "misc_metrics": _misc_metrics(density, max_enc, max_dec),
     }
     out = _envelope(CORE, sae, release, sae_id, {"n_rows": n, **(eval_config or {})})
     out["eval_result_metrics"] = {
         cat: {k: _clean(v) for k, v in vals.items()} for cat, vals in metrics.items()
     }
-    b_enc = sae.b_enc.detach().double().cpu()
-    out["eval_result_details"] = [
-        {
-            "index": i,
-            "feature_density": float(density[i]),
-            "consistent_activation_heuristic": -1,
-            "encoder_bias": float(b_enc[i]),
-            "encoder_norm": float(w_enc[i].norm()),
-            "encoder_decoder_cosine_sim": float(enc_dec[i]),
-            "max_decoder_cosine_sim": _clean(float(max_dec[i])),
-            "max_encoder_cosine_sim": _clean(float(max_enc[i])),
-        }
-        for i in range(sae.d_sae)
-    ]
+    out["eval_result_details"] = _latent_details(sae, density, w_enc, w_dec, max_enc, max_dec)
     return out
 
 

@@ -172,6 +172,133 @@ def _masked_setup(model: torch.nn.Module) -> tuple[int, list[int], int]:
     return mask_id, list(tok.all_special_ids), vocab
 
 
+def _splice_hook(
+    model: torch.nn.Module,
+    sae: Any,
+    tokens: Any,
+    hook_name: str | None,
+    objective: str,
+    attention_mask: torch.Tensor | None,
+) -> str:
+    """Check the inputs of :func:`spliced_ce` (``tokens`` ``(N, T)``, the objective, the
+    attention mask's shape) and return the one hook name to splice at (default: the SAE's
+    ``cfg.hook_name``; a pattern must match exactly one hook)."""
+    if hook_name is None:
+        hook_name = getattr(getattr(sae, "cfg", None), "hook_name", None)
+        if hook_name is None:
+            raise ValueError("give hook_name (the SAE's cfg.hook_name is not set)")
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        raise ValueError("tokens must be a tensor of shape (n_sequences, seq_len)")
+    names = resolve_hook_names(model, hook_name)  # unknown names: ValueError with close matches
+    if len(names) != 1:
+        raise ValueError(f"hook_name must name one hook, {hook_name!r} matches {names}")
+    if objective not in ("next_token", "masked"):
+        raise ValueError(f"objective must be 'next_token' or 'masked', got {objective!r}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(tokens.shape):
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must match tokens {tuple(tokens.shape)}"
+        )
+    return names[0]
+
+
+def _scored_inputs(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    targets: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    objective: str,
+    mask_rate: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and per-position targets ``(N, T)`` (``-100`` where not scored) the three
+    runs share: :func:`mask_tokens` inputs and targets for ``objective="masked"``, else
+    ``tokens`` with the given targets or the next-token ones (masked by ``attention_mask``)."""
+    if objective == "masked":
+        if targets is not None:
+            raise ValueError("objective='masked' makes its own targets; do not pass targets")
+        mask_id, special, vocab = _masked_setup(model)
+        tokens, targets = mask_tokens(
+            tokens, mask_id, special, vocab, attention_mask, mask_rate=mask_rate, seed=seed
+        )
+    if targets is None:
+        targets = torch.full_like(tokens, IGNORE_INDEX)
+        targets[:, :-1] = tokens[:, 1:]
+        if attention_mask is not None:
+            keep = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+            targets[:, :-1] = torch.where(keep, targets[:, :-1], IGNORE_INDEX)
+    if targets.shape != tokens.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} must match tokens {tuple(tokens.shape)}")
+    return tokens, targets
+
+
+def _replacement(sae: Any, hook_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What replaces the activation at ``hook_name``: an SAE's inference reconstruction (in
+    the activation's dtype, after checking its width), or the given callable itself."""
+    if isinstance(sae, SAE):
+
+        def replace(act: torch.Tensor) -> torch.Tensor:
+            if act.shape[-1] != sae.d_in:
+                raise ValueError(
+                    f"activation at {hook_name!r} has width {act.shape[-1]}, the SAE expects d_in={sae.d_in}"
+                )
+            return sae.reconstruct(act).to(act.dtype)
+
+        return replace
+    if callable(sae):
+        return sae
+    raise TypeError("sae must be an SAE or a callable")
+
+
+def _batch_sums(
+    model: torch.nn.Module,
+    tok: torch.Tensor,
+    tgt: torch.Tensor,
+    am: torch.Tensor | None,
+    hook_name: str,
+    replace: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[dict[str, float], int]:
+    """One batch's clean, spliced and zero-ablated runs (in that order): the summed CE of
+    each and the summed KL(clean || spliced) and KL(clean || zero) over the scored
+    positions, and the number of those positions."""
+    ce_c, n, logp_c, valid = _ce_and_logprobs(
+        _run_with_replacement(model, tok, hook_name, None, am), tgt
+    )
+    ce_s, _, logp_s, _ = _ce_and_logprobs(
+        _run_with_replacement(model, tok, hook_name, replace, am), tgt
+    )
+    ce_z, _, logp_z, _ = _ce_and_logprobs(
+        _run_with_replacement(model, tok, hook_name, torch.zeros_like, am), tgt
+    )
+    p_c = logp_c.exp()
+    sums = {
+        "clean": float(ce_c),
+        "spliced": float(ce_s),
+        "zero": float(ce_z),
+        "kl_spliced": float(((p_c * (logp_c - logp_s)).sum(-1) * valid).sum()),
+        "kl_zero": float(((p_c * (logp_c - logp_z)).sum(-1) * valid).sum()),
+    }
+    return sums, int(n)
+
+
+def _spliced_summary(sums: dict[str, float], count: int, objective: str) -> dict[str, Any]:
+    """Means per scored position of the summed CEs and KLs, and the CE loss recovered (NaN
+    when zero ablation costs nothing)."""
+    res = {
+        "ce_clean": sums["clean"] / count,
+        "ce_spliced": sums["spliced"] / count,
+        "ce_zero": sums["zero"] / count,
+        "kl_spliced": sums["kl_spliced"] / count,
+        "kl_zero": sums["kl_zero"] / count,
+        "n_positions": count,
+        "objective": objective,
+    }
+    gap = res["ce_zero"] - res["ce_clean"]
+    res["ce_loss_recovered"] = (
+        (res["ce_zero"] - res["ce_spliced"]) / gap if gap != 0 else float("nan")
+    )
+    return res
+
+
 @torch.no_grad()
 def spliced_ce(
     model: torch.nn.Module,
@@ -221,49 +348,11 @@ def spliced_ce(
         ``ce_loss_recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean)``, plus
         ``n_positions`` (scored positions) and ``objective``.
     """
-    if hook_name is None:
-        hook_name = getattr(getattr(sae, "cfg", None), "hook_name", None)
-        if hook_name is None:
-            raise ValueError("give hook_name (the SAE's cfg.hook_name is not set)")
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-        raise ValueError("tokens must be a tensor of shape (n_sequences, seq_len)")
-    names = resolve_hook_names(model, hook_name)  # unknown names: ValueError with close matches
-    if len(names) != 1:
-        raise ValueError(f"hook_name must name one hook, {hook_name!r} matches {names}")
-    hook_name = names[0]
-    if objective not in ("next_token", "masked"):
-        raise ValueError(f"objective must be 'next_token' or 'masked', got {objective!r}")
-    if attention_mask is not None and tuple(attention_mask.shape) != tuple(tokens.shape):
-        raise ValueError(
-            f"attention_mask {tuple(attention_mask.shape)} must match tokens {tuple(tokens.shape)}"
-        )
-    if objective == "masked":
-        if targets is not None:
-            raise ValueError("objective='masked' makes its own targets; do not pass targets")
-        mask_id, special, vocab = _masked_setup(model)
-        tokens, targets = mask_tokens(
-            tokens, mask_id, special, vocab, attention_mask, mask_rate=mask_rate, seed=seed
-        )
-    if targets is None:
-        targets = torch.full_like(tokens, IGNORE_INDEX)
-        targets[:, :-1] = tokens[:, 1:]
-        if attention_mask is not None:
-            keep = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
-            targets[:, :-1] = torch.where(keep, targets[:, :-1], IGNORE_INDEX)
-    if targets.shape != tokens.shape:
-        raise ValueError(f"targets {tuple(targets.shape)} must match tokens {tuple(tokens.shape)}")
-    if isinstance(sae, SAE):
-
-        def replace(act: torch.Tensor) -> torch.Tensor:
-            if act.shape[-1] != sae.d_in:
-                raise ValueError(
-                    f"activation at {hook_name!r} has width {act.shape[-1]}, the SAE expects d_in={sae.d_in}"
-                )
-            return sae.reconstruct(act).to(act.dtype)
-    elif callable(sae):
-        replace = sae  # type: ignore[assignment]
-    else:
-        raise TypeError("sae must be an SAE or a callable")
+    hook_name = _splice_hook(model, sae, tokens, hook_name, objective, attention_mask)
+    tokens, targets = _scored_inputs(
+        model, tokens, targets, attention_mask, objective, mask_rate, seed
+    )
+    replace = _replacement(sae, hook_name)
 
     device = next(model.parameters()).device
     sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0}
@@ -276,35 +365,10 @@ def spliced_ce(
             if attention_mask is None
             else attention_mask[start : start + batch_size].to(device)
         )
-        ce_c, n, logp_c, valid = _ce_and_logprobs(
-            _run_with_replacement(model, tok, hook_name, None, am), tgt
-        )
-        ce_s, _, logp_s, _ = _ce_and_logprobs(
-            _run_with_replacement(model, tok, hook_name, replace, am), tgt
-        )
-        ce_z, _, logp_z, _ = _ce_and_logprobs(
-            _run_with_replacement(model, tok, hook_name, torch.zeros_like, am), tgt
-        )
-        p_c = logp_c.exp()
-        sums["clean"] += float(ce_c)
-        sums["spliced"] += float(ce_s)
-        sums["zero"] += float(ce_z)
-        sums["kl_spliced"] += float(((p_c * (logp_c - logp_s)).sum(-1) * valid).sum())
-        sums["kl_zero"] += float(((p_c * (logp_c - logp_z)).sum(-1) * valid).sum())
-        count += int(n)
+        batch, n = _batch_sums(model, tok, tgt, am, hook_name, replace)
+        for key, v in batch.items():
+            sums[key] += v
+        count += n
     if count == 0:
         raise ValueError("no scored positions (all targets are -100)")
-    res = {
-        "ce_clean": sums["clean"] / count,
-        "ce_spliced": sums["spliced"] / count,
-        "ce_zero": sums["zero"] / count,
-        "kl_spliced": sums["kl_spliced"] / count,
-        "kl_zero": sums["kl_zero"] / count,
-        "n_positions": count,
-        "objective": objective,
-    }
-    gap = res["ce_zero"] - res["ce_clean"]
-    res["ce_loss_recovered"] = (
-        (res["ce_zero"] - res["ce_spliced"]) / gap if gap != 0 else float("nan")
-    )
-    return res
+    return _spliced_summary(sums, count, objective)

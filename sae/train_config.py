@@ -48,7 +48,7 @@ class SAETrainConfig(Config):
         warmup_steps: steps of linear learning-rate warmup from 0.
         decay_fraction: final share of the run over which the learning rate decays linearly
             to 0 ([Conerly2024] use 0.2).
-        max_grad_norm: per-SAE gradient-norm clip (None: no clipping).
+        grad_clip: per-SAE gradient-norm clip (None: no clipping).
         dead_after_tokens: a latent that has not fired for this many tokens counts as dead
             in the metrics.
         dense_threshold: a latent firing on more than this share of a logging window's rows
@@ -62,7 +62,7 @@ class SAETrainConfig(Config):
         device: where to train (None: CUDA when available, else CPU).
         autocast: bf16 autocast of the forward pass (None: on CUDA only).
         compile: torch.compile each stack's forward.
-        fused: fused Adam kernels (None: on).
+        fused: fused Adam kernels (None: where PyTorch has one for the device and dtype).
         sparse_decode: TopK steps through the k active latents only (None: when 16 k <=
             d_sae); on the CPU the whole step runs on sparse kernels.
         log_to: experiment trackers that get every SAE's metric records (``sae<i>/<metric>``)
@@ -79,7 +79,7 @@ class SAETrainConfig(Config):
     eps: float = 1e-8
     warmup_steps: int = 0
     decay_fraction: float = 0.2
-    max_grad_norm: float | None = 1.0
+    grad_clip: float | None = 1.0
     dead_after_tokens: int = 1_000_000
     dense_threshold: float = 0.1
     log_every: int = 100
@@ -119,8 +119,8 @@ class SAETrainConfig(Config):
             raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         if not isinstance(self.decay_fraction, (int, float)) or not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
-        if self.max_grad_norm is not None and not _positive_number(self.max_grad_norm):
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if self.grad_clip is not None and not _positive_number(self.grad_clip):
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         _positive_int("dead_after_tokens", self.dead_after_tokens)
         _positive_int("log_every", self.log_every)
         _positive_int("checkpoint_every", self.checkpoint_every, optional=True)

@@ -25,8 +25,9 @@ def _text() -> list[str]:
     return [" ".join(s.words) for s in shipped_treebank("ptb")]
 
 
-def build_tiny_gpt2(folder: Path, n_positions: int = 64) -> Path:
-    """Save a random GPT2LMHeadModel (2 layers, width 32) and its BPE tokenizer in folder."""
+def build_tiny_gpt2(folder: Path, n_positions: int = 64, seed: int = 0) -> Path:
+    """Save a random GPT2LMHeadModel (2 layers, width 32; ``torch.manual_seed(seed)``'s
+    initialisation) and its BPE tokenizer in folder."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -46,7 +47,7 @@ def build_tiny_gpt2(folder: Path, n_positions: int = 64) -> Path:
         n_layer=2, n_embd=32, n_head=2, n_positions=n_positions, vocab_size=len(tok),
         bos_token_id=0, eos_token_id=0,
     )  # fmt: skip
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -10,9 +10,9 @@ factor of the QR decomposition of a free ``(d, k)`` matrix: any rank-k orthonorm
 as DAS's rotation restricted to its first ``k`` rows.
 
 All hooks train as one stacked program: every step runs one forward of ``H x batch`` rows
-(row group ``h`` intervened at hook ``h`` with its own subspace) and one backward, and one
-optimizer steps every hook's matrix. :func:`fit_subspaces` holds the optimizer loop in one
-place so that a shared stacked training step can take it over.
+(row group ``h`` intervened at hook ``h`` with its own subspace) and one backward, and the
+one optimizer step of :class:`hierlens.core.optim.StackedAdamW` updates every hook's matrix
+(Adam, no weight decay or clipping).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
+from hierlens.core.optim import StackedAdamW
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .interchange import (
@@ -156,7 +157,9 @@ def fit_subspaces(
         h: torch.nn.Parameter(_start(widths[h], config.rank, config.seed, h).to(device))
         for h in hooks
     }
-    opt = torch.optim.Adam(list(free.values()), lr=config.lr)
+    # Adam (the one optimizer step, no weight decay or clipping) over every hook's matrix:
+    # elementwise, so each hook moves as it would searched alone
+    opt = StackedAdamW(free, stacked=False)
     rng = np.random.default_rng(config.seed)
     counterfactual = (train.candidates == train.counterfactual[:, None]).float().argmax(1)
     losses: list[float] = []
@@ -186,9 +189,9 @@ def fit_subspaces(
             # a sum over hooks of each hook's mean: every hook gets the gradient it would get
             # alone, so the stacked search equals one search per hook
             loss = per_row.reshape(len(hooks), -1).mean(1).sum()
-            opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            opt.step(config.lr)
+            opt.zero_grad()
             if step % 10 == 0 or step == config.steps - 1:
                 losses.append(float(loss.detach()))
     finally:

@@ -23,8 +23,8 @@ from scipy import stats
 from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .patching import Direction, Metric, PatchingResult, _check, _device, query_metric
-from .sites import capture_sites, check_hooks, check_layout, editing_hooks, forward_logits
+from .patching import Direction, Metric, PatchingResult, _check, _device, _unpatched, query_metric
+from .sites import check_hooks, check_layout, editing_hooks, forward_logits
 
 __all__ = ["agreement", "attribution_patching"]
 
@@ -45,13 +45,8 @@ def attribution_patching(
     names = check_hooks(model, hooks)
     dev = resolve_device(device) if device is not None else _device(model)
     lengths = pairs.base_lengths.to(dev)
-    q = pairs.base_query.to(dev)
-    ca, xa = pairs.base_label.to(dev), pairs.source_label.to(dev)
-    cand = pairs.candidates.to(dev)
-    clean_logits, clean = capture_sites(model, pairs.base.to(dev), lengths, names)
-    corrupt_logits, corrupt = capture_sites(model, pairs.source.to(dev), lengths, names)
-    recipient, donor = (pairs.source, clean) if direction == "denoise" else (pairs.base, corrupt)
-    recipient = recipient.to(dev)
+    runs = _unpatched(model, pairs, names, direction, metric, dev)
+    recipient, donor = runs.recipient, runs.donor
     zeros: dict[str, torch.Tensor] = {}
     acts: dict[str, torch.Tensor] = {}
 
@@ -66,7 +61,7 @@ def attribution_patching(
 
     with torch.enable_grad(), editing_hooks(model, {h: tap(h) for h in names}):
         logits = forward_logits(model, recipient, lengths)
-        value = query_metric(logits, q, ca, xa, cand, metric)
+        value = query_metric(logits, *runs.answers, metric)
         grads = torch.autograd.grad(value.sum(), [zeros[h] for h in names], allow_unused=True)
     base = value.detach().double().cpu()
     B, T = pairs.base.shape
@@ -84,9 +79,7 @@ def attribution_patching(
             mask = valid
         out = base.to(dev)[(...,) + (None,) * (est.dim() - 1)] + est
         patched[name] = torch.where(mask, out, torch.nan).cpu()
-    m_clean = query_metric(clean_logits, q, ca, xa, cand, metric).double().cpu()
-    m_corrupt = query_metric(corrupt_logits, q, ca, xa, cand, metric).double().cpu()
-    return PatchingResult(names, direction, metric, patched, m_clean, m_corrupt)
+    return PatchingResult(names, direction, metric, patched, runs.m_clean, runs.m_corrupt)
 
 
 def agreement(real: PatchingResult, estimate: PatchingResult) -> dict[str, float | bool]:

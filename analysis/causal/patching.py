@@ -146,6 +146,50 @@ def sites_of(
     return clean, corrupt, clean_logits, corrupt_logits
 
 
+@dataclasses.dataclass
+class _Unpatched:
+    """The unpatched clean and corrupt runs of a set of pairs, and what patching needs of them.
+
+    Attributes:
+        clean, corrupt: ``{hook: (B, T, ...)}`` activations of the base and source runs.
+        answers: query position, clean answer, corrupt answer ``(B,)`` and candidates
+            ``(B, C)`` on the device: :func:`query_metric`'s arguments after the logits.
+        m_clean, m_corrupt: ``(B,)`` float64 metric of each unpatched run (on the CPU).
+        recipient: ``(B, T)`` tokens of the run that is patched (on the device).
+        donor: the activations patched into it (clean when denoising, corrupt when noising).
+    """
+
+    clean: dict[str, torch.Tensor]
+    corrupt: dict[str, torch.Tensor]
+    answers: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    m_clean: torch.Tensor
+    m_corrupt: torch.Tensor
+    recipient: torch.Tensor
+    donor: dict[str, torch.Tensor]
+
+
+def _unpatched(
+    model: torch.nn.Module,
+    pairs: MinimalPairs,
+    hooks: Sequence[str],
+    direction: str,
+    metric: str,
+    device: torch.device,
+) -> _Unpatched:
+    """Run the clean and corrupt inputs of ``pairs`` once and measure ``metric`` on each."""
+    clean, corrupt, clean_logits, corrupt_logits = sites_of(model, pairs, hooks, device)
+    answers = (
+        pairs.base_query.to(device),
+        pairs.base_label.to(device),
+        pairs.source_label.to(device),
+        pairs.candidates.to(device),
+    )
+    m_clean = query_metric(clean_logits, *answers, metric).double().cpu()
+    m_corrupt = query_metric(corrupt_logits, *answers, metric).double().cpu()
+    recipient, donor = (pairs.source, clean) if direction == "denoise" else (pairs.base, corrupt)
+    return _Unpatched(clean, corrupt, answers, m_clean, m_corrupt, recipient.to(device), donor)
+
+
 def activation_patching(
     model: torch.nn.Module,
     pairs: MinimalPairs,
@@ -177,13 +221,9 @@ def activation_patching(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device) if device is not None else _device(model)
     B, T = pairs.base.shape
-    clean, corrupt, clean_logits, corrupt_logits = sites_of(model, pairs, names, dev)
-    q = pairs.base_query.to(dev)
-    ca, xa = pairs.base_label.to(dev), pairs.source_label.to(dev)
-    cand = pairs.candidates.to(dev)
-    m_clean = query_metric(clean_logits, q, ca, xa, cand, metric).double().cpu()
-    m_corrupt = query_metric(corrupt_logits, q, ca, xa, cand, metric).double().cpu()
-    recipient, donor = (pairs.source, clean) if direction == "denoise" else (pairs.base, corrupt)
+    runs = _unpatched(model, pairs, names, direction, metric, dev)
+    q, ca, xa, cand = runs.answers
+    m_clean, m_corrupt, recipient, donor = runs.m_clean, runs.m_corrupt, runs.recipient, runs.donor
     unpatched = m_corrupt if direction == "denoise" else m_clean
     lengths = pairs.base_lengths
 
@@ -212,7 +252,6 @@ def activation_patching(
         table = table[torch.argsort(pairs.base_query[table[:, 0]], stable=True)]
     table = table.to(dev)
     values = torch.empty(len(table), dtype=torch.float64)
-    recipient = recipient.to(dev)
     lengths_d = lengths.to(dev)
     chunks = range(0, len(table), batch_size)
     with torch.no_grad():

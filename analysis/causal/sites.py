@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 
 from hierlens.models.hooks import is_hooked_model, resolve_hook_names, unknown_hook_error
-from hierlens.models.model_inputs import is_bidirectional
+from hierlens.models.model_inputs import forward_kwargs, hf_model, is_bidirectional
 
 __all__ = [
     "Edit",
@@ -30,7 +30,6 @@ __all__ = [
     "check_layout",
     "editing_hooks",
     "forward_logits",
-    "takes_position_ids",
 ]
 
 #: ``activation -> activation`` (same shape)
@@ -88,37 +87,21 @@ def editing_hooks(model: torch.nn.Module, edits: Mapping[str, Edit]) -> Iterator
             handle.remove()
 
 
-def _hf_model(model: torch.nn.Module) -> torch.nn.Module | None:
-    return getattr(model, "original_model", None)
-
-
-def takes_position_ids(model: torch.nn.Module) -> bool:
-    """Whether ``model``'s forward takes ``position_ids`` (bridges over Hugging Face models
-    and plain modules that declare the argument)."""
-    target = _hf_model(model) or model
-    try:
-        return "position_ids" in inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def forward_logits(
     model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
     """Logits ``(B, T, d_vocab)`` of right-padded ``tokens`` ``(B, T)`` with ``lengths``
     ``(B,)`` real tokens each.
 
-    A bridge over a Hugging Face model gets ``attention_mask`` (1 at real tokens) and
-    ``position_ids`` (``0..T-1``) explicitly; a bidirectional model gets the mask; a causal
-    native or plain model runs on the tokens alone (right padding never reaches a real
+    A bridge over a Hugging Face model gets the explicit ``(B, 1, T, T)`` mask and positions
+    of :func:`~hierlens.models.model_inputs.forward_kwargs` (no transformers release's reading
+    of a 2-D mask decides the pattern); a bidirectional model gets the ``(B, T)`` key mask; a
+    causal native or plain model runs on the tokens alone (right padding never reaches a real
     position)."""
     T = tokens.shape[1]
     mask = (torch.arange(T, device=tokens.device)[None, :] < lengths[:, None]).long()
-    if _hf_model(model) is not None:
-        kwargs = {"attention_mask": mask}
-        if takes_position_ids(model):
-            kwargs["position_ids"] = torch.arange(T, device=tokens.device).expand_as(tokens)
-        out = model(tokens, **kwargs)
+    if hf_model(model) is not None:
+        out = model(tokens, **forward_kwargs(model, mask, tokens))
     elif is_bidirectional(model) or _takes_mask(model):
         out = model(tokens, attention_mask=mask)
     else:

@@ -35,25 +35,89 @@ def _reusable(run_dir: Path, step: int, patterns: list[str]):
     return store, hooks
 
 
+#: the flags that make a pretrained run, by the setting each one fixes
+SOURCE_FLAGS = {
+    "model": "--model",
+    "treebank": "--treebank",
+    "format": "--format",
+    "drop_punct": "--drop-punct",
+    "special_tokens": "--special-tokens",
+}
+
+
 def prepare_run(args: argparse.Namespace):
     """The run ``args.run_dir``; with ``--model PATH --treebank FILE`` a pretrained run is
-    made there first (or checked to be the same model and corpus)."""
-    from hierlens.models.corpus import Corpus
-    from hierlens.models.run import open_or_create_run, open_run
-    from hierlens.models.run_load import pretrained_run_config
+    made there first (see :func:`hierlens.models.pretrained_run.open_pretrained_run`).
 
-    model = getattr(args, "model", None)
-    treebank = getattr(args, "treebank", None)
-    if model is None and treebank is None:
-        return open_run(args.run_dir)
-    if model is None or treebank is None:
-        raise CLIError("--model and --treebank go together (a pretrained model on a corpus)")
-    corpus = Corpus(str(treebank), args.format, args.drop_punct)
-    config = json.loads(json.dumps(pretrained_run_config(model, corpus)))
+    The flags that make a run (:data:`SOURCE_FLAGS`) fix its settings: on an existing run a
+    given flag must agree with the run, since every result in it was computed with the
+    stored settings; one that does not is an error saying what to do, never ignored. A run
+    directory that holds no results yet (a command failed before writing any) takes new
+    settings; one whose only results are activations takes them with ``--overwrite``."""
+    from hierlens.models.pretrained_run import PretrainedRunConflict, open_pretrained_run
+    from hierlens.models.run import Run
+
+    given = {
+        "model": getattr(args, "model", None),
+        "treebank": getattr(args, "treebank", None),
+        "format": getattr(args, "format", None),
+        "drop_punct": True if getattr(args, "drop_punct", False) else None,
+        "special_tokens": getattr(args, "special_tokens", None),
+    }
+    run = Run(args.run_dir)
+    new = not run.has(run.config_path)
+    incomplete = given["model"] is None or given["treebank"] is None
+    if new and incomplete and any(v is not None for v in given.values()):
+        others = [SOURCE_FLAGS[k] for k, v in given.items() if v is not None]
+        raise CLIError(
+            f"--model and --treebank go together (a pretrained model on a corpus); "
+            f"{args.run_dir} holds no run for {', '.join(others)} to apply to"
+        )
     try:
-        return open_or_create_run(args.run_dir, config)
-    except ValueError as exc:
-        raise CLIError(f"{exc} for this model and corpus") from None
+        return open_pretrained_run(
+            args.run_dir,
+            given["model"],
+            given["treebank"],
+            format=given["format"],
+            drop_punct=given["drop_punct"],
+            special_tokens=given["special_tokens"],
+            overwrite=bool(getattr(args, "overwrite", False)),
+        )
+    except PretrainedRunConflict as exc:
+        raise CLIError(_conflict_text(exc, args)) from None
+
+
+def _conflict_text(exc, args: argparse.Namespace) -> str:
+    """What to do about a run whose settings differ from the flags."""
+    if "kind" in exc.differs:
+        flags = ", ".join(f for k, f in SOURCE_FLAGS.items() if _given(args, k))
+        return (
+            f"{exc.path} is a trained run; {flags} make a pretrained run: choose another run "
+            "directory for them, or drop them to work on the trained run"
+        )
+    rows = "; ".join(
+        f"{SOURCE_FLAGS[k]}: {a!r} in the run, {b!r} given" for k, (a, b) in exc.differs.items()
+    )
+    text = f"{exc.path} holds a run with other settings ({rows})"
+    if exc.outputs:
+        text += f" and results computed with them ({', '.join(exc.outputs)})"
+    fixes = []
+    if set(exc.differs) == {"drop_punct"}:
+        fixes.append(
+            "--drop-punct fixes how a run reads its corpus, for every stage; tree-score drops "
+            "punctuation by default (--keep-punct keeps it), whatever the run's corpus"
+        )
+    if exc.outputs == ["activations"] and not getattr(args, "overwrite", False):
+        fixes.append("pass --overwrite (with --model and --treebank) to replace its activations")
+    elif not _given(args, "model") or not _given(args, "treebank"):
+        fixes.append("drop these flags to use the run's settings")
+    fixes.append("choose another run directory for these settings")
+    return f"{text}; " + "; or ".join(fixes)
+
+
+def _given(args: argparse.Namespace, key: str) -> bool:
+    value = getattr(args, key, None)
+    return value is not None and value is not False
 
 
 def _capture(args: argparse.Namespace, run, patterns: list[str], steps, **kwargs):
@@ -116,9 +180,16 @@ def capture_data(args: argparse.Namespace, run) -> dict:
 
 
 def add_source_flags(p: argparse.ArgumentParser) -> None:
-    """``--model PATH --treebank FILE [--format F] [--drop-punct]``: analyse a pretrained
-    model on a corpus (the run directory is made a pretrained run; see :func:`prepare_run`)."""
-    g = p.add_argument_group("pretrained model (instead of a trained run)")
+    """``--model PATH --treebank FILE [--format F] [--drop-punct] [--special-tokens P]``:
+    analyse a pretrained model on a corpus (the run directory is made a pretrained run; see
+    :func:`prepare_run`). They fix the run's settings: on an existing run they must agree
+    with it."""
+    from hierlens.models.special_tokens import SPECIAL_TOKEN_POLICIES, SpecialTokens
+
+    g = p.add_argument_group(
+        "pretrained model (makes a new run; on an existing run each given flag must agree "
+        "with the run's settings)"
+    )
     g.add_argument("--model", type=Path, default=None, help="a local Hugging Face model folder")
     g.add_argument(
         "--treebank", type=Path, default=None, help="sentences: PTB brackets, CoNLL-U or text"
@@ -126,7 +197,19 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--format", choices=("ptb", "conllu", "text"), default=None, help="(default: suffix)"
     )
-    g.add_argument("--drop-punct", action="store_true", help="drop punctuation words")
+    g.add_argument(
+        "--drop-punct",
+        action="store_true",
+        help="read the corpus without its punctuation words, for every stage of the run",
+    )
+    g.add_argument(
+        "--special-tokens",
+        choices=SPECIAL_TOKEN_POLICIES,
+        default=None,
+        help="special tokens around each sentence: bos (the tokenizer's frame, its BOS token "
+        "first, e.g. GPT-2's <|endoftext|>), template (the tokenizer's frame only) or none; "
+        f"stored in the run (default: {SpecialTokens().policy})",
+    )
 
 
 #: the capture flags of every command that captures (the ``CaptureStage`` fields)
@@ -153,7 +236,10 @@ def add_capture_data_flags(p: argparse.ArgumentParser, fields: tuple = CAPTURE_F
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from .common import check_seed_applies
+
     run = prepare_run(args)
+    check_seed_applies(args, run)
     if args.all_checkpoints:
         steps = None
         newest_step(run.path)  # a clear error for a run without checkpoints

@@ -88,24 +88,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_causal_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "patch",
-        parents=shared_flags("run_dir", "step", "device", "progress"),
-        help="activation and attribution patching of a run's model for the task's variables",
-    )
-    _common(p)
+    from hierlens.analysis.causal.alignment import DASConfig
     from hierlens.analysis.causal.sweep import PatchConfig
 
-    add_config_flags(p.add_argument_group("patching"), PatchConfig)
-    p.set_defaults(func=cmd_patch)
-
-    p = sub.add_parser(
-        "das",
-        parents=shared_flags("run_dir", "step", "device", "progress"),
-        help="distributed alignment search per hook, with controls and probe accuracy",
-    )
-    _common(p)
-    from hierlens.analysis.causal.alignment import DASConfig
-
-    add_config_flags(p.add_argument_group("search"), DASConfig)
-    p.set_defaults(func=cmd_das)
+    commands = (
+        ("patch", "activation and attribution patching of a run's model for the task's "
+         "variables", "patching", PatchConfig, cmd_patch),
+        ("das", "distributed alignment search per hook, with controls and probe accuracy",
+         "search", DASConfig, cmd_das),
+    )  # fmt: skip
+    for name, help_text, group, config_class, func in commands:
+        p = sub.add_parser(
+            name, parents=shared_flags("run_dir", "step", "device", "progress"), help=help_text
+        )
+        _common(p)
+        add_config_flags(p.add_argument_group(group), config_class)
+        p.set_defaults(func=func)

@@ -99,6 +99,16 @@ def newest_step(run_dir: str | os.PathLike) -> int:
     return steps[-1]
 
 
+def check_seed_applies(args: argparse.Namespace, run) -> None:
+    """A :class:`CLIError` when ``--seed`` was given only to draw sentences, and none are
+    drawn: a pretrained run without ``--n`` uses every sentence of its split."""
+    if getattr(args, "seed", None) is not None and run.is_pretrained and args.n is None:
+        raise CLIError(
+            "--seed draws --n sentences; without --n every sentence of the corpus split is "
+            "used, so --seed would change nothing: give --n, or drop --seed"
+        )
+
+
 # ----- dataclass configs as command-line flags ---------------------------------------------------
 _PREFIX_KEY = "_config_flags_"  # namespace entry: (prefix, flagged fields) of a config class
 

@@ -7,7 +7,15 @@ import json
 import logging
 
 from .capture import CAPTURE_FIELDS, add_capture_data_flags, add_source_flags, capture_one_step
-from .common import add_config_flags, config_from_flags, given, ints, shared_flags
+from .common import (
+    CLIError,
+    add_config_flags,
+    config_from_flags,
+    flag_values,
+    given,
+    ints,
+    shared_flags,
+)
 
 log = logging.getLogger("hierlens")
 
@@ -45,9 +53,12 @@ def _probe(args: argparse.Namespace) -> int:
         out_path=out,
         progress=not args.no_progress,
     )
+    from ..report.sections import feature_name
+
+    names = Run(args.run_dir).label_names()  # pos=NN rather than pos=20
     best: dict[tuple[str, str], dict] = {}
     for r in records:
-        key = (r["feature"], r["hook"])
+        key = (feature_name(r, names), r["hook"])
         if key not in best or r["f1"] > best[key]["f1"]:
             best[key] = r
     for (feature, hook), r in sorted(best.items()):
@@ -67,6 +78,10 @@ def cmd_structural_probe(args: argparse.Namespace) -> int:
 
     run = prepare_run(args)
     stage = config_from_flags(args, StructuralStage)
+    if not stage.controls and "control_seed" in flag_values(args, StructuralStage):
+        raise CLIError(
+            "--control-seed seeds the random-weights control, which --controls false skips"
+        )
     records = run_structural_probes(
         run.path,
         layers=None if args.layers == "all" else ints(args.layers),
@@ -75,6 +90,7 @@ def cmd_structural_probe(args: argparse.Namespace) -> int:
         device=args.device,
         rank=stage.rank,
         max_epochs=stage.max_epochs,
+        control_seed=stage.control_seed,
         **given(args, "seed"),
     )
     for r in records:

@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hierlens.models.store import hook_dir_name
 from hierlens.sae import SAE, SAEGridConfig, SAETrainConfig, sae_class
@@ -21,6 +23,11 @@ from .common import (
     shared_flags,
     union_values,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from hierlens.models.run import Run
 
 log = logging.getLogger("hierlens")
 
@@ -75,11 +82,45 @@ def _fields(config_class: type) -> set[str]:
 
 
 def _fit_sae(args: argparse.Namespace) -> int:
-    from hierlens.core.confined_delete import remove_tree
+    """``fit-sae`` under the run's lock: capture the hook's activations at the step, fit the
+    grid (by MDL with ``--mdl``), print its table rows as JSON lines and merge them into the
+    run's SAE table."""
     from hierlens.models.run import Run
-    from hierlens.models.run_clean import remove_owned
-    from hierlens.sae import fit_mdl_sae, grid_table, train_sae_grid
 
+    config, grid, hook, fields = _fit_settings(args)
+    store, hooks = capture_one_step(args, [hook])
+    hook = hooks[0]
+    acts = store[hook]
+    run = Run(args.run_dir)
+    out_dir = run.saes_dir
+    step = args.step if args.step is not None else run.steps[-1]
+    ckpt = _checkpoint_dir(args, run, hook, step, grid, fields, config)
+    if args.mdl:
+        rows, best, bits = _fit_by_mdl(args, run, acts, hook, grid, fields, config, ckpt)
+    else:
+        fitted = _fit_whole_grid(args, run, acts, hook, grid, fields, config, ckpt)
+        if fitted is None:  # not the first process under torchrun
+            return 0
+        rows, best, bits = fitted
+    if ckpt is not None:  # the SAEs are saved: their training checkpoints are done with
+        _remove_checkpoints(run, ckpt)
+    for row in rows:
+        print(json.dumps(row, default=str))
+    _merge_table(run, rows, hook)
+    log.info(
+        "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
+        best,
+        bits,
+        out_dir,
+    )
+    return 0
+
+
+def _fit_settings(
+    args: argparse.Namespace,
+) -> tuple[SAETrainConfig, SAEGridConfig, str, dict]:
+    """The training config, the grid (architectures by their registry names), the hook and
+    the architecture fields given by the flags, checked before any capture or training."""
     seed = args.seed if args.seed is not None else SAETrainConfig().seed
     config = config_from_flags(args, SAETrainConfig, device=args.device, seed=seed)
     if config.steps is None and config.tokens is None:
@@ -92,77 +133,109 @@ def _fit_sae(args: argparse.Namespace) -> int:
         raise CLIError("--mdl needs a distortion bound: --max-fvu")
     if args.mdl and len(grid.architectures) != 1:
         raise CLIError("--mdl chooses within one architecture: give one --architectures")
-    store, hooks = capture_one_step(args, [hook])
-    hook = hooks[0]
-    acts = store[hook]
-    run = Run(args.run_dir)
-    out_dir = run.saes_dir
-    progress = not args.no_progress
-    step = args.step if args.step is not None else run.steps[-1]
-    # --checkpoint-every: the grid checkpoints into the run and a rerun resumes it mid-run
-    ckpt = None
-    if config.checkpoint_every is not None:
-        ckpt = run.sae_training_dir(_training_key(args, hook, step, grid, fields, config))
-        log.info(
-            "checkpointing the SAE grid's training every %d steps in %s",
-            config.checkpoint_every,
-            ckpt,
-        )
-    if args.mdl:
-        k_sparse = SAE.registry[grid.architectures[0]].grid_knob == "k"
-        fit = fit_mdl_sae(
-            acts,
-            grid.widths,
-            grid.ks if k_sparse else None,
-            sparsity_coefficients=None if k_sparse else grid.coefficients,
-            architecture=grid.architectures[0],
-            max_fvu=args.max_fvu,
-            config=config,
-            sae_kwargs={"hook_name": hook, **fields},
-            out_dir=out_dir,
-            progress=progress,
-            log_dir=run.trackers("saes").root,
-            checkpoint_dir=ckpt,
-        )
-        rows = fit.selection.table
-        best = fit.selection.best_name
-        bits = fit.selection.best_length.bits
-    else:
-        from hierlens.core import distributed as D
+    return config, grid, hook, fields
 
-        distribute = args.distribute if D.init_from_env(config.device) else None
-        fit = train_sae_grid(
-            grid,
-            acts,
-            config,
-            save_dir=run.sae_dir,
-            table=lambda saes: grid_table(saes, acts),
-            distribute=distribute,
-            progress=progress,
-            log_dir=run.trackers("saes").root,
-            checkpoint_dir=ckpt,
-            hook_name=hook,
-            seed=config.seed,
-            **fields,
-        )
-        if fit.table is None:  # not the first process under torchrun
-            return 0
-        rows = fit.table
-        best_row = min(rows, key=lambda r: r["description_length_bits"])
-        best, bits = best_row["name"], best_row["description_length_bits"]
-    if ckpt is not None:  # the SAEs are saved: their training checkpoints are done with
-        remove_owned(run.path, [ckpt], "the SAE trainer")
-        remove_tree(ckpt.parent, lambda parts: False)  # saes/training/ once it is empty
-    for row in rows:
-        print(json.dumps(row, default=str))
-    _merge_table(run, rows, hook)
+
+def _checkpoint_dir(
+    args: argparse.Namespace,
+    run: Run,
+    hook: str,
+    step: int,
+    grid: SAEGridConfig,
+    fields: dict,
+    config: SAETrainConfig,
+) -> Path | None:
+    """With ``--checkpoint-every``, the run's folder the grid checkpoints its training into
+    (a rerun resumes it mid-run); else None."""
+    if config.checkpoint_every is None:
+        return None
+    ckpt = run.sae_training_dir(_training_key(args, hook, step, grid, fields, config))
     log.info(
-        "lowest description length: %s (%.2f bits/token); SAEs saved under %s",
-        best,
-        bits,
-        out_dir,
+        "checkpointing the SAE grid's training every %d steps in %s",
+        config.checkpoint_every,
+        ckpt,
     )
-    return 0
+    return ckpt
+
+
+def _fit_by_mdl(
+    args: argparse.Namespace,
+    run: Run,
+    acts: torch.Tensor,
+    hook: str,
+    grid: SAEGridConfig,
+    fields: dict,
+    config: SAETrainConfig,
+    ckpt: Path | None,
+) -> tuple[list[dict], str, float]:
+    """``--mdl``: fit the grid of the one architecture and choose by description length
+    under ``--max-fvu``; returns the table rows, the chosen SAE's name and its bits/token."""
+    from hierlens.sae import fit_mdl_sae
+
+    k_sparse = SAE.registry[grid.architectures[0]].grid_knob == "k"
+    fit = fit_mdl_sae(
+        acts,
+        grid.widths,
+        grid.ks if k_sparse else None,
+        sparsity_coefficients=None if k_sparse else grid.coefficients,
+        architecture=grid.architectures[0],
+        max_fvu=args.max_fvu,
+        config=config,
+        sae_kwargs={"hook_name": hook, **fields},
+        out_dir=run.saes_dir,
+        progress=not args.no_progress,
+        log_dir=run.trackers("saes").root,
+        checkpoint_dir=ckpt,
+    )
+    return fit.selection.table, fit.selection.best_name, fit.selection.best_length.bits
+
+
+def _fit_whole_grid(
+    args: argparse.Namespace,
+    run: Run,
+    acts: torch.Tensor,
+    hook: str,
+    grid: SAEGridConfig,
+    fields: dict,
+    config: SAETrainConfig,
+    ckpt: Path | None,
+) -> tuple[list[dict], str, float] | None:
+    """Without ``--mdl``: train and tabulate the whole grid (under torchrun as ``--distribute``
+    says); returns the table rows and the name and bits/token of the SAE with the lowest
+    description length, or None in a process other than the first under torchrun."""
+    from hierlens.core import distributed as D
+    from hierlens.sae import grid_table, train_sae_grid
+
+    distribute = args.distribute if D.init_from_env(config.device) else None
+    fit = train_sae_grid(
+        grid,
+        acts,
+        config,
+        save_dir=run.sae_dir,
+        table=lambda saes: grid_table(saes, acts),
+        distribute=distribute,
+        progress=not args.no_progress,
+        log_dir=run.trackers("saes").root,
+        checkpoint_dir=ckpt,
+        hook_name=hook,
+        seed=config.seed,
+        **fields,
+    )
+    if fit.table is None:
+        return None
+    rows = fit.table
+    best_row = min(rows, key=lambda r: r["description_length_bits"])
+    return rows, best_row["name"], best_row["description_length_bits"]
+
+
+def _remove_checkpoints(run: Run, ckpt: Path) -> None:
+    """Remove the grid's training checkpoints once its SAEs are saved, and ``saes/training/``
+    once it is empty."""
+    from hierlens.core.confined_delete import remove_tree
+    from hierlens.models.run_clean import remove_owned
+
+    remove_owned(run.path, [ckpt], "the SAE trainer")
+    remove_tree(ckpt.parent, lambda parts: False)
 
 
 def _merge_table(run, rows: list[dict], hook: str) -> None:

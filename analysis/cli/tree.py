@@ -10,7 +10,9 @@ from pathlib import Path
 from .backend import add_backend_flags, backend_kwargs
 from .capture import add_source_flags
 from .common import (
+    CLIError,
     add_config_flags,
+    check_seed_applies,
     config_from_flags,
     flag_values,
     given,
@@ -25,6 +27,18 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
     from .capture import prepare_run
 
     run = prepare_run(args)
+    if args.keep_punct and not run.is_pretrained:
+        raise CLIError(
+            f"{run.path} is a trained run: its task's sequences mark no punctuation; "
+            "--keep-punct applies to a corpus (a pretrained run)"
+        )
+    if args.keep_punct and run.corpus.drop_punct:
+        raise CLIError(
+            f"{run.path} reads its corpus without punctuation (it was made with "
+            "--drop-punct), so --keep-punct cannot apply; make a run without --drop-punct "
+            "to score sentences with their punctuation"
+        )
+    check_seed_applies(args, run)
     layers = None if args.layers == "all" else ints(args.layers or str(args.layer))
     records = tree_scores_by_layer(
         run,
@@ -35,6 +49,7 @@ def cmd_tree_score(args: argparse.Namespace) -> int:
         **given(args, "seed"),
         method=args.method,
         mask_from_layer=args.mask_from_layer,
+        drop_punct=not args.keep_punct,
         device=args.device,
         progress=not args.no_progress,
     )
@@ -105,19 +120,37 @@ def add_tree_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tree-score",
         help="tree score and parse F1 of a run's tree projections",
+        description="Tree projections [Murty2023a] of each layer scored against the gold "
+        "trees, beside right-/left-branching and random trees. Layers are numbered 0 = "
+        "embeddings, layer l = the output of block l-1 (as structural probes and the report "
+        "number them); punctuation is dropped unless --keep-punct.",
         parents=shared_flags("run_dir", "step", "device", "seed", "n", "progress"),
     )
     p.add_argument(
-        "--layer", type=int, default=-1, help="block whose output is compared (default last)"
+        "--layer",
+        type=int,
+        default=-1,
+        help="layer scored: 1..n_blocks, the output of block layer-1 (default -1: the last)",
     )
     p.add_argument(
-        "--layers", default=None, help="several blocks, e.g. 0,2,4, or 'all' (one record each)"
+        "--layers",
+        default=None,
+        help="several layers, e.g. 1,3,6, or 'all' (1..n_blocks; one record each)",
     )
     p.add_argument(
-        "--mask-from-layer", type=int, default=0, help="first masked block (t-shaped variant)"
+        "--mask-from-layer",
+        type=int,
+        default=0,
+        help="first masked block, a block index (t-shaped variant; default 0: all blocks)",
     )
     p.add_argument("--method", default="greedy", choices=("greedy", "exact"))
     add_source_flags(p)
+    p.add_argument(
+        "--keep-punct",
+        action="store_true",
+        help="score a corpus's sentences with their punctuation (default: dropped, as the "
+        "tree-projection papers score them; keeping it warns)",
+    )
     p.add_argument(
         "--split", default=None, help="task split (default test_id) or corpus split (default all)"
     )

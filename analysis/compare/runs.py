@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from hierlens.core.atomic_io import json_safe
 from hierlens.models.capture import capture
 from hierlens.models.hooks import resolve_hook_names
 from hierlens.models.run import Run, open_run
@@ -44,13 +44,16 @@ def layer_hooks(model: torch.nn.Module) -> list[str]:
 
 
 def layer_label(hook: str) -> str:
-    """A short label of a hook for charts: ``embed`` for ``blocks.0.hook_resid_pre``,
-    ``L{i}`` for ``blocks.{i}.hook_resid_post``, the hook name otherwise."""
+    """A short label of a hook for charts, in hierlens' one layer numbering
+    (:mod:`~hierlens.analysis.layer_numbering`, 0 = embeddings): ``L0 embed`` for
+    ``blocks.0.hook_resid_pre``, ``L{i+1}`` for ``blocks.{i}.hook_resid_post`` (the output
+    of block ``i``), the hook name otherwise."""
     if hook == "blocks.0.hook_resid_pre":
-        return "embed"
+        return "L0 embed"
     parts = hook.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
-        return f"L{parts[1]}"
+    block_output = len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post"
+    if block_output and parts[1].isdigit():
+        return f"L{int(parts[1]) + 1}"
     return hook
 
 
@@ -94,18 +97,6 @@ def rank_collapse_by_layer(
         count += res.shape[0]
     assert total is not None
     return [float(v) for v in total / count]
-
-
-def finite_or_none(obj: Any) -> Any:
-    """``obj`` with every non-finite float (nan, inf) replaced by ``None``, recursively
-    through dicts, lists and tuples, so that it is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
 
 
 def compare_runs(
@@ -211,4 +202,4 @@ def compare_runs(
                 }
             )
         result["matching"] = rows
-    return finite_or_none(result)
+    return json_safe(result)

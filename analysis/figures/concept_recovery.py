@@ -21,6 +21,8 @@ from hierlens.sae import (
     train_saes,
 )
 
+from .sae_schedule import sae_schedule
+
 L1_SWEEP = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
@@ -58,17 +60,8 @@ def concept_recovery(
         "ReLU": [ReluSAE(d, d_sae, l1_coefficient=c, seed=seed, device=dev) for c in L1_SWEEP],
     }
     everything = [s for group in methods.values() for s in group]
-    train_saes(
-        everything,
-        train_set.x,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=steps // 20,
-        seed=seed,
-        progress=progress,
-        log_every=max(1, steps // 10),
-    )
+    config = sae_schedule(steps, batch_size, lr, seed, records=10)
+    train_saes(everything, train_set.x, config=config, progress=progress)
     evals = {id(s): evaluate_sae(s, held_out.x) for s in everything}
     target_l0 = evals[id(methods["TopK"][0])]["l0"]
     relu = min(methods["ReLU"], key=lambda s: abs(evals[id(s)]["l0"] - target_l0))

@@ -49,6 +49,8 @@ from hierlens.sae import (
     train_saes,
 )
 
+from .sae_schedule import sae_schedule
+
 METHODS = ("MP-SAE (adaptive)", "MP-SAE (k=2)", "TopK (k=2)", "BatchTopK", "Matryoshka", "ReLU")
 METRICS = (
     "child_hungarian",
@@ -198,18 +200,8 @@ def mpsae_correlation(
             for s in seeds
         }
         everything = [sae for b in per_seed.values() for g in b.values() for sae in g]
-        train_saes(
-            everything,
-            train_set.x,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            warmup_steps=steps // 20,
-            seed=data_seed,
-            progress=False,
-            log_every=max(1, steps // 5),
-            device=str(dev),
-        )
+        config = sae_schedule(steps, batch_size, lr, data_seed, dev)
+        train_saes(everything, train_set.x, config=config, progress=False)
         for seed, saes in per_seed.items():
             relu_l0 = [evaluate_sae(s, held_out.x.to(dev))["l0"] for s in saes["ReLU"]]
             best = int(np.argmin([abs(v - toy.expected_l0) for v in relu_l0]))

@@ -40,26 +40,15 @@ from hierlens.models.train import train
 from hierlens.models.transformer import ModelConfig, build_transformer
 from hierlens.sae import (
     FrontierSpec,
-    SAETrainConfig,
     frontier_records,
     spliced_ce,
     train_frontier,
 )
 
+from .sae_schedule import sae_schedule
+
 #: the metrics drawn against L0 (``ce_loss_recovered`` where a model exists)
 METRICS = ("fvu", "ce_loss_recovered", "mcc", "mean_f1", "absorption")
-
-
-def _train_config(steps: int, batch_size: int, lr: float, seed: int, device) -> SAETrainConfig:
-    return SAETrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=steps // 20,
-        log_every=max(1, steps // 5),
-        seed=seed,
-        device=str(device),
-    )
 
 
 def toy_frontier(
@@ -79,7 +68,7 @@ def toy_frontier(
     dev = resolve_device(device)
     toy = MPSAEToy(within_cosine=within_cosine, seed=seed)
     train_set, held = toy.sample(n_train, seed=seed), toy.sample(n_eval, seed=seed + 10_000)
-    cfg = _train_config(steps, batch_size, lr, seed, dev)
+    cfg = sae_schedule(steps, batch_size, lr, seed, dev)
     saes, _ = train_frontier(spec, train_set.x, toy.dim, config=cfg)
     return frontier_records(saes, held.x.to(dev), toy.ground_truth(held), seed=seed)
 
@@ -139,7 +128,7 @@ def filtering_frontier(
             attention_mask=batch.attention_mask,
         )  # fmt: skip
 
-    sae_cfg = _train_config(steps, batch_size, lr, seed, dev)
+    sae_cfg = sae_schedule(steps, batch_size, lr, seed, dev)
     saes, _ = train_frontier(spec, acts["train"], mc.d_model, config=sae_cfg, hook_name=hook)
     records = frontier_records(saes, acts["eval"].to(dev), truth, spliced=spliced, seed=seed)
     return {

@@ -92,7 +92,7 @@ def plot_sae_geometry_spectrum(data: dict[str, Any]) -> Figure:
     slopes = [np.nan if s is None else s for s in data["slopes"]]
     right.plot(range(len(labels)), slopes, marker="o")
     right.set_xticks(range(len(labels)), labels)
-    right.set_xlabel("layer")
+    right.set_xlabel("layer (L0 = embeddings)")
     right.set_ylabel("power-law slope of the spectrum")
     right.set_title("spectrum slope per layer")
     right.grid(alpha=0.3)

@@ -9,6 +9,9 @@ already exist and are valid, so an interrupted pipeline resumes where it stopped
 - SAEs that are already saved (``saes/<name>/``) are not retrained; ``saes/table.jsonl`` is
   recomputed from the saved SAEs;
 - the probe sweep is skipped when ``probes/results.jsonl`` exists;
+- the settings that made the SAEs and the probes are stored (``pipeline_stages.json``), and
+  a rerun whose ``[sae]`` or ``[probes]`` table differs from them is refused (those results
+  would be reused, not recomputed with the new settings);
 - tracking (``tracking.jsonl``) skips checkpoints already evaluated;
 - the report is rewritten at the end.
 

@@ -224,6 +224,8 @@ class StructuralStage(Config):
         max_epochs: training epochs at most (early stopping on the dev split).
         pool: a word's vector from its sub-word tokens: mean or first.
         controls: also probe the random-weights control.
+        control_seed: seed of the control's initialisation; a control whose weights equal
+            the model's (a model that is itself that seed's initialisation) is refused.
     """
 
     FIELD_CHOICES = {"pool": ("mean", "first")}
@@ -233,6 +235,7 @@ class StructuralStage(Config):
     max_epochs: int = 40
     pool: str = "mean"
     controls: bool = True
+    control_seed: int = 0
 
     def __post_init__(self) -> None:
         from ..structural import POOLS
@@ -408,11 +411,16 @@ class PipelineConfig(Config):
         if seeds and "seed" in self.model:
             raise ValueError("[model] seed comes from seeds; remove one of them")
         if self.is_pretrained:
-            extra = [k for k in self.model if k != "pretrained"]
+            extra = [k for k in self.model if k not in ("pretrained", "special_tokens")]
             if extra:
-                raise ValueError(f"[model] a pretrained model takes only 'pretrained', not {extra}")
+                raise ValueError(
+                    "[model] a pretrained model takes only 'pretrained' and 'special_tokens', "
+                    f"not {extra}"
+                )
             try:
-                pretrained_run_config(self.model["pretrained"], self.corpus())
+                pretrained_run_config(
+                    self.model["pretrained"], self.corpus(), self.model.get("special_tokens")
+                )
             except (ValueError, TypeError, OSError) as exc:
                 raise ValueError(f"[model]/[data] {exc}") from exc
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -12,8 +11,7 @@ from typing import Any
 
 from hierlens.models import get_task
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import Run, open_or_create_run, open_run
-from hierlens.models.run_load import pretrained_run_config
+from hierlens.models.run import Run, open_run
 from hierlens.models.train import TrainingDiverged, train
 from hierlens.models.train_many import train_many
 from hierlens.models.transformer import ModelConfig, build_transformer
@@ -27,10 +25,21 @@ log = logging.getLogger(__name__)
 def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
     """The pipeline on a pretrained model: capture -> SAEs -> probes -> tree projections per
     layer -> structural probes -> report."""
+    from hierlens.models.pretrained_run import PretrainedRunConflict, open_pretrained_run
 
     run_dir = Path(cfg.out_dir) / cfg.name
-    config = json.loads(json.dumps(pretrained_run_config(cfg.model["pretrained"], cfg.corpus())))
-    run = open_or_create_run(run_dir, config)
+    data = dict(cfg.data)
+    try:
+        run = open_pretrained_run(
+            run_dir,
+            cfg.model["pretrained"],
+            data["treebank"],
+            format=data.get("format"),
+            drop_punct=data.get("drop_punct"),
+            special_tokens=cfg.model.get("special_tokens"),
+        )
+    except PretrainedRunConflict as exc:
+        raise ValueError(f"{exc}; or another name or out_dir in the pipeline config") from None
     device = cfg.train.device
     _check_hooks(cfg, run.load_model(device=device))
     log.info("stage 1/6: capture %s", list(cfg.capture.hooks))
@@ -60,7 +69,7 @@ def _run_pretrained(cfg: PipelineConfig, progress: bool) -> Path:
         s = cfg.structural
         run_structural_probes(
             run_dir, pool=s.pool, controls=s.controls, device=device, rank=s.rank,
-            max_epochs=s.max_epochs,
+            max_epochs=s.max_epochs, control_seed=s.control_seed,
         )  # fmt: skip
     if cfg.report:
         from ..report.write import write_report

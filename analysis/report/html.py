@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hierlens.core.atomic_io import json_safe
+
 Span = tuple[int, int]
 
 
@@ -59,21 +61,29 @@ def key_values(items: Mapping[str, Any]) -> str:
     return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>'
 
 
+_SETTING_NAMES = {
+    "layer_numbering": "layers",
+    "punct": "punctuation",
+    "special_tokens": "special tokens",
+    "mask_from_block": "first masked block",
+    "pool": "word vector",
+    "control_seed": "control seed",
+}
+
+
+def settings_note(settings: Mapping[str, Any] | None) -> str:
+    """The settings a result was computed with (a record's ``settings``), as one note."""
+    if not settings:
+        return ""
+    shown = [(_SETTING_NAMES.get(k, k), v) for k, v in settings.items() if v is not None]
+    items = "; ".join(f"{esc(k)}: {esc(v)}" for k, v in shown)
+    return f'<p class="note">Settings: {items}.</p>'
+
+
 def _script_json(obj: object) -> str:
     """JSON safe to place inside a ``<script>`` element."""
     text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _clean(obj: Any) -> Any:
-    """Plotly JSON with non-finite floats as null (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 class Charts:
@@ -104,7 +114,7 @@ class Charts:
         )
         if len(figure.data) > 1:  # room for the legend below the x axis title
             figure.update_layout(height=height + 40, margin_b=110)
-        spec = _clean(json.loads(pio.to_json(figure, validate=True)))
+        spec = json_safe(json.loads(pio.to_json(figure, validate=True)))
         config = {"displaylogo": False, "showLink": False}
         payload = _script_json(
             {"data": spec.get("data", []), "layout": spec.get("layout", {}), "config": config}

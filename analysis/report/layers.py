@@ -13,21 +13,35 @@ Omitted when neither file exists.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from .html import esc, fmt, table
+from ..layer_numbering import LAYER_NUMBERING
+from ..tree_scores import read_tree_scores
+from .html import esc, fmt, settings_note, table
 from .sections import ReportContext, _go
 
 _BASELINES = (("parse_f1_right", "right-branching"), ("parse_f1_left", "left-branching"))
 _BASELINES += (("parse_f1_random", "random trees"),)
+_LAYER_AXIS = f"layer ({LAYER_NUMBERING})"
+
+
+def _standard(settings: dict[str, Any]) -> bool:
+    return settings.get("punct") != "kept" and settings.get("mask_from_block") in (0, None)
 
 
 def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     go = _go()
     step = max(r["step"] for r in records)
+    # the newest checkpoint's records of one setting, one per layer: the newest record's
+    # among those scored as the literature scores them (punctuation dropped, every block
+    # masked), else the newest record's
+    at_step = [r for r in records if r["step"] == step]
+    standard = [r for r in at_step if _standard(r["settings"])]
+    settings = (standard or at_step)[-1]["settings"]
     latest = {}
-    for r in records:  # the newest checkpoint's records, one per layer (last one wins)
-        if r["step"] == step:
+    for r in records:
+        if r["step"] == step and r["settings"] == settings:
             latest[r["layer"]] = r
     rows = [latest[k] for k in sorted(latest)]
     layers = [r["layer"] for r in rows]
@@ -45,20 +59,35 @@ def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
             go.Scatter(x=layers, y=[r[key] for r in rows], name=label, line=dict(dash="dot"))
         )
     fig.update_layout(
-        title="Parse F1 of tree projections per layer", xaxis_title="layer", yaxis_title="F1"
+        title="Parse F1 of tree projections per layer",
+        xaxis_title=_LAYER_AXIS,
+        yaxis_title="F1",
     )
     cols = ["layer", "parse_f1", "parse_f1 95% CI", "parse_f1_right", "parse_f1_left"]
     cols += ["parse_f1_random", "tree_score", "n", "split", "method"]
     shown = [{**r, "parse_f1 95% CI": _ci(r.get("parse_f1_ci"))} for r in rows]
     shown = [{k: v for k, v in r.items() if v is not None} for r in shown]
     note = (
-        f'<p class="note">Checkpoint step {fmt(step)}; {fmt(rows[0]["n"])} sentences. The '
+        f'<p class="note">Checkpoint step {fmt(step)}; {fmt(rows[0]["n"])} sentences. Layer '
+        "l is the output of block l-1 (layer 0, the embeddings, has no tree projection). The "
         "baselines are the same sentences parsed as right- or left-branching or random binary "
         "trees. Gold trees: the constituency trees of the sentences. The interval is a 95% "
         "percentile bootstrap over the sentences.</p>"
     )
+    other = len({json.dumps(r["settings"], sort_keys=True) for r in records}) - 1
+    if other:
+        note += (
+            f'<p class="note">tree_scores.jsonl also holds records of {other} other '
+            "setting(s), not shown.</p>"
+        )
     note += _warnings(rows)
-    return "<h3>Tree projections per layer</h3>" + note + ctx.charts.add(fig) + table(cols, shown)
+    return (
+        "<h3>Tree projections per layer</h3>"
+        + note
+        + settings_note(settings)
+        + ctx.charts.add(fig)
+        + table(cols, shown)
+    )
 
 
 def _ci(pair: Any) -> str | None:
@@ -131,7 +160,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     )
     if baseline is not None:
         fig.add_hline(y=baseline["uuas"], line_dash="dot", annotation_text="linear chain UUAS")
-    fig.update_layout(title="Structural probes per layer", xaxis_title="layer (0 = embeddings)")
+    fig.update_layout(title="Structural probes per layer", xaxis_title=_LAYER_AXIS)
     cols = ["layer", "UUAS", "UUAS 95% CI", "UUAS (random weights)", "Spearman"]
     cols += ["Spearman 95% CI", "Spearman (random weights)"]
     cols += ["root accuracy", "root accuracy (random weights)"]
@@ -150,6 +179,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
         else '<p class="note">Gold trees: not recorded (written before hierlens recorded '
         "them; earlier versions scored PTB input against constituency distances).</p>"
     )
+    note += settings_note(split.get("settings"))
     if baseline is not None:
         ci = _ci(baseline.get("uuas_ci"))
         note += (
@@ -164,10 +194,9 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
 def layers_section(ctx: ReportContext) -> str | None:
     """Per-layer tree projections and structural probes (omitted without either)."""
     parts = []
-    if ctx.run.has(ctx.run.tree_scores_path):
-        records = ctx.run.read_records(ctx.run.tree_scores_path)
-        if records:
-            parts.append(_tree_part(ctx, records))
+    records = read_tree_scores(ctx.run)
+    if records:
+        parts.append(_tree_part(ctx, records))
     if ctx.run.has(ctx.run.structural_probe_path):
         records = ctx.run.read_records(ctx.run.structural_probe_path)
         if any(r.get("model") == "trained" for r in records):

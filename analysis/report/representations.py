@@ -74,7 +74,7 @@ def _cka_parts(ctx: ReportContext, records: list[dict[str, Any]]) -> list[str]:
     fig.update_layout(
         title=f"Linear CKA of each layer to the final checkpoint (step {fmt(ref)})",
         xaxis_title="checkpoint step",
-        yaxis_title="layer",
+        yaxis_title="layer (0 = embeddings)",
     )
     parts = [f"<div>{ctx.charts.add(fig)}</div>"]
     with_matrix = [r for r in rows if isinstance(r.get("cka_to_final_matrix"), list)]
@@ -131,7 +131,7 @@ def _rank_parts(ctx: ReportContext, records: list[dict[str, Any]]) -> list[str]:
         )
     fig.update_layout(
         title="Rank collapse: residual from token-uniform rank 1 per layer",
-        xaxis_title="layer",
+        xaxis_title="layer (0 = embeddings)",
         yaxis_title="relative residual ‖X − 1xᵀ‖/‖X‖",
         yaxis_rangemode="tozero",
     )

@@ -19,7 +19,7 @@ from hierlens.models.tasks.base import Task
 
 from ..grokking import grokking_summary, main_metric
 from ..trees.draw import bracketing, tree_svg
-from .html import Charts, esc, fmt, key_values, table
+from .html import Charts, esc, fmt, key_values, settings_note, table
 
 SPLIT_NAMES = {"test_id": "in-domain (test_id)", "test_ood": "out-of-domain (test_ood)"}
 
@@ -73,9 +73,10 @@ class ReportContext:
 
     def examples(self, n: int) -> list[Any]:
         """``n`` example sentences of two words or more (a task's ``test_id`` split or a
-        corpus's sentences), drawn with the report's seed."""
+        corpus's sentences without punctuation, as ``tree-score`` scores them by default),
+        drawn with the report's seed."""
         if self.run.is_pretrained:
-            pool = self.run.examples("all", None, self.seed)
+            pool = self.run.examples("all", None, self.seed, drop_punct=True)
             pool = [e for e in pool if len(e.word_positions) >= 2]
             return pool[:n]
         drawn = self.task.sample(4 * n, "test_id", self.seed)
@@ -100,14 +101,25 @@ def summary_section(ctx: ReportContext) -> str:
     run = ctx.run
     cfg = run.config
     if run.is_pretrained:
+        from hierlens.models.pretrained import load_tokenizer
+
+        from ..layer_numbering import LAYER_NUMBERING
+
         corpus = run.corpus
+        tokenizer = load_tokenizer(cfg["pretrained"]["path"])
+        names = run.label_names()
         facts = {
             "directory": str(run.path),
             "pretrained model": cfg["pretrained"]["path"],
             "corpus": corpus.path,
             "format": corpus.format,
             "sentences": len(corpus.read()),
-            "punctuation dropped": corpus.drop_punct,
+            "punctuation": "dropped from the corpus for every stage"
+            if corpus.drop_punct
+            else "kept in the corpus (tree scores drop it unless told to keep it)",
+            "special tokens": run.special_tokens.describe(tokenizer),
+            "layer numbering": LAYER_NUMBERING,
+            "label names": ", ".join(f"{k} ({len(v)})" for k, v in names.items()) or "not stored",
         }
         return "<h3>Run</h3>" + key_values(facts)
     task = cfg.get("task", {})
@@ -267,10 +279,11 @@ def span_section(ctx: ReportContext) -> str | None:
         return None
     scores = span_scores(model, examples, layer=-1, progress=ctx.progress)
     step = ctx.run.steps[-1]
+    punct = " Punctuation is dropped, as tree-score scores sentences." * ctx.run.is_pretrained
     parts = [
         f'<p class="note">Checkpoint step {fmt(step)}, last layer; cell (i, j) is the score of '
         "the span of words i..j (Murty et al., 2023). Red nodes of the projected tree are "
-        "constituents of the gold tree.</p>"
+        f"constituents of the gold tree.{punct}</p>"
     ]
     for k, (example, s) in enumerate(zip(examples, scores)):
         words = ctx.words(example)
@@ -318,10 +331,11 @@ def probe_section(ctx: ReportContext) -> str | None:
     if not records:
         return None
     go = _go()
+    names = ctx.run.label_names()
     # best selection method per (hook, feature, k)
     best: dict[tuple[str, str, int], float] = {}
     for r in records:
-        key = (str(r["hook"]), str(r.get("feature", r.get("label", "?"))), int(r["k"]))
+        key = (str(r["hook"]), feature_name(r, names), int(r["k"]))
         f1 = r["f1"] if r["f1"] is not None else float("nan")
         if key not in best or (math.isfinite(f1) and not f1 <= best[key]):
             best[key] = f1
@@ -356,13 +370,48 @@ def probe_section(ctx: ReportContext) -> str | None:
         )
         note = "" if len(by_feature) <= 12 else f" (12 best of {len(by_feature)} features)"
         per_hook.append(f'<div>{ctx.charts.add(fig)}<p class="note">{esc(note)}</p></div>')
+    note = _activation_settings(ctx)
     summary.update_layout(
         title="Mean F1 over features (best selection) vs k, per hook",
         showlegend=True,
         xaxis=dict(title="k (neurons)", type="log", tickvals=sorted({k for _, _, k in best})),
         yaxis=dict(title="test F1", range=[-0.02, 1.02]),
     )
-    return f'{ctx.charts.add(summary)}<div class="grid">{"".join(per_hook)}</div>'
+    return f'{note}{ctx.charts.add(summary)}<div class="grid">{"".join(per_hook)}</div>'
+
+
+def _activation_settings(ctx: ReportContext) -> str:
+    """The settings of the activations the probes were fitted on (a pretrained run's frame
+    of special tokens, and rows per word or per token from the newest store's manifest)."""
+    from hierlens.models.pretrained import load_tokenizer
+    from hierlens.models.store import read_manifest
+
+    settings: dict[str, Any] = {}
+    if ctx.run.is_pretrained:
+        tokenizer = load_tokenizer(ctx.run.config["pretrained"]["path"])
+        settings["special_tokens"] = ctx.run.special_tokens.describe(tokenizer)
+        settings["punct"] = "dropped" if ctx.run.corpus.drop_punct else "kept"
+    stores = ctx.run.activation_dirs()
+    if stores:
+        store = stores[max(stores)]
+        pool = None
+        if ctx.run.has(store / "manifest.json"):
+            with ctx.run.confined():
+                pool = (read_manifest(store).get("data") or {}).get("pool")
+        settings["rows"] = f"one per word ({pool} of its tokens)" if pool else "one per token"
+    return settings_note(settings)
+
+
+def feature_name(record: dict[str, Any], names: dict[str, list[str]]) -> str:
+    """A probe record's feature as the report and ``hierlens probe`` show it: ``pos=NN`` for the one-vs-rest problem of
+    class 20 of ``pos`` when the run stores the names of ``pos``'s ids, else as recorded."""
+    feature = str(record.get("feature", record.get("label", "?")))
+    label, positive = record.get("label"), record.get("positive")
+    vocab = names.get(label) if isinstance(label, str) else None
+    named = vocab and isinstance(positive, int) and 0 <= positive < len(vocab)
+    if named and feature == f"{label}={positive}":
+        return f"{label}={vocab[positive]}"
+    return feature
 
 
 def _hook_order(hook: str) -> tuple:

@@ -22,7 +22,25 @@ from hierlens.models.run import open_run
 from .html import CSS, Charts, esc, plotly_script
 from .sections import ReportContext
 
-__all__ = ["Section", "show"]
+__all__ = ["SECTION_INPUTS", "Section", "sections_with_data", "show"]
+
+#: what each report section is drawn from (shown when a run lacks it)
+SECTION_INPUTS = {
+    "summary": "config.json",
+    "training": "metrics.jsonl, written by training; a pretrained run has none",
+    "grokking": "tracking.jsonl, written by hierlens track on a trained run",
+    "trees": "a checkpoint and sentences with gold trees",
+    "layers": "tree_scores.jsonl (hierlens tree-score) or probes/structural.jsonl "
+    "(hierlens structural-probe)",
+    "saes": "saes/ (hierlens fit-sae)",
+    "frontier": "saes/frontier.json (hierlens.analysis.sae_frontier.fit_sae_frontier)",
+    "probes": "probes/results.jsonl (hierlens probe)",
+    "causal": "causal/patching.json or causal/das.jsonl (hierlens patch, hierlens das, the "
+    "pipeline's [causal] stage)",
+    "representations": "tracking.jsonl with representation metrics "
+    "(hierlens track --representations) or saes/",
+    "bp": "a trained run of a task with exact belief propagation",
+}
 
 _LOADED = "_hierlens_plotly_on_page"  # set on the IPython shell that received the library
 
@@ -94,5 +112,33 @@ def show(
     _, heading, build = SECTIONS[names.index(section)]
     body = build(ctx)
     if body is None:
-        raise ValueError(f"{run.path}: the run has no data for the {section!r} section yet")
+        raise ValueError(
+            f"{run.path}: the run has no data for the {section!r} section "
+            f"({SECTION_INPUTS[section]}); sections with data in this run: "
+            f"{', '.join(sections_with_data(run))}"
+        )
     return Section(section, heading, body, charts.count > 0, library)
+
+
+def sections_with_data(run_dir: str | os.PathLike) -> list[str]:
+    """The report sections whose inputs the run holds (a cheap check of the files each one
+    reads, :data:`SECTION_INPUTS`): the names :func:`show` can build for it."""
+    run = open_run(run_dir)
+    tracking = run.read_records(run.tracking_path)
+    has_trees = run.corpus.has_trees if run.is_pretrained else True
+    bp = not run.is_pretrained and hasattr(run.task, "bp_accuracy") and bool(run.steps)
+    present = {
+        "summary": True,
+        "training": not run.is_pretrained and run.has(run.metrics_path),
+        "grokking": bool(tracking),
+        "trees": bool(run.steps) and has_trees,
+        "layers": run.has(run.tree_scores_path) or run.has(run.structural_probe_path),
+        "saes": bool(run.sae_dirs()),
+        "frontier": run.has(run.sae_frontier_path),
+        "probes": run.has(run.probe_results_path),
+        "representations": bool(run.sae_dirs())
+        or any("cka_to_final" in r or "rank_residual" in r for r in tracking),
+        "causal": run.has(run.patching_path) or run.has(run.das_path),
+        "bp": bp,
+    }
+    return [name for name in SECTION_INPUTS if present[name]]

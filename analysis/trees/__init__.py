@@ -2,7 +2,7 @@
 decoding into binary trees, tree scores and parse F1 against gold trees.
 
 - :mod:`.spans`: :func:`span_scores`, one (n, n) matrix per sentence, every span run
-  isolated in batched masked forwards (:func:`span_scores_many`: N models of one shape as
+  isolated in batched masked forwards (:func:`span_scores_many`: S models of one shape as
   one stack);
 - :mod:`.decode`: :func:`tree_projection` (greedy or exact), :func:`tree_splits`,
   :func:`constituent_score`;

@@ -50,8 +50,8 @@ class BlockRunner:
 
     @classmethod
     def stacked(cls, models: list[torch.nn.Module]) -> BlockRunner | None:
-        """One runner for N models of one shape on the fused block, parameters stacked on a
-        leading model axis: :meth:`embed` and :meth:`blocks` then take and give ``(N, ...)``
+        """One runner for S models of one shape on the fused block, parameters stacked on a
+        leading model axis: :meth:`embed` and :meth:`blocks` then take and give ``(S, ...)``
         hidden states (masks and positions are shared). ``None`` when the models do not all
         run on the fused block with equal shapes and devices."""
         runners = []
@@ -72,7 +72,7 @@ class BlockRunner:
         return first
 
     def _shared(self, values: torch.Tensor | None) -> torch.Tensor | None:
-        """A per-row mask or position table ``(B, T)``, as ``(N, B, T)`` for a stack."""
+        """A per-row mask or position table ``(B, T)``, as ``(S, B, T)`` for a stack."""
         if values is None or self.n_models is None:
             return values
         return values.expand(self.n_models, *values.shape)
@@ -101,7 +101,7 @@ class BlockRunner:
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run blocks ``first..last`` (inclusive) on ``hidden`` ``(B, T, d)`` (a stack:
-        ``(N, B, T, d)``).
+        ``(S, B, T, d)``).
 
         ``masked_keys`` ``(B, T)`` bool, True = hidden from every query; ``positions``
         ``(B, T)`` the position id of each slot (default ``0..T-1``, used by rotary models)."""

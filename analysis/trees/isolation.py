@@ -51,8 +51,8 @@ def isolated_run(
 
     Returns the outputs ``(R, T, d)`` at the original positions (zeros at dropped ones), or,
     with ``pool_weight`` ``(R, T)`` (zero wherever ``keep`` is False), only their weighted
-    sums over the tokens, ``(R, d)`` in float64. A backend of N stacked models returns
-    ``(N, P, W, d)`` per call, and the result then has the same leading ``N`` axis.
+    sums over the tokens, ``(R, d)`` in float64. A backend of S stacked models returns
+    ``(S, P, W, d)`` per call, and the result then has the same leading ``S`` axis.
     """
     rows, seq = keep.shape
     lengths = keep.sum(1)
@@ -124,7 +124,7 @@ class NativeRows:
         """Isolated rows of the sentences ``src`` ``(R,)`` of the last :meth:`full` call; see
         :func:`isolated_run` for ``keep``, ``pool_weight`` and the result."""
         assert self._shared is not None, "full() runs first"
-        hidden = self._shared[..., src, :, :]  # (R, T, d), or (N, R, T, d) for a stack
+        hidden = self._shared[..., src, :, :]  # (R, T, d), or (S, R, T, d) for a stack
         lead, d = hidden.shape[:-3], hidden.shape[-1]
 
         def run_packed(part, order, valid):

@@ -47,7 +47,8 @@ from .block_runner import BlockRunner
 from .decode import tree_projection  # re-exported: scores -> tree lives beside span_scores
 from .forward_runner import ForwardRows
 from .isolation import NativeRows
-from .sentences import TokenizedSentence, WordSpan, prepare_sentences
+from .sentences import WordSpan, prepare_sentences
+from .span_groups import _group, _score_group
 
 __all__ = ["span_scores", "span_scores_many", "tree_projection"]
 
@@ -72,29 +73,6 @@ def _resolve_layers(model: torch.nn.Module, layer: int, mask_from_layer: int) ->
             "above the read-out layer would leave every span in full context"
         )
     return layer, mask_from_layer
-
-
-def _word_matrix(sentences: Sequence[TokenizedSentence], n_words: int, seq: int) -> torch.Tensor:
-    """``(S, n_words, seq)`` 0/1 matrix: token t belongs to word w."""
-    mat = torch.zeros(len(sentences), n_words, seq, dtype=torch.float64)
-    for row, sent in enumerate(sentences):
-        for w, (a, b) in enumerate(sent.words):
-            mat[row, w, a:b] = 1.0
-    return mat
-
-
-def _prefix(word_mat: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """Prefix sums over words of the word vectors: ``(R, n_words + 1, d)`` in float64."""
-    words = torch.bmm(word_mat, hidden.double())
-    return torch.cat([words.new_zeros(words.shape[0], 1, words.shape[2]), words.cumsum(1)], 1)
-
-
-def _similarity(full: torch.Tensor, iso: torch.Tensor, sim: str) -> torch.Tensor:
-    if sim == "cosine":
-        num = (full * iso).sum(-1)
-        den = full.norm(dim=-1) * iso.norm(dim=-1)
-        return num / den.clamp_min(1e-12)
-    return -(full - iso).norm(dim=-1)
 
 
 def span_scores(
@@ -359,136 +337,3 @@ def _score_all(backends, models, sentences, causal, pool, sim, batch_size, progr
         if bar is not None:
             bar.close()
     return results
-
-
-def _rows(sent: TokenizedSentence, causal: bool) -> list[tuple[int, int]]:
-    """The isolated runs a sentence needs, as word spans ``(i, j)`` inclusive; in a causal model
-    ``j`` is the last word (the row serves every span starting at ``i``). The span starting at
-    word 0 (causal) or covering the whole sentence (bidirectional) equals the full run."""
-    n = len(sent.words)
-    if causal:
-        return [(i, n - 1) for i in range(1, n)]
-    return [(i, j) for i in range(n) for j in range(i, n) if (i, j) != (0, n - 1)]
-
-
-def _group(
-    sentences: Sequence[TokenizedSentence], batch_size: int, causal: bool
-) -> list[list[int]]:
-    """Consecutive sentences whose isolated rows fit (roughly) one batch."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    rows = 0
-    for k, sent in enumerate(sentences):
-        r = max(1, len(_rows(sent, causal)))
-        if current and (rows + r > batch_size or len(current) >= batch_size):
-            groups.append(current)
-            current, rows = [], 0
-        current.append(k)
-        rows += r
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _score_group(
-    rows: NativeRows | ForwardRows,
-    sentences: Sequence[TokenizedSentence],
-    out: Sequence[torch.Tensor],
-    *,
-    causal: bool,
-    pool: str,
-    sim: str,
-    batch_size: int,
-) -> None:
-    dev = rows.device
-    seq = max(len(s.tokens) for s in sentences)
-    n_max = max(len(s.words) for s in sentences)
-    tokens = torch.zeros(len(sentences), seq, dtype=torch.long)
-    is_pad = torch.ones(len(sentences), seq, dtype=torch.bool)
-    for row, sent in enumerate(sentences):
-        tokens[row, : len(sent.tokens)] = torch.tensor(sent.tokens)
-        is_pad[row, : len(sent.tokens)] = False
-    tokens, is_pad = tokens.to(dev), is_pad.to(dev)
-    word_mat = _word_matrix(sentences, n_max, seq).to(dev)
-
-    # Full-context run (the native backend keeps the blocks below mask_from for the rows).
-    full = rows.full(tokens, is_pad)
-    full_prefix = _prefix(word_mat, full)  # (S, n_max + 1, d)
-
-    # Every sentence's spans in full context, and the ones equal to the full run.
-    for row, sent in enumerate(sentences):
-        n = len(sent.words)
-        if causal:
-            iso_sums = full_prefix[row, 1 : n + 1]  # spans (0, j)
-            full_sums = iso_sums
-            sizes = torch.arange(1, n + 1, device=dev, dtype=torch.float64)
-            out[row][0, :n] = _pooled_sim(full_sums, iso_sums, sizes, pool, sim).float().cpu()
-        else:
-            whole = full_prefix[row, n : n + 1] - full_prefix[row, 0:1]
-            size = torch.tensor([float(n)], device=dev, dtype=torch.float64)
-            out[row][0, n - 1] = _pooled_sim(whole, whole, size, pool, sim).float().cpu()[0]
-
-    jobs = [(row, i, j) for row, s in enumerate(sentences) for i, j in _rows(s, causal)]
-    word_start = torch.tensor(
-        [[s.words[min(w, len(s.words) - 1)][0] for w in range(n_max)] for s in sentences]
-    )
-    word_end = torch.tensor(
-        [[s.words[min(w, len(s.words) - 1)][1] for w in range(n_max)] for s in sentences]
-    )
-    is_word = word_mat.sum(1) > 0  # (S, seq)
-    positions = torch.arange(seq)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        src = torch.tensor([r for r, _, _ in chunk])
-        first = torch.tensor([i for _, i, _ in chunk])
-        last = torch.tensor([j for _, _, j in chunk])
-        lo = word_start[src, first]  # first token of the span
-        hi = word_end[src, last]  # one past its last token
-        outside = (positions[None, :] < lo[:, None]) | (positions[None, :] >= hi[:, None])
-        src_d = src.to(dev)
-        keep = ~(outside.to(dev) & is_word[src_d]) & ~is_pad[src_d]
-        if causal:
-            iso = rows.isolated(src_d, keep)
-            iso_prefix = _prefix(word_mat[src_d], iso)
-            # Spans (i, j) for every j >= i, from the one row of start i.
-            first_d = first.to(dev)
-            base_iso = iso_prefix.gather(
-                1, first_d[:, None, None].expand(-1, 1, iso_prefix.shape[2])
-            )
-            base_full = full_prefix[src_d].gather(
-                1, first_d[:, None, None].expand(-1, 1, iso_prefix.shape[2])
-            )
-            iso_sums = iso_prefix[:, 1:] - base_iso  # (R, n_max, d): span (i, j) at index j
-            full_sums = full_prefix[src_d, 1:] - base_full
-            sizes = (
-                torch.arange(1, n_max + 1, device=dev, dtype=torch.float64)[None, :]
-                - first_d[:, None].double()
-            )
-            values = _pooled_sim(full_sums, iso_sums, sizes.clamp_min(1.0), pool, sim).float()
-            values = values.cpu()
-            for k, (row, i, _) in enumerate(chunk):
-                n = len(sentences[row].words)
-                out[row][i, i:n] = values[k, i:n]
-        else:
-            # Only the span's summed word vectors are needed: pooled inside the runs.
-            in_span = ~outside.to(dev) & is_word[src_d]
-            iso_sums = rows.isolated(src_d, keep, pool_weight=in_span)
-            idx = torch.arange(len(chunk), device=dev)
-            first_d, last_d = first.to(dev), last.to(dev)
-            full_p = full_prefix[src_d]
-            full_sums = full_p[idx, last_d + 1] - full_p[idx, first_d]
-            sizes = (last_d - first_d + 1).double()
-            values = _pooled_sim(full_sums, iso_sums, sizes, pool, sim).float().cpu()
-            # One write per sentence (the jobs are in sentence order).
-            cuts = [0] + [k for k in range(1, len(chunk)) if chunk[k][0] != chunk[k - 1][0]]
-            for a, b in zip(cuts, [*cuts[1:], len(chunk)]):
-                out[chunk[a][0]][first[a:b], last[a:b]] = values[a:b]
-
-
-def _pooled_sim(
-    full_sums: torch.Tensor, iso_sums: torch.Tensor, sizes: torch.Tensor, pool: str, sim: str
-) -> torch.Tensor:
-    if pool == "mean":
-        full_sums = full_sums / sizes[..., None]
-        iso_sums = iso_sums / sizes[..., None]
-    return _similarity(full_sums, iso_sums, sim)

@@ -124,7 +124,7 @@ def test_a_stack_of_models_equals_each_model_alone(kw):
 
 
 def _stacked_keep(mask):
-    """(N, n) keep: each model's real slots, then its first padding slots up to the largest
+    """(S, n) keep: each model's real slots, then its first padding slots up to the largest
     count (as train_many builds it)."""
     flat = mask.reshape(mask.shape[0], -1)
     n = int(flat.sum(1).max())

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hierlens.core.checksums import CorruptFileError
+from hierlens.core.optim import lr_at
 from hierlens.models import (
     ModelConfig,
     TrainConfig,
@@ -22,7 +23,7 @@ from hierlens.models import (
     train,
 )
 from hierlens.models.run_load import checkpoint_path
-from hierlens.models.train_config import lr_at, scheduled_steps
+from hierlens.models.train_config import scheduled_steps
 
 TASK = get_task("dyck", max_depth=4, max_length=12)
 MODEL = ModelConfig.for_task(TASK, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=1)
@@ -180,8 +181,8 @@ def test_lr_schedule_closed_forms():
 
 # ----------------------------------------------------------------------------- loss_on="sequence"
 def test_next_token_targets_against_a_loop():
+    from hierlens.models.batches import next_token_targets
     from hierlens.models.tasks import IGNORE_INDEX
-    from hierlens.models.train import next_token_targets
 
     tokens = torch.tensor([[5, 6, 7, 8, 0, 0], [1, 2, 3, 4, 5, 6], [9, 9, 0, 0, 0, 0]])
     lengths = torch.tensor([4, 6, 2])
@@ -197,8 +198,8 @@ def test_sequence_loss_is_the_language_model_loss(tmp_path):
     every next token of the step's batch (and differs from the output-only loss)."""
     import torch.nn.functional as F
 
+    from hierlens.models.batches import BatchSampler
     from hierlens.models.tasks import IGNORE_INDEX
-    from hierlens.models.train import BatchSampler
 
     task = get_task("question_formation")
     model_cfg = ModelConfig.for_task(task, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seed=3)
@@ -244,3 +245,17 @@ def test_sequence_loss_needs_a_next_token_task(tmp_path):
     with pytest.raises(ValueError, match="next_token"):
         train(model, task, cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_checkpoint_with_a_foreign_optimizer_state_is_a_clear_error(tmp_path):
+    """A checkpoint whose optimizer state does not fit the model (another layout or another
+    model's parameters) is a ValueError naming the run, before any step."""
+    from hierlens.models import save_checkpoint
+
+    cfg = CFG.replace(steps=2, checkpoint_every=1, eval_every=0)
+    model, _ = _train(tmp_path, cfg=cfg, stop_at=1)
+    save_checkpoint(checkpoint_path(tmp_path, 1), 1, model, {"step": torch.ones(1)})
+    with pytest.raises(ValueError, match="optimizer state") as info:
+        _train(tmp_path, cfg=cfg)
+    assert str(tmp_path) in str(info.value)
+    assert list_checkpoints(tmp_path) == [1]

@@ -86,14 +86,14 @@ def test_a_torn_tracking_line_is_cut_not_continued(tmp_path):
 
 
 # ----------------------------------------------------------------- 3: files read unchecked
-@pytest.mark.parametrize("edit", ["weight_decay", "step"])
+@pytest.mark.parametrize("edit", ["optimizer", "step"])
 def test_an_edited_checkpoint_state_is_not_resumed_from(edit, tmp_path, caplog):
     reference = train_tiny(tmp_path / "A")
     train_tiny(tmp_path / "B", stop_at=10)
     state = Run(tmp_path / "B").checkpoint_dir(10) / "state.json"
     meta = json.loads(state.read_text())
-    if edit == "weight_decay":
-        meta["optimizer"]["param_groups"][0]["weight_decay"] = 50.0
+    if edit == "optimizer":
+        meta["optimizer"]["members"] = 50
     else:
         meta["step"] = 1250
     state.write_text(json.dumps(meta))
@@ -144,7 +144,7 @@ def test_a_pipeline_rerun_writes_a_lost_sae_manifest_back(pipeline_done, tmp_pat
 
 # ----------------------------------------------------------------- 6: fit-sae checkpoints
 def test_fit_sae_checkpoints_into_the_run_and_resumes_mid_run(tmp_path, monkeypatch, caplog):
-    import hierlens.sae.train as sae_train
+    import hierlens.sae.train_stack as sae_train
 
     train_tiny(tmp_path / "A")
     shutil.copytree(tmp_path / "A", tmp_path / "B")

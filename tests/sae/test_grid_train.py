@@ -64,6 +64,23 @@ def test_members_equal_saes_trained_alone_and_table_and_files(tmp_path):
     )
 
 
+def _resume_trains_k2_only(grid, x, save_dir, **options):
+    """Resume the (w4; k1, k2) grid in ``save_dir`` and check that it trains only
+    ``topk_w4_k2`` and tabulates both members."""
+    again = train_sae_grid(
+        grid,
+        x,
+        CONFIG,
+        save_dir=save_dir,
+        resume=True,
+        table=lambda saes: [{"name": n} for n in saes],
+        progress=False,
+        **options,
+    )
+    assert again.trained == ["topk_w4_k2"]
+    assert [r["name"] for r in again.table] == ["topk_w4_k1", "topk_w4_k2"]
+
+
 def test_resume_trains_only_the_missing_members_and_tabulates_all(tmp_path):
     x = _acts()
     grid = SAEGridConfig(widths=(4,), ks=(1, 2))
@@ -72,17 +89,7 @@ def test_resume_trains_only_the_missing_members_and_tabulates_all(tmp_path):
     )
     assert first.trained == ["topk_w4_k1"] and first.table is None
     stamp = (tmp_path / "topk_w4_k1" / "sae_weights.safetensors").stat().st_mtime_ns
-    again = train_sae_grid(
-        grid,
-        x,
-        CONFIG,
-        save_dir=tmp_path,
-        resume=True,
-        table=lambda saes: [{"name": n} for n in saes],
-        progress=False,
-    )
-    assert again.trained == ["topk_w4_k2"]
-    assert [r["name"] for r in again.table] == ["topk_w4_k1", "topk_w4_k2"]
+    _resume_trains_k2_only(grid, x, tmp_path)
     assert (tmp_path / "topk_w4_k1" / "sae_weights.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="no grid member"):
         train_sae_grid(grid, x, CONFIG, members=["topk_w4_k9"], progress=False)
@@ -99,23 +106,12 @@ def test_resume_trains_again_a_member_whose_save_was_cut_short(tmp_path):
     cut = tmp_path / "topk_w4_k2"
     (cut / "sae_weights.safetensors").unlink()  # killed after cfg.json, before the weights
     manifest_path(cut / "cfg.json").unlink()
-    again = train_sae_grid(
-        grid,
-        x,
-        CONFIG,
-        save_dir=tmp_path,
-        resume=True,
-        table=lambda saes: [{"name": n} for n in saes],
-        progress=False,
-        seed=CONFIG.seed,
-    )
-    assert again.trained == ["topk_w4_k2"]
-    assert [r["name"] for r in again.table] == ["topk_w4_k1", "topk_w4_k2"]
+    _resume_trains_k2_only(grid, x, tmp_path, seed=CONFIG.seed)
     load_sae(cut, device="cpu", verify=True)
 
 
 def test_checkpoint_dir_resumes_the_grid_mid_run(tmp_path, monkeypatch, caplog):
-    import hierlens.sae.train as sae_train
+    import hierlens.sae.train_stack as sae_train
 
     x = _acts()
     grid = SAEGridConfig(widths=(4, 8), ks=(2,))
@@ -135,7 +131,7 @@ def test_checkpoint_dir_resumes_the_grid_mid_run(tmp_path, monkeypatch, caplog):
     with pytest.raises(KeyboardInterrupt):
         train_sae_grid(grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=2)
     monkeypatch.undo()
-    with caplog.at_level(logging.INFO, logger="hierlens.sae.train"):
+    with caplog.at_level(logging.INFO, logger="hierlens.sae.train_stack"):
         resumed = train_sae_grid(
             grid, x, config, checkpoint_dir=tmp_path / "b", progress=False, seed=CONFIG.seed
         )

@@ -86,7 +86,7 @@ def test_trainer_never_sees_heldout_rows_and_reports_their_fvu():
         seed=seed,
         shuffle=False,
         lr=1e-2,
-        max_grad_norm=None,
+        grad_clip=None,
         decay_fraction=0.0,
         progress=False,
     )

@@ -34,7 +34,8 @@ def gpt2(tmp_path_factory):
 def _batch(p, n=8):
     examples = tokenize_words(p.tokenizer, shipped_treebank("ptb")[:n])
     t = max(len(e.tokens) for e in examples)
-    tokens = torch.full((n, t), p.tokenizer.pad_token_id, dtype=torch.long)
+    pad = p.tokenizer.pad_token_id  # a GPT-2 has none: padded positions are masked anyway
+    tokens = torch.full((n, t), 0 if pad is None else pad, dtype=torch.long)
     am = torch.zeros((n, t), dtype=torch.long)
     for i, e in enumerate(examples):
         tokens[i, : len(e.tokens)] = torch.tensor(e.tokens)

@@ -92,7 +92,7 @@ def test_fused_training_equals_separate_plain_loops(sparse_decode):
         lr=lr,
         warmup_steps=warmup,
         decay_fraction=decay,
-        max_grad_norm=clip,
+        grad_clip=clip,
         shuffle=False,
         progress=False,
         log_every=8,
@@ -199,7 +199,7 @@ def test_dead_and_dense_latent_tracking():
         log_every=steps,
         dead_after_tokens=window,
         dense_threshold=0.5,
-        max_grad_norm=None,
+        grad_clip=None,
         heldout_fraction=0.0,
         progress=False,
     )

@@ -39,3 +39,34 @@ def test_pair_file_on_a_pretrained_bridge(tiny_gpt2, tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="answers must be one token"):
         read_pair_file(path, tok, "number")
+
+
+def test_forward_logits_hands_hugging_face_an_explicit_mask(tiny_gpt2):
+    """A padded batch through forward_logits gives each sentence's own logits, and the Hugging
+    Face model receives the explicit (B, 1, T, T) mask and positions, never a 2-D mask whose
+    reading is left to the transformers release."""
+    from hierlens.models.model_inputs import hf_model
+
+    inner = hf_model(tiny_gpt2)
+    ids = [tiny_gpt2.tokenizer(r["base"] + r["base_answer"])["input_ids"] for r in RECORDS]
+    ids.append(ids[0][:2])
+    lengths = torch.tensor([len(x) for x in ids])
+    tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+    for b, x in enumerate(ids):
+        tokens[b, : len(x)] = torch.tensor(x)
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append(kwargs.get("attention_mask"))
+
+    handle = inner.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            logits = forward_logits(tiny_gpt2, tokens, lengths)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0] is not None and seen[0].dim() == 4
+    with torch.no_grad():  # the reference: the Hugging Face model on each sentence alone
+        for b, x in enumerate(ids):
+            alone = inner(torch.tensor([x])).logits[0]
+            torch.testing.assert_close(logits[b, : len(x)], alone, atol=1e-5, rtol=1e-5)

@@ -74,7 +74,7 @@ def test_sae_train_config_flags():
     p = argparse.ArgumentParser()
     add_config_flags(p, SAETrainConfig, exclude=("device",))
     text = p.format_help()
-    assert "--max-grad-norm" in text and "--device" not in text
+    assert "--grad-clip" in text and "--device" not in text
     args = p.parse_args(["--steps", "10", "--lr", "0.01", "--betas", "0.8,0.9"])
     cfg = config_from_flags(args, SAETrainConfig, device="cpu")
     assert cfg == SAETrainConfig(steps=10, lr=0.01, betas=(0.8, 0.9), device="cpu")

@@ -62,11 +62,13 @@ def test_capture_probe_sae_tree_score_on_a_tiny_encoder(tmp_path, tiny_bert, tre
     capsys.readouterr()
     assert main(["tree-score", r, "--layers", "all", "--n", "3", "--no-progress"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [rec["layer"] for rec in records] == [0, 1]
+    assert [rec["layer"] for rec in records] == [1, 2]  # 0 = embeddings
+    assert [rec["block"] for rec in records] == [0, 1]
     assert all(0.0 <= rec["parse_f1"] <= 1.0 and rec["n"] == 3 for rec in records)
     saved = [json.loads(line) for line in run.tree_scores_path.read_text().splitlines()]
     assert saved == records
     probe = ["structural-probe", r, "--rank", "4", "--max-epochs", "2", "--no-progress"]
+    probe += ["--control-seed", "1"]  # the tiny model is torch.manual_seed(0)'s initialisation
     assert main(probe) == 0
     assert main(["report", r, "--max-sentences", "1", "--no-progress"]) == 0
     html = run.report_path.read_text()
@@ -91,7 +93,7 @@ def test_pretrained_run_errors(tmp_path, tiny_bert, tiny_gpt2, treebank, caplog)
     assert main(["capture", r, *hooks, *_src(tiny_bert, treebank)]) == 0
     caplog.clear()
     assert main(["capture", r, *hooks, *_src(tiny_gpt2, treebank)]) == 2  # another model
-    assert "already holds another run" in caplog.text
+    assert "holds a run with other settings (--model:" in caplog.text
     caplog.clear()
     assert main(["capture", r, *hooks, "--split", "bogus", "--no-progress"]) == 2
     assert "unknown split 'bogus'" in caplog.text
@@ -126,6 +128,7 @@ def test_minilm_capture_is_per_word(tmp_path):
 def test_structural_probe_command_writes_layers_and_controls(tmp_path, tiny_bert, treebank, capsys):
     r = str(tmp_path / "run")
     argv = ["structural-probe", r, "--rank", "4", "--max-epochs", "3", *_src(tiny_bert, treebank)]
+    argv += ["--control-seed", "1"]
     assert main(argv) == 0
     run = open_run(r)
     records = [json.loads(x) for x in run.structural_probe_path.read_text().splitlines()]
@@ -166,7 +169,7 @@ def test_pipeline_on_a_pretrained_model(tmp_path, tiny_bert, treebank):
                 "ks": [2], "steps": 20},
         "probes": {"labels": ["depth"], "ks": [1, 2]},
         "tree": {"n_trees": 3},
-        "structural": {"rank": 4, "max_epochs": 2},
+        "structural": {"rank": 4, "max_epochs": 2, "control_seed": 1},
         "train": {"device": "cpu"},
     }  # fmt: skip
     run_dir = run(config, progress=False)

@@ -207,7 +207,7 @@ def test_report_section_present_with_inputs_and_omitted_without(tracked, runs, t
     heat = next(s for t, s in by_title.items() if t.startswith("Linear CKA of each layer"))
     z = np.array(heat["data"][0]["z"], dtype=float)
     np.testing.assert_allclose(z, np.array([r["cka_to_final"] for r in records]).T)
-    assert heat["data"][0]["y"] == ["embed", "L0", "L1"]
+    assert heat["data"][0]["y"] == ["L0 embed", "L1", "L2"]
     assert any(t.startswith("Layer x layer CKA: step 10") for t in by_title)
     rank = by_title["Rank collapse: residual from token-uniform rank 1 per layer"]
     assert [t["y"] for t in rank["data"]] == [r["rank_residual"] for r in records]

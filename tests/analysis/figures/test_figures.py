@@ -183,14 +183,14 @@ def hand_made(name: str) -> dict:
                 "seeds": [0], "summary": summary}  # fmt: skip
     if name == "cka-across-seeds":
         m = [[1.0, 0.5], [0.4, None]]
-        return {"task": "dyck", "labels": ["embed", "L0"], "seeds": [0, 1], "early_step": 10,
+        return {"task": "dyck", "labels": ["L0 embed", "L1"], "seeds": [0, 1], "early_step": 10,
                 "final_step": 20, "across_seeds": m, "early_vs_final": m}  # fmt: skip
     if name == "rank-collapse-depth":
         paths = {"attention": [0.9, 0.1, 0.0], "attention+skip": [0.9, 0.8, 0.7]}
         return {"layers": [0, 1, 2], "paths": paths, "seeds": [0]}
     if name == "sae-geometry-spectrum":
         spectra = [[1.0, 0.5, 0.2, 0.1], [2.0, 0.4, 0.1, 0.05]]
-        return {"labels": ["embed", "L0"], "d_sae": 8, "k": 2, "spectra": spectra,
+        return {"labels": ["L0 embed", "L1"], "d_sae": 8, "k": 2, "spectra": spectra,
                 "slopes": [-1.0, None]}  # fmt: skip
     if name == "sae-frontier":
         from tests.analysis.figures.test_sae_frontier_figure import hand_made_frontier
@@ -488,7 +488,7 @@ def test_reproduce_representation_figures(name, tmp_path, monkeypatch):
     data = _check_outputs(tmp_path, name, paths, seen)
     if name == "cka-across-seeds":
         steps = open_run(tmp_path / "cka_seed_0").steps
-        assert data["labels"] == ["embed", "L0", "L1"] and data["seeds"] == [0, 1]
+        assert data["labels"] == ["L0 embed", "L1", "L2"] and data["seeds"] == [0, 1]
         assert (data["early_step"], data["final_step"]) == (steps[0], steps[-1])
         assert open_run(tmp_path / "cka_seed_1").model_config.seed == 1
         # the early-vs-final matrix, recomputed from plain unpadded forwards
@@ -519,7 +519,7 @@ def test_reproduce_representation_figures(name, tmp_path, monkeypatch):
         assert paths["attention+skip"][-1] > 0.4
         assert paths["attention"][-1] < paths["attention+skip"][-1] / 5
     else:
-        assert data["labels"] == ["embed", "L0", "L1"] and len(data["spectra"]) == 3
+        assert data["labels"] == ["L0 embed", "L1", "L2"] and len(data["spectra"]) == 3
         assert all(len(s) == 16 for s in data["spectra"]) and data["d_sae"] == 64
         assert all(s < 0 for s in data["slopes"]) and all(f < 1.0 for f in data["fvu"])
     (tmp_path / f"{name}.png").unlink()

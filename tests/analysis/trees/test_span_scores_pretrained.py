@@ -10,13 +10,12 @@ positions as ``position_ids``.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hierlens.analysis import span_scores
+from tests.analysis.trees.test_tree_projection import _assert_matches
 
 
 def _reference(hidden, tokens, words, *, pool="sum", sim="cosine"):
@@ -60,17 +59,6 @@ def _reference_all(
                             value = -float((u - v).norm())
                         out[(layer, pool, sim)][i][j] = value
     return out
-
-
-def _assert_matches(scores, ref, atol=1e-4):
-    n = len(ref)
-    assert scores.shape == (n, n) and scores.dtype == torch.float32
-    for i in range(n):
-        for j in range(n):
-            if j < i:
-                assert math.isnan(float(scores[i, j]))
-            else:
-                assert abs(float(scores[i, j]) - ref[i][j]) <= atol, (i, j, scores[i, j], ref[i][j])
 
 
 def _hf_hidden(hf_model, layer):
@@ -196,7 +184,7 @@ def test_minilm_matches_reference(minilm, minilm_reference, monkeypatch, layer, 
             progress=False,
         )
         for ref, sc in zip(refs, scores):
-            _assert_matches(sc, ref[(layer, pool, sim)])
+            _assert_matches(sc, ref[(layer, pool, sim)], atol=1e-4)
 
 
 @needs_minilm
@@ -271,7 +259,7 @@ def test_gpt2_matches_reference(gpt2, monkeypatch, min_bucket):
                 batch_size=3, progress=False,
             )  # fmt: skip
             for ref, sc in zip(refs, scores):
-                _assert_matches(sc, ref[(layer, pool, sim)])
+                _assert_matches(sc, ref[(layer, pool, sim)], atol=1e-4)
 
 
 def test_gpt2_last_layer_batch_size_invariant(gpt2):
