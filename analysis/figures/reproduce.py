@@ -1,4 +1,4 @@
-"""Paper figures: a registry of fifteen figures and :func:`reproduce`, which computes a figure's
+"""Paper figures: a registry of sixteen figures and :func:`reproduce`, which computes a figure's
 data (at its full or ``quick`` setting, or another setting the figure names), writes it to
 ``NAME.json`` and draws ``NAME.png`` and ``NAME.pdf`` (``hierlens reproduce NAME [--quick |
 --setting NAME]``).
@@ -26,6 +26,9 @@ one; all seven in 4 minutes); the tests run each at an even smaller size.
 - ``causal-dyck`` (DAS, Geiger et al. 2024; patching, Meng et al. 2022): stack-top patching
   heatmap and DAS IIA per hook for depth and stack top beside probe accuracy and the
   random-weights control, on a Dyck transformer, :data:`CAUSAL_FULL`.
+- ``causal-question`` (the same study on question formation, McCoy et al. 2020): main-
+  auxiliary patching, interchange maps and rank-4 DAS for the main auxiliary and the
+  subject's extent beside probe accuracy and the controls, :data:`CAUSAL_QUESTION_FULL`.
 - ``filtering-vs-bp`` [GarnierBrun2025]: transformer vs exact belief propagation per
   filtering level 0-4, :data:`FILTERING_FULL` (1000 steps per level). Measured 29 min wall on
   one CPU core shared with other jobs (13 min of CPU time).
@@ -76,6 +79,8 @@ from . import plot as fp
 from . import plot_representations as fr
 from .settings import (
     CAUSAL_FULL,
+    CAUSAL_QUESTION_FULL,
+    CAUSAL_QUESTION_QUICK,
     CAUSAL_QUICK,
     CHOMSKY_FULL,
     CHOMSKY_MODEST,
@@ -199,6 +204,18 @@ def _plot_causal(data: dict[str, Any]) -> Any:
     from .causal import plot_causal_dyck
 
     return plot_causal_dyck(data)
+
+
+def _causal_question(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
+    from .causal_question import causal_question
+
+    return causal_question(device=device or "cpu", progress=progress, **settings)
+
+
+def _plot_causal_question(data: dict[str, Any]) -> Any:
+    from .causal_question import plot_causal_question
+
+    return plot_causal_question(data)
 
 
 def _frontier(out_dir: Path, device: str | None, progress: bool, **settings: Any) -> dict:
@@ -367,6 +384,19 @@ FIGURES: dict[str, FigureSpec] = {
             "measured 20 min on a 2-core CPU shared with other jobs (training 1500 steps, "
             "then patching and rank-1 DAS with controls at 5 hooks x 2 variables)",
             ("seed", "run_dir"),
+        ),
+        FigureSpec(
+            "causal-question",
+            "where a question-formation transformer uses the main auxiliary and the subject's "
+            "extent: patching, interchange maps and DAS vs probes",
+            _causal_question,
+            _plot_causal_question,
+            CAUSAL_QUESTION_QUICK,
+            CAUSAL_QUESTION_FULL,
+            "measured 50 min (3010 s) on a 2-core CPU shared with other jobs (load 5-10, niced; "
+            "about 2.5 min of training on an idle core), then patching, interchange maps and "
+            "rank-4 DAS with controls at 5 hooks x 2 variables",
+            ("seed", "run_dir", "n_heads", "lr", "span"),
         ),
         FigureSpec(
             "filtering-vs-bp",

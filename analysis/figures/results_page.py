@@ -15,6 +15,8 @@ from typing import Any
 
 from hierlens.core.atomic_io import read_json
 
+from .causal_question import results_rows
+
 Row = dict[str, str]
 
 HEADER = """# Results: paper claims and what hierlens measures
@@ -481,6 +483,7 @@ CLAIMS: tuple[Callable[[Path], list[Row]], ...] = (
     lambda d: _structural_rows(_load(d, "structural-probe-layers")),
     lambda d: _chomsky_rows(_load(d, "chomsky-table")),
     lambda d: _causal_rows(_load(d, "causal-dyck-rank4-step1500")),
+    lambda d: results_rows(_load(d, "causal-question")),
 )
 
 

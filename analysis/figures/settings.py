@@ -301,6 +301,14 @@ CAUSAL_QUICK: dict[str, Any] = {"steps": 150, "d_model": 32, "n_layers": 2, "n_p
                                 "das_pairs": 120, "das_steps": 40, "rank": 1}  # fmt: skip
 CAUSAL_FULL: dict[str, Any] = {"steps": 1500, "d_model": 64, "n_layers": 2, "n_pairs": 64,
                                "das_pairs": 600, "das_steps": 300, "rank": 1}  # fmt: skip
+# Question formation (``causal-question``): keyword arguments of
+# hierlens.analysis.figures.causal_question.causal_question.
+CAUSAL_QUESTION_QUICK: dict[str, Any] = {"steps": 300, "d_model": 32, "n_layers": 2,
+                                         "n_pairs": 16, "das_pairs": 120, "das_steps": 40,
+                                         "rank": 4, "n_eval": 300}  # fmt: skip
+CAUSAL_QUESTION_FULL: dict[str, Any] = {"steps": 2000, "d_model": 64, "n_layers": 2,
+                                        "n_pairs": 64, "das_pairs": 500, "das_steps": 200,
+                                        "rank": 4, "n_eval": 1000}  # fmt: skip
 # The L0 frontier (``sae-frontier``): every SAE architecture at four sparsities on Costa et
 # al.'s toy (one frontier per within-group cosine) and on a hierarchical-filtering
 # transformer's residual stream. Keyword arguments of

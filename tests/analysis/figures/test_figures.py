@@ -32,6 +32,7 @@ NAMES = {
     "sae-geometry-spectrum",
     "chomsky-table",
     "causal-dyck",
+    "causal-question",
     "sae-frontier",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,6 +47,15 @@ _TINY_DYCK = {
 TINY = {
     "grokking-curves": {"steps": 40},
     "causal-dyck": {"steps": 5, "d_model": 16, "n_pairs": 4, "das_pairs": 30, "das_steps": 3},
+    "causal-question": {
+        "steps": 5,
+        "d_model": 16,
+        "n_pairs": 6,
+        "das_pairs": 30,
+        "das_steps": 3,
+        "rank": 2,
+        "n_eval": 20,
+    },
     "tree-score-over-training": {"steps": 40},
     "depth-inverted-u": {"steps": 12},
     "mpsae-hierarchy": {"n_train": 400, "n_eval": 200, "steps": 30, "batch_size": 100},
@@ -110,6 +120,10 @@ def hand_made(name: str) -> dict:
         das = [{"variable": v, "hook": h, "das": 0.5, "probe": 0.9, "random_model": 0.4,
                 "chance": 0.5} for v in ("depth", "stack_top") for h in hooks]  # fmt: skip
         return {"closing_acc": 0.99, "rank": 1, "hooks": hooks, "patching": patching, "das": das}
+    if name == "causal-question":
+        from tests.analysis.figures.test_causal_figures import hand_made_study
+
+        return hand_made_study()
     if name == "mpsae-hierarchy":
         level = {"0": {"mean_best_cosine": 0.9, "hungarian_cosine": 0.8}}
         level["1"] = {"mean_best_cosine": 0.7, "hungarian_cosine": 0.6}
@@ -340,6 +354,7 @@ def test_existing_run_is_tracked_then_continued_with_its_own_settings(grok_dir, 
         "sparse-probing-f1-vs-k",
         "filtering-vs-bp",
         "causal-dyck",
+        "causal-question",
     ],
 )
 def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
@@ -368,6 +383,8 @@ def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
         assert {r["variable"] for r in data["das"]} == {"depth", "stack_top"}
         assert len(data["das"]) == 2 * len(data["hooks"]) == 10
         assert all(0.0 <= r["das"] <= 1.0 for r in data["das"])
+    elif name == "causal-question":
+        _check_causal_question(data)
     elif name == "filtering-vs-bp":
         assert data["filter_levels"] == [0, 4] and data["n_eval"] == 100
         assert "2 model(s) in 1 stack(s)" in caplog.text  # the levels train as one stack
@@ -376,6 +393,34 @@ def test_reproduce_quick_writes_files(name, tmp_path, monkeypatch, caplog):
     (tmp_path / f"{name}.png").unlink()
     redraw(tmp_path / f"{name}.json")
     _assert_png(tmp_path / f"{name}.png")
+
+
+def _check_causal_question(data: dict) -> None:
+    hooks = data["hooks"]
+    variables = {"main_aux", "subject_extent"}
+    assert hooks == [
+        "blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post",
+    ]  # fmt: skip
+    assert data["model"] == {"d_model": 16, "n_layers": 2, "n_heads": 4}
+    assert data["train"]["steps"] == 5 and data["rank"] == 2 and data["n_eval"] == 20
+    for split in ("test_id", "test_ood"):
+        assert 0.0 <= data[split]["first_word_acc"] <= 1.0
+    assert {r["variable"] for r in data["das"]} == variables
+    assert len(data["das"]) == 2 * len(hooks)
+    assert all(0.0 <= r[k] <= 1.0 for r in data["das"] for k in ("das", "probe", "random_model"))
+    # the output changes only with the main auxiliary: patching is defined for it alone
+    assert [r["variable"] for r in data["patching"]] == ["main_aux"]
+    for rec in data["interchange"]:
+        assert rec["offsets"][-1] == 0 and set(rec["by_offset"]) == set(hooks)
+        assert all(len(v) == len(rec["offsets"]) for v in rec["by_offset"].values())
+        assert set(rec["at"]) == {"main auxiliary", "subject's last word"}
+        assert all(v is None or 0.0 <= v <= 1.0 for a in rec["at"].values() for v in a.values())
+    assert {c["variable"] for c in data["controls"]} == variables
+    assert [s["variable"] for s in data["statements"]] == ["main_aux", "subject_extent"]
+    for s in data["statements"]:
+        assert s["best_hook"] in hooks and s["text"].startswith(s["variable"] + ": ")
+        assert s["agree"] == (s["used"] == s["decodable"])
 
 
 def test_cli_list(capsys):
