@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hierlens.analysis.cli import main
 from hierlens.core.atomic_io import read_json, read_jsonl
 from hierlens.models import list_checkpoints, open_run
@@ -209,6 +211,39 @@ def test_probe_command(tmp_path, capsys):
     assert main(bad) == 2
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--mdl"], "--mdl needs a distortion bound: --max-fvu"),
+        (["--mdl", "--max-fvu", "0.9", "--architectures", "topk,relu"], "give one --architectures"),
+        (["--steps", "0"], "SAETrainConfig.steps must be a positive int"),
+    ],
+)
+def test_fit_sae_refuses_bad_settings_before_capture(tmp_path, caplog, extra, message):
+    """Settings that cannot work are refused with one line before any activation is
+    captured (the run directory gains no activations)."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    args = ["fit-sae", str(run_dir), "--hook", "blocks.0.hook_resid_post", "--widths", "8"]
+    args += ["--ks", "2", "--n", "20", "--device", "cpu", "--no-progress"]
+    if "--steps" not in extra:
+        args += ["--steps", "5"]
+    caplog.clear()
+    assert main([*args, *extra]) == 2
+    assert message in caplog.text
+    assert not any(open_run(run_dir).path.glob("activations/*"))
+
+
+def test_fit_sae_needs_a_run_length(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
+    args = ["fit-sae", str(run_dir), "--hook", "blocks.0.hook_resid_post", "--widths", "8"]
+    caplog.clear()
+    assert main([*args, "--ks", "2", "--device", "cpu", "--no-progress"]) == 2
+    assert "fit-sae needs a run length: --steps or --tokens" in caplog.text
+    assert not any(open_run(run_dir).path.glob("activations/*"))
+
+
 def test_fit_sae_command_with_mdl(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run_dir)]) == 0
@@ -251,7 +286,9 @@ def test_capture_steps_and_all_steps_are_exclusive(tmp_path, capsys):
     import pytest
 
     with pytest.raises(SystemExit) as exc:
-        main(["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-checkpoints", "true"])
+        main(
+            ["capture", str(tmp_path), "--hooks", "x", "--steps", "10", "--all-checkpoints", "true"]
+        )
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
@@ -265,7 +302,14 @@ def test_commands_on_a_run_without_checkpoints(tmp_path, caplog):
     (run_dir / "checkpoints").mkdir()
     for argv in (
         ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
-        ["capture", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--all-checkpoints", "true"],
+        [
+            "capture",
+            str(run_dir),
+            "--hooks",
+            "blocks.0.hook_resid_post",
+            "--all-checkpoints",
+            "true",
+        ],
         ["probe", str(run_dir), "--hooks", "blocks.0.hook_resid_post", "--no-progress"],
     ):
         caplog.clear()
