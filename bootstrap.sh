@@ -88,8 +88,12 @@ case "$job" in
     test-newest)
         # the newest releases the ranges in pyproject.toml admit, ignoring the lock: run before
         # refreshing the lock (bash bootstrap.sh lock), so a release that breaks fails here
+        # (torch stays the build make_venv chose: an eager upgrade would swap a CPU build for
+        # the multi-GB CUDA one)
         make_venv .venv-newest
-        .venv-newest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+        torch_pin=$(.venv-newest/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch'))")
+        .venv-newest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+            -e ".[dev]" "$torch_pin"
         .venv-newest/bin/python -m pip list --format=freeze 2>/dev/null \
             | grep -iE '^(transformers|transformer-lens|numpy|scipy)==' >&2
         run_tests .venv-newest "$@"
