@@ -5,7 +5,8 @@ position before the query for the task's variables, written to ``causal/patching
 ``hierlens das RUN_DIR``: distributed alignment search at every hook with its controls and
 the probe accuracy beside it, written to ``causal/das.jsonl``. Every setting is a field of
 :class:`~hierlens.analysis.causal.sweep.PatchConfig` or
-:class:`~hierlens.analysis.causal.alignment.DASConfig`.
+:class:`~hierlens.analysis.causal.alignment.DASConfig`, and ``--variables`` / ``--hooks``
+are those of the pipeline's :class:`~hierlens.analysis.pipeline.config.CausalStage`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import logging
 
+from ..pipeline.config import CausalStage
 from .common import CLIError, add_config_flags, config_from_flags, shared_flags
 
 log = logging.getLogger("hierlens")
@@ -32,11 +34,12 @@ def _model_and_task(args: argparse.Namespace):
 
     task = run.task
     cm = causal_model(task)  # a task without variables fails before the model loads
-    variables = args.variables.split(",") if args.variables else list(cm.variables)
+    stage = config_from_flags(args, CausalStage)
+    variables = list(stage.variables) or list(cm.variables)
     for v in variables:
         cm.check_variable(v)
     model = run.load_model(args.step, device=args.device)
-    hooks = args.hooks.split(",") if args.hooks else None
+    hooks = list(stage.hooks) or None
     return run, model, task, variables, hooks
 
 
@@ -79,12 +82,7 @@ def cmd_das(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variables", default=None, help="comma-separated (default: all the task's)")
-    p.add_argument(
-        "--hooks",
-        default=None,
-        help="comma-separated hook names or globs (default: the residual stream at every layer)",
-    )
+    add_config_flags(p, CausalStage, only=("variables", "hooks"))
 
 
 def add_causal_commands(sub: argparse._SubParsersAction) -> None:

@@ -260,7 +260,16 @@ class CausalStage(Config):
     ``patch`` and ``das`` hold the settings of
     :class:`~hierlens.analysis.causal.sweep.PatchConfig` and
     :class:`~hierlens.analysis.causal.alignment.DASConfig` (``[causal.patch]``, ``[causal.das]``
-    tables in a config file). Off by default."""
+    tables in a config file). Off by default.
+
+    Parameters:
+        enabled: run the stage
+        variables: the task's variables to test; none: all of them
+        hooks: hook names or globs; none: the residual stream before the first block and
+            after each block
+        patch: the patching settings (``[causal.patch]``)
+        das: the DAS settings (``[causal.das]``)
+    """
 
     enabled: bool = False
     variables: tuple[str, ...] = ()

@@ -88,3 +88,20 @@ def test_pipeline_causal_stage_runs_and_resumes(tmp_path):
     stamp = layout.das_path.stat().st_mtime_ns
     run(cfg, progress=False)
     assert layout.das_path.stat().st_mtime_ns == stamp
+
+
+def test_variables_and_hooks_flags_are_the_causal_stage_fields(capsys):
+    """patch and das take --variables and --hooks from the pipeline's CausalStage (one
+    default and one help text, in the config), as the [causal] stage does."""
+    import pytest
+
+    from hierlens.analysis.cli.common import config_field_docs
+    from hierlens.analysis.pipeline.config import CausalStage
+
+    docs = config_field_docs(CausalStage)
+    for command in ("patch", "das"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for field in ("variables", "hooks"):
+            assert " ".join(docs[field].split()) in text
