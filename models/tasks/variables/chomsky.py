@@ -15,6 +15,7 @@ recurrent models).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 
 import numpy as np
@@ -62,8 +63,9 @@ class _ChomskyVariables(CausalModel):
             out.append(self.make(inputs))
         return out
 
-    def make(self, inputs: list[str]) -> CausalInput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def make(self, inputs: list[str]) -> CausalInput:
+        """The causal input of the input symbols ``inputs`` (their outputs and the value)."""
 
     def candidates(self, inp: CausalInput) -> tuple[int, ...]:
         return tuple(int(i) for i in self.task.output_ids)  # type: ignore[attr-defined]
@@ -112,8 +114,9 @@ class _CopyVariables(_ChomskyVariables):
     def variables(self) -> Mapping[str, str]:
         return {"head_symbol": "the input symbol the first output copies"}
 
-    def outputs(self, inputs: list[str]) -> list[str]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def outputs(self, inputs: list[str]) -> list[str]:
+        """The task's output symbols for the input symbols ``inputs``."""
 
     def make(self, inputs: list[str]) -> CausalInput:
         return self._input(inputs, self.outputs(inputs), int(inputs[self.head]))
