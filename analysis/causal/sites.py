@@ -14,14 +14,13 @@ any trailing axes) is kept.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 
+from hierlens.models.forward import model_logits
 from hierlens.models.hooks import is_hooked_model, resolve_hook_names, unknown_hook_error
-from hierlens.models.model_inputs import forward_kwargs, hf_model, is_bidirectional
 
 __all__ = [
     "Edit",
@@ -91,36 +90,12 @@ def forward_logits(
     model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
     """Logits ``(B, T, d_vocab)`` of right-padded ``tokens`` ``(B, T)`` with ``lengths``
-    ``(B,)`` real tokens each.
-
-    A bridge over a Hugging Face model gets the explicit ``(B, 1, T, T)`` mask and positions
-    of :func:`~hierlens.models.model_inputs.forward_kwargs` (no transformers release's reading
-    of a 2-D mask decides the pattern); a bidirectional model gets the ``(B, T)`` key mask; a
-    causal native or plain model runs on the tokens alone (right padding never reaches a real
-    position)."""
+    ``(B,)`` real tokens each: :func:`~hierlens.models.forward.model_logits` with the key
+    mask of ``lengths`` (a Hugging Face bridge gets the explicit ``(B, 1, T, T)`` mask and
+    positions, a bidirectional model the ``(B, T)`` key mask, a causal one the tokens alone)."""
     T = tokens.shape[1]
-    mask = (torch.arange(T, device=tokens.device)[None, :] < lengths[:, None]).long()
-    if hf_model(model) is not None:
-        out = model(tokens, **forward_kwargs(model, mask, tokens))
-    elif is_bidirectional(model) or _takes_mask(model):
-        out = model(tokens, attention_mask=mask)
-    else:
-        out = model(tokens)
-    if hasattr(out, "logits"):
-        out = out.logits
-    if not isinstance(out, torch.Tensor) or out.dim() != 3:
-        raise TypeError("model must return logits of shape (batch, pos, d_vocab)")
-    return out
-
-
-def _takes_mask(model: torch.nn.Module) -> bool:
-    if is_hooked_model(model):
-        return False  # a causal native bridge: the mask changes nothing for right padding
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "attention_mask" in params and not getattr(getattr(model, "cfg", None), "causal", True)
+    mask = torch.arange(T, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+    return model_logits(model, tokens, mask)
 
 
 def capture_sites(
