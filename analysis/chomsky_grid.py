@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
+from hierlens.core.validate import check_choice, check_int
 from hierlens.models import TrainConfig, get_task, list_tasks
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
 from hierlens.models.run import Run
@@ -148,8 +149,7 @@ def _check_grid(
     """Reject a bad backend, grid axis, training config or model setting before any job is
     made; returns the four axes as lists, the training config's fields and the
     per-architecture options as plain dicts."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     tasks, archs, seeds, lrs = list(tasks), list(archs), list(seeds), list(lrs)
     for what, values in (("tasks", tasks), ("archs", archs), ("seeds", seeds), ("lrs", lrs)):
         if not values:
@@ -164,8 +164,7 @@ def _check_grid(
         raise ValueError(f"seeds must be integers, got {seeds}")
     if any(not isinstance(lr, (int, float)) or lr <= 0 for lr in lrs):
         raise ValueError(f"learning rates must be positive numbers, got {lrs}")
-    if eval_n < 1:
-        raise ValueError(f"eval_n must be positive, got {eval_n}")
+    check_int("eval_n", eval_n)
     base = train_config.to_dict() if isinstance(train_config, TrainConfig) else dict(train_config)
     TrainConfig(**base)  # validate before any job starts
     arch_options = {a: dict(o) for a, o in (arch_options or {}).items()}

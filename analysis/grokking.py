@@ -30,6 +30,7 @@ from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import scalars
 from hierlens.core.trackers import MultiLogger, make_logger
+from hierlens.core.validate import check_int
 from hierlens.models.run import Run, open_run
 from hierlens.models.run_layout import RECORD_SCHEMAS, TRACKING
 from hierlens.models.run_lock import locks_run
@@ -124,9 +125,7 @@ class TrackConfig(Config):
 
     def __post_init__(self) -> None:
         for name in ("n", "n_trees", "n_compare"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierlens.core.validate import check_choice
+
 POOLS = ("mean", "first")
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,7 @@ def word_vectors_by_layer(
     from hierlens.models.model_inputs import forward_kwargs
     from hierlens.models.text import pool_words
 
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    check_choice("pool", pool, POOLS)
     names = ["blocks.0.hook_resid_pre", *pretrained.resid_hooks]
     wanted = set(names)
     model = pretrained.model
@@ -186,8 +187,7 @@ def structural_probes(
     from hierlens.probes import structural_probe_sweep
     from hierlens.probes.structural import split_indices
 
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    check_choice("pool", pool, POOLS)
     if len(sentences) < 3:
         raise ValueError(f"structural probes need at least 3 sentences, got {len(sentences)}")
     all_layers = list(range(pretrained.n_layers + 1))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.core.validate import check_choice
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.run import Run
 from hierlens.models.run_load import run_config_dict
@@ -118,8 +119,7 @@ def _check_sweep(
 ) -> tuple[list[int], list[int], dict[str, Any]]:
     """Reject a bad backend, grid or model before any job starts (Ray must be importable
     for ``backend="ray"``); returns the depths, seeds and extra model fields as lists/dict."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if backend == "ray":
         from .ray_backend import require_ray
 

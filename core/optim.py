@@ -32,6 +32,8 @@ from collections.abc import Collection, Mapping, Sequence
 import torch
 from torch.optim.adamw import adamw
 
+from hierlens.core.validate import check_choice
+
 __all__ = ["SCHEDULES", "StackedAdamW", "clip_grad_norms_", "lr_at", "state_dict_problem"]
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -57,8 +59,7 @@ def lr_at(
     of the warmup (cosine, [Loshchilov2017]); SAE training holds the rate and decays linearly
     to 0 over the final share of the run ([Conerly2024]).
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_choice("schedule", schedule, SCHEDULES)
     start = warmup_steps if decay_start is None else decay_start
     lr = base_lr
     if schedule != "constant" and step >= start:

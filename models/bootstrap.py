@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hierlens.core.validate import check_int
+
 __all__ = ["MIN_SENTENCES", "bootstrap_interval", "ratio"]
 
 #: a split of fewer sentences than this gets a warning: its scores mean little
@@ -47,8 +49,7 @@ def bootstrap_interval(
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if n_resamples < 1 or isinstance(n_resamples, bool):
-        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    check_int("n_resamples", n_resamples)
     values = []
     rng = np.random.default_rng(seed)
     for start in range(0, n_resamples, _BLOCK):

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlens.core.device import resolve_device, resolve_dtype
+from hierlens.core.validate import check_int
 
 from .capture_data import (
     POOLS,
@@ -292,10 +293,8 @@ def _check_capture_args(
     ``TypeError``/``ValueError`` saying what was expected); returns the resolved dtype."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(shard_bytes, int) or shard_bytes <= 0:
-        raise ValueError(f"shard_bytes must be a positive integer, got {shard_bytes!r}")
+    check_int("batch_size", batch_size)
+    check_int("shard_bytes", shard_bytes)
     dtype = resolve_dtype(dtype)
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")

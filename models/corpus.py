@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from hierlens.core.validate import check_choice, check_int
+
 from .sentence import Sentence
 from .special_tokens import SpecialTokens
 from .tasks.base import Example
@@ -61,8 +63,7 @@ class Corpus:
             raise FileNotFoundError(f"no treebank or text file at {str(self.path)!r}")
         object.__setattr__(self, "path", str(path.resolve()))
         fmt = self.format or infer_format(path)
-        if fmt not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        check_choice("format", fmt, FORMATS)
         object.__setattr__(self, "format", fmt)
         if not isinstance(self.drop_punct, bool):
             raise TypeError(f"drop_punct must be a bool, got {type(self.drop_punct).__name__}")
@@ -113,8 +114,7 @@ class Corpus:
         file order)."""
         sentences = self.sentences(split)
         if n is not None:
-            if n < 1:
-                raise ValueError(f"n must be positive, got {n}")
+            check_int("n", n, numpy=True)
             if n < len(sentences):
                 keep = np.random.default_rng(seed).choice(len(sentences), n, replace=False)
                 sentences = [sentences[i] for i in sorted(keep.tolist())]

@@ -70,6 +70,7 @@ from hierlens.core.atomic_io import (
     salvage_jsonl,
     write_checked_json,
 )
+from hierlens.core.validate import check_int
 
 from .checkpoint import STATE_FILE
 from .corpus import Corpus
@@ -137,8 +138,7 @@ __all__ = [
 
 def step_dir_name(step: int) -> str:
     """``step_NNNNNNN``: the folder name of a step (checkpoints, activation stores)."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"a step must be a non-negative integer, got {step!r}")
+    check_int("a step", step, minimum=0)
     return f"step_{step:07d}"
 
 

@@ -28,6 +28,7 @@ import dataclasses
 from typing import Any
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_choice
 
 __all__ = ["SPECIAL_TOKEN_POLICIES", "SpecialTokens"]
 
@@ -59,10 +60,7 @@ class SpecialTokens(Config):
     suffix: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.policy not in SPECIAL_TOKEN_POLICIES:
-            raise ValueError(
-                f"special-token policy must be one of {SPECIAL_TOKEN_POLICIES}, got {self.policy!r}"
-            )
+        check_choice("special-token policy", self.policy, SPECIAL_TOKEN_POLICIES)
         if (self.prefix is None) != (self.suffix is None):
             raise ValueError("prefix and suffix are resolved together: give both or neither")
         if self.prefix is not None:

@@ -30,6 +30,7 @@ from hierlens.core import confined_io as fs
 from hierlens.core.atomic_io import load_tensors, read_json
 from hierlens.core.checksums import CorruptFileError, sha256_file
 from hierlens.core.device import resolve_dtype
+from hierlens.core.validate import check_int
 
 FORMAT = "hierlens.activation_store"
 VERSION = 1
@@ -215,10 +216,8 @@ class ActivationStore:
         :attr:`index` and :attr:`labels`).
         """
         self._hook_meta(hook)
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(window, int) or window <= 0:
-            raise ValueError(f"window must be a positive integer, got {window!r}")
+        check_int("batch_size", batch_size)
+        check_int("window", window)
         return self._iter_batches(hook, batch_size, shuffle, seed, window, drop_last, return_rows)
 
     def _iter_batches(

@@ -11,6 +11,7 @@ from typing import ClassVar
 from hierlens.core.config import Config
 from hierlens.core.loggers import check_trackers
 from hierlens.core.optim import SCHEDULES
+from hierlens.core.validate import check_choice, check_int, check_number
 
 from .tasks.base import SPLITS
 
@@ -113,11 +114,8 @@ class TrainConfig(Config):
     log_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "log_every", "eval_n", "train_pool")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("steps", "batch_size", "log_every", "eval_n", "train_pool"):
+            check_int(f"TrainConfig.{name}", getattr(self, name))
         for name in (
             "warmup_steps",
             "eval_every",
@@ -125,29 +123,18 @@ class TrainConfig(Config):
             "checkpoint_every",
             "checkpoint_log_points",
         ):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}"
-            )
+            check_int(f"TrainConfig.{name}", getattr(self, name), minimum=0)
+        check_number("TrainConfig.lr", self.lr, strict=True)
+        check_choice("TrainConfig.schedule", self.schedule, SCHEDULES)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(
                 f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}"
             )
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(
-                f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}"
-            )
-        if self.loss_on not in LOSS_ON:
-            raise ValueError(f"TrainConfig.loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
+        check_number("TrainConfig.weight_decay", self.weight_decay)
+        check_number("TrainConfig.grad_clip", self.grad_clip, strict=True, none=True)
+        check_choice("TrainConfig.loss_on", self.loss_on, LOSS_ON)
         object.__setattr__(self, "log_to", check_trackers(self.log_to, "TrainConfig.log_to"))
         bad = [s for s in self.eval_splits if s not in SPLITS]
         if bad:

@@ -14,6 +14,7 @@ import torch
 
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device, resolve_dtype
+from hierlens.core.validate import check_choice, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -69,34 +70,18 @@ class ModelConfig(Config):
 
     def __post_init__(self) -> None:
         for name in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            check_int(f"ModelConfig.{name}", getattr(self, name))
         if self.d_head is None and self.d_model % self.n_heads:
             raise ValueError(
                 f"ModelConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                 "set d_head explicitly or change n_heads"
             )
         for name in ("d_head", "d_mlp"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(
-                    f"ModelConfig.{name} must be a positive integer or None, got {value!r}"
-                )
-        if self.attention_dir not in _ATTENTION_DIRS:
-            raise ValueError(
-                f"ModelConfig.attention_dir must be one of {_ATTENTION_DIRS}, got {self.attention_dir!r}"
-            )
-        if self.normalization_type not in _NORMS:
-            raise ValueError(
-                f"ModelConfig.normalization_type must be one of {_NORMS}, got {self.normalization_type!r}"
-            )
-        if self.act_fn not in _ACTS:
-            raise ValueError(f"ModelConfig.act_fn must be one of {_ACTS}, got {self.act_fn!r}")
-        if self.positional_embedding_type not in _POS:
-            raise ValueError(
-                f"ModelConfig.positional_embedding_type must be one of {_POS}, got {self.positional_embedding_type!r}"
-            )
+            check_int(f"ModelConfig.{name}", getattr(self, name), none=True)
+        check_choice("ModelConfig.attention_dir", self.attention_dir, _ATTENTION_DIRS)
+        check_choice("ModelConfig.normalization_type", self.normalization_type, _NORMS)
+        check_choice("ModelConfig.act_fn", self.act_fn, _ACTS)
+        check_choice("ModelConfig.positional_embedding_type", self.positional_embedding_type, _POS)
 
     @property
     def head_dim(self) -> int:

@@ -24,6 +24,7 @@ import math
 import torch
 
 from hierlens.core.device import resolve_device, resolve_dtype
+from hierlens.core.validate import check_int, check_number
 
 __all__ = [
     "LogisticFit",
@@ -170,8 +171,7 @@ def fit_logistic(
         A :class:`LogisticFit` with tensors on ``device``.
     """
     _check_penalty(C, class_weight)
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_int("max_iter", max_iter)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, default=torch.float64)
     X, y, s = _as_batched(X, y, sample_weight, dev, dt, check_input)
@@ -371,7 +371,6 @@ class _NewtonState:
 def _check_penalty(C, class_weight) -> None:
     """Reject an L2 probe's settings that are not a positive ``C`` and a ``class_weight`` of
     None or "balanced"."""
-    if not (isinstance(C, (int, float)) and C > 0):
-        raise ValueError(f"C must be a positive number, got {C!r}")
+    check_number("C", C, strict=True, finite=False)
     if class_weight not in (None, "balanced"):
         raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")

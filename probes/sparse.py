@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from hierlens.core.device import resolve_device
+from hierlens.core.validate import check_int, check_number
 
 from .logistic import fit_logistic
 from .select import SELECTIONS, gather_columns, select_features
@@ -89,8 +90,7 @@ class SparseProbe(ClassifierMixin, BaseEstimator):
         self.device = device
 
     def _check_params(self, n_features: int) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        check_int("k", self.k, numpy=True)
         if self.k > n_features:
             raise ValueError(
                 f"k={self.k} is larger than the number of features "
@@ -100,8 +100,7 @@ class SparseProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"unknown selection {self.selection!r}; expected one of {', '.join(SELECTIONS)}"
             )
-        if not (isinstance(self.C, (int, float, np.floating)) and self.C > 0):
-            raise ValueError(f"C must be a positive number, got {self.C!r}")
+        check_number("C", self.C, strict=True, finite=False)
         if not (self.class_weight in (None, "balanced") or isinstance(self.class_weight, dict)):
             raise ValueError(
                 f"class_weight must be None, 'balanced' or a dict {{class: weight}}, "

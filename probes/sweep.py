@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.core.device import resolve_device, resolve_dtype
+from hierlens.core.validate import check_number
 
 from .logistic import _check_penalty, all_finite, balanced_weights, fit_logistic_rows
 from .metrics import binary_metrics
@@ -162,8 +163,7 @@ def _check_options(methods, C, class_weight, test_size, tol) -> None:
     _check_penalty(C, class_weight)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    check_number("tol", tol, strict=True, none=True)
 
 
 def _check_labels(labels, n: int) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
+
+from hierlens.core.validate import check_number
 
 from .config import check_nonneg
 from .outputs import Encoded
@@ -29,9 +30,7 @@ class BatchTopKSAEConfig(TopKSAEConfig):
 
     def _check_k(self) -> None:
         k = self.k
-        ok = isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k)
-        if not ok or k <= 0:
-            raise ValueError(f"{type(self).__name__}.k must be a positive number, got {k!r}")
+        check_number(f"{type(self).__name__}.k", k, strict=True)
         if k > self.d_sae:
             raise ValueError(
                 f"{type(self).__name__}.k={k} is larger than the number of latents "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_choice, check_int, check_number
 
 _FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
@@ -38,36 +38,26 @@ class SAEConfig(Config):
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{type(self).__name__}.{name} must be a positive int, got {value!r}"
-                )
+            check_int(f"{type(self).__name__}.{name}", getattr(self, name))
         if self.hook_name is not None and not isinstance(self.hook_name, str):
             raise TypeError(
                 f"hook_name must be a string or None, got {type(self.hook_name).__name__}"
             )
         if not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        if self.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {self.dtype!r}")
+        check_choice("dtype", self.dtype, _FLOAT_DTYPES)
 
 
 def check_nonneg(cfg: SAEConfig, *names: str) -> None:
     """``ValueError`` unless every named field of ``cfg`` is a finite number >= 0."""
     for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"{type(cfg).__name__}.{name} must be a finite number >= 0, got {value!r}"
-            )
+        check_number(f"{type(cfg).__name__}.{name}", getattr(cfg, name))
 
 
 def check_k(cfg: SAEConfig, name: str = "k") -> None:
     """``ValueError`` unless ``cfg.<name>`` is an int in ``[1, d_sae]``."""
     k = getattr(cfg, name)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{type(cfg).__name__}.{name} must be a positive int, got {k!r}")
+    check_int(f"{type(cfg).__name__}.{name}", k)
     if k > cfg.d_sae:
         raise ValueError(
             f"{type(cfg).__name__}.{name}={k} is larger than the number of latents d_sae={cfg.d_sae}"

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_int
 from hierlens.models.tasks.ground_truth import GroundTruth
 
 from .base import SAE, sae_class
@@ -74,8 +75,7 @@ class FrontierSpec(Config):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if not isinstance(self.d_sae, int) or isinstance(self.d_sae, bool) or self.d_sae < 1:
-            raise ValueError(f"FrontierSpec.d_sae must be a positive int, got {self.d_sae!r}")
+        check_int("FrontierSpec.d_sae", self.d_sae)
         canonical = tuple(sae_class(a).name for a in self.architectures)  # unknown: ValueError
         object.__setattr__(self, "architectures", canonical)
         for arch in self.chosen:

@@ -19,6 +19,8 @@ import dataclasses
 
 import torch
 
+from hierlens.core.validate import check_int, check_number
+
 from .base import SAE
 from .config import SAEConfig, check_k
 from .outputs import Encoded
@@ -59,18 +61,8 @@ class MatchingPursuitSAEConfig(SAEConfig):
         check_k(self)
         if not self.unit_norm_decoder:
             raise ValueError("MatchingPursuitSAE needs unit-norm atoms: unit_norm_decoder=True")
-        if self.residual_threshold is not None and not (
-            isinstance(self.residual_threshold, (int, float)) and self.residual_threshold >= 0
-        ):
-            raise ValueError(
-                f"residual_threshold must be >= 0 or None, got {self.residual_threshold!r}"
-            )
-        if self.max_iterations is not None and (
-            not isinstance(self.max_iterations, int) or self.max_iterations < 1
-        ):
-            raise ValueError(
-                f"max_iterations must be a positive int or None, got {self.max_iterations!r}"
-            )
+        check_number("residual_threshold", self.residual_threshold, none=True)
+        check_int("max_iterations", self.max_iterations, none=True)
 
 
 @torch.no_grad()

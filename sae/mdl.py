@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 
+from hierlens.core.validate import check_int
+
 __all__ = [
     "DescriptionLength",
     "PrecisionSearch",
@@ -139,8 +141,7 @@ class _Encoded:
     ) -> None:
         self.model, self.tokens, self.hook_name = model, tokens, hook_name
         self._ce_cache: dict[float | None, dict[str, float]] = {}
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         self.sae = sae
         self.x = activations
         self.n = activations.shape[0]

@@ -6,6 +6,8 @@ import dataclasses
 
 import torch
 
+from hierlens.core.validate import check_int
+
 from .base import SAE
 from .config import SAEConfig, check_k, check_nonneg
 from .outputs import Encoded, StepContext
@@ -36,11 +38,9 @@ class TopKSAEConfig(SAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_k()
-        if self.k_aux is not None and (not isinstance(self.k_aux, int) or self.k_aux < 1):
-            raise ValueError(f"k_aux must be a positive int or None, got {self.k_aux!r}")
+        check_int("k_aux", self.k_aux, none=True)
         check_nonneg(self, "aux_coefficient")
-        if not isinstance(self.dead_window, int) or self.dead_window < 1:
-            raise ValueError(f"dead_window must be a positive int, got {self.dead_window!r}")
+        check_int("dead_window", self.dead_window)
 
     def _check_k(self) -> None:
         """``ValueError`` unless ``k`` is an int in ``[1, d_sae]``."""

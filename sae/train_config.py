@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 
 from hierlens.core.config import Config
 from hierlens.core.loggers import check_trackers
-
-
-def _positive_int(name: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        what = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"SAETrainConfig.{name} must be {what}, got {value!r}")
-
-
-def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+from hierlens.core.validate import check_int, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,30 +83,29 @@ class SAETrainConfig(Config):
             object.__setattr__(self, "lr", tuple(self.lr))
         object.__setattr__(self, "betas", tuple(self.betas))
         object.__setattr__(self, "log_to", check_trackers(self.log_to, "SAETrainConfig.log_to"))
-        _positive_int("steps", self.steps, optional=True)
-        _positive_int("tokens", self.tokens, optional=True)
+        check_int("SAETrainConfig.steps", self.steps, none=True)
+        check_int("SAETrainConfig.tokens", self.tokens, none=True)
         if self.steps is not None and self.tokens is not None:
             raise ValueError("give exactly one of steps= or tokens=")
-        _positive_int("batch_size", self.batch_size)
+        check_int("SAETrainConfig.batch_size", self.batch_size)
         f = self.heldout_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
             raise ValueError(f"heldout_fraction must be a number in [0, 1), got {f!r}")
         lrs = self.lr if isinstance(self.lr, tuple) else (self.lr,)
-        if not lrs or not all(_positive_number(v) for v in lrs):
+        if not lrs:
             raise ValueError("lr must be a positive number or one positive number per SAE")
+        for lr in lrs:
+            check_number("SAETrainConfig.lr", lr, strict=True)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if not _positive_number(self.eps):
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        check_number("SAETrainConfig.eps", self.eps, strict=True)
+        check_int("SAETrainConfig.warmup_steps", self.warmup_steps, minimum=0)
         if not isinstance(self.decay_fraction, (int, float)) or not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
-        if self.grad_clip is not None and not _positive_number(self.grad_clip):
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        _positive_int("dead_after_tokens", self.dead_after_tokens)
-        _positive_int("log_every", self.log_every)
-        _positive_int("checkpoint_every", self.checkpoint_every, optional=True)
+        check_number("SAETrainConfig.grad_clip", self.grad_clip, strict=True, none=True)
+        check_int("SAETrainConfig.dead_after_tokens", self.dead_after_tokens)
+        check_int("SAETrainConfig.log_every", self.log_every)
+        check_int("SAETrainConfig.checkpoint_every", self.checkpoint_every, none=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError(f"SAETrainConfig.seed must be an int, got {self.seed!r}")
         if self.device is not None and not isinstance(self.device, str):

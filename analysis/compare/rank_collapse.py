@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hierlens.core.validate import check_choice
+
 PATHS = ("full", "attention", "attention+skip", "attention+mlp")
 
 
@@ -157,8 +159,7 @@ def rank_collapse(
     Returns:
         ``(batch, n_layers)`` residuals; for TransformerLens models ``n_layers = 1 + n_blocks``.
     """
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    check_choice("path", path, PATHS)
     if norm not in ("fro", "l1_inf"):
         raise ValueError(f"norm must be 'fro' or 'l1_inf', got {norm!r}")
     outs: list[torch.Tensor] = []

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from hierlens.core.atomic_io import json_safe
+from hierlens.core.validate import check_int
 from hierlens.models.capture import capture
 from hierlens.models.hooks import resolve_hook_names
 from hierlens.models.run import Run, open_run
@@ -136,8 +137,7 @@ def compare_runs(
     bad = [m for m in measures if m not in MEASURES]
     if bad or not measures:
         raise ValueError(f"unknown measure(s) {bad}; choose from {MEASURES}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int("n", n)
     ra, rb = open_run(run_a), open_run(run_b)
     for run, step in ((ra, step_a), (rb, step_b)):
         if not run.steps:

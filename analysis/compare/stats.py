@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hierlens.core.device import resolve_device, resolve_dtype
+from hierlens.core.validate import check_int
 from hierlens.models.store import ActivationStore
 
 #: a representation: an ``(n_tokens, d)`` tensor/array or ``(ActivationStore, hook)``
@@ -93,8 +94,7 @@ def aligned_batches(
 
     Store sources are read with ``store.batches(hook, batch_size, shuffle=False)``; the rows
     of every store are checked to agree. Every block is checked for NaN/inf."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     iters = []
     for src in sources:
         if isinstance(src, tuple):

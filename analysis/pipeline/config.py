@@ -15,6 +15,7 @@ from typing import Any
 from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
+from hierlens.core.validate import check_choice, check_int
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.corpus import Corpus
 from hierlens.models.run_load import pretrained_run_config
@@ -32,14 +33,6 @@ def _tuple(value: Any, name: str, kind: type = int) -> tuple:
     ):
         return tuple(value)
     raise ValueError(f"{name} must be a list of {kind.__name__}s, got {value!r}")
-
-
-def _positive(value: Any, name: str, none: bool = False) -> None:
-    """A positive integer (or None when ``none``), else a ``ValueError`` naming the field."""
-    if none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +64,8 @@ class CaptureStage(Config):
         object.__setattr__(self, "hooks", _tuple(self.hooks, "capture.hooks", str))
         if not self.hooks:
             raise ValueError("capture.hooks must name at least one hook")
-        _positive(self.n, "capture.n", none=True)
-        _positive(self.batch_size, "capture.batch_size")
+        check_int("capture.n", self.n, none=True)
+        check_int("capture.batch_size", self.batch_size)
         if self.split is not None and not isinstance(self.split, str):
             raise ValueError(f"capture.split must be a split name, got {self.split!r}")
         if self.pool not in (None, "first", "last", "mean"):
@@ -207,8 +200,8 @@ class TreeStage(Config):
     layer: int = -1
 
     def __post_init__(self) -> None:
-        _positive(self.n, "tree.n")
-        _positive(self.n_trees, "tree.n_trees", none=True)
+        check_int("tree.n", self.n)
+        check_int("tree.n_trees", self.n_trees, none=True)
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise ValueError(f"tree.layer must be an integer, got {self.layer!r}")
 
@@ -240,12 +233,9 @@ class StructuralStage(Config):
     def __post_init__(self) -> None:
         from ..structural import POOLS
 
-        _positive(self.rank, "structural.rank")
-        _positive(self.max_epochs, "structural.max_epochs")
-        if self.pool not in POOLS:
-            raise ValueError(
-                f"structural.pool must be one of {', '.join(POOLS)}, got {self.pool!r}"
-            )
+        check_int("structural.rank", self.rank)
+        check_int("structural.max_epochs", self.max_epochs)
+        check_choice("structural.pool", self.pool, POOLS)
         if not isinstance(self.controls, bool):
             raise ValueError(f"structural.controls must be true or false, got {self.controls!r}")
 

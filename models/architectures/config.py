@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_choice, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task
@@ -57,12 +58,8 @@ class ArchConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(
-                f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.pos_encoding!r}"
-            )
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
         for field in (
             "vocab_size",
             "d_model",
@@ -73,11 +70,8 @@ class ArchConfig(Config):
             "memory_size",
             "memory_dim",
         ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{field} must be a positive integer, got {value!r}")
-        if not isinstance(self.d_mlp, int) or self.d_mlp < 0:
-            raise ValueError(f"d_mlp must be a non-negative integer, got {self.d_mlp!r}")
+            check_int(field, getattr(self, field))
+        check_int("d_mlp", self.d_mlp, minimum=0)
         if self.arch == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
