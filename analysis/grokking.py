@@ -30,12 +30,13 @@ from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 from hierlens.core.loggers import scalars
 from hierlens.core.trackers import MultiLogger, make_logger
-from hierlens.core.validate import check_int
+from hierlens.core.validate import check_int, is_int
 from hierlens.models.run import Run, open_run
 from hierlens.models.run_layout import RECORD_SCHEMAS, TRACKING
 from hierlens.models.run_lock import locks_run
 from hierlens.models.tasks.base import Task, iter_batches
 
+from .layer_numbering import LAYER_NUMBERING, block_of_layer
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
 from .trees.spans import span_scores
@@ -108,7 +109,9 @@ class TrackConfig(Config):
         n: examples per split for accuracy.
         n_trees: sentences for tree score and parse F1.
         tree_split: the split the tree sentences come from.
-        layer: block whose output the tree projection compares (-1: the last).
+        layer: layer whose tree projection is scored, in the one layer numbering
+            (:mod:`~hierlens.analysis.layer_numbering`: 1..n_blocks, layer ``l`` the output of
+            block ``l - 1``; -1: the last), as ``hierlens tree-score --layer`` numbers it.
         seed: seed of the examples (the same at every checkpoint).
         compare: also record each layer's linear CKA to the final checkpoint and its
             rank-collapse residual.
@@ -126,6 +129,11 @@ class TrackConfig(Config):
     def __post_init__(self) -> None:
         for name in ("n", "n_trees", "n_compare"):
             check_int(name, getattr(self, name))
+        if not is_int(self.layer) or self.layer == 0:
+            raise ValueError(
+                f"layer must be 1..n_blocks or negative (from the last), got {self.layer!r}; "
+                "layer 0, the embeddings, has no tree projection"
+            )
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class TrackSettings(Config):
             "n_trees": self.n_trees,
             "tree_split": self.tree_split,
             "layer": self.layer,
+            "layer_numbering": LAYER_NUMBERING,
             "seed": self.seed,
             "metrics": list(self.metrics),
         }
@@ -186,7 +195,7 @@ def track(
 
     - ``accuracy``: the task's metrics on ``test_id`` and ``test_ood`` (keys
       ``test_id/<metric>``, ``test_ood/<metric>``), ``n`` examples each;
-    - ``tree_score`` / ``parse_f1``: span scores at block ``layer`` for ``n_trees`` sentences
+    - ``tree_score`` / ``parse_f1``: span scores at ``layer`` for ``n_trees`` sentences
       of ``tree_split``, greedy tree projection, mean tree score and corpus parse F1 against
       the gold trees [Murty2023a];
     - ``param_norm``: parameter norm; ``attention_entropy``: mean attention entropy;
@@ -223,6 +232,8 @@ def track(
     task = task or run.task
     available = run.steps
     steps = _checked_steps(run_dir, available, steps)
+    if any(m in metrics for m in ("tree_score", "parse_f1")):
+        block_of_layer(layer, run.model_config.n_layers)  # ValueError before any work
     dev = resolve_device(device)
     representations = [m for m in metrics if m in REPRESENTATION_METRICS]
     settings = TrackSettings(
@@ -299,12 +310,24 @@ def _checked_steps(
 
 def _reusable_records(run: Run, path: Path, settings: TrackSettings) -> dict[int, dict[str, Any]]:
     """``{step: record}`` of the records in ``path`` made with ``settings``; when some were
-    made with other settings, the file is rewritten without them (they are recomputed)."""
-    records = run.read_records(path, writer=True)
+    made with other settings, the file is rewritten without them (they are recomputed).
+    Records written before the settings named their layer numbering counted ``layer`` in
+    blocks; they are renumbered (block ``b`` is layer ``b + 1``) and kept."""
+    read = run.read_records(path, writer=True)
+    records = [{**r, "settings": _renumbered(r["settings"])} for r in read]
     existing = [r for r in records if r["settings"] == settings.key()]
-    if len(existing) != len(records):
+    if records != read or len(existing) != len(records):
         write_checked_jsonl(path, existing)
     return {r["step"]: r for r in existing}
+
+
+def _renumbered(settings: dict[str, Any]) -> dict[str, Any]:
+    """Tracking settings in the one layer numbering (older records named a block)."""
+    if "layer_numbering" in settings or "layer" not in settings:
+        return settings
+    block = settings["layer"]
+    return {**settings, "layer": block + 1 if block >= 0 else block,
+            "layer_numbering": LAYER_NUMBERING}  # fmt: skip
 
 
 def _track_on_ray(
@@ -417,7 +440,8 @@ def _record(
             record[f"{split}/{key}"] = value
     tree_examples = inputs.tree_examples
     if tree_examples:
-        scores = span_scores(model, tree_examples, layer=settings.layer, device=dev, progress=False)
+        block = block_of_layer(settings.layer, model.cfg.n_layers)
+        scores = span_scores(model, tree_examples, layer=block, device=dev, progress=False)
         trees = [tree_projection(s, "greedy") for s in scores]
         if "tree_score" in metrics:
             record["tree_score"] = tree_score(scores, trees)

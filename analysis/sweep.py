@@ -16,6 +16,7 @@ cluster (see :mod:`hierlens.analysis.ray_backend`). A job that fails is reported
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,8 @@ from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 from hierlens.models.transformer import ModelConfig, build_transformer
 
-from .grokking import grokking_summary, track
+from .grokking import TrackConfig, grokking_summary, track
+from .layer_numbering import block_of_layer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -90,7 +92,7 @@ def sweep(
     fraction of a GPU packs several small models on one) on the cluster at ``address``
     (``"auto"``, ``"HOST:PORT"``; None: a local Ray started in this process).
     """
-    depths, seeds, model = _check_sweep(task, depths, seeds, model, backend)
+    depths, seeds, model = _check_sweep(task, depths, seeds, model, backend, track_options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pending, conflicts = _write_jobs(task, depths, seeds, model, train_config, track_options, out)
@@ -115,10 +117,16 @@ def sweep(
 
 
 def _check_sweep(
-    task: Task, depths: Sequence[int], seeds: Sequence[int], model, backend: str
+    task: Task,
+    depths: Sequence[int],
+    seeds: Sequence[int],
+    model,
+    backend: str,
+    track_options: dict[str, Any] | None,
 ) -> tuple[list[int], list[int], dict[str, Any]]:
-    """Reject a bad backend, grid or model before any job starts (Ray must be importable
-    for ``backend="ray"``); returns the depths, seeds and extra model fields as lists/dict."""
+    """Reject a bad backend, grid, model or tracking option before any job starts (Ray must
+    be importable for ``backend="ray"``); returns the depths, seeds and extra model fields as
+    lists/dict."""
     check_choice("backend", backend, BACKENDS)
     if backend == "ray":
         from .ray_backend import require_ray
@@ -134,6 +142,9 @@ def _check_sweep(
         if key in model:
             raise ValueError(f"model[{key!r}] is set by the sweep; remove it")
     ModelConfig.for_task(task, **model)  # validate before any job starts
+    fields = {f.name for f in dataclasses.fields(TrackConfig)}
+    track = TrackConfig(**{k: v for k, v in (track_options or {}).items() if k in fields})
+    block_of_layer(track.layer, min(depths))  # a layer every depth has
     return depths, seeds, model
 
 

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -47,6 +48,39 @@ def test_track_one_record_per_checkpoint_and_resume(run_dir):
     )
     assert len(subset) == 1 and set(subset[0]) == {"step", "main_metric", "param_norm", "settings"}
     assert subset[0]["param_norm"] == pytest.approx(records[1]["param_norm"])
+
+
+def test_track_numbers_layers_as_tree_score_does(run_dir):
+    """``layer`` means the same layer in ``track`` and ``tree_scores_by_layer`` (1 = block 0's
+    output): on the same sentences they give the same tree score and parse F1."""
+    from hierlens.analysis.tree_scores import tree_scores_by_layer
+
+    for layer in (1, 2, -1):
+        tracked = track(run_dir, steps=[30], n_trees=6, seed=7, layer=layer,
+                        metrics=("tree_score", "parse_f1"), device="cpu", progress=False)[0]  # fmt: skip
+        scored = tree_scores_by_layer(run_dir, [layer], step=30, split="test_id", n=6, seed=8,
+                                      device="cpu", progress=False)[0]  # fmt: skip
+        assert tracked["tree_score"] == pytest.approx(scored["tree_score"], abs=1e-6)
+        assert tracked["parse_f1"] == pytest.approx(scored["parse_f1"], abs=1e-6)
+    with pytest.raises(ValueError, match="layer 0, the embeddings"):
+        track(run_dir, layer=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="layer out of range"):
+        track(run_dir, layer=3, device="cpu", progress=False)
+
+
+def test_records_numbered_in_blocks_are_renumbered_and_kept(run_dir):
+    """Records written when ``layer`` counted blocks are read in the one layer numbering
+    (block b is layer b + 1) and reused, not dropped and recomputed."""
+    options = dict(n=10, n_trees=4, seed=3, layer=2, device="cpu", progress=False)
+    records = track(run_dir, **options)
+    path = Run(run_dir).tracking_path
+    old = []
+    for r in records:
+        settings = {k: v for k, v in r["settings"].items() if k != "layer_numbering"}
+        old.append({**r, "settings": {**settings, "layer": 1}})  # block 1 = layer 2
+    write_checked_jsonl(path, old)
+    assert track(run_dir, **options) == records  # reused as they are, nothing recomputed
+    assert [json.loads(line) for line in path.read_text().splitlines()] == records
 
 
 def test_param_norm_closed_form():
@@ -110,6 +144,11 @@ def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
     assert again == rows and done.stat().st_mtime_ns == stamp  # finished jobs are skipped
     with pytest.raises(ValueError, match="set by the sweep"):
         sweep(TASK, [1], [0], cfg, tmp_path, model={"n_layers": 3})
+    # a tracked layer the shallowest depth lacks is refused before any job is written
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ValueError, match="layer out of range"):
+        sweep(TASK, [1, 2], [0], cfg, fresh, track_options={"layer": 2})
+    assert not fresh.exists() or not any(fresh.iterdir())
 
 
 def test_sweep_reports_a_conflicting_run_and_trains_the_rest_of_its_stack(tmp_path):
