@@ -26,7 +26,6 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlens.core.config import Config
-from hierlens.core.device import resolve_device
 from hierlens.core.optim import StackedAdamW
 from hierlens.models.tasks.variables import MinimalPairs
 
@@ -38,8 +37,7 @@ from .interchange import (
     intervened_logits,
     source_activations,
 )
-from .patching import _device
-from .sites import check_hooks
+from .sites import check_hooks, model_device
 
 __all__ = ["DASConfig", "DASResult", "das", "fit_subspaces", "parse_positions", "random_basis"]
 
@@ -162,6 +160,7 @@ def fit_subspaces(
     opt = StackedAdamW(free, stacked=False)
     rng = np.random.default_rng(config.seed)
     counterfactual = (train.candidates == train.counterfactual[:, None]).float().argmax(1)
+    positions = parse_positions(config.positions)
     losses: list[float] = []
     was_training = model.training
     model.eval()
@@ -175,13 +174,9 @@ def fit_subspaces(
             )
             part = train.subset(idx)
             with torch.no_grad():
-                src = source_activations(
-                    model, part, hooks, parse_positions(config.positions), device
-                )
+                src = source_activations(model, part, hooks, positions, device)
             bases = {h: orthonormal(free[h]) for h in hooks}
-            logits = intervened_logits(
-                model, part, hooks, src, bases, parse_positions(config.positions)
-            )
+            logits = intervened_logits(model, part, hooks, src, bases, positions)
             target = counterfactual[idx].to(device).repeat(len(hooks))
             per_row = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), target, reduction="none"
@@ -238,9 +233,10 @@ def das(
         raise TypeError(f"pairs must be MinimalPairs, got {type(pairs).__name__}")
     pairs.validate()
     names = check_hooks(model, hooks)
-    aligned_positions(pairs, parse_positions(config.positions))
-    dev = resolve_device(device) if device is not None else _device(model)
-    widths = hook_widths(model, pairs, names, parse_positions(config.positions), dev)
+    positions = parse_positions(config.positions)
+    aligned_positions(pairs, positions)
+    dev = model_device(model, device)
+    widths = hook_widths(model, pairs, names, positions, dev)
     for h in names:
         if config.rank > widths[h]:
             raise ValueError(f"rank {config.rank} is larger than the width of {h!r} ({widths[h]})")
@@ -248,7 +244,7 @@ def das(
     bases, losses = fit_subspaces(model, train, names, widths, config, dev, progress)
     for h in names:
         check_basis(bases[h], widths[h], h)
-    aligns = [Alignment(h, parse_positions(config.positions), bases[h]) for h in names]
+    aligns = [Alignment(h, positions, bases[h]) for h in names]
     iia_train = interchange_accuracy(model, train, aligns, device=dev, check_minimal=False)
     iia_test = interchange_accuracy(model, test, aligns, device=dev, check_minimal=False)
     return DASResult(

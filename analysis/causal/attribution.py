@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .patching import Direction, Metric, PatchingResult, _check, _device, _unpatched, query_metric
-from .sites import check_hooks, check_layout, editing_hooks, forward_logits
+from .patching import Direction, Metric, PatchingResult, _check, _unpatched, query_metric
+from .sites import check_hooks, check_layout, editing_hooks, forward_logits, model_device
 
 __all__ = ["agreement", "attribution_patching"]
 
@@ -43,7 +42,7 @@ def attribution_patching(
     arguments, same layout): ``patched[hook]`` ``(B, T[, H])`` holds the estimated metric."""
     _check(pairs, direction, metric)
     names = check_hooks(model, hooks)
-    dev = resolve_device(device) if device is not None else _device(model)
+    dev = model_device(model, device)
     lengths = pairs.base_lengths.to(dev)
     runs = _unpatched(model, pairs, names, direction, metric, dev)
     recipient, donor = runs.recipient, runs.donor

@@ -27,8 +27,7 @@ from hierlens.models.tasks.variables import MinimalPairs
 
 from .alignment import DASConfig, das, parse_positions, random_basis
 from .interchange import Alignment, interchange_accuracy, source_activations
-from .patching import _device
-from .sites import check_hooks
+from .sites import check_hooks, model_device
 
 __all__ = ["das_with_controls", "probe_accuracy", "random_weights_copy"]
 
@@ -38,7 +37,7 @@ def random_weights_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     initialisation seed when it has one (``model.hierlens_config``), otherwise every
     parameter tensor's entries shuffled (each tensor keeps its values' distribution)."""
     config = getattr(model, "hierlens_config", None)
-    dev = _device(model)
+    dev = model_device(model)
     if config is not None and hasattr(config, "replace") and hasattr(config, "seed"):
         from hierlens.models.architectures import ArchConfig, build_model
         from hierlens.models.transformer import build_transformer
@@ -68,7 +67,7 @@ def probe_accuracy(
     at each hook, on the base and source inputs' activations at the aligned positions
     (their mean when there are several). Splits by pair, as DAS does."""
     names = check_hooks(model, hooks)
-    dev = _device(model)
+    dev = model_device(model)
     pos = parse_positions(positions)
     train, test = pairs.split(test_fraction, seed=seed)
     out = {}

@@ -22,11 +22,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .patching import _device
-from .sites import capture_sites, check_hooks, editing_hooks, forward_logits
+from .sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
 
 __all__ = [
     "Alignment",
@@ -162,7 +160,7 @@ def interchange_accuracy(
     names = check_hooks(model, [a.hook for a in alignments])
     if len(set(names)) != len(alignments):
         raise ValueError("give each hook once per call (one alignment per hook)")
-    dev = resolve_device(device) if device is not None else _device(model)
+    dev = model_device(model, device)
     out: list[float] = [0.0] * len(alignments)
     groups: dict[object, list[int]] = {}
     for i, a in enumerate(alignments):

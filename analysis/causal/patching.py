@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.device import resolve_device
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .sites import capture_sites, check_hooks, editing_hooks, forward_logits
+from .sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
 
 __all__ = ["PatchingResult", "activation_patching", "query_metric", "sites_of"]
 
 Direction = Literal["denoise", "noise"]
 Metric = Literal["logit_diff", "prob"]
+#: the values each patching setting takes
+CHOICES = {"direction": get_args(Direction), "metric": get_args(Metric)}
 
 
 @dataclasses.dataclass
@@ -63,13 +64,7 @@ class PatchingResult:
         """Normalised effect of each site, averaged over pairs: the fraction of the mean
         clean-corrupt gap the patch closes (denoising) or opens (noising); ``(T,)`` or
         ``(T, H)``."""
-        gap = float((self.clean - self.corrupt).mean())
-        if abs(gap) < 1e-12:
-            raise ValueError("the clean and corrupt runs have the same mean metric")
-        mean = torch.nanmean(self.patched[hook], 0)
-        if self.direction == "denoise":
-            return (mean - self.corrupt.mean()) / gap
-        return (self.clean.mean() - mean) / gap
+        return self._normalised(self.patched[hook])
 
     def effect_before_query(self, hook: str, span: int, query: torch.Tensor) -> torch.Tensor:
         """:meth:`effect` with positions counted back from each pair's query (``query``
@@ -80,10 +75,14 @@ class PatchingResult:
         pos = query[:, None] - (span - 1 - offsets)[None, :]  # (B, span)
         vals = self.patched[hook][torch.arange(B)[:, None], pos.clamp(min=0)]
         vals[pos < 0] = float("nan")
+        return self._normalised(vals)
+
+    def _normalised(self, patched: torch.Tensor) -> torch.Tensor:
+        """:meth:`effect` of the per-pair metrics ``patched`` ``(B, ...)`` (NaN ignored)."""
         gap = float((self.clean - self.corrupt).mean())
         if abs(gap) < 1e-12:
             raise ValueError("the clean and corrupt runs have the same mean metric")
-        mean = torch.nanmean(vals, 0)
+        mean = torch.nanmean(patched, 0)
         if self.direction == "denoise":
             return (mean - self.corrupt.mean()) / gap
         return (self.clean.mean() - mean) / gap
@@ -115,10 +114,10 @@ def query_metric(
 def _check(pairs: MinimalPairs, direction: str, metric: str) -> None:
     if not isinstance(pairs, MinimalPairs):
         raise TypeError(f"pairs must be MinimalPairs, got {type(pairs).__name__}")
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if metric not in ("logit_diff", "prob"):
-        raise ValueError(f"metric must be 'logit_diff' or 'prob', got {metric!r}")
+    for name, value in (("direction", direction), ("metric", metric)):
+        choices = CHOICES[name]
+        if value not in choices:
+            raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}")
     pairs.validate()  # each pair differs in its variable only
     if not pairs.same_length:
         raise ValueError(
@@ -219,7 +218,7 @@ def activation_patching(
     names = check_hooks(model, hooks)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    dev = resolve_device(device) if device is not None else _device(model)
+    dev = model_device(model, device)
     B, T = pairs.base.shape
     runs = _unpatched(model, pairs, names, direction, metric, dev)
     q, ca, xa, cand = runs.answers
@@ -302,8 +301,3 @@ def _writer(donor: torch.Tensor, rows, pair, pos, head, heads: int):
         return x
 
     return fn
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")

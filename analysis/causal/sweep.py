@@ -21,7 +21,7 @@ from hierlens.models.tasks.base import Task
 from hierlens.models.tasks.variables import causal_model, minimal_pairs
 
 from .alignment import DASConfig
-from .patching import activation_patching
+from .patching import CHOICES, activation_patching
 from .sites import check_hooks
 
 __all__ = ["PatchConfig", "causal_sweep", "default_hooks", "patching_record"]
@@ -45,7 +45,7 @@ class PatchConfig(Config):
         attribution: also run attribution patching and report its agreement.
     """
 
-    FIELD_CHOICES = {"direction": ("denoise", "noise"), "metric": ("logit_diff", "prob")}
+    FIELD_CHOICES = CHOICES
 
     n_pairs: int = 64
     split: str = "test_id"
@@ -62,12 +62,12 @@ class PatchConfig(Config):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"PatchConfig.{name} must be a positive integer, got {v!r}")
-        if self.direction not in ("denoise", "noise"):
-            raise ValueError(
-                f"PatchConfig.direction must be denoise or noise, got {self.direction!r}"
-            )
-        if self.metric not in ("logit_diff", "prob"):
-            raise ValueError(f"PatchConfig.metric must be logit_diff or prob, got {self.metric!r}")
+        for name, choices in self.FIELD_CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(
+                    f"PatchConfig.{name} must be {' or '.join(choices)}, got {value!r}"
+                )
 
 
 def default_hooks(model: torch.nn.Module) -> list[str]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..causal.sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
 from .plot import _figure
 
 __all__ = [
@@ -95,15 +96,12 @@ def interchange_map(
     Needs same-length pairs (base and source share length and query). The sources run once;
     then every (pair, position) row runs once per hook, ``H x batch_size`` rows per forward
     (row group ``h`` edited at hook ``h`` only), each batch cut after its last query."""
-    from ..causal.patching import _device
-    from ..causal.sites import capture_sites, check_hooks, editing_hooks, forward_logits
-
     names = check_hooks(model, hooks)
     if not pairs.same_length:
         raise ValueError("an interchange map needs pairs of equal length (same_length=True)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    dev = _device(model)
+    dev = model_device(model)
     B, T = pairs.base.shape
     H = len(names)
     _, src = capture_sites(model, pairs.source.to(dev), pairs.source_lengths.to(dev), names)
@@ -147,10 +145,7 @@ def _at(hits: torch.Tensor, positions: torch.Tensor) -> list[float | None]:
 def _no_intervention(model: torch.nn.Module, pairs: Any) -> dict[str, float]:
     """Fraction of pairs whose unintervened base output is the counterfactual
     (``baseline``) and the base's own label (``base_acc``)."""
-    from ..causal.patching import _device
-    from ..causal.sites import forward_logits
-
-    dev = _device(model)
+    dev = model_device(model)
     with torch.no_grad():
         logits = forward_logits(model, pairs.base.to(dev), pairs.base_lengths.to(dev))
     at = logits[torch.arange(len(pairs), device=dev), pairs.base_query.to(dev)]
