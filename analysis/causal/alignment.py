@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hierlens.core.config import Config
 from hierlens.core.optim import StackedAdamW
+from hierlens.core.validate import check_int, check_number
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .interchange import (
@@ -89,15 +90,12 @@ class DASConfig(Config):
 
     def __post_init__(self) -> None:
         for name in ("rank", "steps", "batch_size", "n_pairs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"DASConfig.{name} must be a positive integer, got {v!r}")
+            check_int(f"DASConfig.{name}", getattr(self, name))
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(
                 f"DASConfig.test_fraction must be in (0, 1), got {self.test_fraction!r}"
             )
-        if not self.lr > 0:
-            raise ValueError(f"DASConfig.lr must be positive, got {self.lr!r}")
+        check_number("DASConfig.lr", self.lr, strict=True)
         parse_positions(self.positions)
 
 

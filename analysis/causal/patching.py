@@ -28,6 +28,7 @@ from typing import Literal, get_args
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.core.validate import check_int
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
@@ -216,8 +217,7 @@ def activation_patching(
     """
     _check(pairs, direction, metric)
     names = check_hooks(model, hooks)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     dev = model_device(model, device)
     B, T = pairs.base.shape
     runs = _unpatched(model, pairs, names, direction, metric, dev)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_int
 from hierlens.models.tasks.base import Task
 from hierlens.models.tasks.variables import causal_model, minimal_pairs
 
@@ -59,9 +60,7 @@ class PatchConfig(Config):
 
     def __post_init__(self) -> None:
         for name in ("n_pairs", "span", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"PatchConfig.{name} must be a positive integer, got {v!r}")
+            check_int(f"PatchConfig.{name}", getattr(self, name))
         for name, choices in self.FIELD_CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
