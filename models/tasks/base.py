@@ -29,7 +29,7 @@ import torch
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 
-from ..forward import model_logits
+from ..forward import evaluating, model_logits
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "test_id", "test_ood")
@@ -268,19 +268,12 @@ class Task(Config, abc.ABC):
         tensors) over ``examples``. Sums over disjoint shards add up to the sums over their
         union, which is how evaluation is sharded across processes."""
         dev = evaluation_device(model, device)
-        was_training = model.training
-        if was_training:  # switching modes walks every submodule of a bridge: skip when idle
-            model.eval()
         totals: dict[str, list[torch.Tensor]] = {}
-        try:
-            with torch.inference_mode():
-                for batch in iter_batches(examples, batch_size, self.pad_id):
-                    batch = batch.to(dev)
-                    logits = model_logits(model, batch.tokens, batch.attention_mask)
-                    add_counts(totals, self.batch_counts(batch, logits))
-        finally:
-            if was_training:
-                model.train()
+        with evaluating(model):
+            for batch in iter_batches(examples, batch_size, self.pad_id):
+                batch = batch.to(dev)
+                logits = model_logits(model, batch.tokens, batch.attention_mask)
+                add_counts(totals, self.batch_counts(batch, logits))
         return totals
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..forward import model_logits
+from ..forward import evaluating, model_logits
 from .base import (
     IGNORE_INDEX,
     Batch,
@@ -191,37 +191,32 @@ class TenseInflectionTask(TransductionTask):
         dev = evaluation_device(model, device)
         marker_ids = torch.tensor([self.token_id(k) for k in self.markers])
         out: list[list[int]] = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                batches = iter_batches(examples, batch_size, self.pad_id)
-                for batch in tqdm(batches, disable=not progress, desc="greedy decoding"):
-                    batch = batch.to(dev)
-                    m = self.marker_positions(batch, marker_ids)
-                    if (m < 0).any():
-                        raise ValueError("every example needs a PAST/PRESENT marker")
-                    B = batch.tokens.shape[0]
-                    buf = torch.full((B, self.max_len), self.pad_id, device=dev)
-                    pos = torch.arange(self.max_len, device=dev)
-                    keep = pos[None, : batch.tokens.shape[1]] <= m[:, None]
-                    buf[:, : batch.tokens.shape[1]] = torch.where(keep, batch.tokens, self.pad_id)
-                    rows = torch.arange(B, device=dev)
-                    cur = m.clone()
-                    done = torch.zeros(B, dtype=torch.bool, device=dev)
-                    while not bool(done.all()):
-                        logits = model_logits(model, buf)
-                        nxt = logits[rows, cur].argmax(-1)
-                        write = ~done & (cur + 1 < self.max_len)
-                        buf[rows[write], cur[write] + 1] = nxt[write]
-                        done |= ~write | (nxt == self.eos_id)
-                        cur = torch.where(done, cur, cur + 1)
-                    for b in range(B):
-                        seq = buf[b, int(m[b]) + 1 :].tolist()
-                        cut = seq.index(self.eos_id) if self.eos_id in seq else len(seq)
-                        out.append([t for t in seq[:cut] if t != self.pad_id])
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            batches = iter_batches(examples, batch_size, self.pad_id)
+            for batch in tqdm(batches, disable=not progress, desc="greedy decoding"):
+                batch = batch.to(dev)
+                m = self.marker_positions(batch, marker_ids)
+                if (m < 0).any():
+                    raise ValueError("every example needs a PAST/PRESENT marker")
+                B = batch.tokens.shape[0]
+                buf = torch.full((B, self.max_len), self.pad_id, device=dev)
+                pos = torch.arange(self.max_len, device=dev)
+                keep = pos[None, : batch.tokens.shape[1]] <= m[:, None]
+                buf[:, : batch.tokens.shape[1]] = torch.where(keep, batch.tokens, self.pad_id)
+                rows = torch.arange(B, device=dev)
+                cur = m.clone()
+                done = torch.zeros(B, dtype=torch.bool, device=dev)
+                while not bool(done.all()):
+                    logits = model_logits(model, buf)
+                    nxt = logits[rows, cur].argmax(-1)
+                    write = ~done & (cur + 1 < self.max_len)
+                    buf[rows[write], cur[write] + 1] = nxt[write]
+                    done |= ~write | (nxt == self.eos_id)
+                    cur = torch.where(done, cur, cur + 1)
+                for b in range(B):
+                    seq = buf[b, int(m[b]) + 1 :].tolist()
+                    cut = seq.index(self.eos_id) if self.eos_id in seq else len(seq)
+                    out.append([t for t in seq[:cut] if t != self.pad_id])
         return out
 
     def score_continuations(
