@@ -12,19 +12,23 @@ Structural grokking needs far longer training (see the README); this script show
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hierlens.models import ModelConfig, TrainConfig, build_transformer, get_task, train
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def train_grammar_task(name: str, doc: str, n_eval: int) -> tuple[Any, Any, argparse.Namespace]:
+    """Parse the command line (described by the script's ``doc``) and train a 4-layer causal
+    transformer on the grammar task ``name``: the recipe this script shares with
+    train_tense_inflection.py. Returns the task, the model and the arguments."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--run-dir", default="runs/example_question_formation")
+    parser.add_argument("--run-dir", default=f"runs/example_{name}")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--n-eval", type=int, default=1000, help="evaluation examples per split")
+    parser.add_argument("--n-eval", type=int, default=n_eval, help="evaluation examples per split")
     args = parser.parse_args()
 
-    task = get_task("question_formation")
+    task = get_task(name)
     model_config = ModelConfig.for_task(task, d_model=128, n_layers=4, n_heads=4)
     config = TrainConfig(
         steps=args.steps,
@@ -37,8 +41,13 @@ def main() -> None:
     )
     model = build_transformer(model_config, device=config.device)
     train(model, task, config, args.run_dir, resume=False, overwrite=True)
+    return task, model, args
+
+
+def main() -> None:
+    task, model, args = train_grammar_task("question_formation", __doc__, n_eval=1000)
     for split in ("test_id", "test_ood"):
-        m = task.evaluate(model, split, n=args.n_eval, device=config.device)
+        m = task.evaluate(model, split, n=args.n_eval, device=args.device)
         print(
             f"{split:9s} first-word accuracy {m['first_word_acc']:.3f}  "
             f"errors following move-first {m['error_move_first']:.3f}"

@@ -41,6 +41,7 @@ from .capture_data import (
     _prepare_data,
     _select_rows,
 )
+from .forward import evaluating
 from .hooks import attached_hooks, is_hooked_model, resolve_hook_names
 from .model_inputs import forward_kwargs, hf_model
 from .store import ActivationStore, hook_dir_name
@@ -248,36 +249,29 @@ def capture(
     mask, word_len, word_index = _select_rows(model, d, positions, pool)
     dev, pad_id = _place_model(model, device)
 
-    was_training = model.training
-    if was_training:  # (a bridge's train()/eval() walks every submodule: only when needed)
-        model.eval()
     runner = _Runner(model, names, dev)
-    try:
-        with torch.inference_mode(), attached_hooks(model, names, runner.on_hook):
-            shapes = _probe(runner, d, pad_id)
-            header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
-            header["model"] = model_id if model_id is not None else model_fingerprint(model)
-            if pool is not None:  # rows are words: the pooling is part of the data identity
-                _identify_pooling(header, index, mask, pool, word_len, word_index)
-            runner.early_stop = True
-            return _run(
-                runner,
-                d,
-                mask,
-                header,
-                index,
-                out_dir,
-                pad_id,
-                dtype,
-                allow_nonfinite,
-                overwrite,
-                progress,
-                pool,
-                word_len,
-            )
-    finally:
-        if was_training:
-            model.train()
+    with evaluating(model), attached_hooks(model, names, runner.on_hook):
+        shapes = _probe(runner, d, pad_id)
+        header, index = _plan(d, mask, names, shapes, dtype, batch_size, shard_bytes)
+        header["model"] = model_id if model_id is not None else model_fingerprint(model)
+        if pool is not None:  # rows are words: the pooling is part of the data identity
+            _identify_pooling(header, index, mask, pool, word_len, word_index)
+        runner.early_stop = True
+        return _run(
+            runner,
+            d,
+            mask,
+            header,
+            index,
+            out_dir,
+            pad_id,
+            dtype,
+            allow_nonfinite,
+            overwrite,
+            progress,
+            pool,
+            word_len,
+        )
 
 
 def _check_capture_args(

@@ -13,15 +13,16 @@ Models that are not native bridges use :func:`model_logits`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from .fused import fused_logits, fused_spec, native_params
 from .model_inputs import forward_kwargs, hf_model, is_bidirectional
 
-__all__ = ["Forward", "compiled", "model_logits", "training_forward"]
+__all__ = ["Forward", "compiled", "evaluating", "model_logits", "training_forward"]
 
 
 def model_logits(
@@ -46,6 +47,22 @@ def model_logits(
     if not isinstance(out, torch.Tensor) or out.dim() != 3:
         raise TypeError("model must return logits of shape (batch, seq, d_vocab)")
     return out
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Run the block under ``torch.inference_mode()`` with ``model`` in eval mode, and put a
+    model that was training back in training mode afterwards (only then: switching modes
+    walks every submodule of a bridge)."""
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 Forward = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]

@@ -29,7 +29,7 @@ import torch
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device
 
-from ..forward import model_logits
+from ..forward import evaluating, model_logits
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "test_id", "test_ood")
@@ -116,6 +116,24 @@ def pad_examples(examples: Sequence[Example], pad_id: int, length: int | None = 
     lengths_t = torch.from_numpy(lengths)
     mask = torch.arange(T)[None, :] < lengths_t[:, None]
     return Batch(torch.from_numpy(tokens), torch.from_numpy(targets), mask, lengths_t)
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def require(owner: object, ok: bool, msg: str) -> None:
+    """A parameter check: ``ValueError("<owner's class name>: <msg>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{type(owner).__name__}: {msg}")
+
+
+def require_probabilities(owner: object, *fields: str) -> None:
+    """:func:`require` that each of ``owner``'s ``fields`` is in ``[0, 1]``."""
+    for field in fields:
+        value = getattr(owner, field)
+        require(owner, 0.0 <= value <= 1.0, f"{field} must be in [0, 1], got {value!r}")
 
 
 def gold_depths(n_words: int, tree: Sequence[Span]) -> list[int]:
@@ -223,7 +241,7 @@ class Task(Config, abc.ABC):
         and ``n``. The model is run in eval mode under ``torch.inference_mode()`` and put back
         in its previous mode afterwards.
         """
-        dev = resolve_device(device) if device is not None else _model_device(model)
+        dev = evaluation_device(model, device)
         if examples is None:
             examples = self.sample(n, split, seed)
         totals = self.evaluation_totals(model, examples, batch_size=batch_size, device=dev)
@@ -249,20 +267,13 @@ class Task(Config, abc.ABC):
         """The sums behind :meth:`evaluate`: ``{metric: [numerator, denominator]}`` (float64
         tensors) over ``examples``. Sums over disjoint shards add up to the sums over their
         union, which is how evaluation is sharded across processes."""
-        dev = resolve_device(device) if device is not None else _model_device(model)
-        was_training = model.training
-        if was_training:  # switching modes walks every submodule of a bridge: skip when idle
-            model.eval()
+        dev = evaluation_device(model, device)
         totals: dict[str, list[torch.Tensor]] = {}
-        try:
-            with torch.inference_mode():
-                for batch in iter_batches(examples, batch_size, self.pad_id):
-                    batch = batch.to(dev)
-                    logits = model_logits(model, batch.tokens, batch.attention_mask)
-                    add_counts(totals, self.batch_counts(batch, logits))
-        finally:
-            if was_training:
-                model.train()
+        with evaluating(model):
+            for batch in iter_batches(examples, batch_size, self.pad_id):
+                batch = batch.to(dev)
+                logits = model_logits(model, batch.tokens, batch.attention_mask)
+                add_counts(totals, self.batch_counts(batch, logits))
         return totals
 
 
@@ -298,7 +309,10 @@ def _loss_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
     return flat, (targets != IGNORE_INDEX).sum()
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def evaluation_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device`` resolved, else the device of ``model``'s parameters (the CPU without any)."""
+    if device is not None:
+        return resolve_device(device)
     try:
         return next(model.parameters()).device
     except StopIteration:

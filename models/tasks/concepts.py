@@ -20,6 +20,7 @@ MP-SAE) recovers each level of the tree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from hierlens.core.config import Config
 
+from .base import is_int, require, require_probabilities
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 
 __all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts", "concept_ground_truth"]
@@ -127,13 +129,7 @@ class HierarchicalConcepts(Config, KnownLatents):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"HierarchicalConcepts: {msg}")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
+        need = functools.partial(require, self)
         if isinstance(self.n_children, list):
             object.__setattr__(self, "n_children", tuple(self.n_children))
         need(is_int(self.n_top) and self.n_top >= 1, f"n_top must be >= 1, got {self.n_top!r}")
@@ -152,9 +148,7 @@ class HierarchicalConcepts(Config, KnownLatents):
             0.0 <= self.sibling_cosine < 1.0,
             f"sibling_cosine must be in [0, 1), got {self.sibling_cosine!r}",
         )
-        for field in ("p_active", "p_child"):
-            v = getattr(self, field)
-            need(0.0 <= v <= 1.0, f"{field} must be in [0, 1], got {v!r}")
+        require_probabilities(self, "p_active", "p_child")
         need(
             0.0 < self.magnitude_low <= self.magnitude_high,
             "need 0 < magnitude_low <= magnitude_high, got "

@@ -27,13 +27,14 @@ Gold tree: the bracket nesting; each matched pair is a constituent, plus the who
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
+from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths, require
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 from .registry import register_task
 
@@ -82,10 +83,7 @@ class DyckTask(Task, KnownLatents):
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"DyckTask: {msg}")
-
+        need = functools.partial(require, self)
         need(
             isinstance(self.n_types, int) and self.n_types >= 1,
             f"n_types must be an integer >= 1, got {self.n_types!r}",

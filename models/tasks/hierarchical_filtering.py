@@ -49,7 +49,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
+from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths, is_int, require
 from .belief_propagation import BPResult, belief_propagation, top_link_matrices
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents, one_hot_rows
 from .registry import register_task
@@ -167,13 +167,7 @@ class HierarchicalFilteringTask(Task, KnownLatents):
         return "root_acc" if self.subtask == "root" else "leaf_acc"
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"HierarchicalFilteringTask: {msg}")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
+        need = functools.partial(require, self)
         need(is_int(self.q) and self.q >= 2, f"q must be an integer >= 2, got {self.q!r}")
         need(
             is_int(self.depth) and 1 <= self.depth <= 12,

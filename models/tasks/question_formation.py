@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import Batch, Example
+from .base import Batch, Example, require, require_probabilities
 from .grammar import (
     AUX_ANY,
     AUX_PL,
@@ -45,7 +45,7 @@ from .grammar import (
     Tree,
 )
 from .registry import register_task
-from .transduction import TransductionTask
+from .transduction import TransductionTask, subject_kind, subject_modifier
 
 ALL_AUX = AUX_ANY + AUX_SG + AUX_PL
 
@@ -108,12 +108,8 @@ class QuestionFormationTask(TransductionTask):
         if isinstance(self.auxiliaries, list):
             object.__setattr__(self, "auxiliaries", tuple(self.auxiliaries))
         self._validate_common()
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"QuestionFormationTask: {msg}")
-
-        need(
+        require(
+            self,
             isinstance(self.auxiliaries, tuple)
             and len(self.auxiliaries) > 0
             and all(a in ALL_AUX for a in self.auxiliaries)
@@ -121,15 +117,15 @@ class QuestionFormationTask(TransductionTask):
             f"auxiliaries must be a non-empty subset of {', '.join(ALL_AUX)} without repeats, "
             f"got {self.auxiliaries!r}",
         )
-        need(
+        require(
+            self,
             max(len(self.lexicon.aux_for(pl)) for pl in (False, True)) >= 2,
             "auxiliaries must include at least two that agree with the same subject number "
             f"(e.g. two of can, can't, will, won't), got {self.auxiliaries!r}",
         )
-        for field in ("p_subject_rc", "p_subject_pp", "quest_fraction", "p_object_rc"):
-            v = getattr(self, field)
-            need(0.0 <= v <= 1.0, f"{field} must be in [0, 1], got {v!r}")
-        need(
+        require_probabilities(self, "p_subject_rc", "p_subject_pp", "quest_fraction", "p_object_rc")
+        require(
+            self,
             self.p_subject_rc + self.p_subject_pp <= 1.0,
             "p_subject_rc + p_subject_pp must be <= 1, got "
             f"{self.p_subject_rc} + {self.p_subject_pp}",
@@ -160,13 +156,7 @@ class QuestionFormationTask(TransductionTask):
             rest = 1.0 - self.p_subject_rc
             kind = "pp" if rest > 0 and u * rest < self.p_subject_pp else "none"
         else:
-            kind = (
-                "rc"
-                if u < self.p_subject_rc
-                else "pp"
-                if u < self.p_subject_rc + self.p_subject_pp
-                else "none"
-            )
+            kind = subject_kind(u, self.p_subject_rc, self.p_subject_pp)
         return gen.sentence(rng, kind), "quest" if quest else "decl"
 
     def example(self, tree: Tree, marker: str) -> Example:
@@ -174,10 +164,8 @@ class QuestionFormationTask(TransductionTask):
         words = tree.words()
         main, first = main_aux_index(tree), first_aux_index(tree)
         output = form_question(tree) if marker == "quest" else words
-        kind = "none"
+        kind = subject_modifier(tree)
         subj = tree.children[0]
-        if not subj.children[0].is_preterminal:  # type: ignore[union-attr]
-            kind = subj.children[1].label.lower()  # type: ignore[union-attr]
         is_aux = [int(pos == "Aux") for pos, _ in tree.tagged()]
         return self.make_example(
             tree,

@@ -36,13 +36,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierlens.core.device import resolve_device
-
-from ..forward import model_logits
-from .base import IGNORE_INDEX, Batch, Example, iter_batches
+from ..forward import evaluating, model_logits
+from .base import (
+    IGNORE_INDEX,
+    Batch,
+    Example,
+    evaluation_device,
+    iter_batches,
+    require,
+    require_probabilities,
+)
 from .grammar import NOUNS, RELS, Tree, first_unless_after
 from .registry import register_task
-from .transduction import TransductionTask
+from .transduction import TransductionTask, subject_kind, subject_modifier
 
 _PLURAL_NOUNS = frozenset(pl for _, pl in NOUNS)
 
@@ -86,15 +92,9 @@ class TenseInflectionTask(TransductionTask):
 
     def __post_init__(self) -> None:
         self._validate_common()
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"TenseInflectionTask: {msg}")
-
-        for field in ("p_subject_rc", "p_subject_pp", "present_fraction"):
-            v = getattr(self, field)
-            need(0.0 <= v <= 1.0, f"{field} must be in [0, 1], got {v!r}")
-        need(
+        require_probabilities(self, "p_subject_rc", "p_subject_pp", "present_fraction")
+        require(
+            self,
             0.0 < self.p_subject_rc + self.p_subject_pp <= 1.0,
             "p_subject_rc + p_subject_pp must be in (0, 1], got "
             f"{self.p_subject_rc} + {self.p_subject_pp}",
@@ -105,11 +105,6 @@ class TenseInflectionTask(TransductionTask):
         return self.ids_of(self.words_by_pos["V"])
 
     # ----------------------------------------------------------------- sampling
-    def _kind(self, u: float) -> str:
-        if u < self.p_subject_rc:
-            return "rc"
-        return "pp" if u < self.p_subject_rc + self.p_subject_pp else "none"
-
     def _draw(self, rng: np.random.Generator, split: str) -> tuple[Tree, str]:
         gen = self.generator
         if split == "test_ood":
@@ -119,7 +114,9 @@ class TenseInflectionTask(TransductionTask):
             return gen.sentence(rng, kind, pl, inner_plural=not pl), "PRESENT"
         present = rng.random() < self.present_fraction
         while True:
-            tree = gen.sentence(rng, self._kind(rng.random()))
+            tree = gen.sentence(
+                rng, subject_kind(rng.random(), self.p_subject_rc, self.p_subject_pp)
+            )
             subj, attractors = subject_and_attractors(tree)
             if not present or all(a == subj for a in attractors):
                 return tree, "PRESENT" if present else "PAST"
@@ -130,10 +127,6 @@ class TenseInflectionTask(TransductionTask):
         output = self.generator.inflect(tree) if marker == "PRESENT" else words
         main = len(tree.children[0].words())  # type: ignore[union-attr]
         subj, attractors = subject_and_attractors(tree)
-        kind = "none"
-        subj_np = tree.children[0]
-        if not subj_np.children[0].is_preterminal:  # type: ignore[union-attr]
-            kind = subj_np.children[1].label.lower()  # type: ignore[union-attr]
         number = [(int(w in _PLURAL_NOUNS) if pos == "N" else -1) for pos, w in tree.tagged()]
         return self.make_example(
             tree,
@@ -144,7 +137,7 @@ class TenseInflectionTask(TransductionTask):
                 "subject_plural": subj,
                 "has_attractor": any(a != subj for a in attractors),
                 "main_verb": output[main],
-                "subject_modifier": kind,
+                "subject_modifier": subject_modifier(tree),
             },
             token_labels={
                 "is_main_verb": [int(i == main) for i in range(len(words))],
@@ -195,40 +188,35 @@ class TenseInflectionTask(TransductionTask):
     ) -> list[list[int]]:
         """The model's greedy continuation after each example's marker (token ids, up to and
         excluding ``<eos>``; at most ``MAX_WORDS + 1`` tokens). The model must be causal."""
-        dev = resolve_device(device) if device is not None else _model_device(model)
+        dev = evaluation_device(model, device)
         marker_ids = torch.tensor([self.token_id(k) for k in self.markers])
         out: list[list[int]] = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                batches = iter_batches(examples, batch_size, self.pad_id)
-                for batch in tqdm(batches, disable=not progress, desc="greedy decoding"):
-                    batch = batch.to(dev)
-                    m = self.marker_positions(batch, marker_ids)
-                    if (m < 0).any():
-                        raise ValueError("every example needs a PAST/PRESENT marker")
-                    B = batch.tokens.shape[0]
-                    buf = torch.full((B, self.max_len), self.pad_id, device=dev)
-                    pos = torch.arange(self.max_len, device=dev)
-                    keep = pos[None, : batch.tokens.shape[1]] <= m[:, None]
-                    buf[:, : batch.tokens.shape[1]] = torch.where(keep, batch.tokens, self.pad_id)
-                    rows = torch.arange(B, device=dev)
-                    cur = m.clone()
-                    done = torch.zeros(B, dtype=torch.bool, device=dev)
-                    while not bool(done.all()):
-                        logits = model_logits(model, buf)
-                        nxt = logits[rows, cur].argmax(-1)
-                        write = ~done & (cur + 1 < self.max_len)
-                        buf[rows[write], cur[write] + 1] = nxt[write]
-                        done |= ~write | (nxt == self.eos_id)
-                        cur = torch.where(done, cur, cur + 1)
-                    for b in range(B):
-                        seq = buf[b, int(m[b]) + 1 :].tolist()
-                        cut = seq.index(self.eos_id) if self.eos_id in seq else len(seq)
-                        out.append([t for t in seq[:cut] if t != self.pad_id])
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            batches = iter_batches(examples, batch_size, self.pad_id)
+            for batch in tqdm(batches, disable=not progress, desc="greedy decoding"):
+                batch = batch.to(dev)
+                m = self.marker_positions(batch, marker_ids)
+                if (m < 0).any():
+                    raise ValueError("every example needs a PAST/PRESENT marker")
+                B = batch.tokens.shape[0]
+                buf = torch.full((B, self.max_len), self.pad_id, device=dev)
+                pos = torch.arange(self.max_len, device=dev)
+                keep = pos[None, : batch.tokens.shape[1]] <= m[:, None]
+                buf[:, : batch.tokens.shape[1]] = torch.where(keep, batch.tokens, self.pad_id)
+                rows = torch.arange(B, device=dev)
+                cur = m.clone()
+                done = torch.zeros(B, dtype=torch.bool, device=dev)
+                while not bool(done.all()):
+                    logits = model_logits(model, buf)
+                    nxt = logits[rows, cur].argmax(-1)
+                    write = ~done & (cur + 1 < self.max_len)
+                    buf[rows[write], cur[write] + 1] = nxt[write]
+                    done |= ~write | (nxt == self.eos_id)
+                    cur = torch.where(done, cur, cur + 1)
+                for b in range(B):
+                    seq = buf[b, int(m[b]) + 1 :].tolist()
+                    cut = seq.index(self.eos_id) if self.eos_id in seq else len(seq)
+                    out.append([t for t in seq[:cut] if t != self.pad_id])
         return out
 
     def score_continuations(
@@ -279,10 +267,3 @@ class TenseInflectionTask(TransductionTask):
             model, examples, batch_size=batch_size, device=device, progress=progress
         )
         return self.score_continuations(examples, cont)
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

@@ -16,22 +16,26 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, SPLITS, Batch, Example, Task, gold_depths
+from .base import (
+    BOS,
+    EOS,
+    IGNORE_INDEX,
+    PAD,
+    SPLITS,
+    Batch,
+    Example,
+    Task,
+    gold_depths,
+    is_int,
+    require,
+    require_probabilities,
+)
 from .grammar import MAX_WORDS, NOUNS, VERBS_INTR, Lexicon, SentenceGenerator, Tree, all_words
 from .ground_truth import GroundTruth, KnownLatents, constituent_ground_truth
 
-__all__ = ["TransductionTask"]
+__all__ = ["TransductionTask", "subject_kind", "subject_modifier"]
 
 _MAX_ROUNDS = 100_000
-
-
-def _need(cls_name: str, ok: bool, msg: str) -> None:
-    if not ok:
-        raise ValueError(f"{cls_name}: {msg}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,22 +59,19 @@ class TransductionTask(Task, KnownLatents):
     split_seed: int = 0
 
     def _validate_common(self) -> None:
-        c = type(self).__name__
-        _need(
-            c,
-            _is_int(self.n_nouns) and 1 <= self.n_nouns <= len(NOUNS),
+        require(
+            self,
+            is_int(self.n_nouns) and 1 <= self.n_nouns <= len(NOUNS),
             f"n_nouns must be an integer in [1, {len(NOUNS)}], got {self.n_nouns!r}",
         )
-        _need(
-            c,
-            _is_int(self.n_verbs) and 1 <= self.n_verbs <= len(VERBS_INTR),
+        require(
+            self,
+            is_int(self.n_verbs) and 1 <= self.n_verbs <= len(VERBS_INTR),
             f"n_verbs must be an integer in [1, {len(VERBS_INTR)}], got {self.n_verbs!r}",
         )
-        for field in ("p_transitive", "p_object_modifier"):
-            v = getattr(self, field)
-            _need(c, 0.0 <= v <= 1.0, f"{field} must be in [0, 1], got {v!r}")
-        _need(
-            c,
+        require_probabilities(self, "p_transitive", "p_object_modifier")
+        require(
+            self,
             0.0 < self.test_id_fraction < 1.0,
             f"test_id_fraction must be in (0, 1), got {self.test_id_fraction!r}",
         )
@@ -235,6 +236,22 @@ class TransductionTask(Task, KnownLatents):
         sel = batch.targets != IGNORE_INDEX
         wrong = sel & (logits.argmax(-1) != batch.targets)
         return sel.any(1) & ~wrong.any(1)
+
+
+def subject_kind(u: float, p_rc: float, p_pp: float) -> str:
+    """The subject modifier that a uniform draw ``u`` in ``[0, 1)`` picks: ``"rc"`` with
+    probability ``p_rc``, ``"pp"`` with probability ``p_pp``, else ``"none"``."""
+    if u < p_rc:
+        return "rc"
+    return "pp" if u < p_rc + p_pp else "none"
+
+
+def subject_modifier(tree: Tree) -> str:
+    """What modifies the main subject of a sentence tree: ``"rc"``, ``"pp"`` or ``"none"``."""
+    subject = tree.children[0]
+    if subject.children[0].is_preterminal:  # type: ignore[union-attr]
+        return "none"
+    return subject.children[1].label.lower()  # type: ignore[union-attr]
 
 
 @functools.lru_cache(maxsize=32)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Span, Task, gold_depths
+from ..base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Span, Task, gold_depths, require
 
 BLANK = "<blank>"
 _MAX_TRIES = 100_000
@@ -92,12 +93,7 @@ class ChomskyTask(Task):
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"{name}: {msg}")
-
+        need = functools.partial(require, self)
         for field in ("n_train", "n_test", "computation_steps_mult", "split_seed"):
             value = getattr(self, field)
             need(

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..base import Span
+from ..base import Span, gold_depths
 from ..registry import register_task
 from .base import ChomskyTask, Drawn, binary
 
@@ -126,11 +126,8 @@ def _bracket_space(length: int, modulus: int) -> float:
 
 
 def _nesting_labels(symbols: list[str], spans: list[Span]) -> dict[str, list[int]]:
-    nesting = [0] * len(symbols)
-    for i, j in spans:
-        for t in range(i, j):
-            nesting[t] += 1
-    return {"nesting": nesting}
+    """Token label ``nesting``: the number of bracket pairs enclosing each symbol."""
+    return {"nesting": gold_depths(len(symbols), spans)}
 
 
 @register_task
