@@ -4,8 +4,9 @@
   listed and deleted, never through a link or outside their root;
 - :mod:`.checksums`, :mod:`.atomic_io`: checksum manifests written with the data; atomic,
   checksummed writes and validated reads;
-- :mod:`.device`: ``device=None`` / ``dtype`` resolution;
+- :mod:`.device`: ``device=None`` / ``dtype`` resolution, a model's device and dtype;
 - :mod:`.config`: the frozen :class:`~hierlens.core.config.Config` base of every config;
+- :mod:`.validate`: the argument checks of every config and entry point;
 - :mod:`.distributed`: process groups under ``torchrun``;
 - :mod:`.loggers`, :mod:`.trackers`: experiment trackers (TensorBoard, W&B, MLflow) behind
   a guard that drops a failing one;

@@ -16,6 +16,21 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def model_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """The device to run ``model`` on: ``device`` resolved when given, else that of the
+    model's first parameter (the CPU for a model without parameters)."""
+    if device is not None:
+        return resolve_device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``'s first parameter (float32 without a floating one)."""
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
 def resolve_dtype(
     dtype: str | torch.dtype | None, default: torch.dtype = torch.float32
 ) -> torch.dtype:

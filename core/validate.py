@@ -59,10 +59,10 @@ def check_number(
     raise ValueError(f"{name} must be {what}{' or None' if none else ''}, got {value!r}")
 
 
-def require(ok: bool, message: str) -> None:
-    """``ValueError(message)`` unless ``ok``."""
+def require(owner: object, ok: bool, message: str) -> None:
+    """A parameter check: ``ValueError("<owner's class name>: <message>")`` unless ``ok``."""
     if not ok:
-        raise ValueError(message)
+        raise ValueError(f"{type(owner).__name__}: {message}")
 
 
 def check_choice(name: str, value: Any, choices: Any) -> None:

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlens.core.config import Config
+from hierlens.core.device import model_device
 from hierlens.core.optim import StackedAdamW
 from hierlens.core.validate import check_int, check_number
 from hierlens.models.tasks.variables import MinimalPairs
@@ -38,7 +39,7 @@ from .interchange import (
     intervened_logits,
     source_activations,
 )
-from .sites import check_hooks, model_device
+from .sites import check_hooks
 
 __all__ = ["DASConfig", "DASResult", "das", "fit_subspaces", "parse_positions", "random_basis"]
 

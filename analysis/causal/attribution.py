@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from scipy import stats
 
+from hierlens.core.device import model_device
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .patching import Direction, Metric, PatchingResult, _check, _unpatched, query_metric
-from .sites import check_hooks, check_layout, editing_hooks, forward_logits, model_device
+from .sites import check_hooks, check_layout, editing_hooks, forward_logits
 
 __all__ = ["agreement", "attribution_patching"]
 

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from hierlens.core.device import model_device
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .alignment import DASConfig, das, parse_positions, random_basis
 from .interchange import Alignment, interchange_accuracy, source_activations
-from .sites import check_hooks, model_device
+from .sites import check_hooks
 
 __all__ = ["das_with_controls", "probe_accuracy", "random_weights_copy"]
 

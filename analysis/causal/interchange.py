@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from hierlens.core.device import model_device
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
+from .sites import capture_sites, check_hooks, editing_hooks, forward_logits
 
 __all__ = [
     "Alignment",

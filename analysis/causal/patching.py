@@ -28,10 +28,11 @@ from typing import Literal, get_args
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.core.device import model_device
 from hierlens.core.validate import check_int
 from hierlens.models.tasks.variables import MinimalPairs
 
-from .sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
+from .sites import capture_sites, check_hooks, editing_hooks, forward_logits
 
 __all__ = ["PatchingResult", "activation_patching", "query_metric", "sites_of"]
 

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 
 import torch
 
-from hierlens.core.device import resolve_device
 from hierlens.models.forward import model_logits
 from hierlens.models.hooks import is_hooked_model, resolve_hook_names, unknown_hook_error
 
@@ -30,7 +29,6 @@ __all__ = [
     "check_layout",
     "editing_hooks",
     "forward_logits",
-    "model_device",
 ]
 
 #: ``activation -> activation`` (same shape)
@@ -41,15 +39,6 @@ def check_hooks(model: torch.nn.Module, hooks: str | Sequence[str]) -> list[str]
     """Resolve hook names or glob patterns on ``model`` (``ValueError`` naming the closest
     valid names for an unknown one)."""
     return resolve_hook_names(model, hooks)
-
-
-def model_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: ``device`` when given, else that of the model's first parameter
-    (the CPU for a model without parameters)."""
-    if device is not None:
-        return resolve_device(device)
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 @contextmanager

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..causal.sites import capture_sites, check_hooks, editing_hooks, forward_logits, model_device
+from hierlens.core.device import model_device
+
+from ..causal.sites import capture_sites, check_hooks, editing_hooks, forward_logits
 from .plot import _figure
 
 __all__ = [

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from hierlens.core.config import Config
-from hierlens.core.device import resolve_device
+from hierlens.core.device import model_device
+from hierlens.core.validate import require
 
 from ..forward import evaluating, model_logits
 
@@ -116,17 +117,6 @@ def pad_examples(examples: Sequence[Example], pad_id: int, length: int | None = 
     lengths_t = torch.from_numpy(lengths)
     mask = torch.arange(T)[None, :] < lengths_t[:, None]
     return Batch(torch.from_numpy(tokens), torch.from_numpy(targets), mask, lengths_t)
-
-
-def is_int(value: object) -> bool:
-    """Whether ``value`` is an integer (Python or NumPy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def require(owner: object, ok: bool, msg: str) -> None:
-    """A parameter check: ``ValueError("<owner's class name>: <msg>")`` unless ``ok``."""
-    if not ok:
-        raise ValueError(f"{type(owner).__name__}: {msg}")
 
 
 def require_probabilities(owner: object, *fields: str) -> None:
@@ -241,7 +231,7 @@ class Task(Config, abc.ABC):
         and ``n``. The model is run in eval mode under ``torch.inference_mode()`` and put back
         in its previous mode afterwards.
         """
-        dev = evaluation_device(model, device)
+        dev = model_device(model, device)
         if examples is None:
             examples = self.sample(n, split, seed)
         totals = self.evaluation_totals(model, examples, batch_size=batch_size, device=dev)
@@ -267,7 +257,7 @@ class Task(Config, abc.ABC):
         """The sums behind :meth:`evaluate`: ``{metric: [numerator, denominator]}`` (float64
         tensors) over ``examples``. Sums over disjoint shards add up to the sums over their
         union, which is how evaluation is sharded across processes."""
-        dev = evaluation_device(model, device)
+        dev = model_device(model, device)
         totals: dict[str, list[torch.Tensor]] = {}
         with evaluating(model):
             for batch in iter_batches(examples, batch_size, self.pad_id):
@@ -307,16 +297,6 @@ def _loss_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
         reduction="sum",
     )
     return flat, (targets != IGNORE_INDEX).sum()
-
-
-def evaluation_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
-    """``device`` resolved, else the device of ``model``'s parameters (the CPU without any)."""
-    if device is not None:
-        return resolve_device(device)
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def iter_batches(examples: Sequence[Example], batch_size: int, pad_id: int) -> Iterator[Batch]:

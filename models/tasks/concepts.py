@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from hierlens.core.config import Config
+from hierlens.core.validate import is_int, require
 
-from .base import is_int, require, require_probabilities
+from .base import require_probabilities
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 
 __all__ = ["ConceptSample", "ConceptTree", "HierarchicalConcepts", "concept_ground_truth"]

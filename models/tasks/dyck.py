@@ -34,7 +34,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths, require
+from hierlens.core.validate import require
+
+from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
 from .registry import register_task
 

@@ -423,4 +423,3 @@ def all_words(lexicon: Lexicon | None = None) -> dict[str, list[str]]:
         "Aux": [a for a in AUX_ANY + AUX_SG + AUX_PL if a in lx.auxiliaries],
         "V": verbs,
     }
-

@@ -49,7 +49,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths, is_int, require
+from hierlens.core.validate import is_int, require
+
+from .base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Task, gold_depths
 from .belief_propagation import BPResult, belief_propagation, top_link_matrices
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents, one_hot_rows
 from .registry import register_task

@@ -35,7 +35,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import Batch, Example, require, require_probabilities
+from hierlens.core.validate import require
+
+from .base import Batch, Example, require_probabilities
 from .grammar import (
     AUX_ANY,
     AUX_PL,

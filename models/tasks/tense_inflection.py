@@ -36,14 +36,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hierlens.core.device import model_device
+from hierlens.core.validate import require
+
 from ..forward import evaluating, model_logits
 from .base import (
     IGNORE_INDEX,
     Batch,
     Example,
-    evaluation_device,
     iter_batches,
-    require,
     require_probabilities,
 )
 from .grammar import NOUNS, RELS, Tree, first_unless_after
@@ -188,7 +189,7 @@ class TenseInflectionTask(TransductionTask):
     ) -> list[list[int]]:
         """The model's greedy continuation after each example's marker (token ids, up to and
         excluding ``<eos>``; at most ``MAX_WORDS + 1`` tokens). The model must be causal."""
-        dev = evaluation_device(model, device)
+        dev = model_device(model, device)
         marker_ids = torch.tensor([self.token_id(k) for k in self.markers])
         out: list[list[int]] = []
         with evaluating(model):

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hierlens.core.validate import is_int, require
+
 from .base import (
     BOS,
     EOS,
@@ -26,8 +28,6 @@ from .base import (
     Example,
     Task,
     gold_depths,
-    is_int,
-    require,
     require_probabilities,
 )
 from .grammar import MAX_WORDS, NOUNS, VERBS_INTR, Lexicon, SentenceGenerator, Tree, all_words

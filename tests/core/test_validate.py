@@ -59,9 +59,9 @@ def test_check_number_bounds_and_messages():
 
 
 def test_require():
-    require(True, "never raised")
-    with pytest.raises(ValueError, match="^the message$"):
-        require(False, "the message")
+    require(object(), True, "never raised")
+    with pytest.raises(ValueError, match="^list: the message$"):
+        require([], False, "the message")
 
 
 def test_check_choice():

@@ -45,7 +45,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Span, Task, gold_depths, require
+from hierlens.core.validate import require
+
+from ..base import BOS, EOS, IGNORE_INDEX, PAD, Batch, Example, Span, Task, gold_depths
 
 BLANK = "<blank>"
 _MAX_TRIES = 100_000
