@@ -37,6 +37,7 @@ from hierlens.models.run_lock import locks_run
 from hierlens.models.tasks.base import Task, iter_batches
 
 from .layer_numbering import LAYER_NUMBERING, block_of_layer
+from .ray_backend import check_backend
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
 from .trees.spans import span_scores
@@ -278,12 +279,7 @@ def track(
 def _check_track_options(backend: str, metrics: Sequence[str], compare: bool) -> tuple[str, ...]:
     """Reject an unknown backend (or ``"ray"`` without Ray) and unknown metrics; returns the
     metrics to record (with ``compare``, the representation metrics added)."""
-    if backend not in ("process", "ray"):
-        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
-    if backend == "ray":
-        from .ray_backend import require_ray
-
-        require_ray()
+    check_backend(backend)
     metrics = tuple(metrics)
     if compare:
         metrics += tuple(m for m in REPRESENTATION_METRICS if m not in metrics)

@@ -38,6 +38,15 @@ def require_ray():
     return ray
 
 
+def check_backend(backend: str) -> None:
+    """Reject a ``backend`` other than ``"process"`` and ``"ray"`` (ValueError), and
+    ``"ray"`` without Ray installed (:class:`MissingExtraError`), before any work."""
+    if backend not in ("process", "ray"):
+        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    if backend == "ray":
+        require_ray()
+
+
 @dataclasses.dataclass
 class TaskOutcome:
     """What one job gave: its ``result``, or ``error`` (the exception's text)."""

@@ -38,14 +38,13 @@ from hierlens.sae import (
     frontier_records,
     frontier_saes,
     ground_truth_recovery,
-    is_saved,
     load_sae,
     spliced_ce,
-    train_sae_grid,
 )
 from hierlens.sae.saebench import core_result, ground_truth_result, write_results
 
-from .sae_grid import grid_sae_name
+from .ray_backend import check_backend
+from .sae_grid import checked_hooks, grid_sae_name, missing_members, train_members
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +84,8 @@ def train_frontier_hook(
 def _train_hook(run, step, hook, spec, members, config, eval_fraction) -> list[str]:
     store = ActivationStore.open(run.activations_dir(step))
     train_rows, _ = _split_rows(store, eval_fraction)
-    fit = train_sae_grid(
-        FrontierSpec.from_dict(spec),
-        store[hook][train_rows],
-        config,
-        save_dir=lambda member: run.sae_dir(grid_sae_name(member, hook, step)),
-        members=members,
-        progress=False,
-        hook_name=hook,
-    )
-    return [grid_sae_name(member, hook, step) for member in fit.trained]
+    acts = store[hook][train_rows]
+    return train_members(run, step, hook, FrontierSpec.from_dict(spec), acts, members, config)
 
 
 @locks_run("run_dir")
@@ -129,17 +120,10 @@ def fit_sae_frontier(
     """
     if not isinstance(spec, FrontierSpec):
         raise TypeError(f"spec must be a FrontierSpec, got {type(spec).__name__}")
-    if backend not in ("process", "ray"):
-        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    check_backend(backend)
     if not 0.0 < float(eval_fraction) < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
-    hooks = list(hooks)
-    if not hooks or len(set(hooks)) != len(hooks):
-        raise ValueError(f"hooks must be distinct hook names, got {hooks}")
-    if backend == "ray":
-        from .ray_backend import require_ray
-
-        require_ray()
+    hooks = checked_hooks(hooks)
     run = open_run(run_dir)
     if step is None:
         if not run.steps:
@@ -151,7 +135,7 @@ def fit_sae_frontier(
     )
     pending = []
     for hook in hooks:
-        missing = [m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))]
+        missing = missing_members(run, members, hook, step)
         if missing:
             args = (str(run.path), step, hook, spec.to_dict(), missing, config, eval_fraction)
             pending.append((hook, args))

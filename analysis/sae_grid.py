@@ -19,10 +19,12 @@ from typing import Any
 import torch
 
 from hierlens.models.checkpoint_capture import capture_checkpoints
-from hierlens.models.run import open_run
+from hierlens.models.run import Run, open_run
 from hierlens.models.run_lock import locks_run
 from hierlens.models.store import ActivationStore
 from hierlens.sae import SAEGridConfig, SAETrainConfig, is_saved, train_sae_grid
+
+from .ray_backend import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,48 @@ def train_grid_pair(
 
 def _train_pair(run, step, hook, grid, members, config) -> list[str]:
     acts = ActivationStore.open(run.activations_dir(step))[hook]
+    grid = SAEGridConfig.from_dict(grid)
+    return train_members(run, step, hook, grid, acts, members, config, seed=config.seed)
+
+
+def train_members(
+    run: Run,
+    step: int,
+    hook: str,
+    grid: Any,
+    acts: torch.Tensor,
+    members: Sequence[str],
+    config: SAETrainConfig,
+    **kwargs: Any,
+) -> list[str]:
+    """Train the ``members`` of ``grid`` (an :class:`~hierlens.sae.SAEGridConfig` or a
+    :class:`~hierlens.sae.FrontierSpec`) on ``acts`` of ``hook`` at checkpoint ``step`` as
+    one :func:`~hierlens.sae.train_sae_grid` call (``kwargs`` passed on), saving each in the
+    run as :func:`grid_sae_name`; returns the saved names."""
     fit = train_sae_grid(
-        SAEGridConfig.from_dict(grid),
+        grid,
         acts,
         config,
         save_dir=lambda member: run.sae_dir(grid_sae_name(member, hook, step)),
         members=members,
         progress=False,
         hook_name=hook,
-        seed=config.seed,
+        **kwargs,
     )
     return [grid_sae_name(member, hook, step) for member in fit.trained]
+
+
+def missing_members(run: Run, members: Sequence[str], hook: str, step: int) -> list[str]:
+    """The ``members`` not yet saved in the run for ``hook`` at checkpoint ``step``."""
+    return [m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))]
+
+
+def checked_hooks(hooks: Sequence[str]) -> list[str]:
+    """``hooks`` as a list; ValueError when empty or when a name repeats."""
+    hooks = list(hooks)
+    if not hooks or len(set(hooks)) != len(hooks):
+        raise ValueError(f"hooks must be distinct hook names, got {hooks}")
+    return hooks
 
 
 @locks_run("run_dir")
@@ -114,15 +147,8 @@ def fit_sae_grid(
     holds its lock, so the run folder must be shared with the cluster's workers. Pairs that
     fail are reported and the others finish; then :class:`SAEGridFailed` names them.
     """
-    if backend not in ("process", "ray"):
-        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
-    if backend == "ray":
-        from .ray_backend import require_ray
-
-        require_ray()
-    hooks = list(hooks)
-    if not hooks or len(set(hooks)) != len(hooks):
-        raise ValueError(f"hooks must be distinct hook names, got {hooks}")
+    check_backend(backend)
+    hooks = checked_hooks(hooks)
     grid = SAEGridConfig(
         widths=list(widths),
         architectures=list(architectures),
@@ -136,9 +162,7 @@ def fit_sae_grid(
     pending: list[tuple[tuple[int, str], tuple]] = []
     for step in steps:
         for hook in hooks:
-            missing = [
-                m for m in members if not is_saved(run.sae_dir(grid_sae_name(m, hook, step)))
-            ]
+            missing = missing_members(run, members, hook, step)
             if missing:
                 pending.append(((step, hook), (str(run.path), step, hook, spec, missing, config)))
     needed = sorted({key[0] for key, _ in pending})

@@ -26,12 +26,10 @@ class CLIError(Exception):
 def coerce(text: str, default: Any) -> Any:
     """Parse a ``--task-param`` value with the type of the parameter's default."""
     if isinstance(default, bool):
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
+        try:
+            return _bool(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
     if isinstance(default, int):
         return int(text)
     if isinstance(default, float):
@@ -78,6 +76,11 @@ def ints(text: str) -> list[int]:
 def floats(text: str) -> list[float]:
     """Parse ``"0.1,1e-2"`` into ``[0.1, 0.01]`` (an argparse ``type``)."""
     return _numbers(text, float, "numbers")
+
+
+def strings(text: str) -> list[str]:
+    """Parse ``"a, b,c"`` into ``["a", "b", "c"]`` (an argparse ``type``; empty items dropped)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def fmt(metrics: dict[str, float]) -> str:
@@ -168,7 +171,7 @@ def _flag_type(annotation: Any) -> tuple[Any, tuple | None, bool]:
         return _bool, None, True
     if parts and parts[0].startswith("tuple["):
         inner = parts[0][6:-1].split(",")[0].strip()
-        return (ints if inner == "int" else floats if inner == "float" else _strings), None, False
+        return (ints if inner == "int" else floats if inner == "float" else strings), None, False
     if parts and parts[0] in ("int", "float", "str"):
         return {"int": int, "float": float, "str": str}[parts[0]], None, False
     raise TypeError(f"no command-line type for a field annotated {annotation!r}")
@@ -181,10 +184,6 @@ def _bool(text: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def _strings(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def add_config_flags(
@@ -274,27 +273,27 @@ def _field_names(config_class: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config_class) if f.init}
 
 
-def union_values(args: argparse.Namespace) -> dict[str, Any]:
-    """``field -> value`` of the :func:`add_union_flags` flags given on the command line."""
-    _, flagged = getattr(args, _PREFIX_KEY + "union", ("", []))
-    values = {}
-    for name in flagged:
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def flag_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
-    """``field -> value`` of the flags :func:`add_config_flags` added for ``config_class``
-    that were given on the command line (unset flags are left out)."""
-    prefix, flagged = getattr(args, _PREFIX_KEY + config_class.__name__, ("", []))
+def _given_fields(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """``field -> value`` of the flags recorded under ``_PREFIX_KEY + key`` that were given
+    on the command line (lists as tuples; unset flags are left out)."""
+    prefix, flagged = getattr(args, _PREFIX_KEY + key, ("", []))
     values: dict[str, Any] = {}
     for name in flagged:
         value = getattr(args, prefix + name, None)
         if value is not None:
             values[name] = tuple(value) if isinstance(value, list) else value
     return values
+
+
+def union_values(args: argparse.Namespace) -> dict[str, Any]:
+    """``field -> value`` of the :func:`add_union_flags` flags given on the command line."""
+    return _given_fields(args, "union")
+
+
+def flag_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """``field -> value`` of the flags :func:`add_config_flags` added for ``config_class``
+    that were given on the command line (unset flags are left out)."""
+    return _given_fields(args, config_class.__name__)
 
 
 def config_from_flags(args: argparse.Namespace, config_class: type, **overrides: Any) -> Any:

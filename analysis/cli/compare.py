@@ -8,13 +8,9 @@ import json
 import logging
 from pathlib import Path
 
-from .common import CLIError, given, shared_flags
+from .common import CLIError, given, shared_flags, strings
 
 log = logging.getLogger("hierlens")
-
-
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -69,7 +65,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", type=Path)
     p.add_argument(
         "--hooks",
-        type=_names,
+        type=strings,
         default=None,
         help="comma-separated hook names or globs (default: embedding and every block output)",
     )
@@ -77,7 +73,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step-b", type=int, default=None, help="checkpoint of run B (default newest)")
     p.add_argument(
         "--measures",
-        type=_names,
+        type=strings,
         default=["linear_cka"],
         help="comma-separated: linear_cka, rbf_cka, svcca, pwcca, procrustes (default linear_cka)",
     )

@@ -132,25 +132,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config_class() -> type:
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    from hierlens.models.architectures import ArchConfig
+    from hierlens.models.train_config import TrainConfig
     from hierlens.models.transformer import ModelConfig
 
-    return ModelConfig
-
-
-def _arch_config_class() -> type:
-    from hierlens.models.architectures import ArchConfig
-
-    return ArchConfig
-
-
-def _train_config_class() -> type:
-    from hierlens.models.train_config import TrainConfig
-
-    return TrainConfig
-
-
-def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tasks", help="list tasks and their parameters")
     p.set_defaults(func=cmd_tasks)
 
@@ -170,7 +156,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", required=True, type=Path, help="where to write the run")
     # one flag per config field; help and defaults come from the configs themselves
     model = p.add_argument_group("model (ModelConfig; unset: its default)")
-    add_config_flags(model, _model_config_class(), exclude=("d_vocab", "n_ctx", "seed"))
+    add_config_flags(model, ModelConfig, exclude=("d_vocab", "n_ctx", "seed"))
     family = p.add_argument_group(
         "architecture families (ArchConfig; with --arch, which selects rnn, lstm, stack_rnn, "
         "tape_rnn or the plain transformer encoder instead of the TL-native transformer; "
@@ -178,11 +164,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_config_flags(
         family,
-        _arch_config_class(),
+        ArchConfig,
         exclude=("vocab_size", "seed", "pad_id", "blank_id", *SHARED_ARCH_FIELDS),
     )
     training = p.add_argument_group("training (TrainConfig; unset: its default)")
-    add_config_flags(training, _train_config_class(), exclude=("seed", "device"))
+    add_config_flags(training, TrainConfig, exclude=("seed", "device"))
     p.add_argument("--no-resume", action="store_true", help="do not continue an existing run")
     p.add_argument(
         "--overwrite", action="store_true", help="with --no-resume: replace an existing run"

@@ -44,9 +44,10 @@ def save_figure(
     return paths
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
-    """A figure on its own Agg canvas (not registered with pyplot)."""
-    fig = Figure(figsize=figsize)
+def _figure(figsize: tuple[float, float], layout: str | None = None) -> Figure:
+    """A figure on its own Agg canvas (not registered with pyplot), with matplotlib's
+    ``layout`` engine (e.g. ``"constrained"``; None: the default)."""
+    fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

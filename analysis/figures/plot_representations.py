@@ -6,24 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _matrix(rows: list) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+from .plot import _figure, _none_to_nan
 
 
 def plot_cka_across_seeds(data: dict[str, Any]) -> Figure:
     """Two layer x layer CKA heatmaps: seed A vs seed B (final checkpoints), and seed A's
     first checkpoint vs its final one."""
-    fig = _figure(10, 4.4)
+    fig = _figure((10, 4.4), "constrained")
     axes = fig.subplots(1, 2)
     labels = data["labels"]
     sa, sb = data["seeds"]
@@ -38,7 +29,7 @@ def plot_cka_across_seeds(data: dict[str, Any]) -> Figure:
     ]
     im = None
     for ax, (m, ylab, xlab, title) in zip(axes, panels, strict=True):
-        z = _matrix(m)
+        z = np.array([_none_to_nan(r) for r in m], dtype=float)
         im = ax.imshow(z, vmin=0, vmax=1, cmap="viridis", origin="upper")
         ax.set_xticks(range(z.shape[1]), labels[: z.shape[1]], rotation=45)
         ax.set_yticks(range(z.shape[0]), labels[: z.shape[0]])
@@ -59,11 +50,11 @@ def plot_cka_across_seeds(data: dict[str, Any]) -> Figure:
 def plot_rank_collapse_depth(data: dict[str, Any]) -> Figure:
     """Relative residual from token-uniform rank 1 (log scale) against depth, one line per
     path (Dong et al. 2021, their figure 2 in spirit)."""
-    fig = _figure(6.4, 4.4)
+    fig = _figure((6.4, 4.4), "constrained")
     ax = fig.subplots()
     layers = data["layers"]
     for path, values in data["paths"].items():
-        v = np.array([np.nan if x is None else x for x in values], dtype=float)
+        v = np.array(_none_to_nan(values))
         v = np.where(v > 0, v, np.nan)  # exact zeros (underflow) cannot be drawn on log axes
         ax.plot(layers, v, marker="o", ms=3, label=data.get("labels", {}).get(path, path))
     ax.set_yscale("log")
@@ -78,7 +69,7 @@ def plot_rank_collapse_depth(data: dict[str, Any]) -> Figure:
 def plot_sae_geometry_spectrum(data: dict[str, Any]) -> Figure:
     """Left: eigenvalue spectra of each layer's SAE decoder (log-log). Right: fitted
     power-law slope per layer."""
-    fig = _figure(10, 4.2)
+    fig = _figure((10, 4.2), "constrained")
     left, right = fig.subplots(1, 2)
     labels = data["labels"]
     for lab, lam in zip(labels, data["spectra"], strict=True):
@@ -89,7 +80,7 @@ def plot_sae_geometry_spectrum(data: dict[str, Any]) -> Figure:
     left.set_ylabel("eigenvalue")
     left.set_title(f"SAE decoder spectra (d_sae {data['d_sae']}, k {data['k']})")
     left.legend(fontsize=8)
-    slopes = [np.nan if s is None else s for s in data["slopes"]]
+    slopes = _none_to_nan(data["slopes"])
     right.plot(range(len(labels)), slopes, marker="o")
     right.set_xticks(range(len(labels)), labels)
     right.set_xlabel("layer (L0 = embeddings)")

@@ -35,16 +35,18 @@ def _f(v: Any, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _not_run(paper: str, claim: str, missing: str, theirs: str = "-") -> Row:
+    """The row of a claim whose record is absent (``missing`` names the record)."""
+    return {"paper": paper, "claim": claim, "setting": "-", "ours": "-", "theirs": theirs,
+            "verdict": f"not run (no {missing})"}  # fmt: skip
+
+
 def _correlation_rows(rec: dict[str, Any] | None) -> list[Row]:
     paper = "Costa et al. 2025 (MP-SAE)"
     claim_r = "MP-SAE keeps recovering children as within-group cosine grows (0 to 0.8)"
     claim_a = "the others absorb parents into children or degrade at high cosine; MP-SAE less so"
     if rec is None:
-        return [
-            {"paper": paper, "claim": c, "setting": "-", "ours": "-", "theirs": "-",
-             "verdict": "not run (no mpsae-correlation.json)"}
-            for c in (claim_r, claim_a)
-        ]  # fmt: skip
+        return [_not_run(paper, c, "mpsae-correlation.json") for c in (claim_r, claim_a)]
     data, settings = rec["data"], rec["settings"]
     s, cos = data["summary"], data["cosines"]
     hi = len(cos) - 1
@@ -107,9 +109,8 @@ def _grokking_rows(rec: dict[str, Any] | None, obj: dict[str, Any] | None) -> li
     paper = "Murty et al. 2023 (structural grokking)"
     rows = []
     if rec is None:
-        rows.append({"paper": paper, "claim": "OOD accuracy rises long after in-domain saturates",
-                     "setting": "-", "ours": "-", "theirs": "-",
-                     "verdict": "not run (no structural_grokking.json)"})  # fmt: skip
+        claim = "OOD accuracy rises long after in-domain saturates"
+        rows.append(_not_run(paper, claim, "structural_grokking.json"))
     else:
         sm = rec["data"]["summary"]
         steps = rec["settings"]["setting"]["train"]["steps"]
@@ -187,8 +188,7 @@ def _structural_rows(rec: dict[str, Any] | None) -> list[Row]:
     )
     theirs = "UUAS about 0.8 in BERT's middle layers; linear baseline below 0.5"
     if rec is None:
-        return [{"paper": paper, "claim": claim, "setting": "-", "ours": "-", "theirs": theirs,
-                 "verdict": "not run (no structural-probe-layers.json)"}]  # fmt: skip
+        return [_not_run(paper, claim, "structural-probe-layers.json", theirs)]
     data = rec["data"]
     trained, random = data["trained"], data["random"]
     best = max(trained, key=lambda r: r["uuas"])
@@ -232,8 +232,7 @@ def _chomsky_rows(rec: dict[str, Any] | None) -> list[Row]:
         "Stack-RNN up to DCF, Tape-RNN up to CS tasks; Transformers fail even some regular ones"
     )
     if rec is None:
-        return [{"paper": paper, "claim": claim, "setting": "-", "ours": "-",
-                 "theirs": "Table 2", "verdict": "not run (no chomsky-table.json)"}]  # fmt: skip
+        return [_not_run(paper, claim, "chomsky-table.json", "Table 2")]
     d = rec["data"]
     thr = 100 * d["threshold"]
     cells = [(t, a) for t in d["tasks"] for a in d["archs"]]
@@ -302,10 +301,8 @@ def _frontier_rows(rec: dict[str, Any] | None) -> list[Row]:
     claim_m = "Matryoshka SAEs absorb less than a flat BatchTopK SAE at the same k"
     if rec is None:
         return [
-            {"paper": p, "claim": c, "setting": "-", "ours": "-", "theirs": "-",
-             "verdict": "not run (no sae-frontier.json)"}
-            for p, c in ((costa, claim_c), (matry, claim_m))
-        ]  # fmt: skip
+            _not_run(p, c, "sae-frontier.json") for p, c in ((costa, claim_c), (matry, claim_m))
+        ]
     setting = _frontier_setting(rec)
     rows = [{"paper": costa, "claim": claim_c, "setting": setting,
              "ours": _frontier_costa_ours(rec["data"]),
@@ -433,8 +430,7 @@ def _causal_rows(rec: dict[str, Any] | None) -> list[Row]:
         "decode them"
     )
     if rec is None:
-        return [{"paper": paper, "claim": claim, "setting": "-", "ours": "-", "theirs": "-",
-                 "verdict": "not run (no causal-dyck record)"}]  # fmt: skip
+        return [_not_run(paper, claim, "causal-dyck record")]
     setting = (
         f"Dyck-(2, 6) transformer, 2 layers, d_model 64, {rec['steps']} steps (closing accuracy "
         f"{_f(rec['closing_acc'])}); rank-{rec['rank']} DAS at the query, 5 residual hooks, "

@@ -170,22 +170,19 @@ _CKA_TRAIN: dict[str, Any] = {
     "train_pool": 2000,
     "log_every": 50,
 }
-CKA_QUICK: dict[str, Any] = {
-    "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 16}},
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
-        "train": {**_CKA_TRAIN, "steps": 200},
-    },
-    "n": 100,
+# the Dyck transformer of the CKA and the SAE-geometry figures, quick and full
+_DYCK_QUICK: dict[str, Any] = {
+    "task": {"name": "dyck", "params": {"max_length": 16}},
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+    "train": {**_CKA_TRAIN, "steps": 200},
 }
-CKA_FULL: dict[str, Any] = {
-    "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 20}},
-        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
-        "train": {**_CKA_TRAIN, "steps": 900, "train_pool": 20_000},
-    },
-    "n": 300,
+_DYCK_FULL: dict[str, Any] = {
+    "task": {"name": "dyck", "params": {"max_length": 20}},
+    "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
+    "train": {**_CKA_TRAIN, "steps": 900, "train_pool": 20_000},
 }
+CKA_QUICK: dict[str, Any] = {"setting": _DYCK_QUICK, "n": 100}
+CKA_FULL: dict[str, Any] = {"setting": _DYCK_FULL, "n": 300}
 RANK_QUICK: dict[str, Any] = {
     "depth": 6,
     "d_model": 32,
@@ -203,22 +200,14 @@ RANK_FULL: dict[str, Any] = {
     "seeds": [0, 1, 2],
 }
 SAE_GEOMETRY_QUICK: dict[str, Any] = {
-    "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 16}},
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
-        "train": {**_CKA_TRAIN, "steps": 200},
-    },
+    "setting": _DYCK_QUICK,
     "n_sentences": 200,
     "expansion": 4,
     "k": 4,
     "sae_steps": 200,
 }
 SAE_GEOMETRY_FULL: dict[str, Any] = {
-    "setting": {
-        "task": {"name": "dyck", "params": {"max_length": 20}},
-        "model": {"d_model": 48, "n_layers": 4, "n_heads": 4},
-        "train": {**_CKA_TRAIN, "steps": 900, "train_pool": 20_000},
-    },
+    "setting": _DYCK_FULL,
     "n_sentences": 1000,
     "expansion": 8,
     "k": 8,

@@ -46,14 +46,7 @@ def _tree_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     rows = [latest[k] for k in sorted(latest)]
     layers = [r["layer"] for r in rows]
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=layers,
-            y=[r["parse_f1"] for r in rows],
-            name="projected trees",
-            error_y=_error_bars(rows, "parse_f1"),
-        )
-    )
+    fig.add_trace(_with_intervals(go, rows, "parse_f1", "projected trees"))
     for key, label in _BASELINES:
         fig.add_trace(
             go.Scatter(x=layers, y=[r[key] for r in rows], name=label, line=dict(dash="dot"))
@@ -97,16 +90,20 @@ def _ci(pair: Any) -> str | None:
     return f"{fmt(pair[0], 3)} – {fmt(pair[1], 3)}"
 
 
-def _error_bars(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    """Plotly asymmetric error bars from each row's ``<key>_ci`` (None without intervals)."""
+def _with_intervals(go: Any, rows: list[dict[str, Any]], key: str, name: str) -> Any:
+    """The line of the rows' ``key`` per layer, with plotly asymmetric error bars from each
+    row's ``<key>_ci`` (none without intervals)."""
     cis = [r.get(f"{key}_ci") for r in rows]
-    if not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in cis):
-        return None
-    return dict(
-        type="data",
-        symmetric=False,
-        array=[max(0.0, c[1] - r[key]) for c, r in zip(cis, rows)],
-        arrayminus=[max(0.0, r[key] - c[0]) for c, r in zip(cis, rows)],
+    bars = None
+    if all(isinstance(c, (list, tuple)) and len(c) == 2 for c in cis):
+        bars = dict(
+            type="data",
+            symmetric=False,
+            array=[max(0.0, c[1] - r[key]) for c, r in zip(cis, rows)],
+            arrayminus=[max(0.0, r[key] - c[0]) for c, r in zip(cis, rows)],
+        )
+    return go.Scatter(
+        x=[r["layer"] for r in rows], y=[r[key] for r in rows], name=name, error_y=bars
     )
 
 
@@ -142,14 +139,7 @@ def _probe_part(ctx: ReportContext, records: list[dict[str, Any]]) -> str:
     rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
     layers = [r["layer"] for r in trained]
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=layers,
-            y=[r["uuas"] for r in trained],
-            name="UUAS",
-            error_y=_error_bars(trained, "uuas"),
-        )
-    )
+    fig.add_trace(_with_intervals(go, trained, "uuas", "UUAS"))
     if random:
         y = [random.get(x, {}).get("uuas") for x in layers]
         fig.add_trace(

@@ -21,17 +21,11 @@ from typing import Any
 
 from ..compare.runs import layer_label
 from .html import esc, fmt, table
-from .sections import ReportContext
+from .sections import ReportContext, _go
 
 log = logging.getLogger(__name__)
 
 MAX_CURVES = 8  # checkpoints drawn as rank-collapse curves / SAE spectra drawn
-
-
-def _go():
-    import plotly.graph_objects as go
-
-    return go
 
 
 def _spread(items: list[Any], k: int) -> list[Any]:
@@ -49,28 +43,25 @@ def _labels(record: dict[str, Any], n: int) -> list[str]:
     return [f"layer {i}" for i in range(n)]
 
 
+def _cka_heatmap(z: list[list[Any]], x: list[str], y: list[str]) -> Any:
+    """A figure of CKA values ``z`` (rows ``y``, columns ``x``) on the scale 0 to 1."""
+    go = _go()
+    return go.Figure(
+        go.Heatmap(z=z, x=x, y=y, zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="CKA"))
+    )
+
+
 def _cka_parts(ctx: ReportContext, records: list[dict[str, Any]]) -> list[str]:
     rows = [r for r in records if isinstance(r.get("cka_to_final"), list)]
     if not rows:
         return []
-    go = _go()
     n = len(rows[-1]["cka_to_final"])
     labels = _labels(rows[-1], n)
     steps = [r["step"] for r in rows]
     ref = rows[-1].get("settings", {}).get("reference_step", steps[-1])
     z = [[r["cka_to_final"][i] if i < len(r["cka_to_final"]) else None for r in rows]
          for i in range(n)]  # fmt: skip
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=[str(s) for s in steps],
-            y=labels,
-            zmin=0,
-            zmax=1,
-            colorscale="Viridis",
-            colorbar=dict(title="CKA"),
-        )
-    )
+    fig = _cka_heatmap(z, [str(s) for s in steps], labels)
     fig.update_layout(
         title=f"Linear CKA of each layer to the final checkpoint (step {fmt(ref)})",
         xaxis_title="checkpoint step",
@@ -82,11 +73,7 @@ def _cka_parts(ctx: ReportContext, records: list[dict[str, Any]]) -> list[str]:
     for r in _spread(earlier, 2) if len(earlier) > 1 else earlier:
         m = r["cka_to_final_matrix"]
         lab = _labels(r, len(m))
-        heat = go.Figure(
-            go.Heatmap(
-                z=m, x=lab, y=lab, zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="CKA")
-            )
-        )
+        heat = _cka_heatmap(m, lab, lab)
         heat.update_layout(
             title=f"Layer x layer CKA: step {fmt(r['step'])} vs final step {fmt(ref)}",
             xaxis_title=f"layer at step {fmt(ref)}",

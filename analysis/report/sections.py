@@ -219,28 +219,21 @@ def grokking_section(ctx: ReportContext) -> str | None:
                 ),
                 secondary_y=False,
             )
-    if any("parse_f1" in r for r in records):
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=[r.get("parse_f1") for r in records],
-                name="parse F1",
-                mode="lines+markers",
-                line=dict(dash="dot"),
-            ),
-            secondary_y=False,
-        )
-    if any("tree_score" in r for r in records):
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=[r.get("tree_score") for r in records],
-                name="tree score (right axis)",
-                mode="lines+markers",
-                line=dict(dash="dash"),
-            ),
-            secondary_y=True,
-        )
+    for key, name, dash, right in (
+        ("parse_f1", "parse F1", "dot", False),
+        ("tree_score", "tree score (right axis)", "dash", True),
+    ):
+        if any(key in r for r in records):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[r.get(key) for r in records],
+                    name=name,
+                    mode="lines+markers",
+                    line=dict(dash=dash),
+                ),
+                secondary_y=right,
+            )
     parts = []
     if fig.data:
         fig.update_layout(title=f"Over checkpoints ({esc(metric)})", xaxis_title="checkpoint step")

@@ -12,6 +12,8 @@ words; single words are implicit). A one-word sentence is ``((0, 1),)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -54,22 +56,30 @@ def sort_tree(spans: set[Span] | list[Span]) -> Tree:
     return ProjectedTree(sorted(set(spans), key=lambda s: (s[0], -s[1])))
 
 
-def _greedy(s: np.ndarray) -> Tree:
-    n = s.shape[0]
+def _split_tree(n: int, split_at: Callable[[int, int], int]) -> Tree:
+    """The binary tree over ``n`` words that splits each inclusive word span ``i..j`` into
+    ``i..k`` and ``k+1..j`` at ``k = split_at(i, j)``, from the whole sentence down."""
     spans: set[Span] = {(0, n)}
     stack = [(0, n - 1)]  # inclusive word spans still to split
     while stack:
         i, j = stack.pop()
         if i == j:
             continue
-        ks = np.arange(i, j)
-        gains = s[i, ks] + s[ks + 1, j]
-        k = int(ks[int(np.argmax(gains))])
+        k = split_at(i, j)
         for a, b in ((i, k), (k + 1, j)):
             if b > a:
                 spans.add((a, b + 1))
                 stack.append((a, b))
     return sort_tree(spans)
+
+
+def _greedy(s: np.ndarray) -> Tree:
+    def split_at(i: int, j: int) -> int:
+        ks = np.arange(i, j)
+        gains = s[i, ks] + s[ks + 1, j]
+        return int(ks[int(np.argmax(gains))])
+
+    return _split_tree(s.shape[0], split_at)
 
 
 def _exact(s: np.ndarray) -> Tree:
@@ -85,18 +95,7 @@ def _exact(s: np.ndarray) -> Tree:
             arg = int(np.argmax(totals))
             split[i, j] = ks[arg]
             best[i, j] = s[i, j] + totals[arg]
-    spans: set[Span] = {(0, n)}
-    stack = [(0, n - 1)]
-    while stack:
-        i, j = stack.pop()
-        if i == j:
-            continue
-        k = int(split[i, j])
-        for a, b in ((i, k), (k + 1, j)):
-            if b > a:
-                spans.add((a, b + 1))
-                stack.append((a, b))
-    return sort_tree(spans)
+    return _split_tree(n, lambda i, j: int(split[i, j]))
 
 
 def tree_projection(scores: torch.Tensor | np.ndarray, method: str = "greedy") -> Tree:

@@ -81,6 +81,20 @@ def _bracket_set(tree: Iterable[Span]) -> set[Span]:
     return out
 
 
+def _bracket_counts(pred: Sequence[Iterable[Span]], gold: Sequence[Iterable[Span]]) -> np.ndarray:
+    """Per sentence, its matched, predicted and gold brackets (``(n, 3)``); ValueError for
+    unequal numbers of trees or none."""
+    if len(pred) != len(gold):
+        raise ValueError(f"got {len(pred)} predicted trees for {len(gold)} gold trees")
+    if len(pred) == 0:
+        raise ValueError("parse F1 needs at least one tree")
+    counts = np.zeros((len(pred), 3))
+    for k, (p, g) in enumerate(zip(pred, gold)):
+        ps, gs = _bracket_set(p), _bracket_set(g)
+        counts[k] = len(ps & gs), len(ps), len(gs)
+    return counts
+
+
 def parse_prf(
     pred: Sequence[Iterable[Span]], gold: Sequence[Iterable[Span]]
 ) -> tuple[float, float, float]:
@@ -92,16 +106,7 @@ def parse_prf(
     recall = matched / gold, F1 their harmonic mean (0 when nothing matches; NaN precision or
     recall when there is nothing to divide by).
     """
-    if len(pred) != len(gold):
-        raise ValueError(f"got {len(pred)} predicted trees for {len(gold)} gold trees")
-    if len(pred) == 0:
-        raise ValueError("parse F1 needs at least one tree")
-    matched = n_pred = n_gold = 0
-    for p, g in zip(pred, gold):
-        ps, gs = _bracket_set(p), _bracket_set(g)
-        matched += len(ps & gs)
-        n_pred += len(ps)
-        n_gold += len(gs)
+    matched, n_pred, n_gold = (int(c) for c in _bracket_counts(pred, gold).sum(0))
     precision = matched / n_pred if n_pred else float("nan")
     recall = matched / n_gold if n_gold else float("nan")
     if matched == 0:
@@ -125,14 +130,7 @@ def parse_f1_interval(
     """Percentile bootstrap interval of the corpus-level :func:`parse_f1` over sentences
     (resampled with replacement, seeded; see
     :func:`hierlens.models.bootstrap.bootstrap_interval`)."""
-    if len(pred) != len(gold):
-        raise ValueError(f"got {len(pred)} predicted trees for {len(gold)} gold trees")
-    if len(pred) == 0:
-        raise ValueError("parse F1 needs at least one tree")
-    counts = np.zeros((len(pred), 3))  # matched, predicted, gold brackets
-    for k, (p, g) in enumerate(zip(pred, gold)):
-        ps, gs = _bracket_set(p), _bracket_set(g)
-        counts[k] = len(ps & gs), len(ps), len(gs)
+    counts = _bracket_counts(pred, gold)
 
     def statistic(w: np.ndarray) -> np.ndarray:
         matched, n_pred, n_gold = (w @ counts).T
