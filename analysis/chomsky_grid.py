@@ -8,7 +8,7 @@ and then evaluated on ``test_ood``; its ``done.json`` holds the evaluation. The 
 run as it would train alone). A rerun skips every run whose ``done.json`` exists, so an
 interrupted grid continues where it stopped and a grid grown by a seed or an architecture
 trains only the new runs. Stacks run one after another in this process
-(``backend="sequential"``) or as Ray tasks, one per stack (``backend="ray"``, see
+(``backend="process"``) or as Ray tasks, one per stack (``backend="ray"``, see
 :mod:`hierlens.analysis.ray_backend`).
 
 :func:`chomsky_scores` turns the rows into the score of [Deletang2023]: per
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
-from hierlens.core.validate import check_choice, check_int
+from hierlens.core.validate import check_int
 from hierlens.models import TrainConfig, get_task, list_tasks
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
 from hierlens.models.run import Run
@@ -34,11 +34,12 @@ from hierlens.models.tasks.chomsky import accuracy_by_length
 from hierlens.models.train_many import train_many
 from hierlens.models.train_run import holds_other_config
 
+from .ray_backend import check_backend
+
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
 SUMMARY = "grid_summary.json"
-BACKENDS = ("sequential", "ray")
 #: the paper's threshold: a score of at least 90% counts as generalising
 THRESHOLD = 0.9
 
@@ -70,7 +71,7 @@ def chomsky_grid(
     arch_options: Mapping[str, Mapping[str, Any]] | None = None,
     eval_n: int = 500,
     eval_seed: int = 12345,
-    backend: str = "sequential",
+    backend: str = "process",
     address: str | None = None,
     num_cpus: float = 1,
     num_gpus: float = 0,
@@ -86,7 +87,7 @@ def chomsky_grid(
         model: :class:`ArchConfig` fields for every architecture (e.g. ``d_model``);
             ``arch_options[arch]`` overrides them per architecture.
         eval_n: ``test_ood`` (and ``test_id``) examples evaluated per run.
-        backend: ``"sequential"`` (in this process) or ``"ray"`` (one Ray task per run with
+        backend: ``"process"`` (in this process) or ``"ray"`` (one Ray task per run with
             ``num_cpus``/``num_gpus``, on the cluster at ``address``; None: a local Ray).
 
     Writes ``out_dir/grid_summary.json`` (rows, the runs that ran now, the failures) and
@@ -149,7 +150,7 @@ def _check_grid(
     """Reject a bad backend, grid axis, training config or model setting before any job is
     made; returns the four axes as lists, the training config's fields and the
     per-architecture options as plain dicts."""
-    check_choice("backend", backend, BACKENDS)
+    check_backend(backend)
     tasks, archs, seeds, lrs = list(tasks), list(archs), list(seeds), list(lrs)
     for what, values in (("tasks", tasks), ("archs", archs), ("seeds", seeds), ("lrs", lrs)):
         if not values:

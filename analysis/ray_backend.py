@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hierlens.core.validate import check_choice
+
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "the Ray backend needs Ray: pip install 'hierlens[distributed]'"
@@ -38,11 +40,14 @@ def require_ray():
     return ray
 
 
+#: where the jobs of a sweep, a tracking run or an SAE grid run: in this process, or on Ray
+BACKENDS = ("process", "ray")
+
+
 def check_backend(backend: str) -> None:
-    """Reject a ``backend`` other than ``"process"`` and ``"ray"`` (ValueError), and
-    ``"ray"`` without Ray installed (:class:`MissingExtraError`), before any work."""
-    if backend not in ("process", "ray"):
-        raise ValueError(f"backend must be 'process' or 'ray', got {backend!r}")
+    """Reject a ``backend`` not in :data:`BACKENDS` (ValueError), and ``"ray"`` without Ray
+    installed (:class:`MissingExtraError`), before any work."""
+    check_choice("backend", backend, BACKENDS)
     if backend == "ray":
         require_ray()
 

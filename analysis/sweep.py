@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
-from hierlens.core.validate import check_choice
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.run import Run
 from hierlens.models.run_load import run_config_dict
@@ -40,6 +39,7 @@ from hierlens.models.transformer import ModelConfig, build_transformer
 
 from .grokking import TrackConfig, grokking_summary, track
 from .layer_numbering import block_of_layer
+from .ray_backend import check_backend
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 DONE = "done.json"
 SUMMARY = "sweep_summary.json"
-BACKENDS = ("process", "ray")
 
 
 class SweepFailed(RuntimeError):
@@ -127,11 +126,7 @@ def _check_sweep(
     """Reject a bad backend, grid, model or tracking option before any job starts (Ray must
     be importable for ``backend="ray"``); returns the depths, seeds and extra model fields as
     lists/dict."""
-    check_choice("backend", backend, BACKENDS)
-    if backend == "ray":
-        from .ray_backend import require_ray
-
-        require_ray()
+    check_backend(backend)
     depths, seeds = list(depths), list(seeds)
     if not depths or not seeds:
         raise ValueError("sweep needs at least one depth and one seed")

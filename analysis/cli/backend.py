@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..ray_backend import BACKENDS
 from .common import CLIError
 
 
@@ -12,7 +13,7 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("many jobs at once (Ray; pip install 'hierlens[distributed]')")
     g.add_argument(
         "--backend",
-        choices=("process", "ray"),
+        choices=BACKENDS,
         default="process",
         help="process: one job after another; ray: each job a Ray task",
     )
