@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from hierlens.core.atomic_io import append_jsonl, json_safe, read_jsonl, write_checked_jsonl
 from hierlens.core.config import Config
-from hierlens.core.device import resolve_device
+from hierlens.core.device import model_device, resolve_device
 from hierlens.core.loggers import scalars
 from hierlens.core.trackers import MultiLogger, make_logger
 from hierlens.core.validate import check_int, is_int
@@ -80,7 +80,7 @@ def attention_entropy(
 ) -> float:
     """Mean entropy (nats) of the attention distributions of all heads, layers and real query
     positions, read from ``blocks.*.attn.hook_pattern``."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     with torch.inference_mode():

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hierlens.core.device import model_device
 from hierlens.core.validate import check_choice
 
 POOLS = ("mean", "first")
@@ -53,7 +54,7 @@ def word_vectors_by_layer(
     names = ["blocks.0.hook_resid_pre", *pretrained.resid_hooks]
     wanted = set(names)
     model = pretrained.model
-    device = next(model.parameters()).device
+    device = model_device(model)
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in range(len(names))}
     with torch.no_grad():
         for ex in examples:

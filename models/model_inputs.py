@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from hierlens.core.device import model_dtype
+
 __all__ = ["explicit_attention", "forward_kwargs", "hf_model", "is_bidirectional"]
 
 
@@ -92,6 +94,5 @@ def forward_kwargs(
         if attention_mask is None
         else attention_mask.to(device=tokens.device, dtype=torch.bool)
     )
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    dtype = model_dtype(model)
     return explicit_attention(keys, causal=not is_bidirectional(model), dtype=dtype)

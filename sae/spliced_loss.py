@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hierlens.core.device import model_device
 from hierlens.models.hooks import resolve_hook_names
 from hierlens.models.model_inputs import forward_kwargs
 from hierlens.models.tasks.base import IGNORE_INDEX
@@ -354,7 +355,7 @@ def spliced_ce(
     )
     replace = _replacement(sae, hook_name)
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0}
     count = 0
     for start in range(0, tokens.shape[0], batch_size):

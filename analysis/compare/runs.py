@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from hierlens.core.atomic_io import json_safe
+from hierlens.core.device import model_device
 from hierlens.core.validate import check_int
 from hierlens.models.capture import capture
 from hierlens.models.hooks import resolve_hook_names
@@ -89,7 +90,7 @@ def rank_collapse_by_layer(
         groups[tokens.numel()].append(tokens)
     if not groups:
         raise ValueError("rank_collapse_by_layer needs sequences of at least 2 tokens")
-    device = next(model.parameters()).device
+    device = model_device(model)
     total: torch.Tensor | None = None
     count = 0
     for _, seqs in sorted(groups.items()):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from hierlens.core.device import model_device
 from hierlens.models.fused import fused_block, fused_embed, fused_spec, native_model, native_params
 
 __all__ = ["BlockRunner", "native_parts"]
@@ -42,8 +43,7 @@ class BlockRunner:
 
     def __init__(self, model: torch.nn.Module, *, lean: bool = True) -> None:
         self.base = native_parts(model)
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
+        self.device = model_device(model)
         self.spec = fused_spec(model) if lean else None
         self.params = native_params(model)
         self.n_models: int | None = None  # a stack of this many models (see stacked)

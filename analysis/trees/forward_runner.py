@@ -36,6 +36,7 @@ import inspect
 
 import torch
 
+from hierlens.core.device import model_device, model_dtype
 from hierlens.models.model_inputs import explicit_attention, hf_model
 
 from .isolation import isolated_run
@@ -166,9 +167,7 @@ class ForwardRows:
                 )
             self.packs = _accepts(model.forward, "position_ids")
         self.causal = infer_causal(model, causal)
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self.device, self.dtype = model_device(model), model_dtype(model)
         self._tokens: torch.Tensor | None = None
         self._is_pad: torch.Tensor | None = None
 

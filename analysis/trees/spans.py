@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hierlens.core.device import resolve_device
+from hierlens.core.device import model_device, resolve_device
 from hierlens.models.model_inputs import is_bidirectional
 from hierlens.models.tasks.base import Example
 
@@ -193,9 +193,7 @@ def span_scores_many(
     )
     runner = None
     if stack is None:
-        param = next(models[0].parameters(), None)
-        where = resolve_device(device) if device is not None else getattr(param, "device", None)
-        stack = where is not None and where.type == "cuda"
+        stack = model_device(models[0], device).type == "cuda"
     if stack and len(models) > 1 and not isinstance(layer, str):
         runner = BlockRunner.stacked(models)
     if runner is None:
