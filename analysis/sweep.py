@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hierlens.core.atomic_io import read_json, write_checked_json, write_checked_jsonl
+from hierlens.core.validate import check_int
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.run import Run
 from hierlens.models.run_load import run_config_dict
@@ -130,8 +131,8 @@ def _check_sweep(
     depths, seeds = list(depths), list(seeds)
     if not depths or not seeds:
         raise ValueError("sweep needs at least one depth and one seed")
-    if any(not isinstance(d, int) or d < 1 for d in depths):
-        raise ValueError(f"depths must be positive integers, got {depths}")
+    for depth in depths:
+        check_int("a depth", depth)
     model = dict(model or {})
     for key in ("n_layers", "seed", "d_vocab", "n_ctx"):
         if key in model:

@@ -26,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 
 from hierlens.core.device import model_device
+from hierlens.core.validate import check_int
 
 from ..causal.sites import capture_sites, check_hooks, editing_hooks, forward_logits
 from .plot import _figure
@@ -101,8 +102,7 @@ def interchange_map(
     names = check_hooks(model, hooks)
     if not pairs.same_length:
         raise ValueError("an interchange map needs pairs of equal length (same_length=True)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     dev = model_device(model)
     B, T = pairs.base.shape
     H = len(names)

@@ -19,6 +19,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from hierlens.core.validate import check_int
+
 from .causal import causal_study, plot_causal, residual_hooks, train_or_load, variable_statement
 
 __all__ = ["causal_question", "plot_causal_question", "results_rows"]
@@ -64,8 +66,7 @@ def causal_question(
 
     for name, v in (("steps", steps), ("d_model", d_model), ("n_layers", n_layers),
                     ("n_eval", n_eval)):  # fmt: skip
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"causal_question: {name} must be a positive integer, got {v!r}")
+        check_int(f"causal_question: {name}", v)
     task = get_task("question_formation")
     model_kw = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "seed": seed}
     training = {"steps": steps, "batch_size": 64, "lr": lr, "warmup_steps": min(100, steps),

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hierlens.core.validate import check_int
 from hierlens.models import TrainConfig
 from hierlens.models.run import Run, open_run
 from hierlens.models.tasks.registry import get_task
@@ -35,8 +36,7 @@ def _with_steps(setting: dict[str, Any], steps: int | None) -> dict[str, Any]:
     within range)."""
     if steps is None:
         return setting
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_int("steps", steps)
     tr = {**setting["train"], "steps": steps}
     tr["warmup_steps"] = min(tr.get("warmup_steps", 100), steps)
     tr["checkpoint_every"] = min(tr.get("checkpoint_every", 500), steps)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from hierlens.core.validate import check_int
 from hierlens.models.bootstrap import bootstrap_interval, ratio
 
 from .decode import Span, Tree, as_score_matrix, sort_tree, tree_projection, tree_splits
@@ -212,7 +213,6 @@ def baseline_parse_f1(
     seeded draws of the whole corpus."""
     if kind != "random":
         return parse_f1(baseline_trees(gold, kind), gold)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    check_int("n_samples", n_samples)
     values = [parse_f1(baseline_trees(gold, kind, seed + s), gold) for s in range(n_samples)]
     return float(np.mean(values))

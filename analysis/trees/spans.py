@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import torch
 
 from hierlens.core.device import model_device, resolve_device
+from hierlens.core.validate import check_choice, check_int
 from hierlens.models.model_inputs import is_bidirectional
 from hierlens.models.tasks.base import Example
 
@@ -212,10 +213,8 @@ def span_scores_many(
 def _check_options(pool: str, sim: str, batch_size: int) -> None:
     if pool not in _POOLS:
         raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
-    if sim not in _SIMS:
-        raise ValueError(f"sim must be one of {_SIMS}, got {sim!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_choice("sim", sim, _SIMS)
+    check_int("batch_size", batch_size)
 
 
 def _backend(model, sequences, word_spans, layer, mask_from_layer, causal, device):

@@ -28,7 +28,7 @@ import torch
 
 from hierlens.core.config import Config
 from hierlens.core.device import model_device
-from hierlens.core.validate import require
+from hierlens.core.validate import check_int, require
 
 from ..forward import evaluating, model_logits
 
@@ -195,8 +195,7 @@ class Task(Config, abc.ABC):
     def sample(self, n: int, split: str = "train", seed: int = 0) -> list[Example]:
         """``n`` examples of ``split``, a deterministic function of ``(self, n, split, seed)``."""
         check_split(split)
-        if not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, numpy=True)
         return self._sample(int(n), split, int(seed))
 
     @abc.abstractmethod
@@ -301,8 +300,7 @@ def _loss_counts(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 def iter_batches(examples: Sequence[Example], batch_size: int, pad_id: int) -> Iterator[Batch]:
     """Consecutive padded batches of ``examples``."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_int("batch_size", batch_size)
     for start in range(0, len(examples), batch_size):
         yield pad_examples(examples[start : start + batch_size], pad_id)
 

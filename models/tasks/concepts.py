@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hierlens.core.config import Config
-from hierlens.core.validate import is_int, require
+from hierlens.core.validate import check_int, is_int, require
 
 from .base import require_probabilities
 from .ground_truth import FeatureGraph, GroundTruth, KnownLatents
@@ -244,8 +244,7 @@ class HierarchicalConcepts(Config, KnownLatents):
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ConceptSample:
         """``n`` samples: vectors, ground-truth codes and the tree (CPU tensors)."""
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, numpy=True)
         tree = self.tree()
         rng = np.random.default_rng([seed, 0x5A3])
         n_c = tree.n_concepts

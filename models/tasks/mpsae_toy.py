@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hierlens.core.config import Config
+from hierlens.core.validate import check_int
 
 from .concepts import ConceptSample, ConceptTree, concept_ground_truth
 from .ground_truth import GroundTruth, KnownLatents
@@ -175,8 +176,7 @@ class MPSAEToy(Config, KnownLatents):
     def sample(self, n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ConceptSample:
         """``n`` samples: vectors ``(n, dim)``, ground-truth magnitudes ``(n, dim)`` and the
         tree (CPU tensors)."""
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, numpy=True)
         tree = self.tree()
         rng = np.random.default_rng([seed, 0x70A])
         top_p = np.full(self.n_top, 0.0)

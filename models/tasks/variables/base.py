@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hierlens.core.validate import check_int
+
 from ..base import SPLITS, Task
 
 __all__ = [
@@ -136,8 +138,7 @@ class CausalModel(abc.ABC):
         """``n`` inputs of ``split``, a deterministic function of ``(task, n, split, seed)``."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, numpy=True)
         rng = np.random.default_rng([int(seed), SPLITS.index(split), 0xCA5])
         return self.draw(int(n), split, rng)
 

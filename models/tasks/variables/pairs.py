@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from hierlens.core.validate import check_int
+
 from ..base import Task
 from .base import CausalInput, CausalModel, causal_model
 
@@ -247,8 +249,7 @@ def minimal_pairs(
     """
     model = task if isinstance(task, CausalModel) else causal_model(task, **dict(options or {}))
     model.check_variable(variable)
-    if not isinstance(n, (int, np.integer)) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int("n", n, numpy=True)
     null = variable in model.null_variables
     fixed = tuple(model.held_fixed(variable))
     rng = np.random.default_rng([int(seed), 0x9A1])
