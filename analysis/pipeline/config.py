@@ -15,7 +15,7 @@ from typing import Any
 from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
 from hierlens.core.config import Config, unknown_keys_error
-from hierlens.core.validate import check_choice, check_int
+from hierlens.core.validate import check_choice, check_int, is_int
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.corpus import Corpus
 from hierlens.models.run_load import pretrained_run_config
@@ -185,13 +185,15 @@ class TreeStage(Config):
     """Tracking over checkpoints (accuracy, tree score, parse F1, norms, attention entropy)
     of a trained run; for a pretrained run, tree projections of every layer scored against
     the corpus's gold trees. The pipeline's short settings; ``hierlens track`` takes
-    :class:`~hierlens.analysis.grokking.TrackSettings`.
+    :class:`~hierlens.analysis.grokking.TrackConfig`.
 
     Parameters:
         enabled: run the stage.
         n: examples per split for accuracy.
         n_trees: sentences for tree score and parse F1 (None: all of a corpus).
-        layer: block whose output the tree projection compares.
+        layer: layer whose tree projection is tracked, numbered as ``tree-score`` and
+            ``track`` number it (1..n_blocks, layer ``l`` the output of block ``l - 1``; -1:
+            the last).
     """
 
     enabled: bool = True
@@ -202,8 +204,11 @@ class TreeStage(Config):
     def __post_init__(self) -> None:
         check_int("tree.n", self.n)
         check_int("tree.n_trees", self.n_trees, none=True)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(f"tree.layer must be an integer, got {self.layer!r}")
+        if not is_int(self.layer) or self.layer == 0:
+            raise ValueError(
+                f"tree.layer must be 1..n_blocks or negative (from the last), got "
+                f"{self.layer!r}; layer 0, the embeddings, has no tree projection"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

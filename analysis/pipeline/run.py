@@ -111,10 +111,15 @@ def _check_hooks(cfg: PipelineConfig, model: Any) -> None:
 
 
 def _check_stages(cfg: PipelineConfig, task: Any, model: Any) -> None:
-    """Unknown hooks, probe labels and causal variables fail before training."""
+    """Unknown hooks, probe labels, causal variables and a tracked layer the model lacks fail
+    before training."""
     from hierlens.models.hooks import resolve_hook_names
 
     _check_hooks(cfg, model)
+    if cfg.tree.enabled and hasattr(model, "cfg"):
+        from ..layer_numbering import block_of_layer
+
+        block_of_layer(cfg.tree.layer, model.cfg.n_layers)  # a layer the model has
     if cfg.causal.enabled:
         from hierlens.models.tasks.variables import causal_model, list_causal_tasks
 

@@ -49,6 +49,7 @@ def _with(section, **changes):
         (_with("model", d_vocab=3), r"\[model\] d_vocab comes from the task"),
         (_with("sae", ks=[32]), r"\[sae\].*exceeds every width"),
         (_with("sae", architectures=["topk", "gated"]), r"\[sae\].*unknown \['gated'\]"),
+        (_with("tree", layer=0), r"tree.layer .*layer 0, the embeddings"),
         ({k: v for k, v in TINY.items() if k != "name"}, "name"),
     ],
 )
@@ -80,6 +81,9 @@ def test_bad_hook_and_label_fail_before_training(tmp_path):
         )
     with pytest.raises(ValueError, match=r"\[probes\] unknown label"):
         run({**_with("probes", labels=["colour"]), "out_dir": str(tmp_path)}, progress=False)
+    n_layers = TINY["model"]["n_layers"]  # a tracked layer the model lacks
+    with pytest.raises(ValueError, match="layer out of range"):
+        run({**_with("tree", layer=n_layers + 1), "out_dir": str(tmp_path)}, progress=False)
     assert not (tmp_path / "tiny").exists()
 
 
