@@ -1,15 +1,29 @@
 """An independent reference for the tests of the grammar tasks (question formation, tense
-inflection): a recursive-descent recogniser over parts of speech, bracketed trees read back
-with their yields and spans, and a model that predicts each row's next token."""
+inflection): their shared word classes and noun-phrase rules, a recursive-descent recogniser
+over parts of speech, bracketed trees read back with their yields and spans, and a model
+that predicts each row's next token."""
 
 from __future__ import annotations
 
 import torch
 
-# the closed word classes the task grammars share, written out independently
-DETERMINERS = {"the", "some", "my", "your", "our", "her"}
-PREPOSITIONS = {"around", "near", "with", "upon", "by", "behind", "above", "below"}
-RELATIVISERS = {"who", "that"}
+from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
+
+
+def parts_of_speech(verb_form: int) -> dict[str, set[str]]:
+    """The word classes the task grammars share: determiners, prepositions and relativisers
+    written out independently, singular and plural nouns, and the intransitive and transitive
+    verbs in form ``verb_form`` of the grammar's verb tuples."""
+    return {
+        "Det": {"the", "some", "my", "your", "our", "her"},
+        "P": {"around", "near", "with", "upon", "by", "behind", "above", "below"},
+        "Rel": {"who", "that"},
+        "Nsg": {sg for sg, _ in NOUNS},
+        "Npl": {pl for _, pl in NOUNS},
+        "Vi": {v[verb_form] for v in VERBS_INTR},
+        "Vt": {v[verb_form] for v in VERBS_TR},
+    }
+
 
 # noun phrases: a bare NP, one with a prepositional phrase, or one with a relative clause
 # (the RC rule itself differs between the grammars)

@@ -7,39 +7,22 @@ import torch
 
 from hierlens.models import get_task, list_tasks
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
-from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
 from hierlens.models.tasks.question_formation import QuestionFormationTask
 
-from .grammar_reference import (
-    DETERMINERS,
-    NOUN_PHRASE_RULES,
-    PREPOSITIONS,
-    RELATIVISERS,
-    NextTokenOracle,
-    leaves,
-    parse_brackets,
-    recognises,
-    spans,
-)
+from . import grammar_reference as ref
 
 # ----------------------------------------------------------------------------- independent grammar
 
 POS = {
-    "Det": DETERMINERS,
-    "P": PREPOSITIONS,
-    "Rel": RELATIVISERS,
+    **ref.parts_of_speech(verb_form=0),
     "Aux": {"can", "can't", "will", "won't", "does", "doesn't", "do", "don't"},
-    "Nsg": {sg for sg, _ in NOUNS},
-    "Npl": {pl for _, pl in NOUNS},
-    "Vi": {v[0] for v in VERBS_INTR},
-    "Vt": {v[0] for v in VERBS_TR},
 }
 # recursive-descent grammar over parts of speech (no left recursion)
 RULES = {
     "S": [["NP", "Pred"]],
     "Pred": [["Aux", "VP"]],
     "VP": [["Vt", "NP"], ["Vi"]],
-    **NOUN_PHRASE_RULES,
+    **ref.NOUN_PHRASE_RULES,
     "RC": [["Rel", "Pred"]],
 }
 
@@ -72,7 +55,7 @@ def check_agreement(t) -> None:
 
 def main_aux_from_tree(t) -> int:
     """Hand-written hierarchical rule: the Aux of the S node's predicate."""
-    return len(leaves(t[1][0]))
+    return len(ref.leaves(t[1][0]))
 
 
 def input_words(task, ex):
@@ -131,11 +114,11 @@ def test_sentences_parse_and_trees_are_derivations(task, samples):
     for split, exs in samples.items():
         for ex in exs:
             words, m = input_words(task, ex)
-            assert recognises(words, POS, RULES), words
-            tree = parse_brackets(ex.labels["tree"])
-            assert leaves(tree) == words  # the gold tree's yield is the sentence
+            assert ref.recognises(words, POS, RULES), words
+            tree = ref.parse_brackets(ex.labels["tree"])
+            assert ref.leaves(tree) == words  # the gold tree's yield is the sentence
             assert ex.labels["sentence"] == " ".join(words)
-            _, sp = spans(tree)
+            _, sp = ref.spans(tree)
             assert sorted(set(sp)) == sorted(ex.tree)
             assert ex.tree[0] == (0, len(words))
             check_agreement(tree)
@@ -153,7 +136,7 @@ def test_outputs_follow_the_hierarchical_rule(task, samples):
         for ex in exs:
             words, m = input_words(task, ex)
             marker = task.vocab[ex.tokens[m]]
-            out = oracle_output(words, parse_brackets(ex.labels["tree"]), marker)
+            out = oracle_output(words, ref.parse_brackets(ex.labels["tree"]), marker)
             assert task.decode(ex.tokens[m + 1 :]) == [*out, "<eos>"]
             # targets: next tokens from the marker on, nothing trained before it
             assert all(t == IGNORE_INDEX for t in ex.targets[:m])
@@ -167,12 +150,12 @@ def test_split_logic(task, samples):
     for e in train_quest + [e for e in samples["test_id"] if e.labels["transformation"] == "quest"]:
         words, _ = input_words(task, e)
         first = next(i for i, w in enumerate(words) if w in POS["Aux"])
-        assert first == main_aux_from_tree(parse_brackets(e.labels["tree"]))
+        assert first == main_aux_from_tree(ref.parse_brackets(e.labels["tree"]))
     for e in samples["test_ood"]:
         words, m = input_words(task, e)
         assert task.vocab[e.tokens[m]] == "quest"
         first = next(i for i, w in enumerate(words) if w in POS["Aux"])
-        main = main_aux_from_tree(parse_brackets(e.labels["tree"]))
+        main = main_aux_from_tree(ref.parse_brackets(e.labels["tree"]))
         assert first != main and words[first] != words[main]
         assert e.labels["subject_modifier"] == "rc"
     train_sents = {e.labels["sentence"] for e in task.sample(2000, "train", seed=1)}
@@ -183,7 +166,7 @@ def test_split_logic(task, samples):
 def test_metric_oracle_and_linear_rule(task, samples):
     for split in ("train", "test_ood"):
         exs = samples[split]
-        trees = [parse_brackets(e.labels["tree"]) for e in exs]
+        trees = [ref.parse_brackets(e.labels["tree"]) for e in exs]
         parsed = [input_words(task, e) for e in exs]
         markers = [task.vocab[e.tokens[m]] for e, (_, m) in zip(exs, parsed)]
         oracle = [oracle_output(w, t, mk) for (w, _), t, mk in zip(parsed, trees, markers)]
@@ -229,7 +212,7 @@ def test_main_aux_positions_from_tokens(task, samples):
 
 
 def test_evaluate_runs_on_a_model(task):
-    res = task.evaluate(NextTokenOracle(len(task.vocab)), "test_ood", n=50)
+    res = task.evaluate(ref.NextTokenOracle(len(task.vocab)), "test_ood", n=50)
     assert res["first_word_acc"] == 1.0 and res["seq_acc"] == 1.0 and res["n"] == 50
 
 
@@ -275,9 +258,9 @@ def test_object_relatives_are_grammatical_and_move_the_main_aux(object_rc_task):
     n_object = 0
     for e in exs:
         words = e.labels["sentence"].split()
-        assert recognises(words, POS, RULES_OBJECT_RC), words
-        tree = parse_brackets(e.labels["tree"])
-        assert leaves(tree) == words
+        assert ref.recognises(words, POS, RULES_OBJECT_RC), words
+        tree = ref.parse_brackets(e.labels["tree"])
+        assert ref.leaves(tree) == words
         rc = [k for k in tree[1][0][1] if not isinstance(k, str) and k[0] == "RC"]
         is_object = bool(rc) and len(rc[0][1]) == 3
         assert e.labels["object_rc"] == is_object

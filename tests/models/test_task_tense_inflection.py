@@ -7,34 +7,15 @@ import torch
 
 from hierlens.models import get_task, list_tasks
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
-from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
 from hierlens.models.tasks.tense_inflection import TenseInflectionTask
 
-from .grammar_reference import (
-    DETERMINERS,
-    NOUN_PHRASE_RULES,
-    PREPOSITIONS,
-    RELATIVISERS,
-    NextTokenOracle,
-    leaves,
-    parse_brackets,
-    recognises,
-    spans,
-)
+from . import grammar_reference as ref
 
-POS = {
-    "Det": DETERMINERS,
-    "P": PREPOSITIONS,
-    "Rel": RELATIVISERS,
-    "Nsg": {sg for sg, _ in NOUNS},
-    "Npl": {pl for _, pl in NOUNS},
-    "Vi": {v[2] for v in VERBS_INTR},
-    "Vt": {v[2] for v in VERBS_TR},
-}
+POS = ref.parts_of_speech(verb_form=2)
 RULES = {
     "S": [["NP", "VP"]],
     "VP": [["Vt", "NP"], ["Vi"]],
-    **NOUN_PHRASE_RULES,
+    **ref.NOUN_PHRASE_RULES,
     "RC": [["Rel", "VP"]],
 }
 # past -> (3rd singular present, plural present), written out independently
@@ -105,7 +86,7 @@ def rule_outputs(task, exs, rule):
             outs.append(words)
         else:
             outs.append(
-                rule(parse_brackets(e.labels["tree"]))
+                rule(ref.parse_brackets(e.labels["tree"]))
                 if rule != "linear"
                 else linear_present(words)
             )
@@ -201,25 +182,25 @@ def test_sentences_parse_and_outputs_agree(task, samples):
     for exs in samples.values():
         for ex in exs:
             words, m = input_words(task, ex)
-            assert recognises(words, POS, RULES), words
-            tree = parse_brackets(ex.labels["tree"])
-            assert leaves(tree) == words
+            assert ref.recognises(words, POS, RULES), words
+            tree = ref.parse_brackets(ex.labels["tree"])
+            assert ref.leaves(tree) == words
             assert tree == parse_to_tree(words)
-            _, sp = spans(tree)
+            _, sp = ref.spans(tree)
             assert sorted(set(sp)) == sorted(ex.tree)
             marker = task.vocab[ex.tokens[m]]
             want = hierarchical_present(tree) if marker == "PRESENT" else words
             assert task.decode(ex.tokens[m + 1 :]) == [*want, "<eos>"]
             assert all(t == IGNORE_INDEX for t in ex.targets[:m])
             assert list(ex.targets[m:-1]) == list(ex.tokens[m + 1 :])
-            assert ex.token_labels["is_main_verb"].index(1) == 1 + len(leaves(tree[1][0]))
+            assert ex.token_labels["is_main_verb"].index(1) == 1 + len(ref.leaves(tree[1][0]))
 
 
 def test_split_logic(task, samples):
     def linear_agrees(e):
         words, _ = input_words(task, e)
-        tree = parse_brackets(e.labels["tree"])
-        i = len(leaves(tree[1][0]))
+        tree = ref.parse_brackets(e.labels["tree"])
+        i = len(ref.leaves(tree[1][0]))
         return linear_present(words)[i] == hierarchical_present(tree)[i]
 
     present = [
@@ -287,7 +268,7 @@ def test_greedy_evaluate(task, samples):
 
 
 def test_evaluate_runs(task):
-    res = task.evaluate(NextTokenOracle(len(task.vocab)), "test_ood", n=30)
+    res = task.evaluate(ref.NextTokenOracle(len(task.vocab)), "test_ood", n=30)
     assert res["main_verb_acc"] == 1.0 and res["seq_acc"] == 1.0
 
 
