@@ -160,22 +160,12 @@ def test_early_stop_skips_later_layers(causal):
 
 
 def test_unknown_hook_lists_closest(causal):
-    with pytest.raises(ValueError, match="blocks.1.hook_resid_post"):
-        capture(
-            causal,
-            torch.zeros(1, 3, dtype=torch.long),
-            "blocks.1.hook_resid_pst",
-            batch_size=1,
-            progress=False,
-        )
-    with pytest.raises(ValueError, match="matches no hook"):
-        capture(
-            causal,
-            torch.zeros(1, 3, dtype=torch.long),
-            "blocks.*.hook_nothing",
-            batch_size=1,
-            progress=False,
-        )
+    for hook, match in [
+        ("blocks.1.hook_resid_pst", "blocks.1.hook_resid_post"),
+        ("blocks.*.hook_nothing", "matches no hook"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            capture(causal, torch.zeros(1, 3, dtype=torch.long), hook, batch_size=1, progress=False)
 
 
 def test_non_per_token_hook_rejected(causal):
