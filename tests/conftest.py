@@ -33,3 +33,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.suffix == ".py" and _uses_pretrained(item.path):
             item.add_marker(pytest.mark.pretrained)
+
+
+@pytest.fixture
+def hf_offline(monkeypatch):
+    """Hugging Face loaders read local folders only (never the hub) during the test."""
+    from tests.hf_folders import go_offline
+
+    go_offline(monkeypatch)

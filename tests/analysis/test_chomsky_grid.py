@@ -18,6 +18,7 @@ from hierlens.models.capture import capture
 from hierlens.models.checkpoint import load_checkpoint
 from hierlens.models.run import Run, open_run
 from hierlens.models.train import train
+from tests.analysis.grid_tables import grid_table
 
 TASK = {"n_train": 4, "n_test": 7}
 
@@ -171,22 +172,16 @@ def test_grid_errors(tmp_path):
 
 def hand_made_table() -> dict:
     tasks, archs = ["parity_check", "reverse_string"], ["rnn", "stack_rnn"]
-    return {
-        "tasks": tasks,
-        "archs": archs,
-        "threshold": 0.9,
-        "n_train": 3,
-        "n_test": 5,
-        "seeds": [0],
-        "lrs": [0.01],
-        "steps": 10,
-        "measured": {t: {"rnn": 95.0, "stack_rnn": 50.0} for t in tasks},
-        "paper": {
+    return grid_table(
+        tasks,
+        archs,
+        measured={t: {"rnn": 95.0, "stack_rnn": 50.0} for t in tasks},
+        paper={
             "parity_check": {"rnn": 100.0, "stack_rnn": 100.0},
             "reverse_string": {"rnn": 62.0, "stack_rnn": None},
-        },  # fmt: skip
-        "curves": {t: {a: {"1": 100.0, "4": 60.0, "5": 50.0} for a in archs} for t in tasks},
-    }
+        },
+        curves={t: {a: {"1": 100.0, "4": 60.0, "5": 50.0} for a in archs} for t in tasks},
+    )
 
 
 def test_table_figure_tiny(tmp_path):

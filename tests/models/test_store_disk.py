@@ -27,27 +27,19 @@ def _seqs(n=40, seed=0):
     ]
 
 
+def _capture(out_dir: Path | None = None) -> ActivationStore:
+    """The tests' store: ``Toy(seed=3)`` on ``_seqs()`` in batches of 3, each token labelled
+    with the parity of its position; in memory, or in small shards under ``out_dir``."""
+    model, seqs = Toy(seed=3), _seqs()
+    labels = {"parity": [[p % 2 for p in range(len(s))] for s in seqs]}
+    disk = {} if out_dir is None else {"out_dir": out_dir, "shard_bytes": 2048}
+    return capture(model, seqs, HOOKS, batch_size=3, progress=False, labels=labels, **disk)
+
+
 @pytest.fixture
 def stores(tmp_path):
-    model, seqs = Toy(seed=3), _seqs()
-    disk = capture(
-        model,
-        seqs,
-        HOOKS,
-        batch_size=3,
-        out_dir=tmp_path / "s",
-        shard_bytes=2048,
-        progress=False,
-        labels={"parity": [[p % 2 for p in range(len(s))] for s in seqs]},
-    )
-    memory = capture(
-        model,
-        seqs,
-        HOOKS,
-        batch_size=3,
-        progress=False,
-        labels={"parity": [[p % 2 for p in range(len(s))] for s in seqs]},
-    )
+    disk = _capture(out_dir=tmp_path / "s")
+    memory = _capture()
     return disk, memory, tmp_path / "s"
 
 
@@ -97,17 +89,7 @@ def test_truncated_and_missing_files_are_named(stores):
 def test_capture_repairs_bad_shards(stores):
     disk, memory, path = stores
     (path / "layers.2" / "shard_00001.safetensors").write_bytes(b"junk")
-    model, seqs = Toy(seed=3), _seqs()
-    repaired = capture(
-        model,
-        seqs,
-        HOOKS,
-        batch_size=3,
-        out_dir=path,
-        shard_bytes=2048,
-        progress=False,
-        labels={"parity": [[p % 2 for p in range(len(s))] for s in seqs]},
-    )
+    repaired = _capture(out_dir=path)
     for h in HOOKS:
         assert torch.equal(repaired[h], memory[h])
 

@@ -7,96 +7,24 @@ import torch
 
 from hierlens.models import get_task, list_tasks
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
-from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
 from hierlens.models.tasks.question_formation import QuestionFormationTask
+
+from . import grammar_reference as ref
 
 # ----------------------------------------------------------------------------- independent grammar
 
 POS = {
-    "Det": {"the", "some", "my", "your", "our", "her"},
-    "P": {"around", "near", "with", "upon", "by", "behind", "above", "below"},
-    "Rel": {"who", "that"},
+    **ref.parts_of_speech(verb_form=0),
     "Aux": {"can", "can't", "will", "won't", "does", "doesn't", "do", "don't"},
-    "Nsg": {sg for sg, _ in NOUNS},
-    "Npl": {pl for _, pl in NOUNS},
-    "Vi": {v[0] for v in VERBS_INTR},
-    "Vt": {v[0] for v in VERBS_TR},
 }
 # recursive-descent grammar over parts of speech (no left recursion)
 RULES = {
     "S": [["NP", "Pred"]],
     "Pred": [["Aux", "VP"]],
     "VP": [["Vt", "NP"], ["Vi"]],
-    "NP": [["NPb", "PP"], ["NPb", "RC"], ["NPb"]],
-    "NPb": [["Det", "N"]],
-    "N": [["Nsg"], ["Npl"]],
-    "PP": [["P", "NPb"]],
+    **ref.NOUN_PHRASE_RULES,
     "RC": [["Rel", "Pred"]],
 }
-
-
-def _ends(sym: str, words: list[str], i: int):
-    if sym in POS:
-        if i < len(words) and words[i] in POS[sym]:
-            yield i + 1
-        return
-    for rhs in RULES[sym]:
-        yield from _seq(rhs, words, i)
-
-
-def _seq(rhs: list[str], words: list[str], i: int):
-    if not rhs:
-        yield i
-        return
-    for j in _ends(rhs[0], words, i):
-        yield from _seq(rhs[1:], words, j)
-
-
-def recognises(words: list[str]) -> bool:
-    return len(words) in set(_ends("S", words, 0))
-
-
-def parse_brackets(s: str):
-    """'(S (NP (Det the) ...))' -> nested (label, [children]) with words as str leaves."""
-    toks = s.replace("(", " ( ").replace(")", " ) ").split()
-    pos = 0
-
-    def node():
-        nonlocal pos
-        assert toks[pos] == "("
-        label = toks[pos + 1]
-        pos += 2
-        kids = []
-        while toks[pos] != ")":
-            if toks[pos] == "(":
-                kids.append(node())
-            else:
-                kids.append(toks[pos])
-                pos += 1
-        pos += 1
-        return (label, kids)
-
-    tree = node()
-    assert pos == len(toks)
-    return tree
-
-
-def leaves(t):
-    label, kids = t
-    return [w for k in kids for w in ([k] if isinstance(k, str) else leaves(k))]
-
-
-def spans(t, start=0, out=None):
-    out = [] if out is None else out
-    label, kids = t
-    if len(kids) == 1 and isinstance(kids[0], str):
-        return start + 1, out
-    end = start
-    for k in kids:
-        end, _ = spans(k, end, out)
-    if end - start >= 2:
-        out.append((start, end))
-    return end, out
 
 
 def head_is_plural(np_node) -> bool:
@@ -127,7 +55,7 @@ def check_agreement(t) -> None:
 
 def main_aux_from_tree(t) -> int:
     """Hand-written hierarchical rule: the Aux of the S node's predicate."""
-    return len(leaves(t[1][0]))
+    return len(ref.leaves(t[1][0]))
 
 
 def input_words(task, ex):
@@ -186,11 +114,11 @@ def test_sentences_parse_and_trees_are_derivations(task, samples):
     for split, exs in samples.items():
         for ex in exs:
             words, m = input_words(task, ex)
-            assert recognises(words), words
-            tree = parse_brackets(ex.labels["tree"])
-            assert leaves(tree) == words  # the gold tree's yield is the sentence
+            assert ref.recognises(words, POS, RULES), words
+            tree = ref.parse_brackets(ex.labels["tree"])
+            assert ref.leaves(tree) == words  # the gold tree's yield is the sentence
             assert ex.labels["sentence"] == " ".join(words)
-            _, sp = spans(tree)
+            _, sp = ref.spans(tree)
             assert sorted(set(sp)) == sorted(ex.tree)
             assert ex.tree[0] == (0, len(words))
             check_agreement(tree)
@@ -208,7 +136,7 @@ def test_outputs_follow_the_hierarchical_rule(task, samples):
         for ex in exs:
             words, m = input_words(task, ex)
             marker = task.vocab[ex.tokens[m]]
-            out = oracle_output(words, parse_brackets(ex.labels["tree"]), marker)
+            out = oracle_output(words, ref.parse_brackets(ex.labels["tree"]), marker)
             assert task.decode(ex.tokens[m + 1 :]) == [*out, "<eos>"]
             # targets: next tokens from the marker on, nothing trained before it
             assert all(t == IGNORE_INDEX for t in ex.targets[:m])
@@ -222,12 +150,12 @@ def test_split_logic(task, samples):
     for e in train_quest + [e for e in samples["test_id"] if e.labels["transformation"] == "quest"]:
         words, _ = input_words(task, e)
         first = next(i for i, w in enumerate(words) if w in POS["Aux"])
-        assert first == main_aux_from_tree(parse_brackets(e.labels["tree"]))
+        assert first == main_aux_from_tree(ref.parse_brackets(e.labels["tree"]))
     for e in samples["test_ood"]:
         words, m = input_words(task, e)
         assert task.vocab[e.tokens[m]] == "quest"
         first = next(i for i, w in enumerate(words) if w in POS["Aux"])
-        main = main_aux_from_tree(parse_brackets(e.labels["tree"]))
+        main = main_aux_from_tree(ref.parse_brackets(e.labels["tree"]))
         assert first != main and words[first] != words[main]
         assert e.labels["subject_modifier"] == "rc"
     train_sents = {e.labels["sentence"] for e in task.sample(2000, "train", seed=1)}
@@ -238,7 +166,7 @@ def test_split_logic(task, samples):
 def test_metric_oracle_and_linear_rule(task, samples):
     for split in ("train", "test_ood"):
         exs = samples[split]
-        trees = [parse_brackets(e.labels["tree"]) for e in exs]
+        trees = [ref.parse_brackets(e.labels["tree"]) for e in exs]
         parsed = [input_words(task, e) for e in exs]
         markers = [task.vocab[e.tokens[m]] for e, (_, m) in zip(exs, parsed)]
         oracle = [oracle_output(w, t, mk) for (w, _), t, mk in zip(parsed, trees, markers)]
@@ -284,14 +212,7 @@ def test_main_aux_positions_from_tokens(task, samples):
 
 
 def test_evaluate_runs_on_a_model(task):
-    class Oracle(torch.nn.Module):
-        def forward(self, tokens):
-            # put the mass on the next token of each row (teacher forcing oracle)
-            out = torch.zeros(*tokens.shape, len(task.vocab))
-            out[:, :-1].scatter_(2, tokens[:, 1:, None], 1.0)
-            return out
-
-    res = task.evaluate(Oracle(), "test_ood", n=50)
+    res = task.evaluate(ref.NextTokenOracle(len(task.vocab)), "test_ood", n=50)
     assert res["first_word_acc"] == 1.0 and res["seq_acc"] == 1.0 and res["n"] == 50
 
 
@@ -326,15 +247,6 @@ def test_bad_n_and_split(task):
 RULES_OBJECT_RC = {**RULES, "RC": [["Rel", "Pred"], ["Rel", "NPb", "Aux", "Vt"]]}
 
 
-def _recognises_with(rules, words):
-    global RULES
-    saved, RULES = RULES, rules
-    try:
-        return recognises(words)
-    finally:
-        RULES = saved
-
-
 @pytest.fixture(scope="module")
 def object_rc_task():
     return get_task("question_formation", p_object_rc=0.5)
@@ -346,9 +258,9 @@ def test_object_relatives_are_grammatical_and_move_the_main_aux(object_rc_task):
     n_object = 0
     for e in exs:
         words = e.labels["sentence"].split()
-        assert _recognises_with(RULES_OBJECT_RC, words), words
-        tree = parse_brackets(e.labels["tree"])
-        assert leaves(tree) == words
+        assert ref.recognises(words, POS, RULES_OBJECT_RC), words
+        tree = ref.parse_brackets(e.labels["tree"])
+        assert ref.leaves(tree) == words
         rc = [k for k in tree[1][0][1] if not isinstance(k, str) and k[0] == "RC"]
         is_object = bool(rc) and len(rc[0][1]) == 3
         assert e.labels["object_rc"] == is_object

@@ -7,25 +7,15 @@ import torch
 
 from hierlens.models import get_task, list_tasks
 from hierlens.models.tasks import IGNORE_INDEX, pad_examples
-from hierlens.models.tasks.grammar import NOUNS, VERBS_INTR, VERBS_TR
 from hierlens.models.tasks.tense_inflection import TenseInflectionTask
 
-POS = {
-    "Det": {"the", "some", "my", "your", "our", "her"},
-    "P": {"around", "near", "with", "upon", "by", "behind", "above", "below"},
-    "Rel": {"who", "that"},
-    "Nsg": {sg for sg, _ in NOUNS},
-    "Npl": {pl for _, pl in NOUNS},
-    "Vi": {v[2] for v in VERBS_INTR},
-    "Vt": {v[2] for v in VERBS_TR},
-}
+from . import grammar_reference as ref
+
+POS = ref.parts_of_speech(verb_form=2)
 RULES = {
     "S": [["NP", "VP"]],
     "VP": [["Vt", "NP"], ["Vi"]],
-    "NP": [["NPb", "PP"], ["NPb", "RC"], ["NPb"]],
-    "NPb": [["Det", "N"]],
-    "N": [["Nsg"], ["Npl"]],
-    "PP": [["P", "NPb"]],
+    **ref.NOUN_PHRASE_RULES,
     "RC": [["Rel", "VP"]],
 }
 # past -> (3rd singular present, plural present), written out independently
@@ -39,65 +29,6 @@ PRESENT = {
     "accepted": ("accepts", "accept"), "remembered": ("remembers", "remember"),
     "comforted": ("comforts", "comfort"),
 }  # fmt: skip
-
-
-def _ends(sym, words, i):
-    if sym in POS:
-        if i < len(words) and words[i] in POS[sym]:
-            yield i + 1
-        return
-    for rhs in RULES[sym]:
-        yield from _seq(rhs, words, i)
-
-
-def _seq(rhs, words, i):
-    if not rhs:
-        yield i
-        return
-    for j in _ends(rhs[0], words, i):
-        yield from _seq(rhs[1:], words, j)
-
-
-def recognises(words):
-    return len(words) in set(_ends("S", words, 0))
-
-
-def parse_brackets(s):
-    toks = s.replace("(", " ( ").replace(")", " ) ").split()
-    pos = 0
-
-    def node():
-        nonlocal pos
-        label = toks[pos + 1]
-        pos += 2
-        kids = []
-        while toks[pos] != ")":
-            if toks[pos] == "(":
-                kids.append(node())
-            else:
-                kids.append(toks[pos])
-                pos += 1
-        pos += 1
-        return (label, kids)
-
-    return node()
-
-
-def leaves(t):
-    return [w for k in t[1] for w in ([k] if isinstance(k, str) else leaves(k))]
-
-
-def spans(t, start=0, out=None):
-    out = [] if out is None else out
-    kids = t[1]
-    if len(kids) == 1 and isinstance(kids[0], str):
-        return start + 1, out
-    end = start
-    for k in kids:
-        end, _ = spans(k, end, out)
-    if end - start >= 2:
-        out.append((start, end))
-    return end, out
 
 
 def hierarchical_present(tree) -> list[str]:
@@ -155,7 +86,7 @@ def rule_outputs(task, exs, rule):
             outs.append(words)
         else:
             outs.append(
-                rule(parse_brackets(e.labels["tree"]))
+                rule(ref.parse_brackets(e.labels["tree"]))
                 if rule != "linear"
                 else linear_present(words)
             )
@@ -251,25 +182,25 @@ def test_sentences_parse_and_outputs_agree(task, samples):
     for exs in samples.values():
         for ex in exs:
             words, m = input_words(task, ex)
-            assert recognises(words), words
-            tree = parse_brackets(ex.labels["tree"])
-            assert leaves(tree) == words
+            assert ref.recognises(words, POS, RULES), words
+            tree = ref.parse_brackets(ex.labels["tree"])
+            assert ref.leaves(tree) == words
             assert tree == parse_to_tree(words)
-            _, sp = spans(tree)
+            _, sp = ref.spans(tree)
             assert sorted(set(sp)) == sorted(ex.tree)
             marker = task.vocab[ex.tokens[m]]
             want = hierarchical_present(tree) if marker == "PRESENT" else words
             assert task.decode(ex.tokens[m + 1 :]) == [*want, "<eos>"]
             assert all(t == IGNORE_INDEX for t in ex.targets[:m])
             assert list(ex.targets[m:-1]) == list(ex.tokens[m + 1 :])
-            assert ex.token_labels["is_main_verb"].index(1) == 1 + len(leaves(tree[1][0]))
+            assert ex.token_labels["is_main_verb"].index(1) == 1 + len(ref.leaves(tree[1][0]))
 
 
 def test_split_logic(task, samples):
     def linear_agrees(e):
         words, _ = input_words(task, e)
-        tree = parse_brackets(e.labels["tree"])
-        i = len(leaves(tree[1][0]))
+        tree = ref.parse_brackets(e.labels["tree"])
+        i = len(ref.leaves(tree[1][0]))
         return linear_present(words)[i] == hierarchical_present(tree)[i]
 
     present = [
@@ -337,13 +268,7 @@ def test_greedy_evaluate(task, samples):
 
 
 def test_evaluate_runs(task):
-    class NextToken(torch.nn.Module):
-        def forward(self, tokens):
-            out = torch.zeros(*tokens.shape, len(task.vocab))
-            out[:, :-1].scatter_(2, tokens[:, 1:, None], 1.0)
-            return out
-
-    res = task.evaluate(NextToken(), "test_ood", n=30)
+    res = task.evaluate(ref.NextTokenOracle(len(task.vocab)), "test_ood", n=30)
     assert res["main_verb_acc"] == 1.0 and res["seq_acc"] == 1.0
 
 

@@ -3,7 +3,6 @@ explicit tree), and their cost: a number of Python calls linear in the sentence 
 
 from __future__ import annotations
 
-import collections
 import random
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 
 from hierlens.models.sentence import Sentence, binarize_spans, dependency_spans
 from hierlens.models.tree_distances import span_forest, tree_distance_matrix
+from tests.tree_paths import adjacency, bfs_distances
 
 
 def _random_heads(n: int, rng: random.Random) -> list[int]:
@@ -24,23 +24,9 @@ def _random_heads(n: int, rng: random.Random) -> list[int]:
 
 
 def _bfs_distances(edges: list[tuple[int, int]], nodes: list[int], size: int) -> np.ndarray:
-    """Path lengths by breadth-first search from every node (the slow obvious way)."""
-    adj = collections.defaultdict(list)
-    for a, b in edges:
-        adj[a].append(b)
-        adj[b].append(a)
-    out = np.zeros((len(nodes), len(nodes)), dtype=np.int64)
-    for i, src in enumerate(nodes):
-        dist = {src: 0}
-        queue = collections.deque([src])
-        while queue:
-            v = queue.popleft()
-            for w in adj[v]:
-                if w not in dist:
-                    dist[w] = dist[v] + 1
-                    queue.append(w)
-        out[i] = [dist[t] for t in nodes]
-    return out
+    """Path lengths between ``nodes`` of the graph on ``0..size-1`` by breadth-first search
+    from every node (the slow obvious way)."""
+    return bfs_distances(adjacency(edges, size), size)[np.ix_(nodes, nodes)]
 
 
 def _sentence(n: int, spans, heads=None) -> Sentence:

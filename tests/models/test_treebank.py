@@ -11,19 +11,7 @@ import pytest
 from hierlens.models import read_text, shipped_treebank
 from hierlens.models.sentence import binarize_spans
 from hierlens.models.treebank import parse_conllu, parse_ptb
-
-
-def _bfs(adj: dict[int, set[int]], n: int) -> np.ndarray:
-    out = np.full((n, n), -1)
-    for s in range(n):
-        seen, frontier, d = {s}, [s], 0
-        while frontier:
-            for u in frontier:
-                out[s, u] = d
-            frontier = [v for u in frontier for v in adj[u] if v not in seen]
-            seen.update(frontier)
-            d += 1
-    return out
+from tests.tree_paths import adjacency, bfs_distances, head_adjacency
 
 
 def test_shipped_files_agree():
@@ -69,15 +57,14 @@ def test_binarize_and_constituency_distances_brute_force():
         n, binary = len(s), s.binary
         # explicit graph: a node per binarised span and per word; edge to the smallest parent
         nodes = list(binary) + [(w, w + 1) for w in range(n)]
-        adj = {k: set() for k in range(len(nodes))}
+        edges = []
         for k, (i, j) in enumerate(nodes[1:], start=1):
             parent = min(
                 (p for p, (a, b) in enumerate(binary) if a <= i and j <= b and (a, b) != (i, j)),
                 key=lambda p: binary[p][1] - binary[p][0],
             )
-            adj[k].add(parent)
-            adj[parent].add(k)
-        full = _bfs(adj, len(nodes))
+            edges.append((k, parent))
+        full = bfs_distances(adjacency(edges, len(nodes)), len(nodes))
         leaves = list(range(len(binary), len(nodes)))
         np.testing.assert_array_equal(s.distances(), full[np.ix_(leaves, leaves)])
         np.testing.assert_array_equal(s.depths(), full[0, leaves])
@@ -101,14 +88,9 @@ def test_conllu_dependency_distances_and_skips():
     d = s.distances()
     assert d[0, 1] == 2 and d[0, 3] == 1 and d[3, 3] == 0
     for sent in shipped_treebank("conllu")[:20]:
-        adj = {i: set() for i in range(len(sent))}
-        for i, h in enumerate(sent.heads):
-            if h >= 0:
-                adj[i].add(h)
-                adj[h].add(i)
-        np.testing.assert_array_equal(sent.distances(), _bfs(adj, len(sent)))
-        root = sent.heads.index(-1)
-        np.testing.assert_array_equal(sent.depths(), _bfs(adj, len(sent))[root])
+        full = bfs_distances(head_adjacency(sent.heads), len(sent))
+        np.testing.assert_array_equal(sent.distances(), full)
+        np.testing.assert_array_equal(sent.depths(), full[sent.heads.index(-1)])
         dropped = sent.without_punct()
         assert len(dropped) == len(sent) - sum(sent.punct)
         assert dropped.heads.count(-1) == 1

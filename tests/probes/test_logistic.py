@@ -10,15 +10,6 @@ from hierlens.probes.logistic import balanced_weights, fit_logistic
 from hierlens.probes.metrics import binary_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CPUs are shared: one thread keeps the many tiny tensor ops fast and predictable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _problems(seed, P=4, n=200, k=3):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(P, n, k)) * rng.uniform(0.5, 3, size=(P, 1, k))

@@ -22,14 +22,6 @@ from hierlens.probes.select import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _planted(seed, n=600, d=24, planted=(3, 11, 17), noise=0.5):
     """Two problems on shared rows; the label of each depends on its own planted neurons
     (problem 1 uses a different planted set), with distractors correlated to nothing."""

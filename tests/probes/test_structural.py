@@ -16,6 +16,7 @@ from hierlens.probes import (
     root_accuracy,
     uuas,
 )
+from tests.tree_paths import bfs_distances, head_adjacency
 
 
 def _random_tree(n: int, rng) -> list[int]:
@@ -23,22 +24,7 @@ def _random_tree(n: int, rng) -> list[int]:
 
 
 def _bfs_distances(heads: list[int]) -> np.ndarray:
-    n = len(heads)
-    adj = [[] for _ in range(n)]
-    for i, h in enumerate(heads):
-        if h >= 0:
-            adj[i].append(h)
-            adj[h].append(i)
-    out = np.zeros((n, n), dtype=np.int64)
-    for s in range(n):
-        seen, frontier, d = {s}, [s], 0
-        while frontier:
-            for u in frontier:
-                out[s, u] = d
-            frontier = [v for u in frontier for v in adj[u] if v not in seen]
-            seen.update(frontier)
-            d += 1
-    return out
+    return bfs_distances(head_adjacency(heads), len(heads))
 
 
 def _planted(n_sent: int, d: int, seed: int):

@@ -11,14 +11,6 @@ from hierlens.probes import binary_problems, probe_sweep, stratified_split
 from hierlens.probes.logistic import all_finite
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _data(seed=0, n=500):
     """Hook "b" carries feature "f" in neurons 4 and 9 and the 3-class "g" in neuron 1;
     hook "a" is noise. Feature "f" is ignored (-1) on some rows."""

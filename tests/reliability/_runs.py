@@ -1,8 +1,11 @@
-"""Shared inputs of the run-directory tests: a tiny trained run, a tiny GPT-2 folder and
-treebank files (the shipped CoNLL-U treebank, and broken variants of it)."""
+"""Shared inputs of the run-directory tests: a tiny trained run, a tiny GPT-2 folder,
+treebank files (the shipped CoNLL-U treebank, and broken variants of it) and small disks."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from importlib.resources import files
 from pathlib import Path
 
@@ -40,3 +43,22 @@ def write_treebank(folder: Path, name: str, text: str, encoding: str = "utf-8") 
     path = folder / name
     path.write_bytes(text.encode(encoding))
     return path
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size: str):
+    """A tmpfs of ``size`` at ``folder`` where this process may mount one (yields True and
+    unmounts however the test ends), else nothing mounted (yields False)."""
+    folder.mkdir(parents=True)
+    ok = os.geteuid() == 0 and (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    try:
+        yield ok
+    finally:
+        if ok:
+            subprocess.run(["umount", "-l", str(folder)], check=False)

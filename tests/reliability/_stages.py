@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tests.tiny_configs import analysis_sections
+
 TASK_PARAMS = {"max_depth": 4, "min_length": 4, "max_length": 10}
 HOOKS = ["blocks.*.hook_resid_post"]
 TRAIN = {
@@ -40,17 +42,7 @@ def pipeline_config(out_dir: str) -> dict[str, Any]:
         "model": MODEL,
         "train": TRAIN,
         "capture": {"hooks": HOOKS, "n": 16},
-        "sae": {
-            "hook": "blocks.0.hook_resid_post",
-            "architectures": ["topk"],
-            "widths": [8, 16],
-            "ks": [2],
-            "steps": 5,
-            "batch_size": 32,
-        },
-        "probes": {"labels": ["is_close"], "ks": [1, 2]},
-        "tree": {"n": 8, "n_trees": 3},
-        "report": False,
+        **analysis_sections("blocks.0.hook_resid_post", ["topk"]),
     }
 
 

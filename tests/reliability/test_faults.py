@@ -20,6 +20,7 @@ from hierlens.models import ActivationStore, load_checkpoint, open_run
 from hierlens.models.run import Run
 from hierlens.sae import load_sae
 
+from ._runs import mounted_tmpfs
 from ._stages import pipeline_config
 
 
@@ -97,19 +98,8 @@ def _small_disk(tmp_path: Path, size: str, monkeypatch):
     process may mount one (``disk`` is None; unmounted however the test ends), else a
     :class:`_FaultyDisk` there."""
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = os.geteuid() == 0 and (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-            capture_output=True,
-        ).returncode
-        == 0
-    )
-    try:
+    with mounted_tmpfs(mnt, size) as mounted:
         yield mnt, (None if mounted else _FaultyDisk(monkeypatch, mnt))
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 TRAIN = ["train", "--task", "dyck", "--task-param", "max_depth=4", "--task-param",

@@ -159,30 +159,23 @@ def test_run_dir_that_is_a_file_is_a_one_line_error(tmp_path, caplog):
 
 def test_store_without_manifest_is_replaced_with_overwrite(tmp_path):
     model = build_transformer(MCFG, device="cpu")
-    data = (TASK, "test_id", 6, 0)
-    capture(
-        model,
-        data,
-        ["blocks.0.hook_resid_post"],
-        out_dir=tmp_path / "s",
-        batch_size=4,
-        progress=False,
-    )
-    (tmp_path / "s" / "manifest.json").unlink()
-    with pytest.raises(ValueError, match="not an activation store"):
-        capture(
+
+    def capture_into_s(**kwargs):
+        return capture(
             model,
-            data,
+            (TASK, "test_id", 6, 0),
             ["blocks.0.hook_resid_post"],
             out_dir=tmp_path / "s",
             batch_size=4,
             progress=False,
+            **kwargs,
         )
-    store = capture(
-        model, data, ["blocks.0.hook_resid_post"], out_dir=tmp_path / "s", overwrite=True, batch_size=4,
-        progress=False,
-    )  # fmt: skip
-    assert store.n_tokens > 0
+
+    capture_into_s()
+    (tmp_path / "s" / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="not an activation store"):
+        capture_into_s()
+    assert capture_into_s(overwrite=True).n_tokens > 0
 
 
 def test_unknown_split_in_a_task_split_tuple(tmp_path):

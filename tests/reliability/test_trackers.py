@@ -10,33 +10,13 @@ import logging
 import os
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from hierlens.analysis.cli import main
 from hierlens.models.run import Run
 
-from ._runs import train_argv
-
-
-@contextlib.contextmanager
-def _mounted(folder: Path, size: str):
-    """A tmpfs of ``size`` at ``folder`` where this process may mount one (yields True and
-    unmounts however the test ends), else nothing mounted (yields False)."""
-    folder.mkdir(parents=True)
-    ok = os.geteuid() == 0 and (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-            capture_output=True,
-        ).returncode
-        == 0
-    )
-    try:
-        yield ok
-    finally:
-        if ok:
-            subprocess.run(["umount", "-l", str(folder)], check=False)
+from ._runs import mounted_tmpfs, train_argv
 
 
 def _tracker_errors(caplog, name: str) -> list[str]:
@@ -57,7 +37,7 @@ def _finished(run: Run, caplog) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_full_disk_under_trackers_drops_the_tracker(tmp_path, caplog, monkeypatch):
     run = Run(tmp_path / "R")
-    with _mounted(run.path / "trackers", "64k") as mounted:
+    with mounted_tmpfs(run.path / "trackers", "64k") as mounted:
         if mounted:  # leave a few hundred bytes: the event file fills it during training
             filler = run.path / "trackers" / "filler"
             with open(filler, "wb") as f, contextlib.suppress(OSError):
@@ -85,7 +65,7 @@ def test_a_full_disk_under_trackers_drops_the_tracker(tmp_path, caplog, monkeypa
 
 def test_a_read_only_trackers_folder_drops_the_tracker(tmp_path, caplog):
     run = Run(tmp_path / "R")
-    with _mounted(run.path / "trackers", "1m") as mounted:
+    with mounted_tmpfs(run.path / "trackers", "1m") as mounted:
         if mounted:
             subprocess.run(["mount", "-o", "remount,ro", str(run.path / "trackers")], check=True)
         else:

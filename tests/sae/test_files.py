@@ -192,25 +192,25 @@ def test_bad_files_raise_clearly(tmp_path):
     }
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         hsae.load_sae(tmp_path / "nothing")
-    _write_foreign(tmp_path / "arch", {"architecture": "gatted", "d_in": 4, "d_sae": 10}, t)
-    with pytest.raises(ValueError, match="gated|architecture"):
-        hsae.load_sae(tmp_path / "arch", device="cpu")
-    _write_foreign(tmp_path / "shape", {"architecture": "standard", "d_in": 4, "d_sae": 11}, t)
-    with pytest.raises(ValueError, match="shape"):
-        hsae.load_sae(tmp_path / "shape", device="cpu")
-    _write_foreign(tmp_path / "thr", {"architecture": "jumprelu", "d_in": 4, "d_sae": 10}, t)
-    with pytest.raises(ValueError, match="threshold"):
-        hsae.load_sae(tmp_path / "thr", device="cpu")
-    _write_foreign(tmp_path / "k", {"architecture": "topk", "d_in": 4, "d_sae": 10}, t)
-    with pytest.raises(ValueError, match="'k'"):
-        hsae.load_sae(tmp_path / "k", device="cpu")
-    _write_foreign(
-        tmp_path / "norm",
-        {"architecture": "standard", "d_in": 4, "d_sae": 10, "normalize_activations": "layer_norm"},
-        t,
-    )
-    with pytest.raises(ValueError, match="normalize_activations"):
-        hsae.load_sae(tmp_path / "norm", device="cpu")
+    for name, cfg, match in [
+        ("arch", {"architecture": "gatted", "d_in": 4, "d_sae": 10}, "gated|architecture"),
+        ("shape", {"architecture": "standard", "d_in": 4, "d_sae": 11}, "shape"),
+        ("thr", {"architecture": "jumprelu", "d_in": 4, "d_sae": 10}, "threshold"),
+        ("k", {"architecture": "topk", "d_in": 4, "d_sae": 10}, "'k'"),
+        (
+            "norm",
+            {
+                "architecture": "standard",
+                "d_in": 4,
+                "d_sae": 10,
+                "normalize_activations": "layer_norm",
+            },
+            "normalize_activations",
+        ),
+    ]:
+        _write_foreign(tmp_path / name, cfg, t)
+        with pytest.raises(ValueError, match=match):
+            hsae.load_sae(tmp_path / name, device="cpu")
     (tmp_path / "trunc").mkdir()
     (tmp_path / "trunc" / "cfg.json").write_text(
         '{"architecture": "standard", "d_in": 4, "d_sae": 10}'

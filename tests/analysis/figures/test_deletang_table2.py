@@ -15,6 +15,7 @@ from hierlens.analysis.figures.deletang_table2 import (
     SOURCE_VALUES,
     paper_provenance,
 )
+from tests.analysis.grid_tables import grid_table
 
 ARCHS = ["rnn", "lstm", "stack_rnn", "tape_rnn", "transformer"]
 
@@ -40,20 +41,14 @@ def test_corroborated_cells_are_cells_of_the_table():
 
 
 def _data(tasks: list[str]) -> dict:
-    return {
-        "tasks": tasks,
-        "archs": ARCHS,
-        "threshold": 0.9,
-        "n_train": 3,
-        "n_test": 5,
-        "seeds": [0],
-        "lrs": [0.01],
-        "steps": 10,
-        "measured": {t: {a: 42.0 for a in ARCHS} for t in tasks},
-        "paper": {t: {a: DELETANG_TABLE2[t][a] for a in ARCHS} for t in tasks},
+    return grid_table(
+        tasks,
+        ARCHS,
+        measured={t: {a: 42.0 for a in ARCHS} for t in tasks},
+        paper={t: {a: DELETANG_TABLE2[t][a] for a in ARCHS} for t in tasks},
         **paper_sources(tasks, ARCHS),
-        "curves": {t: {a: {"1": 100.0, "5": 40.0} for a in ARCHS} for t in tasks},
-    }
+        curves={t: {a: {"1": 100.0, "5": 40.0} for a in ARCHS} for t in tasks},
+    )
 
 
 def _cell_texts(fig) -> set[str]:

@@ -4,6 +4,7 @@ import pytest
 
 from hierlens.analysis.pipeline import DEMO_CONFIG, PipelineConfig, load_config, run
 from hierlens.models.run import Run
+from tests.tiny_configs import analysis_sections
 
 TINY = {
     "name": "tiny",
@@ -20,17 +21,7 @@ TINY = {
         "device": "cpu",
     },
     "capture": {"hooks": ["blocks.*.hook_resid_post"], "n": 24},
-    "sae": {
-        "hook": "blocks.1.hook_resid_post",
-        "architectures": ["topk", "relu"],
-        "widths": [8, 16],
-        "ks": [2],
-        "steps": 5,
-        "batch_size": 32,
-    },
-    "probes": {"labels": ["is_close"], "ks": [1, 2]},
-    "tree": {"n": 8, "n_trees": 3},
-    "report": False,
+    **analysis_sections("blocks.1.hook_resid_post", ["topk", "relu"]),
 }
 
 

@@ -8,6 +8,7 @@ it; with ``HIERLENS_REQUIRE_BROWSER=1`` (set by CI) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -78,6 +79,49 @@ def _start_chromium(profile: str):
         pytest.fail(f"could not start headless Chromium ({type(err).__name__}: {err}): {hint}")
 
 
+@contextlib.contextmanager
+def _chromium():
+    """A headless Chromium on a fresh profile, quit (and its profile removed) however the
+    test ends."""
+    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
+    driver = _start_chromium(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+_COUNT_DRAWN = (
+    "return [document.querySelectorAll('div.chart').length, Array.from("
+    "document.querySelectorAll('div.chart')).filter(d => d.querySelector("
+    "'svg.main-svg') !== null).length];"
+)
+
+
+def _all_charts_drawn(driver) -> tuple[int, int]:
+    """``(charts, charts with their svg)`` once the page has charts and every one has its
+    svg (Plotly draws synchronously in newPlot), waiting up to 60 s."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60).until(
+        lambda d: (lambda c: c[0] > 0 and c[0] == c[1])(d.execute_script(_COUNT_DRAWN))
+    )
+    return tuple(driver.execute_script(_COUNT_DRAWN))
+
+
+def _fetched(driver) -> list[str]:
+    """What the page requested (its resources), besides the page itself."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name);"
+    )
+
+
+def _severe(driver) -> list[dict]:
+    """The browser console's errors."""
+    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     run = build_run(tmp_path_factory.mktemp("browser_run"))
@@ -85,24 +129,10 @@ def report(tmp_path_factory):
 
 
 def test_report_renders_offline_in_chromium(report):
-    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
-    driver = _start_chromium(profile)
-    try:
+    with _chromium() as driver:
         driver.set_page_load_timeout(120)
         driver.get(report.resolve().as_uri())
-        # Plotly draws synchronously in newPlot; wait until every chart has its svg.
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        count_drawn = (
-            "return [document.querySelectorAll('div.chart').length,"
-            " document.querySelectorAll('div.chart svg.main-svg').length > 0 ?"
-            " Array.from(document.querySelectorAll('div.chart')).filter("
-            "   d => d.querySelector('svg.main-svg') !== null).length : 0];"
-        )
-        WebDriverWait(driver, 60).until(
-            lambda d: (lambda c: c[0] > 0 and c[0] == c[1])(d.execute_script(count_drawn))
-        )
-        n_charts, n_drawn = driver.execute_script(count_drawn)
+        n_charts, n_drawn = _all_charts_drawn(driver)
         assert driver.execute_script("return typeof window.Plotly") == "object"
         html = report.read_text()
         assert n_charts == html.count('<div class="chart"') and n_charts >= 8
@@ -119,11 +149,9 @@ def test_report_renders_offline_in_chromium(report):
         # the inline SVG tree drawings are present too
         assert driver.execute_script("return document.querySelectorAll('svg.tree').length") >= 4
         # nothing was requested besides the page itself (inline scripts, styles and SVG only)
-        fetched = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);"
-        )
+        fetched = _fetched(driver)
         assert fetched == [], fetched
-        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        errors = _severe(driver)
         assert not errors, f"console errors: {errors}"
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "report.png"
@@ -131,9 +159,6 @@ def test_report_renders_offline_in_chromium(report):
         driver.set_window_size(1280, min(max(int(height), 800), 16000))
         assert driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_harness_sees_fetches_and_blocks_them(tmp_path):
@@ -144,24 +169,17 @@ def test_harness_sees_fetches_and_blocks_them(tmp_path):
         '<!DOCTYPE html><html><body><img src="http://example.com/x.png">'
         '<script src="https://cdn.example.com/lib.js"></script></body></html>'
     )
-    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
-    driver = _start_chromium(profile)
-    try:
+    with _chromium() as driver:
         driver.get(page.resolve().as_uri())
         from selenium.webdriver.support.ui import WebDriverWait
 
         WebDriverWait(driver, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
-        fetched = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);"
-        )
+        fetched = _fetched(driver)
         assert sorted(fetched) == ["http://example.com/x.png", "https://cdn.example.com/lib.js"]
-        severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        severe = [e["message"] for e in _severe(driver)]
         assert len(severe) == 2 and all("ERR_" in m for m in severe), severe
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.mark.parametrize("required", [False, True])
@@ -193,28 +211,11 @@ def test_notebook_sections_share_one_library_in_chromium(report, tmp_path, monke
     assert (first + second).count("plotly.js v") == 1
     page = tmp_path / "notebook.html"
     page.write_text(f"<!DOCTYPE html><html><body>{second}{first}</body></html>")
-    profile = tempfile.mkdtemp(prefix="hierlens-chromium-")
-    driver = _start_chromium(profile)
-    try:
+    with _chromium() as driver:
         driver.get(page.resolve().as_uri())
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        drawn = (
-            "return [document.querySelectorAll('div.chart').length, Array.from("
-            "document.querySelectorAll('div.chart')).filter(d => d.querySelector("
-            "'svg.main-svg') !== null).length];"
-        )
-        WebDriverWait(driver, 60).until(
-            lambda d: (lambda c: c[0] > 0 and c[0] == c[1])(d.execute_script(drawn))
-        )
-        n_charts, n_drawn = driver.execute_script(drawn)
+        n_charts, _ = _all_charts_drawn(driver)
         assert n_charts == (first + second).count('<div class="chart"') >= 2
-        fetched = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);"
-        )
+        fetched = _fetched(driver)
         assert fetched == [], fetched
-        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        errors = _severe(driver)
         assert not errors, f"console errors: {errors}"
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

