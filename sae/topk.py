@@ -23,24 +23,20 @@ class TopKSAEConfig(SAEConfig):
         k: number of active latents per row.
         k_aux: latents the AuxK loss may use (``None``: ``d_in // 2``, as in Gao et al.;
             capped at ``d_sae``).
-        aux_coefficient: weight of the AuxK loss (Gao et al. use 1/32; 0 turns it off).
-        dead_window: a latent that has not fired for this many training tokens is dead and
-            takes part in the AuxK loss (the trainer tracks firing every step on the device
-            and switches AuxK on at the first logging step that finds a dead latent, so the
-            loop never syncs with the host just for this).
+        aux_coefficient: weight of the AuxK loss (Gao et al. use 1/32; 0 turns it off). The
+            loss takes the latents the trainer counts as dead (``dead_after_tokens`` of
+            ``SAETrainConfig``, the same count its metrics report).
     """
 
     k: int = 32
     k_aux: int | None = None
     aux_coefficient: float = 1.0 / 32.0
-    dead_window: int = 1_000_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_k()
         check_int("k_aux", self.k_aux, none=True)
         check_nonneg(self, "aux_coefficient")
-        check_int("dead_window", self.dead_window)
 
     def _check_k(self) -> None:
         """``ValueError`` unless ``k`` is an int in ``[1, d_sae]``."""
@@ -95,7 +91,7 @@ class TopKSAE(SAE, name="topk"):
     kept at unit norm by default.
 
     ``TopKSAE(d_in, d_sae, *, device=None, **fields)`` with the fields of
-    :class:`TopKSAEConfig` (``k``, ``k_aux``, ``aux_coefficient``, ``dead_window``) and
+    :class:`TopKSAEConfig` (``k``, ``k_aux``, ``aux_coefficient``) and
     :class:`SAEConfig` (``hook_name``, ``apply_b_dec_to_input``, ``unit_norm_decoder``,
     ``seed``, ``dtype``); ``device``: where the parameters live (``None``: CUDA when
     available, else CPU).

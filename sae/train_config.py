@@ -32,8 +32,9 @@ class SAETrainConfig(Config):
         decay_fraction: final share of the run over which the learning rate decays linearly
             to 0 ([Conerly2024] use 0.2).
         grad_clip: per-SAE gradient-norm clip (None: no clipping).
-        dead_after_tokens: a latent that has not fired for this many tokens counts as dead
-            in the metrics.
+        dead_after_tokens: a latent that has not fired for this many tokens is dead: in the
+            metrics (``dead``) and, for the TopK family, in the AuxK loss [Gao2024] (switched
+            on at the first metric record that finds a dead latent).
         dense_threshold: a latent firing on more than this share of a logging window's rows
             counts as dense.
         log_every: steps between metric records (the only host-device syncs of the loop;

@@ -249,8 +249,8 @@ class TrainState:
         with self.autocast():
             for g in self.groups:
                 dead = None
-                if g.aux_dead and hasattr(g.cfg, "dead_window"):
-                    dead = g.since_fired >= g.cfg.dead_window
+                if g.aux_dead and hasattr(g.cfg, "aux_coefficient"):  # AuxK [Gao2024]
+                    dead = g.since_fired >= self.cfg.dead_after_tokens
                 ctx = StepContext(
                     training=True,
                     update_buffers=True,
@@ -346,8 +346,7 @@ class TrainState:
             dead = (g.since_fired >= cfg.dead_after_tokens).float().mean(-1).tolist()
             dense = (g.acc["fires"] / max(rows, 1) > cfg.dense_threshold).float().mean(-1).tolist()
             terms = {k[5:]: (v / n).tolist() for k, v in g.acc.items() if k.startswith("term_")}
-            if hasattr(g.cfg, "dead_window"):
-                g.aux_dead = bool((g.since_fired >= g.cfg.dead_window).any())
+            g.aux_dead = any(d > 0 for d in dead)
             for j, i in enumerate(g.members):
                 if not math.isfinite(loss[j]):
                     raise FloatingPointError(

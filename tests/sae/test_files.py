@@ -37,7 +37,6 @@ ALL = [
         k=3,
         k_aux=4,
         aux_coefficient=0.05,
-        dead_window=777,
         hook_name="blocks.0.hook_mlp_out",
         device="cpu",
     ),

@@ -34,10 +34,8 @@ def _x(dtype=torch.float64, n=40, seed=1):
 
 def _train(data, steps, lr=1e-2, log_every=3, n=S, **options):
     """Train ``n`` TopK SAEs (float64 unless ``dtype`` is given) on ``data`` in batches of 64;
-    ``options`` go to the SAEs (``dtype``, ``dead_window``) or to ``train_saes``."""
+    ``options`` go to the SAEs (``dtype``) or to ``train_saes``."""
     sae_kw = {"dtype": options.pop("dtype", "float64")}
-    if "dead_window" in options:
-        sae_kw["dead_window"] = options.pop("dead_window")
     saes = [TopKSAE(D_IN, D_SAE, k=K, seed=i, device="cpu", **sae_kw) for i in range(n)]
     res = train_saes(
         saes,
@@ -233,7 +231,7 @@ def test_training_that_switches_to_auxk_steps_equals_dense_training():
     g = torch.Generator().manual_seed(7)
     data = torch.relu(torch.randn(64 * 8, D_IN, generator=g, dtype=torch.float64)) * 3.0
 
-    kw = dict(lr=5e-2, log_every=2, dead_window=64)
+    kw = dict(lr=5e-2, log_every=2, dead_after_tokens=64)
     sparse, history = _train(data, 8, sparse_decode=True, **kw)
     dense, _ = _train(data, 8, sparse_decode=False, **kw)
     assert any(r["auxk"] > 0 for r in history)  # AuxK did run

@@ -220,8 +220,10 @@ def test_dead_and_dense_latent_tracking():
 
 def test_auxk_switches_on_when_latents_die():
     x = _data()
-    sae = TopKSAE(D_IN, D_SAE, k=2, dead_window=BS, aux_coefficient=1.0, device="cpu")
-    res = train_saes([sae], x, steps=6, batch_size=BS, log_every=2, progress=False)
+    sae = TopKSAE(D_IN, D_SAE, k=2, aux_coefficient=1.0, device="cpu")
+    res = train_saes(
+        [sae], x, steps=6, batch_size=BS, log_every=2, dead_after_tokens=BS, progress=False
+    )
     assert res.history[0]["auxk"] == 0.0  # no dead latent known yet
     assert res.history[-1]["auxk"] > 0.0
 
