@@ -253,12 +253,6 @@ def fused_groups(pending: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple
     return list(groups.values())
 
 
-def run_job(job_file: str | os.PathLike) -> dict[str, Any]:
-    """Train (resuming) and track the job described by ``job_file``; then write ``done.json``
-    and return its summary."""
-    return run_jobs([job_file])[0]
-
-
 def run_jobs_of(*job_files: str) -> list[dict[str, Any]]:
     """:func:`run_jobs` with the job files as arguments (a Ray task's call)."""
     return run_jobs(job_files)

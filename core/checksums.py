@@ -194,21 +194,6 @@ def is_committed(path: str | os.PathLike) -> bool:
         return False
 
 
-def forget(paths: list[str | os.PathLike]) -> None:
-    """Drop the entries of ``paths`` (files of one folder, being deleted) from its manifest."""
-    if not paths:
-        return
-    folder = Path(paths[0]).parent
-    manifest = read_manifest(folder)
-    if manifest is None:
-        return
-    names = {Path(p).name for p in paths}
-    if names & (set(manifest["files"]) | set(manifest["pending"])):
-        for key in ("files", "pending"):
-            manifest[key] = {k: v for k, v in manifest[key].items() if k not in names}
-        _write_manifest(folder, manifest)
-
-
 def recorded_names(folder: str | os.PathLike) -> set[str]:
     """Names the manifest of ``folder`` records (committed or pending), plus the manifest."""
     manifest = read_manifest(folder)
