@@ -139,7 +139,8 @@ def _check_sweep(
             raise ValueError(f"model[{key!r}] is set by the sweep; remove it")
     ModelConfig.for_task(task, **model)  # validate before any job starts
     fields = {f.name for f in dataclasses.fields(TrackConfig)}
-    track = TrackConfig(**{k: v for k, v in (track_options or {}).items() if k in fields})
+    given = {k: v for k, v in (track_options or {}).items() if k in fields and v is not None}
+    track = TrackConfig(**given)  # None: the default, as track() reads it
     block_of_layer(track.layer, min(depths))  # a layer every depth has
     return depths, seeds, model
 

@@ -139,7 +139,7 @@ def test_sweep_runs_each_job_once_and_collects_rows(tmp_path):
     # a tracked layer the shallowest depth lacks is refused before any job is written
     fresh = tmp_path / "fresh"
     with pytest.raises(ValueError, match="layer out of range"):
-        sweep(TASK, [1, 2], [0], cfg, fresh, track_options={"layer": 2})
+        sweep(TASK, [1, 2], [0], cfg, fresh, track_options={"layer": 2, "n": None})
     assert not fresh.exists() or not any(fresh.iterdir())
 
 
