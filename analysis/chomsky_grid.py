@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hierlens.core.atomic_io import read_json, write_checked_json
-from hierlens.core.validate import check_int
+from hierlens.core.validate import check_int, check_number, is_int
 from hierlens.models import TrainConfig, get_task, list_tasks
 from hierlens.models.architectures import ARCHS, ArchConfig, build_model
 from hierlens.models.run import Run
@@ -161,10 +161,10 @@ def _check_grid(
     bad = [a for a in archs if a not in ARCHS]
     if bad:
         raise ValueError(f"unknown architecture(s) {bad}; architectures: {', '.join(ARCHS)}")
-    if any(not isinstance(s, int) or isinstance(s, bool) for s in seeds):
+    if not all(is_int(s) for s in seeds):
         raise ValueError(f"seeds must be integers, got {seeds}")
-    if any(not isinstance(lr, (int, float)) or lr <= 0 for lr in lrs):
-        raise ValueError(f"learning rates must be positive numbers, got {lrs}")
+    for lr in lrs:
+        check_number("a learning rate", lr, strict=True)
     check_int("eval_n", eval_n)
     base = train_config.to_dict() if isinstance(train_config, TrainConfig) else dict(train_config)
     TrainConfig(**base)  # validate before any job starts

@@ -30,13 +30,13 @@ from hierlens.core.config import Config
 from hierlens.core.device import model_device, resolve_device
 from hierlens.core.loggers import scalars
 from hierlens.core.trackers import MultiLogger, make_logger
-from hierlens.core.validate import check_int, is_int
+from hierlens.core.validate import check_int
 from hierlens.models.run import Run, open_run
 from hierlens.models.run_layout import RECORD_SCHEMAS, TRACKING
 from hierlens.models.run_lock import locks_run
 from hierlens.models.tasks.base import Task, iter_batches
 
-from .layer_numbering import LAYER_NUMBERING, block_of_layer
+from .layer_numbering import LAYER_NUMBERING, block_of_layer, check_projected_layer
 from .ray_backend import check_backend
 from .trees.decode import tree_projection
 from .trees.metrics import parse_f1, tree_score
@@ -130,11 +130,7 @@ class TrackConfig(Config):
     def __post_init__(self) -> None:
         for name in ("n", "n_trees", "n_compare"):
             check_int(name, getattr(self, name))
-        if not is_int(self.layer) or self.layer == 0:
-            raise ValueError(
-                f"layer must be 1..n_blocks or negative (from the last), got {self.layer!r}; "
-                "layer 0, the embeddings, has no tree projection"
-            )
+        check_projected_layer("layer", self.layer)
 
 
 @dataclass(frozen=True)

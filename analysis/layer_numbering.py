@@ -9,7 +9,11 @@ that take a *block* (``span_scores(layer=b)``, ``--mask-from-layer``) name block
 
 from __future__ import annotations
 
-__all__ = ["LAYER_NUMBERING", "block_of_layer", "layer_of_block"]
+from typing import Any
+
+from hierlens.core.validate import is_int
+
+__all__ = ["LAYER_NUMBERING", "block_of_layer", "check_projected_layer", "layer_of_block"]
 
 #: how per-layer records number their layers (stored in each record's ``settings``)
 LAYER_NUMBERING = "0 = embeddings; layer l = output of block l-1"
@@ -31,6 +35,17 @@ def block_of_layer(layer: int, n_blocks: int) -> int:
     if not 0 < layer <= n_blocks:
         raise ValueError(f"layer out of range: the model has layers 0..{n_blocks} (0 = embeddings)")
     return layer - 1
+
+
+def check_projected_layer(name: str, layer: Any) -> None:
+    """``ValueError`` unless ``layer`` can name a layer with a tree projection without
+    knowing the model: an integer other than 0 (layer 0, the embeddings, is the output of no
+    block). :func:`block_of_layer` checks the range once the model is known."""
+    if not is_int(layer) or layer == 0:
+        raise ValueError(
+            f"{name} must be 1..n_blocks or negative (from the last), got {layer!r}; "
+            "layer 0, the embeddings, has no tree projection"
+        )
 
 
 def layer_of_block(block: int, n_blocks: int) -> int:

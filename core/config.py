@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 from typing import Any, TypeVar
 
+from .validate import check_choice
+
 C = TypeVar("C", bound="Config")
 
 
@@ -54,6 +56,17 @@ class Config:
                     value = tuple(value)
                 kwargs[f.name] = value
         return cls(**kwargs)
+
+    def check_choices(self, prefix: str | None = None) -> None:
+        """``ValueError`` unless every field named in the class's ``FIELD_CHOICES`` (the
+        mapping the CLI also takes its ``choices`` from) holds one of its choices; a field
+        whose default is None may also be None. ``prefix`` names the config in the message
+        (default: the class name)."""
+        for f in dataclasses.fields(self):
+            choices = getattr(self, "FIELD_CHOICES", {}).get(f.name)
+            value = getattr(self, f.name)
+            if choices is not None and not (value is None and f.default is None):
+                check_choice(f"{prefix or type(self).__name__}.{f.name}", value, choices)
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated like a fresh construction)."""

@@ -11,7 +11,7 @@ from typing import ClassVar
 from hierlens.core.config import Config
 from hierlens.core.loggers import check_trackers
 from hierlens.core.optim import SCHEDULES
-from hierlens.core.validate import check_choice, check_int, check_number
+from hierlens.core.validate import check_int, check_number
 
 from .tasks.base import SPLITS
 
@@ -125,7 +125,7 @@ class TrainConfig(Config):
         ):
             check_int(f"TrainConfig.{name}", getattr(self, name), minimum=0)
         check_number("TrainConfig.lr", self.lr, strict=True)
-        check_choice("TrainConfig.schedule", self.schedule, SCHEDULES)
+        self.check_choices()
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(
                 f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}"
@@ -134,7 +134,6 @@ class TrainConfig(Config):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         check_number("TrainConfig.weight_decay", self.weight_decay)
         check_number("TrainConfig.grad_clip", self.grad_clip, strict=True, none=True)
-        check_choice("TrainConfig.loss_on", self.loss_on, LOSS_ON)
         object.__setattr__(self, "log_to", check_trackers(self.log_to, "TrainConfig.log_to"))
         bad = [s for s in self.eval_splits if s not in SPLITS]
         if bad:

@@ -14,7 +14,7 @@ import torch
 
 from hierlens.core.config import Config
 from hierlens.core.device import resolve_device, resolve_dtype
-from hierlens.core.validate import check_choice, check_int
+from hierlens.core.validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -78,10 +78,7 @@ class ModelConfig(Config):
             )
         for name in ("d_head", "d_mlp"):
             check_int(f"ModelConfig.{name}", getattr(self, name), none=True)
-        check_choice("ModelConfig.attention_dir", self.attention_dir, _ATTENTION_DIRS)
-        check_choice("ModelConfig.normalization_type", self.normalization_type, _NORMS)
-        check_choice("ModelConfig.act_fn", self.act_fn, _ACTS)
-        check_choice("ModelConfig.positional_embedding_type", self.positional_embedding_type, _POS)
+        self.check_choices()
 
     @property
     def head_dim(self) -> int:

@@ -61,12 +61,7 @@ class PatchConfig(Config):
     def __post_init__(self) -> None:
         for name in ("n_pairs", "span", "batch_size"):
             check_int(f"PatchConfig.{name}", getattr(self, name))
-        for name, choices in self.FIELD_CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise ValueError(
-                    f"PatchConfig.{name} must be {' or '.join(choices)}, got {value!r}"
-                )
+        self.check_choices()
 
 
 def default_hooks(model: torch.nn.Module) -> list[str]:

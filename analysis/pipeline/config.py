@@ -14,8 +14,10 @@ from typing import Any
 
 from hierlens.analysis.causal.alignment import DASConfig
 from hierlens.analysis.causal.sweep import PatchConfig
+from hierlens.analysis.layer_numbering import check_projected_layer
+from hierlens.analysis.structural import POOLS
 from hierlens.core.config import Config, unknown_keys_error
-from hierlens.core.validate import check_choice, check_int, is_int
+from hierlens.core.validate import check_int
 from hierlens.models import TrainConfig, get_task
 from hierlens.models.corpus import Corpus
 from hierlens.models.run_load import pretrained_run_config
@@ -68,8 +70,7 @@ class CaptureStage(Config):
         check_int("capture.batch_size", self.batch_size)
         if self.split is not None and not isinstance(self.split, str):
             raise ValueError(f"capture.split must be a split name, got {self.split!r}")
-        if self.pool not in (None, "first", "last", "mean"):
-            raise ValueError(f"capture.pool must be first, last or mean, got {self.pool!r}")
+        self.check_choices("capture")
         if not isinstance(self.all_checkpoints, bool):
             raise ValueError(
                 f"capture.all_checkpoints must be true or false, got {self.all_checkpoints!r}"
@@ -204,11 +205,7 @@ class TreeStage(Config):
     def __post_init__(self) -> None:
         check_int("tree.n", self.n)
         check_int("tree.n_trees", self.n_trees, none=True)
-        if not is_int(self.layer) or self.layer == 0:
-            raise ValueError(
-                f"tree.layer must be 1..n_blocks or negative (from the last), got "
-                f"{self.layer!r}; layer 0, the embeddings, has no tree projection"
-            )
+        check_projected_layer("tree.layer", self.layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +223,7 @@ class StructuralStage(Config):
             the model's (a model that is itself that seed's initialisation) is refused.
     """
 
-    FIELD_CHOICES = {"pool": ("mean", "first")}
+    FIELD_CHOICES = {"pool": POOLS}
 
     enabled: bool = True
     rank: int = 64
@@ -236,11 +233,9 @@ class StructuralStage(Config):
     control_seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..structural import POOLS
-
         check_int("structural.rank", self.rank)
         check_int("structural.max_epochs", self.max_epochs)
-        check_choice("structural.pool", self.pool, POOLS)
+        self.check_choices("structural")
         if not isinstance(self.controls, bool):
             raise ValueError(f"structural.controls must be true or false, got {self.controls!r}")
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hierlens.core.config import Config
-from hierlens.core.validate import check_choice, check_int
+from hierlens.core.validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks.base import Task
@@ -58,8 +58,7 @@ class ArchConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        self.check_choices()
         for field in (
             "vocab_size",
             "d_model",

@@ -75,3 +75,30 @@ def test_check_number_infinite_bound():
     for bad in (math.nan, -math.inf, 0.0):
         with pytest.raises(ValueError, match="C must be"):
             check_number("C", bad, strict=True, finite=False)
+
+
+def test_config_check_choices_reads_field_choices():
+    """``Config.check_choices`` checks the fields ``FIELD_CHOICES`` names (the CLI's
+    ``choices``), letting a None-default field stay None."""
+    import dataclasses
+
+    from hierlens.core.config import Config
+
+    @dataclasses.dataclass(frozen=True)
+    class Toy(Config):
+        FIELD_CHOICES = {"mode": ("a", "b"), "pool": ("x",)}
+        mode: str = "a"
+        pool: str | None = None
+        other: str = "free"
+
+        def __post_init__(self) -> None:
+            self.check_choices("toy")
+
+    Toy()
+    Toy(mode="b", pool="x", other="anything")
+    with pytest.raises(ValueError, match=r"^toy.mode must be one of 'a', 'b', got 'c'$"):
+        Toy(mode="c")
+    with pytest.raises(ValueError, match=r"^toy.pool must be one of 'x', got 'y'$"):
+        Toy(pool="y")
+    with pytest.raises(ValueError, match=r"^toy.mode must be one of"):
+        Toy(mode=None)  # None only where the default is None
