@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlens.core.device import model_device
-from hierlens.core.validate import check_int
+from hierlens.core.validate import check_choice, check_int
 from hierlens.models.tasks.variables import MinimalPairs
 
 from .sites import capture_sites, check_hooks, editing_hooks, forward_logits
@@ -116,10 +116,8 @@ def query_metric(
 def _check(pairs: MinimalPairs, direction: str, metric: str) -> None:
     if not isinstance(pairs, MinimalPairs):
         raise TypeError(f"pairs must be MinimalPairs, got {type(pairs).__name__}")
-    for name, value in (("direction", direction), ("metric", metric)):
-        choices = CHOICES[name]
-        if value not in choices:
-            raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}")
+    check_choice("direction", direction, CHOICES["direction"])
+    check_choice("metric", metric, CHOICES["metric"])
     pairs.validate()  # each pair differs in its variable only
     if not pairs.same_length:
         raise ValueError(
